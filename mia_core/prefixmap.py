@@ -1,0 +1,243 @@
+"""The prefix-map file (``prefix_map.h5``, DESIGN.md §4): writer and reader.
+
+The writer streams rows into chunked, compressed, resizable datasets inside a folder
+with a ``.partial`` suffix and renames it only when complete, so an interrupted run
+never leaves a folder that looks finished.
+"""
+
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mia_core import __version__
+from mia_core.errors import MiaError
+
+FORMAT_VERSION = 1
+MAP_FILE = "prefix_map.h5"
+PARTIAL_SUFFIX = ".partial"
+PAD = -1  # suffix padding sentinel (token ids are never negative)
+TOKEN_DTYPE = np.int32
+STR_DTYPE = h5py.string_dtype("utf-8")
+CHUNK_ROWS = 4096
+
+
+def _growable(group: h5py.Group, name: str, width: int | None, dtype: Any) -> h5py.Dataset:
+    shape, maxshape = ((0,), (None,)) if width is None else ((0, width), (None, width))
+    chunks = (CHUNK_ROWS,) if width is None else (max(1, min(CHUNK_ROWS, 2**20 // max(width, 1))), width)
+    compression = None if dtype is STR_DTYPE else "gzip"
+    return group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype,
+                                chunks=chunks, compression=compression)
+
+
+def _append(ds: h5py.Dataset, values: Any) -> None:
+    n = len(values)
+    if n == 0:
+        return
+    start = ds.shape[0]
+    ds.resize(start + n, axis=0)
+    ds[start:start + n] = values
+
+
+class PrefixMapWriter:
+    """Streams prefix rows (and optionally the dataset) into a new map folder."""
+
+    def __init__(self, folder: Path, prefix_tokens: int, suffix_tokens: int,
+                 attrs: dict[str, Any], save_dataset: bool) -> None:
+        self.folder = Path(folder)
+        if self.folder.exists():
+            raise MiaError(f"{self.folder} already exists; refusing to overwrite it")
+        self.partial = self.folder.with_name(self.folder.name + PARTIAL_SUFFIX)
+        if self.partial.exists():  # left by an interrupted run with the same name
+            shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True)
+        self.file = h5py.File(self.partial / MAP_FILE, "w")
+        self.prefix_tokens = prefix_tokens
+        self.suffix_tokens = suffix_tokens
+        f = self.file
+        self._prefixes = _growable(f, "prefixes", prefix_tokens, TOKEN_DTYPE)
+        self._suffixes = _growable(f, "suffixes", max(suffix_tokens, 1), TOKEN_DTYPE)
+        self._suffix_lengths = _growable(f, "suffix_lengths", None, np.int32)
+        self._sample_index = _growable(f, "sample_index", None, np.int64)
+        self._sample_id = _growable(f, "sample_id", None, STR_DTYPE)
+        self._sample_label = _growable(f, "sample_label", None, STR_DTYPE)
+        self._prefix_start = _growable(f, "prefix_start", None, np.int64)
+        self.dataset_group = None
+        if save_dataset:
+            g = f.create_group("dataset")
+            self._ds_tokens = _growable(g, "tokens", None, TOKEN_DTYPE)
+            self._ds_offsets = _growable(g, "offsets", None, np.int64)
+            _append(self._ds_offsets, [0])
+            self._ds_ids = _growable(g, "sample_id", None, STR_DTYPE)
+            self._ds_labels = _growable(g, "sample_label", None, STR_DTYPE)
+            self._ds_texts = _growable(g, "text", None, STR_DTYPE)
+            self.dataset_group = g
+        f.attrs.update(_encode_attrs({**attrs, "format_version": FORMAT_VERSION, "mia_version": __version__,
+                                      "prefix_tokens": prefix_tokens, "suffix_tokens": suffix_tokens,
+                                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+
+    def add_rows(self, prefixes: np.ndarray, suffixes: Sequence[Sequence[int]], sample_index: Sequence[int],
+                 sample_id: Sequence[str], sample_label: Sequence[str], prefix_start: Sequence[int]) -> None:
+        padded = np.full((len(suffixes), max(self.suffix_tokens, 1)), PAD, dtype=TOKEN_DTYPE)
+        for i, s in enumerate(suffixes):
+            padded[i, :len(s)] = s
+        _append(self._prefixes, np.asarray(prefixes, dtype=TOKEN_DTYPE).reshape(-1, self.prefix_tokens))
+        _append(self._suffixes, padded)
+        _append(self._suffix_lengths, np.array([len(s) for s in suffixes], dtype=np.int32))
+        _append(self._sample_index, np.asarray(sample_index, dtype=np.int64))
+        _append(self._sample_id, list(sample_id))
+        _append(self._sample_label, [label or "" for label in sample_label])
+        _append(self._prefix_start, np.asarray(prefix_start, dtype=np.int64))
+
+    def add_dataset_samples(self, ids: Sequence[str], texts: Sequence[str], labels: Sequence[str | None],
+                            tokens: Sequence[Sequence[int]]) -> None:
+        if self.dataset_group is None:
+            return
+        lengths = np.array([len(t) for t in tokens], dtype=np.int64)
+        base = self._ds_offsets[-1]
+        _append(self._ds_offsets, base + np.cumsum(lengths))
+        flat = np.concatenate([np.asarray(t, dtype=TOKEN_DTYPE) for t in tokens]) if len(tokens) else []
+        _append(self._ds_tokens, flat)
+        _append(self._ds_ids, list(ids))
+        _append(self._ds_labels, [label or "" for label in labels])
+        _append(self._ds_texts, list(texts))
+
+    def finish(self, counts: dict[str, int]) -> Path:
+        """Record the counts, close the file and give the folder its final name."""
+        self.file.attrs.update(_encode_attrs({**counts, "size": int(self._prefixes.shape[0]), "complete": True}))
+        self.file.close()
+        os.replace(self.partial, self.folder)
+        return self.folder
+
+    def abort(self) -> None:
+        """Remove the partial folder (on errors and interrupts)."""
+        try:
+            self.file.close()
+        finally:
+            shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def _encode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    # HDF5 attributes cannot hold None or dicts: store those as JSON strings.
+    out = {}
+    for key, value in attrs.items():
+        if value is None or isinstance(value, (dict, list, tuple)):
+            out[key] = json.dumps(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _decode_attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str) and value[:1] in "[{n":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def resolve_map(name: str | os.PathLike, prefixes_dir: str | os.PathLike = "Prefixes") -> Path:
+    """A map folder from a path or a folder name under ``prefixes_dir``; checks it is complete."""
+    candidates = [Path(name), Path(prefixes_dir) / name]
+    for folder in candidates:
+        if folder.is_file() and folder.name == MAP_FILE:
+            folder = folder.parent
+        if folder.is_dir():
+            break
+    else:
+        raise MiaError(f"prefix map {str(name)!r} not found (looked for {candidates[0]} and {candidates[1]})")
+    if folder.name.endswith(PARTIAL_SUFFIX) or not (folder / MAP_FILE).is_file():
+        raise MiaError(f"{folder} is not a complete prefix map (interrupted while being written?)")
+    try:
+        with h5py.File(folder / MAP_FILE, "r") as f:
+            complete = bool(f.attrs.get("complete", False))
+    except OSError as exc:
+        raise MiaError(f"{folder / MAP_FILE} is not a readable HDF5 file: {exc}") from None
+    if not complete:
+        raise MiaError(f"{folder} is not a complete prefix map (interrupted while being written?)")
+    return folder
+
+
+class PrefixMap:
+    """Read access to a complete prefix map. Arrays are read lazily from the file."""
+
+    def __init__(self, folder: str | os.PathLike, prefixes_dir: str | os.PathLike = "Prefixes") -> None:
+        self.folder = resolve_map(folder, prefixes_dir)
+        self.path = self.folder / MAP_FILE
+        with h5py.File(self.path, "r") as f:
+            self.attrs: dict[str, Any] = {k: _decode_attr(v) for k, v in f.attrs.items()}
+            self.size = int(f["prefixes"].shape[0])
+            self.has_dataset = "dataset" in f
+
+    @property
+    def prefix_tokens(self) -> int:
+        return int(self.attrs["prefix_tokens"])
+
+    @property
+    def suffix_tokens(self) -> int:
+        return int(self.attrs["suffix_tokens"])
+
+    @property
+    def tokenizer_name(self) -> str:
+        return str(self.attrs["tokenizer"])
+
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        return str(self.attrs["tokenizer_fingerprint"])
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        """One dataset of the map (``prefixes``, ``suffixes``, ``sample_id``, ...), optionally some rows."""
+        with h5py.File(self.path, "r") as f:
+            ds = f[name]
+            data = ds[()] if rows is None else _take(ds, rows)
+            if ds.dtype.kind == "O":
+                data = np.array([v.decode() if isinstance(v, bytes) else v for v in data], dtype=object)
+            return data
+
+    def suffixes(self, rows: slice | np.ndarray | None = None) -> list[np.ndarray]:
+        """The true suffixes, each trimmed to its length."""
+        padded = self.read("suffixes", rows)
+        lengths = self.read("suffix_lengths", rows)
+        return [padded[i, :n] for i, n in enumerate(lengths)]
+
+    def iter_dataset(self) -> Iterator[tuple[str, str, str, np.ndarray]]:
+        """Saved dataset samples as ``(id, text, label, tokens)`` (needs a map made with --save)."""
+        if not self.has_dataset:
+            raise MiaError(f"{self.folder} holds no saved dataset (it was made with --no-save)")
+        with h5py.File(self.path, "r") as f:
+            g = f["dataset"]
+            offsets = g["offsets"][()]
+            for i in range(len(offsets) - 1):
+                yield (_str(g["sample_id"][i]), _str(g["text"][i]), _str(g["sample_label"][i]),
+                       g["tokens"][offsets[i]:offsets[i + 1]])
+
+
+def _take(ds: h5py.Dataset, rows: slice | np.ndarray) -> np.ndarray:
+    if isinstance(rows, slice):
+        return ds[rows]
+    rows = np.asarray(rows)
+    order = np.argsort(rows)  # h5py fancy indexing needs increasing, unique indices
+    unique, inverse = np.unique(rows[order], return_inverse=True)
+    picked = ds[unique]
+    out = picked[inverse]
+    result = np.empty_like(out)
+    result[order] = out
+    return result
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,148 @@
+"""Registries of datasets, tokenizers and backends, filled through the plugin hooks.
+
+A name is looked up case-insensitively, then against each entry's ``match`` predicate
+(for open-ended names such as ``hf:ID``, ``claude:MODEL`` or a local path). Unknown names
+fail with the available names and a close match.
+"""
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mia_core.errors import MiaError, UnknownNameError
+from mia_core.plugins import load_plugins, pm
+
+# Names users know from the docs, and the distribution that provides each: a name no
+# installed plugin registers gets "install X" instead of a bare "unknown".
+KNOWN_PROVIDERS = {
+    "gemma-3-270m": "mia-hf",
+    "smollm2-135m": "mia-hf",
+    "gemma-2b": "mia-hf",
+    "open_llama-3b": "mia-hf",
+    "hf:": "mia-hf",
+    "mamba-3b": "mia-mamba",
+    "mamba-2.8b-hf": "mia-mamba",
+    "claude-api": "mia-claude",
+    "claude:": "mia-claude",
+    "corpus": "mia-corpus",
+}
+
+
+@dataclass
+class Entry:
+    """One registered thing: a name, how to build it, and what to tell the user."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any] | str
+    plugin: str
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    match: Callable[[str], bool] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def load_factory(self) -> Callable[..., Any]:
+        """Resolve a lazy ``"module:attr"`` factory (imports heavy libraries only now)."""
+        if callable(self.factory):
+            return self.factory
+        module, _, attr = self.factory.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def create(self, name: str, options: dict[str, Any] | None = None) -> Any:
+        """Build the thing for ``name`` (which may be an alias or a matched name)."""
+        return self.load_factory()(name, dict(options or {}))
+
+
+class Registry:
+    """All entries of one kind (``dataset``, ``tokenizer`` or ``backend``)."""
+
+    def __init__(self, kind: str, hook: str) -> None:
+        self.kind = kind
+        self.hook = hook
+        self._entries: dict[str, Entry] = {}
+        self._filled = False
+
+    def _fill(self) -> None:
+        if self._filled:
+            return
+        self._filled = True
+        load_plugins()
+        for impl in getattr(pm.hook, self.hook).get_hookimpls():
+            plugin_name = impl.plugin_name
+
+            def register(name: str, factory: Callable[..., Any] | str, *, _plugin: str = plugin_name,
+                         description: str = "", aliases: tuple[str, ...] = (),
+                         match: Callable[[str], bool] | None = None, **info: Any) -> None:
+                self.add(Entry(self.kind, name, factory, _plugin, description, tuple(aliases), match, info))
+
+            impl.function(register=register)
+
+    def add(self, entry: Entry) -> None:
+        for key in (entry.name, *entry.aliases):
+            existing = self._entries.get(key.lower())
+            if existing is not None and existing is not entry:
+                raise MiaError(
+                    f"{self.kind} {key!r} is registered twice: by plugin {existing.plugin!r} "
+                    f"and by plugin {entry.plugin!r}"
+                )
+            self._entries[key.lower()] = entry
+
+    def entries(self) -> list[Entry]:
+        self._fill()
+        unique = {id(e): e for e in self._entries.values()}
+        return sorted(unique.values(), key=lambda e: e.name.lower())
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries()]
+
+    def find(self, name: str) -> Entry | None:
+        self._fill()
+        entry = self._entries.get(name.lower())
+        if entry is not None:
+            return entry
+        for candidate in self.entries():
+            if candidate.match is not None and candidate.match(name):
+                return candidate
+        return None
+
+    def get(self, name: str) -> Entry:
+        """The entry for ``name``, or a usage error listing what exists."""
+        entry = self.find(name)
+        if entry is None:
+            raise UnknownNameError(self.unknown_message(name))
+        return entry
+
+    def create(self, name: str, options: dict[str, Any] | None = None) -> Any:
+        return self.get(name).create(name, options)
+
+    def unknown_message(self, name: str) -> str:
+        available = self.names()
+        message = f"unknown {self.kind} {name!r}."
+        provider = _provider_for(name)
+        if provider:
+            message += f" It is provided by the plugin {provider!r}: pip install -e plugins/{provider.replace('-', '_')}."
+        keys = sorted({k for e in self.entries() for k in (e.name, *e.aliases)})
+        close = difflib.get_close_matches(name.lower(), [k.lower() for k in keys], n=1, cutoff=0.6)
+        if close:
+            suggestion = next(k for k in keys if k.lower() == close[0])
+            message += f" Did you mean {suggestion!r}?"
+        message += " Available: " + (", ".join(available) if available else "none (no plugin registers any)")
+        return message
+
+
+def _provider_for(name: str) -> str | None:
+    lowered = name.lower()
+    for known, dist in KNOWN_PROVIDERS.items():
+        if lowered == known or (known.endswith(":") and lowered.startswith(known)):
+            return dist
+    return None
+
+
+datasets = Registry("dataset", "mia_register_datasets")
+tokenizers = Registry("tokenizer", "mia_register_tokenizers")
+backends = Registry("backend", "mia_register_backends")

@@ -1,0 +1,1 @@
+"""mia plugin (being built)."""
