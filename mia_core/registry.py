@@ -146,3 +146,11 @@ def _provider_for(name: str) -> str | None:
 datasets = Registry("dataset", "mia_register_datasets")
 tokenizers = Registry("tokenizer", "mia_register_tokenizers")
 backends = Registry("backend", "mia_register_backends")
+
+
+def refresh() -> None:
+    """Forget what was registered, so the next lookup asks the plugins again (after
+    ``pm.register``/``pm.unregister``, as tests do with throwaway plugins)."""
+    for reg in (datasets, tokenizers, backends):
+        reg._entries.clear()
+        reg._filled = False

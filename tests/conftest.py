@@ -1,0 +1,58 @@
+"""Fixtures shared by the whole suite. Topic-specific helpers live in their own modules."""
+
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from mia_core import registry
+from mia_core.plugins import load_plugins, pm
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    """Click's runner; ``result.stderr`` holds what went to stderr (progress, errors)."""
+    return CliRunner()
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run the test inside an empty folder (so ./Prefixes is the test's own)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def register_plugin() -> Iterator:
+    """Register throwaway plugin objects for one test; they are unregistered after it."""
+    load_plugins()
+    added = []
+
+    def register(plugin: object, name: str | None = None) -> object:
+        pm.register(plugin, name=name)
+        added.append(plugin)
+        registry.refresh()
+        return plugin
+
+    yield register
+    for plugin in added:
+        pm.unregister(plugin)
+    registry.refresh()
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer():
+    """The real gemma-3-270m tokenizer (converted from its GGUF once, then cached)."""
+    return registry.tokenizers.create("gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def gemma_backend():
+    """The real gemma-3-270m model on CPU, loaded once per test session."""
+    return registry.backends.create("gemma-3-270m", {"device": "cpu"})
+
+
+@pytest.fixture(scope="session")
+def smollm2_backend():
+    """The real SmolLM2-135M model on CPU, loaded once per test session."""
+    return registry.backends.create("smollm2-135m", {"device": "cpu"})
