@@ -1,0 +1,3 @@
+"""Placeholder until its command lands."""
+
+commands: list = []
