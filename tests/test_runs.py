@@ -1,0 +1,81 @@
+"""The run-file writer and reader (mia_core.runs)."""
+
+import h5py
+import numpy as np
+import pytest
+
+from mia_core.errors import MiaError
+from mia_core.prefixmap import PrefixMapWriter
+from mia_core.runs import API_COLUMNS, RunWriter, default_run_path, open_run, sanitize
+
+
+def make_map(folder, n=4, p=3, s=5):
+    w = PrefixMapWriter(folder, p, s, {"tokenizer": "fake", "tokenizer_fingerprint": "fp"}, save_dataset=False)
+    prefixes = np.arange(n * p).reshape(n, p)
+    suffixes = [list(range(100 + i, 100 + i + s - (i % 2))) for i in range(n)]
+    w.add_rows(prefixes, suffixes, list(range(n)), [f"s{i}" for i in range(n)],
+               ["member" if i % 2 else "nonmember" for i in range(n)], [0] * n)
+    return w.finish({})
+
+
+def test_write_read_roundtrip(tmp_path):
+    folder = make_map(tmp_path / "m")
+    path = default_run_path(folder, "hf:org/x y")
+    assert path.parent == folder / "runs" and path.name.startswith("hf_org_x_y_")
+    w = RunWriter.create(path, {"model": "x", "prefix_map": str(folder)}, max_length=4,
+                         columns={"logprobs": ("float32", "max_length"), **API_COLUMNS})
+    w.append({"tokens": [[1, 2], [3, 4, 5, 6, 7]], "prefix_row": [0, 1], "text": ["a", "b"],
+              "logprobs": [[-0.5, -1.0], [-1, -2, -3, -4]], "error": [None, "boom"]})
+    w.append({"tokens": [[9]], "prefix_row": [2]})
+    w.finish(elapsed_s=1.5)
+    w.close()
+    run = open_run(path)
+    assert len(run) == 3 and run.complete and run.attrs["elapsed_s"] == 1.5
+    assert [t.tolist() for t in run.tokens()] == [[1, 2], [3, 4, 5, 6], [9]]
+    assert run.read("lengths").tolist() == [2, 4, 1]
+    assert run.read("error").tolist() == ["", "boom", ""]
+    assert np.isnan(run.read("cost_usd")).all()
+    assert [s.tolist() for s in run.suffixes()] == [[100, 101, 102, 103, 104], [101, 102, 103, 104],
+                                                     [102, 103, 104, 105, 106]]
+    assert [p.tolist() for p in run.prefixes()][1] == [3, 4, 5]
+    dicts = run.to_dicts()
+    assert dicts[1]["sample_id"] == "s1" and dicts[1]["sample_label"] == "member"
+    assert dicts[0]["logprobs"] == [-0.5, -1.0] and dicts[1]["error"] == "boom"
+
+
+def test_reopen_cuts_unflushed_rows_and_never_overwrites(tmp_path):
+    folder = make_map(tmp_path / "m")
+    path = folder / "runs" / "r.h5"
+    w = RunWriter.create(path, {"model": "x"}, max_length=3)
+    w.append({"tokens": [[1], [2]], "prefix_row": [0, 1]})
+    w.close()
+    with h5py.File(path, "r+") as f:  # simulate rows written after the last recorded batch
+        f["tokens"].resize(5, axis=0)
+    w = RunWriter.reopen(path)
+    assert w.rows_done == 2
+    w.append({"tokens": [[3]], "prefix_row": [2]})
+    w.close()
+    assert open_run(path).prefix_rows().tolist() == [0, 1, 2]
+    with pytest.raises(MiaError, match="refusing to overwrite"):
+        RunWriter.create(path, {}, max_length=3)
+
+
+def test_static_retokenized_arrays(tmp_path):
+    folder = make_map(tmp_path / "m")
+    static = {"prefixes": np.array([[7, 8, -1], [9, 9, 9]]), "prefix_lengths": np.array([2, 3]),
+              "suffixes": np.array([[1, 2], [3, -1]]), "suffix_lengths": np.array([2, 1])}
+    w = RunWriter.create(folder / "runs" / "r.h5", {"prefix_map": str(folder)}, 2, static=static)
+    w.append({"tokens": [[1], [2], [3]], "prefix_row": [0, 1, 0]})
+    w.close()
+    run = open_run(folder / "runs" / "r.h5")
+    assert [p.tolist() for p in run.prefixes()] == [[7, 8], [9, 9, 9], [7, 8]]
+    assert [s.tolist() for s in run.suffixes()] == [[1, 2], [3], [1, 2]]
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(MiaError, match="not found"):
+        open_run(tmp_path / "nope.h5")
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    with pytest.raises(MiaError, match="not a readable HDF5"):
+        open_run(tmp_path / "junk.h5")
+    assert sanitize("../x") == "x"
