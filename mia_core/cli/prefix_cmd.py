@@ -1,3 +1,96 @@
-"""Placeholder until its command lands."""
+"""`mia prefix`: build a prefix map from a dataset with a model's tokenizer."""
 
-commands: list = []
+import signal
+from typing import Any
+
+import click
+
+from mia_core.cli.options import dataset_option, parse_key_values, quiet_option
+
+
+class PrefixLocType(click.ParamType):
+    """``start`` (or the seed's ``tart``), ``random`` or a non-negative token offset."""
+
+    name = "start|random|INT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str | int:
+        from mia_core.prefix import parse_prefix_loc
+
+        try:
+            return parse_prefix_loc(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class SizeType(click.ParamType):
+    """``all`` or a positive number of samples."""
+
+    name = "all|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+            return None
+        try:
+            size = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"expected 'all' or a positive integer, got {value!r}", param, ctx)
+        if size <= 0:
+            self.fail(f"expected 'all' or a positive integer, got {value!r}", param, ctx)
+        return size
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM (kill) unwinds like Ctrl-C, so the partial map folder is removed.
+    raise SystemExit(128 + signum)
+
+
+@click.command()
+@click.option("--model", default="gemma-3-270m", show_default=True,
+              help="Model whose tokenizer is used (see `mia models`).")
+@click.option("--dataset", default="corpus", show_default=True, help="Dataset to load (see `mia datasets`).")
+@click.option("--prefix_tokens", "--prefix-tokens", "prefix_tokens", type=click.IntRange(min=1), default=10,
+              show_default=True, help="Length of each prefix in tokens.")
+@click.option("--prefix_loc", "--prefix-loc", "prefix_loc", type=PrefixLocType(), default="start",
+              show_default=True,
+              help="Where the prefix starts: start, random, or a token offset (clamped to "
+                   "sample length - prefix_tokens).")
+@click.option("--suffix_tokens", "--suffix-tokens", "suffix_tokens", type=click.IntRange(min=0), default=50,
+              show_default=True, help="Tokens of true continuation kept after each prefix (for scoring).")
+@click.option("--size", type=SizeType(), default="all", show_default=True,
+              help="Number of usable samples in the map: all, or N.")
+@click.option("--save/--no-save", default=True, show_default=True,
+              help="Also store the tokenized dataset (tokens, ids, texts) in the map.")
+@click.option("--crop/--no-crop", default=False, show_default=True,
+              help="With --save, store only the samples read until the map holds --size rows "
+                   "(else the whole dataset).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --prefix_loc random.")
+@click.option("--out", type=click.Path(file_okay=False), default="Prefixes", show_default=True,
+              help="Folder the map folder is created in.")
+@dataset_option
+@quiet_option
+def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, suffix_tokens: int,
+           size: int | None, save: bool, crop: bool, seed: int, out: str, dataset_options: tuple[str, ...],
+           quiet: bool) -> None:
+    """Build a prefix map: tokenized prefixes (and their true suffixes) cut from a dataset.
+
+    Writes OUT/{model}_{dataset}_{prefix_tokens}_{prefix_loc}_{timestamp}/prefix_map.h5 and
+    prints the folder's path.
+
+    \b
+    Example:
+      mia prefix --model gemma-3-270m --dataset Corpus --prefix_tokens 32 --prefix_loc random --seed 1
+    """
+    from mia_core.prefix import build_prefix_map
+
+    options = parse_key_values(dataset_options, "--dataset-option")
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        folder = build_prefix_map(model, dataset, prefix_tokens, prefix_loc=prefix_loc, size=size, save=save,
+                                  crop=crop, suffix_tokens=suffix_tokens, seed=seed, out=out,
+                                  dataset_options=options, quiet=quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    click.echo(str(folder))
+
+
+commands = [prefix]

@@ -1,0 +1,212 @@
+"""Prefix-map generation (``mia prefix``): stream a dataset, tokenize it, cut prefix windows.
+
+Samples are read as a stream, tokenized in batches through ``Tokenizer.encode_batch`` and
+written batch by batch (``mia_core.prefixmap.PrefixMapWriter``), so memory stays flat
+however large the dataset is, unless the whole dataset is saved into the map.
+"""
+
+import re
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mia_core import registry
+from mia_core.errors import MiaError
+from mia_core.prefixmap import PARTIAL_SUFFIX, PrefixMapWriter
+from mia_core.progress import progress
+from mia_core.types import Sample
+
+# A tokenizer batch is cut at whichever limit comes first: large enough for the fast
+# tokenizers' parallel batch encoding, small enough to keep memory flat.
+BATCH_SAMPLES = 1024
+BATCH_CHARS = 4_000_000
+
+
+def parse_prefix_loc(value: str | int) -> str | int:
+    """``"start"`` (the seed's ``"tart"`` too), ``"random"`` or a non-negative token offset."""
+    if isinstance(value, bool):
+        raise ValueError(f"prefix_loc must be 'start', 'random' or a non-negative integer, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        if value < 0:
+            raise ValueError(f"prefix_loc must be a non-negative integer, got {value}")
+        return int(value)
+    text = str(value).strip().lower()
+    if text in ("start", "tart"):
+        return "start"
+    if text == "random":
+        return "random"
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"prefix_loc must be 'start', 'random' or a non-negative integer, got {value!r}")
+
+
+def safe_name(name: str) -> str:
+    """A name usable in a folder name: ``hf:org/model`` → ``hf-org-model``."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return cleaned or "unnamed"
+
+
+def map_folder(out: Path, model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int,
+               now: datetime | None = None) -> Path:
+    """``{model}_{dataset}_{prefix_tokens}_{prefix_loc}_{timestamp}`` under ``out``, never one
+    that exists: a second map made within the same second gets ``_2``, ``_3``, ..."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
+    base = f"{safe_name(model)}_{safe_name(dataset)}_{prefix_tokens}_{prefix_loc}_{stamp}"
+    folder, n = out / base, 1
+    while folder.exists() or folder.with_name(folder.name + PARTIAL_SUFFIX).exists():
+        n += 1
+        folder = out / f"{base}_{n}"
+    return folder
+
+
+def _batches(samples: Iterator[Sample]) -> Iterator[list[Sample]]:
+    batch: list[Sample] = []
+    chars = 0
+    for sample in samples:
+        batch.append(sample)
+        chars += len(sample.text)
+        if len(batch) >= BATCH_SAMPLES or chars >= BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def _window_start(length: int, prefix_tokens: int, suffix_tokens: int, loc: str | int,
+                  rng: np.random.Generator) -> int:
+    """Token offset of the prefix in a sample of ``length`` tokens (``length >= prefix_tokens``).
+
+    An integer offset is clamped to ``length - prefix_tokens`` (the seed's rule); the suffix
+    is then whatever follows, possibly shorter than ``suffix_tokens``. ``random`` draws
+    uniformly among the offsets that leave room for a full suffix when the sample has it.
+    """
+    last = length - prefix_tokens
+    if loc == "start":
+        return 0
+    if loc == "random":
+        high = last - suffix_tokens if last >= suffix_tokens else last
+        return int(rng.integers(0, high + 1))
+    return min(int(loc), last)
+
+
+def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int = "start",
+                     size: int | None = None, save: bool = True, crop: bool = False, suffix_tokens: int = 50,
+                     seed: int = 0, out: str | Path = "Prefixes", dataset_options: dict | None = None,
+                     quiet: bool = False) -> Path:
+    """Build a prefix map and return its folder.
+
+    ``model`` names the tokenizer (``mia models``), ``dataset`` the loader (``mia datasets``).
+    ``size`` limits the map to the first ``size`` usable samples (``None``: all). With
+    ``save`` the dataset's tokens and texts are stored in the map too: the whole dataset,
+    or with ``crop`` only the samples read until the map was full.
+    """
+    if prefix_tokens <= 0:
+        raise ValueError(f"prefix_tokens must be a positive integer, got {prefix_tokens}")
+    if suffix_tokens < 0:
+        raise ValueError(f"suffix_tokens must be zero or positive, got {suffix_tokens}")
+    if size is not None and size <= 0:
+        raise ValueError(f"size must be a positive integer or None (all), got {size}")
+    loc = parse_prefix_loc(prefix_loc)
+    options = dict(dataset_options or {})
+
+    # Look both names up before loading anything, so a typo fails at once.
+    dataset_entry = registry.datasets.get(dataset)
+    registry.tokenizers.get(model)
+    tokenizer = registry.tokenizers.create(model)
+    data = dataset_entry.create(dataset, options)
+
+    folder = map_folder(Path(out), model, dataset, prefix_tokens, loc)
+    attrs: dict[str, Any] = {
+        "model": model,
+        "tokenizer": tokenizer.name,
+        "tokenizer_fingerprint": tokenizer.fingerprint,
+        "vocab_size": int(tokenizer.vocab_size),
+        "dataset": dataset,
+        "dataset_name": getattr(data, "name", dataset_entry.name),
+        "dataset_plugin": dataset_entry.plugin,
+        "dataset_options": options,
+        "prefix_loc": str(loc),
+        "size_requested": "all" if size is None else int(size),
+        "seed": int(seed),
+        "save": bool(save),
+        "crop": bool(crop),
+        "pad": -1,
+    }
+    save_all = save and not crop  # the seed: without crop the whole dataset is saved
+    writer = PrefixMapWriter(folder, prefix_tokens, suffix_tokens, attrs, save_dataset=save)
+    rng = np.random.default_rng(seed)
+    read = used = too_short = short_suffix = 0
+    length = getattr(data, "length", None)
+    # The bar counts what decides the end of the run: usable samples when --size stops it.
+    by_used = size is not None and not save_all
+    total = size if by_used else length
+    limit = float("inf") if size is None else size
+    bar = progress(total=total, desc="prefix map", unit="samples", quiet=quiet)
+    try:
+        for batch in _batches(iter(data)):
+            if used >= limit and not save_all:
+                break
+            token_lists = tokenizer.encode_batch([s.text for s in batch])
+            if len(token_lists) != len(batch):
+                raise MiaError(f"tokenizer {tokenizer.name!r} returned {len(token_lists)} encodings "
+                               f"for {len(batch)} texts")
+            rows_p: list[list[int]] = []
+            rows_s: list[list[int]] = []
+            index: list[int] = []
+            ids: list[str] = []
+            labels: list[str] = []
+            starts: list[int] = []
+            kept = len(batch)
+            for j, (sample, toks) in enumerate(zip(batch, token_lists, strict=True)):
+                if used >= limit:
+                    if not save_all:  # crop: the saved dataset ends where the map is full
+                        kept = j
+                        break
+                    continue
+                n = len(toks)
+                if n < prefix_tokens:
+                    too_short += 1
+                    continue
+                start = _window_start(n, prefix_tokens, suffix_tokens, loc, rng)
+                end = start + prefix_tokens
+                rows_p.append(toks[start:end])
+                suffix = toks[end:end + suffix_tokens]
+                short_suffix += len(suffix) < suffix_tokens
+                rows_s.append(suffix)
+                index.append(read + j)
+                ids.append(sample.id)
+                labels.append(sample.label or "")
+                starts.append(start)
+                used += 1
+            if rows_p:
+                writer.add_rows(np.asarray(rows_p, dtype=np.int32), rows_s, index, ids, labels, starts)
+            if save:
+                writer.add_dataset_samples([s.id for s in batch[:kept]], [s.text for s in batch[:kept]],
+                                           [s.label for s in batch[:kept]], token_lists[:kept])
+            read += kept
+            bar.update(len(rows_p) if by_used else kept)
+            bar.set_postfix(used=used, refresh=False)
+        bar.close()
+        counts = {"samples_read": read, "samples_used": used, "samples_skipped": too_short,
+                  "rows_short_suffix": short_suffix,
+                  "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if used == 0:
+            raise MiaError(_no_usable_message(dataset, read, prefix_tokens))
+        if size is not None and used < size and not quiet:
+            print(f"mia prefix: only {used} usable samples (asked for {size})", file=sys.stderr)
+        return writer.finish(counts)
+    except BaseException:
+        bar.close()
+        writer.abort()
+        raise
+
+
+def _no_usable_message(dataset: str, read: int, prefix_tokens: int) -> str:
+    if read == 0:
+        return f"dataset {dataset!r} yielded no samples: no prefix map written"
+    return (f"no usable sample in dataset {dataset!r}: all {read} samples read are shorter than "
+            f"prefix_tokens={prefix_tokens} tokens; no prefix map written")

@@ -1,0 +1,281 @@
+"""`mia prefix` / build_prefix_map with the example plugin's byte tokenizer (no model needed).
+
+The byte tokenizer makes every check exact: token i of a sample is byte i of its UTF-8 text.
+"""
+
+import importlib.util
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mia_core import hookimpl
+from mia_core.cli import cli
+from mia_core.errors import MiaError
+from mia_core.prefix import build_prefix_map, map_folder, parse_prefix_loc, safe_name
+from mia_core.prefixmap import PAD, PrefixMap
+from mia_core.types import Sample
+
+EXAMPLE = Path(__file__).parent / "plugins" / "mia_example" / "mia_example.py"
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("mia_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TextsPlugin:
+    """Datasets built from fixed texts, and an endless one of unknown length."""
+
+    TEXTS = {
+        "test-varying": ["short", "", "x" * 40, "héllo wörld, this one is long enough to use", "tiny",
+                         "0123456789" * 9],
+        "test-short": ["a", "bb", "ccc"],
+        "test-empty": [],
+    }
+
+    @hookimpl
+    def mia_register_datasets(self, register) -> None:
+        for name, texts in self.TEXTS.items():
+            register(name, lambda n, o, texts=texts: ListDataset(n, texts))
+        register("test-endless", lambda n, o: EndlessDataset(n))
+
+
+class ListDataset:
+    def __init__(self, name: str, texts: list[str]) -> None:
+        self.name, self.texts, self.length = name, texts, len(texts)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i, text in enumerate(self.texts):
+            yield Sample(f"s{i}", text, "member" if i % 2 else None)
+
+
+class EndlessDataset:
+    length = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.reads = 0
+
+    def __iter__(self) -> Iterator[Sample]:
+        while True:
+            self.reads += 1
+            yield Sample(f"e{self.reads}", f"sample number {self.reads} " * 3)
+
+
+@pytest.fixture
+def plugins(register_plugin):
+    register_plugin(load_example(), name="mia_example")
+    register_plugin(TextsPlugin(), name="texts")
+
+
+def texts_of(dataset: str, **options) -> dict[str, str]:
+    from mia_core import registry
+
+    return {s.id: s.text for s in registry.datasets.create(dataset, options)}
+
+
+def make(runner, *args: str) -> Path:
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", *args])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    assert folder.is_dir() and (folder / "prefix_map.h5").is_file()
+    return folder
+
+
+def check_rows(folder: Path, texts: dict[str, str], prefix_tokens: int, suffix_tokens: int) -> PrefixMap:
+    """Every stored prefix and suffix equals the source text's bytes at the stored offset."""
+    pm = PrefixMap(folder)
+    prefixes, starts, ids = pm.read("prefixes"), pm.read("prefix_start"), pm.read("sample_id")
+    assert prefixes.shape == (len(pm), prefix_tokens)
+    for row, (sample_id, start, suffix) in enumerate(zip(ids, starts, pm.suffixes(), strict=True)):
+        toks = list(texts[sample_id].encode())
+        assert 0 <= start <= len(toks) - prefix_tokens
+        assert prefixes[row].tolist() == toks[start:start + prefix_tokens]
+        assert suffix.tolist() == toks[start + prefix_tokens:start + prefix_tokens + suffix_tokens]
+    padded = pm.read("suffixes")
+    for row, n in enumerate(pm.read("suffix_lengths")):
+        assert (padded[row, n:] == PAD).all()
+    return pm
+
+
+def test_start_map_matches_source_and_records_provenance(plugins, runner, in_tmp):
+    folder = make(runner, "--dataset", "example-counting", "--prefix_tokens", "12", "--suffix_tokens", "20")
+    assert folder.parent == Path("Prefixes")
+    assert folder.name.startswith("example-bytes_example-counting_12_start_")
+    datetime.strptime(folder.name.rsplit("_", 2)[-2] + folder.name.rsplit("_", 2)[-1], "%Y%m%d%H%M%S")
+    pm = check_rows(folder, texts_of("example-counting"), 12, 20)
+    assert len(pm) == 20 and (pm.read("prefix_start") == 0).all()
+    assert pm.read("sample_index").tolist() == list(range(20))
+    assert pm.read("sample_label")[:2].tolist() == ["member", "nonmember"]
+    a = pm.attrs
+    assert a["tokenizer"] == "example-bytes" and len(a["tokenizer_fingerprint"]) == 16
+    assert a["dataset"] == "example-counting" and a["dataset_options"] == {}
+    assert (a["prefix_tokens"], a["suffix_tokens"], a["prefix_loc"], a["seed"]) == (12, 20, "start", 0)
+    assert (a["size"], a["size_requested"], a["save"], a["crop"]) == (20, "all", True, False)
+    assert (a["samples_read"], a["samples_used"], a["samples_skipped"]) == (20, 20, 0)
+    assert a["complete"] is True and a["created"] and a["format_version"] == 1
+
+
+def test_integer_location_is_clamped_and_suffix_shortened(plugins, runner, in_tmp):
+    texts = texts_of("test-varying")
+    folder = make(runner, "--dataset", "test-varying", "--prefix-tokens", "8", "--prefix-loc", "35",
+                  "--suffix-tokens", "10")
+    pm = check_rows(folder, texts, 8, 10)
+    lengths = {i: len(t.encode()) for i, t in texts.items()}
+    for sample_id, start in zip(pm.read("sample_id"), pm.read("prefix_start"), strict=True):
+        assert start == min(35, lengths[sample_id] - 8)
+    # "x"*40: start clamped to 32, nothing left after the prefix.
+    row = pm.read("sample_id").tolist().index("s2")
+    assert pm.read("prefix_start")[row] == 32 and pm.read("suffix_lengths")[row] == 0
+    # "short" (5), "" (0) and "tiny" (4) are shorter than 8 tokens: skipped and counted.
+    assert pm.attrs["samples_skipped"] == 3 and pm.attrs["samples_used"] == 3
+    assert pm.read("sample_index").tolist() == [2, 3, 5]
+    assert pm.attrs["rows_short_suffix"] == 2  # s2 (none left) and s3 (45 bytes: 2 left)
+
+
+def test_random_location_is_reproducible_with_seed(plugins, runner, in_tmp):
+    args = ["--dataset", "example-counting", "--dataset-option", "n=50", "--dataset-option", "words=40",
+            "--prefix_tokens", "16", "--prefix_loc", "random", "--suffix_tokens", "30", "--no-save"]
+    texts = texts_of("example-counting", n="50", words="40")
+    first = check_rows(make(runner, *args, "--seed", "7"), texts, 16, 30)
+    again = check_rows(make(runner, *args, "--seed", "7"), texts, 16, 30)
+    other = check_rows(make(runner, *args, "--seed", "8"), texts, 16, 30)
+    assert first.folder != again.folder  # same second: a new name, never an overwrite
+    for name in ("prefixes", "suffixes", "prefix_start", "sample_index"):
+        assert np.array_equal(first.read(name), again.read(name))
+    assert not np.array_equal(first.read("prefix_start"), other.read("prefix_start"))
+    # Every sample has room for a full suffix, so random windows keep one.
+    assert (first.read("suffix_lengths") == 30).all()
+    assert len(set(first.read("prefix_start").tolist())) > 10
+    assert first.attrs["prefix_loc"] == "random" and first.attrs["seed"] == 7
+    assert first.attrs["dataset_options"] == {"n": "50", "words": "40"}
+
+
+def test_saved_dataset_is_csr_of_whole_dataset_or_cropped(plugins, runner, in_tmp):
+    texts = texts_of("test-varying")
+    whole = PrefixMap(make(runner, "--dataset", "test-varying", "--prefix_tokens", "8", "--size", "2"))
+    assert len(whole) == 2 and whole.attrs["size_requested"] == 2
+    saved = list(whole.iter_dataset())
+    assert [s[0] for s in saved] == list(texts)  # --no-crop: the whole dataset, short samples too
+    for sample_id, text, _label, tokens in saved:
+        assert text == texts[sample_id] and tokens.tolist() == list(text.encode())
+    assert [s[2] for s in saved] == ["", "member", "", "member", "", "member"]
+
+    cropped = PrefixMap(make(runner, "--dataset", "test-varying", "--prefix_tokens", "8", "--size", "2",
+                             "--crop"))
+    # Cropped: the samples read until the map held 2 rows (s2 and s3), skipped ones included,
+    # so sample_index still points into the saved rows.
+    assert [s[0] for s in cropped.iter_dataset()] == ["s0", "s1", "s2", "s3"]
+    assert cropped.read("sample_index").tolist() == [2, 3]
+    assert cropped.attrs["samples_read"] == 4
+
+    nosave = PrefixMap(make(runner, "--dataset", "test-varying", "--prefix_tokens", "8", "--no-save"))
+    assert not nosave.has_dataset
+    with pytest.raises(MiaError, match="no saved dataset"):
+        next(nosave.iter_dataset())
+
+
+def test_size_stops_reading_an_endless_stream(plugins, runner, in_tmp):
+    folder = make(runner, "--dataset", "test-endless", "--prefix_tokens", "4", "--size", "3000", "--no-save")
+    pm = PrefixMap(folder)
+    assert len(pm) == 3000 and pm.attrs["samples_read"] == 3000
+    # Unknown length and --save without --crop would never end; --crop ends it.
+    folder = make(runner, "--dataset", "test-endless", "--prefix_tokens", "4", "--size", "5", "--crop")
+    assert len(list(PrefixMap(folder).iter_dataset())) == 5
+
+
+def test_progress_on_stderr_and_quiet(plugins, runner, in_tmp):
+    loud = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "example-counting"])
+    assert loud.exit_code == 0 and "prefix map" in loud.stderr and "samples" in loud.stderr
+    assert loud.stdout.strip().startswith("Prefixes")  # stdout holds only the path
+    quiet = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "example-counting", "-q"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_python_api_and_out_folder(plugins, tmp_path):
+    folder = build_prefix_map("example-utf8", "Example-Counting", 5, prefix_loc=3, size=4, save=False,
+                              out=tmp_path / "maps", quiet=True)
+    assert folder.parent == tmp_path / "maps"
+    assert folder.name.startswith("example-utf8_Example-Counting_5_3_")
+    pm = check_rows(folder, texts_of("example-counting"), 5, 50)
+    assert len(pm) == 4 and (pm.read("prefix_start") == 3).all()
+    assert pm.attrs["dataset_name"] == "Example-Counting" and pm.attrs["tokenizer"] == "example-utf8"
+    for bad in ({"prefix_tokens": 0}, {"prefix_tokens": 5, "size": 0}, {"prefix_tokens": 5, "prefix_loc": "mid"},
+                {"prefix_tokens": 5, "prefix_loc": -1}, {"prefix_tokens": 5, "suffix_tokens": -1}):
+        with pytest.raises(ValueError):
+            build_prefix_map("example-bytes", "example-counting", **{"out": tmp_path, **bad})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prefix_tokens", "0"], "--prefix_tokens"),
+    (["--prefix-tokens", "-3"], "--prefix-tokens"),
+    (["--prefix_loc", "middle"], "prefix_loc must be"),
+    (["--prefix_loc", "-1"], "prefix_loc must be"),
+    (["--size", "0"], "positive integer"),
+    (["--size", "some"], "positive integer"),
+    (["--suffix_tokens", "-1"], "--suffix_tokens"),
+    (["--dataset-option", "n"], "KEY=VALUE"),
+])
+def test_usage_errors_exit_2(plugins, runner, in_tmp, args, message):
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "example-counting", *args])
+    assert result.exit_code == 2 and message in result.stderr
+    assert not Path("Prefixes").exists()
+
+
+def test_unknown_names_exit_2_with_suggestion(plugins, runner, in_tmp):
+    result = runner.invoke(cli, ["prefix", "--model", "example-byts", "--dataset", "example-counting"])
+    assert result.exit_code == 2
+    assert "unknown tokenizer 'example-byts'" in result.stderr and "Did you mean 'example-bytes'" in result.stderr
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "example-countin"])
+    assert result.exit_code == 2 and "Did you mean 'example-counting'" in result.stderr
+    assert "Available:" in result.stderr and "test-varying" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("dataset, reason", [
+    ("test-short", "all 3 samples read are shorter than prefix_tokens=4"),
+    ("test-empty", "yielded no samples"),
+])
+def test_no_usable_sample_is_an_error_and_writes_nothing(plugins, runner, in_tmp, dataset, reason):
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", dataset, "--prefix_tokens", "4"])
+    assert result.exit_code == 1 and reason in result.stderr and "Traceback" not in result.output
+    assert list(Path("Prefixes").iterdir()) == []
+
+
+def test_plugin_errors_are_one_line(plugins, runner, in_tmp):
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "example-counting",
+                                 "--dataset-option", "colour=red"])
+    assert result.exit_code == 1 and "unknown option(s) for example-counting: colour" in result.stderr
+
+
+def test_folder_names_are_safe_and_never_reused(tmp_path):
+    now = datetime(2026, 11, 27, 14, 30, 15)
+    assert safe_name("hf:org/model") == "hf-org-model" and safe_name("/data/my model/") == "data-my-model"
+    first = map_folder(tmp_path, "hf:EleutherAI/pythia-70m", "Corpus", 10, "start", now)
+    assert first.name == "hf-EleutherAI-pythia-70m_Corpus_10_start_20261127_143015"
+    first.mkdir()
+    second = map_folder(tmp_path, "hf:EleutherAI/pythia-70m", "Corpus", 10, "start", now)
+    assert second.name == first.name + "_2"
+    second.with_name(second.name + ".partial").mkdir()  # another run is writing it
+    assert map_folder(tmp_path, "hf:EleutherAI/pythia-70m", "Corpus", 10, "start", now).name == first.name + "_3"
+
+
+def test_parse_prefix_loc():
+    assert parse_prefix_loc("tart") == "start" and parse_prefix_loc("Start") == "start"
+    assert parse_prefix_loc("random") == "random" and parse_prefix_loc("9") == 9 and parse_prefix_loc(0) == 0
+    for bad in ("-1", "1.5", "", "end", True, -2):
+        with pytest.raises(ValueError):
+            parse_prefix_loc(bad)
+
+
+def test_map_file_is_chunked_and_compressed(plugins, tmp_path):
+    folder = build_prefix_map("example-bytes", "example-counting", 8, out=tmp_path, quiet=True)
+    with h5py.File(folder / "prefix_map.h5") as f:
+        for name in ("prefixes", "suffixes", "dataset/tokens"):
+            assert f[name].chunks is not None and f[name].compression == "gzip"
