@@ -1,0 +1,178 @@
+"""The third-party plugin story: a separately installed distribution is found through its
+entry point, and what it registers works through the CLI; plus plugin loading rules.
+
+The example distribution (tests/plugins/mia_example) is installed with pip exactly as a
+user would install a plugin, but into a private folder put on PYTHONPATH of the
+subprocesses rather than into the shared environment: entry points are discovered the
+same way (importlib.metadata over sys.path), and the environment other test runs use is
+never modified, even if this test is killed before its teardown.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mia_core import hookimpl, registry
+from mia_core.cli import cli
+from mia_core.errors import MiaError
+from mia_core.prefixmap import PrefixMap
+
+EXAMPLE = Path(__file__).parent / "plugins" / "mia_example"
+MIA = [sys.executable, "-c", "from mia_core.cli import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def example_env(tmp_path_factory) -> dict[str, str]:
+    """pip-install the example plugin; return the environment in which it is installed."""
+    root = tmp_path_factory.mktemp("example-plugin")
+    source = root / "src"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    site = root / "site"
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "--quiet",
+           "--target", str(site), str(source)]
+    try:
+        import setuptools  # noqa: F401  (the build backend: build without network when it is here)
+
+        cmd.insert(5, "--no-build-isolation")
+    except ImportError:
+        pass
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    assert (site / "mia_example-0.1.0.dist-info" / "entry_points.txt").is_file()
+    env = {k: v for k, v in os.environ.items() if k != "MIA_LOAD_PLUGINS"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def mia(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*MIA, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_installed_plugin_is_listed(example_env):
+    result = mia(example_env, "plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    example = plugins["example"]
+    assert (example["distribution"], example["version"]) == ("mia-example", "0.1.0")
+    assert example["datasets"] == ["example-counting"] and example["tokenizers"] == ["example-bytes"]
+    assert example["backends"] == [] and "mia_register_datasets" in example["hooks"]
+
+    datasets = mia(example_env, "datasets")
+    assert datasets.returncode == 0
+    line = next(row for row in datasets.stdout.splitlines() if row.startswith("example-counting"))
+    assert "example" in line and "Generated counting sentences" in line
+    models = json.loads(mia(example_env, "models", "--json").stdout)
+    row = next(m for m in models if m["name"] == "example-bytes")
+    assert row["tokenizer"] is True and row["backend"] is False and row["aliases"] == ["example-utf8"]
+
+
+def test_installed_plugin_builds_a_prefix_map(example_env, tmp_path):
+    result = mia(example_env, "prefix", "--model", "example-bytes", "--dataset", "example-counting",
+                 "--dataset-option", "n=7", "--prefix_tokens", "6", "--suffix_tokens", "9", "--prefix_loc", "2",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / result.stdout.strip()
+    assert folder.parent == tmp_path / "Prefixes"
+    pm = PrefixMap(folder)
+    assert len(pm) == 7 and pm.attrs["tokenizer"] == "example-bytes" and pm.attrs["dataset_plugin"] == "example"
+    for (sample_id, text, _label, tokens), prefix, suffix in zip(pm.iter_dataset(), pm.read("prefixes"),
+                                                                   pm.suffixes(), strict=True):
+        assert tokens.tolist() == list(text.encode()) and text.startswith(sample_id.split("-")[1] + ": ")
+        assert prefix.tolist() == tokens[2:8].tolist() and suffix.tolist() == tokens[8:17].tolist()
+    unknown = mia(example_env, "prefix", "--model", "example-bites", "--dataset", "example-counting",
+                  cwd=tmp_path)
+    assert unknown.returncode == 2 and "Did you mean 'example-bytes'" in unknown.stderr
+
+
+@pytest.mark.parametrize("allowed, expected", [
+    ("", set()),
+    ("mia-example", {"example"}),
+    ("mia_example, no-such-plugin", {"example"}),
+])
+def test_mia_load_plugins_restricts_loading(example_env, allowed, expected):
+    result = mia({**example_env, "MIA_LOAD_PLUGINS": allowed}, "plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    assert {p["name"] for p in json.loads(result.stdout)} == expected
+    if not expected:
+        listing = mia({**example_env, "MIA_LOAD_PLUGINS": allowed}, "datasets")
+        assert "Nothing registered" in listing.stdout
+
+
+def test_other_plugins_load_without_the_excluded_one(example_env):
+    installed = {p["name"] for p in json.loads(mia(example_env, "plugins", "--json").stdout)}
+    others = sorted(installed - {"example"})
+    if not others:
+        pytest.skip("no other plugin installed")
+    result = mia({**example_env, "MIA_LOAD_PLUGINS": "mia-corpus,mia-hf,mia-mamba,mia-claude"}, "plugins", "--json")
+    assert "example" not in {p["name"] for p in json.loads(result.stdout)}
+
+
+@pytest.mark.parametrize("args", [["--help"], ["plugins"], ["plugins", "--json"], ["models"], ["datasets"],
+                                  ["prefix", "--help"]])
+def test_listing_commands_do_not_import_heavy_libraries(example_env, args):
+    code = (
+        "import sys\n"
+        "from mia_core.cli import cli\n"
+        f"try:\n    cli({args!r}, prog_name='mia')\n"
+        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'anthropic', 'datasets', 'tokengrams') "
+        "if m in sys.modules)\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+        "sys.exit(1 if heavy else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=example_env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+class Throwaway:
+    """A plugin registered in-process, the way tests and notebooks can add one."""
+
+    @hookimpl
+    def mia_register_datasets(self, register) -> None:
+        register("throwaway-data", "mia_core.types:Sample", description="in-process dataset",
+                 aliases=("tmp-data",))
+
+    @hookimpl
+    def mia_register_tokenizers(self, register) -> None:
+        register("throwaway-tok", lambda name, options: None, description="in-process tokenizer")
+
+
+class Clash:
+    @hookimpl
+    def mia_register_datasets(self, register) -> None:
+        register("TMP-DATA", lambda name, options: None)
+
+
+def test_in_process_plugin_is_listed(register_plugin, runner):
+    register_plugin(Throwaway(), name="throwaway")
+    result = runner.invoke(cli, ["plugins", "--json"])
+    entry = next(p for p in json.loads(result.stdout) if p["name"] == "throwaway")
+    assert entry["datasets"] == ["throwaway-data"] and entry["tokenizers"] == ["throwaway-tok"]
+    assert entry["distribution"] is None  # not installed: registered by code
+    assert registry.datasets.get("Tmp-Data").name == "throwaway-data"  # aliases, any case
+    result = runner.invoke(cli, ["datasets"])
+    assert "throwaway-data" in result.stdout and "in-process dataset" in result.stdout
+
+
+def test_duplicate_names_are_a_clear_error(register_plugin, runner):
+    register_plugin(Throwaway(), name="throwaway")
+    register_plugin(Clash(), name="clash")
+    with pytest.raises(MiaError, match="dataset 'tmp-data' is registered twice|dataset 'TMP-DATA' is registered"):
+        registry.datasets.names()
+    registry.refresh()  # a failed fill is not retried in-process; the CLI below starts afresh
+    result = runner.invoke(cli, ["datasets"])
+    assert result.exit_code == 1 and "registered twice" in result.stderr
+    assert "'throwaway'" in result.stderr and "'clash'" in result.stderr and "Traceback" not in result.output
+
+
+def test_unknown_name_suggests_a_close_match(register_plugin, runner, in_tmp):
+    register_plugin(Throwaway(), name="throwaway")
+    result = runner.invoke(cli, ["prefix", "--model", "throwaway-tok", "--dataset", "throwaway-dta"])
+    assert result.exit_code == 2
+    assert "unknown dataset 'throwaway-dta'" in result.stderr and "Did you mean 'throwaway-data'" in result.stderr
+    assert "throwaway-data" in result.stderr.split("Available:")[1]
