@@ -1,3 +1,134 @@
-"""Placeholder until its command lands."""
+"""``mia attack``: membership-inference signals for prefix-map windows or dataset samples."""
 
-commands: list = []
+import json
+from pathlib import Path
+
+import click
+
+from mia_core.cli.options import dataset_option, model_option, parse_key_values, quiet_option
+
+DEFAULT_MODEL = "gemma-3-270m"
+
+
+@click.command()
+@click.argument("prefix_map", required=False, metavar="[MAP]")
+@click.option("--dataset", help="Attack a dataset's samples instead of a prefix map's windows.")
+@dataset_option
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Target model (registry name or path).")
+@model_option
+@click.option("--signals", default="loss,zlib,mink,minkpp", show_default=True,
+              help="Comma-separated: loss, zlib, mink, minkpp, ref (ref is added by --reference).")
+@click.option("--reference", help="Reference model for the ref signal.")
+@click.option("--reference-option", "--reference_option", "reference_options", multiple=True, metavar="KEY=VALUE",
+              help="Option for the reference backend (repeatable).")
+@click.option("--k", "k", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True,
+              help="Fraction of lowest-scoring tokens for Min-K% and Min-K%++.")
+@click.option("--batch-size", "--batch_size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--max-tokens", "--max_tokens", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Longest string scored (tokens); longer ones are truncated (and the model's context caps it).")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N windows or samples.")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
+              help="CSV/TSV/JSONL with id and label columns (member/nonmember) for a dataset without labels.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for the results (default: MAP/attacks, or Prefixes/attacks for --dataset).")
+@click.option("--export", "exports", type=click.Choice(["csv", "jsonl"]), multiple=True,
+              help="Also write the per-string results as CSV or JSONL (repeatable).")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap resamples for the AUC interval (0: none).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--no-plot", is_flag=True, help="Do not write the ROC plot.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of the table.")
+@quiet_option
+def attack(prefix_map, dataset, dataset_options, model, model_options, signals, reference, reference_options, k,
+           batch_size, max_tokens, limit, labels_file, out, exports, bootstrap, seed, no_plot, as_json,
+           quiet) -> None:
+    """Membership inference: score strings with MODEL and rank them by LOSS, zlib, Min-K%,
+    Min-K%++ and reference-model signals (higher = more likely member).
+
+    MAP is a prefix map (folder or name under ./Prefixes): its prefix+suffix windows are scored,
+    and the same forward pass gives the teacher-forced memorization verdict of each suffix.
+    With --dataset the samples' texts are scored. With member/nonmember labels the ROC-AUC
+    (bootstrap interval), TPR at 0.1%, 1% and 5% FPR and a ROC plot are produced.
+
+    \b
+    Examples:
+      mia attack --dataset corpus --model gemma-3-270m
+      mia attack gemma-3-270m_Corpus_32_start_20261127_143015 --signals loss,mink --export csv
+      mia attack --dataset corpus --model smollm2-135m --reference gemma-3-270m --json
+    """
+    from mia_core import registry
+    from mia_core.attack import report
+    from mia_core.attack import run as ar
+    from mia_core.attack.labels import read_label_file
+    from mia_core.attack.results import unique_path
+    from mia_core.attack.signals import parse_signals
+    from mia_core.errors import MiaError
+    from mia_core.prefixmap import PrefixMap
+
+    if (prefix_map is None) == (dataset is None):
+        raise click.UsageError("give either a prefix MAP or --dataset NAME (not both)")
+    if dataset_options and dataset is None:
+        raise click.UsageError("--dataset-option needs --dataset")
+    if labels_file and dataset is None:
+        raise click.UsageError("--labels is for --dataset; a prefix map carries its labels")
+    try:
+        names = parse_signals(signals)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--signals") from None
+    if reference and "ref" not in names:
+        names.append("ref")
+    if "ref" in names and not reference:
+        raise click.UsageError("the ref signal needs a reference model: add --reference MODEL")
+    labels = read_label_file(labels_file) if labels_file else None
+    pmap = PrefixMap(prefix_map) if prefix_map is not None else None  # fail on a bad map before loading models
+
+    backend = registry.backends.create(model, parse_key_values(model_options, "--model-option"))
+    ar.require_scoring(backend, model)
+    ref_backend = None
+    if reference:
+        ref_backend = registry.backends.create(reference, parse_key_values(reference_options, "--reference-option"))
+        ar.require_scoring(ref_backend, reference)
+    limit_tokens = ar.effective_max_tokens(backend, max_tokens)
+    if limit_tokens is not None and limit_tokens < max_tokens:
+        ar.say(f"the model's context holds {limit_tokens} tokens (after BOS): strings are cut there", quiet)
+
+    if pmap is not None:
+        items, _ = ar.load_map_items(pmap, backend, limit_tokens, limit, quiet)
+        folder = Path(out) if out else pmap.folder / "attacks"
+        stem = f"{ar.safe_name(model)}_{ar.timestamp()}"
+        source = {"prefix_map": str(pmap.folder)}
+    else:
+        ds = registry.datasets.create(dataset, parse_key_values(dataset_options, "--dataset-option"))
+        items, read_counts = ar.load_dataset_items(ds, backend, limit_tokens, labels, limit,
+                                                getattr(ds, "length", None), quiet)
+        if not items:
+            raise MiaError(f"nothing to score: all {read_counts['samples']} sample(s) of {dataset!r} are empty")
+        folder = Path(out) if out else Path("Prefixes") / "attacks"
+        stem = f"{ar.safe_name(model)}_{ar.safe_name(dataset)}_{ar.timestamp()}"
+        source = {"dataset": dataset, "dataset_options": parse_key_values(dataset_options, "--dataset-option"),
+                  "skipped_empty": read_counts["empty"], "labels_file": labels_file}
+
+    config = ar.AttackConfig(signals=names, k=k, batch_size=batch_size, n_boot=bootstrap, seed=seed, quiet=quiet)
+    ref_limit = ar.effective_max_tokens(ref_backend, max_tokens) if ref_backend is not None else None
+    outcome = ar.attack(backend, items, config, ref_backend, ref_limit, is_map=pmap is not None)
+    outcome.attrs.update(source, model=model, reference=reference, max_tokens=limit_tokens)
+    path = unique_path(folder, stem)
+    report.save_outcome(outcome, path, plot=not no_plot, exports=tuple(dict.fromkeys(exports)),
+                        title=f"{model} on {dataset or pmap.folder.name}")
+
+    if as_json:
+        click.echo(json.dumps(report.summary_json(outcome), indent=2))
+        return
+    if outcome.label_message:
+        ar.say(outcome.label_message)
+    if outcome.metrics:
+        click.echo(report.format_table(outcome.metrics))
+    if pmap is not None:
+        click.echo(f"extracted (teacher-forced, whole suffix): {outcome.counts['extracted']} of "
+                   f"{outcome.counts['strings']} windows")
+    click.echo(f"results: {outcome.path}")
+    for extra in ([outcome.plot] if outcome.plot else []) + outcome.exports:
+        click.echo(f"         {extra}")
+
+
+commands = [attack]

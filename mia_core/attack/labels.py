@@ -1,0 +1,51 @@
+"""Membership labels: spellings accepted, and label files for datasets that carry none."""
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from mia_core.errors import MiaError
+from mia_core.types import MEMBER, NONMEMBER
+
+_MEMBER = {"member", "members", "1", "true", "yes", "in", "train"}
+_NONMEMBER = {"nonmember", "nonmembers", "non-member", "non_member", "0", "false", "no", "out", "test"}
+
+
+def normalize_label(value: Any) -> str:
+    """``member``/``nonmember`` from the spellings label files use (1/0, true/false, in/out,
+    train/test); ``""`` for anything else (unlabelled)."""
+    text = str(value).strip().lower() if value is not None else ""
+    if text in _MEMBER:
+        return MEMBER
+    if text in _NONMEMBER:
+        return NONMEMBER
+    return ""
+
+
+def read_label_file(path: str | Path) -> dict[str, str]:
+    """Sample id → label from a CSV/TSV with ``id`` and ``label`` columns, or JSONL with
+    ``{"id": ..., "label": ...}`` per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise MiaError(f"label file {str(path)!r} not found")
+    labels: dict[str, str] = {}
+    with open(path, encoding="utf-8", newline="") as fh:
+        if path.suffix.lower() in (".jsonl", ".json"):
+            rows = []
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        raise MiaError(f"{path}:{n} is not a JSON object") from None
+        else:
+            rows = list(csv.DictReader(fh, dialect="excel-tab" if path.suffix.lower() == ".tsv" else "excel"))
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or "id" not in row or "label" not in row:
+            raise MiaError(f"{path}: entry {n} lacks an 'id' or a 'label' field")
+        label = normalize_label(row["label"])
+        if not label:
+            raise MiaError(f"{path}: entry {n} has label {row['label']!r}; use member/nonmember (or 1/0)")
+        labels[str(row["id"])] = label
+    return labels

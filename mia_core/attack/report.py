@@ -1,0 +1,51 @@
+"""Saving an attack's outcome (results file, ROC plot, exports) and printing its AUC table."""
+
+from pathlib import Path
+from typing import Any
+
+from mia_core.attack.metrics import FPR_TARGETS, SignalMetrics
+from mia_core.attack.plots import plot_roc
+from mia_core.attack.results import export_results, write_results
+from mia_core.attack.run import AttackOutcome
+
+
+def save_outcome(outcome: AttackOutcome, path: Path, plot: bool = True, exports: tuple[str, ...] = (),
+                 title: str = "") -> AttackOutcome:
+    """Write the results file, then the ROC plot (when there are metrics) and exports beside it."""
+    outcome.path = write_results(path, outcome.columns, outcome.signals, outcome.attrs)
+    if plot and outcome.metrics:
+        outcome.plot = plot_roc(outcome.metrics, path.with_name(path.stem + "_roc.png"), title)
+    outcome.exports = [export_results(path, fmt) for fmt in exports]
+    return outcome
+
+
+def format_table(metrics: list[SignalMetrics], level: float = 0.95) -> str:
+    """A plain-text table: one line per signal with AUC, its interval and TPR at low FPR."""
+    tpr_heads = [f"TPR@{t * 100:g}%FPR" for t in FPR_TARGETS]
+    heads = ["signal", "AUC", f"{level * 100:g}% CI", *tpr_heads, "members", "nonmembers"]
+    rows = []
+    for m in metrics:
+        ci = f"[{m.auc_low:.3f}, {m.auc_high:.3f}]" if m.auc_low == m.auc_low else "-"
+        rows.append([m.signal, f"{m.auc:.3f}", ci, *(f"{m.tpr_at_fpr[f'{t:g}']:.3f}" for t in FPR_TARGETS),
+                     str(m.n_members), str(m.n_nonmembers)])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def summary_json(outcome: AttackOutcome) -> dict[str, Any]:
+    """What ``--json`` prints."""
+    return {
+        "results": str(outcome.path) if outcome.path else None,
+        "plot": str(outcome.plot) if outcome.plot else None,
+        "exports": [str(p) for p in outcome.exports],
+        "model": outcome.attrs.get("model"),
+        "reference": outcome.attrs.get("reference"),
+        "signals": outcome.attrs.get("signals"),
+        "k": outcome.attrs.get("k"),
+        "counts": outcome.counts,
+        "tokens_per_s": outcome.attrs.get("tokens_per_s"),
+        "label_message": outcome.label_message,
+        "metrics": [m.to_dict() for m in outcome.metrics],
+    }

@@ -1,0 +1,139 @@
+"""The attack results file (one row per scored string) and its CSV/JSONL export.
+
+``{model}_{timestamp}.h5`` holds per-row columns (``sample_id``, ``label``, ``text``,
+``n_tokens``, ``truncated``, ``nll``, one ``signals/<name>`` per signal and, for prefix maps,
+``row``, ``suffix_length``, ``matched_length``, ``extracted``, ``memorization_score``) and
+attributes (model, signals, k, metrics as JSON, ...). Written under a ``.partial`` name and
+renamed when complete, so a file with the final name is always whole.
+"""
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mia_core.errors import MiaError
+
+STR_DTYPE = h5py.string_dtype("utf-8")
+EXPORT_FORMATS = ("csv", "jsonl")
+
+
+def unique_path(folder: Path, stem: str, suffix: str = ".h5") -> Path:
+    """``folder/stem.h5``, or ``stem_1.h5``, ... when taken: results are never overwritten."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}{suffix}"
+    n = 1
+    while path.exists() or path.with_name(path.name + ".partial").exists():
+        path = folder / f"{stem}_{n}{suffix}"
+        n += 1
+    return path
+
+
+def _attr(value: Any) -> Any:
+    # HDF5 attributes cannot hold None, dicts or lists of mixed types: store JSON text.
+    if value is None or isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    return value
+
+
+def write_results(path: Path, columns: dict[str, np.ndarray | list], signals: dict[str, np.ndarray],
+                  attrs: dict[str, Any]) -> Path:
+    """Write one results file atomically. ``columns`` hold one value per row: lists of str
+    for text columns, numpy arrays for numbers."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with h5py.File(partial, "w") as f:
+            for name, values in columns.items():
+                if isinstance(values, list):  # text columns come as lists of str
+                    f.create_dataset(name, data=list(values), dtype=STR_DTYPE)
+                else:
+                    f.create_dataset(name, data=np.asarray(values), compression="gzip")
+            g = f.create_group("signals")
+            for name, values in signals.items():
+                g.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+            f.attrs.update({k: _attr(v) for k, v in attrs.items()})
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str) and value[:1] in "[{n":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+class AttackResults:
+    """Read access to a results file: ``columns``, ``signals`` (name → array) and ``attrs``."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            with h5py.File(self.path, "r") as f:
+                self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
+                self.columns: dict[str, np.ndarray] = {}
+                for name, ds in f.items():
+                    if isinstance(ds, h5py.Dataset):
+                        data = ds[()]
+                        if ds.dtype.kind == "O":
+                            data = np.array([_decode_str(v) for v in data], dtype=object)
+                        self.columns[name] = data
+                self.signals = {name: ds[()] for name, ds in f["signals"].items()}
+        except (OSError, KeyError) as exc:
+            raise MiaError(f"{self.path} is not a readable attack results file: {exc}") from None
+
+    def __len__(self) -> int:
+        return len(self.columns.get("sample_id", []))
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """One dict per row: the columns, then the signals."""
+        for i in range(len(self)):
+            row = {name: _plain(values[i]) for name, values in self.columns.items()}
+            row.update({name: _plain(values[i]) for name, values in self.signals.items()})
+            yield row
+
+
+def _decode_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None  # JSON has no NaN; an empty CSV cell reads as missing too
+    return value
+
+
+def export_results(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> Path:
+    """Write a results file as CSV or JSONL (beside it unless ``out`` is given)."""
+    if fmt not in EXPORT_FORMATS:
+        raise MiaError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    results = AttackResults(path)
+    target = Path(out) if out else results.path.with_suffix(f".{fmt}")
+    rows = results.rows()
+    with open(target, "w", newline="", encoding="utf-8") as fh:
+        if fmt == "jsonl":
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            fields = list(results.columns) + list(results.signals)
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return target

@@ -1,0 +1,365 @@
+"""``mia attack``: score strings with a model once, derive every membership signal and (for
+prefix-map windows) the teacher-forced memorization verdict from that single pass, store
+one row per string, and evaluate the signals against member/nonmember labels.
+"""
+
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mia_core import __version__
+from mia_core.attack import signals as sig
+from mia_core.attack.labels import normalize_label
+from mia_core.attack.metrics import SignalMetrics, evaluate_signal, label_problem
+from mia_core.errors import BackendOutOfMemory, MiaError
+from mia_core.progress import progress
+from mia_core.types import Backend, Sample, TokenScores
+
+DEFAULT_MAX_TOKENS = 512
+ENCODE_BATCH = 64
+
+
+@dataclass
+class Item:
+    """One string to score. Map windows carry their row and how many trailing tokens are suffix."""
+
+    sample_id: str
+    label: str
+    tokens: list[int]
+    text: str
+    truncated: bool = False
+    row: int = -1
+    suffix_length: int = 0
+
+
+@dataclass
+class AttackConfig:
+    signals: list[str] = field(default_factory=lambda: list(sig.TARGET_SIGNALS))
+    k: float = sig.DEFAULT_K
+    batch_size: int = 8
+    n_boot: int = 1000
+    seed: int = 0
+    quiet: bool = False
+
+
+@dataclass
+class AttackOutcome:
+    """What an attack produced: the results file, per-signal metrics (empty without labels)."""
+
+    path: Path | None
+    signals: dict[str, np.ndarray]
+    metrics: list[SignalMetrics]
+    label_message: str | None
+    counts: dict[str, int]
+    columns: dict[str, Any]
+    attrs: dict[str, Any]
+    plot: Path | None = None
+    exports: list[Path] = field(default_factory=list)
+
+
+def say(message: str, quiet: bool = False) -> None:
+    """A note for the user on stderr (stdout stays clean for --json)."""
+    if not quiet:
+        print(message, file=sys.stderr)
+
+
+def safe_name(name: str) -> str:
+    """A model or dataset name usable in a file name (a local path contributes its last part)."""
+    if os.sep in name or "/" in name:
+        name = Path(name.rstrip("/")).name or name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
+
+
+def timestamp() -> str:
+    return datetime.now().strftime("%Y%m%d_%H%M%S")
+
+
+# ---------------------------------------------------------------- backends
+
+
+def require_scoring(backend: Backend, name: str) -> None:
+    """Membership signals need per-token log-probabilities: refuse backends that lack them."""
+    caps = set(getattr(backend, "capabilities", ()))
+    if "score" not in caps:
+        offers = ", ".join(sorted(caps)) or "nothing"
+        raise MiaError(f"model {name!r} cannot score token sequences (it offers: {offers}); "
+                       "membership signals need per-token log-probabilities, which text-only API models do not return")
+    if getattr(backend, "tokenizer", None) is None:
+        raise MiaError(f"model {name!r} has no tokenizer, so its strings cannot be scored")
+
+
+def context_limit(backend: Backend) -> int | None:
+    """The longest sequence the backend scores (its context less the BOS it prepends), if known."""
+    for source in (backend, _describe(backend)):
+        for key in ("context_length", "max_position_embeddings", "n_ctx", "max_length"):
+            value = source.get(key) if isinstance(source, dict) else getattr(source, key, None)
+            if isinstance(value, (int, np.integer)) and value > 1:
+                return int(value) - 1
+    return None
+
+
+def _describe(backend: Backend) -> dict[str, Any]:
+    try:
+        described = backend.describe()
+    except Exception:  # describe() is informative only; never fail a run on it
+        return {}
+    return described if isinstance(described, dict) else {}
+
+
+def effective_max_tokens(backend: Backend, max_tokens: int | None) -> int | None:
+    limit = context_limit(backend)
+    if max_tokens is None:
+        return limit
+    return min(max_tokens, limit) if limit else max_tokens
+
+
+def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_size: int, quiet: bool = False,
+                    desc: str = "scoring") -> list[TokenScores]:
+    """Teacher-forced scores of every sequence from its first token, in input order.
+
+    Longest first, so each batch pads little; a batch that does not fit in memory is halved.
+    """
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    out: list[TokenScores | None] = [None] * len(sequences)
+    size = max(1, batch_size)
+    done = 0
+    with progress(total=sum(len(s) for s in sequences), desc=desc, unit="tok", quiet=quiet) as bar:
+        while done < len(order):
+            idx = order[done:done + size]
+            batch = [list(sequences[i]) for i in idx]
+            try:
+                scored = backend.score(batch, 0)
+            except BackendOutOfMemory:
+                if size == 1:
+                    raise
+                size //= 2
+                say(f"out of memory: retrying with batch size {size}", quiet)
+                continue
+            if len(scored) != len(idx):
+                raise MiaError(f"the backend returned {len(scored)} scores for {len(idx)} sequences")
+            for i, s in zip(idx, scored, strict=True):
+                if len(s.logprob) > len(sequences[i]):
+                    raise MiaError("the backend returned more scores than tokens")
+                out[i] = s
+            done += len(idx)
+            bar.update(sum(len(b) for b in batch))
+    return out  # type: ignore[return-value]
+
+
+def memorization_verdict(scores: TokenScores, tokens: Sequence[int], suffix_length: int) -> tuple[int, float]:
+    """Teacher-forced check on the trailing ``suffix_length`` tokens: the matched length (leading
+    suffix positions where the argmax is the true token: greedy decoding reproduces exactly that
+    many) and the memorization score (fraction of suffix positions matched, Biderman et al. 2023).
+
+    Scores are aligned from the end: they cover the last ``len(scores.logprob)`` tokens.
+    """
+    n = min(suffix_length, len(scores.argmax))
+    if n <= 0:
+        return 0, float("nan")
+    equal = np.asarray(scores.argmax[-n:]) == np.asarray(tokens[-n:])
+    matched = n if equal.all() else int(np.argmin(equal))
+    return matched, float(equal.mean())
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def load_map_items(prefix_map: Any, backend: Backend, max_tokens: int | None, limit: int | None = None,
+                   quiet: bool = False) -> tuple[list[Item], dict[str, int]]:
+    """The map's prefix+suffix windows as model tokens. A map made with another tokenizer is
+    retokenized: prefix and suffix are decoded by the map's tokenizer and encoded by the model's."""
+    from mia_core import registry
+
+    n = len(prefix_map) if limit is None else min(limit, len(prefix_map))
+    rows = slice(0, n)
+    prefixes = prefix_map.read("prefixes", rows)
+    suffixes = prefix_map.suffixes(rows)
+    ids = [str(v) for v in prefix_map.read("sample_id", rows)]
+    labels = [str(v) for v in prefix_map.read("sample_label", rows)]
+    tokenizer = backend.tokenizer
+    counts = {"rows": n, "retokenized": 0, "truncated": 0}
+    if prefix_map.tokenizer_fingerprint == tokenizer.fingerprint:
+        windows = [list(map(int, p)) + list(map(int, s)) for p, s in zip(prefixes, suffixes, strict=True)]
+        suffix_lengths = [len(s) for s in suffixes]
+    else:
+        say(f"the map was tokenized by {prefix_map.tokenizer_name!r}, not the model's tokenizer: "
+            "retokenizing its prefixes and suffixes", quiet)
+        map_tok = registry.tokenizers.create(prefix_map.tokenizer_name)
+        p_text = map_tok.decode_batch([list(map(int, p)) for p in prefixes])
+        s_text = map_tok.decode_batch([list(map(int, s)) for s in suffixes])
+        p_ids, s_ids = tokenizer.encode_batch(p_text), tokenizer.encode_batch(s_text)
+        windows = [list(p) + list(s) for p, s in zip(p_ids, s_ids, strict=True)]
+        suffix_lengths = [len(s) for s in s_ids]
+        counts["retokenized"] = n
+    items = []
+    for i, window in enumerate(windows):
+        truncated = max_tokens is not None and len(window) > max_tokens
+        if truncated:  # keep the suffix: drop prefix tokens from the left
+            window = window[len(window) - max_tokens:]
+            counts["truncated"] += 1
+        items.append(Item(ids[i], labels[i], window, "", truncated, row=i,
+                          suffix_length=min(suffix_lengths[i], len(window))))
+    texts = tokenizer.decode_batch([it.tokens for it in items]) if items else []
+    for item, text in zip(items, texts, strict=True):
+        item.text = text
+    if counts["truncated"]:
+        say(f"{counts['truncated']} window(s) longer than {max_tokens} tokens lost prefix tokens on the left", quiet)
+    return items, counts
+
+
+def load_dataset_items(samples: Iterable[Sample], backend: Backend, max_tokens: int | None,
+                       labels: dict[str, str] | None = None, limit: int | None = None, total: int | None = None,
+                       quiet: bool = False) -> tuple[list[Item], dict[str, int]]:
+    """Dataset samples tokenized by the model's tokenizer; the first ``max_tokens`` tokens of
+    longer samples are kept. Empty samples are skipped and counted."""
+    tokenizer = backend.tokenizer
+    counts = {"samples": 0, "empty": 0, "truncated": 0}
+    items: list[Item] = []
+    pending: list[Sample] = []
+
+    def flush() -> None:
+        encoded = tokenizer.encode_batch([s.text for s in pending])
+        cut = []
+        for sample, ids in zip(pending, encoded, strict=True):
+            if not ids:
+                counts["empty"] += 1
+                continue
+            label = labels.get(sample.id, "") if labels is not None else normalize_label(sample.label)
+            truncated = max_tokens is not None and len(ids) > max_tokens
+            item = Item(sample.id, label, list(ids[:max_tokens] if truncated else ids), sample.text, truncated)
+            if truncated:
+                counts["truncated"] += 1
+                cut.append(item)
+            items.append(item)
+        for item, text in zip(cut, tokenizer.decode_batch([it.tokens for it in cut]) if cut else [], strict=True):
+            item.text = text  # zlib and the reference see exactly the scored text
+        pending.clear()
+
+    bar_total = min(total, limit) if total is not None and limit is not None else (limit or total)
+    with progress(total=bar_total, desc="reading", unit="sample", quiet=quiet) as bar:
+        for sample in samples:
+            if limit is not None and counts["samples"] >= limit:
+                break
+            counts["samples"] += 1
+            bar.update(1)
+            if not sample.text or not sample.text.strip():
+                counts["empty"] += 1
+                continue
+            pending.append(sample)
+            if len(pending) >= ENCODE_BATCH:
+                flush()
+        if pending:
+            flush()
+    if counts["empty"]:
+        say(f"skipped {counts['empty']} empty sample(s)", quiet)
+    if counts["truncated"]:
+        say(f"{counts['truncated']} sample(s) longer than {max_tokens} tokens were truncated to their first "
+            f"{max_tokens} tokens", quiet)
+    if labels is not None:
+        unknown = sum(1 for it in items if not it.label)
+        if unknown:
+            say(f"{unknown} sample(s) have no entry in the label file", quiet)
+    return items, counts
+
+
+# ---------------------------------------------------------------- the attack
+
+
+def _reference_signal(reference: Backend, items: Sequence[Item], target: Sequence[TokenScores],
+                      same_tokenizer: bool, config: AttackConfig, max_tokens: int | None) -> np.ndarray:
+    if same_tokenizer:
+        ref_scores = score_sequences(reference, [it.tokens for it in items], config.batch_size, config.quiet,
+                                     desc="reference")
+        return np.array([sig.ref_signal(sig.mean_nll(t.logprob), sig.mean_nll(r.logprob))
+                         for t, r in zip(target, ref_scores, strict=True)])
+    # Different tokenizers: retokenize the scored text and compare NLL per UTF-8 byte.
+    encoded = reference.tokenizer.encode_batch([it.text for it in items])
+    cut = sum(1 for ids in encoded if max_tokens is not None and len(ids) > max_tokens)
+    if cut:
+        say(f"{cut} string(s) are longer than the reference model's limit ({max_tokens} tokens) and were "
+            "truncated for it", config.quiet)
+    encoded = [list(ids[:max_tokens]) if max_tokens else list(ids) for ids in encoded]
+    ref_scores = score_sequences(reference, encoded, config.batch_size, config.quiet, desc="reference")
+    out = []
+    for item, t, r in zip(items, target, ref_scores, strict=True):
+        n_bytes = len(item.text.encode("utf-8"))
+        if n_bytes == 0 or len(t.logprob) == 0 or len(r.logprob) == 0:
+            out.append(float("nan"))
+            continue
+        out.append(sig.ref_signal(-float(np.sum(t.logprob)) / n_bytes, -float(np.sum(r.logprob)) / n_bytes))
+    return np.array(out, dtype=np.float64)
+
+
+def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, reference: Backend | None = None,
+           reference_max_tokens: int | None = None, is_map: bool = False) -> AttackOutcome:
+    """Score ``items`` once with ``backend``; compute signals, verdicts (map windows) and metrics."""
+    if "ref" in config.signals and reference is None:
+        raise MiaError("the ref signal needs a reference model (--reference MODEL)")
+    if not items:
+        raise MiaError("nothing to score: every string was empty")
+    started = time.perf_counter()
+    scores = score_sequences(backend, [it.tokens for it in items], config.batch_size, config.quiet)
+    elapsed = time.perf_counter() - started
+    n_scored = sum(len(s.logprob) for s in scores)
+    target_names = [s for s in config.signals if s != "ref"]
+    per_item = [sig.target_signals(s, it.text, target_names, config.k) for s, it in zip(scores, items, strict=True)]
+    signals = {name: np.array([row[name] for row in per_item], dtype=np.float64) for name in target_names}
+    same_tokenizer = None
+    if "ref" in config.signals:
+        same_tokenizer = reference.tokenizer.fingerprint == backend.tokenizer.fingerprint
+        if not same_tokenizer:
+            say("the reference model uses another tokenizer: it scores the same text retokenized, "
+                "and ref compares NLL per UTF-8 byte", config.quiet)
+        signals["ref"] = _reference_signal(reference, items, scores, same_tokenizer, config, reference_max_tokens)
+    columns: dict[str, Any] = {
+        "sample_id": [it.sample_id for it in items],
+        "label": [it.label for it in items],
+        "text": [it.text for it in items],
+        "n_tokens": np.array([len(it.tokens) for it in items], dtype=np.int32),
+        "n_scored": np.array([len(s.logprob) for s in scores], dtype=np.int32),
+        "truncated": np.array([it.truncated for it in items], dtype=bool),
+        "nll": np.array([sig.mean_nll(s.logprob) for s in scores], dtype=np.float64),
+    }
+    if is_map:
+        verdicts = [memorization_verdict(s, it.tokens, it.suffix_length) for s, it in zip(scores, items, strict=True)]
+        suffix_lengths = np.array([it.suffix_length for it in items], dtype=np.int32)
+        matched = np.array([v[0] for v in verdicts], dtype=np.int32)
+        columns.update({
+            "row": np.array([it.row for it in items], dtype=np.int64),
+            "suffix_length": suffix_lengths,
+            "matched_length": matched,
+            "extracted": (matched == suffix_lengths) & (suffix_lengths > 0),
+            "memorization_score": np.array([v[1] for v in verdicts], dtype=np.float64),
+        })
+    labels = columns["label"]
+    problem = label_problem(labels)
+    metrics: list[SignalMetrics] = []
+    if problem is None:
+        for name in config.signals:
+            m = evaluate_signal(name, labels, signals[name], config.n_boot, config.seed)
+            if m is not None:
+                metrics.append(m)
+    counts = {"strings": len(items), "tokens_scored": n_scored,
+              "truncated": int(columns["truncated"].sum())}
+    if is_map:
+        counts["extracted"] = int(columns["extracted"].sum())
+    attrs = {
+        "mia_version": __version__, "model": getattr(backend, "name", ""), "backend": _describe(backend),
+        "tokenizer": getattr(backend.tokenizer, "name", ""), "tokenizer_fingerprint": backend.tokenizer.fingerprint,
+        "reference": getattr(reference, "name", None) if reference is not None else None,
+        "reference_same_tokenizer": same_tokenizer, "signals": list(config.signals), "k": config.k,
+        "sign_convention": "higher score = more likely member", "batch_size": config.batch_size,
+        "n_boot": config.n_boot, "seed": config.seed, "elapsed_s": elapsed,
+        "tokens_per_s": n_scored / elapsed if elapsed > 0 else None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "metrics": [m.to_dict() for m in metrics], "label_message": problem, "counts": counts,
+    }
+    return AttackOutcome(None, signals, metrics, problem, counts, columns, attrs)
