@@ -1,1 +1,23 @@
-"""mia plugin (being built)."""
+"""mia plugin: the Claude API backend (``claude-API`` and ``claude:<model-id>``).
+
+Registering imports nothing heavy: the factory is a lazy ``"module:attr"`` string and
+the ``anthropic`` SDK is imported only when a backend is built.
+"""
+
+from mia_core import hookimpl
+
+
+def _is_claude_name(name: str) -> bool:
+    return name.lower().startswith("claude:") and len(name) > len("claude:")
+
+
+@hookimpl
+def mia_register_backends(register) -> None:
+    register(
+        "claude-API",
+        "mia_claude.backend:create_backend",
+        description="Anthropic Claude over the API (text in/out; costs money). "
+                    "claude:<model-id> picks the model; default claude-haiku-5-5.",
+        match=_is_claude_name,
+        api=True,
+    )

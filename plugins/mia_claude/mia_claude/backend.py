@@ -1,0 +1,163 @@
+"""The Claude backend: text in, text out, over the Messages API (and the Batches API).
+
+Retries are the SDK's own (``max_retries``): exponential backoff from 0.5 s capped at
+8 s with jitter, honouring ``retry-after``/``retry-after-ms``, for 408, 409, 429, 5xx
+(529 "overloaded" included), connection errors and timeouts. Any other failure, or a
+retryable one that outlasts the retries, fails only that item with its reason.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from mia_claude.config import ClaudeConfig, parse_config
+from mia_claude.pricing import cost_usd, estimate_input_tokens
+from mia_claude.prompting import build_prompt, join_continuation, strip_preamble
+from mia_core.types import Sampling, TextResult
+
+
+def create_backend(name: str, options: dict[str, Any]) -> "ClaudeBackend":
+    """Registry factory: validates options and the key before any work starts."""
+    return ClaudeBackend(name, parse_config(name, options))
+
+
+class ClaudeBackend:
+    """A text-in/text-out backend; prefixes arrive decoded with the map's tokenizer."""
+
+    capabilities = frozenset({"generate_text"})
+    tokenizer = None
+
+    def __init__(self, name: str, config: ClaudeConfig) -> None:
+        self.name = name
+        self.config = config
+        self._client: Any = None
+
+    # ---- what the core records and shows ------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "backend": "claude", "model": c.model, "base_url": c.base_url, "prompt": c.template,
+            "system": c.system, "max_tokens": c.max_tokens, "effort": c.effort,
+            "send_sampling": c.send_sampling, "price_in_per_mtok": c.price.input,
+            "price_out_per_mtok": c.price.output, "concurrency": c.concurrency,
+            "timeout_s": c.timeout, "max_retries": c.max_retries,
+        }
+
+    def max_tokens_for(self, max_new_tokens: int) -> int:
+        """Output tokens to allow: Claude's tokens are not the map's, and a preamble may come first."""
+        if self.config.max_tokens:
+            return self.config.max_tokens
+        return math.ceil(1.5 * max_new_tokens) + 16
+
+    def render_request(self, text: str, max_new_tokens: int, sampling: Sampling | None = None) -> dict[str, Any]:
+        """The Messages API request body for one prefix text (what --dry-run prints)."""
+        c = self.config
+        body: dict[str, Any] = {
+            "model": c.model,
+            "max_tokens": self.max_tokens_for(max_new_tokens),
+            "messages": [{"role": "user", "content": build_prompt(c.template, text)}],
+        }
+        if c.system:
+            body["system"] = c.system
+        if c.effort:
+            body["output_config"] = {"effort": c.effort}
+        if c.send_sampling and sampling is not None:
+            body["temperature"] = sampling.temperature
+            if sampling.top_k:
+                body["top_k"] = sampling.top_k
+            if sampling.top_p is not None:
+                body["top_p"] = sampling.top_p
+        return body
+
+    def estimate_cost(self, texts: Sequence[str], max_new_tokens: int, batch: bool = False) -> float:
+        """An upper-leaning USD estimate: input chars / chars_per_token, output = max_tokens each."""
+        c = self.config
+        tokens_in = sum(estimate_input_tokens(build_prompt(c.template, t) + (c.system or ""),
+                                              c.chars_per_token) for t in texts)
+        tokens_out = len(texts) * self.max_tokens_for(max_new_tokens)
+        return cost_usd(c.price, tokens_in, tokens_out, batch=batch)
+
+    # ---- the Messages API ---------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import anthropic  # lazy: mia --help must not import it
+
+            c = self.config
+            self._client = anthropic.Anthropic(api_key=c.api_key, base_url=c.base_url,
+                                               timeout=c.timeout, max_retries=c.max_retries)
+        return self._client
+
+    def generate_text(self, prompts: Sequence[str], max_new_tokens: int,
+                      sampling: Sampling) -> list[TextResult]:
+        """One answer per prefix text, ``concurrency`` requests at a time, in input order."""
+        bodies = [self.render_request(t, max_new_tokens, sampling) for t in prompts]
+        if not bodies:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(bodies))) as pool:
+            return list(pool.map(self._one, prompts, bodies))
+
+    def _one(self, prefix_text: str, body: dict[str, Any]) -> TextResult:
+        try:
+            message = self._send(body)
+        except Exception as exc:  # noqa: BLE001 - any failure fails this item only, with its reason
+            return TextResult(text="", error=self.describe_error(exc))
+        return self.to_result(prefix_text, message, batch=False)
+
+    def _send(self, body: dict[str, Any]) -> Any:
+        standard = {k: v for k, v in body.items() if k not in ("temperature", "top_k", "top_p")}
+        extra = {k: v for k, v in body.items() if k in ("temperature", "top_k", "top_p")}
+        # Sampling parameters go as extra_body: this SDK no longer types them (new models reject them).
+        return self.client.messages.create(**standard, extra_body=extra or None)
+
+    def to_result(self, prefix_text: str, message: Any, batch: bool) -> TextResult:
+        """A TextResult from a Message (Messages API response or a batch's succeeded result)."""
+        raw = "".join(getattr(b, "text", "") for b in message.content if getattr(b, "type", "") == "text")
+        usage = message.usage
+        tokens_in = int(usage.input_tokens or 0) + int(getattr(usage, "cache_creation_input_tokens", 0) or 0) \
+            + int(getattr(usage, "cache_read_input_tokens", 0) or 0)
+        tokens_out = int(usage.output_tokens or 0)
+        text = join_continuation(prefix_text, strip_preamble(raw, prefix_text))
+        return TextResult(
+            text=text, stop_reason=message.stop_reason, raw=raw,
+            usage={"input_tokens": tokens_in, "output_tokens": tokens_out,
+                   "cost_usd": cost_usd(self.config.price, tokens_in, tokens_out, batch=batch)},
+        )
+
+    def describe_error(self, exc: BaseException) -> str:
+        """One line saying why a request failed, with the API key scrubbed out."""
+        import json
+
+        import anthropic
+
+        retries = self.config.max_retries
+        if isinstance(exc, anthropic.APITimeoutError):
+            reason = f"timeout ({self.config.timeout:g} s per attempt, {retries} retries)"
+        elif isinstance(exc, anthropic.APIStatusError):
+            body = exc.body if isinstance(exc.body, dict) else {}
+            error = body.get("error") if isinstance(body.get("error"), dict) else {}
+            detail = f"{error.get('type', 'error')}: {error.get('message', '')}" if error else exc.message
+            retryable = exc.status_code in (408, 409, 429) or exc.status_code >= 500
+            retried = f" (after {retries} retries)" if retryable else ""
+            reason = f"HTTP {exc.status_code} {detail}{retried}"
+        elif isinstance(exc, anthropic.APIConnectionError):
+            reason = f"connection error ({retries} retries): {exc}"
+        elif isinstance(exc, (json.JSONDecodeError, anthropic.APIResponseValidationError)):
+            reason = f"malformed response body: {exc}"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        return self.scrub(" ".join(reason.split())[:500])
+
+    def scrub(self, text: str) -> str:
+        key = self.config.api_key
+        return text.replace(key, "[redacted]") if key else text
+
+    # ---- the Message Batches API --------------------------------------------------------
+    def run_batch(self, items: list[tuple[int, str]], max_new_tokens: int, sampling: Sampling,
+                  state: dict[str, Any], save_state: Callable[[dict[str, Any]], None],
+                  on_results: Callable[[list[tuple[int, TextResult]]], None], quiet: bool = False) -> None:
+        """Submit ``items`` (row, prefix text) as Message Batches at half price; see ``batch.py``."""
+        from mia_claude.batch import run_batch
+
+        run_batch(self, items, max_new_tokens, sampling, state, save_state, on_results, quiet=quiet)
