@@ -101,6 +101,7 @@ class RunWriter:
         self.path = path
         self.columns: dict[str, tuple[str, int | None]] = json.loads(file.attrs["columns"])
         self.rows_done = int(file.attrs["rows"])
+        self.was_complete = False
 
     @classmethod
     def create(cls, path: str | os.PathLike, attrs: Mapping[str, Any], max_length: int,
@@ -155,6 +156,7 @@ class RunWriter:
             f.close()
             raise MiaError(f"{path} is not a mia run file")
         writer = cls(f, path)
+        writer.was_complete = bool(f.attrs.get("complete", False))
         for name in writer.columns:
             if f[name].shape[0] != writer.rows_done:
                 f[name].resize(writer.rows_done, axis=0)

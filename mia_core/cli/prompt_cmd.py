@@ -1,3 +1,182 @@
-"""Placeholder until its command lands."""
+"""`mia prompt`, `mia check` and `mia export`: generate continuations into run files."""
 
-commands: list = []
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mia_core.cli.options import model_option, parse_key_values, quiet_option
+
+_POSITIVE = click.IntRange(min=1)
+
+
+def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options `mia prompt` and `mia check` share (seed spellings with _ and -)."""
+    options = [
+        click.option("--prefix_map", "--prefix-map", "prefix_map", metavar="MAP",
+                     help="Prefix map: a folder name under Prefixes/ or a path."),
+        click.option("--model", "-m", default=None, help="Model name (default gemma-3-270m; see `mia models`)."),
+        click.option("--num_strings", "--num-strings", "num_strings", type=_POSITIVE,
+                     help="Strings to generate (default: one per prefix; wraps around from the start when larger)."),
+        click.option("--batch_size", "--batch-size", "batch_size", type=_POSITIVE,
+                     help="Strings per batch (default 10; halved automatically when out of memory)."),
+        click.option("--max_length", "--max-length", "max_length", type=_POSITIVE,
+                     help="New tokens per string (default 20; teacher-forced: the map's suffix length)."),
+        click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Run file to write (default Prefixes/<map>/runs/{model}_{timestamp}.h5)."),
+        click.option("--resume", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Continue this unfinished run file (options must match the recorded ones)."),
+        click.option("--retokenize", is_flag=True,
+                     help="Allow a model whose tokenizer differs from the map's: decode and re-encode the prefixes."),
+        model_option,
+        click.option("--device", help="Device for local models (auto, cpu, cuda, cuda:1, mps)."),
+        click.option("--dtype", help="Weights dtype for local models (auto, float32, bfloat16, float16)."),
+        quiet_option,
+    ]
+    if default_method == "generate":
+        options += [
+            click.option("--method", type=click.Choice(["generate", "teacher-forced"]), default="generate",
+                         show_default=True, help="Generate, or decide greedy extraction with one forward pass."),
+            click.option("--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature (0 = greedy)."),
+            click.option("--top_k", "--top-k", "top_k", type=_POSITIVE, help="Sample from the k most likely tokens."),
+            click.option("--top_p", "--top-p", "top_p", type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+                         help="Nucleus sampling threshold."),
+            click.option("--seed", type=int, help="Sampling seed (recorded; random when sampling without one)."),
+            click.option("--dry-run", "--dry_run", "dry_run", is_flag=True,
+                         help="Print the requests (and estimated cost) without sending or writing anything."),
+            click.option("--yes", "-y", is_flag=True, help="Do not ask before spending more than --confirm-above."),
+            click.option("--confirm-above", "--confirm_above", "confirm_above", type=click.FloatRange(min=0.0),
+                         default=1.0, show_default=True, help="Ask before starting above this estimate (USD)."),
+            click.option("--max-cost", "--max_cost", "max_cost", type=click.FloatRange(min=0.0, min_open=True),
+                         help="Hard cost cap in USD: stop before a batch would exceed it (resumable)."),
+            click.option("--batch-api", "--batch_api", "batch_api", is_flag=True,
+                         help="Use the provider's batch API (cheaper, asynchronous; resumable)."),
+        ]
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _run(method: str, prefix_map: str | None, model: str | None, model_options: tuple[str, ...],
+         device: str | None, dtype: str | None, sampling_args: dict[str, Any], **kwargs: Any) -> Path | None:
+    from mia_core.prompt import prompt
+    from mia_core.types import Sampling
+
+    options: dict[str, Any] = parse_key_values(model_options, "--model-option")
+    if device:
+        options["device"] = device
+    if dtype:
+        options["dtype"] = dtype
+    sampling = None
+    if any(v is not None for v in sampling_args.values()):
+        temperature = sampling_args.get("temperature")
+        if temperature is None:
+            temperature = 1.0 if (sampling_args.get("top_k") or sampling_args.get("top_p")) else 0.0
+        sampling = Sampling(float(temperature), sampling_args.get("top_k"), sampling_args.get("top_p"),
+                            sampling_args.get("seed"))
+    paths: list[Path] = []
+    try:
+        prompt(prefix_map, model, method=method, model_options=options, sampling=sampling,
+               on_path=paths.append, **kwargs)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    return paths[0] if paths else None
+
+
+def _report(path: Path | None, quiet: bool) -> None:
+    if path is None:
+        return
+    from mia_core.check import format_summary, summarize
+    from mia_core.runs import open_run
+
+    run = open_run(path)
+    if not quiet:
+        rate = run.attrs.get("tokens_per_s") or 0.0
+        click.echo(f"{len(run)} rows written to {path} ({rate:.1f} tokens/s)", err=True)
+        if run.attrs.get("cost_usd"):
+            click.echo(f"cost: ${float(run.attrs['cost_usd']):.4f}", err=True)
+        click.echo(format_summary(summarize(run), int(run.attrs["max_length"])), err=True)
+    click.echo(str(path))
+
+
+@click.command("prompt")
+@_common_options("generate")
+def prompt_command(prefix_map, model, model_options, device, dtype, temperature, top_k, top_p, seed, quiet,
+                   **kwargs) -> None:
+    """Prompt a model with the prefixes of a map and store the continuations in a run file.
+
+    \b
+    Example:
+      mia prompt --prefix_map gemma-3-270m_Corpus_32_start_20261127_143015 --model gemma-3-270m \\
+          --num_strings 100 --max_length 50
+    The run path is printed on stdout; progress and a short summary go to stderr.
+    """
+    sampling_args = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    path = _run(kwargs.pop("method"), prefix_map, model, model_options, device, dtype, sampling_args,
+                quiet=quiet, **kwargs)
+    _report(path, quiet)
+
+
+@click.command("check")
+@_common_options("teacher-forced")
+def check_command(prefix_map, model, model_options, device, dtype, quiet, **kwargs) -> None:
+    """Decide greedy extraction of each true suffix with one forward pass (teacher forcing).
+
+    Same as `mia prompt --method teacher-forced`: records matched length (leading suffix
+    tokens where the model's argmax is the true token), argmax tokens and log-probabilities.
+    """
+    path = _run("teacher-forced", prefix_map, model, model_options, device, dtype, {}, quiet=quiet, **kwargs)
+    _report(path, quiet)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, list):
+        return " ".join("" if v is None else str(v) for v in value)
+    return "" if value is None else value
+
+
+@click.command("export")
+@click.argument("run", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default stdout).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def export_command(run: Path, fmt: str, out: Path | None, force: bool) -> None:
+    """Export a run file as JSON lines or CSV (one row per generated string).
+
+    Token lists become JSON arrays (jsonl) or space-separated ids (csv).
+    """
+    from mia_core.errors import MiaError
+    from mia_core.runs import open_run
+
+    if out is not None and out.exists() and not force:
+        raise MiaError(f"{out} already exists; pass --force to overwrite it")
+    rows = open_run(run).to_dicts()
+    stream = open(out, "w", newline="", encoding="utf-8") if out is not None else sys.stdout
+    try:
+        if fmt == "jsonl":
+            for row in rows:
+                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            fields = list(rows[0]) if rows else ["index", "prefix_index", "generated_tokens", "text"]
+            writer = csv.DictWriter(stream, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _cell(v) for k, v in row.items()})
+    finally:
+        if out is not None:
+            stream.close()
+    if out is not None:
+        click.echo(f"{len(rows)} rows written to {out}", err=True)
+
+
+commands = [prompt_command, check_command, export_command]

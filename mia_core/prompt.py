@@ -1,0 +1,479 @@
+"""Prompting a model with a prefix map: the generation loop behind ``mia prompt`` / ``mia check``.
+
+Row ``i`` of a run uses map prefix ``i mod N`` (wraparound). Rows are produced batch by
+batch and appended to the run file, which is flushed after each batch, so a killed or
+interrupted run resumes exactly where it stopped (``resume=PATH``).
+
+Three kinds of backend work here (see docs/prompt.md):
+
+- ``generate`` (token ids in, ids out): local models; prefixes need no padding since a
+  map's prefixes share one length.
+- ``generate_text`` (text in, text out): API models; prefixes are decoded with the map's
+  tokenizer and the answers re-tokenized with it, so every score works unchanged. Cost
+  estimates, confirmation, a hard cost cap and provider batch APIs are handled here.
+- ``score`` (teacher-forced check, ``method="teacher-forced"``, see ``mia_core.check``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from mia_core import registry
+from mia_core.check import teacher_forced_batch
+from mia_core.errors import BackendOutOfMemory, MiaError
+from mia_core.prefixmap import PAD, PrefixMap
+from mia_core.progress import progress
+from mia_core.runs import API_COLUMNS, RunWriter, default_run_path, open_run
+from mia_core.types import Sampling, TextResult
+
+DEFAULT_MODEL = "gemma-3-270m"
+DEFAULT_BATCH_SIZE = 10
+DEFAULT_MAX_LENGTH = 20
+DEFAULT_CONFIRM_ABOVE = 1.0  # USD
+METHODS = ("generate", "teacher-forced")
+
+# Options recorded in a run that a resume must not change (a change would mix two experiments).
+RESUME_KEYS = ("model", "method", "num_strings", "max_length", "temperature", "top_k", "top_p", "seed",
+               "retokenized")
+
+
+class RunStopped(MiaError):
+    """A run stopped early on purpose (cost cap); its finished rows are kept. Exit code 3."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _note(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@dataclass
+class _Job:
+    """Everything fixed for one run."""
+
+    map: PrefixMap
+    backend: Any
+    model: str
+    method: str
+    mode: str  # "tokens" | "text" | "teacher-forced"
+    num_strings: int
+    max_length: int
+    sampling: Sampling
+    prefixes: list[np.ndarray]  # one per map row, in the tokenizer the backend sees
+    suffixes: list[np.ndarray] | None = None
+    map_tokenizer: Any = None  # text mode: decodes prefixes, re-tokenizes answers
+    retokenized: bool = False
+    prefix_texts: list[str] = field(default_factory=list)
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+        raise click.BadParameter(f"must be a positive integer, got {value!r}", param_hint=f"--{name}")
+
+
+def _sampling_attrs(s: Sampling) -> dict[str, Any]:
+    return {"temperature": float(s.temperature), "top_k": s.top_k, "top_p": s.top_p, "seed": s.seed}
+
+
+def _check_resume(attrs: dict[str, Any], given: dict[str, Any]) -> None:
+    for key, value in given.items():
+        if value is None or key not in RESUME_KEYS:
+            continue
+        recorded = attrs.get(key)
+        same = (float(recorded) == float(value)) if key in ("temperature", "top_p") and recorded is not None \
+            else recorded == value
+        if not same:
+            raise MiaError(f"cannot resume: the run was made with {key}={recorded!r}, not {value!r} "
+                           "(start a new run to change it)")
+
+
+def _pad(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([len(r) for r in rows], dtype=np.int32)
+    out = np.full((len(rows), max(1, int(lengths.max(initial=0)))), PAD, dtype=np.int32)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out, lengths
+
+
+def _resolve_backend(model: str, options: dict[str, Any], backend: Any) -> Any:
+    return backend if backend is not None else registry.backends.create(model, options)
+
+
+def _build_job(pmap: PrefixMap, backend: Any, model: str, method: str, num_strings: int, max_length: int,
+               sampling: Sampling, retokenize: bool) -> _Job:
+    caps = set(getattr(backend, "capabilities", ()))
+    if method == "teacher-forced":
+        if "score" not in caps:
+            raise MiaError(f"model {model!r} cannot score sequences, so the teacher-forced check needs "
+                           "generation instead (mia prompt --method generate)")
+        mode = "teacher-forced"
+    elif "generate" in caps:
+        mode = "tokens"
+    elif "generate_text" in caps:
+        mode = "text"
+    else:
+        raise MiaError(f"model {model!r} can neither generate tokens nor text (capabilities: {sorted(caps)})")
+    prefixes = list(pmap.read("prefixes"))
+    suffixes = pmap.suffixes() if mode == "teacher-forced" else None
+    job = _Job(pmap, backend, model, method, mode, num_strings, max_length, sampling, prefixes, suffixes)
+    if mode == "text":
+        job.map_tokenizer = registry.tokenizers.create(pmap.tokenizer_name)
+        if job.map_tokenizer.fingerprint != pmap.tokenizer_fingerprint:
+            raise MiaError(f"tokenizer {pmap.tokenizer_name!r} no longer matches the map's fingerprint "
+                           "(its version changed?); remake the map with mia prefix")
+        job.prefix_texts = job.map_tokenizer.decode_batch([p.tolist() for p in prefixes])
+        return job
+    tok = getattr(backend, "tokenizer", None)
+    if tok is None:
+        raise MiaError(f"model {model!r} has no tokenizer, so it cannot take token prefixes")
+    if tok.fingerprint != pmap.tokenizer_fingerprint:
+        if not retokenize:
+            raise MiaError(
+                f"model {model!r} uses tokenizer {tok.name!r} (fingerprint {tok.fingerprint[:12]}), but the map was "
+                f"made with {pmap.tokenizer_name!r} (fingerprint {pmap.tokenizer_fingerprint[:12]}); make a map with "
+                f"this model (mia prefix --model {model}) or pass --retokenize")
+        map_tok = registry.tokenizers.create(pmap.tokenizer_name)
+        texts = map_tok.decode_batch([p.tolist() for p in prefixes])
+        job.prefixes = [np.asarray(p, dtype=np.int32) for p in tok.encode_batch(texts)]
+        if any(len(p) == 0 for p in job.prefixes):
+            raise MiaError("--retokenize produced an empty prefix; this map cannot be retokenized")
+        all_suffixes = pmap.suffixes()
+        job.suffixes = [np.asarray(s, dtype=np.int32) for s in
+                        tok.encode_batch(map_tok.decode_batch([s.tolist() for s in all_suffixes]))]
+        job.retokenized = True
+    return job
+
+
+def _columns(mode: str) -> dict[str, tuple[str, Any]]:
+    if mode == "teacher-forced":
+        return {"logprobs": ("float32", "max_length"), "matched_length": ("int32", None)}
+    if mode == "text":
+        return dict(API_COLUMNS)
+    return {}
+
+
+def _static(job: _Job) -> dict[str, np.ndarray]:
+    if not job.retokenized:
+        return {}
+    prefixes, prefix_lengths = _pad(job.prefixes)
+    suffixes, suffix_lengths = _pad(job.suffixes or [])
+    return {"prefixes": prefixes, "prefix_lengths": prefix_lengths, "suffixes": suffixes,
+            "suffix_lengths": suffix_lengths}
+
+
+def _batch_sampling(s: Sampling, start: int) -> Sampling:
+    # One seed per batch, derived from the run's seed and the batch's first row, so a
+    # resumed run samples what the uninterrupted run would have.
+    return s if s.seed is None or s.greedy else Sampling(s.temperature, s.top_k, s.top_p, s.seed + start)
+
+
+def _text_columns(job: _Job, results: Sequence[TextResult]) -> dict[str, list]:
+    """Re-tokenize API answers with the map's tokenizer; errors become empty rows."""
+    answers = [r.text or "" if r.error is None else "" for r in results]
+    ids = job.map_tokenizer.encode_batch(answers) if answers else []
+    tokens = [t[:job.max_length] for t in ids]
+    return {
+        "tokens": tokens,
+        "text": job.map_tokenizer.decode_batch(tokens) if tokens else [],
+        "raw_text": [r.text or "" for r in results],
+        "stop_reason": [r.stop_reason or "" for r in results],
+        "error": [r.error or "" for r in results],
+        "input_tokens": [r.usage.get("input_tokens") for r in results],
+        "output_tokens": [r.usage.get("output_tokens") for r in results],
+        "cost_usd": [r.usage.get("cost_usd") for r in results],
+        "usage": [json.dumps(r.usage, default=str) for r in results],
+    }
+
+
+def _generate_batch(job: _Job, rows: np.ndarray) -> dict[str, list]:
+    n_map = len(job.prefixes)
+    prow = rows % n_map
+    sampling = _batch_sampling(job.sampling, int(rows[0]))
+    if job.mode == "teacher-forced":
+        cols = teacher_forced_batch(job.backend, [job.prefixes[r] for r in prow],
+                                    [job.suffixes[r] for r in prow], job.max_length)
+        cols["text"] = job.backend.tokenizer.decode_batch([list(map(int, t)) for t in cols["tokens"]])
+    elif job.mode == "text":
+        results = job.backend.generate_text([job.prefix_texts[r] for r in prow], job.max_length, sampling)
+        if len(results) != len(prow):
+            raise MiaError(f"backend {job.model!r} returned {len(results)} answers for {len(prow)} prompts")
+        cols = _text_columns(job, results)
+    else:
+        # Group by prefix length: equal-length prefixes need no padding (always one group
+        # unless retokenized).
+        tokens: list[list[int]] = [[] for _ in prow]
+        groups: dict[int, list[int]] = {}
+        for i, r in enumerate(prow):
+            groups.setdefault(len(job.prefixes[r]), []).append(i)
+        for members in groups.values():
+            new = job.backend.generate([job.prefixes[prow[i]].tolist() for i in members], job.max_length, sampling)
+            for i, t in zip(members, new, strict=True):
+                tokens[i] = list(t)[:job.max_length]
+        cols = {"tokens": tokens, "text": job.backend.tokenizer.decode_batch(tokens)}
+    cols["prefix_row"] = prow
+    return cols
+
+
+def _cost_of(cols: dict[str, list]) -> float:
+    return float(sum(c for c in cols.get("cost_usd", []) if c is not None and c == c))
+
+
+def _sum_usage(total: dict[str, Any], cols: dict[str, list]) -> dict[str, Any]:
+    for raw in cols.get("usage", []):
+        for key, value in json.loads(raw).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def _confirm_cost(estimate: float, confirm_above: float, yes: bool) -> None:
+    if estimate <= confirm_above or yes:
+        return
+    if not sys.stdin.isatty():
+        raise MiaError(f"the estimated cost ${estimate:.2f} is above --confirm-above ${confirm_above:.2f}; "
+                       "pass --yes to go ahead")
+    if not click.confirm(f"Estimated cost ${estimate:.2f}. Continue?", default=False, err=True):
+        raise MiaError("cancelled; nothing was sent")
+
+
+def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_strings: int | None = None,
+           batch_size: int | None = None, max_length: int | None = None, sampling: Sampling | None = None,
+           out: str | Path | None = None, resume: str | Path | None = None, retokenize: bool = False,
+           model_options: dict[str, Any] | None = None, quiet: bool = False, *, method: str = "generate",
+           backend: Any = None, dry_run: bool = False, yes: bool = False,
+           confirm_above: float = DEFAULT_CONFIRM_ABOVE, max_cost: float | None = None, batch_api: bool = False,
+           prefixes_dir: str | Path = "Prefixes", on_path: Callable[[Path], None] | None = None) -> list[dict]:
+    """Prompt ``model`` with the prefixes of ``prefix_map`` and store every continuation.
+
+    Returns the seed's list of dictionaries, one per string (``index``, ``prefix_index``,
+    ``sample_id``, ``sample_label``, ``prefix_tokens``, ``generated_tokens``, ``text`` and
+    the run's extra columns). Defaults: ``num_strings`` = number of prefixes (wraparound
+    when larger), ``batch_size`` 10, ``max_length`` 20 new tokens (teacher-forced: the
+    map's suffix length), greedy decoding, ``model`` gemma-3-270m. ``resume`` continues a
+    run file; options given then must equal the recorded ones. ``on_path`` is called with
+    the run path as soon as it is known. See docs/prompt.md.
+    """
+    if method not in METHODS:
+        raise click.BadParameter(f"must be one of {', '.join(METHODS)}, got {method!r}", param_hint="--method")
+    for name, value in (("num_strings", num_strings), ("batch_size", batch_size), ("max_length", max_length)):
+        _positive(name, value)
+    if max_cost is not None and max_cost <= 0:
+        raise click.BadParameter("must be positive", param_hint="--max-cost")
+    options = dict(model_options or {})
+    writer: RunWriter | None = None
+    if resume is not None:
+        if out is not None:
+            raise click.UsageError("--out and --resume exclude each other (the resumed run is the output)")
+        writer = RunWriter.reopen(resume)
+        try:
+            attrs = writer.attrs
+            if writer.was_complete:
+                raise MiaError(f"{resume} is already complete ({writer.rows_done} rows); nothing to resume")
+            given = {"model": model, "method": method, "num_strings": num_strings, "max_length": max_length,
+                     "retokenized": True if retokenize else None}
+            if sampling is not None:
+                given.update(_sampling_attrs(sampling))
+            _check_resume(attrs, given)
+            if prefix_map is not None and PrefixMap(prefix_map, prefixes_dir).folder.resolve() != \
+                    Path(attrs["prefix_map"]).resolve():
+                raise MiaError(f"cannot resume: the run was made from the map {attrs['prefix_map']}, not {prefix_map}")
+            pmap = PrefixMap(attrs["prefix_map"]) if Path(str(attrs["prefix_map"])).is_dir() \
+                else PrefixMap(writer.path.resolve().parent.parent)
+            model, method = str(attrs["model"]), str(attrs["method"])
+            num_strings, max_length = int(attrs["num_strings"]), int(attrs["max_length"])
+            sampling = Sampling(float(attrs["temperature"]), attrs["top_k"], attrs["top_p"], attrs["seed"])
+            retokenize = bool(attrs["retokenized"])
+            options = {**(attrs.get("model_options") or {}), **options}
+            batch_size = batch_size or int(attrs["batch_size"])
+        except BaseException:
+            writer.close()
+            raise
+    else:
+        if prefix_map is None:
+            raise click.UsageError("give a prefix map (--prefix_map) or a run to --resume")
+        pmap = PrefixMap(prefix_map, prefixes_dir)
+        model = model or DEFAULT_MODEL
+        num_strings = num_strings or len(pmap)
+        max_length = max_length or (pmap.suffix_tokens if method == "teacher-forced" else DEFAULT_MAX_LENGTH)
+        batch_size = batch_size or DEFAULT_BATCH_SIZE
+        sampling = sampling or Sampling()
+        if not sampling.greedy and sampling.seed is None:  # record a seed so the run can be reproduced
+            sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, random.randrange(2**31))
+    if len(pmap) == 0:
+        raise MiaError(f"the prefix map {pmap.folder} holds no prefixes")
+    try:
+        backend = _resolve_backend(model, options, backend)
+        job = _build_job(pmap, backend, model, method, num_strings, max_length, sampling, retokenize)
+        if batch_api and job.mode != "text":
+            raise click.UsageError("--batch-api is for API (text) models only")
+        if batch_api and not callable(getattr(backend, "run_batch", None)):
+            raise MiaError(f"model {model!r} has no batch API (its backend does not implement run_batch)")
+        start_row = writer.rows_done if writer else 0
+        if dry_run:
+            _dry_run(job, start_row, batch_size)
+            return []
+        _estimate_and_confirm(job, start_row, confirm_above, yes, max_cost, batch_api)
+        if writer is None:
+            path = Path(out) if out is not None else default_run_path(pmap.folder, model)
+            if path.suffix != ".h5":
+                raise click.BadParameter(f"a run file name must end in .h5, got {path}", param_hint="--out")
+            describe = backend.describe() if callable(getattr(backend, "describe", None)) else {}
+            attrs = {"model": model, "method": method, "backend": describe, "prefix_map": str(pmap.folder.resolve()),
+                     "map_size": len(pmap), "tokenizer": (job.map_tokenizer or backend.tokenizer).name,
+                     "tokenizer_fingerprint": (job.map_tokenizer or backend.tokenizer).fingerprint,
+                     "num_strings": num_strings, "batch_size": batch_size, **_sampling_attrs(sampling),
+                     "bos_prepended": describe.get("bos_prepended", getattr(backend, "bos_prepended", None)),
+                     "retokenized": job.retokenized, "model_options": options, "elapsed_s": 0.0,
+                     "generated_tokens": 0, "cost_usd": 0.0, "usage": {}}
+            writer = RunWriter.create(path, attrs, max_length, _columns(job.mode), _static(job))
+        if on_path is not None:
+            on_path(writer.path)
+        _execute(job, writer, batch_size, quiet, max_cost, batch_api)
+    finally:
+        if writer is not None:
+            writer.close()
+    return open_run(writer.path).to_dicts()
+
+
+def _dry_run(job: _Job, start_row: int, batch_size: int) -> None:
+    rows = np.arange(start_row, job.num_strings)
+    render = getattr(job.backend, "render_request", None)
+    for i in rows:
+        r = int(i % len(job.prefixes))
+        if job.mode == "text":
+            text = job.prefix_texts[r]
+            request = render(text, job.max_length) if callable(render) else {"prompt": text}
+        else:
+            request = {"prefix_tokens": job.prefixes[r].tolist()}
+        click.echo(json.dumps({"row": int(i), "prefix_index": r, "request": request}, default=str))
+    estimate = _estimate(job, rows)
+    cost = f"; estimated cost ${estimate:.4f}" if estimate is not None else ""
+    _note(f"dry run: {len(rows)} requests in batches of {batch_size} to {job.model}{cost}; nothing sent or written")
+
+
+def _estimate(job: _Job, rows: np.ndarray) -> float | None:
+    estimate = getattr(job.backend, "estimate_cost", None)
+    if job.mode != "text" or not callable(estimate) or len(rows) == 0:
+        return None
+    return float(estimate([job.prefix_texts[int(i % len(job.prefixes))] for i in rows], job.max_length))
+
+
+def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: bool, max_cost: float | None,
+                          batch_api: bool) -> None:
+    estimate = _estimate(job, np.arange(start_row, job.num_strings))
+    if estimate is None:
+        return
+    _note(f"estimated cost: ${estimate:.4f} for {job.num_strings - start_row} requests to {job.model}")
+    if batch_api and max_cost is not None and estimate > max_cost:
+        raise MiaError(f"the estimated cost ${estimate:.2f} is above --max-cost ${max_cost:.2f}, and a provider "
+                       "batch cannot be stopped part-way; lower --num_strings or raise --max-cost")
+    _confirm_cost(estimate, confirm_above, yes)
+
+
+def _resume_hint(path: Path) -> str:
+    return f"mia prompt --resume {path}"
+
+
+def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cost: float | None,
+             batch_api: bool) -> None:
+    attrs = writer.attrs
+    elapsed0, tokens0 = float(attrs.get("elapsed_s") or 0.0), int(attrs.get("generated_tokens") or 0)
+    spent, usage = float(attrs.get("cost_usd") or 0.0), dict(attrs.get("usage") or {})
+    t0, tokens = time.perf_counter(), 0
+    bar = progress(total=job.num_strings, desc=f"{job.method} {job.model}", unit="str", quiet=quiet,
+                   initial=writer.rows_done)
+
+    def record(cols: dict[str, list]) -> None:
+        nonlocal tokens, spent, usage
+        writer.append(cols)
+        tokens += int(sum(len(t) for t in cols["tokens"]))
+        spent += _cost_of(cols)
+        usage = _sum_usage(usage, cols)
+        elapsed = time.perf_counter() - t0
+        extra = {"cost_usd": spent, "usage": usage} if job.mode == "text" else {}
+        writer.set_attrs(elapsed_s=elapsed0 + elapsed, generated_tokens=tokens0 + tokens, **extra)
+        bar.update(len(cols["prefix_row"]))
+        bar.set_postfix_str(f"{tokens / max(elapsed, 1e-9):.1f} tok/s" + (f", ${spent:.4f}" if extra else ""))
+
+    try:
+        if batch_api:
+            _execute_batch_api(job, writer, record)
+        else:
+            size = batch_size
+            while writer.rows_done < job.num_strings:
+                start = writer.rows_done
+                rows = np.arange(start, min(start + size, job.num_strings))
+                if max_cost is not None:
+                    next_cost = _estimate(job, rows) or 0.0
+                    if spent + next_cost > max_cost or spent >= max_cost:
+                        raise RunStopped(
+                            f"stopped at the cost cap: ${spent:.4f} spent, the next batch would cost about "
+                            f"${next_cost:.4f} (--max-cost ${max_cost:.2f}); {start} of {job.num_strings} rows kept "
+                            f"in {writer.path}; continue with: {_resume_hint(writer.path)} --max-cost HIGHER",
+                            writer.path)
+                try:
+                    cols = _generate_batch(job, rows)
+                except BackendOutOfMemory:
+                    if size == 1:
+                        raise MiaError("out of memory even at batch size 1; try a smaller --max_length, "
+                                       "--dtype bfloat16 or another --device") from None
+                    size //= 2
+                    _note(f"out of memory at batch size {size * 2}; retrying with batch size {size}")
+                    continue
+                record(cols)
+    except KeyboardInterrupt:
+        bar.close()
+        _note(f"\ninterrupted: {writer.rows_done} of {job.num_strings} rows kept in {writer.path}; "
+              f"continue with: {_resume_hint(writer.path)}")
+        raise
+    except MiaError as exc:
+        bar.close()
+        if not isinstance(exc, RunStopped) and writer.rows_done:
+            exc.message += f" ({writer.rows_done} rows kept; continue with: {_resume_hint(writer.path)})"
+        raise
+    bar.close()
+    elapsed = elapsed0 + time.perf_counter() - t0
+    total_tokens = tokens0 + tokens
+    writer.finish(elapsed_s=elapsed, generated_tokens=total_tokens,
+                  tokens_per_s=total_tokens / elapsed if elapsed > 0 else 0.0, batch_size_used=batch_size)
+
+
+def _execute_batch_api(job: _Job, writer: RunWriter, record: Callable[[dict[str, list]], None]) -> None:
+    """Hand all remaining rows to ``backend.run_batch``; results may arrive in any order
+    (and again after a resume): rows are written in order as soon as they are contiguous."""
+    state = dict(writer.attrs.get("batch_state") or {})
+    pending: dict[int, TextResult] = {}
+    items = [(int(i), job.prefix_texts[int(i % len(job.prefixes))]) for i in range(writer.rows_done, job.num_strings)]
+
+    def save_state(new_state: dict) -> None:
+        writer.set_attrs(batch_state=dict(new_state))
+
+    def on_results(results: list[tuple[int, TextResult]]) -> None:
+        for row, result in results:
+            if writer.rows_done <= row < job.num_strings:
+                pending[int(row)] = result
+        ready: list[int] = []
+        while writer.rows_done + len(ready) in pending:
+            ready.append(writer.rows_done + len(ready))
+        if ready:
+            cols = _text_columns(job, [pending.pop(r) for r in ready])
+            cols["prefix_row"] = np.array(ready) % len(job.prefixes)
+            record(cols)
+
+    job.backend.run_batch(items, job.max_length, job.sampling, state, save_state, on_results)
+    if writer.rows_done < job.num_strings:
+        raise MiaError(f"the batch ended without results for rows {writer.rows_done}..{job.num_strings - 1}")
