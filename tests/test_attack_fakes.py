@@ -9,7 +9,6 @@ Backend contract: BOS is prepended, ``score(seqs, start)`` covers positions star
 from collections.abc import Sequence
 
 import numpy as np
-import pytest
 
 from mia_core import hookimpl
 from mia_core.types import Sample, TokenScores
@@ -95,7 +94,9 @@ class ListDataset:
         return iter(self.samples)
 
 
-MEMBERS = [f"member text number {i}: the quick brown fox jumps over the lazy dog {i * 7}" for i in range(20)]
+# The first member is extractable under greedy bigram decoding (every letter has one successor).
+MEMBERS = ["ABCDEFGHIJKLMNOPQRSTUVWXYZ"] + [
+    f"member text number {i}: the quick brown fox jumps over the lazy dog {i * 7}" for i in range(1, 20)]
 NONMEMBERS = [f"{i} zyxw vut qpo nml {chr(65 + i)}KJ IHG FED CBA ## held-out !! {i * 3}" for i in range(20)]
 
 
@@ -137,11 +138,6 @@ class FakePlugin:
         unlabelled = [Sample(s.id, s.text) for s in labelled]
         register("fake-unlabelled", lambda name, options: ListDataset(name, unlabelled), description="no labels")
         register("fake-empty", lambda name, options: ListDataset(name, [Sample("e", "")]), description="empty")
-
-
-@pytest.fixture
-def fake_plugin(register_plugin) -> FakePlugin:
-    return register_plugin(FakePlugin(), name="fake-attack-plugin")
 
 
 def test_fake_lm_follows_the_score_contract() -> None:

@@ -1,0 +1,211 @@
+"""`mia attack` end to end on the fake scoring plugin (tests/test_attack_fakes.py)."""
+
+import csv
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+from test_attack_fakes import MEMBERS, NONMEMBERS, CharTokenizer, FakePlugin
+
+from mia_core.attack.results import AttackResults, unique_path
+from mia_core.cli import cli
+from mia_core.prefixmap import PrefixMapWriter
+
+
+@pytest.fixture
+def fake_plugin(register_plugin) -> FakePlugin:
+    return register_plugin(FakePlugin(), name="fake-attack-plugin")
+
+
+def make_map(folder, fingerprint="fake-chars-v1", prefix=12, suffix=10):
+    tok = CharTokenizer()
+    texts = MEMBERS[:6] + NONMEMBERS[:6]
+    labels = ["member"] * 6 + ["nonmember"] * 6
+    ids = tok.encode_batch(texts)
+    writer = PrefixMapWriter(folder, prefix, suffix, {"tokenizer": "fake-chars", "tokenizer_fingerprint": fingerprint,
+                                                      "dataset": "fake-set"}, save_dataset=False)
+    writer.add_rows(np.array([t[:prefix] for t in ids]), [t[prefix:prefix + suffix] for t in ids],
+                    list(range(12)), [f"s{i}" for i in range(12)], labels, [0] * 12)
+    return writer.finish({"samples_read": 12})
+
+
+def run(runner, args):
+    return runner.invoke(cli, ["attack", *args], catch_exceptions=False)
+
+
+def test_dataset_attack_prints_auc_table_and_stores_everything(runner, in_tmp, fake_plugin):
+    result = run(runner, ["--dataset", "fake-set", "--model", "fake-lm", "--export", "csv", "--export", "jsonl",
+                          "--bootstrap", "200"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 empty sample" in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["signal", "AUC", "95%"]
+    table = {line.split()[0]: line.split() for line in lines[1:5]}
+    assert set(table) == {"loss", "zlib", "mink", "minkpp"}
+    assert float(table["loss"][1]) > 0.95  # the fake LM was trained on the members
+    h5 = next((in_tmp / "Prefixes" / "attacks").glob("fake-lm_fake-set_*.h5"))
+    res = AttackResults(h5)
+    assert len(res) == 40 and set(res.signals) == {"loss", "zlib", "mink", "minkpp"}
+    assert res.attrs["sign_convention"] == "higher score = more likely member"
+    assert res.attrs["metrics"][0]["signal"] == "loss" and res.attrs["counts"]["strings"] == 40
+    np.testing.assert_allclose(res.signals["loss"], -res.columns["nll"])
+    assert h5.with_name(h5.stem + "_roc.png").stat().st_size > 1000
+    with open(h5.with_suffix(".csv"), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 40 and rows[0]["label"] == "member" and float(rows[0]["loss"]) == pytest.approx(
+        res.signals["loss"][0])
+    first = json.loads(h5.with_suffix(".jsonl").read_text().splitlines()[0])
+    assert first["sample_id"] == "m0" and first["text"] == MEMBERS[0]
+
+
+def test_json_summary_and_untrained_model_is_near_chance(runner, in_tmp, fake_plugin):
+    result = run(runner, ["--dataset", "fake-set", "--model", "fake-untrained", "--json", "--signals", "loss,mink",
+                          "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert [m["signal"] for m in summary["metrics"]] == ["loss", "mink"]
+    for m in summary["metrics"]:
+        assert m["auc_low"] <= m["auc"] <= m["auc_high"]
+        assert set(m["tpr_at_fpr"]) == {"0.001", "0.01", "0.05"}
+    assert summary["counts"]["strings"] == 40 and summary["results"].endswith(".h5")
+
+
+def greedy_matched(table, prefix, suffix):
+    """Greedy decoding with the bigram table, counting leading suffix tokens reproduced."""
+    prev, n = prefix[-1], 0
+    for tok in suffix:
+        if int(np.argmax(table[prev])) != tok:
+            break
+        n, prev = n + 1, tok
+    return n
+
+
+def test_map_attack_gives_signals_and_verdicts_from_one_pass(runner, in_tmp, fake_plugin):
+    folder = make_map(in_tmp / "Prefixes" / "fake_map")
+    result = run(runner, ["fake_map", "--model", "fake-lm", "--batch-size", "4", "--no-plot"])
+    assert result.exit_code == 0, result.output
+    backend = fake_plugin.backends["fake-lm"]
+    assert backend.calls == 3 and backend.batches == [4, 4, 4]  # 12 windows, one pass, nothing scored twice
+    h5 = next((folder / "attacks").glob("fake-lm_*.h5"))
+    res = AttackResults(h5)
+    assert "extracted (teacher-forced, whole suffix)" in result.stdout
+    assert list(res.columns["row"]) == list(range(12))
+    assert res.columns["n_tokens"].tolist() == [22] * 12 and res.columns["n_scored"].tolist() == [22] * 12
+    ids = CharTokenizer().encode_batch(MEMBERS[:6] + NONMEMBERS[:6])
+    for i, t in enumerate(ids):
+        expected = greedy_matched(backend.table, t[:12], t[12:22])
+        assert res.columns["matched_length"][i] == expected
+        assert res.columns["extracted"][i] == (expected == 10)
+    assert res.columns["extracted"].any() and not res.columns["extracted"].all()
+    assert res.columns["text"][0] == MEMBERS[0][:22]
+    assert not list(folder.glob("attacks/*.png"))
+
+
+def test_map_with_another_tokenizer_is_retokenized(runner, in_tmp, fake_plugin):
+    make_map(in_tmp / "Prefixes" / "other_map", fingerprint="not-the-model's")
+    result = run(runner, ["other_map", "--model", "fake-lm", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "retokenizing" in result.stderr
+    assert json.loads(result.stdout)["counts"]["strings"] == 12
+
+
+def test_reference_model_with_another_tokenizer(runner, in_tmp, fake_plugin):
+    result = run(runner, ["--dataset", "fake-set", "--model", "fake-lm", "--reference", "fake-ref",
+                          "--signals", "loss", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "per UTF-8 byte" in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["signals"] == ["loss", "ref"] and summary["reference"] == "fake-ref"
+    res = AttackResults(summary["results"])
+    t_bytes = np.array([len(t.encode()) for t in res.columns["text"]])
+    # Same tokens for both fake models (chars): per-byte ref = (sum NLL_ref - sum NLL_target) / bytes.
+    ref_lm, lm = fake_plugin.backends["fake-ref"], fake_plugin.backends["fake-lm"]
+    ids = CharTokenizer().encode_batch([res.columns["text"][0]])[0]
+    expected = (-ref_lm.score([ids])[0].logprob.sum() + lm.score([ids])[0].logprob.sum()) / t_bytes[0]
+    assert res.signals["ref"][0] == pytest.approx(expected)
+    assert res.attrs["reference_same_tokenizer"] is False or res.attrs["reference_same_tokenizer"] == 0
+
+
+def test_reference_with_the_same_tokenizer_uses_mean_nll(runner, in_tmp, fake_plugin):
+    result = run(runner, ["--dataset", "fake-set", "--model", "fake-lm", "--reference", "fake-untrained",
+                          "--signals", "loss,ref", "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    res = AttackResults(json.loads(result.stdout)["results"])
+    ref_lm = fake_plugin.backends["fake-untrained"]
+    ids = CharTokenizer().encode_batch([res.columns["text"][5]])[0]
+    expected = -ref_lm.score([ids])[0].logprob.mean() - res.columns["nll"][5]
+    assert res.signals["ref"][5] == pytest.approx(expected)
+
+
+def test_unlabelled_dataset_stores_signals_without_auc(runner, in_tmp, fake_plugin):
+    result = run(runner, ["--dataset", "fake-unlabelled", "--model", "fake-lm"])
+    assert result.exit_code == 0, result.output
+    assert "no member/nonmember labels: signals are stored, but no AUC is computed" in result.stderr
+    assert "AUC" not in result.stdout and "results:" in result.stdout
+    res = AttackResults(next((in_tmp / "Prefixes" / "attacks").glob("*.h5")))
+    assert len(res) == 40 and res.attrs["metrics"] == []
+
+
+def test_label_file_supplies_labels(runner, in_tmp, fake_plugin):
+    labels = in_tmp / "labels.csv"
+    labels.write_text("id,label\n" + "".join(f"m{i},1\n" for i in range(20)) + "".join(
+        f"n{i},0\n" for i in range(20)))
+    result = run(runner, ["--dataset", "fake-unlabelled", "--model", "fake-lm", "--labels", str(labels), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["metrics"][0]["n_members"] == 20 and summary["metrics"][0]["auc"] > 0.95
+    bad = in_tmp / "bad.csv"
+    bad.write_text("id,label\nm0,maybe\n")
+    result = run(runner, ["--dataset", "fake-unlabelled", "--model", "fake-lm", "--labels", str(bad)])
+    assert result.exit_code == 1 and "label 'maybe'" in result.stderr
+
+
+def test_one_class_labels_give_a_clear_message(runner, in_tmp, fake_plugin):
+    result = run(runner, ["--dataset", "fake-set", "--model", "fake-lm", "--limit", "10"])
+    assert result.exit_code == 0, result.output
+    assert "are members: signals are stored, but no AUC is computed" in result.stderr
+
+
+def test_context_limit_truncates_with_a_message(runner, in_tmp, fake_plugin):
+    result = run(runner, ["--dataset", "fake-set", "--model", "fake-lm", "--model-option", "context=21", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "context holds 20 tokens" in result.stderr and "truncated to their first 20 tokens" in result.stderr
+    res = AttackResults(json.loads(result.stdout)["results"])
+    assert res.columns["n_tokens"].max() == 20 and res.columns["truncated"].all()
+    assert res.columns["text"][0] == MEMBERS[0][:20]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--dataset", "fake-set", "--model", "fake-api"], 1, "cannot score token sequences"),
+    (["--dataset", "fake-set", "--model", "fake-lmm"], 2, "Did you mean 'fake-lm'"),
+    (["no_such_map", "--model", "fake-lm"], 1, "prefix map 'no_such_map' not found"),
+    (["--model", "fake-lm"], 2, "give either a prefix MAP or --dataset"),
+    (["m", "--dataset", "fake-set", "--model", "fake-lm"], 2, "give either a prefix MAP or --dataset"),
+    (["--dataset", "fake-set", "--model", "fake-lm", "--signals", "loss,ref"], 2, "needs a reference model"),
+    (["--dataset", "fake-set", "--model", "fake-lm", "--signals", "los"], 2, "unknown signal(s) los"),
+    (["--dataset", "fake-set", "--model", "fake-lm", "--reference", "fake-api"], 1, "'fake-api' cannot score"),
+    (["--dataset", "fake-empty", "--model", "fake-lm"], 1, "nothing to score: all 1 sample(s)"),
+    (["--dataset", "fake-set", "--model", "fake-lm", "--k", "0"], 2, "--k"),
+    (["--dataset", "fake-set", "--model", "fake-lm", "--labels", "nope.csv"], 1, "label file 'nope.csv' not found"),
+])
+def test_bad_input_is_one_clear_line(runner, in_tmp, fake_plugin, args, code, message):
+    result = run(runner, args)
+    assert result.exit_code == code, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_results_are_never_overwritten(tmp_path):
+    first = unique_path(tmp_path, "m_x")
+    first.write_text("taken")
+    second = unique_path(tmp_path, "m_x")
+    assert second.name == "m_x_1.h5" and first.read_text() == "taken"
+
+
+def test_results_file_is_plain_hdf5(runner, in_tmp, fake_plugin):
+    result = run(runner, ["--dataset", "fake-set", "--model", "fake-lm", "--json", "-q", "--signals", "mink"])
+    with h5py.File(json.loads(result.stdout)["results"], "r") as f:
+        assert f["signals/mink"].shape == (40,) and f["label"][0] == b"member"
+        assert math.isclose(f.attrs["k"], 0.2)
