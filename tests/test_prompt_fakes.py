@@ -67,12 +67,16 @@ class FakeLM:
         self.capabilities = frozenset({"generate", "score"})
         self.delay = float(options.get("delay", 0))
         self.oom_above = int(options.get("oom_above", 0))
+        self.trace = options.get("trace")  # a file that gets one line per call (for kill tests)
 
     def describe(self):
         return {"name": self.name, "kind": "fake", "bos_prepended": False}
 
     def _check(self, n, kind):
         CALLS.append({"kind": kind, "n": n})
+        if self.trace:
+            with open(self.trace, "a") as f:
+                f.write(f"{kind} {n}\n")
         if self.delay:
             time.sleep(self.delay)
         if self.oom_above and n > self.oom_above:
