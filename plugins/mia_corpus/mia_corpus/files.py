@@ -1,0 +1,247 @@
+"""Dataset ``files``: the user's own files or folders, streamed.
+
+``.txt`` (one sample per file, line or paragraph), ``.jsonl``/``.ndjson``, ``.json``,
+``.csv``/``.tsv`` and ``.parquet``; folders are walked recursively in sorted order. JSON
+Lines, CSV and Parquet are read record by record (Parquet in batches), so a large file is
+never held in memory; a ``.json`` file is one JSON document and is read whole.
+"""
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mia_core.errors import MiaError
+from mia_core.types import MEMBER, NONMEMBER, Sample
+from mia_corpus.options import check_options, non_empty, normalize_label, parse_choice
+
+FILE_OPTIONS = ("path", "by", "text_field", "id_field", "label_field", "label", "encoding")
+TEXT = (".txt",)
+STRUCTURED = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
+SUPPORTED = TEXT + STRUCTURED
+BY = ("file", "line", "paragraph")
+_FOLDER_LABELS = {"member": MEMBER, "nonmember": NONMEMBER}
+
+
+class Settings:
+    """The validated options of one local-files dataset."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.by = parse_choice(options.get("by", "file"), "by", BY)
+        self.text_field = str(options.get("text_field", "text"))
+        self.id_field = options.get("id_field") or None
+        self.label_field = options.get("label_field") or None
+        self.label = normalize_label(options.get("label"), "option label")
+        self.encoding = str(options.get("encoding", "utf-8"))
+
+
+def list_files(root: Path) -> list[Path]:
+    """The supported files under ``root`` (itself if a file), sorted; hidden entries skipped."""
+    if not root.exists():
+        raise MiaError(f"dataset path {str(root)!r} does not exist")
+    if root.is_file():
+        if root.suffix.lower() not in SUPPORTED:
+            raise MiaError(f"{root}: unsupported file type {root.suffix or '(none)'!r}; supported: "
+                           f"{', '.join(SUPPORTED)}")
+        return [root]
+    found: list[Path] = []
+    others: set[str] = set()
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            suffix = Path(name).suffix.lower()
+            (found.append(Path(folder) / name) if suffix in SUPPORTED else others.add(suffix or "(none)"))
+    if not found:
+        seen = f" (found only: {', '.join(sorted(others))})" if others else " (it is empty)"
+        raise MiaError(f"folder {str(root)!r} holds no supported file{seen}; supported: {', '.join(SUPPORTED)}")
+    return found
+
+
+class LocalFiles:
+    """A :class:`mia_core.types.Dataset` over local files; iterating streams them again each time."""
+
+    def __init__(self, name: str, root: Path, settings: Settings) -> None:
+        self.name = name
+        self.root = root
+        self.settings = settings
+        self.files = list_files(root)
+        self.length: int | None = self._cheap_length()
+
+    def _cheap_length(self) -> int | None:
+        total = 0
+        for f in self.files:
+            suffix = f.suffix.lower()
+            if suffix in TEXT and self.settings.by == "file":
+                total += 1
+            elif suffix == ".parquet":
+                total += _parquet_file(f).metadata.num_rows
+            else:
+                return None  # counting would mean reading the whole file
+        return total
+
+    def _relative(self, f: Path) -> str:
+        return f.name if self.root.is_file() else f.relative_to(self.root).as_posix()
+
+    def _folder_label(self, rel: str) -> str | None:
+        for part in reversed(rel.split("/")[:-1]):
+            if part.lower() in _FOLDER_LABELS:
+                return _FOLDER_LABELS[part.lower()]
+        return None
+
+    def __iter__(self) -> Iterator[Sample]:
+        return non_empty(self._samples(), f"dataset {str(self.root)!r}",
+                         "empty files, or lines/paragraphs that are all blank")
+
+    def _samples(self) -> Iterator[Sample]:
+        for f in self.files:
+            rel = self._relative(f)
+            default_label = self.settings.label or self._folder_label(rel)
+            suffix = f.suffix.lower()
+            try:
+                if suffix in TEXT:
+                    yield from _read_txt(f, rel, default_label, self.settings)
+                else:
+                    records = _READERS[suffix](f, self.settings)
+                    yield from _records_to_samples(records, rel, default_label, self.settings)
+            except UnicodeDecodeError as e:
+                raise MiaError(f"{f}: not {self.settings.encoding} text ({e.reason} at byte {e.start}); "
+                               "set --dataset-option encoding=NAME") from None
+
+
+def _read_txt(f: Path, rel: str, label: str | None, s: Settings) -> Iterator[Sample]:
+    if s.by == "file":
+        yield Sample(rel, f.read_text(encoding=s.encoding), label)
+        return
+    with f.open(encoding=s.encoding, newline="") as handle:
+        if s.by == "line":
+            for number, line in enumerate(handle, 1):
+                text = line.rstrip("\r\n")
+                if text.strip():
+                    yield Sample(f"{rel}:{number}", text, label)
+            return
+        paragraph: list[str] = []
+        count = 0
+        for line in handle:
+            if line.strip():
+                paragraph.append(line)
+            elif paragraph:
+                count += 1
+                yield Sample(f"{rel}#{count}", "".join(paragraph).rstrip("\r\n"), label)
+                paragraph = []
+        if paragraph:
+            yield Sample(f"{rel}#{count + 1}", "".join(paragraph).rstrip("\r\n"), label)
+
+
+# Readers yield (position, record): position names the record in default ids and errors.
+def _read_jsonl(f: Path, s: Settings) -> Iterator[tuple[str, Any]]:
+    with f.open(encoding=s.encoding) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield str(number), json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MiaError(f"{f}:{number}: not valid JSON ({e.msg})") from None
+
+
+def _read_json(f: Path, s: Settings) -> Iterator[tuple[str, Any]]:
+    try:
+        data = json.loads(f.read_text(encoding=s.encoding))
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data":  # JSON Lines saved as .json
+            yield from _read_jsonl(f, s)
+            return
+        raise MiaError(f"{f}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if isinstance(data, dict) and s.text_field not in data:
+        lists = [k for k, v in data.items() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise MiaError(f"{f}: expected a list of records, or an object with one list of records "
+                           f"(keys present: {', '.join(map(str, data)) or 'none'})")
+        data = data[lists[0]]
+    records = data if isinstance(data, list) else [data]
+    for index, record in enumerate(records):
+        yield str(index), record
+
+
+def _read_csv(f: Path, s: Settings) -> Iterator[tuple[str, Any]]:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # documents are longer than csv's 128 KiB default
+    with f.open(encoding=s.encoding, newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t" if f.suffix.lower() == ".tsv" else ",")
+        header = reader.fieldnames or []
+        _require_fields(f, header, s)
+        for number, row in enumerate(reader, 1):
+            yield str(number), row
+
+
+def _parquet_file(f: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(f)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise MiaError(f"{f}: not a readable Parquet file ({e})") from None
+
+
+def _read_parquet(f: Path, s: Settings) -> Iterator[tuple[str, Any]]:
+    pf = _parquet_file(f)
+    names = pf.schema_arrow.names
+    _require_fields(f, names, s)
+    columns = [c for c in (s.text_field, s.id_field, s.label_field) if c]
+    index = 0
+    for batch in pf.iter_batches(batch_size=1024, columns=list(dict.fromkeys(columns))):
+        for record in batch.to_pylist():
+            yield str(index), record
+            index += 1
+
+
+def _require_fields(f: Path, present: list[str], s: Settings) -> None:
+    for option, field in (("text_field", s.text_field), ("id_field", s.id_field), ("label_field", s.label_field)):
+        if field and field not in present:
+            raise MiaError(f"{f}: no field {field!r} ({option}); fields present: {', '.join(present) or 'none'}. "
+                           f"Choose one with --dataset-option {option}=NAME")
+
+
+_READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, ".csv": _read_csv,
+            ".tsv": _read_csv, ".parquet": _read_parquet}
+
+
+def record_sample(record: Any, where: str, default_id: str, default_label: str | None, s: Settings) -> Sample:
+    """One record (a mapping, or a bare string) as a Sample, with errors that name the fields present."""
+    if isinstance(record, str):
+        record = {s.text_field: record}
+    if not isinstance(record, dict):
+        raise MiaError(f"{where}: expected an object with a {s.text_field!r} field, got {type(record).__name__}")
+    for option, field in (("text_field", s.text_field), ("id_field", s.id_field), ("label_field", s.label_field)):
+        if field and field not in record:
+            raise MiaError(f"{where}: no field {field!r} ({option}); fields present: "
+                           f"{', '.join(map(str, record)) or 'none'}. Choose one with --dataset-option {option}=NAME")
+    text = record[s.text_field]
+    if text is None:
+        text = ""
+    elif not isinstance(text, str):
+        raise MiaError(f"{where}: field {s.text_field!r} holds {type(text).__name__}, not text")
+    sample_id = str(record[s.id_field]) if s.id_field else default_id
+    label = normalize_label(record[s.label_field], where) if s.label_field else None
+    return Sample(sample_id, text, label or default_label)
+
+
+def _records_to_samples(records: Iterator[tuple[str, Any]], rel: str, label: str | None,
+                        s: Settings) -> Iterator[Sample]:
+    for position, record in records:
+        yield record_sample(record, f"{rel}:{position}", f"{rel}:{position}", label, s)
+
+
+def create_files(name: str, options: dict[str, Any]) -> LocalFiles:
+    """Factory of the ``files`` dataset; a path typed as the dataset name works too."""
+    check_options(name, options, FILE_OPTIONS)
+    path = options.get("path")
+    if not path:
+        if name.lower() in ("files", "corpus"):
+            raise MiaError(f"dataset {name!r} needs --dataset-option path=FILE_OR_FOLDER")
+        path = name
+    return LocalFiles(name, Path(os.path.expanduser(str(path))), Settings(options))
