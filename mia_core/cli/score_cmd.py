@@ -1,3 +1,178 @@
-"""Placeholder until its command lands."""
+"""``mia score``, ``mia index``, ``mia estimate`` and ``mia report`` (DESIGN.md §6).
 
-commands: list = []
+Everything heavy (tokengrams, matplotlib, sacrebleu, tokenizers) is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mia_core.cli.options import dataset_option, parse_key_values, quiet_option
+from mia_core.errors import MiaError
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--k", "k", type=int, default=None,
+              help="Compare the first K suffix tokens (default: the map's suffix length).")
+@click.option("--edit-threshold", "--edit_threshold", type=float, default=0.1, show_default=True,
+              help="Approximate memorization: normalized token edit distance at most this.")
+@click.option("--bleu", is_flag=True, help="Approximate memorization by BLEU (sacrebleu) instead of edit distance.")
+@click.option("--bleu-threshold", "--bleu_threshold", type=float, default=0.75, show_default=True)
+@click.option("--index", "index", type=click.Path(path_type=Path), default=None,
+              help="Corpus index folder (mia index) for verbatim-membership scoring.")
+@click.option("--window", type=int, default=50, show_default=True,
+              help="Corpus membership: a verbatim match of at least this many tokens.")
+@click.option("--no-save", is_flag=True, help="Do not write RUN.scores.h5.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bool, bleu_threshold: float,
+          index: Path | None, window: int, no_save: bool, as_json: bool) -> None:
+    """Score runs against their true suffixes (and a corpus index); store the scores beside each run.
+
+    \b
+    Example:
+      mia score Prefixes/MAP/runs/gemma-3-270m_20261127_143015.h5
+      mia score RUN --index Prefixes/corpus_index --window 50 --json
+    """
+    from mia_core.scoring.summary import format_summary, score_run
+
+    if not 0 <= edit_threshold <= 1 or not 0 <= bleu_threshold <= 1:
+        raise click.BadParameter("thresholds lie between 0 and 1")
+    summaries = [score_run(run, k=k, edit_threshold=edit_threshold, bleu=bleu, bleu_threshold=bleu_threshold,
+                           index=index, window=window, save=not no_save) for run in runs]
+    if as_json:
+        _echo_json(summaries[0] if len(summaries) == 1 else summaries)
+    else:
+        click.echo("\n\n".join(format_summary(s) for s in summaries))
+
+
+@click.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--prefix-map", "--prefix_map", "prefix_map", default=None,
+              help="Index the dataset saved in this prefix map (its tokens, same tokenizer).")
+@click.option("--model", "--tokenizer", "model", default=None,
+              help="Tokenizer (model name) to tokenize --dataset with.")
+@click.option("--dataset", default=None, help="Dataset to tokenize and index.")
+@dataset_option
+@click.option("--batch-size", "--batch_size", type=int, default=256, show_default=True,
+              help="Documents tokenized per batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the index metadata as JSON.")
+@quiet_option
+def index(out: Path, prefix_map: str | None, model: str | None, dataset: str | None,
+          dataset_options: tuple[str, ...], batch_size: int, as_json: bool, quiet: bool) -> None:
+    """Build a token suffix-array index (tokengrams) of a corpus in folder OUT.
+
+    \b
+    Examples:
+      mia index Prefixes/corpus_gemma --model gemma-3-270m --dataset corpus
+      mia index Prefixes/MAP_index --prefix-map Prefixes/gemma-3-270m_Corpus_10_start_20261127_143015
+    """
+    from mia_core.scoring.build import index_dataset, index_prefix_map
+
+    if (prefix_map is None) == (dataset is None):
+        raise click.UsageError("give either --prefix-map MAP or --dataset NAME (with --model)")
+    if batch_size < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--batch-size")
+    if prefix_map is not None:
+        if model is not None or dataset_options:
+            raise click.UsageError("--model/--dataset-option do not apply with --prefix-map (the map's "
+                                   "tokens and tokenizer are used)")
+        meta = index_prefix_map(out, prefix_map, quiet=quiet)
+    else:
+        if model is None:
+            raise click.UsageError("--dataset needs --model (the tokenizer of the runs you will score)")
+        options = parse_key_values(dataset_options, "--dataset-option")
+        meta = index_dataset(out, model, dataset, options, batch_size=batch_size, quiet=quiet)
+    if as_json:
+        _echo_json(meta)
+    else:
+        rate = meta["tokens"] / meta["build_s"] if meta["build_s"] else float("inf")
+        click.echo(f"indexed {meta['tokens']} tokens of {meta['documents']} documents ({meta['dtype']}, "
+                   f"tokenizer {meta['tokenizer']}) in {meta['build_s']:.1f} s ({rate / 1e6:.2f} M tokens/s) "
+                   f"→ {out}")
+
+
+@click.command()
+@click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--table", "table_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Text file of 'r n_r' pairs (one per line) or of one count per item.")
+@click.option("--of", "of", type=click.Choice(["auto", "windows", "samples"]), default="auto", show_default=True,
+              help="From scored runs: memorized corpus windows, or extracted samples.")
+@click.option("--confidence", "-C", type=float, default=1.96, show_default=True,
+              help="Simple Good-Turing switch criterion (1.96 as Sampson's code; the paper used 1.65).")
+@click.option("--t", "ts", type=float, multiple=True,
+              help="Extrapolate to t× more generations (repeatable; default 1 2 5 10).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the extrapolation curve as a PNG.")
+@click.option("--json", "as_json", is_flag=True)
+def estimate(sources: tuple[Path, ...], table_file: Path | None, of: str, confidence: float,
+             ts: tuple[float, ...], plot: Path | None, as_json: bool) -> None:
+    """Estimate what has not been extracted yet: Simple Good-Turing, Good–Toulmin, Chao1.
+
+    SOURCES are scored runs (their RUN.scores.h5; run `mia score` first). Counts are pooled.
+
+    \b
+    Example:
+      mia estimate Prefixes/MAP/runs/*.h5 --t 2 --t 10 --plot gt.png
+    """
+    from mia_core.scoring.goodturing import estimate as run_estimate
+    from mia_core.scoring.tables import table_from_file, table_from_runs
+
+    if bool(sources) == bool(table_file):
+        raise click.UsageError("give scored runs or --table FILE (one of them)")
+    if confidence <= 0:
+        raise click.BadParameter("must be positive", param_hint="--confidence")
+    if any(t < 0 for t in ts):
+        raise click.BadParameter("must be non-negative", param_hint="--t")
+    table, what = table_from_file(table_file) if table_file else table_from_runs(sources, of)
+    result = run_estimate(table, ts or (1, 2, 5, 10), confidence)
+    result["items"] = what
+    for w in result["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+    if plot is not None:
+        from mia_core.scoring.plots import extrapolation_plot
+
+        extrapolation_plot(table, plot, max_t=max(ts or (10,)), title=f"Unique {what}")
+    if as_json:
+        _echo_json(result)
+    else:
+        from mia_core.scoring.tables import format_estimate
+
+        click.echo(format_estimate(result))
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="report.html (self-contained, images embedded) or report.md (PNGs written beside it).")
+@click.option("--k", "k", type=int, default=None, help="As in mia score.")
+@click.option("--index", type=click.Path(path_type=Path), default=None, help="As in mia score.")
+@click.option("--window", type=int, default=50, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing report file.")
+def report(runs: tuple[Path, ...], out: Path, k: int | None, index: Path | None, window: int, force: bool) -> None:
+    """Write an HTML or Markdown report (tables and plots) of one or more runs.
+
+    \b
+    Example:
+      mia report Prefixes/MAP/runs/*.h5 --out report.html
+    """
+    from mia_core.scoring.report import write_report
+
+    if out.suffix.lower() not in (".html", ".htm", ".md"):
+        raise click.BadParameter("the report must end in .html or .md", param_hint="--out")
+    if out.exists() and not force:
+        raise MiaError(f"{out} already exists; use --force to overwrite it")
+    path = write_report(list(runs), out, k=k, index=index, window=window)
+    click.echo(f"report written to {path}", file=sys.stdout)
+
+
+commands = [score, index, estimate, report]

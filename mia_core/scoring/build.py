@@ -1,0 +1,75 @@
+"""``mia index`` sources: a dataset tokenized with a registered tokenizer, or a map's saved dataset."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mia_core.errors import MiaError
+from mia_core.prefixmap import PrefixMap
+from mia_core.progress import progress
+from mia_core.scoring.index import IndexBuilder
+
+MAP_CHUNK_DOCS = 4096
+
+
+def index_prefix_map(out: str | os.PathLike, prefix_map: str | os.PathLike, quiet: bool = False) -> dict[str, Any]:
+    """Index the dataset saved inside a prefix map (made with its default --save)."""
+    pmap = PrefixMap(prefix_map)
+    if not pmap.has_dataset:
+        raise MiaError(f"{pmap.folder} holds no saved dataset (made with --no-save): index the dataset "
+                       "with --dataset and --model instead")
+    vocab = pmap.attrs.get("vocab_size")
+    source = {"prefix_map": str(pmap.folder.resolve()), "dataset": pmap.attrs.get("dataset"),
+              "dataset_options": pmap.attrs.get("dataset_options")}
+    with h5py.File(pmap.path, "r") as f:
+        g = f["dataset"]
+        offsets = g["offsets"][()]
+        tokens = g["tokens"]
+        if vocab is None:  # maps need not record the vocabulary size: the largest id bounds it
+            vocab = int(tokens[()].max()) + 1 if tokens.shape[0] else 1
+        builder = IndexBuilder(out, pmap.tokenizer_name, pmap.tokenizer_fingerprint, int(vocab), source)
+        try:
+            n_docs = len(offsets) - 1
+            with progress(n_docs, "indexing", "doc", quiet) as bar:
+                for lo in range(0, n_docs, MAP_CHUNK_DOCS):
+                    hi = min(lo + MAP_CHUNK_DOCS, n_docs)
+                    builder.add_many(tokens[offsets[lo]:offsets[hi]], offsets[lo:hi + 1])
+                    bar.update(hi - lo)
+            return builder.finish()
+        except BaseException:
+            builder.abort()
+            raise
+
+
+def index_dataset(out: str | os.PathLike, model: str, dataset: str, options: dict[str, Any],
+                  batch_size: int = 256, quiet: bool = False) -> dict[str, Any]:
+    """Tokenize a registered dataset with ``model``'s tokenizer and index it."""
+    from mia_core import registry
+
+    tokenizer = registry.tokenizers.create(model)
+    data = registry.datasets.create(dataset, options)
+    source = {"dataset": dataset, "dataset_options": options, "model": model}
+    builder = IndexBuilder(out, getattr(tokenizer, "name", model), tokenizer.fingerprint,
+                           int(tokenizer.vocab_size), source)
+    try:
+        batch: list[str] = []
+        with progress(getattr(data, "length", None), "indexing", "doc", quiet) as bar:
+            for sample in data:
+                batch.append(sample.text)
+                if len(batch) >= batch_size:
+                    for ids in tokenizer.encode_batch(batch):
+                        builder.add(np.asarray(ids))
+                    bar.update(len(batch))
+                    batch = []
+            if batch:
+                for ids in tokenizer.encode_batch(batch):
+                    builder.add(np.asarray(ids))
+                bar.update(len(batch))
+        return builder.finish()
+    except BaseException:
+        builder.abort()
+        raise

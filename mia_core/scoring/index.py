@@ -1,0 +1,278 @@
+"""Token suffix-array index of a corpus (EleutherAI ``tokengrams``) and verbatim-match lookups.
+
+An index folder holds ``tokens.bin`` (the corpus tokens, little-endian u16 or u32, one
+separator token after each document so no match spans two documents), ``table.bin``
+(tokengrams' suffix table, one u64 per token) and ``index.json`` (tokenizer name and
+fingerprint, vocabulary size, dtype, token and document counts, source, build time).
+It is built in ``<folder>.partial`` and renamed when complete.
+
+Membership (Nasr et al. 2023): a generation is memorized if it contains a window of at
+least ``window`` tokens found verbatim in the corpus. ``longest_matches`` computes, for
+every start position i, the longest prefix of ``gen[i:]`` present in the corpus (matching
+statistics: each step reuses the previous length minus one, so about 2 lookups per token).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mia_core import __version__
+from mia_core.errors import MiaError
+
+INDEX_FORMAT = 1
+META_FILE = "index.json"
+TOKENS_FILE = "tokens.bin"
+TABLE_FILE = "table.bin"
+DOCS_FILE = "doc_offsets.npy"
+PARTIAL_SUFFIX = ".partial"
+TABLE_ITEMSIZE = 8  # tokengrams stores suffix positions as u64
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    # Rust's println! writes to file descriptor 1 directly: redirect the descriptor, so
+    # ``--json`` output stays clean.
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no real stdout (embedded use): nothing to protect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def storage_for(vocab_size: int) -> tuple[np.dtype, int, int]:
+    """(token dtype, tokengrams ``vocab`` argument, separator id) for a vocabulary.
+
+    u16 when every id and the separator (the largest value of the type) fit, else u32.
+    """
+    if vocab_size < 2**16 - 1:
+        return np.dtype("<u2"), 2**16, 2**16 - 1
+    if vocab_size < 2**32 - 1:
+        return np.dtype("<u4"), 2**32, 2**32 - 1
+    raise MiaError(f"vocabulary of {vocab_size} tokens is too large for a tokengrams index")
+
+
+class IndexBuilder:
+    """Streams documents' tokens to disk, then sorts them into a suffix table."""
+
+    def __init__(self, folder: str | os.PathLike, tokenizer: str, fingerprint: str, vocab_size: int,
+                 source: dict[str, Any]) -> None:
+        self.folder = Path(folder)
+        if self.folder.exists():
+            raise MiaError(f"{self.folder} already exists; refusing to overwrite it")
+        self.partial = self.folder.with_name(self.folder.name + PARTIAL_SUFFIX)
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True)
+        self.dtype, self.vocab, self.separator = storage_for(vocab_size)
+        self.meta: dict[str, Any] = {"format": INDEX_FORMAT, "mia_version": __version__, "tokenizer": tokenizer,
+                                     "tokenizer_fingerprint": fingerprint, "vocab_size": int(vocab_size),
+                                     "dtype": self.dtype.name, "tokengrams_vocab": self.vocab,
+                                     "separator": self.separator, "source": source}
+        self._file = open(self.partial / TOKENS_FILE, "wb")
+        self._offsets = [0]
+        self._pending: list[np.ndarray] = []
+        self._pending_len = 0
+        self.tokens = 0
+        self._t0 = time.perf_counter()
+
+    def add(self, tokens: Sequence[int] | np.ndarray) -> None:
+        """One document (its tokens), followed by the separator."""
+        arr = np.asarray(tokens, dtype=np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() >= self.separator):
+            raise MiaError(f"token id out of range for a {self.dtype.name} index "
+                           f"(vocabulary {self.meta['vocab_size']}): {int(arr.max())}")
+        self._pending.append(arr.astype(self.dtype))
+        self._pending.append(np.array([self.separator], dtype=self.dtype))
+        self._pending_len += arr.size + 1
+        self.tokens += arr.size + 1
+        self._offsets.append(self.tokens)
+        if self._pending_len >= 1 << 22:
+            self._flush()
+
+    def add_many(self, flat: np.ndarray, offsets: np.ndarray) -> None:
+        """Many documents at once from CSR arrays (a map's saved dataset): fast path."""
+        flat = np.asarray(flat, dtype=np.int64)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if flat.size and (flat.min() < 0 or flat.max() >= self.separator):
+            raise MiaError(f"token id out of range for a {self.dtype.name} index: {int(flat.max())}")
+        n_docs = len(offsets) - 1
+        if n_docs <= 0:
+            return
+        # insert one separator after each document: np.insert at the document ends
+        ends = offsets[1:]
+        out = np.insert(flat[:ends[-1]].astype(self.dtype), ends - offsets[0], self.separator)
+        self._pending.append(out)
+        self._pending_len += out.size
+        base = self.tokens
+        self.tokens += out.size
+        self._offsets.extend((base + (ends - offsets[0]) + np.arange(1, n_docs + 1)).tolist())
+        self._flush()
+
+    def _flush(self) -> None:
+        for arr in self._pending:
+            self._file.write(arr.tobytes())
+        self._pending, self._pending_len = [], 0
+
+    def finish(self) -> dict[str, Any]:
+        """Build the suffix table, write the metadata and give the folder its final name."""
+        import tokengrams
+
+        self._flush()
+        self._file.close()
+        if self.tokens == 0:
+            self.abort()
+            raise MiaError("the corpus is empty: nothing to index")
+        np.save(self.partial / DOCS_FILE, np.asarray(self._offsets, dtype=np.int64))
+        with _stdout_to_stderr():  # tokengrams prints "Sorting indices..." even when not verbose
+            tokengrams.MemmapIndex.build(str(self.partial / TOKENS_FILE), str(self.partial / TABLE_FILE),
+                                         vocab=self.vocab, verbose=False)
+        elapsed = time.perf_counter() - self._t0
+        self.meta.update(tokens=int(self.tokens), documents=len(self._offsets) - 1, build_s=round(elapsed, 3),
+                         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        (self.partial / META_FILE).write_text(json.dumps(self.meta, indent=2))
+        os.replace(self.partial, self.folder)
+        return self.meta
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+
+@dataclass
+class WindowMatches:
+    """Corpus-membership results for a list of generations."""
+
+    window: int
+    longest: np.ndarray  # int32 per generation: longest verbatim corpus match
+    memorized: np.ndarray  # bool per generation: longest >= window
+    windows: dict[tuple[int, ...], int] = field(default_factory=dict)  # memorized window -> occurrences
+
+
+class CorpusIndex:
+    """A built index, opened read-only (memory-mapped)."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise MiaError(f"index {str(folder)!r} not found")
+        meta_path = self.folder / META_FILE
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise MiaError(f"{self.folder} is not a mia index (no {META_FILE}; interrupted build?)") from None
+        except (OSError, ValueError) as exc:
+            raise MiaError(f"index metadata {meta_path} is corrupt: {exc}") from None
+        for key in ("tokens", "dtype", "tokengrams_vocab", "tokenizer_fingerprint", "separator"):
+            if key not in self.meta:
+                raise MiaError(f"index metadata {meta_path} is corrupt: missing {key!r}")
+        self.dtype = np.dtype(self.meta["dtype"])
+        n = int(self.meta["tokens"])
+        for name, size in ((TOKENS_FILE, n * self.dtype.itemsize), (TABLE_FILE, n * TABLE_ITEMSIZE)):
+            path = self.folder / name
+            if not path.is_file():
+                raise MiaError(f"index {self.folder} is corrupt: {name} is missing")
+            if path.stat().st_size != size:
+                raise MiaError(f"index {self.folder} is corrupt: {name} has {path.stat().st_size} bytes, "
+                               f"expected {size}")
+        import tokengrams
+
+        try:
+            self._index = tokengrams.MemmapIndex(str(self.folder / TOKENS_FILE), str(self.folder / TABLE_FILE),
+                                                 vocab=int(self.meta["tokengrams_vocab"]))
+        except Exception as exc:  # noqa: BLE001 - tokengrams raises plain exceptions from Rust
+            raise MiaError(f"index {self.folder} cannot be opened: {exc}") from None
+
+    @property
+    def tokens(self) -> int:
+        return int(self.meta["tokens"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.meta["tokenizer_fingerprint"])
+
+    def verify(self) -> None:
+        """Full check that the suffix table is sorted (reads the whole index)."""
+        if not self._index.is_sorted():
+            raise MiaError(f"index {self.folder} is corrupt: its suffix table is not sorted")
+
+    def contains(self, query: Sequence[int]) -> bool:
+        return bool(self._index.contains(list(query)))
+
+    def count(self, query: Sequence[int]) -> int:
+        return int(self._index.count(list(query)))
+
+    def contains_many(self, windows: np.ndarray) -> np.ndarray:
+        """Lookups of many equal-length windows ``[B, w]``: duplicates are looked up once."""
+        windows = np.ascontiguousarray(windows, dtype=np.int64)
+        if windows.shape[0] == 0:
+            return np.zeros(0, dtype=bool)
+        unique, inverse = np.unique(windows, axis=0, return_inverse=True)
+        contains = self._index.contains
+        found = np.fromiter((contains(row) for row in unique.tolist()), dtype=bool, count=len(unique))
+        return found[inverse.reshape(-1)]
+
+    def matching_statistics(self, gen: Sequence[int]) -> np.ndarray:
+        """ms[i] = length of the longest prefix of ``gen[i:]`` found verbatim in the corpus."""
+        g = [int(t) for t in gen]
+        n = len(g)
+        ms = np.zeros(n, dtype=np.int32)
+        contains = self._index.contains
+        length = 0
+        for i in range(n):
+            while i + length < n and contains(g[i:i + length + 1]):
+                length += 1
+            ms[i] = length
+            length = max(length - 1, 0)  # gen[i+1 : i+length] is a substring of a match
+        return ms
+
+    def longest_matches(self, generations: Sequence[np.ndarray], window: int) -> WindowMatches:
+        """Longest corpus match of each generation, and the memorized ``window``-grams they contain.
+
+        Identical generations (common when sampling many times per prefix) are looked up once.
+        """
+        keys = [tuple(int(t) for t in g) for g in generations]
+        cache: dict[tuple[int, ...], np.ndarray] = {}
+        longest = np.zeros(len(keys), dtype=np.int32)
+        counts: Counter[tuple[int, ...]] = Counter()
+        for row, key in enumerate(keys):
+            ms = cache.get(key)
+            if ms is None:
+                ms = cache[key] = self.matching_statistics(key)
+            longest[row] = int(ms.max()) if len(ms) else 0
+            for i in np.flatnonzero(ms >= window):
+                counts[key[i:i + window]] += 1
+        return WindowMatches(window, longest, longest >= window, dict(counts))
+
+
+def build_index(folder: str | os.PathLike, documents: Iterable[Sequence[int]], tokenizer: str,
+                fingerprint: str, vocab_size: int, source: dict[str, Any]) -> dict[str, Any]:
+    """Index an iterable of tokenized documents; returns the metadata written."""
+    builder = IndexBuilder(folder, tokenizer, fingerprint, vocab_size, source)
+    try:
+        for doc in documents:
+            builder.add(doc)
+        return builder.finish()
+    except BaseException:
+        builder.abort()
+        raise

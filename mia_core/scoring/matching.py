@@ -1,0 +1,121 @@
+"""Suffix-match scores of generations against their true suffixes (DESIGN.md §6).
+
+All scores look at the first ``k`` tokens of the true suffix:
+
+- ``exact``: the generation starts with those k tokens (greedy extraction, Carlini et al. 2022);
+- ``matched_length``: number of leading generated tokens equal to the suffix (capped at k);
+- ``memorization_score``: fraction of the k positions where generated == true (Pythia,
+  Biderman et al. 2023); memorized iff 1;
+- ``edit_distance``: token Levenshtein distance between the first k generated tokens and
+  the k suffix tokens, divided by k (Ippolito et al. 2022); approximate iff ≤ threshold;
+- ``bleu`` (optional): sacrebleu sentence BLEU/100 of the token-id strings; when asked
+  for, approximate memorization means BLEU ≥ its threshold instead.
+
+Rows whose true suffix is shorter than k are not *eligible*: they get scores over the
+suffix they have, but rates only count eligible rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+PAD_GEN = -2  # pads generations; differs from suffix padding so padding never "matches"
+PAD_SUF = -3
+
+
+@dataclass
+class MatchScores:
+    """Per-row scores (arrays of length M)."""
+
+    k: np.ndarray  # tokens compared per row: min(k, suffix length)
+    eligible: np.ndarray  # bool: suffix has at least k tokens
+    exact: np.ndarray  # bool
+    matched_length: np.ndarray  # int32
+    memorization_score: np.ndarray  # float32
+    edit_distance: np.ndarray  # float32, normalised by k
+    approximate: np.ndarray  # bool
+    bleu: np.ndarray | None = None  # float32 in [0, 1]
+
+
+def _pad(rows: Sequence[np.ndarray], width: int, fill: int) -> tuple[np.ndarray, np.ndarray]:
+    out = np.full((len(rows), max(width, 1)), fill, dtype=np.int64)
+    lengths = np.zeros(len(rows), dtype=np.int64)
+    for i, row in enumerate(rows):
+        row = np.asarray(row)[:width]
+        out[i, :len(row)] = row
+        lengths[i] = len(row)
+    return out, lengths
+
+
+def levenshtein_batch(a: np.ndarray, a_len: np.ndarray, b: np.ndarray, b_len: np.ndarray) -> np.ndarray:
+    """Token edit distances between rows of ``a`` (first ``a_len``) and ``b`` (first ``b_len``).
+
+    The dynamic programme runs over positions with all rows at once (numpy), so the cost is
+    O(k²) vector operations instead of O(M k²) Python steps.
+    """
+    m, la = a.shape
+    lb = b.shape[1]
+    prev = np.tile(np.arange(lb + 1, dtype=np.int64), (m, 1))  # distance of a[:0] to b[:j]
+    result = np.zeros(m, dtype=np.int64)
+    rows = np.arange(m)
+    done = a_len == 0
+    result[done] = b_len[done]
+    for i in range(1, la + 1):
+        cur = np.empty_like(prev)
+        cur[:, 0] = i
+        sub = prev[:, :-1] + (a[:, i - 1:i] != b)  # substitution (0 when equal)
+        dele = prev[:, 1:] + 1
+        best = np.minimum(sub, dele)
+        for j in range(1, lb + 1):  # insertions depend on the left neighbour
+            cur[:, j] = np.minimum(best[:, j - 1], cur[:, j - 1] + 1)
+        hit = a_len == i
+        result[hit] = cur[rows[hit], b_len[hit]]
+        prev = cur
+    return result
+
+
+def bleu_batch(generated: Sequence[np.ndarray], references: Sequence[np.ndarray]) -> np.ndarray:
+    """Sentence BLEU (sacrebleu, no tokenisation: token ids as words) scaled to [0, 1]."""
+    from sacrebleu.metrics import BLEU
+
+    metric = BLEU(tokenize="none", effective_order=True)
+    out = np.zeros(len(generated), dtype=np.float32)
+    for i, (g, r) in enumerate(zip(generated, references, strict=True)):
+        hyp = " ".join(str(int(t)) for t in g)
+        ref = " ".join(str(int(t)) for t in r)
+        out[i] = metric.sentence_score(hyp, [ref]).score / 100.0 if hyp and ref else 0.0
+    return out
+
+
+def score_matches(generated: Sequence[np.ndarray], suffixes: Sequence[np.ndarray], k: int,
+                  edit_threshold: float = 0.1, bleu_threshold: float | None = None) -> MatchScores:
+    """Scores of each generation against the first ``k`` tokens of its true suffix."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    if len(generated) != len(suffixes):
+        raise ValueError("one true suffix per generation is needed")
+    suf, suf_len = _pad(suffixes, k, PAD_SUF)
+    gen, gen_len = _pad(generated, k, PAD_GEN)
+    kk = np.minimum(suf_len, k)
+    eligible = suf_len >= k
+    positions = np.arange(suf.shape[1])[None, :]
+    in_suffix = positions < kk[:, None]
+    equal = (gen == suf) & in_suffix
+    # leading run of matches: index of the first mismatch within the compared span
+    mismatch = ~equal | ~in_suffix
+    first_mismatch = np.where(mismatch.any(axis=1), mismatch.argmax(axis=1), suf.shape[1])
+    matched = np.minimum(first_mismatch, kk).astype(np.int32)
+    denom = np.maximum(kk, 1)
+    mem = (equal.sum(axis=1) / denom).astype(np.float32)
+    exact = (matched == kk) & (kk > 0)
+    dist = levenshtein_batch(gen, gen_len, suf, kk)
+    edit = (dist / denom).astype(np.float32)
+    approx = (edit <= edit_threshold) & (kk > 0)
+    bleu = None
+    if bleu_threshold is not None:
+        bleu = bleu_batch([g[:k] for g in generated], [s[:k] for s in suffixes])
+        approx = (bleu >= bleu_threshold) & (kk > 0)  # BLEU replaces the edit-distance criterion
+    return MatchScores(kk.astype(np.int32), eligible, exact, matched, mem, edit, approx, bleu)

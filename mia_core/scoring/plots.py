@@ -1,0 +1,92 @@
+"""PNG plots (matplotlib, Agg backend): matched lengths, extraction rate vs prefix length,
+Good-Turing extrapolation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def matched_length_histogram(summary: Mapping[str, Any], out: str | os.PathLike) -> str:
+    """Bar chart of how many generations matched their suffix for 0..k leading tokens."""
+    plt = _pyplot()
+    hist = {int(k): v for k, v in summary["matched_length"]["histogram"].items()}
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    ax.bar(list(hist), list(hist.values()), width=0.85, color="#3b6ea8")
+    ax.set_xlabel("matched prefix length (tokens of the true suffix reproduced)")
+    ax.set_ylabel("generations")
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_title(f"{summary.get('model')} — {summary['rows']} generations, k = {summary['k']}")
+    ax.set_xlim(-0.8, summary["k"] + 0.8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return str(out)
+
+
+def rate_vs_prefix_length(summaries: Sequence[Mapping[str, Any]], out: str | os.PathLike) -> str:
+    """Exact-extraction rate (Wilson 95% bars) against prefix length, one line per model."""
+    plt = _pyplot()
+    by_model: dict[str, list[tuple[int, float, float, float]]] = {}
+    for s in summaries:
+        e = s["extraction"]
+        if e["rate"] is None:
+            continue
+        lo, hi = e["wilson95"]
+        by_model.setdefault(f"{s.get('model')} ({s['method']})", []).append(
+            (int(s["prefix_tokens"]), e["rate"], e["rate"] - lo, hi - e["rate"]))
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    for label, pts in sorted(by_model.items()):
+        pts.sort()
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[[p[2] for p in pts], [p[3] for p in pts]],
+                    marker="o", capsize=3, label=label)
+    ax.set_xlabel("prefix length (tokens)")
+    ax.set_ylabel("exact extraction rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Extraction rate vs prefix length (95% Wilson intervals)")
+    if by_model:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return str(out)
+
+
+def extrapolation_plot(table: Mapping[int, int], out: str | os.PathLike, max_t: float = 10,
+                       title: str = "Unique memorized items") -> str:
+    """Expected distinct items against the multiple t of the generations made (t = 1: observed),
+    with the Chao1 lower bound on the total as a dashed line."""
+    from mia_core.scoring.goodturing import chao1, good_toulmin
+
+    plt = _pyplot()
+    distinct = sum(n for n in table.values() if n > 0)
+    max_t = max(float(max_t), 1.5)
+    ts = [i * max_t / 60 for i in range(61)]
+    ts = [t for t in ts if t >= 1]
+    ys = [distinct + good_toulmin(table, t)["new"] for t in ts]
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    ax.plot(ts, ys, color="#3b6ea8",
+            label="Good–Toulmin / Efron–Thisted (estimate)")
+    ax.axhline(distinct, color="grey", lw=0.8, label=f"observed: {distinct}")
+    c = chao1(table)
+    ax.axhline(c["total_lower_bound"], color="#c0504d", ls="--", lw=1,
+               label=f"Chao1 lower bound: {c['total_lower_bound']:.1f}")
+    ax.set_xlabel("generations, multiple t of those made")
+    ax.set_ylabel("distinct items")
+    ax.set_xlim(1, max_t)
+    ax.set_title(title + " — extrapolation (estimates)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return str(out)

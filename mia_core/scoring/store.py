@@ -1,0 +1,65 @@
+"""The scores file written beside a run: ``<run>.scores.h5`` (the run itself is never touched).
+
+Groups: ``match`` (suffix-match scores, one value per run row) and ``corpus`` (membership
+against a suffix-array index: ``longest_match``/``memorized`` per row, the memorized
+windows with their counts in the generations and in the corpus). Rescoring replaces the
+file atomically (written to a temporary name, then renamed); a ``corpus`` group from an
+earlier scoring with an index is kept when the new scoring has none.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mia_core.prefixmap import _decode_attr, _encode_attrs
+
+
+def scores_path(run_path: str | os.PathLike) -> Path:
+    """``runs/x_2026.h5`` → ``runs/x_2026.scores.h5``."""
+    p = Path(run_path)
+    return p.with_name(p.stem + ".scores.h5")
+
+
+def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict[str, np.ndarray],
+                 corpus: dict[str, Any] | None) -> Path:
+    """Write (or replace) the scores file of a run; returns its path."""
+    path = scores_path(run_path)
+    tmp = path.with_name(path.name + ".tmp")
+    keep_corpus = corpus is None and path.is_file()
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update(_encode_attrs(attrs))
+        g = f.create_group("match")
+        for name, values in match.items():
+            if values is not None:
+                g.create_dataset(name, data=values, compression="gzip")
+        if corpus is not None:
+            c = f.create_group("corpus")
+            c.attrs.update(_encode_attrs(corpus["attrs"]))
+            for name, values in corpus["data"].items():
+                c.create_dataset(name, data=values)
+        elif keep_corpus:
+            try:
+                with h5py.File(path, "r") as old:
+                    if "corpus" in old and old["corpus"]["longest_match"].shape[0] == attrs.get("rows"):
+                        old.copy("corpus", f)
+            except OSError:
+                pass  # an unreadable old scores file is simply replaced
+    os.replace(tmp, path)
+    return path
+
+
+def read_scores(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"attrs", "match": {...}, "corpus": {"attrs", "data"} | None}``."""
+    with h5py.File(path, "r") as f:
+        out: dict[str, Any] = {"attrs": {k: _decode_attr(v) for k, v in f.attrs.items()},
+                               "match": {k: v[()] for k, v in f["match"].items()}, "corpus": None}
+        if "corpus" in f:
+            c = f["corpus"]
+            out["corpus"] = {"attrs": {k: _decode_attr(v) for k, v in c.attrs.items()},
+                             "data": {k: v[()] for k, v in c.items()}}
+    return out

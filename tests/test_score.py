@@ -1,0 +1,151 @@
+"""mia score: suffix-match scores, summaries, teacher-forced runs, bad input."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from scoring_fixtures import make_docs, make_map, make_run
+
+from mia_core.cli import cli
+from mia_core.scoring.matching import levenshtein_batch, score_matches
+from mia_core.scoring.stats import wilson_interval
+from mia_core.scoring.store import read_scores, scores_path
+from mia_core.scoring.summary import format_summary, score_run
+
+
+def _lev(a, b):
+    d = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, d[0] = d[0], i
+        for j, y in enumerate(b, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (x != y))
+    return d[-1]
+
+
+def test_levenshtein_batch_matches_reference():
+    rng = np.random.default_rng(1)
+    a = [rng.integers(0, 4, rng.integers(0, 9)) for _ in range(40)]
+    b = [rng.integers(0, 4, rng.integers(1, 9)) for _ in range(40)]
+    pa = np.full((40, 8), -2)
+    pb = np.full((40, 8), -3)
+    for i in range(40):
+        pa[i, :len(a[i])], pb[i, :len(b[i])] = a[i], b[i]
+    got = levenshtein_batch(pa, np.array([len(x) for x in a]), pb, np.array([len(x) for x in b]))
+    assert got.tolist() == [_lev(list(x), list(y)) for x, y in zip(a, b, strict=True)]
+
+
+def test_score_matches_definitions():
+    suffix = np.arange(10, 20)
+    gens = [suffix.copy(),                      # exact
+            np.r_[suffix[:7], 99, suffix[8:]],  # one substitution at 7: approx, not exact
+            suffix[:4],                         # stopped early
+            np.r_[5, suffix[:9]],               # shifted by one: edit distance 2 -> 0.2
+            np.r_[suffix, 1, 2]]                # longer than k: still exact on the first k
+    s = score_matches(gens, [suffix] * 5, k=10)
+    assert s.exact.tolist() == [True, False, False, False, True]
+    assert s.matched_length.tolist() == [10, 7, 4, 0, 10]
+    assert np.allclose(s.memorization_score, [1, 0.9, 0.4, 0.0, 1])
+    assert np.allclose(s.edit_distance, [0, 0.1, 0.6, 0.2, 0])
+    assert s.approximate.tolist() == [True, True, False, False, True]
+    k5 = score_matches(gens, [suffix] * 5, k=5)
+    assert k5.exact.tolist() == [True, True, False, False, True]
+    short = score_matches([suffix[:3]], [suffix[:3]], k=5)
+    assert not short.eligible[0] and short.exact[0]
+
+
+def test_bleu_option_replaces_edit_criterion():
+    suffix = np.arange(100, 150)
+    gens = [suffix.copy(), np.r_[suffix[:25], np.arange(500, 525)]]
+    s = score_matches(gens, [suffix] * 2, k=50, bleu_threshold=0.75)
+    assert s.bleu[0] == pytest.approx(1.0) and s.bleu[1] < 0.75
+    assert s.approximate.tolist() == [True, False]
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(5, 10)
+    assert (round(lo, 4), round(hi, 4)) == (0.2366, 0.7634)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(0, 20)
+    assert lo == 0.0 and 0.15 < hi < 0.17
+
+
+@pytest.fixture
+def scored_run(tmp_path):
+    docs = make_docs(6, 80)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
+    true = [d[10:30] for d in docs]
+    gens = [true[0], true[1][:12], np.r_[true[2][:5], 7, true[2][6:]], true[3], np.arange(20), true[5][:20]]
+    return folder, make_run(folder, gens), docs
+
+
+def test_score_run_summary_and_store(scored_run):
+    folder, run, _ = scored_run
+    s = score_run(run)
+    assert s["k"] == 20 and s["rows"] == 6 and s["eligible"] == 6
+    assert s["extraction"]["count"] == 3 and s["extraction"]["rate"] == pytest.approx(0.5)
+    assert s["extraction"]["wilson95"][0] < 0.5 < s["extraction"]["wilson95"][1]
+    assert s["approximate"]["count"] == 4  # the one-substitution row is 0.05 away
+    assert s["matched_length"]["histogram"]["20"] == 3 and s["matched_length"]["histogram"]["12"] == 1
+    assert s["by_label"]["member"]["extraction"]["count"] == 1  # rows 0, 2, 4 are members
+    assert s["by_label"]["nonmember"]["extraction"]["count"] == 2
+    assert list(s["by_prefix_loc"]) == ["start"] and "0 (document start)" in s["by_prefix_start"]
+    assert s["extracted_samples"]["unique"] == 3
+    stored = read_scores(scores_path(run))
+    assert stored["match"]["exact"].tolist() == [True, False, False, True, False, True]
+    assert stored["attrs"]["k"] == 20
+    with h5py.File(run, "r") as f:  # the run itself is untouched
+        assert "scores" not in f and f["tokens"].shape[0] == 6
+    text = format_summary(s)
+    assert "exact extraction" in text and "3/6 = 50.0%" in text and "nonmember" in text
+
+
+def test_cli_score_table_and_json(scored_run, runner):
+    _, run, _ = scored_run
+    res = runner.invoke(cli, ["score", str(run), "--k", "10"])
+    assert res.exit_code == 0, res.output
+    assert "k = 10" in res.output and "by label" in res.output
+    res = runner.invoke(cli, ["score", str(run), "--json", "--bleu"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["extraction"]["count"] == 3 and data["approximate"]["criterion"].startswith("BLEU")
+
+
+def test_teacher_forced_run_is_scored(tmp_path, runner):
+    docs = make_docs(4, 60)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
+    argmax = [d[10:30].copy() for d in docs]
+    argmax[1][5] = 499 if argmax[1][5] != 499 else 498  # greedy stops matching at position 5
+    run = make_run(folder, argmax, method="teacher-forced")
+    s = score_run(run)
+    assert s["method"] == "teacher-forced" and s["extraction"]["count"] == 3
+    assert s["matched_length"]["histogram"]["5"] == 1 and any("teacher-forced" in n for n in s["notes"])
+
+
+def test_wraparound_rows_use_prefix_row(tmp_path):
+    docs = make_docs(2, 60)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
+    run = make_run(folder, [docs[0][10:30], docs[1][10:30], docs[0][10:30], np.arange(20)],
+                   prefix_rows=[0, 1, 0, 1])
+    s = score_run(run)
+    assert s["extraction"]["count"] == 3
+    assert s["extracted_samples"]["frequency_of_frequencies"] == {"1": 1, "2": 1}
+
+
+def test_bad_inputs(tmp_path, runner):
+    docs = make_docs(2, 60)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
+    empty = make_run(folder, [], name="empty.h5")
+    res = runner.invoke(cli, ["score", str(empty)])
+    assert res.exit_code == 1 and "empty" in res.output and "Traceback" not in res.output
+    res = runner.invoke(cli, ["score", str(tmp_path / "nope.h5")])
+    assert res.exit_code == 1 and "not found" in res.output
+    run = make_run(folder, [docs[0][10:30], docs[1][10:30]])
+    res = runner.invoke(cli, ["score", str(run), "--k", "30"])
+    assert res.exit_code == 1 and "longer than every true suffix" in res.output
+    nosuf = make_map(tmp_path / "map0", docs, prefix=10, suffix=0)
+    run0 = make_run(nosuf, [docs[0][10:30]])
+    res = runner.invoke(cli, ["score", str(run0)])
+    assert res.exit_code == 1 and "no true suffixes" in res.output
+    res = runner.invoke(cli, ["score", str(run), "--edit-threshold", "2"])
+    assert res.exit_code == 2
