@@ -128,13 +128,13 @@ def passage(seed: int | str, index: int, target_chars: int) -> str:
         legal = rng.random() < 0.5
         paragraph = f"Section {section}." if legal else ""
         section += legal
-        length += 2 + len(paragraph)
+        done = length + 2  # the paragraph break
         # Sentence by sentence, so the passage overshoots its target by one sentence at most.
         for _ in range(rng.randint(2, 5)):
             sentence = _fill(_provision(c) if legal else _narrative(c), c)
             paragraph = f"{paragraph} {sentence}" if paragraph else sentence
-            length += len(sentence) + 1
-            if length >= target_chars:
+            if done + len(paragraph) >= target_chars:
                 break
         parts.append(paragraph)
+        length = done + len(paragraph)
     return "\n\n".join(parts)

@@ -1,0 +1,136 @@
+"""The embedded corpus (dataset ``corpus``): contents, labels, ids, determinism, CLI listing."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from mia_core import registry
+from mia_core.cli import cli
+from mia_core.errors import MiaError
+from mia_core.types import Dataset
+
+PREAMBLE = ("We the People of the United States, in Order to form a more perfect Union, establish Justice, "
+            "insure domestic Tranquility, provide for the common defence, promote the general Welfare, and "
+            "secure the Blessings of Liberty to ourselves and our Posterity, do ordain and establish this "
+            "Constitution for the United States of America.")
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    data = registry.datasets.create("Corpus", {})
+    return data, list(data)
+
+
+def test_corpus_loads_with_both_labels_balanced(corpus):
+    data, samples = corpus
+    assert isinstance(data, Dataset)
+    assert data.length == len(samples) >= 60
+    counts = Counter(s.label for s in samples)
+    assert counts["member"] == counts["nonmember"] == len(samples) // 2
+    # Alternating labels: any first N samples (mia prefix --size N) are balanced.
+    assert [s.label for s in samples[:4]] == ["member", "nonmember", "member", "nonmember"]
+
+
+def test_corpus_ids_are_unique_and_stable(corpus):
+    _, samples = corpus
+    ids = [s.id for s in samples]
+    assert len(set(ids)) == len(ids)
+    for expected in ("license/Apache-2.0/01", "license/BSD", "python/zen", "us/constitution-preamble",
+                     "us/bill-of-rights", "us/gettysburg-address", "control/0001"):
+        assert expected in ids
+    again = [s.id for s in registry.datasets.create("corpus", {})]
+    assert again == ids
+
+
+def test_corpus_member_texts_are_the_real_documents(corpus):
+    _, samples = corpus
+    by_id = {s.id: s.text for s in samples}
+    assert PREAMBLE in by_id["us/constitution-preamble"]
+    assert by_id["python/zen"].startswith("The Zen of Python, by Tim Peters\n\nBeautiful is better than ugly.")
+    assert "Four score and seven years ago our fathers brought forth on this continent" in by_id[
+        "us/gettysburg-address"]
+    assert "Congress shall make no law respecting an establishment of religion" in by_id["us/bill-of-rights"]
+    assert "We hold these truths to be self-evident, that all men are created equal" in by_id[
+        "us/declaration-of-independence/01"]
+    # License passages are exact substrings of the shipped license, and together cover it.
+    from mia_corpus.embedded import DOCUMENTS, read_document
+
+    apache = read_document(next(d for d in DOCUMENTS if d.id == "license/Apache-2.0"))
+    parts = [t for i, t in by_id.items() if i.startswith("license/Apache-2.0/")]
+    assert all(p in apache for p in parts)
+    assert parts[0].lstrip().startswith("Apache License")
+    assert sum(len(p) for p in parts) > 0.95 * len(apache.strip())
+
+
+def test_corpus_zen_matches_the_stdlib():
+    import codecs
+    import sys
+    import this  # noqa: F401
+
+    zen = codecs.decode(sys.modules["this"].s, "rot13").strip()
+    assert next(s.text for s in registry.datasets.create("corpus", {}) if s.id == "python/zen").strip() == zen
+
+
+def test_corpus_passages_are_long_enough(corpus):
+    _, samples = corpus
+    # ~4 characters per token: 82 tokens (32 prefix + 50 suffix) need ~330 characters. Only the
+    # Preamble (one famous sentence, kept whole on purpose) is shorter.
+    short = [s.id for s in samples if len(s.text) < 330]
+    assert short in ([], ["us/constitution-preamble"])
+
+
+def test_control_split_is_deterministic_and_length_matched(corpus):
+    _, samples = corpus
+    members = [s for s in samples if s.label == "member"]
+    controls = [s for s in samples if s.label == "nonmember"]
+    assert [s.id for s in controls][:3] == ["control/0001", "control/0002", "control/0003"]
+    again = list(registry.datasets.create("corpus", {"split": "nonmember"}))
+    assert [(s.id, s.text) for s in again] == [(s.id, s.text) for s in controls]
+    for member, ctrl in zip(members, controls, strict=True):
+        assert len(member.text) <= len(ctrl.text) <= len(member.text) + 400
+    assert "2026" in controls[0].text
+    other_seed = list(registry.datasets.create("corpus", {"split": "nonmember", "seed": "7"}))
+    assert other_seed[0].text != controls[0].text
+    # The generated text shares no long passage with the members.
+    member_text = "\n".join(m.text for m in members)
+    for ctrl in controls[:10]:
+        sentence = ctrl.text.split(". ")[1]
+        assert sentence not in member_text
+
+
+def test_corpus_splits(corpus):
+    _, samples = corpus
+    members = list(registry.datasets.create("corpus", {"split": "member"}))
+    assert {s.label for s in members} == {"member"}
+    assert len(members) == len(samples) // 2
+
+
+def test_corpus_path_option_uses_own_files(tmp_path):
+    (tmp_path / "member").mkdir()
+    (tmp_path / "nonmember").mkdir()
+    (tmp_path / "member" / "a.txt").write_text("seen text")
+    (tmp_path / "nonmember" / "b.txt").write_text("unseen text")
+    data = registry.datasets.create("corpus", {"path": str(tmp_path)})
+    assert [(s.id, s.label) for s in data] == [("member/a.txt", "member"), ("nonmember/b.txt", "nonmember")]
+    only = registry.datasets.create("corpus", {"path": str(tmp_path), "split": "nonmember"})
+    assert [s.text for s in only] == ["unseen text"]
+    with pytest.raises(MiaError, match="no sample is labelled member"):
+        list(registry.datasets.create("corpus", {"path": str(tmp_path / "nonmember"), "split": "member"}))
+
+
+def test_corpus_bad_options():
+    with pytest.raises(MiaError, match="accepted: path, seed, split"):
+        registry.datasets.create("corpus", {"spilt": "member"})
+    with pytest.raises(MiaError, match="expected one of all, member, nonmember"):
+        registry.datasets.create("corpus", {"split": "train"})
+
+
+def test_cli_lists_the_datasets(runner):
+    result = runner.invoke(cli, ["datasets", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.output)}
+    for name in ("corpus", "files", "hf"):
+        assert rows[name]["plugin"] == "corpus"
+    result = runner.invoke(cli, ["datasets"])
+    assert "corpus" in result.output and "Hugging Face" in result.output
