@@ -21,3 +21,13 @@ def mia_register_backends(register) -> None:
         match=_is_claude_name,
         api=True,
     )
+
+
+@hookimpl
+def mia_register_tokenizers(register) -> None:
+    register(
+        "claude-API",
+        "mia_claude.tokenizer:create_tokenizer",
+        description="Stand-in for Claude's unpublished tokenizer (gemma-3-270m's), for mia prefix --model claude-API.",
+        match=_is_claude_name,
+    )

@@ -95,8 +95,13 @@ class ClaudeBackend:
         bodies = [self.render_request(t, max_new_tokens, sampling) for t in prompts]
         if not bodies:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(bodies))) as pool:
-            return list(pool.map(self._one, prompts, bodies))
+        pool = ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(bodies)))
+        try:
+            futures = [pool.submit(self._one, p, b) for p, b in zip(prompts, bodies, strict=True)]
+            return [f.result() for f in futures]
+        finally:
+            # On Ctrl-C, drop what has not started instead of waiting for the whole batch.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _one(self, prefix_text: str, body: dict[str, Any]) -> TextResult:
         try:
