@@ -189,7 +189,7 @@ def _text_columns(job: _Job, results: Sequence[TextResult]) -> dict[str, list]:
     return {
         "tokens": tokens,
         "text": job.map_tokenizer.decode_batch(tokens) if tokens else [],
-        "raw_text": [r.text or "" for r in results],
+        "raw_text": [r.raw if r.raw is not None else (r.text or "") for r in results],  # the answer as received
         "stop_reason": [r.stop_reason or "" for r in results],
         "error": [r.error or "" for r in results],
         "input_tokens": [r.usage.get("input_tokens") for r in results],
