@@ -41,6 +41,41 @@ PARTIAL_SUFFIX = ".partial"
 TABLE_ITEMSIZE = 8  # tokengrams stores suffix positions as u64
 
 
+_TOKENGRAMS: Any = None
+
+
+def tokengrams_module() -> Any:
+    """The compiled tokengrams extension.
+
+    ``import tokengrams`` also imports its HF-dataset helper, which pulls in ``datasets`` and
+    ``transformers`` (seconds, and torch); the index classes live in the extension module
+    alone, so it is loaded straight from its file when possible.
+    """
+    global _TOKENGRAMS
+    if _TOKENGRAMS is None:
+        import importlib.machinery
+        import importlib.util
+
+        spec = importlib.util.find_spec("tokengrams")
+        if spec is None or not spec.submodule_search_locations:
+            raise MiaError("the tokengrams package is not installed (pip install tokengrams)")
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            so = folder / f"tokengrams{suffix}"
+            if so.is_file():
+                ext_spec = importlib.util.spec_from_file_location("tokengrams", so)
+                if ext_spec is not None and ext_spec.loader is not None:
+                    module = importlib.util.module_from_spec(ext_spec)
+                    ext_spec.loader.exec_module(module)
+                    _TOKENGRAMS = module
+                    break
+        else:  # unusual layout: the ordinary (slower) import
+            import tokengrams
+
+            _TOKENGRAMS = tokengrams
+    return _TOKENGRAMS
+
+
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
     # Rust's println! writes to file descriptor 1 directly: redirect the descriptor, so
@@ -135,8 +170,7 @@ class IndexBuilder:
 
     def finish(self) -> dict[str, Any]:
         """Build the suffix table, write the metadata and give the folder its final name."""
-        import tokengrams
-
+        tokengrams = tokengrams_module()
         self._flush()
         self._file.close()
         if self.tokens == 0:
@@ -195,8 +229,7 @@ class CorpusIndex:
             if path.stat().st_size != size:
                 raise MiaError(f"index {self.folder} is corrupt: {name} has {path.stat().st_size} bytes, "
                                f"expected {size}")
-        import tokengrams
-
+        tokengrams = tokengrams_module()
         try:
             self._index = tokengrams.MemmapIndex(str(self.folder / TOKENS_FILE), str(self.folder / TABLE_FILE),
                                                  vocab=int(self.meta["tokengrams_vocab"]))

@@ -64,16 +64,16 @@ def _corpus_scores(run: Any, generations: list[np.ndarray], index_path: str | os
 
     if window < 1:
         raise MiaError("--window must be at least 1")
-    longest_gen = max((len(g) for g in generations), default=0)
-    if window > longest_gen:
-        raise MiaError(f"--window {window} is longer than every generation of {run.path.name} "
-                       f"(longest: {longest_gen} tokens)")
     index = CorpusIndex(index_path)
     run_fp = run.attrs.get("tokenizer_fingerprint") or run.prefix_map.tokenizer_fingerprint
     if str(run_fp) != index.fingerprint:
         raise MiaError(f"index {index.folder} was built with tokenizer {index.meta.get('tokenizer')!r} "
                        f"(fingerprint {index.fingerprint[:12]}), but the run uses "
                        f"{run.attrs.get('tokenizer')!r} (fingerprint {str(run_fp)[:12]}): refusing to compare")
+    longest_gen = max((len(g) for g in generations), default=0)
+    if window > longest_gen:
+        raise MiaError(f"--window {window} is longer than every generation of {run.path.name} "
+                       f"(longest: {longest_gen} tokens)")
     wm = index.longest_matches(generations, window)
     items = sorted(wm.windows.items(), key=lambda kv: (-kv[1], kv[0]))
     win_arr = np.array([k for k, _ in items], dtype=np.int32).reshape(-1, window)

@@ -1,0 +1,145 @@
+"""mia index and corpus membership through the tokengrams suffix array."""
+
+import json
+
+import numpy as np
+import pytest
+from scoring_fixtures import FP, make_docs, make_map, make_run
+
+from mia_core import hookimpl
+from mia_core.cli import cli
+from mia_core.scoring.index import CorpusIndex, build_index, storage_for
+from mia_core.scoring.store import read_scores, scores_path
+from mia_core.scoring.summary import score_run
+from mia_core.types import Sample
+
+
+def test_storage_width_by_vocabulary():
+    assert storage_for(50_000)[0].itemsize == 2
+    assert storage_for(262_144)[0].itemsize == 4
+
+
+def test_matching_statistics_and_separators(tmp_path):
+    docs = make_docs(3, 100)
+    build_index(tmp_path / "idx", docs, "toy", FP, 500, {})
+    idx = CorpusIndex(tmp_path / "idx")
+    assert idx.tokens == 303 and idx.meta["dtype"] == "uint16"
+    gen = np.r_[[499, 498], docs[1][20:80], [497]]
+    ms = idx.matching_statistics(gen)
+    assert ms.max() >= 60 and ms[2] >= 60
+    naive = [max(L for L in range(len(gen) - i + 1) if L == 0 or idx.contains(gen[i:i + L]))
+             for i in range(len(gen))]
+    assert ms.tolist() == naive
+    assert not idx.contains(np.r_[docs[0][-5:], docs[1][:5]])  # no match across documents
+    windows = np.stack([docs[0][:50], docs[2][10:60], np.arange(50)])
+    assert idx.contains_many(np.r_[windows, windows]).tolist() == [True, True, False] * 2
+
+
+def _scored(tmp_path, window=20):
+    docs = make_docs(6, 80)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=40)
+    # gens: the true continuation (member of the corpus), a continuation copied from another
+    # document, and random tokens
+    gens = [docs[0][10:50], np.r_[[1, 2, 3], docs[3][30:55], [4, 5]], np.arange(100, 140),
+            docs[0][10:50], docs[4][10:50], np.arange(200, 240)]
+    run = make_run(folder, gens)
+    return docs, folder, run
+
+
+def test_index_from_map_and_score(tmp_path, runner):
+    docs, folder, run = _scored(tmp_path)
+    res = runner.invoke(cli, ["index", str(tmp_path / "idx"), "--prefix-map", str(folder), "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads(res.stdout)
+    assert meta["tokens"] == 6 * 81 and meta["tokenizer_fingerprint"] == FP and meta["dtype"] == "uint16"
+    res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "idx"), "--window", "20", "--json"])
+    assert res.exit_code == 0, res.output
+    c = json.loads(res.stdout)["corpus"]
+    assert c["memorized"]["count"] == 4 and c["window"] == 20
+    assert c["longest_match"]["max"] == 40
+    # rows 0 and 3 repeat the same 40 tokens: 21 windows seen twice; row 1: 25-token match, 6 windows;
+    # row 4: 21 windows once
+    assert c["unique_windows"] == 21 + 6 + 21 and c["frequency_of_frequencies"] == {"1": 27, "2": 21}
+    assert c["top_windows"][0]["count"] == 2 and c["top_windows"][0]["corpus_count"] == 1
+    assert c["by_label"]["member"]["count"] == 2  # rows 0 and 4 of the even (member) rows 0, 2, 4
+    stored = read_scores(scores_path(run))["corpus"]
+    longest = stored["data"]["longest_match"].tolist()
+    assert longest[:2] == [40, 25] and longest[3:5] == [40, 40] and max(longest[2], longest[5]) < 5
+    # rescoring without --index keeps the corpus results
+    s = score_run(run)
+    assert s["corpus"]["from_earlier_scoring"] and s["corpus"]["memorized"]["count"] == 4
+
+
+def test_index_refuses_other_tokenizer_and_bad_indexes(tmp_path, runner):
+    docs, folder, run = _scored(tmp_path)
+    build_index(tmp_path / "other", docs, "other", "another-fingerprint", 500, {})
+    res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "other"), "--window", "20"])
+    assert res.exit_code == 1 and "refusing to compare" in res.output
+    res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "missing")])
+    assert res.exit_code == 1 and "not found" in res.output
+    build_index(tmp_path / "bad", docs, "toy", FP, 500, {})
+    with open(tmp_path / "bad" / "table.bin", "r+b") as f:
+        f.truncate(100)
+    res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "bad"), "--window", "20"])
+    assert res.exit_code == 1 and "corrupt" in res.output
+    (tmp_path / "bad" / "index.json").write_text("{not json")
+    res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "bad"), "--window", "20"])
+    assert res.exit_code == 1 and "corrupt" in res.output
+    build_index(tmp_path / "good", docs, "toy", FP, 500, {})
+    res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "good"), "--window", "41"])
+    assert res.exit_code == 1 and "longer than every generation" in res.output
+    res = runner.invoke(cli, ["index", str(tmp_path / "other"), "--prefix-map", str(folder)])
+    assert res.exit_code == 1 and "already exists" in res.output
+    res = runner.invoke(cli, ["index", str(tmp_path / "x")])
+    assert res.exit_code == 2
+
+
+class ToyTokenizer:
+    name = "toychars"
+    vocab_size = 300
+    eos_id = None
+    bos_id = None
+    fingerprint = "toychars-fp"
+
+    def encode_batch(self, texts):
+        return [[min(ord(c), 299) for c in t] for t in texts]
+
+    def decode_batch(self, ids):
+        return ["".join(map(chr, x)) for x in ids]
+
+
+class ToyData:
+    name = "toytexts"
+    length = 3
+
+    def __iter__(self):
+        yield from (Sample("a", "the quick brown fox jumps over the lazy dog", "member"),
+                    Sample("b", "lorem ipsum dolor sit amet", "nonmember"),
+                    Sample("c", "", None))
+
+
+class ToyPlugin:
+    @hookimpl
+    def mia_register_tokenizers(self, register):
+        register("toychars", lambda name, options: ToyTokenizer())
+
+    @hookimpl
+    def mia_register_datasets(self, register):
+        register("toytexts", lambda name, options: ToyData())
+
+
+@pytest.fixture
+def toy_plugin(register_plugin):
+    return register_plugin(ToyPlugin(), name="toy-scoring")
+
+
+def test_index_from_dataset_with_tokenizer(tmp_path, runner, toy_plugin):
+    res = runner.invoke(cli, ["index", str(tmp_path / "idx"), "--model", "toychars", "--dataset", "toytexts",
+                              "--dataset-option", "x=1", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "indexed 72 tokens of 3 documents" in res.output
+    idx = CorpusIndex(tmp_path / "idx")
+    assert idx.meta["tokenizer"] == "toychars" and idx.meta["source"]["dataset_options"] == {"x": "1"}
+    assert idx.contains(ToyTokenizer().encode_batch(["brown fox"])[0])
+    assert idx.count(ToyTokenizer().encode_batch(["the "])[0]) == 2
+    idx.verify()
