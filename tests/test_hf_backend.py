@@ -1,0 +1,173 @@
+"""HFCausalLM on tiny random Llama/Gemma models: generation, scoring, sampling, errors."""
+
+import numpy as np
+import pytest
+import torch
+from mia_hf.backend import HFCausalLM
+from tiny_models import make_tiny_gemma, make_tiny_llama
+
+from mia_core import registry
+from mia_core.errors import BackendOutOfMemory, MiaError
+from mia_core.types import Sampling
+
+TEXTS = ["Hello world, this is", "We the People of the", "Beautiful is better than ugly.", "Errors should never"]
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma"])
+def tiny(request, tmp_path_factory):
+    """(backend, tokenizer, prefixes of 4 tokens) for a tiny model loaded by its folder path."""
+    make = make_tiny_llama if request.param == "llama" else make_tiny_gemma
+    path = str(make(tmp_path_factory.mktemp(request.param) / "model", seed=1))
+    tok = registry.tokenizers.create(path)
+    backend = registry.backends.create(path, {"device": "cpu"})
+    prefixes = [ids[:4] for ids in tok.encode_batch(TEXTS)]
+    return backend, tok, prefixes
+
+
+def test_describe_and_bos(tiny):
+    backend, tok, _ = tiny
+    info = backend.describe()
+    assert info["bos_prepended"] is True and backend.bos_prepended
+    assert info["device"] == "cpu" and info["dtype"] == "float32"
+    assert info["max_context"] == 256 and info["parameters"] > 0
+    assert info["source"].startswith("path:") and info["tokenizer_fingerprint"] == tok.fingerprint
+    assert backend.capabilities == {"generate", "score"}
+
+
+def test_batched_greedy_equals_single(tiny):
+    backend, _, prefixes = tiny
+    batched = backend.generate(prefixes, 12, Sampling())
+    single = [backend.generate([p], 12, Sampling())[0] for p in prefixes]
+    assert batched == single
+    assert all(len(row) == 12 for row in batched)  # random tiny models rarely emit EOS
+    assert len({tuple(r) for r in batched}) > 1  # outputs depend on the prefix
+
+
+def test_unequal_lengths_left_padded(tiny):
+    backend, tok, _ = tiny
+    prefixes = [ids[:n] for ids, n in zip(tok.encode_batch(TEXTS), (2, 5, 7, 3), strict=True)]
+    batched = backend.generate(prefixes, 10, Sampling())
+    assert batched == [backend.generate([p], 10, Sampling())[0] for p in prefixes]
+
+
+def test_bos_is_prepended_to_generation(tiny):
+    backend, tok, prefixes = tiny
+    manual = backend.model.generate(
+        input_ids=torch.tensor([[tok.bos_id, *prefixes[0]]]), max_new_tokens=6, do_sample=False
+    )[0, 5:].tolist()
+    assert backend.generate(prefixes[:1], 6, Sampling()) == [manual]
+
+
+def test_score_argmax_reproduces_greedy(tiny):
+    """Teacher-forced along the greedy output, the argmax is that output (DESIGN §6)."""
+    backend, _, prefixes = tiny
+    greedy = backend.generate(prefixes, 10, Sampling())
+    scores = backend.score([p + g for p, g in zip(prefixes, greedy, strict=True)], start=4)
+    for g, s in zip(greedy, scores, strict=True):
+        assert s.argmax.tolist() == g
+        assert np.all(s.logprob <= 0) and np.all(np.isfinite(s.logprob))
+
+
+def test_score_matches_full_forward(tiny):
+    """The LM head only at the scored positions gives forward()'s log-probabilities, and
+    mean/std are the moments of log p under the model's own distribution."""
+    backend, tok, _ = tiny
+    seqs = [ids[:9] for ids in tok.encode_batch(TEXTS)]
+    seqs[1] = seqs[1][:6]  # unequal lengths in one batch
+    scores = backend.score(seqs, start=[0, 2, 5, 6])
+    for seq, st, s in zip(seqs, [0, 2, 5, 6], scores, strict=True):
+        with torch.no_grad():
+            logits = backend.model(torch.tensor([[tok.bos_id, *seq]])).logits[0].double()
+        logp = torch.log_softmax(logits, -1)[st:len(seq)]
+        target = torch.tensor(seq[st:])
+        np.testing.assert_allclose(s.logprob, logp.gather(1, target[:, None])[:, 0].numpy(), atol=1e-4)
+        assert s.argmax.tolist() == logp.argmax(-1).tolist()
+        p = logp.exp()
+        mean = (p * logp).sum(-1)
+        std = ((p * (logp - mean[:, None]) ** 2).sum(-1)).sqrt()
+        np.testing.assert_allclose(s.mean, mean.numpy(), atol=1e-4)
+        np.testing.assert_allclose(s.std, std.numpy(), atol=1e-4)
+        assert len(s.logprob) == len(seq) - st
+
+
+def test_score_batched_equals_single(tiny):
+    backend, tok, _ = tiny
+    seqs = [ids[:n] for ids, n in zip(tok.encode_batch(TEXTS), (3, 8, 5, 7), strict=True)]
+    batched = backend.score(seqs, 1)
+    for seq, b in zip(seqs, batched, strict=True):
+        one = backend.score([seq], 1)[0]
+        np.testing.assert_allclose(b.logprob, one.logprob, atol=1e-5)
+        assert b.argmax.tolist() == one.argmax.tolist()
+
+
+def test_score_without_bos_has_no_first_prediction(tiny):
+    backend, tok, prefixes = tiny
+    plain = HFCausalLM("plain", backend.model, tok, add_bos=False)
+    s = plain.score([prefixes[0]], 0)[0]
+    assert np.isnan(s.logprob[0]) and s.argmax[0] == -1 and np.all(np.isfinite(s.logprob[1:]))
+    assert plain.describe()["bos_prepended"] is False
+
+
+def test_sampling_reproducible_with_seed(tiny):
+    backend, _, prefixes = tiny
+    hot = Sampling(temperature=1.5, top_k=100, top_p=0.95, seed=7)
+    first = backend.generate(prefixes, 12, hot)
+    assert backend.generate(prefixes, 12, hot) == first
+    assert backend.generate(prefixes, 12, Sampling(temperature=1.5, top_k=100, top_p=0.95, seed=8)) != first
+    assert first != backend.generate(prefixes, 12, Sampling())
+
+
+def test_stops_at_eos_without_returning_it(tiny):
+    backend, tok, prefixes = tiny
+    greedy = backend.generate(prefixes[:1], 10, Sampling())[0]
+    stop = greedy[3]
+    tok_copy = type(tok).__new__(type(tok))
+    tok_copy.__dict__.update(tok.__dict__, eos_id=stop)
+    cut = HFCausalLM("eos", backend.model, tok_copy).generate(prefixes[:1], 10, Sampling())[0]
+    assert cut == greedy[: greedy.index(stop)]
+    assert stop not in cut
+
+
+def test_out_of_memory_maps_to_backend_error(tiny, monkeypatch):
+    backend, _, prefixes = tiny
+
+    def boom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(backend.model, "generate", boom)
+    with pytest.raises(BackendOutOfMemory, match="batch of 4"):
+        backend.generate(prefixes, 5, Sampling())
+    monkeypatch.setattr(backend.model.base_model, "forward", boom)
+    with pytest.raises(BackendOutOfMemory):
+        backend.score(prefixes, 1)
+    monkeypatch.setattr(backend.model.base_model, "forward", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    with pytest.raises(BackendOutOfMemory):
+        backend.score(prefixes, 1)
+
+
+def test_bad_inputs_are_clear_errors(tiny):
+    backend, _, prefixes = tiny
+    with pytest.raises(MiaError, match="context"):
+        backend.generate([prefixes[0]], 300, Sampling())
+    with pytest.raises(MiaError, match="context"):
+        backend.score([list(range(5)) * 60], 0)
+    with pytest.raises(MiaError, match="positive"):
+        backend.generate(prefixes, 0, Sampling())
+    with pytest.raises(MiaError, match="start"):
+        backend.score([prefixes[0]], 9)
+    assert backend.generate([], 5, Sampling()) == [] and backend.score([], 0) == []
+    with pytest.raises(MiaError, match="text"):
+        backend.generate_text(["hi"], 5, Sampling())
+
+
+def test_backend_options(tmp_path):
+    path = str(make_tiny_llama(tmp_path / "m"))
+    with pytest.raises(MiaError, match="unknown option"):
+        registry.backends.create(path, {"devic": "cpu"})
+    with pytest.raises(MiaError, match="unknown dtype"):
+        registry.backends.create(path, {"dtype": "float8"})
+    with pytest.raises(MiaError, match="device"):
+        registry.backends.create(path, {"device": "tpu9"})
+    bf16 = registry.backends.create(path, {"device": "cpu", "dtype": "bf16", "add_bos": "false"})
+    assert bf16.describe()["dtype"] == "bfloat16" and bf16.bos_prepended is False
+    assert len(bf16.generate([[5, 6, 7]], 4, Sampling())[0]) <= 4
