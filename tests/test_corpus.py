@@ -134,3 +134,47 @@ def test_cli_lists_the_datasets(runner):
         assert rows[name]["plugin"] == "corpus"
     result = runner.invoke(cli, ["datasets"])
     assert "corpus" in result.output and "Hugging Face" in result.output
+
+
+@pytest.fixture
+def byte_tokenizer(register_plugin):
+    """The example plugin's UTF-8 byte tokenizer (``example-bytes``): exact and instant."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent / "plugins" / "mia_example" / "mia_example.py"
+    spec = importlib.util.spec_from_file_location("mia_example_for_corpus", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    register_plugin(module, name="mia_example")
+
+
+def test_cli_prefix_map_from_the_corpus(byte_tokenizer, runner, in_tmp):
+    from mia_core.prefixmap import PrefixMap
+
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "Corpus", "--prefix_tokens",
+                                 "32", "--size", "10", "--quiet"])
+    assert result.exit_code == 0, result.output
+    folders = list((in_tmp / "Prefixes").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("example-bytes_Corpus_32_start_")
+    pmap = PrefixMap(folders[0])
+    labels = list(pmap.read("sample_label"))
+    assert labels == ["member", "nonmember"] * 5
+    texts = {s.id: s.text for s in registry.datasets.create("corpus", {})}
+    for sample_id, prefix in zip(pmap.read("sample_id"), pmap.read("prefixes"), strict=True):
+        assert bytes(prefix.tolist()) == texts[sample_id].encode()[:32]
+
+
+def test_cli_prefix_map_from_a_folder_and_bad_paths(byte_tokenizer, runner, in_tmp):
+    (in_tmp / "mine").mkdir()
+    (in_tmp / "mine" / "a.txt").write_text("a private text that is long enough for a prefix of 32 bytes")
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "mine", "--prefix_tokens",
+                                 "32", "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "files", "--dataset-option",
+                                 "path=nothing.jsonl", "--quiet"])
+    assert result.exit_code == 1
+    assert "does not exist" in result.output and "Traceback" not in result.output
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "corpus", "--dataset-option",
+                                 "splt=member", "--quiet"])
+    assert result.exit_code == 1 and "accepted: path, seed, split" in result.output

@@ -56,6 +56,7 @@ def list_files(root: Path) -> list[Path]:
                 continue
             suffix = Path(name).suffix.lower()
             (found.append(Path(folder) / name) if suffix in SUPPORTED else others.add(suffix or "(none)"))
+    found.sort(key=lambda f: f.relative_to(root).parts)  # by path: a/z.txt before b.txt
     if not found:
         seen = f" (found only: {', '.join(sorted(others))})" if others else " (it is empty)"
         raise MiaError(f"folder {str(root)!r} holds no supported file{seen}; supported: {', '.join(SUPPORTED)}")
