@@ -212,9 +212,9 @@ def estimate(table: Mapping[int, int], ts: Iterable[float] = (1, 2, 5, 10),
         "observations": sgt.N, "distinct": distinct,
         "good_turing": sgt.to_dict(),
         "extrapolation": {"points": curve,
-                          "label": "estimate: distinct items expected after t× as many generations "
-                                   "(Good–Toulmin; Efron–Thisted beyond t = 1); assumes the same "
-                                   "prompts and sampling, independent draws"},
+                          "label": "estimate: distinct items expected after t× more generations, i.e. "
+                                   "(1 + t)× those made (Good–Toulmin; Efron–Thisted beyond t = 1); "
+                                   "assumes the same prompts and sampling, independent draws"},
         "chao1": chao1(tab),
         "warnings": sgt.warnings + [w for c in curve for w in c["warnings"]],
     }

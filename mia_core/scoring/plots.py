@@ -25,7 +25,6 @@ def matched_length_histogram(summary: Mapping[str, Any], out: str | os.PathLike)
     ax.bar(list(hist), list(hist.values()), width=0.85, color="#3b6ea8")
     ax.set_xlabel("matched prefix length (tokens of the true suffix reproduced)")
     ax.set_ylabel("generations")
-    ax.set_yscale("symlog", linthresh=1)
     ax.set_title(f"{summary.get('model')} — {summary['rows']} generations, k = {summary['k']}")
     ax.set_xlim(-0.8, summary["k"] + 0.8)
     fig.tight_layout()
@@ -64,15 +63,14 @@ def rate_vs_prefix_length(summaries: Sequence[Mapping[str, Any]], out: str | os.
 
 def extrapolation_plot(table: Mapping[int, int], out: str | os.PathLike, max_t: float = 10,
                        title: str = "Unique memorized items") -> str:
-    """Expected distinct items against the multiple t of the generations made (t = 1: observed),
-    with the Chao1 lower bound on the total as a dashed line."""
+    """Expected distinct items after t× *more* generations (t = 0: what was observed), with the
+    Chao1 lower bound on the total as a dashed line."""
     from mia_core.scoring.goodturing import chao1, good_toulmin
 
     plt = _pyplot()
     distinct = sum(n for n in table.values() if n > 0)
     max_t = max(float(max_t), 1.5)
     ts = [i * max_t / 60 for i in range(61)]
-    ts = [t for t in ts if t >= 1]
     ys = [distinct + good_toulmin(table, t)["new"] for t in ts]
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     ax.plot(ts, ys, color="#3b6ea8",
@@ -81,9 +79,9 @@ def extrapolation_plot(table: Mapping[int, int], out: str | os.PathLike, max_t: 
     c = chao1(table)
     ax.axhline(c["total_lower_bound"], color="#c0504d", ls="--", lw=1,
                label=f"Chao1 lower bound: {c['total_lower_bound']:.1f}")
-    ax.set_xlabel("generations, multiple t of those made")
+    ax.set_xlabel("additional generations t, as a multiple of those made")
     ax.set_ylabel("distinct items")
-    ax.set_xlim(1, max_t)
+    ax.set_xlim(0, max_t)
     ax.set_title(title + " — extrapolation (estimates)")
     ax.legend(fontsize=8)
     fig.tight_layout()

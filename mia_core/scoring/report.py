@@ -118,7 +118,7 @@ def _render(summaries: list[dict[str, Any]], images: list[tuple[str, Path]], est
         gt = est_result["good_turing"]
         est_rows = [["items", f"{est_result['distinct']} distinct {est[1]}, {est_result['observations']} occurrences"],
                     ["P0 (next item unseen; Simple Good-Turing, estimate)", f"{gt['P0']:.4f} ({gt['method']})"]]
-        est_rows += [[f"distinct after {pt['t']:g}× generations (estimate)", f"{pt['total']:.1f}"]
+        est_rows += [[f"distinct after {pt['t']:g}× more generations (estimate)", f"{pt['total']:.1f}"]
                      for pt in est_result["extrapolation"]["points"]]
         c = est_result["chao1"]
         est_rows.append(["Chao1 lower bound (estimate)", f"{c['total_lower_bound']:.1f}"])

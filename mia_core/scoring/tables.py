@@ -90,7 +90,8 @@ def format_estimate(result: dict[str, Any]) -> str:
                      + (" ..." if len(gt["r_star"]) > len(shown) else ""))
     lines += ["", "Extrapolation (estimate; " + result["extrapolation"]["label"].split(": ", 1)[1] + "):"]
     for pt in result["extrapolation"]["points"]:
-        lines.append(f"  t = {pt['t']:g}: +{pt['new']:.1f} new, {pt['total']:.1f} distinct in all  [{pt['method']}]")
+        lines.append(f"  {pt['t']:g}× more generations: +{pt['new']:.1f} new, {pt['total']:.1f} distinct in all"
+                     f"  [{pt['method']}]")
     c = result["chao1"]
     lines += ["", f"Chao1 lower bound on all distinct items: {c['total_lower_bound']:.1f} "
                   f"({c['observed']} seen + {c['unseen_lower_bound']:.1f} unseen; {c['formula']})",

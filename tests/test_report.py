@@ -1,0 +1,58 @@
+"""mia report: self-contained HTML and Markdown reports with plots."""
+
+import base64
+import re
+
+import numpy as np
+from scoring_fixtures import make_docs, make_map, make_run
+
+from mia_core.cli import cli
+from mia_core.scoring import plots
+from mia_core.scoring.summary import score_run
+
+
+def _two_runs(tmp_path):
+    docs = make_docs(6, 90)
+    runs = []
+    for p in (5, 15):
+        folder = make_map(tmp_path / f"map{p}", docs, prefix=p, suffix=30)
+        gens = [d[p:p + 30] if i % 3 == 0 else np.r_[d[p:p + 8], np.arange(22)] for i, d in enumerate(docs)]
+        runs.append(make_run(folder, gens))
+    return runs
+
+
+def test_html_report_is_self_contained(tmp_path, runner):
+    runs = _two_runs(tmp_path)
+    out = tmp_path / "report.html"
+    res = runner.invoke(cli, ["report", *map(str, runs), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert text.count("data:image/png;base64,") == 4  # 2 histograms, rate vs prefix, extrapolation
+    assert "src='http" not in text and "By label" in text and "95% CI" in text
+    for blob in re.findall(r"base64,([A-Za-z0-9+/=]+)", text):
+        assert base64.b64decode(blob)[:4] == b"\x89PNG"
+    res = runner.invoke(cli, ["report", str(runs[0]), "--out", str(out)])
+    assert res.exit_code == 1 and "already exists" in res.output
+    res = runner.invoke(cli, ["report", str(runs[0]), "--out", str(tmp_path / "r.pdf")])
+    assert res.exit_code == 2
+
+
+def test_markdown_report_writes_pngs(tmp_path, runner):
+    runs = _two_runs(tmp_path)
+    out = tmp_path / "rep" / "report.md"
+    res = runner.invoke(cli, ["report", *map(str, runs), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "| exact extraction of the first 30 tokens | 2/6" in text
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(images) == 4 and all((out.parent / i).is_file() for i in images)
+
+
+def test_plots_render(tmp_path):
+    runs = _two_runs(tmp_path)
+    summaries = [score_run(r) for r in runs]
+    for path in (plots.matched_length_histogram(summaries[0], tmp_path / "h.png"),
+                 plots.rate_vs_prefix_length(summaries, tmp_path / "r.png"),
+                 plots.extrapolation_plot({1: 30, 2: 10, 3: 4, 5: 1}, tmp_path / "e.png")):
+        data = open(path, "rb").read()
+        assert data[:4] == b"\x89PNG" and len(data) > 5000
