@@ -130,7 +130,7 @@ def test_cli_lists_the_datasets(runner):
     result = runner.invoke(cli, ["datasets", "--json"])
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.output)}
-    for name in ("corpus", "files", "hf"):
+    for name in ("corpus", "files", "hf:NAME"):
         assert rows[name]["plugin"] == "corpus"
     result = runner.invoke(cli, ["datasets"])
     assert "corpus" in result.output and "Hugging Face" in result.output

@@ -60,7 +60,7 @@ def test_local_data_files(tmp_path):
     samples = list(data)
     assert (samples[3].text, samples[3].label) == ("line 3", "member")
     # Format inferred from the extension when no builder is named.
-    inferred = registry.datasets.create("hf", {"data_files": str(f)})
+    inferred = registry.datasets.create("hf:", {"data_files": str(f)})
     assert [s.text for s in inferred] == [s.text for s in samples]
 
 
@@ -86,7 +86,7 @@ def test_errors(saved, tmp_path):
     with pytest.raises(MiaError, match="expected true or false"):
         registry.datasets.create(f"hf:{folder}", {"streaming": "maybe"})
     with pytest.raises(MiaError, match="needs a name"):
-        registry.datasets.create("hf", {})
+        registry.datasets.create("hf:", {})
     with pytest.raises(MiaError, match="data_files: .*missing.jsonl does not exist"):
         registry.datasets.create("hf:json", {"data_files": str(tmp_path / "missing.jsonl")})
     # (datasets itself cannot reload an empty save_to_disk folder: wrap an in-memory one.)

@@ -4,7 +4,7 @@ Registers three datasets (see docs/datasets.md):
 
 - ``corpus`` — the embedded default corpus (package data, member/nonmember labels);
 - ``files`` — the user's local files or folders (also matched by typing a path);
-- ``hf`` — Hugging Face ``datasets`` (``hf:NAME``), imported lazily.
+- ``hf:NAME`` — Hugging Face ``datasets`` (``hf:NAME``), imported lazily.
 
 Factories are lazy ``"module:attr"`` strings, so ``mia --help`` imports none of this.
 """
@@ -30,5 +30,5 @@ def mia_register_datasets(register) -> None:
                          "+ generated control text (nonmember)")
     register("files", "mia_corpus.files:create_files", match=_is_path,
              description="Local files or folders (.txt, .jsonl, .json, .csv, .parquet): path=... or type the path")
-    register("hf", "mia_corpus.hf:create_hf", match=_is_hf,
+    register("hf:NAME", "mia_corpus.hf:create_hf", match=_is_hf,
              description="Hugging Face datasets: hf:NAME, hf:/saved/folder, or data_files=...")
