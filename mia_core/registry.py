@@ -105,7 +105,10 @@ class Registry:
         entry = self._entries.get(name.lower())
         if entry is not None:
             return entry
-        for candidate in self.entries():
+        # A more specific predicate (``match_priority`` info, default 0) is asked first: a
+        # Mamba checkpoint folder is also "a folder", which the generic hf entry matches.
+        ranked = sorted(self.entries(), key=lambda e: -int(e.info.get("match_priority", 0)))
+        for candidate in ranked:
             if candidate.match is not None and candidate.match(name):
                 return candidate
         return None

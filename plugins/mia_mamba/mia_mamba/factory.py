@@ -1,0 +1,120 @@
+"""Factories the registry calls: ``make_tokenizer(name, options)`` and ``make_backend(name, options)``.
+
+Options (``--model-option KEY=VALUE``):
+
+- ``kernel=auto|cuda|torch``: execution path (see ``mia_mamba.kernel``);
+- ``device=auto|cpu|cuda|cuda:N``: where the model runs (auto: CUDA when present);
+- ``dtype=auto|float32|bfloat16|float16``: auto is bfloat16 on CUDA, float32 on CPU;
+- ``tokenizer=ID_OR_FOLDER``: the tokenizer, when the checkpoint ships none
+  (default ``EleutherAI/gpt-neox-20b``, what the state-spaces Mamba models were trained with);
+- ``bos=false|true``: prepend the tokenizer's BOS (Mamba models were trained without one).
+"""
+
+from pathlib import Path
+from typing import Any
+
+from mia_core.errors import MiaError
+from mia_mamba.layout import detect_layout, weight_file
+from mia_mamba.names import DEFAULT_TOKENIZER, checkpoint_ref, resolve_folder
+
+BACKEND_OPTIONS = ("kernel", "device", "dtype", "tokenizer", "bos")
+TOKENIZER_OPTIONS = ("tokenizer",)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def _check_options(name: str, options: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise MiaError(f"{name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(allowed)}")
+
+
+def _flag(name: str, key: str, value: Any) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise MiaError(f"{name}: option {key}={value!r} is not a boolean (true/false)")
+
+
+def _tokenizer_folder(name: str, checkpoint: Path | None, override: str | None) -> tuple[str, Path]:
+    """``(label, folder)`` of the tokenizer to load for a model."""
+    if override:
+        return override, resolve_folder(override, what="tokenizer")
+    if checkpoint is not None and any((checkpoint / f).is_file() for f in TOKENIZER_FILES):
+        return str(checkpoint), checkpoint
+    return DEFAULT_TOKENIZER, resolve_folder(DEFAULT_TOKENIZER, what=f"tokenizer of {name} ({DEFAULT_TOKENIZER})")
+
+
+def load_tokenizer(name: str, checkpoint: Path | None, override: str | None = None) -> Any:
+    """mia-hf's tokenizer wrapper around the checkpoint's tokenizer (or the gpt-neox default)."""
+    from mia_hf.tokenizer import HFTokenizer
+    from transformers import AutoTokenizer
+
+    label, folder = _tokenizer_folder(name, checkpoint, override)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise MiaError(f"{name}: no usable tokenizer in {folder}: {str(exc).splitlines()[0]}") from exc
+    return HFTokenizer(name, tok, f"mamba:{label}")
+
+
+def _checkpoint_or_none(name: str) -> Path | None:
+    """The checkpoint folder if it is available (the tokenizer does not need the weights)."""
+    try:
+        return resolve_folder(checkpoint_ref(name))
+    except MiaError:
+        return None
+
+
+def make_tokenizer(name: str, options: dict[str, Any]) -> Any:
+    _check_options(name, options, TOKENIZER_OPTIONS)
+    return load_tokenizer(name, _checkpoint_or_none(name), options.get("tokenizer"))
+
+
+def _device(name: str, requested: str, kernel: str) -> str:
+    import torch
+
+    device = (requested or "auto").strip().lower()
+    if device == "auto":
+        return "cuda" if kernel == "cuda" or torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MiaError(f"{name}: device={device} but torch sees no CUDA device; use device=cpu")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise MiaError(f"{name}: device={requested!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def _dtype(name: str, requested: str, device: str) -> Any:
+    import torch
+
+    text = (requested or "auto").strip().lower()
+    if text not in DTYPES:
+        raise MiaError(f"{name}: dtype={requested!r}: expected one of {', '.join(DTYPES)}")
+    if text == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, text)
+
+
+def make_backend(name: str, options: dict[str, Any]) -> Any:
+    """Resolve the checkpoint, pick the kernel, load the model, wrap it in ``MambaBackend``."""
+    from mia_mamba.backend import MambaBackend
+    from mia_mamba.kernel import select_kernel
+    from mia_mamba.loading import load_mamba_ssm, load_transformers
+
+    _check_options(name, options, BACKEND_OPTIONS)
+    kernel = select_kernel(str(options.get("kernel", "auto")), options.get("device"))
+    device = _device(name, str(options.get("device", "auto")), kernel)
+    dtype = _dtype(name, str(options.get("dtype", "auto")), device)
+    ref = checkpoint_ref(name)
+    folder = resolve_folder(ref)
+    layout, config = detect_layout(folder, label=name)
+    weight_file(folder, layout, name)  # fail on missing weights before loading anything
+    tokenizer = load_tokenizer(name, folder, options.get("tokenizer"))
+    load = load_mamba_ssm if kernel == "cuda" else load_transformers
+    model = load(folder, layout, config, dtype, device, name)
+    source = {"checkpoint": ref, "checkpoint_folder": str(folder), "layout": layout,
+              "tokenizer_source": getattr(tokenizer, "source", "")}
+    return MambaBackend(name, model, tokenizer, kernel=kernel, device=device, dtype=dtype, source=source,
+                        bos=_flag(name, "bos", options.get("bos", "false")))
