@@ -255,15 +255,23 @@ class CorpusIndex:
     def count(self, query: Sequence[int]) -> int:
         return int(self._index.count(list(query)))
 
-    def contains_many(self, windows: np.ndarray) -> np.ndarray:
-        """Lookups of many equal-length windows ``[B, w]``: duplicates are looked up once."""
-        windows = np.ascontiguousarray(windows, dtype=np.int64)
-        if windows.shape[0] == 0:
-            return np.zeros(0, dtype=bool)
-        unique, inverse = np.unique(windows, axis=0, return_inverse=True)
+    def contains_many(self, windows: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
+        """Lookups of many windows in one call; repeated windows are looked up once.
+
+        tokengrams holds the GIL during a lookup, so threads would not help: the batch is
+        converted to Python lists once and walked in a tight loop.
+        """
+        rows = windows.tolist() if isinstance(windows, np.ndarray) else [list(map(int, w)) for w in windows]
         contains = self._index.contains
-        found = np.fromiter((contains(row) for row in unique.tolist()), dtype=bool, count=len(unique))
-        return found[inverse.reshape(-1)]
+        seen: dict[tuple[int, ...], bool] = {}
+        out = np.empty(len(rows), dtype=bool)
+        for i, row in enumerate(rows):
+            key = tuple(row)
+            hit = seen.get(key)
+            if hit is None:
+                hit = seen[key] = contains(row)
+            out[i] = hit
+        return out
 
     def matching_statistics(self, gen: Sequence[int]) -> np.ndarray:
         """ms[i] = length of the longest prefix of ``gen[i:]`` found verbatim in the corpus."""
