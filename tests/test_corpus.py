@@ -63,6 +63,20 @@ def test_corpus_member_texts_are_the_real_documents(corpus):
     assert sum(len(p) for p in parts) > 0.95 * len(apache.strip())
 
 
+def test_corpus_licenses_are_verbatim_copies():
+    """The shipped license files equal the system's, where the system has them (Debian/Ubuntu)."""
+    from pathlib import Path
+
+    from mia_corpus.embedded import DOCUMENTS, read_document
+
+    system = Path("/usr/share/common-licenses")
+    if not system.is_dir():
+        pytest.skip("no /usr/share/common-licenses on this system")
+    for doc in DOCUMENTS:
+        if doc.id.startswith("license/"):
+            assert read_document(doc) == (system / doc.id.split("/", 1)[1]).read_text(encoding="utf-8"), doc.id
+
+
 def test_corpus_zen_matches_the_stdlib():
     import codecs
     import sys
