@@ -2,6 +2,7 @@
 transformers) with the same weights, loaded through the registry by folder path."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -92,17 +93,18 @@ def test_identical_greedy_outputs_from_both_layouts(backends, prefixes):
     ssm, hf = backends[MAMBA_SSM], backends[HF]
     assert ssm.describe()["layout"] == MAMBA_SSM and hf.describe()["layout"] == HF
     assert ssm.describe()["kernel"] == "torch" and not ssm.describe()["bos_prepended"]
+    assert ssm.describe()["vocab_used"] == TOKENIZER_VOCAB
     assert ssm.tokenizer.fingerprint == hf.tokenizer.fingerprint
     out_ssm = ssm.generate(prefixes, 12, Sampling())
     out_hf = hf.generate(prefixes, 12, Sampling())
     assert out_ssm == out_hf
     assert len({tuple(o) for o in out_hf}) == len(prefixes)  # outputs depend on the prefix
-    # batching (mixed lengths are grouped) changes nothing
+    # batching (mixed lengths: left padding, masked) changes nothing
     assert [hf.generate([p], 12, Sampling())[0] for p in prefixes] == out_hf
     # the same as transformers' own generate on the unconverted folder
     from transformers import MambaForCausalLM
 
-    raw = MambaForCausalLM.from_pretrained(str(backends[HF].source["checkpoint_folder"])).eval()
+    raw = MambaForCausalLM.from_pretrained(str(backends[HF].info["checkpoint_folder"])).eval()
     ids = torch.tensor([prefixes[0]])
     suppress = list(range(TOKENIZER_VOCAB, raw.config.vocab_size))
     want = raw.generate(ids, max_new_tokens=12, do_sample=False, suppress_tokens=suppress,
@@ -132,9 +134,10 @@ def test_score_agrees_with_greedy_and_across_layouts(backends, prefixes):
     other = ssm.score(seqs, starts)
     for x, y in zip(scores, other, strict=True):
         np.testing.assert_allclose(x.logprob, y.logprob, rtol=1e-5, atol=1e-5)
-    # from position 0 (conditioned on EOS, the document separator): one score per token
+    # from position 0: no BOS, so the first token has no context (NaN, argmax -1, as in mia-hf)
     whole = hf.score(prefixes, 0)
     assert [len(s.logprob) for s in whole] == [len(p) for p in prefixes]
+    assert np.isnan(whole[0].logprob[0]) and whole[0].argmax[0] == -1
     assert np.allclose(whole[0].logprob[3:], hf.score([prefixes[0]], 3)[0].logprob, atol=1e-5)
 
 
@@ -231,3 +234,54 @@ def test_prefix_prompt_check_and_resume_through_the_cli(folders, backends, runne
     done = open_run(in_tmp / "cut.h5")
     assert done.complete and done.prefix_rows().tolist() == [i % 5 for i in range(7)]
     assert [t.tolist() for t in done.tokens()] == [t.tolist() for t in run.tokens()]
+
+
+class _FakeSsmBackbone(torch.nn.Module):
+    def __init__(self, hf_backbone):
+        super().__init__()
+        self.inner = hf_backbone
+
+    def forward(self, input_ids, inference_params=None):
+        return self.inner(input_ids).last_hidden_state
+
+
+class FakeMambaLMHeadModel(torch.nn.Module):
+    """mamba-ssm's ``MambaLMHeadModel`` interface (backbone, lm_head, forward().logits and its
+    ``generate(..., vocab_size, cg)``) over a transformers Mamba: mamba-ssm needs CUDA, this
+    checks the cuda path's plumbing on CPU. Real kernels: bench/mamba_gpu_check.py."""
+
+    def __init__(self, hf_model):
+        super().__init__()
+        self.backbone, self.lm_head = _FakeSsmBackbone(hf_model.backbone), hf_model.lm_head
+        self.config = SimpleNamespace(d_model=hf_model.config.hidden_size)
+        self.calls = []
+
+    def forward(self, input_ids, **_):
+        return SimpleNamespace(logits=self.lm_head(self.backbone(input_ids)))
+
+    def generate(self, input_ids, max_length, top_k, top_p, temperature, eos_token_id, vocab_size, cg):
+        self.calls.append({"batch": input_ids.shape[0], "top_k": top_k, "vocab_size": vocab_size, "cg": cg})
+        ids = input_ids
+        while ids.shape[1] < max_length:  # greedy, as mamba-ssm's decode with top_k=1
+            ids = torch.cat([ids, self(ids).logits[:, -1, :vocab_size].argmax(-1, keepdim=True)], dim=1)
+        return ids
+
+
+def test_cuda_path_plumbing_with_a_fake_mamba_ssm_model(folders, backends, prefixes):
+    from mia_mamba.backend import MambaSsmBackend, SsmModel
+    from mia_mamba.loading import load_transformers
+
+    layout, config = detect_layout(folders[MAMBA_SSM])
+    hf_model = load_transformers(folders[MAMBA_SSM], layout, config, torch.float32, "cpu", "fake")
+    fake = FakeMambaLMHeadModel(hf_model)
+    backend = MambaSsmBackend("fake", SsmModel(fake), backends[HF].tokenizer, info={"layout": layout})
+    assert backend.describe()["kernel"] == "cuda" and not backend.bos_prepended
+    assert backend.generate(prefixes, 8, Sampling()) == backends[HF].generate(prefixes, 8, Sampling())
+    # one decoder call per prefix length, greedy, CUDA graphs on, padded ids excluded
+    lengths = [len(p) for p in prefixes]
+    assert sorted(c["batch"] for c in fake.calls) == sorted(lengths.count(n) for n in set(lengths))
+    assert all(c["cg"] and c["top_k"] == 1 and c["vocab_size"] == TOKENIZER_VOCAB for c in fake.calls)
+    seqs = [p + [5, 6, 7] for p in prefixes]
+    for x, y in zip(backend.score(seqs, 4), backends[HF].score(seqs, 4), strict=True):
+        np.testing.assert_allclose(x.logprob, y.logprob, atol=1e-5)
+        assert x.argmax.tolist() == y.argmax.tolist()

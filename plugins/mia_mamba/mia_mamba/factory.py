@@ -19,7 +19,6 @@ from mia_mamba.names import DEFAULT_TOKENIZER, checkpoint_ref, resolve_folder
 
 BACKEND_OPTIONS = ("kernel", "device", "dtype", "tokenizer", "bos")
 TOKENIZER_OPTIONS = ("tokenizer",)
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -73,48 +72,28 @@ def make_tokenizer(name: str, options: dict[str, Any]) -> Any:
     return load_tokenizer(name, _checkpoint_or_none(name), options.get("tokenizer"))
 
 
-def _device(name: str, requested: str, kernel: str) -> str:
-    import torch
-
-    device = (requested or "auto").strip().lower()
-    if device == "auto":
-        return "cuda" if kernel == "cuda" or torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MiaError(f"{name}: device={device} but torch sees no CUDA device; use device=cpu")
-    if device not in ("cpu", "mps") and not device.startswith("cuda"):
-        raise MiaError(f"{name}: device={requested!r}: expected auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-def _dtype(name: str, requested: str, device: str) -> Any:
-    import torch
-
-    text = (requested or "auto").strip().lower()
-    if text not in DTYPES:
-        raise MiaError(f"{name}: dtype={requested!r}: expected one of {', '.join(DTYPES)}")
-    if text == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, text)
-
-
 def make_backend(name: str, options: dict[str, Any]) -> Any:
-    """Resolve the checkpoint, pick the kernel, load the model, wrap it in ``MambaBackend``."""
-    from mia_mamba.backend import MambaBackend
+    """Resolve the checkpoint, pick the kernel, load the model, wrap it in a Mamba backend."""
+    from mia_hf.backend import resolve_device, resolve_dtype
+
+    from mia_mamba.backend import MambaBackend, MambaSsmBackend, SsmModel
     from mia_mamba.kernel import select_kernel
     from mia_mamba.loading import load_mamba_ssm, load_transformers
 
     _check_options(name, options, BACKEND_OPTIONS)
+    bos = _flag(name, "bos", options.get("bos", "false"))
     kernel = select_kernel(str(options.get("kernel", "auto")), options.get("device"))
-    device = _device(name, str(options.get("device", "auto")), kernel)
-    dtype = _dtype(name, str(options.get("dtype", "auto")), device)
+    device = resolve_device(options.get("device") or ("cuda" if kernel == "cuda" else None))
+    dtype = resolve_dtype(options.get("dtype"), device)
     ref = checkpoint_ref(name)
     folder = resolve_folder(ref)
     layout, config = detect_layout(folder, label=name)
     weight_file(folder, layout, name)  # fail on missing weights before loading anything
     tokenizer = load_tokenizer(name, folder, options.get("tokenizer"))
-    load = load_mamba_ssm if kernel == "cuda" else load_transformers
-    model = load(folder, layout, config, dtype, device, name)
-    source = {"checkpoint": ref, "checkpoint_folder": str(folder), "layout": layout,
-              "tokenizer_source": getattr(tokenizer, "source", "")}
-    return MambaBackend(name, model, tokenizer, kernel=kernel, device=device, dtype=dtype, source=source,
-                        bos=_flag(name, "bos", options.get("bos", "false")))
+    info = {"checkpoint": ref, "checkpoint_folder": str(folder), "layout": layout,
+            "tokenizer_source": getattr(tokenizer, "source", "")}
+    if kernel == "cuda":
+        model = SsmModel(load_mamba_ssm(folder, layout, config, dtype, str(device), name))
+        return MambaSsmBackend(name, model, tokenizer, info=info, bos=bos)
+    model = load_transformers(folder, layout, config, dtype, str(device), name)
+    return MambaBackend(name, model, tokenizer, info=info, bos=bos)
