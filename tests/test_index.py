@@ -143,3 +143,14 @@ def test_index_from_dataset_with_tokenizer(tmp_path, runner, toy_plugin):
     assert idx.contains(ToyTokenizer().encode_batch(["brown fox"])[0])
     assert idx.count(ToyTokenizer().encode_batch(["the "])[0]) == 2
     idx.verify()
+
+
+@pytest.mark.real_model
+def test_real_tokenizer_corpus_index_is_u32(tmp_path, gemma_tokenizer):
+    from mia_core.scoring.build import index_dataset
+
+    meta = index_dataset(tmp_path / "idx", "gemma-3-270m", "corpus", {}, quiet=True, tokenizer=gemma_tokenizer)
+    assert meta["dtype"] == "uint32" and meta["tokenizer_fingerprint"] == gemma_tokenizer.fingerprint
+    idx = CorpusIndex(tmp_path / "idx")
+    zen = gemma_tokenizer.encode_batch(["Beautiful is better than ugly.\nExplicit is better than implicit."])[0]
+    assert idx.contains(zen) and not idx.contains(zen[::-1])

@@ -46,11 +46,12 @@ def index_prefix_map(out: str | os.PathLike, prefix_map: str | os.PathLike, quie
 
 
 def index_dataset(out: str | os.PathLike, model: str, dataset: str, options: dict[str, Any],
-                  batch_size: int = 256, quiet: bool = False) -> dict[str, Any]:
-    """Tokenize a registered dataset with ``model``'s tokenizer and index it."""
+                  batch_size: int = 256, quiet: bool = False, tokenizer: Any = None) -> dict[str, Any]:
+    """Tokenize a registered dataset with ``model``'s tokenizer (or the ``tokenizer`` given) and index it."""
     from mia_core import registry
 
-    tokenizer = registry.tokenizers.create(model)
+    if tokenizer is None:
+        tokenizer = registry.tokenizers.create(model)
     data = registry.datasets.create(dataset, options)
     source = {"dataset": dataset, "dataset_options": options, "model": model}
     builder = IndexBuilder(out, getattr(tokenizer, "name", model), tokenizer.fingerprint,
