@@ -24,6 +24,7 @@ KNOWN_PROVIDERS = {
     "hf:": "mia-hf",
     "mamba-3b": "mia-mamba",
     "mamba-2.8b-hf": "mia-mamba",
+    "mamba:": "mia-mamba",
     "claude-api": "mia-claude",
     "claude:": "mia-claude",
     "corpus": "mia-corpus",

@@ -160,11 +160,18 @@ def test_kernel_selection_and_errors(monkeypatch, folders):
     assert kernel.select_kernel("auto") == "cuda" and kernel.select_kernel("auto", "cpu") == "torch"
 
 
-def test_bad_options(folders):
+def test_options(folders, prefixes):
     with pytest.raises(MiaError, match="unknown option"):
         registry.backends.create(str(folders[HF]), {"kernal": "torch"})
     with pytest.raises(MiaError, match="dtype"):
         registry.backends.create(str(folders[HF]), {"dtype": "int3"})
+    with pytest.raises(MiaError, match="not a boolean"):
+        registry.backends.create(str(folders[HF]), {"bos": "maybe"})
+    with_bos = registry.backends.create(f"mamba:{folders[HF]}", {"bos": "true", "kernel": "torch", "device": "cpu"})
+    assert with_bos.describe()["bos_prepended"] and with_bos.describe()["kernel"] == "torch"
+    bos = with_bos.tokenizer.bos_id
+    plain = registry.backends.create(str(folders[HF]))
+    assert with_bos.generate(prefixes, 5, Sampling()) == plain.generate([[bos] + p for p in prefixes], 5, Sampling())
 
 
 def test_hub_names_offline_say_how_to_get_them(monkeypatch, tmp_path, folders):
