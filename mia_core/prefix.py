@@ -16,7 +16,7 @@ import numpy as np
 
 from mia_core import registry
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PARTIAL_SUFFIX, PrefixMapWriter
+from mia_core.prefixmap import PARTIAL_SUFFIX, MapNameTaken, PrefixMapWriter
 from mia_core.progress import progress
 from mia_core.types import Sample
 
@@ -119,7 +119,6 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
     tokenizer = registry.tokenizers.create(model)
     data = dataset_entry.create(dataset, options)
 
-    folder = map_folder(Path(out), model, dataset, prefix_tokens, loc)
     attrs: dict[str, Any] = {
         "model": model,
         "tokenizer": tokenizer.name,
@@ -137,7 +136,15 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
         "pad": -1,
     }
     save_all = save and not crop  # the seed: without crop the whole dataset is saved
-    writer = PrefixMapWriter(folder, prefix_tokens, suffix_tokens, attrs, save_dataset=save)
+    for _ in range(100):  # a name taken between the check and the claim: take the next one
+        try:
+            writer = PrefixMapWriter(map_folder(Path(out), model, dataset, prefix_tokens, loc), prefix_tokens,
+                                     suffix_tokens, attrs, save_dataset=save)
+            break
+        except MapNameTaken:
+            continue
+    else:
+        raise MiaError(f"could not claim a new map folder under {out}")
     rng = np.random.default_rng(seed)
     read = used = too_short = short_suffix = 0
     length = getattr(data, "length", None)

@@ -28,6 +28,10 @@ STR_DTYPE = h5py.string_dtype("utf-8")
 CHUNK_ROWS = 4096
 
 
+class MapNameTaken(MiaError):
+    """The folder's ``.partial`` name is taken (another run writing, or a killed one)."""
+
+
 def _growable(group: h5py.Group, name: str, width: int | None, dtype: Any) -> h5py.Dataset:
     shape, maxshape = ((0,), (None,)) if width is None else ((0, width), (None, width))
     chunks = (CHUNK_ROWS,) if width is None else (max(1, min(CHUNK_ROWS, 2**20 // max(width, 1))), width)
@@ -54,9 +58,12 @@ class PrefixMapWriter:
         if self.folder.exists():
             raise MiaError(f"{self.folder} already exists; refusing to overwrite it")
         self.partial = self.folder.with_name(self.folder.name + PARTIAL_SUFFIX)
-        if self.partial.exists():  # left by an interrupted run with the same name
-            shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True)
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        try:  # claiming the name is atomic: two runs never write into the same folder
+            self.partial.mkdir()
+        except FileExistsError:
+            raise MapNameTaken(f"{self.partial} exists: another run is writing it, or one was killed "
+                           "(then delete it)") from None
         self.file = h5py.File(self.partial / MAP_FILE, "w")
         self.prefix_tokens = prefix_tokens
         self.suffix_tokens = suffix_tokens

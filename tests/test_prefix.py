@@ -16,7 +16,7 @@ from mia_core import hookimpl
 from mia_core.cli import cli
 from mia_core.errors import MiaError
 from mia_core.prefix import build_prefix_map, map_folder, parse_prefix_loc, safe_name
-from mia_core.prefixmap import PAD, PrefixMap
+from mia_core.prefixmap import PAD, PrefixMap, PrefixMapWriter
 from mia_core.types import Sample
 
 EXAMPLE = Path(__file__).parent / "plugins" / "mia_example" / "mia_example.py"
@@ -279,3 +279,14 @@ def test_map_file_is_chunked_and_compressed(plugins, tmp_path):
     with h5py.File(folder / "prefix_map.h5") as f:
         for name in ("prefixes", "suffixes", "dataset/tokens"):
             assert f[name].chunks is not None and f[name].compression == "gzip"
+
+
+def test_writer_never_takes_over_a_folder_being_written(tmp_path):
+    folder = tmp_path / "m"
+    first = PrefixMapWriter(folder, 4, 2, {"tokenizer": "t", "tokenizer_fingerprint": "f"}, save_dataset=False)
+    with pytest.raises(MiaError, match="another run is writing it"):
+        PrefixMapWriter(folder, 4, 2, {"tokenizer": "t", "tokenizer_fingerprint": "f"}, save_dataset=False)
+    first.add_rows(np.zeros((1, 4)), [[1, 2]], [0], ["a"], [""], [0])
+    assert first.finish({}) == folder and len(PrefixMap(folder)) == 1
+    with pytest.raises(MiaError, match="refusing to overwrite"):
+        PrefixMapWriter(folder, 4, 2, {"tokenizer": "t", "tokenizer_fingerprint": "f"}, save_dataset=False)
