@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mia_core import registry
-from mia_core.errors import MiaError
+from mia_core.errors import MiaError, UnknownNameError
 from mia_core.prefixmap import PARTIAL_SUFFIX, MapNameTaken, PrefixMapWriter
 from mia_core.progress import progress
 from mia_core.types import Sample
@@ -115,6 +115,10 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
 
     # Look both names up before loading anything, so a typo fails at once.
     dataset_entry = registry.datasets.get(dataset)
+    if registry.tokenizers.find(model) is None and registry.backends.find(model) is not None:
+        raise UnknownNameError(
+            f"model {model!r} has no tokenizer mia can load (an API model?): make the map with a local "
+            f"tokenizer, e.g. --model gemma-3-270m; `mia prompt --model {model}` then sends the prefixes as text")
     registry.tokenizers.get(model)
     tokenizer = registry.tokenizers.create(model)
     data = dataset_entry.create(dataset, options)
@@ -203,7 +207,7 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
                   "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if used == 0:
             raise MiaError(_no_usable_message(dataset, read, prefix_tokens))
-        if size is not None and used < size and not quiet:
+        if size is not None and used < size:
             print(f"mia prefix: only {used} usable samples (asked for {size})", file=sys.stderr)
         return writer.finish(counts)
     except BaseException:

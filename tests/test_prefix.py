@@ -45,6 +45,10 @@ class TextsPlugin:
             register(name, lambda n, o, texts=texts: ListDataset(n, texts))
         register("test-endless", lambda n, o: EndlessDataset(n))
 
+    @hookimpl
+    def mia_register_backends(self, register) -> None:
+        register("test-api", lambda n, o: None, capabilities=("generate_text",))
+
 
 class ListDataset:
     def __init__(self, name: str, texts: list[str]) -> None:
@@ -236,6 +240,18 @@ def test_unknown_names_exit_2_with_suggestion(plugins, runner, in_tmp):
     assert result.exit_code == 2 and "Did you mean 'example-counting'" in result.stderr
     assert "Available:" in result.stderr and "test-varying" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_api_model_without_tokenizer_is_explained(plugins, runner, in_tmp):
+    result = runner.invoke(cli, ["prefix", "--model", "test-api", "--dataset", "example-counting"])
+    assert result.exit_code == 2 and "has no tokenizer" in result.stderr and "--model gemma-3-270m" in result.stderr
+
+
+def test_fewer_usable_samples_than_size_is_a_warning(plugins, runner, in_tmp):
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "test-varying", "--size", "10",
+                                 "--prefix_tokens", "8", "-q"])
+    assert result.exit_code == 0 and "only 3 usable samples (asked for 10)" in result.stderr
+    assert len(PrefixMap(result.stdout.strip())) == 3
 
 
 @pytest.mark.parametrize("dataset, reason", [
