@@ -26,7 +26,8 @@ def make_map(folder: Path, docs: list[np.ndarray], prefix: int = 10, suffix: int
     w.add_rows(np.array([d[s:s + prefix] for d, s in zip(docs, starts, strict=True)]),
                [d[s + prefix:s + prefix + suffix] for d, s in zip(docs, starts, strict=True)],
                list(range(len(docs))), [f"doc{i}" for i in range(len(docs))], labels, starts)
-    w.add_dataset_samples([f"doc{i}" for i in range(len(docs))], ["text"] * len(docs), labels, docs)
+    if save:
+        w.add_dataset_samples([f"doc{i}" for i in range(len(docs))], ["text"] * len(docs), labels, docs)
     return w.finish({"samples_read": len(docs)})
 
 

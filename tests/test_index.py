@@ -92,6 +92,9 @@ def test_index_refuses_other_tokenizer_and_bad_indexes(tmp_path, runner):
     assert res.exit_code == 1 and "already exists" in res.output
     res = runner.invoke(cli, ["index", str(tmp_path / "x")])
     assert res.exit_code == 2
+    nosave = make_map(tmp_path / "nosave", docs, save=False)
+    res = runner.invoke(cli, ["index", str(tmp_path / "y"), "--prefix-map", str(nosave)])
+    assert res.exit_code == 1 and "no saved dataset" in res.output and not (tmp_path / "y").exists()
 
 
 class ToyTokenizer:

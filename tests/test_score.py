@@ -98,6 +98,7 @@ def test_score_run_summary_and_store(scored_run):
         assert "scores" not in f and f["tokens"].shape[0] == 6
     text = format_summary(s)
     assert "exact extraction" in text and "3/6 = 50.0%" in text and "nonmember" in text
+    assert text.endswith(f"scores saved to {scores_path(run)}")
 
 
 def test_cli_score_table_and_json(scored_run, runner):
@@ -109,6 +110,9 @@ def test_cli_score_table_and_json(scored_run, runner):
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["extraction"]["count"] == 3 and data["approximate"]["criterion"].startswith("BLEU")
+    res = runner.invoke(cli, ["score", str(run), str(run), "--json", "--no-save"])
+    both = json.loads(res.stdout)
+    assert len(both) == 2 and both[1]["scores_file"] is None
 
 
 def test_teacher_forced_run_is_scored(tmp_path, runner):

@@ -243,4 +243,6 @@ def format_summary(summary: dict[str, Any]) -> str:
                          ["measure", "value"])]
     for note in s.get("notes", []):
         lines.append(f"note: {note}")
+    if s.get("scores_file"):
+        lines.append(f"scores saved to {s['scores_file']}")
     return "\n".join(lines)
