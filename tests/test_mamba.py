@@ -292,3 +292,12 @@ def test_cuda_path_plumbing_with_a_fake_mamba_ssm_model(folders, backends, prefi
     for x, y in zip(backend.score(seqs, 4), backends[HF].score(seqs, 4), strict=True):
         np.testing.assert_allclose(x.logprob, y.logprob, atol=1e-5)
         assert x.argmax.tolist() == y.argmax.tolist()
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(MiaError, match="no such folder"):
+        registry.tokenizers.create(f"mamba:{tmp_path / 'nowhere'}")
+    with pytest.raises(MiaError, match="no such folder"):
+        registry.backends.create(f"mamba:{tmp_path / 'nowhere'}")
+    with pytest.raises(MiaError, match="give a hub id or a folder"):
+        registry.backends.create("mamba:")

@@ -61,9 +61,12 @@ def load_tokenizer(name: str, checkpoint: Path | None, override: str | None = No
 
 def _checkpoint_or_none(name: str) -> Path | None:
     """The checkpoint folder if it is available (the tokenizer does not need the weights)."""
+    ref = checkpoint_ref(name)
     try:
-        return resolve_folder(checkpoint_ref(name))
+        return resolve_folder(ref, local_only=True)
     except MiaError:
+        if Path(ref).expanduser().is_absolute() or ref.startswith((".", "~")) or ref.count("/") != 1:
+            raise  # a folder that is not there: say so, not "the default tokenizer is missing"
         return None
 
 

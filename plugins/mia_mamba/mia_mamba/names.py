@@ -48,10 +48,11 @@ def checkpoint_ref(name: str) -> str:
     return name
 
 
-def resolve_folder(ref: str, what: str = "checkpoint") -> Path:
+def resolve_folder(ref: str, what: str = "checkpoint", local_only: bool = False) -> Path:
     """A local folder for a hub id or path: the path itself, else the Hugging Face cache
     (downloading only when ``HF_HUB_OFFLINE=0``, as mia-hf does). Fails saying how to make
-    the checkpoint available."""
+    the checkpoint available. ``local_only`` never downloads (a tokenizer lookup must not
+    fetch gigabytes of weights just to see whether the checkpoint ships a tokenizer)."""
     path = Path(os.path.expanduser(ref))
     if path.is_dir():
         return path
@@ -61,6 +62,6 @@ def resolve_folder(ref: str, what: str = "checkpoint") -> Path:
     from mia_hf.sources import local_files_only, offline_message
 
     try:
-        return Path(snapshot_download(ref, local_files_only=local_files_only()))
+        return Path(snapshot_download(ref, local_files_only=local_only or local_files_only()))
     except Exception as exc:  # huggingface_hub raises several types for "not in the cache"
         raise MiaError(offline_message(ref)) from exc
