@@ -156,7 +156,7 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
     by_used = size is not None and not save_all
     total = size if by_used else length
     limit = float("inf") if size is None else size
-    bar = progress(total=total, desc="prefix map", unit="samples", quiet=quiet)
+    bar = progress(total=total, desc="prefix map", unit=" samples", quiet=quiet)
     try:
         for batch in _batches(iter(data)):
             if used >= limit and not save_all:

@@ -44,6 +44,7 @@ class TextsPlugin:
         for name, texts in self.TEXTS.items():
             register(name, lambda n, o, texts=texts: ListDataset(n, texts))
         register("test-endless", lambda n, o: EndlessDataset(n))
+        register("test-stream", lambda n, o: ListDataset(n, self.TEXTS["test-varying"], length=None))
 
     @hookimpl
     def mia_register_backends(self, register) -> None:
@@ -51,8 +52,9 @@ class TextsPlugin:
 
 
 class ListDataset:
-    def __init__(self, name: str, texts: list[str]) -> None:
-        self.name, self.texts, self.length = name, texts, len(texts)
+    def __init__(self, name: str, texts: list[str], length: int | None = -1) -> None:
+        self.name, self.texts = name, texts
+        self.length = len(texts) if length == -1 else length
 
     def __iter__(self) -> Iterator[Sample]:
         for i, text in enumerate(self.texts):
@@ -198,6 +200,9 @@ def test_progress_on_stderr_and_quiet(plugins, runner, in_tmp):
     loud = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "example-counting"])
     assert loud.exit_code == 0 and "prefix map" in loud.stderr and "samples" in loud.stderr
     assert loud.stdout.strip().startswith("Prefixes")  # stdout holds only the path
+    assert "20/20" in loud.stderr  # known length: a bar with a total
+    stream = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "test-stream"])
+    assert stream.exit_code == 0 and "6 samples" in stream.stderr and "6/" not in stream.stderr  # unknown length
     quiet = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "example-counting", "-q"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
 
