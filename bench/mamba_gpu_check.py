@@ -53,7 +53,8 @@ def timed_generate(backend, prefixes, new_tokens: int, batch: int) -> tuple[list
 
     from mia_core.types import Sampling
 
-    backend.generate(prefixes[:batch], min(new_tokens, 8), Sampling())  # warm-up (CUDA graph capture)
+    # Warm-up with the timed shape: mamba-ssm captures one CUDA graph per (batch, max length).
+    backend.generate(prefixes[:batch], new_tokens, Sampling())
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     t0 = time.perf_counter()
