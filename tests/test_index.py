@@ -61,6 +61,7 @@ def test_index_from_map_and_score(tmp_path, runner):
     # row 4: 21 windows once
     assert c["unique_windows"] == 21 + 6 + 21 and c["frequency_of_frequencies"] == {"1": 27, "2": 21}
     assert c["top_windows"][0]["count"] == 2 and c["top_windows"][0]["corpus_count"] == 1
+    assert c["top_windows"][0]["documents"] == ["doc0"]
     assert c["by_label"]["member"]["count"] == 2  # rows 0 and 4 of the even (member) rows 0, 2, 4
     stored = read_scores(scores_path(run))["corpus"]
     longest = stored["data"]["longest_match"].tolist()
@@ -117,7 +118,7 @@ class ToyData:
 
     def __iter__(self):
         yield from (Sample("a", "the quick brown fox jumps over the lazy dog", "member"),
-                    Sample("b", "lorem ipsum dolor sit amet", "nonmember"),
+                    Sample("b-é", "lorem ipsum dolor sit amet", "nonmember"),
                     Sample("c", "", None))
 
 
@@ -145,6 +146,7 @@ def test_index_from_dataset_with_tokenizer(tmp_path, runner, toy_plugin):
     assert idx.meta["tokenizer"] == "toychars" and idx.meta["source"]["dataset_options"] == {"x": "1"}
     assert idx.contains(ToyTokenizer().encode_batch(["brown fox"])[0])
     assert idx.count(ToyTokenizer().encode_batch(["the "])[0]) == 2
+    assert idx.documents_of(ToyTokenizer().encode_batch(["ipsum"])[0]) == ["b-é"]
     idx.verify()
 
 

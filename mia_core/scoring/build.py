@@ -29,6 +29,7 @@ def index_prefix_map(out: str | os.PathLike, prefix_map: str | os.PathLike, quie
         g = f["dataset"]
         offsets = g["offsets"][()]
         tokens = g["tokens"]
+        ids = [v.decode() if isinstance(v, bytes) else str(v) for v in g["sample_id"][()]]
         if vocab is None:  # maps need not record the vocabulary size: the largest id bounds it
             vocab = int(tokens[()].max()) + 1 if tokens.shape[0] else 1
         builder = IndexBuilder(out, pmap.tokenizer_name, pmap.tokenizer_fingerprint, int(vocab), source)
@@ -37,7 +38,7 @@ def index_prefix_map(out: str | os.PathLike, prefix_map: str | os.PathLike, quie
             with progress(n_docs, "indexing", "doc", quiet) as bar:
                 for lo in range(0, n_docs, MAP_CHUNK_DOCS):
                     hi = min(lo + MAP_CHUNK_DOCS, n_docs)
-                    builder.add_many(tokens[offsets[lo]:offsets[hi]], offsets[lo:hi + 1])
+                    builder.add_many(tokens[offsets[lo]:offsets[hi]], offsets[lo:hi + 1], ids[lo:hi])
                     bar.update(hi - lo)
             return builder.finish()
         except BaseException:
@@ -58,17 +59,19 @@ def index_dataset(out: str | os.PathLike, model: str, dataset: str, options: dic
                            int(tokenizer.vocab_size), source)
     try:
         batch: list[str] = []
+        batch_ids: list[str] = []
         with progress(getattr(data, "length", None), "indexing", "doc", quiet) as bar:
             for sample in data:
                 batch.append(sample.text)
+                batch_ids.append(sample.id)
                 if len(batch) >= batch_size:
-                    for ids in tokenizer.encode_batch(batch):
-                        builder.add(np.asarray(ids))
+                    for ids, doc_id in zip(tokenizer.encode_batch(batch), batch_ids, strict=True):
+                        builder.add(np.asarray(ids), doc_id)
                     bar.update(len(batch))
-                    batch = []
+                    batch, batch_ids = [], []
             if batch:
-                for ids in tokenizer.encode_batch(batch):
-                    builder.add(np.asarray(ids))
+                for ids, doc_id in zip(tokenizer.encode_batch(batch), batch_ids, strict=True):
+                    builder.add(np.asarray(ids), doc_id)
                 bar.update(len(batch))
         return builder.finish()
     except BaseException:

@@ -37,6 +37,7 @@ META_FILE = "index.json"
 TOKENS_FILE = "tokens.bin"
 TABLE_FILE = "table.bin"
 DOCS_FILE = "doc_offsets.npy"
+DOC_IDS_FILE = "doc_ids.json"
 PARTIAL_SUFFIX = ".partial"
 TABLE_ITEMSIZE = 8  # tokengrams stores suffix positions as u64
 
@@ -125,12 +126,13 @@ class IndexBuilder:
                                      "separator": self.separator, "source": source}
         self._file = open(self.partial / TOKENS_FILE, "wb")
         self._offsets = [0]
+        self._ids: list[str] = []
         self._pending: list[np.ndarray] = []
         self._pending_len = 0
         self.tokens = 0
         self._t0 = time.perf_counter()
 
-    def add(self, tokens: Sequence[int] | np.ndarray) -> None:
+    def add(self, tokens: Sequence[int] | np.ndarray, doc_id: str | None = None) -> None:
         """One document (its tokens), followed by the separator."""
         arr = np.asarray(tokens, dtype=np.int64)
         if arr.size and (arr.min() < 0 or arr.max() >= self.separator):
@@ -141,10 +143,11 @@ class IndexBuilder:
         self._pending_len += arr.size + 1
         self.tokens += arr.size + 1
         self._offsets.append(self.tokens)
+        self._ids.append(str(len(self._ids)) if doc_id is None else str(doc_id))
         if self._pending_len >= 1 << 22:
             self._flush()
 
-    def add_many(self, flat: np.ndarray, offsets: np.ndarray) -> None:
+    def add_many(self, flat: np.ndarray, offsets: np.ndarray, doc_ids: Sequence[str] | None = None) -> None:
         """Many documents at once from CSR arrays (a map's saved dataset): fast path."""
         flat = np.asarray(flat, dtype=np.int64)
         offsets = np.asarray(offsets, dtype=np.int64)
@@ -161,6 +164,11 @@ class IndexBuilder:
         base = self.tokens
         self.tokens += out.size
         self._offsets.extend((base + (ends - offsets[0]) + np.arange(1, n_docs + 1)).tolist())
+        if doc_ids is None:
+            first = len(self._ids)
+            self._ids.extend(str(first + i) for i in range(n_docs))
+        else:
+            self._ids.extend(str(d) for d in doc_ids)
         self._flush()
 
     def _flush(self) -> None:
@@ -177,6 +185,7 @@ class IndexBuilder:
             self.abort()
             raise MiaError("the corpus is empty: nothing to index")
         np.save(self.partial / DOCS_FILE, np.asarray(self._offsets, dtype=np.int64))
+        (self.partial / DOC_IDS_FILE).write_text(json.dumps(self._ids))
         with _stdout_to_stderr():  # tokengrams prints "Sorting indices..." even when not verbose
             tokengrams.MemmapIndex.build(str(self.partial / TOKENS_FILE), str(self.partial / TABLE_FILE),
                                          vocab=self.vocab, verbose=False)
@@ -254,6 +263,27 @@ class CorpusIndex:
 
     def count(self, query: Sequence[int]) -> int:
         return int(self._index.count(list(query)))
+
+    def documents_of(self, query: Sequence[int], limit: int = 5) -> list[str]:
+        """Ids of (up to ``limit``) documents containing ``query`` (needs doc_ids.json; else [])."""
+        if not hasattr(self, "_doc_ids"):
+            try:
+                self._doc_ids = json.loads((self.folder / DOC_IDS_FILE).read_text())
+                self._doc_starts = np.load(self.folder / DOCS_FILE)
+            except (OSError, ValueError):
+                self._doc_ids, self._doc_starts = [], np.zeros(1, dtype=np.int64)
+        if not self._doc_ids:
+            return []
+        positions = sorted(self._index.positions(list(map(int, query))))
+        docs = np.searchsorted(self._doc_starts, positions, side="right") - 1
+        out: list[str] = []
+        for d in docs:
+            name = self._doc_ids[int(d)] if 0 <= d < len(self._doc_ids) else "?"
+            if name not in out:
+                out.append(name)
+            if len(out) >= limit:
+                break
+        return out
 
     def contains_many(self, windows: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
         """Lookups of many windows in one call; repeated windows are looked up once.

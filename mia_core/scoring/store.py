@@ -41,7 +41,10 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
             c = f.create_group("corpus")
             c.attrs.update(_encode_attrs(corpus["attrs"]))
             for name, values in corpus["data"].items():
-                c.create_dataset(name, data=values)
+                if values.dtype == object:  # strings (document ids)
+                    c.create_dataset(name, data=[str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
+                else:
+                    c.create_dataset(name, data=values)
         elif keep_corpus:
             try:
                 with h5py.File(path, "r") as old:

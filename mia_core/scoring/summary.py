@@ -79,10 +79,13 @@ def _corpus_scores(run: Any, generations: list[np.ndarray], index_path: str | os
     win_arr = np.array([k for k, _ in items], dtype=np.int32).reshape(-1, window)
     counts = np.array([v for _, v in items], dtype=np.int64)
     corpus_counts = np.array([index.count(k) for k, _ in items], dtype=np.int64)
+    # where the most frequent memorized windows come from (document ids of the corpus)
+    sources = [", ".join(index.documents_of(k, limit=3)) for k, _ in items[:TOP_WINDOWS]]
     attrs = {"index": str(Path(index_path).resolve()), "window": window, "index_tokens": index.tokens,
              "index_tokenizer": index.meta.get("tokenizer"), "index_source": index.meta.get("source")}
     data = {"longest_match": wm.longest, "memorized": wm.memorized, "windows": win_arr,
-            "window_count": counts, "window_corpus_count": corpus_counts}
+            "window_count": counts, "window_corpus_count": corpus_counts,
+            "top_window_documents": np.array(sources, dtype=object)}
     return {"attrs": attrs, "data": data}, _corpus_summary(attrs, data, labels)
 
 
@@ -101,10 +104,19 @@ def _corpus_summary(attrs: dict[str, Any], data: dict[str, np.ndarray], labels: 
         "unique_windows": int(len(counts)), "window_occurrences": int(counts.sum()),
         "frequency_of_frequencies": {str(r): n for r, n in sorted(Counter(counts.tolist()).items())},
         "top_windows": [{"tokens": [int(t) for t in data["windows"][i]], "count": int(counts[i]),
-                         "corpus_count": int(data["window_corpus_count"][i])}
+                         "corpus_count": int(data["window_corpus_count"][i]),
+                         "documents": _decode(data.get("top_window_documents"), i)}
                         for i in range(min(TOP_WINDOWS, len(counts)))],
         "by_label": by_label,
     }
+
+
+def _decode(values: np.ndarray | None, i: int) -> list[str]:
+    if values is None or i >= len(values):
+        return []
+    v = values[i]
+    text = v.decode() if isinstance(v, bytes) else str(v)
+    return [x for x in text.split(", ") if x]
 
 
 def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: float = 0.1,
