@@ -174,11 +174,17 @@ def test_options(folders, prefixes):
     assert with_bos.generate(prefixes, 5, Sampling()) == plain.generate([[bos] + p for p in prefixes], 5, Sampling())
 
 
-def test_hub_names_offline_say_how_to_get_them(monkeypatch, tmp_path, folders):
+def test_hub_names_offline_say_how_to_get_them(monkeypatch, tmp_path, folders, runner, in_tmp):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    import huggingface_hub.constants
+
+    # an empty cache even where the real one holds these checkpoints
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(MiaError, match=r"state-spaces/mamba-2\.8b-slimpj.*not available offline.*download"):
         registry.backends.create("mamba-3b")
+    # through the CLI: one line, exit 1, no traceback
+    res = runner.invoke(cli, ["prefix", "--model", "mamba-3b", "--dataset", "corpus", "--size", "2"])
+    assert res.exit_code == 1 and "EleutherAI/gpt-neox-20b" in res.stderr and "Traceback" not in res.output
     # a mamba_ssm checkpoint ships no tokenizer: the default one is named when missing ...
     bare = tmp_path / "bare"
     bare.mkdir()
