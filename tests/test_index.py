@@ -27,6 +27,7 @@ def test_matching_statistics_and_separators(tmp_path):
     gen = np.r_[[499, 498], docs[1][20:80], [497]]
     ms = idx.matching_statistics(gen)
     assert ms.max() >= 60 and ms[2] >= 60
+    assert idx.matching_statistics([-1, 70_000, *docs[0][:5]]).tolist()[:3] == [0, 0, 5]
     naive = [max(L for L in range(len(gen) - i + 1) if L == 0 or idx.contains(gen[i:i + L]))
              for i in range(len(gen))]
     assert ms.tolist() == naive
@@ -159,3 +160,26 @@ def test_real_tokenizer_corpus_index_is_u32(tmp_path, gemma_tokenizer):
     idx = CorpusIndex(tmp_path / "idx")
     zen = gemma_tokenizer.encode_batch(["Beautiful is better than ugly.\nExplicit is better than implicit."])[0]
     assert idx.contains(zen) and not idx.contains(zen[::-1])
+
+
+@pytest.mark.parametrize("vocab", [500, 70_000])  # u16 and u32 storage
+def test_batched_search_agrees_with_tokengrams(tmp_path, vocab):
+    rng = np.random.default_rng(3)
+    docs = [rng.integers(0, 6, rng.integers(1, 300)) for _ in range(30)]  # tiny alphabet: many ties
+    docs += [rng.integers(0, vocab, 200) for _ in range(3)]
+    build_index(tmp_path / "idx", docs, "toy", FP, vocab, {})
+    idx = CorpusIndex(tmp_path / "idx")
+    flat = np.concatenate(docs)
+    for w in (1, 3, 12, 50):
+        present = np.stack([flat[s:s + w] for s in rng.integers(0, len(flat) - w, 300)])
+        near = present.copy()
+        near[:, -1] = (near[:, -1] + 1) % 6
+        edge = np.stack([docs[0][:w] if len(docs[0]) >= w else np.resize(docs[0], w),
+                         docs[-1][-w:], np.r_[docs[1][-1:], docs[2][:w - 1]]])
+        bad = np.full((2, w), vocab + 5)
+        bad[1, 0] = -1
+        q = np.concatenate([present, near, edge, rng.integers(0, 6, (300, w)), bad])
+        expected = np.array([idx.contains(row) if min(row) >= 0 and max(row) < vocab else False
+                             for row in q.tolist()])
+        assert (idx.contains_many(q) == expected).all()
+        assert (idx.contains_many([list(r) for r in q[:50]]) == expected[:50]).all()  # ragged path

@@ -40,6 +40,7 @@ DOCS_FILE = "doc_offsets.npy"
 DOC_IDS_FILE = "doc_ids.json"
 PARTIAL_SUFFIX = ".partial"
 TABLE_ITEMSIZE = 8  # tokengrams stores suffix positions as u64
+BATCH_ROWS = 1 << 16  # windows searched together (bounds the temporary arrays)
 
 
 _TOKENGRAMS: Any = None
@@ -202,6 +203,33 @@ class IndexBuilder:
         shutil.rmtree(self.partial, ignore_errors=True)
 
 
+def _compare(tok: np.ndarray, pos: np.ndarray, q: np.ndarray, chunk: int = 8) -> np.ndarray:
+    """Sign of (corpus suffix at ``pos``)[:w] against each row of ``q``: -1, 0 or +1.
+
+    Lexicographic on token values, a suffix that ends first being smaller (the suffix table's
+    order). Columns are compared a chunk at a time, and only for rows still tied.
+    """
+    n = len(tok)
+    width = q.shape[1]
+    out = np.zeros(len(q), dtype=np.int8)
+    rows = np.arange(len(q))
+    for start in range(0, width, chunk):
+        if rows.size == 0:
+            break
+        cols = start + np.arange(min(chunk, width - start))
+        idx = pos[rows, None] + cols[None, :]
+        inside = idx < n
+        values = np.where(inside, tok[np.minimum(idx, n - 1)].astype(np.int64), -1)
+        expected = q[rows[:, None], cols[None, :]]
+        differ = values != expected
+        decided = differ.any(axis=1)
+        at = differ.argmax(axis=1)
+        d = np.flatnonzero(decided)
+        out[rows[d]] = np.where(values[d, at[d]] < expected[d, at[d]], -1, 1)
+        rows = rows[~decided]
+    return out
+
+
 @dataclass
 class WindowMatches:
     """Corpus-membership results for a list of generations."""
@@ -286,22 +314,67 @@ class CorpusIndex:
         return out
 
     def contains_many(self, windows: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
-        """Lookups of many windows in one call; repeated windows are looked up once.
+        """Whether each window occurs in the corpus, for many windows in one call.
 
-        tokengrams holds the GIL during a lookup, so threads would not help: the batch is
-        converted to Python lists once and walked in a tight loop.
+        Equal-length windows (a 2-D array) are searched all at once: a vectorised binary search
+        over tokengrams' suffix table, started inside the bucket of the window's first token, so
+        each step is a few numpy operations over the whole batch instead of one Python call per
+        window (tokengrams holds the GIL, so threads would not help). Ragged input falls back to
+        one tokengrams lookup per distinct window.
         """
-        rows = windows.tolist() if isinstance(windows, np.ndarray) else [list(map(int, w)) for w in windows]
+        if isinstance(windows, np.ndarray) and windows.ndim == 2 and windows.shape[1] > 0:
+            q = windows.astype(np.int64, copy=False)
+            return np.concatenate([self._search(q[i:i + BATCH_ROWS]) for i in range(0, len(q), BATCH_ROWS)]
+                                  or [np.zeros(0, dtype=bool)])
         contains = self._index.contains
+        vocab = self.vocab_size
         seen: dict[tuple[int, ...], bool] = {}
-        out = np.empty(len(rows), dtype=bool)
-        for i, row in enumerate(rows):
-            key = tuple(row)
+        out = np.empty(len(windows), dtype=bool)
+        for i, row in enumerate(windows):
+            key = tuple(int(t) for t in row)
             hit = seen.get(key)
             if hit is None:
-                hit = seen[key] = contains(row)
+                valid = all(0 <= t < vocab for t in key)
+                hit = seen[key] = bool(valid and contains(list(key)))
             out[i] = hit
         return out
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta.get("vocab_size", self.meta["separator"]))
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Memory-mapped tokens and suffix table, and where each first token's suffixes start."""
+        if not hasattr(self, "_tok"):
+            tok = np.memmap(self.folder / TOKENS_FILE, dtype=self.dtype, mode="r")
+            table = np.memmap(self.folder / TABLE_FILE, dtype="<u8", mode="r")
+            vocab = self.vocab_size
+            # suffixes are sorted by their first token, the separator (largest value) last
+            counts = np.bincount(np.minimum(tok, vocab), minlength=vocab + 1)
+            self._tok, self._table = tok, table
+            self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return self._tok, self._table, self._starts
+
+    def _search(self, q: np.ndarray) -> np.ndarray:
+        tok, table, starts = self._arrays()
+        n, vocab = len(tok), len(starts) - 2
+        first = q[:, 0]
+        valid = (q >= 0).all(axis=1) & (q < vocab).all(axis=1)
+        lo = np.zeros(len(q), dtype=np.int64)
+        hi = np.zeros(len(q), dtype=np.int64)
+        lo[valid], hi[valid] = starts[first[valid]], starts[first[valid] + 1]
+        active = np.flatnonzero(lo < hi)
+        while active.size:  # lower bound of the window among the suffixes of its first-token bucket
+            mid = (lo[active] + hi[active]) // 2
+            less = _compare(tok, table[mid].astype(np.int64) + 1, q[active, 1:]) < 0
+            lo[active[less]] = mid[less] + 1
+            hi[active[~less]] = mid[~less]
+            active = active[lo[active] < hi[active]]
+        found = np.zeros(len(q), dtype=bool)
+        check = np.flatnonzero(valid & (lo < n))
+        if check.size:
+            found[check] = _compare(tok, table[lo[check]].astype(np.int64), q[check]) == 0
+        return found
 
     def matching_statistics(self, gen: Sequence[int]) -> np.ndarray:
         """ms[i] = length of the longest prefix of ``gen[i:]`` found verbatim in the corpus."""
@@ -309,9 +382,11 @@ class CorpusIndex:
         n = len(g)
         ms = np.zeros(n, dtype=np.int32)
         contains = self._index.contains
+        vocab = self.vocab_size
+        ok = [0 <= t < vocab for t in g]  # ids the corpus cannot hold never match
         length = 0
         for i in range(n):
-            while i + length < n and contains(g[i:i + length + 1]):
+            while i + length < n and ok[i + length] and contains(g[i:i + length + 1]):
                 length += 1
             ms[i] = length
             length = max(length - 1, 0)  # gen[i+1 : i+length] is a substring of a match
