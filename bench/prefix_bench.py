@@ -7,8 +7,10 @@
    ``--no-save``, end to end (reading, tokenizing, cutting windows, writing HDF5), and the
    same texts are batch-encoded by the raw Rust fast tokenizer
    (``backend_tokenizer.encode_batch_fast``, ids extracted), in the same process, alternately,
-   best of ``--repeats``. The tokenizer is loaded once beforehand (its one-time load time is
-   printed separately). Target: ratio >= 0.8. The default ``--save`` is measured too.
+   best of ``--repeats``, in wall-clock and in CPU time (the CPU ratio is the pipeline's own
+   overhead, robust to other load on a shared machine; the load average is printed). The
+   tokenizer is loaded once beforehand (its one-time load time is printed separately).
+   Target: ratio >= 0.8. The default ``--save`` is measured too.
 2. Memory: peak RSS of ``build_prefix_map(..., save=False)`` in a fresh subprocess for the
    corpus at 1x and 10x its size: the process's peak (``ru_maxrss``, which loading the
    tokenizer dominates) and the peak while the map is built (VmRSS sampled every 10 ms).
