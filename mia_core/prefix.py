@@ -129,7 +129,7 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
         "tokenizer_fingerprint": tokenizer.fingerprint,
         "vocab_size": int(tokenizer.vocab_size),
         "dataset": dataset,
-        "dataset_name": getattr(data, "name", dataset_entry.name),
+        "dataset_name": dataset_entry.name,  # canonical (registered) name
         "dataset_plugin": dataset_entry.plugin,
         "dataset_options": options,
         "prefix_loc": str(loc),

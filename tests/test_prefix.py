@@ -214,7 +214,8 @@ def test_python_api_and_out_folder(plugins, tmp_path):
     assert folder.name.startswith("example-utf8_Example-Counting_5_3_")
     pm = check_rows(folder, texts_of("example-counting"), 5, 50)
     assert len(pm) == 4 and (pm.read("prefix_start") == 3).all()
-    assert pm.attrs["dataset_name"] == "Example-Counting" and pm.attrs["tokenizer"] == "example-utf8"
+    assert pm.attrs["dataset"] == "Example-Counting" and pm.attrs["dataset_name"] == "example-counting"
+    assert pm.attrs["tokenizer"] == "example-utf8"
     for bad in ({"prefix_tokens": 0}, {"prefix_tokens": 5, "size": 0}, {"prefix_tokens": 5, "prefix_loc": "mid"},
                 {"prefix_tokens": 5, "prefix_loc": -1}, {"prefix_tokens": 5, "suffix_tokens": -1}):
         with pytest.raises(ValueError):
