@@ -346,8 +346,8 @@ class CorpusIndex:
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Memory-mapped tokens and suffix table, and where each first token's suffixes start."""
         if not hasattr(self, "_tok"):
-            tok = np.memmap(self.folder / TOKENS_FILE, dtype=self.dtype, mode="r")
-            table = np.memmap(self.folder / TABLE_FILE, dtype="<u8", mode="r")
+            tok = np.asarray(np.memmap(self.folder / TOKENS_FILE, dtype=self.dtype, mode="r"))
+            table = np.asarray(np.memmap(self.folder / TABLE_FILE, dtype="<u8", mode="r"))
             vocab = self.vocab_size
             # suffixes are sorted by their first token, the separator (largest value) last
             counts = np.bincount(np.minimum(tok, vocab), minlength=vocab + 1)
