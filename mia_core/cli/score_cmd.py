@@ -27,12 +27,13 @@ def _echo_json(data: Any) -> None:
 @click.option("--edit-threshold", "--edit_threshold", type=float, default=0.1, show_default=True,
               help="Approximate memorization: normalized token edit distance at most this.")
 @click.option("--bleu", is_flag=True, help="Approximate memorization by BLEU (sacrebleu) instead of edit distance.")
-@click.option("--bleu-threshold", "--bleu_threshold", type=float, default=0.75, show_default=True)
+@click.option("--bleu-threshold", "--bleu_threshold", type=float, default=0.75, show_default=True,
+              help="With --bleu: approximate memorization means sentence BLEU/100 at least this.")
 @click.option("--index", "index", type=click.Path(path_type=Path), default=None,
               help="Corpus index folder (mia index) for verbatim-membership scoring.")
 @click.option("--window", type=int, default=50, show_default=True,
               help="Corpus membership: a verbatim match of at least this many tokens.")
-@click.option("--no-save", is_flag=True, help="Do not write RUN.scores.h5.")
+@click.option("--no-save", "--no_save", "no_save", is_flag=True, help="Do not write RUN.scores.h5.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bool, bleu_threshold: float,
           index: Path | None, window: int, no_save: bool, as_json: bool) -> None:
@@ -113,7 +114,7 @@ def index(out: Path, prefix_map: str | None, model: str | None, dataset: str | N
               help="Extrapolate to t× more generations (repeatable; default 1 2 5 10).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the extrapolation curve as a PNG.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the estimates as JSON.")
 def estimate(sources: tuple[Path, ...], table_file: Path | None, of: str, confidence: float,
              ts: tuple[float, ...], plot: Path | None, as_json: bool) -> None:
     """Estimate what has not been extracted yet: Simple Good-Turing, Good–Toulmin, Chao1.
