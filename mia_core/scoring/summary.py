@@ -185,7 +185,11 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
         match = {"k": scores.k, "eligible": scores.eligible, "exact": scores.exact,
                  "matched_length": scores.matched_length, "memorization_score": scores.memorization_score,
                  "edit_distance": scores.edit_distance, "approximate": scores.approximate, "bleu": scores.bleu}
-        write_scores(run.path, attrs, match, corpus)
+        try:
+            write_scores(run.path, attrs, match, corpus)
+        except OSError as exc:
+            raise MiaError(f"cannot write the scores beside the run ({scores_path(run.path)}): {exc}; "
+                           "use --no-save to only print them") from None
         if corpus is None:
             summary["corpus"] = _stored_corpus(run.path, labels)
     return summary
