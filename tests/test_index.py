@@ -183,3 +183,16 @@ def test_batched_search_agrees_with_tokengrams(tmp_path, vocab):
                              for row in q.tolist()])
         assert (idx.contains_many(q) == expected).all()
         assert (idx.contains_many([list(r) for r in q[:50]]) == expected[:50]).all()  # ragged path
+
+
+def test_index_use_does_not_import_transformers(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from mia_core.scoring.index import build_index, CorpusIndex\n"
+            f"build_index({str(tmp_path / 'i')!r}, [np.arange(20)], 't', 'f', 100, {{}})\n"
+            f"assert CorpusIndex({str(tmp_path / 'i')!r}).contains([3, 4])\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -178,6 +178,9 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
     corpus = None
     if index is not None:
         corpus, summary["corpus"] = _corpus_scores(run, generations, index, window, labels)
+        if method == "teacher-forced":
+            notes.append("corpus membership of a teacher-forced run looks at its per-position argmax tokens, "
+                         "which only form the model's own continuation up to the first mismatch")
     if save:
         attrs = {"run": run.path.name, "k": k, "edit_threshold": edit_threshold,
                  "bleu_threshold": bleu_threshold if bleu else None, "method": method, "rows": len(generations),
