@@ -153,3 +153,21 @@ def test_bad_inputs(tmp_path, runner):
     assert res.exit_code == 1 and "no true suffixes" in res.output
     res = runner.invoke(cli, ["score", str(run), "--edit-threshold", "2"])
     assert res.exit_code == 2
+
+
+def test_retokenized_run_uses_its_own_suffixes(tmp_path):
+    from mia_core.runs import RunWriter
+
+    docs = make_docs(2, 60)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
+    own = np.full((2, 20), -1, dtype=np.int32)
+    own[0, :15] = np.arange(300, 315)  # the run's tokenizer gives a 15-token suffix for row 0
+    own[1, :20] = docs[1][10:30]
+    w = RunWriter.create(folder / "runs" / "retok.h5", {"model": "other", "method": "generate",
+                                                        "prefix_map": str(folder), "retokenized": True},
+                         20, static={"suffixes": own, "suffix_lengths": np.array([15, 20], dtype=np.int32)})
+    w.append({"tokens": [list(range(300, 315)), list(docs[1][10:30])], "prefix_row": [0, 1]})
+    w.finish()
+    w.close()
+    s = score_run(folder / "runs" / "retok.h5", k=15)
+    assert s["extraction"]["count"] == 2 and s["eligible"] == 2
