@@ -299,6 +299,10 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
             retokenize = bool(attrs["retokenized"])
             options = {**(attrs.get("model_options") or {}), **options}
             batch_size = batch_size or int(attrs["batch_size"])
+            if (attrs.get("batch_state") or {}).get("batch_id") and not batch_api and not dry_run:
+                # Its batch is paid for: fetch it, never ask the Messages API for the same rows again.
+                batch_api = True
+                _note("this run was started with --batch-api; resuming it with the batch API")
         except BaseException:
             writer.close()
             raise

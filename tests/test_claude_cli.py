@@ -237,37 +237,43 @@ def test_batch_api_run(prefix_map, server, runner, in_tmp):
 
 
 def _spawn(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`mia ARGS` in a subprocess, with the SDK's debug log on (checked for the key) going to a file."""
     tests = Path(__file__).parent
     code = f"import sys; sys.path.insert(0, {str(tests)!r}); sys.argv[0] = 'mia'; " \
            "import test_claude_cli; test_claude_cli.run_cli()"
-    env = {**os.environ, "ANTHROPIC_API_KEY": KEY, "MIA_LOAD_PLUGINS": "mia-claude"}
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {**os.environ, "ANTHROPIC_API_KEY": KEY, "MIA_LOAD_PLUGINS": "mia-claude", "ANTHROPIC_LOG": "debug"}
+    log = open(cwd / "subprocess.log", "wb")  # a file, not a pipe: a full pipe would block the child
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=log)
+    log.close()
+    return proc
 
 
-def _wait_for(condition, proc: subprocess.Popen, seconds: float = 30) -> None:
+def _wait_for(condition, proc: subprocess.Popen, cwd: Path, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"subprocess ended early ({proc.returncode}): {err.decode()[-2000:]}")
+            log = (cwd / "subprocess.log").read_text(errors="replace")
+            raise AssertionError(f"subprocess ended early ({proc.returncode}): {log[-2000:]}")
         assert time.monotonic() < deadline, "timed out waiting for the subprocess"
         time.sleep(0.02)
 
 
-def _kill(proc: subprocess.Popen) -> str:
+def _kill(proc: subprocess.Popen, cwd: Path) -> str:
     proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate(timeout=10)
+    proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
-    return err.decode()
+    log = (cwd / "subprocess.log").read_text(errors="replace")
+    assert "Request options" in log  # the SDK's debug log was on
+    return log
 
 
 def test_resume_after_sigkill_messages(prefix_map, server, runner, in_tmp):
     server.delay = 0.1
     args = prompt_args(prefix_map, server, "--num_strings", "12", "--batch_size", "2", "--yes", concurrency="1")
     proc = _spawn(args, in_tmp)
-    _wait_for(lambda: len(server.message_requests()) >= 5, proc)
-    err = _kill(proc)
+    _wait_for(lambda: len(server.message_requests()) >= 5, proc, in_tmp)
+    err = _kill(proc, in_tmp)
     (run_path,) = runs_of(in_tmp / "Prefixes" / prefix_map)
     sent_before = len(server.message_requests())
     server.delay = 0.0
@@ -284,13 +290,15 @@ def test_resume_after_sigkill_messages(prefix_map, server, runner, in_tmp):
 def test_resume_after_sigkill_batch_api_never_resubmits(prefix_map, server, runner, in_tmp):
     server.hold_batches.set()  # the batch stays in_progress until the process is killed
     proc = _spawn(prompt_args(prefix_map, server, "--num_strings", "6", "--batch-api", "--yes"), in_tmp)
-    _wait_for(lambda: server.count("GET", "/v1/messages/batches/msgbatch_0001") >= 2, proc)
-    err = _kill(proc)
+    _wait_for(lambda: server.count("GET", "/v1/messages/batches/msgbatch_0001") >= 2, proc, in_tmp)
+    err = _kill(proc, in_tmp)
     (run_path,) = runs_of(in_tmp / "Prefixes" / prefix_map)
     server.hold_batches.clear()
-    result = runner.invoke(cli, ["prompt", "--resume", str(run_path), "--batch-api", "--yes", "-q"])
+    # --batch-api is not repeated: the run remembers its batch and must not fall back to paid Messages calls.
+    result = runner.invoke(cli, ["prompt", "--resume", str(run_path), "--yes", "-q"])
     assert result.exit_code == 0, result.output
     assert server.count("POST", "/v1/messages/batches") == 1  # polled and fetched, never paid twice
+    assert server.message_requests() == []
     with check_rows(run_path, 6) as f:
         assert f.attrs["complete"]
     assert_no_key(err, result.output, result.stderr, files=(run_path,))
