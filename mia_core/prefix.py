@@ -7,7 +7,7 @@ however large the dataset is, unless the whole dataset is saved into the map.
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from mia_core.types import Sample
 # tokenizers' parallel batch encoding, small enough to keep memory flat.
 BATCH_SAMPLES = 1024
 BATCH_CHARS = 4_000_000
+MIN_BATCH = 16
 
 
 def parse_prefix_loc(value: str | int) -> str | int:
@@ -63,13 +64,15 @@ def map_folder(out: Path, model: str, dataset: str, prefix_tokens: int, prefix_l
     return folder
 
 
-def _batches(samples: Iterator[Sample]) -> Iterator[list[Sample]]:
+def _batches(samples: Iterator[Sample], wanted: Callable[[], float]) -> Iterator[list[Sample]]:
+    """Batches for the tokenizer; ``wanted()`` (samples still needed) keeps a small ``--size``
+    from tokenizing a whole batch of samples it will not use."""
     batch: list[Sample] = []
     chars = 0
     for sample in samples:
         batch.append(sample)
         chars += len(sample.text)
-        if len(batch) >= BATCH_SAMPLES or chars >= BATCH_CHARS:
+        if len(batch) >= min(BATCH_SAMPLES, max(MIN_BATCH, wanted())) or chars >= BATCH_CHARS:
             yield batch
             batch, chars = [], 0
     if batch:
@@ -158,9 +161,9 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
     limit = float("inf") if size is None else size
     bar = progress(total=total, desc="prefix map", unit=" samples", quiet=quiet)
     try:
-        for batch in _batches(iter(data)):
-            if used >= limit and not save_all:
-                break
+        # Without saving the whole dataset, no need to tokenize past the samples still wanted.
+        wanted = (lambda: float("inf")) if save_all else (lambda: 2 * (limit - used))
+        for batch in _batches(iter(data), wanted):
             token_lists = tokenizer.encode_batch([s.text for s in batch])
             if len(token_lists) != len(batch):
                 raise MiaError(f"tokenizer {tokenizer.name!r} returned {len(token_lists)} encodings "
@@ -201,6 +204,8 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
             read += kept
             bar.update(len(rows_p) if by_used else kept)
             bar.set_postfix(used=used, refresh=False)
+            if used >= limit and not save_all:
+                break  # before asking the stream for more
         bar.close()
         counts = {"samples_read": read, "samples_used": used, "samples_skipped": too_short,
                   "rows_short_suffix": short_suffix,

@@ -63,10 +63,12 @@ class ListDataset:
 
 class EndlessDataset:
     length = None
+    last: "EndlessDataset | None" = None
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.reads = 0
+        EndlessDataset.last = self
 
     def __iter__(self) -> Iterator[Sample]:
         while True:
@@ -191,6 +193,9 @@ def test_size_stops_reading_an_endless_stream(plugins, runner, in_tmp):
     folder = make(runner, "--dataset", "test-endless", "--prefix_tokens", "4", "--size", "3000", "--no-save")
     pm = PrefixMap(folder)
     assert len(pm) == 3000 and pm.attrs["samples_read"] == 3000
+    assert EndlessDataset.last.reads <= 3000 + 1024  # read in batches, stopped when full
+    folder = make(runner, "--dataset", "test-endless", "--prefix_tokens", "4", "--size", "5", "--no-save")
+    assert EndlessDataset.last.reads == 16  # a small --size tokenizes a small batch
     # Unknown length and --save without --crop would never end; --crop ends it.
     folder = make(runner, "--dataset", "test-endless", "--prefix_tokens", "4", "--size", "5", "--crop")
     assert len(list(PrefixMap(folder).iter_dataset())) == 5
