@@ -7,8 +7,9 @@ Nothing here calls the real API.
 Behaviour is scripted per prefix: ``server.script("MARKER", ["429:1", "ok"])`` makes the
 next requests whose prompt contains MARKER answer 429 with ``retry-after: 1``, then
 succeed. Steps: ``ok``, ``429[:retry_after]``, ``529``, ``500``, ``400``, ``echo_key``
-(a 401 repeating the key), ``malformed`` (a 200 whose body is not JSON), ``slow:SECONDS``
-(answer after a delay). Once the list is used up the marker's requests succeed. ``delay`` slows every answer down.
+(a 401 repeating the key), ``malformed`` (a 200 whose body is not JSON), ``badshape``
+(JSON, but no content or usage), ``slow:SECONDS`` (answer after a delay). Once the list
+is used up the marker's requests succeed. ``delay`` slows every answer down.
 """
 
 import json
@@ -207,6 +208,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(401, "authentication_error", f"invalid key {self.fake.api_key_of(self.headers)}")
         if kind == "malformed":
             return self._send(200, b'{"id": "msg_x", "content": [ this is not json')
+        if kind == "badshape":
+            return self._send(200, {"id": "msg_x", "type": "message"})
         if kind == "slow":
             time.sleep(float(arg or 2))
         return self._send(200, self.fake.message(body))

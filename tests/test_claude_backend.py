@@ -96,11 +96,14 @@ def test_500_that_persists_fails_only_that_item(server):
 def test_client_error_and_malformed_body_are_not_retried(server):
     server.script("REJECT", ["400"])
     server.script("GARBLED", ["malformed"])
-    bad, garbled, good = make(server).generate_text(["REJECT a", "GARBLED b", "good c"], 10, Sampling())
+    server.script("SHAPE", ["badshape"])
+    bad, garbled, shape, good = make(server).generate_text(["REJECT a", "GARBLED b", "SHAPE c", "good d"], 10,
+                                                           Sampling())
     assert bad.error == "HTTP 400 invalid_request_error: prompt rejected"
-    assert garbled.error.startswith("malformed response body")
+    assert garbled.error.startswith("malformed response body: Expecting value")
+    assert shape.error == "malformed response body: a message without content or usage"
     assert good.error is None
-    assert len(server.message_requests()) == 3
+    assert len(server.message_requests()) == 4
 
 
 def test_slow_response_hits_the_timeout(server):

@@ -105,10 +105,9 @@ class ClaudeBackend:
 
     def _one(self, prefix_text: str, body: dict[str, Any]) -> TextResult:
         try:
-            message = self._send(body)
+            return self.to_result(prefix_text, self._send(body), batch=False)
         except Exception as exc:  # noqa: BLE001 - any failure fails this item only, with its reason
             return TextResult(text="", error=self.describe_error(exc))
-        return self.to_result(prefix_text, message, batch=False)
 
     def _send(self, body: dict[str, Any]) -> Any:
         standard = {k: v for k, v in body.items() if k not in ("temperature", "top_k", "top_p")}
@@ -118,8 +117,10 @@ class ClaudeBackend:
 
     def to_result(self, prefix_text: str, message: Any, batch: bool) -> TextResult:
         """A TextResult from a Message (Messages API response or a batch's succeeded result)."""
-        raw = "".join(getattr(b, "text", "") for b in message.content if getattr(b, "type", "") == "text")
-        usage = message.usage
+        content, usage = getattr(message, "content", None), getattr(message, "usage", None)
+        if not isinstance(content, list) or usage is None:
+            raise ValueError("malformed response body: a message without content or usage")
+        raw = "".join(getattr(b, "text", "") for b in content if getattr(b, "type", "") == "text")
         tokens_in = int(usage.input_tokens or 0) + int(getattr(usage, "cache_creation_input_tokens", 0) or 0) \
             + int(getattr(usage, "cache_read_input_tokens", 0) or 0)
         tokens_out = int(usage.output_tokens or 0)
@@ -150,6 +151,8 @@ class ClaudeBackend:
             reason = f"connection error ({retries} retries): {exc}"
         elif isinstance(exc, (json.JSONDecodeError, anthropic.APIResponseValidationError)):
             reason = f"malformed response body: {exc}"
+        elif isinstance(exc, ValueError) and str(exc).startswith("malformed"):
+            reason = str(exc)
         else:
             reason = f"{type(exc).__name__}: {exc}"
         return self.scrub(" ".join(reason.split())[:500])

@@ -91,7 +91,10 @@ def _collect(backend: Any, batch_id: str, texts: dict[int, str],
 def _result(backend: Any, text: str, result: Any) -> TextResult:
     kind = getattr(result, "type", None)
     if kind == "succeeded":
-        return backend.to_result(text, result.message, batch=True)
+        try:
+            return backend.to_result(text, result.message, batch=True)
+        except ValueError as exc:
+            return TextResult(text="", error=str(exc))
     if kind == "errored":
         error = getattr(result.error, "error", None)
         detail = f"{getattr(error, 'type', 'error')}: {getattr(error, 'message', '')}" if error else "errored"
