@@ -1,6 +1,6 @@
 """Benchmark of `mia prefix` (build_prefix_map): speed against the raw tokenizer, memory vs corpus size.
 
-    python bench/prefix_bench.py [--model gemma-3-270m] [--mb 4] [--repeats 3]
+    python bench/prefix_bench.py [--model gemma-3-270m] [--mb 4] [--repeats 5]
 
 1. Throughput: a synthetic corpus (the embedded corpus's texts repeated to about ``--mb`` MB,
    as a JSON Lines file read by the ``files`` dataset) is turned into a map with
@@ -102,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--mb", type=float, default=4.0, help="size of the 1x corpus in MB of text")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-rss", action="store_true")
     args = parser.parse_args()
 
