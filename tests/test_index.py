@@ -196,3 +196,31 @@ def test_index_use_does_not_import_transformers(tmp_path):
             "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class IdTokenizer(ToyTokenizer):
+    name = "toy"
+    fingerprint = FP
+
+    def decode_batch(self, ids):
+        return [" ".join(f"t{i}" for i in x) for x in ids]
+
+
+class IdPlugin:
+    @hookimpl
+    def mia_register_tokenizers(self, register):
+        register("toy", lambda name, options: IdTokenizer())
+
+
+def test_decode_shows_memorized_windows_as_text(tmp_path, runner, register_plugin):
+    register_plugin(IdPlugin(), name="toy-decode")
+    docs, folder, run = _scored(tmp_path)
+    build_index(tmp_path / "idx", docs, "toy", FP, 500, {})
+    res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "idx"), "--window", "20", "--decode"])
+    assert res.exit_code == 0, res.output
+    assert "most frequent memorized windows:" in res.output
+    res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "idx"), "--window", "20", "--decode",
+                              "--json"])
+    top = json.loads(res.stdout)["corpus"]["top_windows"][0]
+    assert top["text"] == " ".join(f"t{i}" for i in top["tokens"]) and top["documents"] == ["0"]
+    assert " ".join(map(str, top["tokens"])) in " ".join(map(str, docs[0]))

@@ -33,10 +33,12 @@ def _echo_json(data: Any) -> None:
               help="Corpus index folder (mia index) for verbatim-membership scoring.")
 @click.option("--window", type=int, default=50, show_default=True,
               help="Corpus membership: a verbatim match of at least this many tokens.")
+@click.option("--decode", is_flag=True,
+              help="With --index: load the run's tokenizer and show the memorized windows as text.")
 @click.option("--no-save", "--no_save", "no_save", is_flag=True, help="Do not write RUN.scores.h5.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bool, bleu_threshold: float,
-          index: Path | None, window: int, no_save: bool, as_json: bool) -> None:
+          index: Path | None, window: int, decode: bool, no_save: bool, as_json: bool) -> None:
     """Score runs against their true suffixes (and a corpus index); store the scores beside each run.
 
     \b
@@ -49,7 +51,7 @@ def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bo
     if not 0 <= edit_threshold <= 1 or not 0 <= bleu_threshold <= 1:
         raise click.BadParameter("thresholds lie between 0 and 1")
     summaries = [score_run(run, k=k, edit_threshold=edit_threshold, bleu=bleu, bleu_threshold=bleu_threshold,
-                           index=index, window=window, save=not no_save) for run in runs]
+                           index=index, window=window, save=not no_save, decode=decode) for run in runs]
     if as_json:
         _echo_json(summaries[0] if len(summaries) == 1 else summaries)
     else:

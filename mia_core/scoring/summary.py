@@ -111,6 +111,14 @@ def _corpus_summary(attrs: dict[str, Any], data: dict[str, np.ndarray], labels: 
     }
 
 
+def _decode_windows(windows: list[dict[str, Any]], tokenizer_name: str) -> None:
+    from mia_core import registry
+
+    tokenizer = registry.tokenizers.create(tokenizer_name)
+    for w, text in zip(windows, tokenizer.decode_batch([w["tokens"] for w in windows]), strict=True):
+        w["text"] = text
+
+
 def _decode(values: np.ndarray | None, i: int) -> list[str]:
     if values is None or i >= len(values):
         return []
@@ -121,10 +129,11 @@ def _decode(values: np.ndarray | None, i: int) -> list[str]:
 
 def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: float = 0.1,
               bleu: bool = False, bleu_threshold: float = 0.75, index: str | os.PathLike | None = None,
-              window: int = 50, save: bool = True) -> dict[str, Any]:
+              window: int = 50, save: bool = True, decode: bool = False) -> dict[str, Any]:
     """Score one run and return its summary (a JSON-ready dict); writes ``<run>.scores.h5`` if ``save``.
 
-    ``k`` defaults to the map's suffix length. ``index``/``window`` add corpus membership.
+    ``k`` defaults to the map's suffix length. ``index``/``window`` add corpus membership;
+    ``decode`` loads the run's tokenizer to show the most frequent memorized windows as text.
     """
     run = load_run(path)
     pmap = run.prefix_map
@@ -178,6 +187,8 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
     corpus = None
     if index is not None:
         corpus, summary["corpus"] = _corpus_scores(run, generations, index, window, labels)
+        if decode and summary["corpus"]["top_windows"]:
+            _decode_windows(summary["corpus"]["top_windows"], str(run.attrs.get("tokenizer") or pmap.tokenizer_name))
         if method == "teacher-forced":
             notes.append("corpus membership of a teacher-forced run looks at its per-position argmax tokens, "
                          "which only form the model's own continuation up to the first mismatch")
@@ -260,6 +271,10 @@ def format_summary(summary: dict[str, Any]) -> str:
                            f"{c['unique_windows']} ({c['window_occurrences']})"]]
                          + [[f"  label {lab}", _pct(r)] for lab, r in c["by_label"].items()],
                          ["measure", "value"])]
+    if c and any("text" in w for w in c["top_windows"]):
+        lines += ["", "most frequent memorized windows:"]
+        lines += [f"  {w['count']}× (corpus {w['corpus_count']}×, {', '.join(w['documents']) or '?'}): "
+                  f"{w['text']!r}" for w in c["top_windows"][:5]]
     for note in s.get("notes", []):
         lines.append(f"note: {note}")
     if s.get("scores_file"):
