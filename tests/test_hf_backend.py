@@ -151,6 +151,10 @@ def test_bad_inputs_are_clear_errors(tiny):
         backend.generate([prefixes[0]], 300, Sampling())
     with pytest.raises(MiaError, match="context"):
         backend.score([list(range(5)) * 60], 0)
+    with pytest.raises(MiaError, match="token ids"):
+        backend.generate([[5, 400_000]], 3, Sampling())
+    with pytest.raises(MiaError, match="token ids"):
+        backend.score([[5, -1, 7]], 0)
     with pytest.raises(MiaError, match="positive"):
         backend.generate(prefixes, 0, Sampling())
     with pytest.raises(MiaError, match="start"):

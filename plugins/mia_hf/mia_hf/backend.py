@@ -114,6 +114,15 @@ class HFCausalLM:
         row = [int(i) for i in ids]
         return [self.tokenizer.bos_id, *row] if self.bos_prepended else row
 
+    def _check_ids(self, rows: Sequence[Sequence[int]]) -> None:
+        """Token ids outside the embedding table would crash deep inside torch."""
+        embeddings = self.model.get_input_embeddings()
+        size = getattr(embeddings, "num_embeddings", None)
+        for row in rows:
+            if len(row) and (min(row) < 0 or (size is not None and max(row) >= size)):
+                raise MiaError(f"{self.name}: token ids must lie in 0..{size - 1 if size else '?'}, "
+                               f"got {[int(i) for i in row][:8]}... (a map made with another tokenizer?)")
+
     def _check_context(self, length: int, what: str) -> None:
         if self.max_context is not None and length > self.max_context:
             raise MiaError(f"{what} of {length} tokens exceeds {self.name}'s context of {self.max_context} tokens")
@@ -159,6 +168,7 @@ class HFCausalLM:
         if max_new_tokens <= 0:
             raise MiaError(f"max_new_tokens must be positive, got {max_new_tokens}")
         rows = [self._with_bos(p) for p in prefixes]
+        self._check_ids(rows)
         if any(not r for r in rows):
             raise MiaError(f"{self.name} cannot generate from an empty prefix (it uses no BOS token)")
         width = max(len(r) for r in rows)
@@ -202,6 +212,7 @@ class HFCausalLM:
         if len(starts) != n:
             raise MiaError(f"score got {n} sequences but {len(starts)} start positions")
         rows = [self._with_bos(s) for s in sequences]
+        self._check_ids(rows)
         offset = 1 if self.bos_prepended else 0
         self._check_context(max(len(r) for r in rows), "a sequence")
         # Flat list of (row, hidden position, target token) for every scored position.
