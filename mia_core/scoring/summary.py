@@ -184,6 +184,7 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
     if not run.complete:
         notes.append("the run is incomplete (interrupted?): only its finished rows were scored")
     summary["notes"] = notes
+    summary["corpus"] = None
     corpus = None
     if index is not None:
         corpus, summary["corpus"] = _corpus_scores(run, generations, index, window, labels)
