@@ -224,3 +224,21 @@ def test_decode_shows_memorized_windows_as_text(tmp_path, runner, register_plugi
     top = json.loads(res.stdout)["corpus"]["top_windows"][0]
     assert top["text"] == " ".join(f"t{i}" for i in top["tokens"]) and top["documents"] == ["0"]
     assert " ".join(map(str, top["tokens"])) in " ".join(map(str, docs[0]))
+
+
+def test_add_many_in_chunks_equals_one_document_at_a_time(tmp_path):
+    from mia_core.scoring.index import IndexBuilder
+
+    docs = make_docs(7, 30) + [np.zeros(0, dtype=np.int64)]
+    flat = np.concatenate(docs)
+    offsets = np.r_[0, np.cumsum([len(d) for d in docs])]
+    a = IndexBuilder(tmp_path / "a", "toy", FP, 500, {})
+    for lo, hi in ((0, 3), (3, 8)):  # chunks that do not start at offset 0
+        a.add_many(flat[offsets[lo]:offsets[hi]], offsets[lo:hi + 1], [f"d{i}" for i in range(lo, hi)])
+    a.finish()
+    b = IndexBuilder(tmp_path / "b", "toy", FP, 500, {})
+    for i, d in enumerate(docs):
+        b.add(d, f"d{i}")
+    b.finish()
+    for name in ("tokens.bin", "doc_offsets.npy", "doc_ids.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

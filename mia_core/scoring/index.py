@@ -157,14 +157,15 @@ class IndexBuilder:
         n_docs = len(offsets) - 1
         if n_docs <= 0:
             return
-        # insert one separator after each document: np.insert at the document ends
-        ends = offsets[1:]
-        out = np.insert(flat[:ends[-1]].astype(self.dtype), ends - offsets[0], self.separator)
+        # insert one separator after each document: np.insert at the document ends (relative to flat,
+        # which starts at offsets[0])
+        ends = offsets[1:] - offsets[0]
+        out = np.insert(flat[:ends[-1]].astype(self.dtype), ends, self.separator)
         self._pending.append(out)
         self._pending_len += out.size
         base = self.tokens
         self.tokens += out.size
-        self._offsets.extend((base + (ends - offsets[0]) + np.arange(1, n_docs + 1)).tolist())
+        self._offsets.extend((base + ends + np.arange(1, n_docs + 1)).tolist())
         if doc_ids is None:
             first = len(self._ids)
             self._ids.extend(str(first + i) for i in range(n_docs))
