@@ -171,7 +171,7 @@ def test_one_class_labels_give_a_clear_message(runner, in_tmp, fake_plugin):
 def test_context_limit_truncates_with_a_message(runner, in_tmp, fake_plugin):
     result = run(runner, ["--dataset", "fake-set", "--model", "fake-lm", "--model-option", "context=21", "--json"])
     assert result.exit_code == 0, result.output
-    assert "context holds 20 tokens" in result.stderr and "truncated to their first 20 tokens" in result.stderr
+    assert "truncated to their first 20 tokens" in result.stderr
     res = AttackResults(json.loads(result.stdout)["results"])
     assert res.columns["n_tokens"].max() == 20 and res.columns["truncated"].all()
     assert res.columns["text"][0] == MEMBERS[0][:20]

@@ -52,7 +52,7 @@ class FakeLM:
         self.name = name
         self.tokenizer = tokenizer or CharTokenizer()
         self.table = bigram_logprobs(train_texts)
-        self.context_length = context_length
+        self.max_context = context_length
         self.calls = 0
         self.batches: list[int] = []
 

@@ -86,3 +86,12 @@ def test_parse_signals() -> None:
         sig.parse_signals("loss,bogus")
     with pytest.raises(ValueError, match="no signal"):
         sig.parse_signals(" , ")
+
+
+def test_unscorable_first_position_is_left_out() -> None:
+    # A model without BOS cannot score a sequence's first token: backends mark it NaN.
+    s = TokenScores(np.array([np.nan, -1.0, -3.0]), np.array([-1, 4, 5]), np.array([np.nan, -2.0, -2.0]),
+                    np.array([np.nan, 1.0, 1.0]))
+    values = sig.target_signals(s, "abc", sig.TARGET_SIGNALS, k=0.5)
+    assert values["loss"] == pytest.approx(-2.0) and values["mink"] == pytest.approx(-3.0)
+    assert values["minkpp"] == pytest.approx(-1.0)

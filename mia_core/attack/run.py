@@ -98,11 +98,13 @@ def require_scoring(backend: Backend, name: str) -> None:
 
 def context_limit(backend: Backend) -> int | None:
     """The longest sequence the backend scores (its context less the BOS it prepends), if known."""
-    for source in (backend, _describe(backend)):
-        for key in ("context_length", "max_position_embeddings", "n_ctx", "max_length"):
+    described = _describe(backend)
+    bos = 0 if described.get("bos_prepended") is False else 1
+    for source in (backend, described):
+        for key in ("max_context", "context_length"):
             value = source.get(key) if isinstance(source, dict) else getattr(source, key, None)
             if isinstance(value, (int, np.integer)) and value > 1:
-                return int(value) - 1
+                return int(value) - bos
     return None
 
 
@@ -261,8 +263,8 @@ def load_dataset_items(samples: Iterable[Sample], backend: Backend, max_tokens: 
     if counts["empty"]:
         say(f"skipped {counts['empty']} empty sample(s)", quiet)
     if counts["truncated"]:
-        say(f"{counts['truncated']} sample(s) longer than {max_tokens} tokens were truncated to their first "
-            f"{max_tokens} tokens", quiet)
+        say(f"{counts['truncated']} sample(s) longer than {max_tokens} tokens (--max-tokens, capped by the model's "
+            f"context) were truncated to their first {max_tokens} tokens", quiet)
     if labels is not None:
         unknown = sum(1 for it in items if not it.label)
         if unknown:
@@ -276,8 +278,8 @@ def load_dataset_items(samples: Iterable[Sample], backend: Backend, max_tokens: 
 def _reference_signal(reference: Backend, items: Sequence[Item], target: Sequence[TokenScores],
                       same_tokenizer: bool, config: AttackConfig, max_tokens: int | None) -> np.ndarray:
     if same_tokenizer:
-        ref_scores = score_sequences(reference, [it.tokens for it in items], config.batch_size, config.quiet,
-                                     desc="reference")
+        ref_scores = [sig.scored_positions(r) for r in score_sequences(
+            reference, [it.tokens for it in items], config.batch_size, config.quiet, desc="reference")]
         return np.array([sig.ref_signal(sig.mean_nll(t.logprob), sig.mean_nll(r.logprob))
                          for t, r in zip(target, ref_scores, strict=True)])
     # Different tokenizers: retokenize the scored text and compare NLL per UTF-8 byte.
@@ -287,7 +289,8 @@ def _reference_signal(reference: Backend, items: Sequence[Item], target: Sequenc
         say(f"{cut} string(s) are longer than the reference model's limit ({max_tokens} tokens) and were "
             "truncated for it", config.quiet)
     encoded = [list(ids[:max_tokens]) if max_tokens else list(ids) for ids in encoded]
-    ref_scores = score_sequences(reference, encoded, config.batch_size, config.quiet, desc="reference")
+    ref_scores = [sig.scored_positions(r) for r in score_sequences(
+        reference, encoded, config.batch_size, config.quiet, desc="reference")]
     out = []
     for item, t, r in zip(items, target, ref_scores, strict=True):
         n_bytes = len(item.text.encode("utf-8"))
@@ -306,8 +309,9 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
     if not items:
         raise MiaError("nothing to score: every string was empty")
     started = time.perf_counter()
-    scores = score_sequences(backend, [it.tokens for it in items], config.batch_size, config.quiet)
+    raw = score_sequences(backend, [it.tokens for it in items], config.batch_size, config.quiet)
     elapsed = time.perf_counter() - started
+    scores = [sig.scored_positions(s) for s in raw]  # verdicts use raw (aligned to the tokens)
     n_scored = sum(len(s.logprob) for s in scores)
     target_names = [s for s in config.signals if s != "ref"]
     per_item = [sig.target_signals(s, it.text, target_names, config.k) for s, it in zip(scores, items, strict=True)]
@@ -329,7 +333,7 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
         "nll": np.array([sig.mean_nll(s.logprob) for s in scores], dtype=np.float64),
     }
     if is_map:
-        verdicts = [memorization_verdict(s, it.tokens, it.suffix_length) for s, it in zip(scores, items, strict=True)]
+        verdicts = [memorization_verdict(s, it.tokens, it.suffix_length) for s, it in zip(raw, items, strict=True)]
         suffix_lengths = np.array([it.suffix_length for it in items], dtype=np.int32)
         matched = np.array([v[0] for v in verdicts], dtype=np.int32)
         columns.update({

@@ -40,6 +40,16 @@ def parse_signals(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def scored_positions(scores: TokenScores) -> TokenScores:
+    """Only the positions the model could score: a model without BOS has no context for a
+    sequence's first token, and backends mark that position NaN."""
+    keep = np.isfinite(np.asarray(scores.logprob, dtype=np.float64))
+    if keep.all():
+        return scores
+    return TokenScores(np.asarray(scores.logprob)[keep], np.asarray(scores.argmax)[keep],
+                       np.asarray(scores.mean)[keep], np.asarray(scores.std)[keep])
+
+
 def mean_nll(logprob: np.ndarray) -> float:
     """Mean negative log-likelihood (nats per token); NaN when nothing was scored."""
     return float(-np.mean(logprob)) if len(logprob) else float("nan")
@@ -88,7 +98,8 @@ def ref_signal(target_nll: float, reference_nll: float) -> float:
 
 
 def target_signals(scores: TokenScores, text: str, signals: Sequence[str], k: float = DEFAULT_K) -> dict[str, float]:
-    """The requested target-only signals of one scored string."""
+    """The requested target-only signals of one scored string (unscorable positions left out)."""
+    scores = scored_positions(scores)
     out: dict[str, float] = {}
     for name in signals:
         if name == "loss":

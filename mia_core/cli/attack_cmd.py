@@ -88,9 +88,7 @@ def attack(prefix_map, dataset, dataset_options, model, model_options, signals, 
     if reference:
         ref_backend = registry.backends.create(reference, parse_key_values(reference_options, "--reference-option"))
         ar.require_scoring(ref_backend, reference)
-    limit_tokens = ar.effective_max_tokens(backend, max_tokens)
-    if limit_tokens is not None and limit_tokens < max_tokens:
-        ar.say(f"the model's context holds {limit_tokens} tokens (after BOS): strings are cut there", quiet)
+    limit_tokens = ar.effective_max_tokens(backend, max_tokens)  # --max-tokens, capped by the model's context
 
     if pmap is not None:
         items, _ = ar.load_map_items(pmap, backend, limit_tokens, limit, quiet)
