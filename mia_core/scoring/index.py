@@ -397,6 +397,9 @@ class CorpusIndex:
         """Longest corpus match of each generation, and the memorized ``window``-grams they contain.
 
         Identical generations (common when sampling many times per prefix) are looked up once.
+        Matching statistics ask mostly short queries, one at a time per generation: there one
+        tokengrams call per lookup measured about twice as fast as a lockstep vectorised search
+        over all generations, so this path does not use :meth:`contains_many`.
         """
         keys = [tuple(int(t) for t in g) for g in generations]
         cache: dict[tuple[int, ...], np.ndarray] = {}
