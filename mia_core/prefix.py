@@ -79,6 +79,23 @@ def _batches(samples: Iterator[Sample], wanted: Callable[[], float]) -> Iterator
         yield batch
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _valid_texts(batch: list[Sample]) -> tuple[list[str], int]:
+    """The batch's texts, lone surrogates (from broken JSON escapes, say) replaced by U+FFFD:
+    neither tokenizers nor HDF5 accept them. Returns the texts and how many were repaired."""
+    texts = [s.text for s in batch]
+    bad = 0
+    for k, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            texts[k] = _SURROGATES.sub("\ufffd", text)
+            bad += 1
+    return texts, bad
+
+
 def _window_start(length: int, prefix_tokens: int, suffix_tokens: int, loc: str | int,
                   rng: np.random.Generator) -> int:
     """Token offset of the prefix in a sample of ``length`` tokens (``length >= prefix_tokens``).
@@ -153,7 +170,7 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
     else:
         raise MiaError(f"could not claim a new map folder under {out}")
     rng = np.random.default_rng(seed)
-    read = used = too_short = short_suffix = 0
+    read = used = too_short = short_suffix = repaired = 0
     length = getattr(data, "length", None)
     # The bar counts what decides the end of the run: usable samples when --size stops it.
     by_used = size is not None and not save_all
@@ -164,7 +181,9 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
         # Without saving the whole dataset, no need to tokenize past the samples still wanted.
         wanted = (lambda: float("inf")) if save_all else (lambda: 2 * (limit - used))
         for batch in _batches(iter(data), wanted):
-            token_lists = tokenizer.encode_batch([s.text for s in batch])
+            texts, bad = _valid_texts(batch)
+            repaired += bad
+            token_lists = tokenizer.encode_batch(texts)
             if len(token_lists) != len(batch):
                 raise MiaError(f"tokenizer {tokenizer.name!r} returned {len(token_lists)} encodings "
                                f"for {len(batch)} texts")
@@ -199,7 +218,7 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
             if rows_p:
                 writer.add_rows(np.asarray(rows_p, dtype=np.int32), rows_s, index, ids, labels, starts)
             if save:
-                writer.add_dataset_samples([s.id for s in batch[:kept]], [s.text for s in batch[:kept]],
+                writer.add_dataset_samples([s.id for s in batch[:kept]], texts[:kept],
                                            [s.label for s in batch[:kept]], token_lists[:kept])
             read += kept
             bar.update(len(rows_p) if by_used else kept)
@@ -208,10 +227,13 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
                 break  # before asking the stream for more
         bar.close()
         counts = {"samples_read": read, "samples_used": used, "samples_skipped": too_short,
-                  "rows_short_suffix": short_suffix,
+                  "rows_short_suffix": short_suffix, "samples_repaired": repaired,
                   "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if used == 0:
             raise MiaError(_no_usable_message(dataset, read, prefix_tokens))
+        if repaired:
+            print(f"mia prefix: {repaired} samples held invalid Unicode (lone surrogates), replaced by U+FFFD",
+                  file=sys.stderr)
         if size is not None and used < size:
             print(f"mia prefix: only {used} usable samples (asked for {size})", file=sys.stderr)
         return writer.finish(counts)

@@ -37,6 +37,7 @@ class TextsPlugin:
                          "0123456789" * 9],
         "test-short": ["a", "bb", "ccc"],
         "test-empty": [],
+        "test-surrogate": ["broken \ud83d escape in a long enough text", "fine text, long enough too"],
     }
 
     @hookimpl
@@ -317,3 +318,13 @@ def test_writer_never_takes_over_a_folder_being_written(tmp_path):
     assert first.finish({}) == folder and len(PrefixMap(folder)) == 1
     with pytest.raises(MiaError, match="refusing to overwrite"):
         PrefixMapWriter(folder, 4, 2, {"tokenizer": "t", "tokenizer_fingerprint": "f"}, save_dataset=False)
+
+
+def test_invalid_unicode_is_repaired_and_counted(plugins, runner, in_tmp):
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "test-surrogate", "-q"])
+    assert result.exit_code == 0 and "1 samples held invalid Unicode" in result.stderr
+    pm = PrefixMap(result.stdout.strip())
+    assert pm.attrs["samples_repaired"] == 1 and len(pm) == 2
+    saved = list(pm.iter_dataset())
+    assert saved[0][1] == "broken \ufffd escape in a long enough text"
+    assert saved[0][3].tolist() == list(saved[0][1].encode())
