@@ -182,3 +182,31 @@ def test_gemma_tokenizer(gemma_tokenizer, tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "gguf_file", lambda name: pytest.fail("GGUF converted twice"))
     folder = gguf_tokenizer_dir("gemma-3-270m")
     assert (folder / "tokenizer.json").is_file() and tok.source == "gguf:gemma-3-270m"
+
+
+class _PythonOnly:
+    """A transformers tokenizer seen without its Rust backend (as Python-only ones are)."""
+
+    def __init__(self, fast) -> None:
+        self._fast = fast
+
+    def __getattr__(self, key):
+        if key == "backend_tokenizer":
+            raise AttributeError(key)
+        return getattr(self._fast, key)
+
+    def __call__(self, *args, **kwargs):
+        return self._fast(*args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self._fast)
+
+
+def test_python_only_tokenizer_path():
+    fast = make_tiny_tokenizer()
+    tok = HFTokenizer("py", _PythonOnly(fast))
+    reference = HFTokenizer("fast", make_tiny_tokenizer())
+    texts = [s for s in SAMPLES if s] + ["a <s> b"]
+    assert tok.encode_batch(texts) == reference.encode_batch(texts)
+    assert tok.decode_batch(tok.encode_batch(texts)) == texts
+    assert tok.adds_bos and len(tok.fingerprint) == 64

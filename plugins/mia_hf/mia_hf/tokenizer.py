@@ -24,15 +24,14 @@ def _clean(ids: Sequence[Sequence[int]]) -> list[list[int]]:
 
 
 class HFTokenizer:
-    """A transformers fast tokenizer, driven through its Rust backend for batch speed."""
+    """A transformers tokenizer, driven through its Rust backend for batch speed when it has
+    one (nearly all do); otherwise through the Python tokenizer API."""
 
     def __init__(self, name: str, tokenizer: Any, source: str = "") -> None:
-        if getattr(tokenizer, "backend_tokenizer", None) is None:
-            raise MiaError(f"tokenizer of {name!r} has no fast (tokenizers) backend")
         self.name = name
         self.source = source
         self.hf = tokenizer  # the transformers tokenizer, for code that needs it
-        self._rust = tokenizer.backend_tokenizer
+        self._rust = getattr(tokenizer, "backend_tokenizer", None)
         self.vocab_size: int = len(tokenizer)
         self.eos_id: int | None = tokenizer.eos_token_id
         self.bos_id: int | None = tokenizer.bos_token_id
@@ -41,18 +40,26 @@ class HFTokenizer:
         probe = tokenizer("a", add_special_tokens=True)["input_ids"]
         self.adds_bos: bool = self.bos_id is not None and len(probe) > 0 and probe[0] == self.bos_id
         # Document text is text: a literal "<eos>" or "<s>" in it is not a control token.
-        self._rust.encode_special_tokens = True
+        if self._rust is not None:
+            self._rust.encode_special_tokens = True
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if self._rust is None:
+            return self.hf(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
         encodings = self._rust.encode_batch_fast(list(texts), add_special_tokens=False)
         return [e.ids for e in encodings]
 
     def decode_batch(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        if self._rust is None:
+            return self.hf.batch_decode(_clean(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
         return self._rust.decode_batch(_clean(ids), skip_special_tokens=False)
 
     @cached_property
     def fingerprint(self) -> str:
         """sha256 of the model type, vocabulary, merges and added tokens."""
+        if self._rust is None:  # Python tokenizer: its vocabulary (ids are part of it)
+            blob = json.dumps(sorted(self.hf.get_vocab().items(), key=lambda kv: kv[1]), ensure_ascii=False)
+            return hashlib.sha256(blob.encode("utf-8")).hexdigest()
         state = json.loads(self._rust.to_str())
         model = state.get("model", {})
         payload = {
