@@ -160,15 +160,7 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
         "pad": -1,
     }
     save_all = save and not crop  # the seed: without crop the whole dataset is saved
-    for _ in range(100):  # a name taken between the check and the claim: take the next one
-        try:
-            writer = PrefixMapWriter(map_folder(Path(out), model, dataset, prefix_tokens, loc), prefix_tokens,
-                                     suffix_tokens, attrs, save_dataset=save)
-            break
-        except MapNameTaken:
-            continue
-    else:
-        raise MiaError(f"could not claim a new map folder under {out}")
+    writer = _open_writer(Path(out), model, dataset, prefix_tokens, suffix_tokens, loc, attrs, save)
     rng = np.random.default_rng(seed)
     read = used = too_short = short_suffix = repaired = 0
     length = getattr(data, "length", None)
@@ -241,6 +233,17 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
         bar.close()
         writer.abort()
         raise
+
+
+def _open_writer(out: Path, model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, loc: str | int,
+                 attrs: dict[str, Any], save: bool) -> PrefixMapWriter:
+    for _ in range(100):  # a name taken between the check and the claim: take the next one
+        try:
+            return PrefixMapWriter(map_folder(out, model, dataset, prefix_tokens, loc), prefix_tokens,
+                                   suffix_tokens, attrs, save_dataset=save)
+        except MapNameTaken:
+            continue
+    raise MiaError(f"could not claim a new map folder under {out}")
 
 
 def _no_usable_message(dataset: str, read: int, prefix_tokens: int) -> str:
