@@ -175,3 +175,18 @@ def test_backend_options(tmp_path):
     bf16 = registry.backends.create(path, {"device": "cpu", "dtype": "bf16", "add_bos": "false"})
     assert bf16.describe()["dtype"] == "bfloat16" and bf16.bos_prepended is False
     assert len(bf16.generate([[5, 6, 7]], 4, Sampling())[0]) <= 4
+
+
+def test_device_and_dtype_resolution():
+    from mia_hf.backend import resolve_device, resolve_dtype
+
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert resolve_dtype(None, torch.device("mps")) == torch.bfloat16
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("FP16", torch.device("cpu")) == torch.float16
+    assert resolve_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
+    else:
+        with pytest.raises(MiaError, match="CUDA is not available"):
+            resolve_device("cuda")

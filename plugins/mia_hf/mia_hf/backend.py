@@ -47,9 +47,10 @@ def resolve_device(option: str | None) -> torch.device:
 
 
 def resolve_dtype(option: str | None, device: torch.device) -> torch.dtype:
-    """``auto``: bfloat16 on CUDA, float16 on MPS, float32 on CPU."""
+    """``auto``: bfloat16 on a GPU (CUDA, MPS), float32 on CPU. Not float16: Gemma's
+    activations overflow it."""
     if option in (None, "", "auto"):
-        return {"cuda": torch.bfloat16, "mps": torch.float16}.get(device.type, torch.float32)
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
     try:
         return DTYPES[str(option).lower()]
     except KeyError:

@@ -16,7 +16,7 @@ from mia_hf.tokenizer import HFTokenizer, SentencePieceTokenizer, gguf_tokenizer
 TOKENIZER_OPTIONS: dict[str, str] = {}
 BACKEND_OPTIONS = {
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps",
-    "dtype": "auto (bfloat16 on CUDA, float16 on MPS, float32 on CPU), float32, bfloat16, float16",
+    "dtype": "auto (bfloat16 on CUDA/MPS, float32 on CPU), float32, bfloat16, float16",
     "add_bos": "auto (when the tokenizer adds BOS), true, false",
 }
 
