@@ -160,6 +160,18 @@ def test_build_atomically_tolerates_races_and_failures(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["thing"]
 
 
+def test_unwritable_cache_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(MiaError, match="cannot write the mia cache"):
+        sources.build_atomically(blocker / "hf" / "x", lambda tmp: tmp.mkdir())
+
+
+def test_empty_hub_id():
+    with pytest.raises(MiaError, match="hf: needs"):
+        registry.tokenizers.create("hf:")
+
+
 def test_mia_cache_env(monkeypatch, tmp_path):
     monkeypatch.setenv("MIA_CACHE", str(tmp_path / "c"))
     assert sources.cache_root() == tmp_path / "c"

@@ -159,15 +159,18 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     """
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         build(tmp)
         try:
             os.rename(tmp, target)
         except OSError:
             if not target.is_dir():
                 raise
+    except OSError as exc:
+        raise MiaError(f"cannot write the mia cache folder {target}: {exc} (set MIA_CACHE to a writable "
+                       f"folder with a few GB free)") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
