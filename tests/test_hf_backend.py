@@ -115,6 +115,8 @@ def test_sampling_reproducible_with_seed(tiny):
     assert backend.generate(prefixes, 12, hot) == first
     assert backend.generate(prefixes, 12, Sampling(temperature=1.5, top_k=100, top_p=0.95, seed=8)) != first
     assert first != backend.generate(prefixes, 12, Sampling())
+    plain = Sampling(temperature=0.7, seed=1)  # no top-k/top-p: the whole distribution
+    assert backend.generate(prefixes, 6, plain) == backend.generate(prefixes, 6, plain)
 
 
 def test_stops_at_eos_without_returning_it(tiny):

@@ -6,8 +6,12 @@ A GGUF model's weights are dequantized once into ``$MIA_CACHE/hf/<name>-<version
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import click
 
 from mia_core.errors import MiaError
 from mia_hf import sources
@@ -54,6 +58,7 @@ def gguf_model_dir(name: str) -> Path:
 
         tok_dir = gguf_tokenizer_dir(name)
         gguf = sources.gguf_file(name)
+        _notice(f"dequantizing {name}'s GGUF weights once (a minute or two); cached in {tmp.parent}")
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # A GGUF-loaded model refuses save_pretrained: rebuild it from its config.
         model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
@@ -63,6 +68,24 @@ def gguf_model_dir(name: str) -> Path:
         AutoTokenizer.from_pretrained(str(tok_dir)).save_pretrained(str(tmp))
 
     return sources.build_atomically(sources.gguf_cache_dir(name) / "model", build)
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bar for a load of seconds: mia draws its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _notice(message: str) -> None:
+    click.echo(f"mia: {message}", err=True)
 
 
 def load_model(source: sources.Source, device: Any, dtype: Any) -> Any:
@@ -80,7 +103,8 @@ def load_model(source: sources.Source, device: Any, dtype: Any) -> Any:
     else:
         location = source.location
     try:
-        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     except OSError as exc:
         if source.kind == "hub":
             raise MiaError(sources.offline_message(source.location)) from exc
