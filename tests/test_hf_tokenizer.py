@@ -222,3 +222,14 @@ def test_python_only_tokenizer_path():
     assert tok.encode_batch(texts) == reference.encode_batch(texts)
     assert tok.decode_batch(tok.encode_batch(texts)) == texts
     assert tok.adds_bos and len(tok.fingerprint) == 64
+
+
+def test_tokenizer_never_needs_the_weights(tmp_path):
+    from tiny_models import make_tiny_llama
+
+    folder = make_tiny_llama(tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    tok = registry.tokenizers.create(str(folder))
+    assert tok.decode_batch(tok.encode_batch(["weights are not needed"])) == ["weights are not needed"]
+    with pytest.raises(MiaError, match="cannot load"):
+        registry.backends.create(str(folder), {"device": "cpu"})
