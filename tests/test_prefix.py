@@ -328,3 +328,14 @@ def test_invalid_unicode_is_repaired_and_counted(plugins, runner, in_tmp):
     saved = list(pm.iter_dataset())
     assert saved[0][1] == "broken \ufffd escape in a long enough text"
     assert saved[0][3].tolist() == list(saved[0][1].encode())
+
+
+def test_cli_runs_outside_the_main_thread(plugins, runner, in_tmp):
+    import threading
+
+    results = []
+    thread = threading.Thread(target=lambda: results.append(
+        runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "example-counting", "-q"])))
+    thread.start()
+    thread.join()
+    assert results[0].exit_code == 0, results[0].output

@@ -1,6 +1,7 @@
 """`mia prefix`: build a prefix map from a dataset with a model's tokenizer."""
 
 import signal
+import threading
 from typing import Any
 
 import click
@@ -83,13 +84,15 @@ def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, 
     from mia_core.prefix import build_prefix_map
 
     options = parse_key_values(dataset_options, "--dataset-option")
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    in_main = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         folder = build_prefix_map(model, dataset, prefix_tokens, prefix_loc=prefix_loc, size=size, save=save,
                                   crop=crop, suffix_tokens=suffix_tokens, seed=seed, out=out,
                                   dataset_options=options, quiet=quiet)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     click.echo(str(folder))
 
 
