@@ -174,6 +174,14 @@ def test_backend_options(tmp_path):
         registry.backends.create(path, {"dtype": "float8"})
     with pytest.raises(MiaError, match="device"):
         registry.backends.create(path, {"device": "tpu9"})
+    with pytest.raises(MiaError, match="threads"):
+        registry.backends.create(path, {"threads": "many"})
+    before = torch.get_num_threads()
+    try:
+        registry.backends.create(path, {"threads": "1"})
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
     bf16 = registry.backends.create(path, {"device": "cpu", "dtype": "bf16", "add_bos": "false"})
     assert bf16.describe()["dtype"] == "bfloat16" and bf16.bos_prepended is False
     assert len(bf16.generate([[5, 6, 7]], 4, Sampling())[0]) <= 4

@@ -22,6 +22,7 @@ BACKEND_OPTIONS = {
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps",
     "dtype": "auto (bfloat16 on CUDA/MPS, float32 on CPU), float32, bfloat16, float16",
     "add_bos": "auto (when the tokenizer adds BOS), true, false",
+    "threads": "CPU threads for torch (default: torch's choice, one per core)",
 }
 
 
@@ -40,6 +41,18 @@ def _parse_bool(value: Any, key: str) -> bool | None:
     if str(value).lower() in ("0", "false", "no", "off"):
         return False
     raise MiaError(f"option {key} must be auto, true or false, got {value!r}")
+
+
+def _set_threads(value: Any) -> None:
+    import torch
+
+    try:
+        threads = int(value)
+    except (TypeError, ValueError):
+        threads = 0
+    if threads < 1:
+        raise MiaError(f"option threads must be a positive integer, got {value!r}")
+    torch.set_num_threads(threads)
 
 
 def make_tokenizer(name: str, options: dict[str, Any] | None = None) -> HFTokenizer | SentencePieceTokenizer:
@@ -117,7 +130,7 @@ def load_model(source: sources.Source, device: Any, dtype: Any) -> Any:
 
 
 def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:
-    """An ``HFCausalLM`` for a model name; options ``device``, ``dtype``, ``add_bos``."""
+    """An ``HFCausalLM`` for a model name; options ``device``, ``dtype``, ``add_bos``, ``threads``."""
     from mia_hf.backend import HFCausalLM, resolve_device, resolve_dtype
 
     options = dict(options or {})
@@ -125,6 +138,8 @@ def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:
     device = resolve_device(options.get("device"))
     dtype = resolve_dtype(options.get("dtype"), device)
     add_bos = _parse_bool(options.get("add_bos"), "add_bos")
+    if options.get("threads") not in (None, "", "auto"):
+        _set_threads(options["threads"])
     source = sources.resolve(name)
     tokenizer = load_tokenizer(source)
     model = load_model(source, device, dtype)
