@@ -299,6 +299,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
             retokenize = bool(attrs["retokenized"])
             options = {**(attrs.get("model_options") or {}), **options}
             batch_size = batch_size or int(attrs["batch_size"])
+            batch_api = batch_api or bool(attrs.get("batch_api"))  # never abandon a submitted batch
             if (attrs.get("batch_state") or {}).get("batch_id") and not batch_api and not dry_run:
                 # Its batch is paid for: fetch it, never ask the Messages API for the same rows again.
                 batch_api = True
@@ -341,7 +342,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
                      "tokenizer_fingerprint": (job.map_tokenizer or backend.tokenizer).fingerprint,
                      "num_strings": num_strings, "batch_size": batch_size, **_sampling_attrs(sampling),
                      "bos_prepended": describe.get("bos_prepended", getattr(backend, "bos_prepended", None)),
-                     "retokenized": job.retokenized, "model_options": options, "elapsed_s": 0.0,
+                     "retokenized": job.retokenized, "model_options": options, "batch_api": batch_api,
+                     "elapsed_s": 0.0,
                      "generated_tokens": 0, "cost_usd": 0.0, "usage": {}}
             writer = RunWriter.create(path, attrs, max_length, _columns(job.mode), _static(job))
         if on_path is not None:
