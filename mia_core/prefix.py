@@ -6,8 +6,11 @@ however large the dataset is, unless the whole dataset is saved into the map.
 """
 
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,38 @@ def _valid_texts(batch: list[Sample]) -> tuple[list[str], int]:
     return texts, bad
 
 
+@contextmanager
+def _interruptible() -> Iterator[Callable[[], None]]:
+    """Ctrl-C and SIGTERM unwind the run (so the partial folder is removed) and stay noticed.
+
+    Python may deliver a signal's exception inside a ``__del__`` (h5py closes objects there),
+    where it is printed and dropped; the signal is also recorded, and the ``check`` this
+    yields raises it again at the next batch. Handlers can only be set in the main thread.
+    """
+    received: list[int] = []
+
+    def stop(signum: int) -> BaseException:
+        return KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise stop(signum)
+
+    def check() -> None:
+        if received:
+            raise stop(received[0])
+
+    if threading.current_thread() is not threading.main_thread():
+        yield check
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield check
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def _window_start(length: int, prefix_tokens: int, suffix_tokens: int, loc: str | int,
                   rng: np.random.Generator) -> int:
     """Token offset of the prefix in a sample of ``length`` tokens (``length >= prefix_tokens``).
@@ -160,79 +195,82 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
         "pad": -1,
     }
     save_all = save and not crop  # the seed: without crop the whole dataset is saved
-    writer = _open_writer(Path(out), model, dataset, prefix_tokens, suffix_tokens, loc, attrs, save)
-    rng = np.random.default_rng(seed)
-    read = used = too_short = short_suffix = repaired = 0
-    length = getattr(data, "length", None)
-    # The bar counts what decides the end of the run: usable samples when --size stops it.
-    by_used = size is not None and not save_all
-    total = size if by_used else length
-    limit = float("inf") if size is None else size
-    bar = progress(total=total, desc="prefix map", unit=" samples", quiet=quiet)
-    try:
-        # Without saving the whole dataset, no need to tokenize past the samples still wanted.
-        wanted = (lambda: float("inf")) if save_all else (lambda: 2 * (limit - used))
-        for batch in _batches(iter(data), wanted):
-            texts, bad = _valid_texts(batch)
-            repaired += bad
-            token_lists = tokenizer.encode_batch(texts)
-            if len(token_lists) != len(batch):
-                raise MiaError(f"tokenizer {tokenizer.name!r} returned {len(token_lists)} encodings "
-                               f"for {len(batch)} texts")
-            rows_p: list[list[int]] = []
-            rows_s: list[list[int]] = []
-            index: list[int] = []
-            ids: list[str] = []
-            labels: list[str] = []
-            starts: list[int] = []
-            kept = len(batch)
-            for j, (sample, toks) in enumerate(zip(batch, token_lists, strict=True)):
-                if used >= limit:
-                    if not save_all:  # crop: the saved dataset ends where the map is full
-                        kept = j
-                        break
-                    continue
-                n = len(toks)
-                if n < prefix_tokens:
-                    too_short += 1
-                    continue
-                start = _window_start(n, prefix_tokens, suffix_tokens, loc, rng)
-                end = start + prefix_tokens
-                rows_p.append(toks[start:end])
-                suffix = toks[end:end + suffix_tokens]
-                short_suffix += len(suffix) < suffix_tokens
-                rows_s.append(suffix)
-                index.append(read + j)
-                ids.append(sample.id)
-                labels.append(sample.label or "")
-                starts.append(start)
-                used += 1
-            if rows_p:
-                writer.add_rows(np.asarray(rows_p, dtype=np.int32), rows_s, index, ids, labels, starts)
-            if save:
-                writer.add_dataset_samples([s.id for s in batch[:kept]], texts[:kept],
-                                           [s.label for s in batch[:kept]], token_lists[:kept])
-            read += kept
-            bar.update(len(rows_p) if by_used else kept)
-            bar.set_postfix(used=used, refresh=False)
-            if used >= limit and not save_all:
-                break  # before asking the stream for more
-        bar.close()
-        counts = {"samples_read": read, "samples_used": used, "samples_skipped": too_short,
-                  "rows_short_suffix": short_suffix, "samples_repaired": repaired,
-                  "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        if used == 0:
-            raise MiaError(_no_usable_message(dataset, read, prefix_tokens))
-        if repaired:
-            print(f"mia prefix: {repaired} samples held invalid Unicode (lone surrogates), replaced by U+FFFD",
-                  file=sys.stderr)
-        if size is not None and used < size:
-            print(f"mia prefix: only {used} usable samples (asked for {size})", file=sys.stderr)
-        return writer.finish(counts)
-    except BaseException:
-        bar.close()
-        writer.abort()
-        raise
+    with _interruptible() as check:
+        rng = np.random.default_rng(seed)
+        read = used = too_short = short_suffix = repaired = 0
+        length = getattr(data, "length", None)
+        # The bar counts what decides the end of the run: usable samples when --size stops it.
+        by_used = size is not None and not save_all
+        total = size if by_used else length
+        limit = float("inf") if size is None else size
+        bar = progress(total=total, desc="prefix map", unit=" samples", quiet=quiet)
+        writer = _open_writer(Path(out), model, dataset, prefix_tokens, suffix_tokens, loc, attrs, save)
+        try:
+            # Without saving the whole dataset, no need to tokenize past the samples still wanted.
+            wanted = (lambda: float("inf")) if save_all else (lambda: 2 * (limit - used))
+            for batch in _batches(iter(data), wanted):
+                check()
+                texts, bad = _valid_texts(batch)
+                repaired += bad
+                token_lists = tokenizer.encode_batch(texts)
+                if len(token_lists) != len(batch):
+                    raise MiaError(f"tokenizer {tokenizer.name!r} returned {len(token_lists)} encodings "
+                                   f"for {len(batch)} texts")
+                rows_p: list[list[int]] = []
+                rows_s: list[list[int]] = []
+                index: list[int] = []
+                ids: list[str] = []
+                labels: list[str] = []
+                starts: list[int] = []
+                kept = len(batch)
+                for j, (sample, toks) in enumerate(zip(batch, token_lists, strict=True)):
+                    if used >= limit:
+                        if not save_all:  # crop: the saved dataset ends where the map is full
+                            kept = j
+                            break
+                        continue
+                    n = len(toks)
+                    if n < prefix_tokens:
+                        too_short += 1
+                        continue
+                    start = _window_start(n, prefix_tokens, suffix_tokens, loc, rng)
+                    end = start + prefix_tokens
+                    rows_p.append(toks[start:end])
+                    suffix = toks[end:end + suffix_tokens]
+                    short_suffix += len(suffix) < suffix_tokens
+                    rows_s.append(suffix)
+                    index.append(read + j)
+                    ids.append(sample.id)
+                    labels.append(sample.label or "")
+                    starts.append(start)
+                    used += 1
+                if rows_p:
+                    writer.add_rows(np.asarray(rows_p, dtype=np.int32), rows_s, index, ids, labels, starts)
+                if save:
+                    writer.add_dataset_samples([s.id for s in batch[:kept]], texts[:kept],
+                                               [s.label for s in batch[:kept]], token_lists[:kept])
+                read += kept
+                bar.update(len(rows_p) if by_used else kept)
+                bar.set_postfix(used=used, refresh=False)
+                if used >= limit and not save_all:
+                    break  # before asking the stream for more
+            check()
+            bar.close()
+            counts = {"samples_read": read, "samples_used": used, "samples_skipped": too_short,
+                      "rows_short_suffix": short_suffix, "samples_repaired": repaired,
+                      "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            if used == 0:
+                raise MiaError(_no_usable_message(dataset, read, prefix_tokens))
+            if repaired:
+                print(f"mia prefix: {repaired} samples held invalid Unicode (lone surrogates), replaced by U+FFFD",
+                      file=sys.stderr)
+            if size is not None and used < size:
+                print(f"mia prefix: only {used} usable samples (asked for {size})", file=sys.stderr)
+            return writer.finish(counts)
+        except BaseException:
+            bar.close()
+            writer.abort()
+            raise
 
 
 def _open_writer(out: Path, model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, loc: str | int,

@@ -1,7 +1,5 @@
 """`mia prefix`: build a prefix map from a dataset with a model's tokenizer."""
 
-import signal
-import threading
 from typing import Any
 
 import click
@@ -38,11 +36,6 @@ class SizeType(click.ParamType):
         if size <= 0:
             self.fail(f"expected 'all' or a positive integer, got {value!r}", param, ctx)
         return size
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    # SIGTERM (kill) unwinds like Ctrl-C, so the partial map folder is removed.
-    raise SystemExit(128 + signum)
 
 
 @click.command()
@@ -84,15 +77,9 @@ def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, 
     from mia_core.prefix import build_prefix_map
 
     options = parse_key_values(dataset_options, "--dataset-option")
-    in_main = threading.current_thread() is threading.main_thread()  # signals can only be set there
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
-    try:
-        folder = build_prefix_map(model, dataset, prefix_tokens, prefix_loc=prefix_loc, size=size, save=save,
-                                  crop=crop, suffix_tokens=suffix_tokens, seed=seed, out=out,
-                                  dataset_options=options, quiet=quiet)
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+    folder = build_prefix_map(model, dataset, prefix_tokens, prefix_loc=prefix_loc, size=size, save=save,
+                              crop=crop, suffix_tokens=suffix_tokens, seed=seed, out=out,
+                              dataset_options=options, quiet=quiet)
     click.echo(str(folder))
 
 
