@@ -80,12 +80,17 @@ def make_tiny_tokenizer(path: str | Path | None = None, vocab_size: int = 400) -
 
 def _save_model(model_cls: Any, config: Any, path: str | Path, seed: int, tokenizer: Any) -> Path:
     import torch
+    from transformers.utils import logging as hf_logging
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = model_cls(config).eval()
-    model.save_pretrained(str(path))
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in test output
+    try:
+        model.save_pretrained(str(path))
+    finally:
+        hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(str(path))
     return path
 
