@@ -115,6 +115,11 @@ def test_folder_without_tokenizer_is_a_clear_error(tmp_path):
         registry.tokenizers.create(str(tmp_path), {"x": "1"})
 
 
+def test_tokenizer_accepts_the_model_options(tiny_folder):
+    tok = registry.tokenizers.create(tiny_folder, {"device": "cpu", "dtype": "auto"})
+    assert tok.vocab_size == 400
+
+
 def test_sentencepiece_tokenizer(tmp_path):
     import sentencepiece as spm
 

@@ -58,7 +58,8 @@ def _set_threads(value: Any) -> None:
 def make_tokenizer(name: str, options: dict[str, Any] | None = None) -> HFTokenizer | SentencePieceTokenizer:
     """The tokenizer of a model name (``gemma-3-270m``, ``hf:ID``, a folder, ...)."""
     options = dict(options or {})
-    _check_options(name, options, TOKENIZER_OPTIONS)
+    # The model's options may be passed along to its tokenizer: accepted, and irrelevant here.
+    _check_options(name, options, {**TOKENIZER_OPTIONS, **BACKEND_OPTIONS})
     return load_tokenizer(sources.resolve(name))
 
 
