@@ -253,7 +253,7 @@ def _confirm_cost(estimate: float, confirm_above: float, yes: bool) -> None:
 def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_strings: int | None = None,
            batch_size: int | None = None, max_length: int | None = None, sampling: Sampling | None = None,
            out: str | Path | None = None, resume: str | Path | None = None, retokenize: bool = False,
-           model_options: dict[str, Any] | None = None, quiet: bool = False, *, method: str = "generate",
+           model_options: dict[str, Any] | None = None, quiet: bool = False, *, method: str | None = None,
            backend: Any = None, dry_run: bool = False, yes: bool = False,
            confirm_above: float = DEFAULT_CONFIRM_ABOVE, max_cost: float | None = None, batch_api: bool = False,
            prefixes_dir: str | Path = "Prefixes", on_path: Callable[[Path], None] | None = None) -> list[dict]:
@@ -265,9 +265,10 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     when larger), ``batch_size`` 10, ``max_length`` 20 new tokens (teacher-forced: the
     map's suffix length), greedy decoding, ``model`` gemma-3-270m. ``resume`` continues a
     run file; options given then must equal the recorded ones. ``on_path`` is called with
-    the run path as soon as it is known. See docs/prompt.md.
+    the run path as soon as it is known. ``method`` is ``"generate"`` (default) or
+    ``"teacher-forced"`` (see ``mia_core.check``). See docs/prompt.md.
     """
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise click.BadParameter(f"must be one of {', '.join(METHODS)}, got {method!r}", param_hint="--method")
     for name, value in (("num_strings", num_strings), ("batch_size", batch_size), ("max_length", max_length)):
         _positive(name, value)
@@ -312,6 +313,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
             raise click.UsageError("give a prefix map (--prefix_map) or a run to --resume")
         pmap = PrefixMap(prefix_map, prefixes_dir)
         model = model or DEFAULT_MODEL
+        method = method or "generate"
         num_strings = num_strings or len(pmap)
         max_length = max_length or (pmap.suffix_tokens if method == "teacher-forced" else DEFAULT_MAX_LENGTH)
         batch_size = batch_size or DEFAULT_BATCH_SIZE

@@ -168,6 +168,17 @@ def test_teacher_forced_agrees_with_greedy(fake, runner):
     same = runner.invoke(cli, ["prompt", "--method", "teacher-forced", "--prefix_map", "fakemap",
                                "--model", "fake-lm", "-q"])
     assert open_run(same.stdout.strip()).read("matched_length").tolist() == run.read("matched_length").tolist()
+    # an unfinished teacher-forced run resumes through either command; mixing methods is refused
+    from mia_core.runs import RunWriter
+
+    RunWriter.reopen(same.stdout.strip()).close()
+    resumed = runner.invoke(cli, ["prompt", "--resume", same.stdout.strip(), "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    assert open_run(same.stdout.strip()).complete
+    gen_run = next(p for p in (fake / "runs").glob("*.h5") if open_run(p).method == "generate")
+    RunWriter.reopen(gen_run).close()
+    refused = runner.invoke(cli, ["check", "--resume", str(gen_run)])
+    assert refused.exit_code == 1 and "method='generate', not 'teacher-forced'" in refused.stderr
 
 
 def test_export_jsonl_and_csv(fake, runner):

@@ -41,8 +41,8 @@ def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Calla
     ]
     if default_method == "generate":
         options += [
-            click.option("--method", type=click.Choice(["generate", "teacher-forced"]), default="generate",
-                         show_default=True, help="Generate, or decide greedy extraction with one forward pass."),
+            click.option("--method", type=click.Choice(["generate", "teacher-forced"]),
+                         help="generate (default), or teacher-forced: decide greedy extraction in one forward pass."),
             click.option("--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature (0 = greedy)."),
             click.option("--top_k", "--top-k", "top_k", type=_POSITIVE, help="Sample from the k most likely tokens."),
             click.option("--top_p", "--top-p", "top_p", type=click.FloatRange(min=0.0, max=1.0, min_open=True),
