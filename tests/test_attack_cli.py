@@ -209,3 +209,25 @@ def test_results_file_is_plain_hdf5(runner, in_tmp, fake_plugin):
     with h5py.File(json.loads(result.stdout)["results"], "r") as f:
         assert f["signals/mink"].shape == (40,) and f["label"][0] == b"member"
         assert math.isclose(f.attrs["k"], 0.2)
+
+
+def test_long_map_windows_keep_their_suffix(runner, in_tmp, fake_plugin):
+    make_map(in_tmp / "Prefixes" / "fake_map")
+    result = run(runner, ["fake_map", "--model", "fake-lm", "--model-option", "context=16", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "12 window(s) longer than 15 tokens lost prefix tokens on the left" in result.stderr
+    res = AttackResults(json.loads(result.stdout)["results"])
+    assert (res.columns["n_tokens"] == 15).all() and (res.columns["suffix_length"] == 10).all()
+    assert res.columns["text"][0] == MEMBERS[0][7:22]
+    assert res.columns["extracted"][0]  # the memorized first member is still extracted
+
+
+def test_export_rejects_unknown_format(tmp_path):
+    from mia_core.attack.results import export_results
+    from mia_core.errors import MiaError
+
+    with pytest.raises(MiaError, match="unknown export format 'xml'"):
+        export_results(tmp_path / "x.h5", "xml")
+    (tmp_path / "bad.h5").write_text("not hdf5")
+    with pytest.raises(MiaError, match="not a readable attack results file"):
+        export_results(tmp_path / "bad.h5", "csv")

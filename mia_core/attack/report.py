@@ -1,5 +1,6 @@
 """Saving an attack's outcome (results file, ROC plot, exports) and printing its AUC table."""
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ def format_table(metrics: list[SignalMetrics], level: float = 0.95) -> str:
     heads = ["signal", "AUC", f"{level * 100:g}% CI", *tpr_heads, "members", "nonmembers"]
     rows = []
     for m in metrics:
-        ci = f"[{m.auc_low:.3f}, {m.auc_high:.3f}]" if m.auc_low == m.auc_low else "-"
+        ci = "-" if math.isnan(m.auc_low) else f"[{m.auc_low:.3f}, {m.auc_high:.3f}]"
         rows.append([m.signal, f"{m.auc:.3f}", ci, *(f"{m.tpr_at_fpr[f'{t:g}']:.3f}" for t in FPR_TARGETS),
                      str(m.n_members), str(m.n_nonmembers)])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]

@@ -1,0 +1,135 @@
+"""Benchmark of `mia attack` scoring: tokens/s through mia's attack path against a raw batched
+forward pass, in the same process, on the same model object and the same token sequences.
+
+    python bench/attack_bench.py [--model gemma-3-270m] [--samples 16] [--tokens 128] [--batch-size 8]
+                                 [--repeats 3] [--json]
+
+- mia: ``mia_core.attack.run.attack`` on the embedded corpus's first ``--samples`` texts,
+  tokenized by the model's tokenizer and truncated to ``--tokens`` tokens: the backend's
+  ``score`` (BOS prepended, per-position log p, argmax, mean and std of log p over the whole
+  vocabulary) plus every target signal (loss, zlib, mink, minkpp) and the teacher-forced
+  verdict bookkeeping; no bootstrap, no file written.
+- raw: ``model(input_ids).logits`` + ``log_softmax`` + gathering log p of the true tokens, in
+  batches of ``--batch-size`` (BOS + tokens, all the same length, so no padding either way).
+- raw+stats: the same plus the argmax and the mean/std of log p under p at every position
+  (what Min-K%++ needs and what the backend's ``score`` always returns): the same work as mia,
+  so mia/raw+stats is the cost of mia's own code.
+
+Repeats alternate raw and mia; the best run of each counts, in wall-clock time and in CPU
+time (process CPU seconds: robust to other load on a shared machine; the load average is
+printed). Target: mia ≥ 0.9 × raw tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+TARGET = 0.9
+
+
+def raw_pass(model, sequences: list[list[int]], bos: int | None, batch_size: int, stats: bool = False) -> int:
+    """Raw batched forward: logits + log_softmax + log p of the true tokens (and, with ``stats``,
+    the argmax and the mean/std of log p under p that Min-K%++ needs, as the backend computes)."""
+    import torch
+
+    scored = 0
+    with torch.inference_mode():
+        for a in range(0, len(sequences), batch_size):
+            batch = sequences[a:a + batch_size]
+            rows = [([bos] if bos is not None else []) + s for s in batch]
+            ids = torch.tensor(rows)
+            logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
+            picked = logp[:, :-1].gather(-1, ids[:, 1:, None])  # log p of every token that has a context
+            if stats:
+                p = logp.exp()
+                mu = (p * logp).sum(-1)
+                ((p * logp.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
+                logp.argmax(-1)
+            scored += picked.numel()
+    return scored
+
+
+def timed(fn) -> tuple[float, float, int]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    n = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from mia_core import registry
+    from mia_core.attack.run import AttackConfig, Item, attack
+
+    load = time.perf_counter()
+    backend = registry.backends.create(args.model, {"device": "cpu"})
+    load = time.perf_counter() - load
+    samples = [s for s in registry.datasets.create("corpus", {}) if s.text.strip()]
+    encoded = backend.tokenizer.encode_batch([s.text for s in samples])
+    pairs = [(s, ids[:args.tokens]) for s, ids in zip(samples, encoded, strict=True) if len(ids) >= args.tokens]
+    pairs = pairs[:args.samples]
+    sequences = [list(map(int, ids)) for _, ids in pairs]
+    texts = backend.tokenizer.decode_batch(sequences)
+    items = [Item(s.id, s.label or "", ids, text, True) for (s, _), ids, text in zip(pairs, sequences, texts,
+                                                                                       strict=True)]
+    bos = backend.tokenizer.bos_id if backend.describe().get("bos_prepended") else None
+    config = AttackConfig(batch_size=args.batch_size, n_boot=0, quiet=True)
+
+    def run_mia() -> int:
+        return attack(backend, items, config).counts["tokens_scored"]
+
+    def run_raw() -> int:
+        return raw_pass(backend.model, sequences, bos, args.batch_size)
+
+    def run_raw_stats() -> int:
+        return raw_pass(backend.model, sequences, bos, args.batch_size, stats=True)
+
+    run_raw()  # warm-up (allocator, kernels)
+    run_mia()  # warm-up (the backend checks its body/head split once)
+    results: dict[str, list[tuple[float, float, int]]] = {"raw": [], "raw+stats": [], "mia": []}
+    for _ in range(args.repeats):
+        results["raw"].append(timed(run_raw))
+        results["mia"].append(timed(run_mia))
+        results["raw+stats"].append(timed(run_raw_stats))
+    figures = {}
+    for name, runs in results.items():
+        n = runs[0][2]
+        figures[name] = {"tokens": n, "wall_s": min(r[0] for r in runs), "cpu_s": min(r[1] for r in runs),
+                         "tokens_per_s": n / min(r[0] for r in runs), "tokens_per_cpu_s": n / min(r[1] for r in runs)}
+    summary = {
+        "model": args.model, "samples": len(sequences), "tokens_per_sample": args.tokens,
+        "batch_size": args.batch_size, "repeats": args.repeats, "model_load_s": load,
+        "load_average": os.getloadavg(), "cpus": os.cpu_count(), **figures,
+        "ratio_wall": figures["mia"]["tokens_per_s"] / figures["raw"]["tokens_per_s"],
+        "ratio_cpu": figures["mia"]["tokens_per_cpu_s"] / figures["raw"]["tokens_per_cpu_s"],
+        "ratio_wall_vs_raw_stats": figures["mia"]["tokens_per_s"] / figures["raw+stats"]["tokens_per_s"],
+        "ratio_cpu_vs_raw_stats": figures["mia"]["tokens_per_cpu_s"] / figures["raw+stats"]["tokens_per_cpu_s"],
+        "target": TARGET,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"{args.model}: {len(sequences)} sequences x {args.tokens} tokens, batch {args.batch_size}, "
+          f"best of {args.repeats}; load average {summary['load_average'][0]:.1f} on {summary['cpus']} CPUs")
+    for name in ("raw", "raw+stats", "mia"):
+        f = figures[name]
+        print(f"  {name:9s} {f['tokens_per_s']:8.1f} tokens/s wall  {f['tokens_per_cpu_s']:8.1f} tokens/CPU-s  "
+              f"({f['tokens']} tokens)")
+    ok = "meets" if summary["ratio_wall"] >= TARGET else "misses"
+    print(f"  mia/raw: {summary['ratio_wall']:.2f}x wall, {summary['ratio_cpu']:.2f}x CPU ({ok} the {TARGET}x target)")
+    print(f"  mia/raw+stats: {summary['ratio_wall_vs_raw_stats']:.2f}x wall, "
+          f"{summary['ratio_cpu_vs_raw_stats']:.2f}x CPU (the same work: what mia's own code costs)")
+
+
+if __name__ == "__main__":
+    main()
