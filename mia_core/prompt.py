@@ -16,6 +16,7 @@ Three kinds of backend work here (see docs/prompt.md):
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import sys
@@ -109,6 +110,12 @@ def _pad(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     return out, lengths
 
 
+@functools.lru_cache(maxsize=4)
+def _map_tokenizer(name: str, fingerprint: str) -> Any:
+    """The map's tokenizer (cached: loading a 262k-token vocabulary takes seconds)."""
+    return registry.tokenizers.create(name)
+
+
 def _resolve_backend(model: str, options: dict[str, Any], backend: Any) -> Any:
     return backend if backend is not None else registry.backends.create(model, options)
 
@@ -131,7 +138,7 @@ def _build_job(pmap: PrefixMap, backend: Any, model: str, method: str, num_strin
     suffixes = pmap.suffixes() if mode == "teacher-forced" else None
     job = _Job(pmap, backend, model, method, mode, num_strings, max_length, sampling, prefixes, suffixes)
     if mode == "text":
-        job.map_tokenizer = registry.tokenizers.create(pmap.tokenizer_name)
+        job.map_tokenizer = _map_tokenizer(pmap.tokenizer_name, pmap.tokenizer_fingerprint)
         if job.map_tokenizer.fingerprint != pmap.tokenizer_fingerprint:
             raise MiaError(f"tokenizer {pmap.tokenizer_name!r} no longer matches the map's fingerprint "
                            "(its version changed?); remake the map with mia prefix")
@@ -146,7 +153,7 @@ def _build_job(pmap: PrefixMap, backend: Any, model: str, method: str, num_strin
                 f"model {model!r} uses tokenizer {tok.name!r} (fingerprint {tok.fingerprint[:12]}), but the map was "
                 f"made with {pmap.tokenizer_name!r} (fingerprint {pmap.tokenizer_fingerprint[:12]}); make a map with "
                 f"this model (mia prefix --model {model}) or pass --retokenize")
-        map_tok = registry.tokenizers.create(pmap.tokenizer_name)
+        map_tok = _map_tokenizer(pmap.tokenizer_name, pmap.tokenizer_fingerprint)
         texts = map_tok.decode_batch([p.tolist() for p in prefixes])
         job.prefixes = [np.asarray(p, dtype=np.int32) for p in tok.encode_batch(texts)]
         if any(len(p) == 0 for p in job.prefixes):
