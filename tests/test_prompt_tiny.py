@@ -1,0 +1,66 @@
+"""The prompt loop on a tiny randomly initialised HF model (tests/tiny_models.py): resume
+after an interrupted run gives exactly the uninterrupted output, sampling is reproducible."""
+
+import numpy as np
+import pytest
+from tiny_models import make_tiny_llama, training_text
+
+from mia_core import registry
+from mia_core.prefixmap import PrefixMapWriter
+from mia_core.prompt import prompt
+from mia_core.runs import RunWriter, open_run
+from mia_core.types import Sampling
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    path = make_tiny_llama(root / "llama")
+    backend = registry.backends.create(str(path), {"device": "cpu"})
+    ids = backend.tokenizer.encode_batch([training_text()])[0]
+    n, p, s = 9, 8, 6
+    w = PrefixMapWriter(root / "map", p, s, {"tokenizer": backend.tokenizer.name,
+                                             "tokenizer_fingerprint": backend.tokenizer.fingerprint},
+                        save_dataset=False)
+    starts = [7 * i for i in range(n)]
+    w.add_rows(np.array([ids[a:a + p] for a in starts]), [ids[a + p:a + p + s] for a in starts], list(range(n)),
+               [f"z{i}" for i in range(n)], [""] * n, starts)
+    return str(path), backend, w.finish({})
+
+
+class Interrupting:
+    """Wraps a backend and raises KeyboardInterrupt (as Ctrl-C would) on call number ``at``."""
+
+    def __init__(self, backend, at):
+        self.backend, self.at, self.calls = backend, at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def generate(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.backend.generate(*args, **kwargs)
+
+
+@pytest.mark.parametrize("sampling", [None, Sampling(temperature=1.0, top_k=20, seed=7)])
+def test_interrupted_then_resumed_equals_uninterrupted(tiny, tmp_path, sampling):
+    name, backend, folder = tiny
+    kw = dict(num_strings=20, batch_size=3, max_length=5, sampling=sampling, quiet=True)
+    whole = prompt(folder, name, backend=backend, out=tmp_path / "whole.h5", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        prompt(folder, name, backend=Interrupting(backend, at=4), out=tmp_path / "cut.h5", **kw)
+    assert len(open_run(tmp_path / "cut.h5")) == 9 and not open_run(tmp_path / "cut.h5").complete
+    resumed = prompt(resume=tmp_path / "cut.h5", backend=backend, quiet=True)
+    assert [r["generated_tokens"] for r in resumed] == [r["generated_tokens"] for r in whole]
+    assert [r["prefix_index"] for r in resumed] == [i % 9 for i in range(20)]
+    again = prompt(folder, name, backend=backend, **kw)
+    assert [r["generated_tokens"] for r in again] == [r["generated_tokens"] for r in whole]  # reproducible
+
+
+def test_reopened_run_appends_after_last_batch(tiny, tmp_path):
+    name, backend, folder = tiny
+    prompt(folder, name, backend=backend, out=tmp_path / "r.h5", num_strings=4, max_length=3, quiet=True)
+    RunWriter.reopen(tmp_path / "r.h5").close()
+    assert len(prompt(resume=tmp_path / "r.h5", backend=backend, quiet=True)) == 4
