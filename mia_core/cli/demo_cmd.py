@@ -46,7 +46,25 @@ def demo(model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, size:
     summary = score_run(run_paths[0])
     report = write_report(run_paths, folder / "report.html")
     click.echo(format_summary(summary))
+    click.echo(_longest_matches(run_paths[0], summary["scores_file"]))
     click.echo(f"\nprefix map: {folder}\nrun:        {run_paths[0]}\nreport:     {report}")
+
+
+def _longest_matches(run_path: Path, scores_file: str, top: int = 5) -> str:
+    """The rows whose continuation followed the true text longest: what a reader wants to see."""
+    import numpy as np
+
+    from mia_core.runs import open_run
+    from mia_core.scoring.store import read_scores
+
+    run = open_run(run_path)
+    matched = read_scores(scores_file)["match"]["matched_length"]
+    ids, labels, texts = run.map_column("sample_id"), run.map_column("sample_label"), run.read("text")
+    lines = [f"longest matches with the true suffix (of {len(matched)} rows):"]
+    for i in np.argsort(-matched, kind="stable")[:top]:
+        snippet = " ".join(str(texts[i]).split())[:70]
+        lines.append(f"  {int(matched[i]):3d} tokens  {ids[i]} ({labels[i] or 'unlabelled'}): {snippet!r}")
+    return "\n".join(lines)
 
 
 commands = [demo]
