@@ -18,6 +18,9 @@ forward pass, in the same process, on the same model object and the same token s
 Repeats alternate raw and mia; the best run of each counts, in wall-clock time and in CPU
 time (process CPU seconds: robust to other load on a shared machine; the load average is
 printed). Target: mia ≥ 0.9 × raw tokens/s.
+
+``--head-chunk-rows N`` is a what-if: the HF backend computes the LM head (262k-token vocabulary
+for Gemma) in chunks of positions, a module constant; this sets it to N positions.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 TARGET = 0.9
@@ -65,15 +69,33 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--head-chunk-rows", type=int, default=None,
+                        help="What-if: positions per LM-head chunk in the mia_hf backend (default: the backend's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for both paths (1 is steadiest on a shared machine)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     from mia_core import registry
     from mia_core.attack.run import AttackConfig, Item, attack
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     load = time.perf_counter()
     backend = registry.backends.create(args.model, {"device": "cpu"})
     load = time.perf_counter() - load
+    chunk_rows = None
+    if args.head_chunk_rows:  # what-if experiment on the HF backend's head chunking (a module constant)
+        module = sys.modules.get(type(backend).__module__)
+        vocab = backend.model.get_output_embeddings().weight.shape[0]
+        if module is None or not hasattr(module, "HEAD_CHUNK_ELEMENTS"):
+            raise SystemExit("--head-chunk-rows needs the mia_hf backend")
+        module.HEAD_CHUNK_ELEMENTS = args.head_chunk_rows * vocab
+    module = sys.modules.get(type(backend).__module__)
+    if module is not None and hasattr(module, "HEAD_CHUNK_ELEMENTS"):
+        chunk_rows = module.HEAD_CHUNK_ELEMENTS // backend.model.get_output_embeddings().weight.shape[0]
     samples = [s for s in registry.datasets.create("corpus", {}) if s.text.strip()]
     encoded = backend.tokenizer.encode_batch([s.text for s in samples])
     pairs = [(s, ids[:args.tokens]) for s, ids in zip(samples, encoded, strict=True) if len(ids) >= args.tokens]
@@ -108,7 +130,8 @@ def main() -> None:
                          "tokens_per_s": n / min(r[0] for r in runs), "tokens_per_cpu_s": n / min(r[1] for r in runs)}
     summary = {
         "model": args.model, "samples": len(sequences), "tokens_per_sample": args.tokens,
-        "batch_size": args.batch_size, "repeats": args.repeats, "model_load_s": load,
+        "batch_size": args.batch_size, "repeats": args.repeats, "head_chunk_rows": chunk_rows,
+        "threads": args.threads, "model_load_s": load,
         "load_average": os.getloadavg(), "cpus": os.cpu_count(), **figures,
         "ratio_wall": figures["mia"]["tokens_per_s"] / figures["raw"]["tokens_per_s"],
         "ratio_cpu": figures["mia"]["tokens_per_cpu_s"] / figures["raw"]["tokens_per_cpu_s"],
@@ -120,7 +143,8 @@ def main() -> None:
         print(json.dumps(summary, indent=2))
         return
     print(f"{args.model}: {len(sequences)} sequences x {args.tokens} tokens, batch {args.batch_size}, "
-          f"best of {args.repeats}; load average {summary['load_average'][0]:.1f} on {summary['cpus']} CPUs")
+          f"LM head in chunks of {chunk_rows} positions, best of {args.repeats};\n"
+          f"  load average {summary['load_average'][0]:.1f} on {summary['cpus']} CPUs")
     for name in ("raw", "raw+stats", "mia"):
         f = figures[name]
         print(f"  {name:9s} {f['tokens_per_s']:8.1f} tokens/s wall  {f['tokens_per_cpu_s']:8.1f} tokens/CPU-s  "
