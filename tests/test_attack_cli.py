@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from test_attack_fakes import MEMBERS, NONMEMBERS, CharTokenizer, FakePlugin
 
+from mia_core import hookimpl
 from mia_core.attack.results import AttackResults, unique_path
 from mia_core.cli import cli
+from mia_core.errors import MiaError
 from mia_core.prefixmap import PrefixMapWriter
 
 
@@ -224,10 +226,28 @@ def test_long_map_windows_keep_their_suffix(runner, in_tmp, fake_plugin):
 
 def test_export_rejects_unknown_format(tmp_path):
     from mia_core.attack.results import export_results
-    from mia_core.errors import MiaError
 
     with pytest.raises(MiaError, match="unknown export format 'xml'"):
         export_results(tmp_path / "x.h5", "xml")
     (tmp_path / "bad.h5").write_text("not hdf5")
     with pytest.raises(MiaError, match="not a readable attack results file"):
         export_results(tmp_path / "bad.h5", "csv")
+
+
+class KeyedAPIPlugin:
+    """An API model registered with api=True whose factory would ask for a key."""
+
+    @hookimpl
+    def mia_register_backends(self, register):
+        def factory(name, options):
+            raise MiaError("needs an API key")
+
+        register("keyed-api", factory, description="API model", api=True)
+
+
+def test_api_model_is_refused_before_it_is_built(runner, in_tmp, fake_plugin, register_plugin):
+    register_plugin(KeyedAPIPlugin(), name="keyed-api-plugin")
+    for args in (["--model", "keyed-api"], ["--model", "fake-lm", "--reference", "keyed-api"]):
+        result = run(runner, ["--dataset", "fake-set", *args])
+        assert result.exit_code == 1
+        assert "model 'keyed-api' cannot score token sequences (it offers: generate_text)" in result.stderr

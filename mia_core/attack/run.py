@@ -85,13 +85,30 @@ def timestamp() -> str:
 # ---------------------------------------------------------------- backends
 
 
+def _cannot_score(name: str, caps: Iterable[str]) -> MiaError:
+    offers = ", ".join(sorted(caps)) or "nothing"
+    return MiaError(f"model {name!r} cannot score token sequences (it offers: {offers}); "
+                    "membership signals need per-token log-probabilities, which text-only API models do not return")
+
+
+def check_registered_scoring(name: str) -> None:
+    """Refuse, before loading anything (or asking for an API key), a model whose registration
+    declares capabilities without ``score``; unknown names fail here with "Did you mean"."""
+    from mia_core import registry
+
+    info = registry.backends.get(name).info
+    caps = info.get("capabilities")
+    if caps is None and info.get("api"):  # registered as an API model: text in, text out
+        caps = ("generate_text",)
+    if caps is not None and "score" not in caps:
+        raise _cannot_score(name, caps)
+
+
 def require_scoring(backend: Backend, name: str) -> None:
     """Membership signals need per-token log-probabilities: refuse backends that lack them."""
     caps = set(getattr(backend, "capabilities", ()))
     if "score" not in caps:
-        offers = ", ".join(sorted(caps)) or "nothing"
-        raise MiaError(f"model {name!r} cannot score token sequences (it offers: {offers}); "
-                       "membership signals need per-token log-probabilities, which text-only API models do not return")
+        raise _cannot_score(name, caps)
     if getattr(backend, "tokenizer", None) is None:
         raise MiaError(f"model {name!r} has no tokenizer, so its strings cannot be scored")
 

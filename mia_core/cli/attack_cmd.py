@@ -82,6 +82,9 @@ def attack(prefix_map, dataset, dataset_options, model, model_options, signals, 
     labels = read_label_file(labels_file) if labels_file else None
     pmap = PrefixMap(prefix_map) if prefix_map is not None else None  # fail on a bad map before loading models
 
+    ar.check_registered_scoring(model)
+    if reference:
+        ar.check_registered_scoring(reference)
     backend = registry.backends.create(model, parse_key_values(model_options, "--model-option"))
     ar.require_scoring(backend, model)
     ref_backend = None
