@@ -129,7 +129,8 @@ class Registry:
         message = f"unknown {self.kind} {name!r}."
         provider = _provider_for(name)
         if provider:
-            message += f" It is provided by the plugin {provider!r}: pip install -e plugins/{provider.replace('-', '_')}."
+            folder = provider.replace("-", "_")
+            message += f" It is provided by the plugin {provider!r}: pip install -e plugins/{folder}."
         keys = sorted({k for e in self.entries() for k in (e.name, *e.aliases)})
         close = difflib.get_close_matches(name.lower(), [k.lower() for k in keys], n=1, cutoff=0.6)
         if close:

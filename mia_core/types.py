@@ -94,7 +94,9 @@ class Backend(Protocol):
     ``generate`` takes prefixes of token ids (without BOS: the backend prepends what the
     model expects) and returns the new tokens of each, stopping after EOS when produced.
     ``score`` returns teacher-forced scores of whole sequences from position ``start``
-    (an int for all, or one per sequence). ``describe()`` is recorded in run files.
+    (an int for all, or one per sequence); with ``distribution=False`` the caller needs no
+    ``mean``/``std`` (Min-K%++), and the backend may skip them (NaN) to save a pass over the
+    vocabulary. ``describe()`` is recorded in run files.
     Backends raise ``mia_core.errors.BackendOutOfMemory`` when a batch does not fit.
     """
 
@@ -110,5 +112,5 @@ class Backend(Protocol):
     def generate_text(self, prompts: Sequence[str], max_new_tokens: int,
                       sampling: Sampling) -> list[TextResult]: ...
 
-    def score(self, sequences: Sequence[Sequence[int]],
-              start: int | Sequence[int] = 0) -> list[TokenScores]: ...
+    def score(self, sequences: Sequence[Sequence[int]], start: int | Sequence[int] = 0, *,
+              distribution: bool = True) -> list[TokenScores]: ...

@@ -59,7 +59,8 @@ class FakeLM:
     def describe(self) -> dict:
         return {"name": self.name, "kind": "fake"}
 
-    def score(self, sequences: Sequence[Sequence[int]], start: int | Sequence[int] = 0) -> list[TokenScores]:
+    def score(self, sequences: Sequence[Sequence[int]], start: int | Sequence[int] = 0, *,
+              distribution: bool = True) -> list[TokenScores]:
         self.calls += 1
         self.batches.append(len(sequences))
         starts = [start] * len(sequences) if isinstance(start, int) else list(start)

@@ -90,6 +90,18 @@ def test_score_matches_full_forward(tiny):
         assert len(s.logprob) == len(seq) - st
 
 
+def test_score_without_distribution_skips_only_mean_and_std(tiny):
+    """distribution=False (no Min-K%++ needed) keeps log p and argmax, and leaves mean/std NaN."""
+    backend, tok, _ = tiny
+    seqs = [ids[:9] for ids in tok.encode_batch(TEXTS)]
+    full = backend.score(seqs, start=2)
+    lean = backend.score(seqs, start=2, distribution=False)
+    for f, s in zip(full, lean, strict=True):
+        np.testing.assert_allclose(s.logprob, f.logprob, atol=1e-5)
+        assert s.argmax.tolist() == f.argmax.tolist()
+        assert np.isnan(s.mean).all() and np.isnan(s.std).all()
+
+
 def test_score_batched_equals_single(tiny):
     backend, tok, _ = tiny
     seqs = [ids[:n] for ids, n in zip(tok.encode_batch(TEXTS), (3, 8, 5, 7), strict=True)]

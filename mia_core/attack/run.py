@@ -141,10 +141,11 @@ def effective_max_tokens(backend: Backend, max_tokens: int | None) -> int | None
 
 
 def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_size: int, quiet: bool = False,
-                    desc: str = "scoring") -> list[TokenScores]:
+                    desc: str = "scoring", distribution: bool = True) -> list[TokenScores]:
     """Teacher-forced scores of every sequence from its first token, in input order.
 
     Longest first, so each batch pads little; a batch that does not fit in memory is halved.
+    ``distribution`` asks for the mean/std of log p that only Min-K%++ needs.
     """
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     out: list[TokenScores | None] = [None] * len(sequences)
@@ -155,7 +156,7 @@ def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_
             idx = order[done:done + size]
             batch = [list(sequences[i]) for i in idx]
             try:
-                scored = backend.score(batch, 0)
+                scored = backend.score(batch, 0, distribution=distribution)
             except BackendOutOfMemory:
                 if size == 1:
                     raise
@@ -296,7 +297,8 @@ def _reference_signal(reference: Backend, items: Sequence[Item], target: Sequenc
                       same_tokenizer: bool, config: AttackConfig, max_tokens: int | None) -> np.ndarray:
     if same_tokenizer:
         ref_scores = [sig.scored_positions(r) for r in score_sequences(
-            reference, [it.tokens for it in items], config.batch_size, config.quiet, desc="reference")]
+            reference, [it.tokens for it in items], config.batch_size, config.quiet, desc="reference",
+            distribution=False)]
         return np.array([sig.ref_signal(sig.mean_nll(t.logprob), sig.mean_nll(r.logprob))
                          for t, r in zip(target, ref_scores, strict=True)])
     # Different tokenizers: retokenize the scored text and compare NLL per UTF-8 byte.
@@ -307,7 +309,7 @@ def _reference_signal(reference: Backend, items: Sequence[Item], target: Sequenc
             "truncated for it", config.quiet)
     encoded = [list(ids[:max_tokens]) if max_tokens else list(ids) for ids in encoded]
     ref_scores = [sig.scored_positions(r) for r in score_sequences(
-        reference, encoded, config.batch_size, config.quiet, desc="reference")]
+        reference, encoded, config.batch_size, config.quiet, desc="reference", distribution=False)]
     out = []
     for item, t, r in zip(items, target, ref_scores, strict=True):
         n_bytes = len(item.text.encode("utf-8"))
@@ -326,7 +328,8 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
     if not items:
         raise MiaError("nothing to score: every string was empty")
     started = time.perf_counter()
-    raw = score_sequences(backend, [it.tokens for it in items], config.batch_size, config.quiet)
+    raw = score_sequences(backend, [it.tokens for it in items], config.batch_size, config.quiet,
+                          distribution="minkpp" in config.signals)
     elapsed = time.perf_counter() - started
     scores = [sig.scored_positions(s) for s in raw]  # verdicts use raw (aligned to the tokens)
     n_scored = sum(len(s.logprob) for s in scores)

@@ -66,9 +66,9 @@ def _print_table(rows: list[dict], as_json: bool, columns: list[str]) -> None:
         return
     cells = [[("yes" if v is True else "-" if v is False else str(v)) for v in (r[c] for c in columns)] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 commands = [plugins, models, datasets]

@@ -198,13 +198,14 @@ class HFCausalLM:
         raise MiaError(f"{self.name} generates token ids, not text (capability 'generate')")
 
     # --- scoring ---------------------------------------------------------------------------
-    def score(self, sequences: Sequence[Sequence[int]], start: int | Sequence[int] = 0) -> list[TokenScores]:
+    def score(self, sequences: Sequence[Sequence[int]], start: int | Sequence[int] = 0, *,
+              distribution: bool = True) -> list[TokenScores]:
         """Teacher-forced scores of each sequence at positions ``start..len-1``: one forward
         pass over the batch (right-padded), the LM head only at the positions scored.
 
         ``mean``/``std`` are the mean and standard deviation of log p(z) with z drawn from
-        the model's next-token distribution (Min-K%++). Position 0 of a model without BOS
-        has no context: its entries are NaN (argmax -1).
+        the model's next-token distribution (Min-K%++); ``distribution=False`` skips them
+        (NaN). Position 0 of a model without BOS has no context: its entries are NaN (argmax -1).
         """
         n = len(sequences)
         if n == 0:
@@ -244,7 +245,7 @@ class HFCausalLM:
                 h = hidden[b_t, p_t]  # [K, H]
                 del hidden
                 tgt = torch.tensor([targets[i] for i in keep], device=self.device)
-                lp, am, mu, sd = self._head_stats(h, tgt)
+                lp, am, mu, sd = self._head_stats(h, tgt, distribution)
             keep_a = np.asarray(keep)
             logprob[keep_a], argmax[keep_a], mean[keep_a], std[keep_a] = lp, am, mu, sd
         return [TokenScores(logprob[a:b], argmax[a:b], mean[a:b], std[a:b]) for a, b in spans]
@@ -284,12 +285,18 @@ class HFCausalLM:
         tol = 1e-3 if self.dtype == torch.float32 else 5e-2
         return got.shape == ref.shape and bool(torch.allclose(got, ref, atol=tol * max(1.0, ref.abs().max().item())))
 
-    def _head_stats(self, h: torch.Tensor, tgt: torch.Tensor) -> tuple[np.ndarray, ...]:
+    def _head_stats(self, h: torch.Tensor, tgt: torch.Tensor, distribution: bool = True) -> tuple[np.ndarray, ...]:
         vocab = self.model.get_output_embeddings().weight.shape[0] if self._head_ok else h.shape[-1]
         step = max(1, HEAD_CHUNK_ELEMENTS // max(vocab, 1))
         parts: list[tuple[torch.Tensor, ...]] = []
         for a in range(0, h.shape[0], step):
-            logp = torch.log_softmax(self._logits(h[a:a + step]).float(), dim=-1)
+            logits = self._logits(h[a:a + step]).float()
+            if not distribution:  # log p(target) = logit - logsumexp: no full log_softmax needed
+                lp = logits.gather(-1, tgt[a:a + step, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+                nan = torch.full_like(lp, float("nan"))
+                parts.append((lp, logits.argmax(-1), nan, nan))
+                continue
+            logp = torch.log_softmax(logits, dim=-1)
             p = logp.exp()
             mu = (p * logp).sum(-1)
             var = (p * logp.square()).sum(-1) - mu.square()

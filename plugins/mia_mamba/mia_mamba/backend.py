@@ -66,9 +66,10 @@ class MambaBackend(HFCausalLM):
         self._check_ids(prefixes)
         return super().generate(prefixes, max_new_tokens, sampling)
 
-    def score(self, sequences: Sequence[Sequence[int]], start: int | Sequence[int] = 0) -> list:
+    def score(self, sequences: Sequence[Sequence[int]], start: int | Sequence[int] = 0, *,
+              distribution: bool = True) -> list:
         self._check_ids(sequences)
-        return super().score(sequences, start)
+        return super().score(sequences, start, distribution=distribution)
 
 
 class _SsmBody(torch.nn.Module):
