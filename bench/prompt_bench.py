@@ -10,9 +10,9 @@ One run, same model and prefixes, greedy decoding:
 
 Prints tokens/s of each and the ratios (targets at batch 32: mia/(a) >= 6, mia/(b) >= 0.9,
 check/generation >= 10). Tokens are counted up to EOS, the same way for every contender.
-The naive loop runs on the first ``--naive`` prefixes only (its tokens/s does not depend on
-how many it does). Timings on a shared machine are noisy: each contender runs
-``--repeat`` times and the best is kept.
+The naive loop (and the check at batch 1) run on the first ``--naive`` prefixes only (their
+tokens/s does not depend on how many they do). Timings on a shared machine are noisy: the
+contenders run ``--repeat`` rounds, interleaved in a rotating order, and each one's best is kept.
 
     python bench/prompt_bench.py [--model gemma-3-270m] [--batch-size 32] [--max-length 32]
 """
@@ -108,7 +108,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_map(Path(tmp) / "map", backend.tokenizer, n, args.prefix_tokens, L)
         prefixes = [list(map(int, p)) for p in PrefixMap(folder).read("prefixes")]
-        raw_generate(backend, prefixes[:2], 4)  # warm-up
+        raw_generate(backend, prefixes[:args.batch_size], 2)  # warm-up at full batch (first big run is slow)
 
         def run_mia():
             return prompt(folder, args.model, backend=backend, batch_size=args.batch_size, max_length=L, quiet=True)
@@ -123,31 +123,33 @@ def main() -> None:
             return prompt(folder, args.model, backend=backend, method="teacher-forced", batch_size=args.batch_size,
                           max_length=L, quiet=True)
 
-        # Interleave the contenders round by round (the machine's load drifts) and keep each one's best.
+        k = min(args.naive, n)
+
+        def run_naive():
+            return [raw_generate(backend, [p], L)[0] for p in prefixes[:k]]
+
+        def run_check1():  # the check one window at a time, on the naive loop's prefixes
+            return prompt(folder, args.model, backend=backend, method="teacher-forced", batch_size=1,
+                          num_strings=k, max_length=L, quiet=True)
+
+        # Interleave the contenders round by round, rotating the order (the machine's load
+        # drifts, and a run right after the check's big allocations is slower); keep each one's best.
+        order = [("mia", run_mia), ("raw", run_raw), ("check", run_check), ("naive", run_naive),
+                 ("check1", run_check1)]
         times: dict[str, float] = {}
-        for _ in range(args.repeat):
-            for name, fn in (("mia", run_mia), ("raw", run_raw), ("check", run_check)):
+        results: dict[str, object] = {}
+        for r in range(args.repeat):
+            shift = r % len(order)
+            for name, fn in order[shift:] + order[:shift]:
                 t, result = best(fn, 1)
                 if t < times.get(name, float("inf")):
-                    times[name] = t
-                    if name == "mia":
-                        rows = result
-                    elif name == "raw":
-                        raw = result
-                    else:
-                        tf = result
-        t_mia, t_raw, t_tf = times["mia"], times["raw"], times["check"]
+                    times[name], results[name] = t, result
+        rows, raw, tf, naive, tf1 = (results[x] for x in ("mia", "raw", "check", "naive", "check1"))
+        t_mia, t_raw, t_tf, t_naive, t_tf1 = (times[x] for x in ("mia", "raw", "check", "naive", "check1"))
         tok_mia = sum(len(r["generated_tokens"]) for r in rows)
         tok_raw = count_new(raw, eos)
         tok_tf = sum(len(r["generated_tokens"]) for r in tf)
-
-        k = min(args.naive, n)
-        t_naive, naive = best(lambda: [raw_generate(backend, [p], L)[0] for p in prefixes[:k]], 1)
         tok_naive = count_new(naive, eos)
-
-        # the check one window at a time, on the naive loop's prefixes (generation at batch 1)
-        t_tf1, tf1 = best(lambda: prompt(folder, args.model, backend=backend, method="teacher-forced", batch_size=1,
-                                         num_strings=k, max_length=L, quiet=True), 1)
         tok_tf1 = sum(len(r["generated_tokens"]) for r in tf1)
 
     same = [r["generated_tokens"] for r in rows] == [row[:count_new([row], eos)] for row in raw]
