@@ -26,7 +26,7 @@ DTYPES = {
 
 # Log-softmax over a 262k vocabulary is the memory peak of scoring: the LM head runs over
 # at most this many scalar logits (positions × vocab) at a time.
-HEAD_CHUNK_ELEMENTS = 64 * 262_144
+HEAD_CHUNK_ELEMENTS = 256 * 262_144
 
 
 def resolve_device(option: str | None) -> torch.device:
@@ -291,16 +291,18 @@ class HFCausalLM:
         parts: list[tuple[torch.Tensor, ...]] = []
         for a in range(0, h.shape[0], step):
             logits = self._logits(h[a:a + step]).float()
-            if not distribution:  # log p(target) = logit - logsumexp: no full log_softmax needed
-                lp = logits.gather(-1, tgt[a:a + step, None])[:, 0] - torch.logsumexp(logits, dim=-1)
-                nan = torch.full_like(lp, float("nan"))
-                parts.append((lp, logits.argmax(-1), nan, nan))
-                continue
+            # max(-1).indices: the same index as argmax(-1) but about twice as fast on CPU.
+            best = logits.max(-1).indices
             logp = torch.log_softmax(logits, dim=-1)
+            if not distribution:
+                lp = logp.gather(-1, tgt[a:a + step, None])[:, 0]
+                nan = torch.full_like(lp, float("nan"))
+                parts.append((lp, best, nan, nan))
+                continue
             p = logp.exp()
             mu = (p * logp).sum(-1)
             var = (p * logp.square()).sum(-1) - mu.square()
-            parts.append((logp.gather(-1, tgt[a:a + step, None])[:, 0], logp.argmax(-1), mu, var.clamp_min(0).sqrt()))
+            parts.append((logp.gather(-1, tgt[a:a + step, None])[:, 0], best, mu, var.clamp_min(0).sqrt()))
         return tuple(torch.cat([part[i] for part in parts]).cpu().numpy() for i in range(4))
 
 
