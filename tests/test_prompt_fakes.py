@@ -102,7 +102,7 @@ class FakeLM:
             out.append(new)
         return out
 
-    def score(self, sequences, start=0):
+    def score(self, sequences, start=0, *, distribution=True):
         self._check(len(sequences), "score")
         out = []
         for seq in sequences:
