@@ -85,7 +85,7 @@ class PrefixMapWriter:
             self._ds_labels = _growable(g, "sample_label", None, STR_DTYPE)
             self._ds_texts = _growable(g, "text", None, STR_DTYPE)
             self.dataset_group = g
-        f.attrs.update(_encode_attrs({**attrs, "format_version": FORMAT_VERSION, "mia_version": __version__,
+        f.attrs.update(encode_attrs({**attrs, "format_version": FORMAT_VERSION, "mia_version": __version__,
                                       "prefix_tokens": prefix_tokens, "suffix_tokens": suffix_tokens,
                                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
 
@@ -117,7 +117,7 @@ class PrefixMapWriter:
 
     def finish(self, counts: dict[str, int]) -> Path:
         """Record the counts, close the file and give the folder its final name."""
-        self.file.attrs.update(_encode_attrs({**counts, "size": int(self._prefixes.shape[0]), "complete": True}))
+        self.file.attrs.update(encode_attrs({**counts, "size": int(self._prefixes.shape[0]), "complete": True}))
         self.file.close()
         os.replace(self.partial, self.folder)
         return self.folder
@@ -130,8 +130,8 @@ class PrefixMapWriter:
             shutil.rmtree(self.partial, ignore_errors=True)
 
 
-def _encode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    # HDF5 attributes cannot hold None or dicts: store those as JSON strings.
+def encode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """HDF5 attributes cannot hold None, dicts or lists of mixed types: store those as JSON text."""
     out = {}
     for key, value in attrs.items():
         if value is None or isinstance(value, (dict, list, tuple)):
@@ -141,7 +141,8 @@ def _encode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _decode_attr(value: Any) -> Any:
+def decode_attr(value: Any) -> Any:
+    """An attribute as written by :func:`encode_attrs` (JSON text back to objects, numpy scalars to Python)."""
     if isinstance(value, bytes):
         value = value.decode()
     if isinstance(value, np.generic):
@@ -183,7 +184,7 @@ class PrefixMap:
         self.folder = resolve_map(folder, prefixes_dir)
         self.path = self.folder / MAP_FILE
         with h5py.File(self.path, "r") as f:
-            self.attrs: dict[str, Any] = {k: _decode_attr(v) for k, v in f.attrs.items()}
+            self.attrs: dict[str, Any] = {k: decode_attr(v) for k, v in f.attrs.items()}
             self.size = int(f["prefixes"].shape[0])
             self.has_dataset = "dataset" in f
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PAD, STR_DTYPE, PrefixMap, _decode_attr, _encode_attrs
+from mia_core.prefixmap import PAD, STR_DTYPE, PrefixMap, decode_attr, encode_attrs
 
 RUN_FORMAT_VERSION = 1
 RUNS_DIR = "runs"
@@ -130,7 +130,7 @@ class RunWriter:
                                  compression=None if kind == "str" else "gzip")
             for name, array in (static or {}).items():
                 f.create_dataset(name, data=array)
-            f.attrs.update(_encode_attrs({
+            f.attrs.update(encode_attrs({
                 **attrs, "format_version": RUN_FORMAT_VERSION, "mia_version": __version__,
                 "max_length": max_length, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "complete": False, "rows": 0, "columns": json.dumps(declared),
@@ -166,7 +166,7 @@ class RunWriter:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return {k: _decode_attr(v) for k, v in self.file.attrs.items()}
+        return {k: decode_attr(v) for k, v in self.file.attrs.items()}
 
     @property
     def max_length(self) -> int:
@@ -174,7 +174,7 @@ class RunWriter:
 
     def set_attrs(self, **attrs: Any) -> None:
         """Update attributes and flush (used for e.g. the batch-API state and costs)."""
-        self.file.attrs.update(_encode_attrs(attrs))
+        self.file.attrs.update(encode_attrs(attrs))
         self.file.flush()
 
     def append(self, columns: Mapping[str, Any]) -> None:
@@ -238,7 +238,7 @@ class Run:
             raise MiaError(f"run {str(path)!r} not found")
         try:
             with h5py.File(self.path, "r") as f:
-                self.attrs: dict[str, Any] = {k: _decode_attr(v) for k, v in f.attrs.items()}
+                self.attrs: dict[str, Any] = {k: decode_attr(v) for k, v in f.attrs.items()}
                 if "rows" not in self.attrs or "tokens" not in f:
                     raise MiaError(f"{self.path} is not a mia run file")
                 self.columns: list[str] = [k for k in json.loads(f.attrs["columns"])]

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from mia_core.errors import MiaError
+from mia_core.prefixmap import decode_attr, encode_attrs
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 EXPORT_FORMATS = ("csv", "jsonl")
@@ -32,13 +33,6 @@ def unique_path(folder: Path, stem: str, suffix: str = ".h5") -> Path:
         path = folder / f"{stem}_{n}{suffix}"
         n += 1
     return path
-
-
-def _attr(value: Any) -> Any:
-    # HDF5 attributes cannot hold None, dicts or lists of mixed types: store JSON text.
-    if value is None or isinstance(value, (dict, list, tuple)):
-        return json.dumps(value)
-    return value
 
 
 def write_results(path: Path, columns: dict[str, np.ndarray | list], signals: dict[str, np.ndarray],
@@ -56,25 +50,12 @@ def write_results(path: Path, columns: dict[str, np.ndarray | list], signals: di
             g = f.create_group("signals")
             for name, values in signals.items():
                 g.create_dataset(name, data=np.asarray(values, dtype=np.float64))
-            f.attrs.update({k: _attr(v) for k, v in attrs.items()})
+            f.attrs.update(encode_attrs(attrs))
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     return path
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, str) and value[:1] in "[{n":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 class AttackResults:
@@ -84,7 +65,7 @@ class AttackResults:
         self.path = Path(path)
         try:
             with h5py.File(self.path, "r") as f:
-                self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
+                self.attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
                 self.columns: dict[str, np.ndarray] = {}
                 for name, ds in f.items():
                     if isinstance(ds, h5py.Dataset):

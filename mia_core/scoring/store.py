@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mia_core.prefixmap import _decode_attr, _encode_attrs
+from mia_core.prefixmap import decode_attr, encode_attrs
 
 
 def scores_path(run_path: str | os.PathLike) -> Path:
@@ -32,14 +32,14 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
     tmp = path.with_name(path.name + ".tmp")
     keep_corpus = corpus is None and path.is_file()
     with h5py.File(tmp, "w") as f:
-        f.attrs.update(_encode_attrs(attrs))
+        f.attrs.update(encode_attrs(attrs))
         g = f.create_group("match")
         for name, values in match.items():
             if values is not None:
                 g.create_dataset(name, data=values, compression="gzip")
         if corpus is not None:
             c = f.create_group("corpus")
-            c.attrs.update(_encode_attrs(corpus["attrs"]))
+            c.attrs.update(encode_attrs(corpus["attrs"]))
             for name, values in corpus["data"].items():
                 if values.dtype == object:  # strings (document ids)
                     c.create_dataset(name, data=[str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
@@ -59,10 +59,10 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
 def read_scores(path: str | os.PathLike) -> dict[str, Any]:
     """``{"attrs", "match": {...}, "corpus": {"attrs", "data"} | None}``."""
     with h5py.File(path, "r") as f:
-        out: dict[str, Any] = {"attrs": {k: _decode_attr(v) for k, v in f.attrs.items()},
+        out: dict[str, Any] = {"attrs": {k: decode_attr(v) for k, v in f.attrs.items()},
                                "match": {k: v[()] for k, v in f["match"].items()}, "corpus": None}
         if "corpus" in f:
             c = f["corpus"]
-            out["corpus"] = {"attrs": {k: _decode_attr(v) for k, v in c.attrs.items()},
+            out["corpus"] = {"attrs": {k: decode_attr(v) for k, v in c.attrs.items()},
                              "data": {k: v[()] for k, v in c.items()}}
     return out
