@@ -37,7 +37,7 @@ def _growable(group: h5py.Group, name: str, width: int | None, dtype: Any) -> h5
     chunks = (CHUNK_ROWS,) if width is None else (max(1, min(CHUNK_ROWS, 2**20 // max(width, 1))), width)
     compression = None if dtype is STR_DTYPE else "gzip"
     return group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype,
-                                chunks=chunks, compression=compression)
+                                chunks=chunks, compression=compression, compression_opts=1 if compression else None)
 
 
 def _append(ds: h5py.Dataset, values: Any) -> None:
