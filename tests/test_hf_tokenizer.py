@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 from mia_hf import sources
-from mia_hf.tokenizer import HFTokenizer, SentencePieceTokenizer, gguf_tokenizer_dir, load_tokenizer
+from mia_hf.tokenizer import (
+    FINGERPRINT_FILE,
+    HFTokenizer,
+    SentencePieceTokenizer,
+    gguf_tokenizer_dir,
+    load_tokenizer,
+)
 from tiny_models import make_tiny_tokenizer, training_text
 
 from mia_core import registry
@@ -238,3 +244,21 @@ def test_tokenizer_never_needs_the_weights(tmp_path):
     assert tok.decode_batch(tok.encode_batch(["weights are not needed"])) == ["weights are not needed"]
     with pytest.raises(MiaError, match="cannot load"):
         registry.backends.create(str(folder), {"device": "cpu"})
+
+
+@pytest.mark.real_model
+def test_gguf_fingerprint_is_computed_once_per_cache_folder(monkeypatch):
+    """The fingerprint stored beside a cached tokenizer is reused, and equals a fresh hash."""
+    source = sources.resolve("gemma-3-270m")
+    fresh = load_tokenizer(source).fingerprint
+    stored = gguf_tokenizer_dir("gemma-3-270m") / FINGERPRINT_FILE
+    assert stored.read_text() == fresh
+    tok = load_tokenizer(source)
+    tok.__dict__.pop("fingerprint")
+    assert tok.fingerprint == fresh  # hashing again gives the stored value
+
+    def no_hashing(self):
+        raise AssertionError("the fingerprint was recomputed")
+
+    monkeypatch.setattr(HFTokenizer, "fingerprint", property(no_hashing))
+    assert load_tokenizer(source).__dict__["fingerprint"] == fresh

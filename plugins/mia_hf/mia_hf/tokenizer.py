@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -133,10 +134,32 @@ def _hub_sentencepiece_file(ident: str) -> str:
         raise MiaError(sources.offline_message(ident)) from exc
 
 
+FINGERPRINT_FILE = "mia_fingerprint_v1.txt"  # bump the version whenever HFTokenizer.fingerprint changes
+
+
+def _reuse_fingerprint(tok: HFTokenizer, path: Path) -> HFTokenizer:
+    """Hashing a 262k-token vocabulary takes seconds: do it once per (immutable, versioned)
+    cache folder and keep the result beside the tokenizer files."""
+    try:
+        tok.__dict__["fingerprint"] = path.read_text().strip()  # where cached_property stores it
+        return tok
+    except OSError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(tok.fingerprint)
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache: the fingerprint is simply computed each time
+        tmp.unlink(missing_ok=True)
+    return tok
+
+
 def load_tokenizer(source: sources.Source) -> HFTokenizer | SentencePieceTokenizer:
     """Load the tokenizer of ``source`` (never the weights)."""
     if source.kind == "gguf":
-        return HFTokenizer(source.name, _auto_tokenizer(gguf_tokenizer_dir(source.name)), source.describe())
+        folder = gguf_tokenizer_dir(source.name)
+        tok = HFTokenizer(source.name, _auto_tokenizer(folder), source.describe())
+        return _reuse_fingerprint(tok, folder / FINGERPRINT_FILE)
     if source.sentencepiece:
         if source.kind == "hub":
             model_file = _hub_sentencepiece_file(source.location)
