@@ -64,9 +64,19 @@ class PrefixMapWriter:
         except FileExistsError:
             raise MapNameTaken(f"{self.partial} exists: another run is writing it, or one was killed "
                            "(then delete it)") from None
-        self.file = h5py.File(self.partial / MAP_FILE, "w")
         self.prefix_tokens = prefix_tokens
         self.suffix_tokens = suffix_tokens
+        try:
+            self._create(attrs, save_dataset)
+        except BaseException:  # never leave a half-made folder behind
+            if getattr(self, "file", None) is not None:
+                self.file.close()
+            shutil.rmtree(self.partial, ignore_errors=True)
+            raise
+
+    def _create(self, attrs: dict[str, Any], save_dataset: bool) -> None:
+        prefix_tokens, suffix_tokens = self.prefix_tokens, self.suffix_tokens
+        self.file = h5py.File(self.partial / MAP_FILE, "w")
         f = self.file
         self._prefixes = _growable(f, "prefixes", prefix_tokens, TOKEN_DTYPE)
         self._suffixes = _growable(f, "suffixes", max(suffix_tokens, 1), TOKEN_DTYPE)

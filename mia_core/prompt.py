@@ -283,38 +283,36 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         raise click.BadParameter("must be positive", param_hint="--max-cost")
     options = dict(model_options or {})
     writer: RunWriter | None = None
+    start_row = 0
     if resume is not None:
         if out is not None:
             raise click.UsageError("--out and --resume exclude each other (the resumed run is the output)")
-        writer = RunWriter.reopen(resume)
-        try:
-            attrs = writer.attrs
-            if writer.was_complete:
-                raise MiaError(f"{resume} is already complete ({writer.rows_done} rows); nothing to resume")
-            given = {"model": model, "method": method, "num_strings": num_strings, "max_length": max_length,
-                     "retokenized": True if retokenize else None}
-            if sampling is not None:
-                given.update(_sampling_attrs(sampling))
-            _check_resume(attrs, given)
-            if prefix_map is not None and PrefixMap(prefix_map, prefixes_dir).folder.resolve() != \
-                    Path(attrs["prefix_map"]).resolve():
-                raise MiaError(f"cannot resume: the run was made from the map {attrs['prefix_map']}, not {prefix_map}")
-            pmap = PrefixMap(attrs["prefix_map"]) if Path(str(attrs["prefix_map"])).is_dir() \
-                else PrefixMap(writer.path.resolve().parent.parent)
-            model, method = str(attrs["model"]), str(attrs["method"])
-            num_strings, max_length = int(attrs["num_strings"]), int(attrs["max_length"])
-            sampling = Sampling(float(attrs["temperature"]), attrs["top_k"], attrs["top_p"], attrs["seed"])
-            retokenize = bool(attrs["retokenized"])
-            options = {**(attrs.get("model_options") or {}), **options}
-            batch_size = batch_size or int(attrs["batch_size"])
-            batch_api = batch_api or bool(attrs.get("batch_api"))  # never abandon a submitted batch
-            if (attrs.get("batch_state") or {}).get("batch_id") and not batch_api and not dry_run:
-                # Its batch is paid for: fetch it, never ask the Messages API for the same rows again.
-                batch_api = True
-                _note("this run was started with --batch-api; resuming it with the batch API")
-        except BaseException:
-            writer.close()
-            raise
+        # Checked read-only: a refused resume (or a dry run) leaves the file exactly as it was.
+        resumed = open_run(resume)
+        attrs, start_row = resumed.attrs, len(resumed)
+        if resumed.complete:
+            raise MiaError(f"{resume} is already complete ({start_row} rows); nothing to resume")
+        given = {"model": model, "method": method, "num_strings": num_strings, "max_length": max_length,
+                 "retokenized": True if retokenize else None}
+        if sampling is not None:
+            given.update(_sampling_attrs(sampling))
+        _check_resume(attrs, given)
+        if prefix_map is not None and PrefixMap(prefix_map, prefixes_dir).folder.resolve() != \
+                Path(attrs["prefix_map"]).resolve():
+            raise MiaError(f"cannot resume: the run was made from the map {attrs['prefix_map']}, not {prefix_map}")
+        pmap = PrefixMap(attrs["prefix_map"]) if Path(str(attrs["prefix_map"])).is_dir() \
+            else PrefixMap(resumed.path.resolve().parent.parent)
+        model, method = str(attrs["model"]), str(attrs["method"])
+        num_strings, max_length = int(attrs["num_strings"]), int(attrs["max_length"])
+        sampling = Sampling(float(attrs["temperature"]), attrs["top_k"], attrs["top_p"], attrs["seed"])
+        retokenize = bool(attrs["retokenized"])
+        options = {**(attrs.get("model_options") or {}), **options}
+        batch_size = batch_size or int(attrs["batch_size"])
+        batch_api = batch_api or bool(attrs.get("batch_api"))  # never abandon a submitted batch
+        if (attrs.get("batch_state") or {}).get("batch_id") and not batch_api and not dry_run:
+            # Its batch is paid for: fetch it, never ask the Messages API for the same rows again.
+            batch_api = True
+            _note("this run was started with --batch-api; resuming it with the batch API")
     else:
         if prefix_map is None:
             raise click.UsageError("give a prefix map (--prefix_map) or a run to --resume")
@@ -336,12 +334,13 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
             raise click.UsageError("--batch-api is for API (text) models only")
         if batch_api and not callable(getattr(backend, "run_batch", None)):
             raise MiaError(f"model {model!r} has no batch API (its backend does not implement run_batch)")
-        start_row = writer.rows_done if writer else 0
         if dry_run:
             _dry_run(job, start_row, batch_size)
             return []
         _estimate_and_confirm(job, start_row, confirm_above, yes, max_cost, batch_api)
-        if writer is None:
+        if resume is not None:
+            writer = RunWriter.reopen(resume)
+        else:
             path = Path(out) if out is not None else default_run_path(pmap.folder, model)
             if path.suffix != ".h5":
                 raise click.BadParameter(f"a run file name must end in .h5, got {path}", param_hint="--out")
@@ -424,11 +423,11 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
         bar.update(len(cols["prefix_row"]))
         bar.set_postfix_str(f"{tokens / max(elapsed, 1e-9):.1f} tok/s" + (f", ${spent:.4f}" if extra else ""))
 
+    size = batch_size  # halved on out-of-memory; the size in use is recorded
     try:
         if batch_api:
             _execute_batch_api(job, writer, record)
         else:
-            size = batch_size
             while writer.rows_done < job.num_strings:
                 start = writer.rows_done
                 rows = np.arange(start, min(start + size, job.num_strings))
@@ -464,7 +463,7 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
     elapsed = elapsed0 + time.perf_counter() - t0
     total_tokens = tokens0 + tokens
     writer.finish(elapsed_s=elapsed, generated_tokens=total_tokens,
-                  tokens_per_s=total_tokens / elapsed if elapsed > 0 else 0.0, batch_size_used=batch_size)
+                  tokens_per_s=total_tokens / elapsed if elapsed > 0 else 0.0, batch_size_used=size)
 
 
 def _execute_batch_api(job: _Job, writer: RunWriter, record: Callable[[dict[str, list]], None]) -> None:

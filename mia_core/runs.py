@@ -77,11 +77,12 @@ def sanitize(name: str) -> str:
 def default_run_path(map_folder: Path, model: str, when: datetime | None = None) -> Path:
     """``<map>/runs/{model}_{timestamp}.h5``; a numbered suffix avoids clobbering a run made the same second."""
     stamp = (when or datetime.now()).strftime("%Y%m%d_%H%M%S")
-    base = Path(map_folder) / RUNS_DIR / f"{sanitize(model)}_{stamp}"
-    path, n = base.with_suffix(".h5"), 1
+    # Names are built as strings: Path.with_suffix would cut a dotted model name (Qwen2.5-0.5B).
+    folder, stem = Path(map_folder) / RUNS_DIR, f"{sanitize(model)}_{stamp}"
+    path, n = folder / f"{stem}.h5", 1
     while path.exists():
         n += 1
-        path = base.with_name(f"{base.name}_{n}").with_suffix(".h5")
+        path = folder / f"{stem}_{n}.h5"
     return path
 
 
@@ -120,7 +121,10 @@ class RunWriter:
             if kind not in KINDS:
                 raise ValueError(f"column {name!r}: unknown kind {kind!r} (one of {', '.join(KINDS)})")
             declared[name] = (kind, max_length if width == "max_length" else width)
-        f = h5py.File(path, "w")
+        try:
+            f = h5py.File(path, "w-")  # fails if a concurrent run claimed the name since the check
+        except (FileExistsError, OSError) as exc:
+            raise MiaError(f"{path} cannot be created: {exc}") from None
         try:
             for name, (kind, width) in declared.items():
                 dtype = KINDS[kind][0]

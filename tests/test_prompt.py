@@ -134,6 +134,7 @@ def test_resume_refuses_other_options_and_completed_runs(fake, runner):
     prompt("fakemap", "fake-lm", max_length=5, out=out, quiet=True)
     with pytest.raises(MiaError, match="already complete"):
         prompt(resume=out, quiet=True)
+    assert open_run(out).complete  # a refused resume leaves the file as it was
     from mia_core.runs import RunWriter
 
     w = RunWriter.reopen(out)  # make it look unfinished

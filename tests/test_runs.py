@@ -79,3 +79,16 @@ def test_bad_files(tmp_path):
     with pytest.raises(MiaError, match="not a readable HDF5"):
         open_run(tmp_path / "junk.h5")
     assert sanitize("../x") == "x"
+
+
+def test_default_run_path_keeps_dotted_model_names_and_numbers_clashes(tmp_path):
+    from datetime import datetime
+
+    from mia_core.runs import default_run_path
+
+    when = datetime(2026, 11, 27, 14, 30, 15)
+    first = default_run_path(tmp_path, "hf:Qwen/Qwen2.5-0.5B", when)
+    assert first.name == "hf_Qwen_Qwen2.5-0.5B_20261127_143015.h5"
+    first.parent.mkdir(parents=True)
+    first.touch()
+    assert default_run_path(tmp_path, "hf:Qwen/Qwen2.5-0.5B", when).name == "hf_Qwen_Qwen2.5-0.5B_20261127_143015_2.h5"
