@@ -56,3 +56,13 @@ def test_plots_render(tmp_path):
                  plots.extrapolation_plot({1: 30, 2: 10, 3: 4, 5: 1}, tmp_path / "e.png")):
         data = open(path, "rb").read()
         assert data[:4] == b"\x89PNG" and len(data) > 5000
+
+
+def test_report_keeps_scores_made_with_other_options(tmp_path, runner):
+    runs = _two_runs(tmp_path)
+    assert runner.invoke(cli, ["score", str(runs[0]), "--k", "8"]).exit_code == 0
+    scores = runs[0].with_name(runs[0].stem + ".scores.h5")
+    before = scores.read_bytes()
+    res = runner.invoke(cli, ["report", *map(str, runs), "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    assert scores.read_bytes() == before  # --k 8 scores are not replaced by the report's defaults

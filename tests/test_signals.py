@@ -95,3 +95,9 @@ def test_unscorable_first_position_is_left_out() -> None:
     values = sig.target_signals(s, "abc", sig.TARGET_SIGNALS, k=0.5)
     assert values["loss"] == pytest.approx(-2.0) and values["mink"] == pytest.approx(-3.0)
     assert values["minkpp"] == pytest.approx(-1.0)
+
+
+def test_minkpp_is_missing_not_constant_without_distribution_statistics() -> None:
+    nan = np.full(4, np.nan)
+    scores = TokenScores(np.log([0.5, 0.1, 0.2, 0.9]), np.zeros(4, int), nan, nan)
+    assert np.isnan(sig.minkpp_signal(scores))

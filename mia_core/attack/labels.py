@@ -30,7 +30,7 @@ def read_label_file(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise MiaError(f"label file {str(path)!r} not found")
     labels: dict[str, str] = {}
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: CSVs saved by Excel start with a BOM
         if path.suffix.lower() in (".jsonl", ".json"):
             rows = []
             for n, line in enumerate(fh, 1):

@@ -105,10 +105,11 @@ class SignalMetrics:
     tpr: np.ndarray | None = None
 
     def to_dict(self) -> dict:
+        """JSON-ready: no ROC arrays, and NaN (e.g. no bootstrap interval) as None."""
         out = asdict(self)
         out.pop("fpr")
         out.pop("tpr")
-        return out
+        return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in out.items()}
 
 
 def evaluate_signal(name: str, labels: Sequence[str | None], scores: np.ndarray, n_boot: int = 1000,

@@ -80,12 +80,13 @@ def mink_signal(scores: TokenScores, k: float = DEFAULT_K) -> float:
 
 
 def minkpp_token_scores(scores: TokenScores) -> np.ndarray:
-    """Per-token (log p(x_t) − μ_t) / σ_t; 0 where σ_t = 0 (a one-hot distribution)."""
+    """Per-token (log p(x_t) − μ_t) / σ_t; 0 where σ_t = 0 (a one-hot distribution), NaN where the
+    backend gave no distribution statistics (so the signal is missing, not constant)."""
     logprob = np.asarray(scores.logprob, dtype=np.float64)
     mu = np.asarray(scores.mean, dtype=np.float64)
     sigma = np.asarray(scores.std, dtype=np.float64)
     safe = np.where(sigma > 0, sigma, 1.0)
-    return np.where(sigma > 0, (logprob - mu) / safe, 0.0)
+    return np.where(np.isnan(sigma), np.nan, np.where(sigma > 0, (logprob - mu) / safe, 0.0))
 
 
 def minkpp_signal(scores: TokenScores, k: float = DEFAULT_K) -> float:

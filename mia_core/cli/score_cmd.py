@@ -144,6 +144,7 @@ def estimate(sources: tuple[Path, ...], table_file: Path | None, of: str, confid
     if plot is not None:
         from mia_core.scoring.plots import extrapolation_plot
 
+        plot.parent.mkdir(parents=True, exist_ok=True)
         extrapolation_plot(table, plot, max_t=max(ts or (10,)), title=f"Unique {what}")
     if as_json:
         _echo_json(result)

@@ -117,7 +117,10 @@ class IndexBuilder:
         if self.folder.exists():
             raise MiaError(f"{self.folder} already exists; refusing to overwrite it")
         self.partial = self.folder.with_name(self.folder.name + PARTIAL_SUFFIX)
-        if self.partial.exists():
+        if self.partial.exists():  # left by an interrupted build: remove it only if it holds nothing else
+            ours = {TOKENS_FILE, TABLE_FILE, META_FILE, DOCS_FILE, DOC_IDS_FILE}
+            if any(p.name not in ours for p in self.partial.iterdir()):
+                raise MiaError(f"{self.partial} exists and holds files mia did not write; move it away first")
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True)
         self.dtype, self.vocab, self.separator = storage_for(vocab_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from mia_core import __version__
+from mia_core.scoring.store import scores_path
 from mia_core.scoring.summary import score_run
+from mia_core.scoring.tables import table_from_runs
 
 
 def _fmt_rate(r: dict[str, Any]) -> str:
@@ -54,59 +57,50 @@ def _tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     return out
 
 
-def _estimate_table(summaries: Sequence[dict[str, Any]]) -> tuple[dict[int, int], str] | None:
-    from collections import Counter
-
-    windows: Counter[int] = Counter()
-    samples: Counter[int] = Counter()
-    for s in summaries:
-        c = s.get("corpus")
-        if c:
-            for r, n in c["frequency_of_frequencies"].items():
-                windows[int(r)] += n
-        for r, n in s["extracted_samples"]["frequency_of_frequencies"].items():
-            samples[int(r)] += n
-    if windows:
-        return dict(windows), "memorized corpus windows (per run, pooled)"
-    if samples:
-        return dict(samples), "extracted samples (per run, pooled)"
-    return None
+def _estimate_table(runs: Sequence[str | os.PathLike]) -> tuple[dict[int, int], str] | None:
+    """Counts pooled per item across runs, as `mia estimate` does (an item seen in two runs is one item);
+    extracted samples when no corpus window was memorized."""
+    table, what = table_from_runs(runs, "auto")
+    if not table and what == "memorized corpus windows":
+        table, what = table_from_runs(runs, "samples")
+    return (table, what) if table else None
 
 
 def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: int | None = None,
                  index: str | os.PathLike | None = None, window: int = 50) -> Path:
-    """Score the runs (storing their scores) and write the report; returns its path."""
+    """Score the runs and write the report; returns its path. Scores are stored only for runs that
+    have none yet: a scores file made with other options (``--k``, ``--bleu``) is never replaced."""
     from mia_core.scoring import plots
     from mia_core.scoring.goodturing import estimate
 
     out = Path(out)
-    summaries = [score_run(r, k=k, index=index, window=window) for r in runs]
+    summaries = [score_run(r, k=k, index=index, window=window, save=not scores_path(r).is_file()) for r in runs]
     markdown = out.suffix.lower() == ".md"
     img_dir = out.with_name(out.stem + "_files") if markdown else Path(tempfile.mkdtemp(prefix="mia_report_"))
     img_dir.mkdir(parents=True, exist_ok=True)
-    images: list[tuple[str, Path]] = []
-    for i, s in enumerate(summaries):
-        p = img_dir / f"matched_length_{i + 1}.png"
-        plots.matched_length_histogram(s, p)
-        images.append((f"Matched prefix length — run {i + 1}", p))
-    if len(summaries) > 1:
-        p = img_dir / "rate_vs_prefix_length.png"
-        plots.rate_vs_prefix_length(summaries, p)
-        images.append(("Extraction rate vs prefix length", p))
-    est = _estimate_table(summaries)
-    est_result = None
-    if est is not None:
-        p = img_dir / "extrapolation.png"
-        plots.extrapolation_plot(est[0], p, title=est[1].split(" (")[0].capitalize())
-        images.append(("Good-Turing extrapolation", p))
-        est_result = estimate(est[0])
-    text = _render(summaries, images, est, est_result, markdown, out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    if not markdown:
-        for _, p in images:
-            p.unlink(missing_ok=True)
-        img_dir.rmdir()
+    try:
+        images: list[tuple[str, Path]] = []
+        for i, s in enumerate(summaries):
+            p = img_dir / f"matched_length_{i + 1}.png"
+            plots.matched_length_histogram(s, p)
+            images.append((f"Matched prefix length — run {i + 1}", p))
+        if len(summaries) > 1:
+            p = img_dir / "rate_vs_prefix_length.png"
+            plots.rate_vs_prefix_length(summaries, p)
+            images.append(("Extraction rate vs prefix length", p))
+        est = _estimate_table(runs)
+        est_result = None
+        if est is not None:
+            p = img_dir / "extrapolation.png"
+            plots.extrapolation_plot(est[0], p, title=est[1].split(" (")[0].capitalize())
+            images.append(("Good-Turing extrapolation", p))
+            est_result = estimate(est[0])
+        text = _render(summaries, images, est, est_result, markdown, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    finally:
+        if not markdown:  # HTML embeds the images: their temporary folder goes, success or not
+            shutil.rmtree(img_dir, ignore_errors=True)
     return out
 
 

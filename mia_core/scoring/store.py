@@ -31,28 +31,32 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
     path = scores_path(run_path)
     tmp = path.with_name(path.name + ".tmp")
     keep_corpus = corpus is None and path.is_file()
-    with h5py.File(tmp, "w") as f:
-        f.attrs.update(encode_attrs(attrs))
-        g = f.create_group("match")
-        for name, values in match.items():
-            if values is not None:
-                g.create_dataset(name, data=values, compression="gzip")
-        if corpus is not None:
-            c = f.create_group("corpus")
-            c.attrs.update(encode_attrs(corpus["attrs"]))
-            for name, values in corpus["data"].items():
-                if values.dtype == object:  # strings (document ids)
-                    c.create_dataset(name, data=[str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
-                else:
-                    c.create_dataset(name, data=values)
-        elif keep_corpus:
-            try:
-                with h5py.File(path, "r") as old:
-                    if "corpus" in old and old["corpus"]["longest_match"].shape[0] == attrs.get("rows"):
-                        old.copy("corpus", f)
-            except OSError:
-                pass  # an unreadable old scores file is simply replaced
-    os.replace(tmp, path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(encode_attrs(attrs))
+            g = f.create_group("match")
+            for name, values in match.items():
+                if values is not None:
+                    g.create_dataset(name, data=values, compression="gzip")
+            if corpus is not None:
+                c = f.create_group("corpus")
+                c.attrs.update(encode_attrs(corpus["attrs"]))
+                for name, values in corpus["data"].items():
+                    if values.dtype == object:  # strings (document ids)
+                        c.create_dataset(name, data=[str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
+                    else:
+                        c.create_dataset(name, data=values)
+            elif keep_corpus:
+                try:
+                    with h5py.File(path, "r") as old:
+                        if "corpus" in old and old["corpus"]["longest_match"].shape[0] == attrs.get("rows"):
+                            old.copy("corpus", f)
+                except OSError:
+                    pass  # an unreadable old scores file is simply replaced
+        os.replace(tmp, path)
+    except BaseException:  # no stray .tmp file; the old scores file stays as it was
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

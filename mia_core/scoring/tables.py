@@ -15,7 +15,11 @@ def table_from_file(path: str | os.PathLike) -> tuple[dict[int, int], str]:
     """Lines ``r n_r`` (two numbers) or ``count`` (one number per item); ``#`` starts a comment."""
     pairs: list[tuple[int, int]] = []
     singles: list[int] = []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MiaError(f"{path} cannot be read as UTF-8 text: {exc}") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         fields = line.split("#", 1)[0].replace(",", " ").replace(":", " ").split()
         if not fields:
             continue
@@ -55,7 +59,10 @@ def table_from_runs(runs: Sequence[str | os.PathLike], of: str = "auto") -> tupl
         path = scores_path(run_path)
         if not path.is_file():
             raise MiaError(f"{run_path} has not been scored yet: run `mia score {run_path}` first")
-        stored = read_scores(path)
+        try:
+            stored = read_scores(path)
+        except (OSError, KeyError) as exc:
+            raise MiaError(f"{path} is not a readable scores file ({exc}); run `mia score {run_path}` again") from None
         corpus = stored["corpus"]
         if corpus is None:
             have_corpus = False

@@ -6,7 +6,7 @@ options) and never written anywhere by mia.
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ OPTIONS = {
 @dataclass
 class ClaudeConfig:
     model: str
-    api_key: str
+    api_key: str = field(repr=False)  # never printed, even by a debug print of the config
     base_url: str | None
     concurrency: int
     timeout: float
