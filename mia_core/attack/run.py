@@ -303,17 +303,17 @@ def _reference_signal(reference: Backend, items: Sequence[Item], target: Sequenc
                          for t, r in zip(target, ref_scores, strict=True)])
     # Different tokenizers: retokenize the scored text and compare NLL per UTF-8 byte.
     encoded = reference.tokenizer.encode_batch([it.text for it in items])
-    cut = sum(1 for ids in encoded if max_tokens is not None and len(ids) > max_tokens)
-    if cut:
-        say(f"{cut} string(s) are longer than the reference model's limit ({max_tokens} tokens) and were "
-            "truncated for it", config.quiet)
+    was_cut = [max_tokens is not None and len(ids) > max_tokens for ids in encoded]
+    if any(was_cut):
+        say(f"{sum(was_cut)} string(s) are longer than the reference model's limit ({max_tokens} tokens): "
+            "their ref signal is left out (per-byte NLLs of different spans are not comparable)", config.quiet)
     encoded = [list(ids[:max_tokens]) if max_tokens else list(ids) for ids in encoded]
     ref_scores = [sig.scored_positions(r) for r in score_sequences(
         reference, encoded, config.batch_size, config.quiet, desc="reference", distribution=False)]
     out = []
-    for item, t, r in zip(items, target, ref_scores, strict=True):
+    for item, t, r, cut in zip(items, target, ref_scores, was_cut, strict=True):
         n_bytes = len(item.text.encode("utf-8"))
-        if n_bytes == 0 or len(t.logprob) == 0 or len(r.logprob) == 0:
+        if cut or n_bytes == 0 or len(t.logprob) == 0 or len(r.logprob) == 0:
             out.append(float("nan"))
             continue
         out.append(sig.ref_signal(-float(np.sum(t.logprob)) / n_bytes, -float(np.sum(r.logprob)) / n_bytes))

@@ -92,6 +92,11 @@ def attack(prefix_map, dataset, dataset_options, model, model_options, signals, 
         ref_backend = registry.backends.create(reference, parse_key_values(reference_options, "--reference-option"))
         ar.require_scoring(ref_backend, reference)
     limit_tokens = ar.effective_max_tokens(backend, max_tokens)  # --max-tokens, capped by the model's context
+    ref_limit = ar.effective_max_tokens(ref_backend, max_tokens) if ref_backend is not None else None
+    if ref_limit is not None and limit_tokens is not None:
+        # Strings are cut to what both models can score, so the reference sees the same text
+        # (and a shorter reference context fails here, not after the whole target pass).
+        limit_tokens = min(limit_tokens, ref_limit)
 
     if pmap is not None:
         items, _ = ar.load_map_items(pmap, backend, limit_tokens, limit, quiet)
@@ -110,7 +115,6 @@ def attack(prefix_map, dataset, dataset_options, model, model_options, signals, 
                   "skipped_empty": read_counts["empty"], "labels_file": labels_file}
 
     config = ar.AttackConfig(signals=names, k=k, batch_size=batch_size, n_boot=bootstrap, seed=seed, quiet=quiet)
-    ref_limit = ar.effective_max_tokens(ref_backend, max_tokens) if ref_backend is not None else None
     outcome = ar.attack(backend, items, config, ref_backend, ref_limit, is_map=pmap is not None)
     outcome.attrs.update(source, model=model, reference=reference, max_tokens=limit_tokens)
     path = unique_path(folder, stem)
