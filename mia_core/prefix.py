@@ -174,7 +174,6 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
         raise UnknownNameError(
             f"model {model!r} has no tokenizer mia can load (an API model?): make the map with a local "
             f"tokenizer, e.g. --model gemma-3-270m; `mia prompt --model {model}` then sends the prefixes as text")
-    registry.tokenizers.get(model)
     tokenizer = registry.tokenizers.create(model)
     data = dataset_entry.create(dataset, options)
 

@@ -32,6 +32,17 @@ class MapNameTaken(MiaError):
     """The folder's ``.partial`` name is taken (another run writing, or a killed one)."""
 
 
+def pad_rows(rows: Sequence[Sequence[Any]] | np.ndarray, width: int | None = None, fill: Any = PAD,
+             dtype: Any = TOKEN_DTYPE) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged rows as one array of ``width`` columns (default: the longest row; at least 1),
+    longer rows cut, the rest filled with ``fill``; and the length kept of each row."""
+    lengths = np.array([len(r) if width is None else min(len(r), width) for r in rows], dtype=np.int64)
+    out = np.full((len(rows), max(1, int(lengths.max(initial=0)) if width is None else width)), fill, dtype=dtype)
+    for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
+        out[i, :n] = np.asarray(row)[:n]
+    return out, lengths
+
+
 def _growable(group: h5py.Group, name: str, width: int | None, dtype: Any) -> h5py.Dataset:
     shape, maxshape = ((0,), (None,)) if width is None else ((0, width), (None, width))
     chunks = (CHUNK_ROWS,) if width is None else (max(1, min(CHUNK_ROWS, 2**20 // max(width, 1))), width)
@@ -101,12 +112,10 @@ class PrefixMapWriter:
 
     def add_rows(self, prefixes: np.ndarray, suffixes: Sequence[Sequence[int]], sample_index: Sequence[int],
                  sample_id: Sequence[str], sample_label: Sequence[str], prefix_start: Sequence[int]) -> None:
-        padded = np.full((len(suffixes), max(self.suffix_tokens, 1)), PAD, dtype=TOKEN_DTYPE)
-        for i, s in enumerate(suffixes):
-            padded[i, :len(s)] = s
+        padded, lengths = pad_rows(suffixes, max(self.suffix_tokens, 1))
         _append(self._prefixes, np.asarray(prefixes, dtype=TOKEN_DTYPE).reshape(-1, self.prefix_tokens))
         _append(self._suffixes, padded)
-        _append(self._suffix_lengths, np.array([len(s) for s in suffixes], dtype=np.int32))
+        _append(self._suffix_lengths, lengths.astype(np.int32))
         _append(self._sample_index, np.asarray(sample_index, dtype=np.int64))
         _append(self._sample_id, list(sample_id))
         _append(self._sample_label, [label or "" for label in sample_label])

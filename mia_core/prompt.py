@@ -32,7 +32,7 @@ import numpy as np
 from mia_core import registry
 from mia_core.check import teacher_forced_batch
 from mia_core.errors import BackendOutOfMemory, MiaError
-from mia_core.prefixmap import PAD, PrefixMap
+from mia_core.prefixmap import PrefixMap, pad_rows
 from mia_core.progress import progress
 from mia_core.runs import API_COLUMNS, RunWriter, default_run_path, open_run
 from mia_core.types import Sampling, TextResult
@@ -102,22 +102,10 @@ def _check_resume(attrs: dict[str, Any], given: dict[str, Any]) -> None:
                            "(start a new run to change it)")
 
 
-def _pad(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.array([len(r) for r in rows], dtype=np.int32)
-    out = np.full((len(rows), max(1, int(lengths.max(initial=0)))), PAD, dtype=np.int32)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r
-    return out, lengths
-
-
 @functools.lru_cache(maxsize=4)
 def _map_tokenizer(name: str, fingerprint: str) -> Any:
     """The map's tokenizer (cached: loading a 262k-token vocabulary takes seconds)."""
     return registry.tokenizers.create(name)
-
-
-def _resolve_backend(model: str, options: dict[str, Any], backend: Any) -> Any:
-    return backend if backend is not None else registry.backends.create(model, options)
 
 
 def _build_job(pmap: PrefixMap, backend: Any, model: str, method: str, num_strings: int, max_length: int,
@@ -176,10 +164,10 @@ def _columns(mode: str) -> dict[str, tuple[str, Any]]:
 def _static(job: _Job) -> dict[str, np.ndarray]:
     if not job.retokenized:
         return {}
-    prefixes, prefix_lengths = _pad(job.prefixes)
-    suffixes, suffix_lengths = _pad(job.suffixes or [])
-    return {"prefixes": prefixes, "prefix_lengths": prefix_lengths, "suffixes": suffixes,
-            "suffix_lengths": suffix_lengths}
+    prefixes, prefix_lengths = pad_rows(job.prefixes)
+    suffixes, suffix_lengths = pad_rows(job.suffixes or [])
+    return {"prefixes": prefixes, "prefix_lengths": prefix_lengths.astype(np.int32), "suffixes": suffixes,
+            "suffix_lengths": suffix_lengths.astype(np.int32)}
 
 
 def _batch_sampling(s: Sampling, start: int) -> Sampling:
@@ -328,7 +316,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     if len(pmap) == 0:
         raise MiaError(f"the prefix map {pmap.folder} holds no prefixes")
     try:
-        backend = _resolve_backend(model, options, backend)
+        backend = backend if backend is not None else registry.backends.create(model, options)
         job = _build_job(pmap, backend, model, method, num_strings, max_length, sampling, retokenize)
         if batch_api and job.mode != "text":
             raise click.UsageError("--batch-api is for API (text) models only")

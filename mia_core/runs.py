@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PAD, STR_DTYPE, PrefixMap, decode_attr, encode_attrs
+from mia_core.prefixmap import PAD, STR_DTYPE, PrefixMap, decode_attr, encode_attrs, pad_rows
 
 RUN_FORMAT_VERSION = 1
 RUNS_DIR = "runs"
@@ -84,14 +84,6 @@ def default_run_path(map_folder: Path, model: str, when: datetime | None = None)
         n += 1
         path = folder / f"{stem}_{n}.h5"
     return path
-
-
-def _pad_rows(values: Sequence[Sequence[Any]] | np.ndarray, width: int, dtype: Any, fill: Any) -> np.ndarray:
-    out = np.full((len(values), width), fill, dtype=dtype)
-    for i, row in enumerate(values):
-        row = np.asarray(row)[:width]
-        out[i, :len(row)] = row
-    return out
 
 
 class RunWriter:
@@ -204,7 +196,7 @@ class RunWriter:
                 if len(data) != n:
                     raise ValueError(f"column {name!r} has {len(data)} rows, expected {n}")
                 if width is not None:
-                    data = _pad_rows(data, width, dtype, fill)
+                    data = pad_rows(data, width, fill, dtype)[0]
                 elif kind == "str":
                     data = ["" if v is None else str(v) for v in data]
                 else:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mia_core.prefixmap import pad_rows
+
 PAD_GEN = -2  # pads generations; differs from suffix padding so padding never "matches"
 PAD_SUF = -3
 
@@ -38,16 +40,6 @@ class MatchScores:
     edit_distance: np.ndarray  # float32, normalised by k
     approximate: np.ndarray  # bool
     bleu: np.ndarray | None = None  # float32 in [0, 1]
-
-
-def _pad(rows: Sequence[np.ndarray], width: int, fill: int) -> tuple[np.ndarray, np.ndarray]:
-    out = np.full((len(rows), max(width, 1)), fill, dtype=np.int64)
-    lengths = np.zeros(len(rows), dtype=np.int64)
-    for i, row in enumerate(rows):
-        row = np.asarray(row)[:width]
-        out[i, :len(row)] = row
-        lengths[i] = len(row)
-    return out, lengths
 
 
 def levenshtein_batch(a: np.ndarray, a_len: np.ndarray, b: np.ndarray, b_len: np.ndarray) -> np.ndarray:
@@ -97,8 +89,8 @@ def score_matches(generated: Sequence[np.ndarray], suffixes: Sequence[np.ndarray
         raise ValueError("k must be at least 1")
     if len(generated) != len(suffixes):
         raise ValueError("one true suffix per generation is needed")
-    suf, suf_len = _pad(suffixes, k, PAD_SUF)
-    gen, gen_len = _pad(generated, k, PAD_GEN)
+    suf, suf_len = pad_rows(suffixes, k, PAD_SUF, np.int64)
+    gen, gen_len = pad_rows(generated, k, PAD_GEN, np.int64)
     kk = np.minimum(suf_len, k)
     eligible = suf_len >= k
     positions = np.arange(suf.shape[1])[None, :]
