@@ -19,7 +19,7 @@ import numpy as np
 
 from mia_core import registry
 from mia_core.errors import MiaError, UnknownNameError
-from mia_core.prefixmap import PARTIAL_SUFFIX, MapNameTaken, PrefixMapWriter
+from mia_core.prefixmap import MapNameTaken, PrefixMapWriter, timestamp, unused_path
 from mia_core.progress import progress
 from mia_core.types import Sample
 
@@ -58,13 +58,7 @@ def map_folder(out: Path, model: str, dataset: str, prefix_tokens: int, prefix_l
                now: datetime | None = None) -> Path:
     """``{model}_{dataset}_{prefix_tokens}_{prefix_loc}_{timestamp}`` under ``out``, never one
     that exists: a second map made within the same second gets ``_2``, ``_3``, ..."""
-    stamp = (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
-    base = f"{safe_name(model)}_{safe_name(dataset)}_{prefix_tokens}_{prefix_loc}_{stamp}"
-    folder, n = out / base, 1
-    while folder.exists() or folder.with_name(folder.name + PARTIAL_SUFFIX).exists():
-        n += 1
-        folder = out / f"{base}_{n}"
-    return folder
+    return unused_path(out, f"{safe_name(model)}_{safe_name(dataset)}_{prefix_tokens}_{prefix_loc}_{timestamp(now)}")
 
 
 def _batches(samples: Iterator[Sample], wanted: Callable[[], float]) -> Iterator[list[Sample]]:

@@ -32,6 +32,21 @@ class MapNameTaken(MiaError):
     """The folder's ``.partial`` name is taken (another run writing, or a killed one)."""
 
 
+def timestamp(now: datetime | None = None) -> str:
+    """The ``%Y%m%d_%H%M%S`` stamp in map, run and attack file names (local time)."""
+    return (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
+
+
+def unused_path(folder: Path, stem: str, suffix: str = "") -> Path:
+    """``folder/{stem}{suffix}``, else ``{stem}_2{suffix}``, ``_3``, ...: the first name that is
+    neither taken nor being written (a ``.partial`` twin), so nothing is ever overwritten."""
+    path, n = folder / f"{stem}{suffix}", 1
+    while path.exists() or path.with_name(path.name + PARTIAL_SUFFIX).exists():
+        n += 1
+        path = folder / f"{stem}_{n}{suffix}"
+    return path
+
+
 def pad_rows(rows: Sequence[Sequence[Any]] | np.ndarray, width: int | None = None, fill: Any = PAD,
              dtype: Any = TOKEN_DTYPE) -> tuple[np.ndarray, np.ndarray]:
     """Ragged rows as one array of ``width`` columns (default: the longest row; at least 1),

@@ -35,7 +35,16 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PAD, STR_DTYPE, PrefixMap, decode_attr, encode_attrs, pad_rows
+from mia_core.prefixmap import (
+    PAD,
+    STR_DTYPE,
+    PrefixMap,
+    decode_attr,
+    encode_attrs,
+    pad_rows,
+    timestamp,
+    unused_path,
+)
 
 RUN_FORMAT_VERSION = 1
 RUNS_DIR = "runs"
@@ -76,14 +85,8 @@ def sanitize(name: str) -> str:
 
 def default_run_path(map_folder: Path, model: str, when: datetime | None = None) -> Path:
     """``<map>/runs/{model}_{timestamp}.h5``; a numbered suffix avoids clobbering a run made the same second."""
-    stamp = (when or datetime.now()).strftime("%Y%m%d_%H%M%S")
     # Names are built as strings: Path.with_suffix would cut a dotted model name (Qwen2.5-0.5B).
-    folder, stem = Path(map_folder) / RUNS_DIR, f"{sanitize(model)}_{stamp}"
-    path, n = folder / f"{stem}.h5", 1
-    while path.exists():
-        n += 1
-        path = folder / f"{stem}_{n}.h5"
-    return path
+    return unused_path(Path(map_folder) / RUNS_DIR, f"{sanitize(model)}_{timestamp(when)}", ".h5")
 
 
 class RunWriter:

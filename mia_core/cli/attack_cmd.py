@@ -63,7 +63,7 @@ def attack(prefix_map, dataset, dataset_options, model, model_options, signals, 
     from mia_core.attack.results import unique_path
     from mia_core.attack.signals import parse_signals
     from mia_core.errors import MiaError
-    from mia_core.prefixmap import PrefixMap
+    from mia_core.prefixmap import PrefixMap, timestamp
 
     if (prefix_map is None) == (dataset is None):
         raise click.UsageError("give either a prefix MAP or --dataset NAME (not both)")
@@ -101,7 +101,7 @@ def attack(prefix_map, dataset, dataset_options, model, model_options, signals, 
     if pmap is not None:
         items, _ = ar.load_map_items(pmap, backend, limit_tokens, limit, quiet)
         folder = Path(out) if out else pmap.folder / "attacks"
-        stem = f"{ar.safe_name(model)}_{ar.timestamp()}"
+        stem = f"{ar.safe_name(model)}_{timestamp()}"
         source = {"prefix_map": str(pmap.folder)}
     else:
         ds = registry.datasets.create(dataset, parse_key_values(dataset_options, "--dataset-option"))
@@ -110,7 +110,7 @@ def attack(prefix_map, dataset, dataset_options, model, model_options, signals, 
         if not items:
             raise MiaError(f"nothing to score: all {read_counts['samples']} sample(s) of {dataset!r} are empty")
         folder = Path(out) if out else Path("Prefixes") / "attacks"
-        stem = f"{ar.safe_name(model)}_{ar.safe_name(dataset)}_{ar.timestamp()}"
+        stem = f"{ar.safe_name(model)}_{ar.safe_name(dataset)}_{timestamp()}"
         source = {"dataset": dataset, "dataset_options": parse_key_values(dataset_options, "--dataset-option"),
                   "skipped_empty": read_counts["empty"], "labels_file": labels_file}
 
