@@ -247,7 +247,7 @@ class PrefixMap:
             ds = f[name]
             data = ds[()] if rows is None else _take(ds, rows)
             if ds.dtype.kind == "O":
-                data = np.array([v.decode() if isinstance(v, bytes) else v for v in data], dtype=object)
+                data = as_strings(data)
             return data
 
     def suffixes(self, rows: slice | np.ndarray | None = None) -> list[np.ndarray]:
@@ -264,7 +264,7 @@ class PrefixMap:
             g = f["dataset"]
             offsets = g["offsets"][()]
             for i in range(len(offsets) - 1):
-                yield (_str(g["sample_id"][i]), _str(g["text"][i]), _str(g["sample_label"][i]),
+                yield (as_str(g["sample_id"][i]), as_str(g["text"][i]), as_str(g["sample_label"][i]),
                        g["tokens"][offsets[i]:offsets[i + 1]])
 
 
@@ -281,5 +281,11 @@ def _take(ds: h5py.Dataset, rows: slice | np.ndarray) -> np.ndarray:
     return result
 
 
-def _str(value: Any) -> str:
+def as_str(value: Any) -> str:
+    """An HDF5 string value (h5py returns variable-length UTF-8 strings as bytes) as ``str``."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def as_strings(values: Any) -> np.ndarray:
+    """An array of HDF5 string values as an object array of ``str``."""
+    return np.array([as_str(v) for v in values], dtype=object)

@@ -39,6 +39,7 @@ from mia_core.prefixmap import (
     PAD,
     STR_DTYPE,
     PrefixMap,
+    as_strings,
     decode_attr,
     encode_attrs,
     pad_rows,
@@ -275,7 +276,7 @@ class Run:
             else:
                 data = ds[()] if rows is None else ds[rows]
             if ds.dtype.kind == "O":
-                data = np.array([v.decode() if isinstance(v, bytes) else v for v in data], dtype=object)
+                data = as_strings(data)
             return data
 
     def tokens(self) -> list[np.ndarray]:

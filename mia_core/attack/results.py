@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.prefixmap import decode_attr, encode_attrs
+from mia_core.prefixmap import as_strings, decode_attr, encode_attrs
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 EXPORT_FORMATS = ("csv", "jsonl")
@@ -71,7 +71,7 @@ class AttackResults:
                     if isinstance(ds, h5py.Dataset):
                         data = ds[()]
                         if ds.dtype.kind == "O":
-                            data = np.array([_decode_str(v) for v in data], dtype=object)
+                            data = as_strings(data)
                         self.columns[name] = data
                 self.signals = {name: ds[()] for name, ds in f["signals"].items()}
         except (OSError, KeyError) as exc:
@@ -86,10 +86,6 @@ class AttackResults:
             row = {name: _plain(values[i]) for name, values in self.columns.items()}
             row.update({name: _plain(values[i]) for name, values in self.signals.items()})
             yield row
-
-
-def _decode_str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _plain(value: Any) -> Any:

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PrefixMap
+from mia_core.prefixmap import PrefixMap, as_strings
 from mia_core.progress import progress
 from mia_core.scoring.index import IndexBuilder
 
@@ -29,7 +29,7 @@ def index_prefix_map(out: str | os.PathLike, prefix_map: str | os.PathLike, quie
         g = f["dataset"]
         offsets = g["offsets"][()]
         tokens = g["tokens"]
-        ids = [v.decode() if isinstance(v, bytes) else str(v) for v in g["sample_id"][()]]
+        ids = list(as_strings(g["sample_id"][()]))
         if vocab is None:  # maps need not record the vocabulary size: the largest id bounds it
             vocab = int(tokens[()].max()) + 1 if tokens.shape[0] else 1
         builder = IndexBuilder(out, pmap.tokenizer_name, pmap.tokenizer_fingerprint, int(vocab), source)

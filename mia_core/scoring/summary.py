@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
+from mia_core.prefixmap import as_str
 from mia_core.scoring.matching import MatchScores, score_matches
 from mia_core.scoring.stats import rate
 from mia_core.scoring.store import scores_path, write_scores
@@ -122,8 +123,7 @@ def _decode_windows(windows: list[dict[str, Any]], tokenizer_name: str) -> None:
 def _decode(values: np.ndarray | None, i: int) -> list[str]:
     if values is None or i >= len(values):
         return []
-    v = values[i]
-    text = v.decode() if isinstance(v, bytes) else str(v)
+    text = as_str(values[i])
     return [x for x in text.split(", ") if x]
 
 
