@@ -1,17 +1,40 @@
-"""Expected errors: one clear line for the user, a non-zero exit, no traceback."""
+"""Expected errors: one clear line for the user, a non-zero exit, no traceback.
 
-import click
+Plain exceptions: the library never speaks click. The ``mia`` command translates them
+once (``mia_core.cli``): ``exit_code`` is the process's exit status, ``message`` the line
+printed after ``Error:``; a ``UsageError`` is shown with the command's usage line.
+"""
 
 
-class MiaError(click.ClickException):
+class MiaError(Exception):
     """A failure the user can fix (bad file, missing model, ...): exit code 1."""
 
-
-class UnknownNameError(click.UsageError):
-    """A name the user typed that nothing registers: exit code 2."""
+    exit_code = 1
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+        self.message = message  # may be extended by callers (e.g. "rows kept; resume with ...")
+
+    def __str__(self) -> str:
+        return self.message
+
+    def format_message(self) -> str:
+        return self.message
+
+
+class UsageError(MiaError):
+    """A bad value or combination of options: exit code 2. ``param_hint`` names the option
+    (``--max-cost``) when one is at fault."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, param_hint: str | None = None) -> None:
+        super().__init__(message)
+        self.param_hint = param_hint
+
+
+class UnknownNameError(UsageError):
+    """A name the user typed that nothing registers: exit code 2."""
 
 
 class BackendOutOfMemory(MiaError):

@@ -31,13 +31,13 @@ import numpy as np
 
 from mia_core import registry
 from mia_core.check import teacher_forced_batch
+from mia_core.defaults import DEFAULT_MODEL
 from mia_core.errors import BackendOutOfMemory, MiaError
 from mia_core.prefixmap import PrefixMap, pad_rows
 from mia_core.progress import progress
 from mia_core.runs import API_COLUMNS, RunWriter, default_run_path, open_run
-from mia_core.types import Sampling, TextResult
+from mia_core.types import Sampling, TextResult, capabilities
 
-DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_BATCH_SIZE = 10
 DEFAULT_MAX_LENGTH = 20
 DEFAULT_CONFIRM_ABOVE = 1.0  # USD
@@ -110,7 +110,7 @@ def _map_tokenizer(name: str, fingerprint: str) -> Any:
 
 def _build_job(pmap: PrefixMap, backend: Any, model: str, method: str, num_strings: int, max_length: int,
                sampling: Sampling, retokenize: bool) -> _Job:
-    caps = set(getattr(backend, "capabilities", ()))
+    caps = capabilities(backend)
     if method == "teacher-forced":
         if "score" not in caps:
             raise MiaError(f"model {model!r} cannot score sequences, so the teacher-forced check needs "

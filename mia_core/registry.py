@@ -11,24 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mia_core import plugins
+from mia_core.defaults import provider_for
 from mia_core.errors import MiaError, UnknownNameError
-from mia_core.plugins import load_plugins, pm
-
-# Names users know from the docs, and the distribution that provides each: a name no
-# installed plugin registers gets "install X" instead of a bare "unknown".
-KNOWN_PROVIDERS = {
-    "gemma-3-270m": "mia-hf",
-    "smollm2-135m": "mia-hf",
-    "gemma-2b": "mia-hf",
-    "open_llama-3b": "mia-hf",
-    "hf:": "mia-hf",
-    "mamba-3b": "mia-mamba",
-    "mamba-2.8b-hf": "mia-mamba",
-    "mamba:": "mia-mamba",
-    "claude-api": "mia-claude",
-    "claude:": "mia-claude",
-    "corpus": "mia-corpus",
-}
+from mia_core.types import capabilities
 
 
 @dataclass
@@ -54,9 +40,22 @@ class Entry:
             obj = getattr(obj, part)
         return obj
 
+    @property
+    def capabilities(self) -> frozenset[str] | None:
+        """What a backend promised at registration (``capabilities=``), or None: known before
+        loading it, so commands refuse an unsuitable model without loading it."""
+        declared = self.info.get("capabilities")
+        return None if declared is None else frozenset(declared)
+
     def create(self, name: str, options: dict[str, Any] | None = None) -> Any:
         """Build the thing for ``name`` (which may be an alias or a matched name)."""
-        return self.load_factory()(name, dict(options or {}))
+        obj = self.load_factory()(name, dict(options or {}))
+        promised = self.capabilities if self.kind == "backend" else None
+        if promised is not None and not promised <= capabilities(obj):
+            missing = ", ".join(sorted(promised - capabilities(obj)))
+            raise MiaError(f"plugin {self.plugin!r} registers {self.name!r} with capabilities it lacks once loaded "
+                           f"({missing}): a bug in the plugin (see mia_core.types for the methods each needs)")
+        return obj
 
 
 class Registry:
@@ -72,16 +71,19 @@ class Registry:
         if self._filled:
             return
         self._filled = True
-        load_plugins()
-        for impl in getattr(pm.hook, self.hook).get_hookimpls():
-            plugin_name = impl.plugin_name
+        for plugin_name, hook in plugins.hook_functions(self.hook):
 
             def register(name: str, factory: Callable[..., Any] | str, *, _plugin: str = plugin_name,
                          description: str = "", aliases: tuple[str, ...] = (),
                          match: Callable[[str], bool] | None = None, **info: Any) -> None:
                 self.add(Entry(self.kind, name, factory, _plugin, description, tuple(aliases), match, info))
 
-            impl.function(register=register)
+            try:
+                hook(register=register)
+            except MiaError:  # a clash between plugins: the user must resolve it
+                raise
+            except Exception as exc:  # a broken plugin: skip it, `mia plugins` says why
+                plugins.record_failure(plugin_name, self.hook, exc)
 
     def add(self, entry: Entry) -> None:
         for key in (entry.name, *entry.aliases):
@@ -127,25 +129,32 @@ class Registry:
     def unknown_message(self, name: str) -> str:
         available = self.names()
         message = f"unknown {self.kind} {name!r}."
-        provider = _provider_for(name)
-        if provider:
-            folder = provider.replace("-", "_")
-            message += f" It is provided by the plugin {provider!r}: pip install -e plugins/{folder}."
+        provider = provider_for(name)
+        hint = _why_missing(provider) if provider else ""
+        if hint:
+            message += f" It is provided by the plugin {provider!r}{hint}"
         keys = sorted({k for e in self.entries() for k in (e.name, *e.aliases)})
         close = difflib.get_close_matches(name.lower(), [k.lower() for k in keys], n=1, cutoff=0.6)
         if close:
             suggestion = next(k for k in keys if k.lower() == close[0])
             message += f" Did you mean {suggestion!r}?"
         message += " Available: " + (", ".join(available) if available else "none (no plugin registers any)")
+        broken = sorted(plugins.failures)
+        if broken and not hint:
+            message += f". Plugins that failed to load: {', '.join(broken)} (see mia plugins)"
         return message
 
 
-def _provider_for(name: str) -> str | None:
-    lowered = name.lower()
-    for known, dist in KNOWN_PROVIDERS.items():
-        if lowered == known or (known.endswith(":") and lowered.startswith(known)):
-            return dist
-    return None
+def _why_missing(dist: str) -> str:
+    """Why a shipped distribution registers nothing here, and what to do about it."""
+    status = plugins.distribution_status(dist)
+    if status is None:
+        return f": pip install -e plugins/{dist.replace('-', '_')}."
+    if status == "excluded":
+        return ", which MIA_LOAD_PLUGINS excludes."
+    if status == "loaded":
+        return ""
+    return f", which is installed but broken ({status}; see mia plugins)."
 
 
 datasets = Registry("dataset", "mia_register_datasets")

@@ -4,7 +4,7 @@ Plugins return objects that satisfy these protocols from the factories they regi
 (see ``mia_core.hookspecs``). Nothing here imports torch.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -64,11 +64,19 @@ class Sampling:
 
 @dataclass
 class TokenScores:
-    """Teacher-forced scores of one sequence at positions ``start .. len-1``.
+    """Teacher-forced scores of one sequence at positions ``start .. len-1`` (one entry each).
 
     ``logprob[i]`` is log p(token at start+i | tokens before it), ``argmax[i]`` the model's
     most likely token there, and ``mean``/``std`` the mean and standard deviation of
     log p(z) over the full next-token distribution (what Min-K%++ normalises by).
+
+    NaN conventions (every consumer relies on them):
+
+    - a position the model has no context for (position 0 of a model that prepends no BOS)
+      has ``logprob``, ``mean`` and ``std`` NaN and ``argmax`` -1; it is never a match and
+      signals skip it;
+    - ``mean``/``std`` are NaN everywhere when the caller passed ``distribution=False``;
+    - nothing else is NaN.
     """
 
     logprob: np.ndarray
@@ -79,7 +87,8 @@ class TokenScores:
 
 @dataclass
 class TextResult:
-    """One answer of a text-in/text-out (API) backend."""
+    """One answer of a text-in/text-out (API) backend. A failed request is a result with
+    ``error`` set (its row is kept empty), not an exception."""
 
     text: str
     stop_reason: str | None = None
@@ -88,29 +97,113 @@ class TextResult:
     error: str | None = None
 
 
-class Backend(Protocol):
-    """A model. ``capabilities`` holds ``generate``, ``generate_text`` and/or ``score``.
+# --------------------------------------------------------------------------- backends
+#
+# A backend is one object that satisfies ``Backend`` and at least one of the capability
+# protocols below. Nothing is declared on the object: what it can do is inferred from
+# the methods it has, by ``capabilities()`` (the one place the core asks). A plugin may
+# also promise capabilities at registration (``register(..., capabilities=[...])``) so
+# that commands refuse an unsuitable model before loading it; the registry checks the
+# promise against the loaded object.
 
-    ``generate`` takes prefixes of token ids (without BOS: the backend prepends what the
-    model expects) and returns the new tokens of each, stopping after EOS when produced.
-    ``score`` returns teacher-forced scores of whole sequences from position ``start``
-    (an int for all, or one per sequence); with ``distribution=False`` the caller needs no
-    ``mean``/``std`` (Min-K%++), and the backend may skip them (NaN) to save a pass over the
-    vocabulary. ``describe()`` is recorded in run files.
-    Backends raise ``mia_core.errors.BackendOutOfMemory`` when a batch does not fit.
-    """
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every model has: a ``name`` and ``describe()``, a JSON-able dict recorded in run
+    files (token models include ``bos_prepended``, and ``max_context`` when known).
+    Backends raise ``mia_core.errors.BackendOutOfMemory`` when a batch does not fit, and
+    ``MiaError`` for bad input (one line for the user)."""
 
     name: str
-    capabilities: frozenset[str]
-    tokenizer: Tokenizer | None
 
     def describe(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class TokenGenerator(Backend, Protocol):
+    """Capability ``generate``: token ids in, token ids out (local models).
+
+    ``generate(prefixes, max_new_tokens, sampling)`` takes prefixes of token ids in
+    ``tokenizer``'s vocabulary, without BOS (the backend prepends what its model expects),
+    and returns one list of new tokens per prefix, in order.
+
+    The EOS rule: a row holds at most ``max_new_tokens`` tokens and is **cut before EOS**:
+    the EOS token itself is never returned, so a row shorter than ``max_new_tokens`` means
+    the model ended the text there. (The true suffixes of a prefix map never contain EOS
+    either, so generated rows and suffixes compare position by position.)
+
+    With sampling, ``sampling.seed`` seeds the call: the same call on the same device gives
+    the same tokens.
+    """
+
+    tokenizer: Tokenizer
 
     def generate(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int,
                  sampling: Sampling) -> list[list[int]]: ...
 
+
+@runtime_checkable
+class TextGenerator(Backend, Protocol):
+    """Capability ``generate_text``: text in, text out (API models).
+
+    ``generate_text(prompts, max_new_tokens, sampling)`` returns one ``TextResult`` per
+    prompt, in order; a failed request is a result with ``error`` set. The core re-tokenizes
+    answers with the prefix map's tokenizer and cuts them to ``max_new_tokens`` tokens.
+    """
+
     def generate_text(self, prompts: Sequence[str], max_new_tokens: int,
                       sampling: Sampling) -> list[TextResult]: ...
 
+
+@runtime_checkable
+class Scorer(Backend, Protocol):
+    """Capability ``score``: teacher-forced log-probabilities (the check, membership signals).
+
+    ``score(sequences, start, *, distribution)`` scores whole sequences of token ids (without
+    BOS, as for ``generate``) from position ``start`` (an int for all, or one per sequence)
+    and returns one ``TokenScores`` per sequence, following its NaN conventions. With
+    ``distribution=False`` the caller needs no ``mean``/``std``, and the backend may skip
+    them (NaN) to save a pass over the vocabulary.
+    """
+
+    tokenizer: Tokenizer
+
     def score(self, sequences: Sequence[Sequence[int]], start: int | Sequence[int] = 0, *,
               distribution: bool = True) -> list[TokenScores]: ...
+
+
+@runtime_checkable
+class PaidAPI(Protocol):
+    """Optional capability ``cost`` of a text backend that costs money: ``estimate_cost``
+    is an upper bound in USD for answering ``texts`` (asked before sending, and before each
+    batch under ``--max-cost``); ``render_request`` is what ``--dry-run`` prints."""
+
+    def estimate_cost(self, texts: Sequence[str], max_new_tokens: int) -> float: ...
+
+    def render_request(self, text: str, max_new_tokens: int) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class BatchRunner(Protocol):
+    """Optional capability ``batch`` (``--batch-api``): hand all ``items`` (row, prompt text)
+    to a provider's asynchronous batch API. ``state`` is what ``save_state`` persisted last
+    time (a submitted batch is fetched on resume, never paid twice); ``on_results`` receives
+    ``(row, TextResult)`` pairs in any order, as they arrive."""
+
+    def run_batch(self, items: list[tuple[int, str]], max_new_tokens: int, sampling: Sampling,
+                  state: dict[str, Any], save_state: Callable[[dict[str, Any]], None],
+                  on_results: Callable[[list[tuple[int, TextResult]]], None]) -> None: ...
+
+
+CAPABILITIES: dict[str, type] = {
+    "generate": TokenGenerator,
+    "generate_text": TextGenerator,
+    "score": Scorer,
+    "cost": PaidAPI,
+    "batch": BatchRunner,
+}
+
+
+def capabilities(backend: object) -> frozenset[str]:
+    """What ``backend`` can do: the names of ``CAPABILITIES`` whose protocol it satisfies."""
+    return frozenset(name for name, protocol in CAPABILITIES.items() if isinstance(backend, protocol))

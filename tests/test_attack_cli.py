@@ -235,14 +235,14 @@ def test_export_rejects_unknown_format(tmp_path):
 
 
 class KeyedAPIPlugin:
-    """An API model registered with api=True whose factory would ask for a key."""
+    """An API model registered with capabilities=("generate_text",) whose factory would ask for a key."""
 
     @hookimpl
     def mia_register_backends(self, register):
         def factory(name, options):
             raise MiaError("needs an API key")
 
-        register("keyed-api", factory, description="API model", api=True)
+        register("keyed-api", factory, description="API model", capabilities=("generate_text",))
 
 
 def test_api_model_is_refused_before_it_is_built(runner, in_tmp, fake_plugin, register_plugin):

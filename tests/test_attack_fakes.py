@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mia_core import hookimpl
-from mia_core.types import Sample, TokenScores
+from mia_core.types import Sample, TextResult, TokenScores
 
 VOCAB = 128
 BOS = 0
@@ -43,9 +43,7 @@ def bigram_logprobs(texts: Sequence[str], alpha: float = 0.05) -> np.ndarray:
 
 
 class FakeLM:
-    """Bigram LM with the Backend contract; counts its score() calls and scored tokens."""
-
-    capabilities = frozenset({"score", "generate"})
+    """Bigram LM, a ``Scorer``; counts its score() calls and scored tokens."""
 
     def __init__(self, name: str, train_texts: Sequence[str] = (), context_length: int | None = None,
                  tokenizer: CharTokenizer | None = None) -> None:
@@ -77,12 +75,16 @@ class FakeLM:
 
 
 class TextOnlyAPI:
+    """A ``TextGenerator`` only: echoes each prompt."""
+
     name = "fake-api"
-    capabilities = frozenset({"generate_text"})
     tokenizer = None
 
     def describe(self) -> dict:
         return {"name": self.name}
+
+    def generate_text(self, prompts: Sequence[str], max_new_tokens: int, sampling: object) -> list[TextResult]:
+        return [TextResult(p) for p in prompts]
 
 
 class ListDataset:

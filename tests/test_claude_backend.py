@@ -10,7 +10,7 @@ from mia_claude.prompting import join_continuation, strip_preamble
 
 from mia_core import registry
 from mia_core.errors import MiaError
-from mia_core.types import Sampling, TextResult
+from mia_core.types import Sampling, TextResult, capabilities
 
 KEY = "sk-ant-test-KEY-0123456789abcdef"
 
@@ -36,7 +36,7 @@ def test_names_resolve_and_model_comes_from_the_name(server):
     assert registry.backends.get("CLAUDE-api").name == "claude-API"
     backend = registry.backends.create("claude:claude-sonnet-5-5", {"base_url": server.url})
     assert backend.config.model == "claude-sonnet-5-5"
-    assert backend.capabilities == frozenset({"generate_text"})
+    assert capabilities(backend) == frozenset({"generate_text", "cost", "batch"})
     assert make(server).config.model == "claude-haiku-5-5"
     assert make(server, model="claude-haiku-4-5-20251001").config.price == PRICES["claude-haiku-4-5"]
 

@@ -15,24 +15,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mia_core import hookimpl, registry
 from mia_core.cli import cli
 from mia_core.errors import MiaError
 from mia_core.prefixmap import PrefixMap
+from mia_core.types import Sampling
 
 EXAMPLE = Path(__file__).parent / "plugins" / "mia_example"
 MIA = [sys.executable, "-c", "from mia_core.cli import main; main()"]
 
 
-@pytest.fixture(scope="module")
-def example_env(tmp_path_factory) -> dict[str, str]:
-    """pip-install the example plugin; return the environment in which it is installed."""
-    root = tmp_path_factory.mktemp("example-plugin")
-    source = root / "src"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    site = root / "site"
+def pip_install(source: Path, site: Path) -> dict[str, str]:
+    """pip-install the distribution in ``source`` into ``site``; return an environment that sees it."""
     cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "--quiet",
            "--target", str(site), str(source)]
     try:
@@ -42,9 +39,48 @@ def example_env(tmp_path_factory) -> dict[str, str]:
     except ImportError:
         pass
     subprocess.run(cmd, check=True, capture_output=True, text=True)
-    assert (site / "mia_example-0.1.0.dist-info" / "entry_points.txt").is_file()
     env = {k: v for k, v in os.environ.items() if k != "MIA_LOAD_PLUGINS"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.fixture(scope="module")
+def example_env(tmp_path_factory) -> dict[str, str]:
+    """pip-install the example plugin; return the environment in which it is installed."""
+    root = tmp_path_factory.mktemp("example-plugin")
+    source = root / "src"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    env = pip_install(source, root / "site")
+    assert (root / "site" / "mia_example-0.1.0.dist-info" / "entry_points.txt").is_file()
+    return env
+
+
+BROKEN_PYPROJECT = """
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "mia-broken"
+version = "0.1.0"
+
+[project.entry-points.mia]
+broken = "mia_broken"
+
+[tool.setuptools]
+py-modules = ["mia_broken"]
+"""
+
+
+@pytest.fixture(scope="module")
+def broken_env(tmp_path_factory, example_env) -> dict[str, str]:
+    """The example plugin plus a distribution whose plugin module fails to import."""
+    source = tmp_path_factory.mktemp("broken-plugin")
+    (source / "pyproject.toml").write_text(BROKEN_PYPROJECT)
+    (source / "mia_broken.py").write_text("import no_such_module_for_mia_tests  # the bug\n")
+    site = source / "site"
+    env = pip_install(source, site)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), example_env["PYTHONPATH"]])
     return env
 
 
@@ -58,8 +94,9 @@ def test_installed_plugin_is_listed(example_env):
     plugins = {p["name"]: p for p in json.loads(result.stdout)}
     example = plugins["example"]
     assert (example["distribution"], example["version"]) == ("mia-example", "0.1.0")
-    assert example["datasets"] == ["example-counting"] and example["tokenizers"] == ["example-bytes"]
-    assert example["backends"] == [] and "mia_register_datasets" in example["hooks"]
+    assert example["datasets"] == ["example-counting"] and example["tokenizers"] == ["example-bytes", "example-hf:ID"]
+    assert example["backends"] == ["example-hf:ID"] and "mia_register_datasets" in example["hooks"]
+    assert example["commands"] == ["example-peek"] and example["error"] is None
 
     datasets = mia(example_env, "datasets")
     assert datasets.returncode == 0
@@ -68,6 +105,8 @@ def test_installed_plugin_is_listed(example_env):
     models = json.loads(mia(example_env, "models", "--json").stdout)
     row = next(m for m in models if m["name"] == "example-bytes")
     assert row["tokenizer"] is True and row["backend"] is False and row["aliases"] == ["example-utf8"]
+    model = next(m for m in models if m["name"] == "example-hf:ID")
+    assert model["capabilities"] == ["generate", "score"] and model["description"].startswith("any transformers")
 
 
 def test_installed_plugin_builds_a_prefix_map(example_env, tmp_path):
@@ -86,6 +125,89 @@ def test_installed_plugin_builds_a_prefix_map(example_env, tmp_path):
     unknown = mia(example_env, "prefix", "--model", "example-bites", "--dataset", "example-counting",
                   cwd=tmp_path)
     assert unknown.returncode == 2 and "Did you mean 'example-bytes'" in unknown.stderr
+
+
+def test_example_model_works_through_mia_prompt(example_env, tmp_path):
+    """The docs' minimal model backend: a map made with its tokenizer, then `mia prompt` and
+    `mia check` with it; its greedy tokens and log-probabilities equal mia-hf's on the same folder."""
+    from tiny_models import make_tiny_llama
+
+    from mia_core.runs import open_run
+
+    # seed 1: seed 0's greedy text holds a NUL byte, which run files cannot store yet (reported)
+    folder = make_tiny_llama(tmp_path / "tiny", seed=1)
+    model = f"example-hf:{folder}"
+    made = mia(example_env, "prefix", "--model", model, "--dataset", "example-counting", "--dataset-option", "n=5",
+               "--prefix_tokens", "6", "--suffix_tokens", "8", "-q", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    prompted = mia(example_env, "prompt", "--prefix_map", made.stdout.strip(), "--model", model,
+                   "--max_length", "8", "--batch_size", "2", "-q", cwd=tmp_path)
+    assert prompted.returncode == 0, prompted.stderr
+    run = open_run(tmp_path / prompted.stdout.strip())
+    assert len(run) == 5 and run.attrs["model"] == model and run.attrs["backend"]["bos_prepended"] is True
+
+    reference = registry.backends.create(str(folder), {"device": "cpu"})  # mia-hf's HFCausalLM
+    greedy = reference.generate([p.tolist() for p in run.prefixes()], 8, Sampling())
+    assert [t.tolist() for t in run.tokens()] == greedy
+
+    checked = mia(example_env, "check", "--prefix_map", made.stdout.strip(), "--model", model, "-q", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    scored = open_run(tmp_path / checked.stdout.strip())
+    pmap = PrefixMap(scored.attrs["prefix_map"])
+    sequences = [[*p.tolist(), *s.tolist()] for p, s in zip(pmap.read("prefixes"), pmap.suffixes(), strict=True)]
+    expected = reference.score(sequences, start=6, distribution=False)
+    for row, exp in zip(scored.read("logprobs"), expected, strict=True):
+        np.testing.assert_allclose(row[:len(exp.logprob)], exp.logprob, rtol=1e-4, atol=1e-4)
+
+
+def test_plugin_command_is_added(example_env):
+    listed = mia(example_env, "--help")
+    assert listed.returncode == 0 and "example-peek" in listed.stdout
+    peek = mia(example_env, "example-peek", "example-counting", "-n", "2")
+    assert peek.returncode == 0, peek.stderr
+    rows = [line.split("\t")[:2] for line in peek.stdout.splitlines()]
+    assert rows == [["count-0", "member"], ["count-1", "nonmember"]]
+    unknown = mia(example_env, "example-peek", "no-such-data")
+    assert unknown.returncode == 2 and "unknown dataset 'no-such-data'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
+def test_a_broken_plugin_is_reported_and_skipped(broken_env, tmp_path):
+    listed = mia(broken_env, "plugins")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    at = lines.index("broken (mia-broken 0.1.0)")
+    assert lines[at + 1] == ("  skipped: failed to load: ModuleNotFoundError: No module named "
+                             "'no_such_module_for_mia_tests'")
+    assert "example (mia-example 0.1.0)" in lines and "Traceback" not in listed.stderr
+    info = {p["name"]: p for p in json.loads(mia(broken_env, "plugins", "--json").stdout)}
+    assert "ModuleNotFoundError" in info["broken"]["error"] and info["example"]["error"] is None
+
+    made = mia(broken_env, "prefix", "--model", "example-bytes", "--dataset", "example-counting",
+               "--dataset-option", "n=3", "--prefix_tokens", "4", "-q", cwd=tmp_path)
+    assert made.returncode == 0 and made.stderr == "", made.stderr
+    assert len(PrefixMap(tmp_path / made.stdout.strip())) == 3
+    unknown = mia(broken_env, "prefix", "--model", "example-bytes", "--dataset", "nothing-here", cwd=tmp_path)
+    assert unknown.returncode == 2 and "Plugins that failed to load: broken (see mia plugins)" in unknown.stderr
+
+
+class FailingHook:
+    """Loads, but one of its hooks raises: its datasets are skipped, everything else works."""
+
+    @hookimpl
+    def mia_register_datasets(self, register) -> None:
+        raise RuntimeError("bad\nregistration")
+
+
+def test_a_plugin_whose_hook_raises_is_skipped(register_plugin, runner, monkeypatch):
+    from mia_core import plugins
+
+    monkeypatch.setattr(plugins, "failures", {})
+    register_plugin(FailingHook(), name="failing")
+    listed = runner.invoke(cli, ["datasets"])
+    assert listed.exit_code == 0 and "failing" not in listed.stdout
+    info = {p["name"]: p for p in json.loads(runner.invoke(cli, ["plugins", "--json"]).stdout)}
+    assert info["failing"]["error"] == "mia_register_datasets: RuntimeError: bad registration"
 
 
 @pytest.mark.parametrize("allowed, expected", [

@@ -28,9 +28,9 @@ def greedy(prefix, n):
     seq, new = list(prefix), []
     for _ in range(n):
         seq.append(next_token(seq[-2], seq[-1]))
-        new.append(seq[-1])
-        if seq[-1] == 0:
+        if seq[-1] == 0:  # EOS ends the text and is not returned (the contract's EOS rule)
             break
+        new.append(seq[-1])
     return new
 
 

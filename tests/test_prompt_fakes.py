@@ -64,7 +64,6 @@ class FakeLM:
         self.name = name
         self.variant = "b" if name.endswith("-b") else "a"
         self.tokenizer = FakeTokenizer("fake-tok-" + self.variant, self.variant)
-        self.capabilities = frozenset({"generate", "score"})
         self.delay = float(options.get("delay", 0))
         self.oom_above = int(options.get("oom_above", 0))
         self.trace = options.get("trace")  # a file that gets one line per call (for kill tests)
@@ -95,10 +94,10 @@ class FakeLM:
             seq, new = [self._map(t) for t in p if not (self.variant == "b" and t == 99)], []
             for _ in range(max_new_tokens):
                 t = next_token(seq[-2], seq[-1]) if rng is None else int(rng.integers(VOCAB))
+                if t == EOS:  # the contract's EOS rule: cut before EOS
+                    break
                 seq.append(t)
                 new.append(t + (100 if self.variant == "b" else 0))
-                if t == EOS:
-                    break
             out.append(new)
         return out
 
@@ -107,10 +106,13 @@ class FakeLM:
         out = []
         for seq in sequences:
             s = [self._map(t) for t in seq]
-            argmax = np.array([next_token(s[j - 2], s[j - 1]) for j in range(start, len(s))])
+            # No BOS: position 0 has no context, so it is NaN with argmax -1 (TokenScores' conventions).
+            argmax = np.array([next_token(s[j - 2], s[j - 1]) if j else -1 for j in range(start, len(s))])
             truth = np.array(s[start:])
             logprob = np.where(argmax == truth, -0.1, -2.0).astype(np.float32)
-            out.append(TokenScores(logprob, argmax, np.zeros(len(argmax)), np.ones(len(argmax))))
+            logprob[argmax == -1] = np.nan
+            moments = np.where(np.isnan(logprob) | (not distribution), np.nan, 1.0)
+            out.append(TokenScores(logprob, argmax, moments * 0, moments))
         return out
 
 
@@ -120,7 +122,6 @@ class FakeAPI:
     def __init__(self, name, options) -> None:
         self.name = name
         self.tokenizer = None
-        self.capabilities = frozenset({"generate_text"})
         self.price = float(options.get("price", 0.01))  # USD per request
         self.fail_after = int(options.get("fail_after", 0))  # batch API: crash after N results
 

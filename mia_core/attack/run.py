@@ -21,7 +21,7 @@ from mia_core.attack.labels import normalize_label
 from mia_core.attack.metrics import SignalMetrics, evaluate_signal, label_problem
 from mia_core.errors import BackendOutOfMemory, MiaError
 from mia_core.progress import progress
-from mia_core.types import Backend, Sample, TokenScores
+from mia_core.types import Backend, Sample, TokenScores, capabilities
 
 DEFAULT_MAX_TOKENS = 512
 ENCODE_BATCH = 64
@@ -92,17 +92,14 @@ def check_registered_scoring(name: str) -> None:
     declares capabilities without ``score``; unknown names fail here with "Did you mean"."""
     from mia_core import registry
 
-    info = registry.backends.get(name).info
-    caps = info.get("capabilities")
-    if caps is None and info.get("api"):  # registered as an API model: text in, text out
-        caps = ("generate_text",)
+    caps = registry.backends.get(name).capabilities
     if caps is not None and "score" not in caps:
         raise _cannot_score(name, caps)
 
 
 def require_scoring(backend: Backend, name: str) -> None:
     """Membership signals need per-token log-probabilities: refuse backends that lack them."""
-    caps = set(getattr(backend, "capabilities", ()))
+    caps = capabilities(backend)
     if "score" not in caps:
         raise _cannot_score(name, caps)
     if getattr(backend, "tokenizer", None) is None:

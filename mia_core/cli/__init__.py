@@ -1,16 +1,96 @@
 """The ``mia`` command line: one module per command group, gathered here.
 
 Command modules import heavy libraries only inside their commands, so ``mia --help``
-and ``mia plugins`` never import torch.
+and ``mia plugins`` never import torch. The library raises plain exceptions
+(``mia_core.errors``); this is the one place they become click's one-line errors and exit
+codes: ``MiaError`` 1 (or its ``exit_code``, e.g. 3 for a run stopped at its cost cap),
+``UsageError``/``UnknownNameError`` 2 with the command's usage line.
 """
+
+from typing import Any
 
 import click
 
-from mia_core import __version__
+from mia_core import __version__, plugins
 from mia_core.cli import attack_cmd, demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, score_cmd
+from mia_core.errors import MiaError, UsageError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def to_click(exc: MiaError, ctx: click.Context | None) -> click.ClickException:
+    """The click exception that prints ``exc`` in one line and exits with its code."""
+    if isinstance(exc, UsageError):
+        if exc.param_hint:
+            return click.BadParameter(exc.message, ctx, param_hint=exc.param_hint)
+        return click.UsageError(exc.message, ctx)
+    translated = click.ClickException(exc.message)
+    translated.exit_code = exc.exit_code
+    return translated
+
+
+class MiaContext(click.Context):
+    """Translates library errors raised by a command while the command's context is current
+    (so a usage error shows that command's usage line)."""
+
+    def invoke(self, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().invoke(callback, *args, **kwargs)
+        except MiaError as exc:
+            raise to_click(exc, self) from None
+
+
+class MiaGroup(click.Group):
+    """The ``mia`` group: built-in commands plus those plugins add (``mia_register_commands``)."""
+
+    context_class = MiaContext
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        _translate_errors(cmd)
+        super().add_command(cmd, name)
+
+    def plugin_commands(self) -> dict[str, tuple[str, click.Command]]:
+        """Commands plugins add: name -> (plugin, command). Asked afresh on each lookup
+        (cheap), so an in-process plugin's commands appear too. A plugin whose hook fails, or
+        whose command would shadow another, is skipped and reported by ``mia plugins``."""
+        found: dict[str, tuple[str, click.Command]] = {}
+        for plugin, hook in plugins.hook_functions("mia_register_commands"):
+            group = click.Group()
+            try:
+                hook(cli=group)
+            except Exception as exc:
+                plugins.record_failure(plugin, "mia_register_commands", exc)
+                continue
+            for name, command in group.commands.items():
+                if name in self.commands or name in found:
+                    plugins.record_failure(plugin, f"its command {name!r} clashes with an existing one")
+                    continue
+                _translate_errors(command)
+                found[name] = (plugin, command)
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.plugin_commands()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        return self.plugin_commands().get(cmd_name, (None, None))[1]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MiaError as exc:  # raised outside a command's own context (while resolving it)
+            raise to_click(exc, ctx) from None
+
+
+def _translate_errors(cmd: click.Command) -> None:
+    if cmd.context_class is click.Context:
+        cmd.context_class = MiaContext
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _translate_errors(sub)
+
+
+@click.group(cls=MiaGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mia")
 def cli() -> None:
     """mia: test string membership and memorization in language models.

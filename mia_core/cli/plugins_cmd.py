@@ -8,19 +8,33 @@ from mia_core import registry
 from mia_core.plugins import plugin_info
 
 
-def _registered_by(plugin: str) -> dict[str, list[str]]:
-    return {
+def _registered_by(plugin: str, commands: dict[str, str]) -> dict[str, list[str]]:
+    registered = {
         kind: [e.name for e in reg.entries() if e.plugin == plugin]
         for kind, reg in (("datasets", registry.datasets), ("tokenizers", registry.tokenizers),
                           ("backends", registry.backends))
     }
+    registered["commands"] = sorted(name for name, owner in commands.items() if owner == plugin)
+    return registered
+
+
+def _plugin_command_owners(ctx: click.Context) -> dict[str, str]:
+    """Command name -> plugin, for the commands plugins add (asked before listing, so a
+    failing ``mia_register_commands`` shows up as the plugin's error)."""
+    group = ctx.find_root().command
+    found = group.plugin_commands() if hasattr(group, "plugin_commands") else {}
+    return {name: plugin for name, (plugin, _) in found.items()}
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def plugins(as_json: bool) -> None:
-    """List installed plugins and what each registers."""
-    info = [{**p, **_registered_by(p["name"])} for p in plugin_info()]
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List installed plugins and what each registers; a plugin that failed is listed with why."""
+    for reg in (registry.datasets, registry.tokenizers, registry.backends):
+        reg.entries()  # fill first: a plugin whose hook fails is then reported below
+    commands = _plugin_command_owners(ctx)
+    info = [{**p, **_registered_by(p["name"], commands)} for p in plugin_info()]
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -28,7 +42,9 @@ def plugins(as_json: bool) -> None:
         click.echo("No plugins installed (or MIA_LOAD_PLUGINS excludes them all).")
     for p in info:
         click.echo(f"{p['name']} ({p['distribution']} {p['version']})")
-        for kind in ("datasets", "tokenizers", "backends"):
+        if p["error"]:
+            click.echo(f"  skipped: {p['error']}")
+        for kind in ("datasets", "tokenizers", "backends", "commands"):
             if p[kind]:
                 click.echo(f"  {kind}: {', '.join(p[kind])}")
 
@@ -36,16 +52,24 @@ def plugins(as_json: bool) -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models(as_json: bool) -> None:
-    """List model names: tokenizers (for mia prefix) and backends (for mia prompt)."""
+    """List model names: tokenizers (for mia prefix) and backends (for mia prompt).
+
+    A name that is both shows the backend's own description (the model), and the
+    capabilities its plugin promises (generate, generate_text, score, cost, batch).
+    """
     rows: dict[str, dict] = {}
     for kind, reg in (("tokenizer", registry.tokenizers), ("backend", registry.backends)):
         for e in reg.entries():
-            row = rows.setdefault(e.name, {"name": e.name, "plugin": e.plugin, "description": e.description,
-                                           "aliases": list(e.aliases), "tokenizer": False, "backend": False})
+            row = rows.setdefault(e.name, {"name": e.name, "plugin": e.plugin, "aliases": list(e.aliases),
+                                           "tokenizer": False, "backend": False, "capabilities": None})
             row[kind] = True
-            if kind == "backend":
-                row["capabilities"] = sorted(e.info.get("capabilities", []))
-    _print_table(list(rows.values()), as_json, ["name", "plugin", "tokenizer", "backend", "description"])
+            row[f"{kind}_description"] = e.description
+            if kind == "backend" and e.capabilities is not None:
+                row["capabilities"] = sorted(e.capabilities)
+    for row in rows.values():
+        row["description"] = row.get("backend_description") or row.get("tokenizer_description", "")
+    _print_table(list(rows.values()), as_json, ["name", "plugin", "tokenizer", "backend", "capabilities",
+                                                "description"])
 
 
 @click.command()
@@ -64,11 +88,19 @@ def _print_table(rows: list[dict], as_json: bool, columns: list[str]) -> None:
     if not rows:
         click.echo("Nothing registered: install a plugin (see `mia plugins`).")
         return
-    cells = [[("yes" if v is True else "-" if v is False else str(v)) for v in (r[c] for c in columns)] for r in rows]
+    cells = [[_cell(r[c]) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: object) -> str:
+    if value is True:
+        return "yes"
+    if value is False or value is None:
+        return "-"
+    return ",".join(value) if isinstance(value, list) else str(value)
 
 
 commands = [plugins, models, datasets]

