@@ -7,7 +7,6 @@ however large the dataset is, unless the whole dataset is saved into the map.
 
 import re
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from mia_core import registry
+from mia_core.defaults import DEFAULT_MODEL
 from mia_core.errors import MiaError, UnknownNameError
 from mia_core.prefixmap import MapNameTaken, PrefixMapWriter, timestamp, unused_path
-from mia_core.progress import progress
+from mia_core.progress import note, progress
 from mia_core.types import Sample
 
 # A tokenizer batch is cut at whichever limit comes first: large enough for the fast
@@ -167,7 +167,7 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
     if registry.tokenizers.find(model) is None and registry.backends.find(model) is not None:
         raise UnknownNameError(
             f"model {model!r} has no tokenizer mia can load (an API model?): make the map with a local "
-            f"tokenizer, e.g. --model gemma-3-270m; `mia prompt --model {model}` then sends the prefixes as text")
+            f"tokenizer, e.g. --model {DEFAULT_MODEL}; `mia prompt --model {model}` then sends the prefixes as text")
     tokenizer = registry.tokenizers.create(model)
     data = dataset_entry.create(dataset, options)
 
@@ -255,10 +255,9 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
             if used == 0:
                 raise MiaError(_no_usable_message(dataset, read, prefix_tokens))
             if repaired:
-                print(f"mia prefix: {repaired} samples held invalid Unicode (lone surrogates), replaced by U+FFFD",
-                      file=sys.stderr)
+                note(f"mia prefix: {repaired} samples held invalid Unicode (lone surrogates), replaced by U+FFFD")
             if size is not None and used < size:
-                print(f"mia prefix: only {used} usable samples (asked for {size})", file=sys.stderr)
+                note(f"mia prefix: only {used} usable samples (asked for {size})")
             return writer.finish(counts)
         except BaseException:
             bar.close()

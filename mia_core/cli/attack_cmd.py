@@ -5,13 +5,21 @@ from pathlib import Path
 
 import click
 
-from mia_core.cli.options import dataset_option, model_option, parse_key_values, quiet_option
-
-DEFAULT_MODEL = "gemma-3-270m"
+from mia_core.cli.options import (
+    dataset_option,
+    model_option,
+    one_prefix_map,
+    parse_key_values,
+    prefix_map_option,
+    quiet_option,
+    renamed_option,
+)
+from mia_core.defaults import DEFAULT_MODEL
 
 
 @click.command()
-@click.argument("prefix_map", required=False, metavar="[MAP]")
+@click.argument("map_argument", required=False, metavar="[MAP]")
+@prefix_map_option
 @click.option("--dataset", help="Attack a dataset's samples instead of a prefix map's windows.")
 @dataset_option
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Target model (registry name or path).")
@@ -21,16 +29,18 @@ DEFAULT_MODEL = "gemma-3-270m"
 @click.option("--reference", help="Reference model for the ref signal.")
 @click.option("--reference-option", "--reference_option", "reference_options", multiple=True, metavar="KEY=VALUE",
               help="Option for the reference backend (repeatable).")
-@click.option("--k", "k", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True,
-              help="Fraction of lowest-scoring tokens for Min-K% and Min-K%++.")
+@click.option("--min-k-fraction", "--min_k_fraction", "k", type=click.FloatRange(0, 1, min_open=True), default=0.2,
+              show_default=True, help="Fraction of lowest-scoring tokens for Min-K% and Min-K%++.")
+@renamed_option("--k", "--min-k-fraction", "(--k counts suffix tokens in mia score)")
 @click.option("--batch-size", "--batch_size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--max-tokens", "--max_tokens", type=click.IntRange(min=1), default=512, show_default=True,
               help="Longest string scored (tokens); longer ones are truncated (and the model's context caps it).")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N windows or samples.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
               help="CSV/TSV/JSONL with id and label columns (member/nonmember) for a dataset without labels.")
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Folder for the results (default: MAP/attacks, or Prefixes/attacks for --dataset).")
+@click.option("--out-dir", "--out_dir", "out", type=click.Path(file_okay=False),
+              help="Folder the results are created in (default: MAP/attacks, or Prefixes/attacks for --dataset).")
+@renamed_option("--out", "--out-dir", "(--out names the exact file or folder a command writes)", dest="old_out")
 @click.option("--export", "exports", type=click.Choice(["csv", "jsonl"]), multiple=True,
               help="Also write the per-string results as CSV or JSONL (repeatable).")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
@@ -39,13 +49,13 @@ DEFAULT_MODEL = "gemma-3-270m"
 @click.option("--no-plot", is_flag=True, help="Do not write the ROC plot.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of the table.")
 @quiet_option
-def attack(prefix_map, dataset, dataset_options, model, model_options, signals, reference, reference_options, k,
-           batch_size, max_tokens, limit, labels_file, out, exports, bootstrap, seed, no_plot, as_json,
-           quiet) -> None:
+def attack(map_argument, prefix_map, dataset, dataset_options, model, model_options, signals, reference,
+           reference_options, k, batch_size, max_tokens, limit, labels_file, out, old_out, exports, bootstrap, seed,
+           no_plot, as_json, quiet) -> None:
     """Membership inference: score strings with MODEL and rank them by LOSS, zlib, Min-K%,
     Min-K%++ and reference-model signals (higher = more likely member).
 
-    MAP is a prefix map (folder or name under ./Prefixes): its prefix+suffix windows are scored,
+    MAP (or --prefix_map MAP) is a prefix map (folder or name under ./Prefixes): its prefix+suffix windows are scored,
     and the same forward pass gives the teacher-forced memorization verdict of each suffix.
     With --dataset the samples' texts are scored. With member/nonmember labels the ROC-AUC
     (bootstrap interval), TPR at 0.1%, 1% and 5% FPR and a ROC plot are produced.
@@ -53,7 +63,7 @@ def attack(prefix_map, dataset, dataset_options, model, model_options, signals, 
     \b
     Examples:
       mia attack --dataset corpus --model gemma-3-270m
-      mia attack gemma-3-270m_Corpus_32_start_20261127_143015 --signals loss,mink --export csv
+      mia attack --prefix_map gemma-3-270m_Corpus_32_start_20261127_143015 --signals loss,mink --export csv
       mia attack --dataset corpus --model smollm2-135m --reference gemma-3-270m --json
     """
     from mia_core import registry
@@ -65,8 +75,11 @@ def attack(prefix_map, dataset, dataset_options, model, model_options, signals, 
     from mia_core.errors import MiaError
     from mia_core.prefixmap import PrefixMap, timestamp
 
+    prefix_map = one_prefix_map(map_argument, prefix_map)
+    out = out or old_out
     if (prefix_map is None) == (dataset is None):
-        raise click.UsageError("give either a prefix MAP or --dataset NAME (not both)")
+        raise click.UsageError("give either a prefix MAP or --dataset NAME (not both); MAP may also be given "
+                               "as --prefix_map MAP")
     if dataset_options and dataset is None:
         raise click.UsageError("--dataset-option needs --dataset")
     if labels_file and dataset is None:

@@ -4,12 +4,13 @@ from pathlib import Path
 
 import click
 
-from mia_core.cli.options import quiet_option
+from mia_core.cli.options import quiet_option, renamed_option
+from mia_core.defaults import DEFAULT_DATASET, DEFAULT_MODEL
 
 
 @click.command()
-@click.option("--model", default="gemma-3-270m", show_default=True, help="Model (tokenizer and backend).")
-@click.option("--dataset", default="corpus", show_default=True, help="Dataset name.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model (tokenizer and backend).")
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Dataset name.")
 @click.option("--prefix-tokens", "--prefix_tokens", "prefix_tokens", type=click.IntRange(min=1), default=32,
               show_default=True, help="Prefix length in tokens.")
 @click.option("--suffix-tokens", "--suffix_tokens", "suffix_tokens", type=click.IntRange(min=1), default=50,
@@ -19,21 +20,25 @@ from mia_core.cli.options import quiet_option
               show_default=True)
 @click.option("--method", type=click.Choice(["generate", "teacher-forced"]), default="generate",
               show_default=True, help="Greedy generation, or the one-pass teacher-forced check (same verdicts).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("Prefixes"),
-              show_default=True, help="Folder for the prefix map (the run and report go inside it).")
+@click.option("--out-dir", "--out_dir", "out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("Prefixes"), show_default=True,
+              help="Folder the prefix map is created in (the run and report go inside the map).")
+@renamed_option("--out", "--out-dir", "(--out names the exact file or folder a command writes)", dest="old_out")
 @quiet_option
 def demo(model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, size: int | None, batch_size: int,
-         method: str, out: Path, quiet: bool) -> None:
+         method: str, out: Path, old_out: str | None, quiet: bool) -> None:
     """Run the whole pipeline on the embedded default and print a memorization report.
 
-    Builds a prefix map of the embedded corpus with gemma-3-270m's tokenizer, prompts
-    gemma-3-270m greedily with every prefix, scores the continuations against the true
+    Builds a prefix map of the embedded corpus with the default model's tokenizer, prompts
+    that model greedily with every prefix, scores the continuations against the true
     suffixes (member vs non-member) and writes report.html with the plots.
     """
     from mia_core.prefix import build_prefix_map
     from mia_core.prompt import prompt
     from mia_core.scoring.report import write_report
     from mia_core.scoring.summary import format_summary, score_run
+
+    out = Path(old_out) if old_out else out
 
     click.echo(f"[1/3] prefix map: {dataset}, {prefix_tokens}-token prefixes, {model} tokenizer", err=True)
     folder = build_prefix_map(model, dataset, prefix_tokens, "start", size=size, suffix_tokens=suffix_tokens,

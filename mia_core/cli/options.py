@@ -1,8 +1,11 @@
 """Options and parameter types shared by several commands."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def parse_key_values(pairs: Iterable[str], flag: str) -> dict[str, str]:
@@ -21,3 +24,34 @@ dataset_option = click.option("--dataset-option", "--dataset_option", "dataset_o
                               metavar="KEY=VALUE", help="Option for the dataset loader (repeatable).")
 model_option = click.option("--model-option", "--model_option", "model_options", multiple=True,
                             metavar="KEY=VALUE", help="Option for the model backend (repeatable).")
+
+# The prefix map is named the same way by every command that reads one (the seed's spelling
+# and its dashed twin); `mia attack` also keeps its older positional MAP.
+prefix_map_option = click.option("--prefix_map", "--prefix-map", "prefix_map", metavar="MAP",
+                                 help="Prefix map: a folder name under Prefixes/ or a path.")
+
+
+def one_prefix_map(positional: str | None, option: str | None) -> str | None:
+    """The map given positionally or with --prefix_map (the same one if both)."""
+    if positional is not None and option is not None and positional != option:
+        raise click.UsageError(f"two prefix maps given ({positional!r} and --prefix_map {option!r}); give one")
+    return option if option is not None else positional
+
+
+def renamed_option(old: str, new: str, why: str = "", *, dest: str | None = None) -> Callable[[F], F]:
+    """A hidden option for a spelling that changed. Without ``dest`` using it is a usage error
+    that names ``new``; with ``dest`` its value still arrives (as ``dest``), with a note."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if ctx.get_parameter_source(param.name or "") is not click.core.ParameterSource.COMMANDLINE:
+            return value
+        message = f"{old} is now {new} {why}".rstrip()
+        if dest is None:
+            raise click.UsageError(message, ctx)
+        click.echo(f"note: {message}; {old} still works for now", err=True)
+        return value
+
+    if dest is None:  # its own name: the new option may have taken the old one's (``k``)
+        return click.option(old, "renamed_" + old.lstrip("-").replace("-", "_"), hidden=True, expose_value=False,
+                            callback=callback)
+    return click.option(old, dest, hidden=True, callback=callback)

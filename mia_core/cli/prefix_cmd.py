@@ -4,7 +4,8 @@ from typing import Any
 
 import click
 
-from mia_core.cli.options import dataset_option, parse_key_values, quiet_option
+from mia_core.cli.options import dataset_option, parse_key_values, quiet_option, renamed_option
+from mia_core.defaults import DEFAULT_DATASET, DEFAULT_MODEL
 
 
 class PrefixLocType(click.ParamType):
@@ -39,9 +40,9 @@ class SizeType(click.ParamType):
 
 
 @click.command()
-@click.option("--model", default="gemma-3-270m", show_default=True,
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="Model whose tokenizer is used (see `mia models`).")
-@click.option("--dataset", default="corpus", show_default=True, help="Dataset to load (see `mia datasets`).")
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Dataset to load (see `mia datasets`).")
 @click.option("--prefix_tokens", "--prefix-tokens", "prefix_tokens", type=click.IntRange(min=1), default=10,
               show_default=True, help="Length of each prefix in tokens.")
 @click.option("--prefix_loc", "--prefix-loc", "prefix_loc", type=PrefixLocType(), default="start",
@@ -58,16 +59,17 @@ class SizeType(click.ParamType):
               help="With --save, store only the samples read until the map holds --size rows "
                    "(else the whole dataset).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --prefix_loc random.")
-@click.option("--out", type=click.Path(file_okay=False), default="Prefixes", show_default=True,
-              help="Folder the map folder is created in.")
+@click.option("--out-dir", "--out_dir", "out", type=click.Path(file_okay=False), default="Prefixes",
+              show_default=True, help="Folder the map folder is created in.")
+@renamed_option("--out", "--out-dir", "(--out names the exact file or folder a command writes)", dest="old_out")
 @dataset_option
 @quiet_option
 def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, suffix_tokens: int,
-           size: int | None, save: bool, crop: bool, seed: int, out: str, dataset_options: tuple[str, ...],
-           quiet: bool) -> None:
+           size: int | None, save: bool, crop: bool, seed: int, out: str, old_out: str | None,
+           dataset_options: tuple[str, ...], quiet: bool) -> None:
     """Build a prefix map: tokenized prefixes (and their true suffixes) cut from a dataset.
 
-    Writes OUT/{model}_{dataset}_{prefix_tokens}_{prefix_loc}_{timestamp}/prefix_map.h5 and
+    Writes OUT_DIR/{model}_{dataset}_{prefix_tokens}_{prefix_loc}_{timestamp}/prefix_map.h5 and
     prints the folder's path.
 
     \b
@@ -77,6 +79,7 @@ def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, 
     from mia_core.prefix import build_prefix_map
 
     options = parse_key_values(dataset_options, "--dataset-option")
+    out = old_out or out
     folder = build_prefix_map(model, dataset, prefix_tokens, prefix_loc=prefix_loc, size=size, save=save,
                               crop=crop, suffix_tokens=suffix_tokens, seed=seed, out=out,
                               dataset_options=options, quiet=quiet)

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from mia_core.cli.options import dataset_option, parse_key_values, quiet_option
+from mia_core.cli.options import dataset_option, parse_key_values, prefix_map_option, quiet_option
 from mia_core.errors import MiaError
 
 
@@ -60,8 +60,7 @@ def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bo
 
 @click.command()
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--prefix-map", "--prefix_map", "prefix_map", default=None,
-              help="Index the dataset saved in this prefix map (its tokens, same tokenizer).")
+@prefix_map_option
 @click.option("--model", "--tokenizer", "model", default=None,
               help="Tokenizer (model name) to tokenize --dataset with.")
 @click.option("--dataset", default=None, help="Dataset to tokenize and index.")
@@ -72,22 +71,23 @@ def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bo
 @quiet_option
 def index(out: Path, prefix_map: str | None, model: str | None, dataset: str | None,
           dataset_options: tuple[str, ...], batch_size: int, as_json: bool, quiet: bool) -> None:
-    """Build a token suffix-array index (tokengrams) of a corpus in folder OUT.
+    """Build a token suffix-array index (tokengrams) of a corpus in folder OUT (created; the
+    index of a prefix map's saved dataset, or of a dataset tokenized with --model).
 
     \b
     Examples:
       mia index Prefixes/corpus_gemma --model gemma-3-270m --dataset corpus
-      mia index Prefixes/MAP_index --prefix-map Prefixes/gemma-3-270m_Corpus_10_start_20261127_143015
+      mia index Prefixes/MAP_index --prefix_map Prefixes/gemma-3-270m_Corpus_10_start_20261127_143015
     """
     from mia_core.scoring.build import index_dataset, index_prefix_map
 
     if (prefix_map is None) == (dataset is None):
-        raise click.UsageError("give either --prefix-map MAP or --dataset NAME (with --model)")
+        raise click.UsageError("give either --prefix_map MAP or --dataset NAME (with --model)")
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     if prefix_map is not None:
         if model is not None or dataset_options:
-            raise click.UsageError("--model/--dataset-option do not apply with --prefix-map (the map's "
+            raise click.UsageError("--model/--dataset-option do not apply with --prefix_map (the map's "
                                    "tokens and tokenizer are used)")
         meta = index_prefix_map(out, prefix_map, quiet=quiet)
     else:

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import click
-
 from mia_core.errors import MiaError
+from mia_core.progress import note
 from mia_hf import sources
 from mia_hf.tokenizer import HFTokenizer, SentencePieceTokenizer, gguf_tokenizer_dir, load_tokenizer
 
@@ -99,7 +98,7 @@ def _quiet_loading() -> Iterator[None]:
 
 
 def _notice(message: str) -> None:
-    click.echo(f"mia: {message}", err=True)
+    note(f"mia: {message}")
 
 
 def load_model(source: sources.Source, device: Any, dtype: Any) -> Any:

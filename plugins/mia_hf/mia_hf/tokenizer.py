@@ -15,9 +15,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import click
-
 from mia_core.errors import MiaError
+from mia_core.progress import note
 from mia_hf import sources
 
 
@@ -118,8 +117,7 @@ def gguf_tokenizer_dir(name: str) -> Path:
 
     def build(tmp: Path) -> None:
         gguf = sources.gguf_file(name)
-        click.echo(f"mia: converting {name}'s GGUF tokenizer once (under a minute); cached in {tmp.parent}",
-                   err=True)
+        note(f"mia: converting {name}'s GGUF tokenizer once (under a minute); cached in {tmp.parent}")
         _auto_tokenizer(gguf.parent, gguf_file=gguf.name).save_pretrained(str(tmp))
 
     return sources.build_atomically(sources.gguf_cache_dir(name) / "tokenizer", build)
