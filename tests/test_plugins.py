@@ -210,6 +210,25 @@ def test_a_plugin_whose_hook_raises_is_skipped(register_plugin, runner, monkeypa
     assert info["failing"]["error"] == "mia_register_datasets: RuntimeError: bad registration"
 
 
+def test_the_readme_plugin_installs_as_written(tmp_path):
+    """The README's two code blocks, copied into a folder, pip-install into a working plugin."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Writing a plugin", 1)[1]
+    toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    module = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "pyproject.toml").write_text(toml)
+    (tmp_path / "src" / "mia_hello.py").write_text(module)
+    env = pip_install(tmp_path / "src", tmp_path / "site")
+    listed = mia(env, "datasets")
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.startswith("hello-greetings") and "hello" in line for line in listed.stdout.splitlines())
+    made = mia(env, "prefix", "--model", "gemma-3-270m", "--dataset", "hello-greetings", "--dataset-option", "n=4",
+               "--prefix_tokens", "3", "--suffix_tokens", "3", "-q", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert len(PrefixMap(tmp_path / made.stdout.strip())) == 4
+
+
 @pytest.mark.parametrize("allowed, expected", [
     ("", set()),
     ("mia-example", {"example"}),

@@ -1,8 +1,14 @@
-"""Fixtures shared by the whole suite. Topic-specific helpers live in their own modules."""
+"""Fixtures shared by the whole suite: the core's tests (tests/) and each plugin's
+(plugins/*/tests/). Topic-specific helpers live in their own modules under tests/
+(tiny_models, fake_anthropic, ...), importable from every test folder."""
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "tests"))  # shared helpers: `from tiny_models import ...`
 from click.testing import CliRunner
 
 from mia_core import registry
