@@ -1,4 +1,4 @@
-"""The teacher-forced memorization check (DESIGN.md §6).
+"""The teacher-forced memorization check (definitions: docs/architecture.md).
 
 Greedy decoding reproduces the first j tokens of a true suffix iff, with the true tokens
 as context, the model's argmax at each of those positions is the true next token. One

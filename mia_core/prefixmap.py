@@ -1,4 +1,4 @@
-"""The prefix-map file (``prefix_map.h5``, DESIGN.md §4): writer and reader.
+"""The prefix-map file (``prefix_map.h5``, docs/prefix.md): writer and reader.
 
 The writer streams rows into chunked, compressed, resizable datasets inside a folder
 with a ``.partial`` suffix and renames it only when complete, so an interrupted run

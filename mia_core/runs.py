@@ -1,4 +1,4 @@
-"""Run files (output of ``mia prompt`` / ``mia check``, DESIGN.md §5): writer and reader.
+"""Run files (output of ``mia prompt`` / ``mia check``, docs/prompt.md): writer and reader.
 
 A run lives at ``Prefixes/<map>/runs/{model}_{timestamp}.h5``. Row ``i`` of a run used
 prefix row ``prefix_row[i]`` of the map (``i mod N`` with wraparound). Rows are appended

@@ -210,6 +210,18 @@ def test_a_plugin_whose_hook_raises_is_skipped(register_plugin, runner, monkeypa
     assert info["failing"]["error"] == "mia_register_datasets: RuntimeError: bad registration"
 
 
+def test_the_plugin_guide_shows_the_example_verbatim():
+    """docs/plugins.md teaches from the example plugin: its code blocks are the tested code."""
+    guide = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text(encoding="utf-8")
+    module = (EXAMPLE / "mia_example.py").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in guide.split("## 3. The example module", 1)[1].split("```python\n")[1:]]
+    assert len(blocks) >= 7
+    for block in blocks:
+        assert block in module, block[:200]
+    toml = guide.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert toml == (EXAMPLE / "pyproject.toml").read_text(encoding="utf-8")
+
+
 def test_the_readme_plugin_installs_as_written(tmp_path):
     """The README's two code blocks, copied into a folder, pip-install into a working plugin."""
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")

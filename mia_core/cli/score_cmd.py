@@ -1,4 +1,4 @@
-"""``mia score``, ``mia index``, ``mia estimate`` and ``mia report`` (DESIGN.md §6).
+"""``mia score``, ``mia index``, ``mia estimate`` and ``mia report`` (docs/scoring.md).
 
 Everything heavy (tokengrams, matplotlib, sacrebleu, tokenizers) is imported inside the commands.
 """

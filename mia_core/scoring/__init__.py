@@ -1,4 +1,4 @@
-"""Turning runs into evidence of memorization (DESIGN.md §6).
+"""Turning runs into evidence of memorization (definitions: docs/architecture.md, docs/scoring.md).
 
 - ``matching``: exact / matched-length / Pythia / approximate scores against true suffixes;
 - ``index`` and ``build``: tokengrams suffix-array index of a corpus, verbatim-window membership;

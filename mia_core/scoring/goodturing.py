@@ -1,6 +1,6 @@
 """Simple Good-Turing (Gale & Sampson 1995) and species-richness extrapolation.
 
-``simple_good_turing`` follows DESIGN.md §6 and Sampson's C implementation step by step.
+``simple_good_turing`` follows Sampson's C implementation step by step (docs/architecture.md).
 Good-Turing estimates the probability *mass* of unseen items (P0); the *number* of
 memorized strings not yet extracted needs a richness estimator: Good–Toulmin (with
 Efron–Thisted smoothing beyond t = 1) for t× more generations, and Chao1 as a lower

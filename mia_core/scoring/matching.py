@@ -1,4 +1,4 @@
-"""Suffix-match scores of generations against their true suffixes (DESIGN.md §6).
+"""Suffix-match scores of generations against their true suffixes (docs/scoring.md).
 
 All scores look at the first ``k`` tokens of the true suffix:
 

@@ -59,7 +59,7 @@ def test_bos_is_prepended_to_generation(tiny):
 
 
 def test_score_argmax_reproduces_greedy(tiny):
-    """Teacher-forced along the greedy output, the argmax is that output (DESIGN §6)."""
+    """Teacher-forced along the greedy output, the argmax is that output (docs/architecture.md, definitions)."""
     backend, _, prefixes = tiny
     greedy = backend.generate(prefixes, 10, Sampling())
     scores = backend.score([p + g for p, g in zip(prefixes, greedy, strict=True)], start=4)
