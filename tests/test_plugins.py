@@ -329,3 +329,83 @@ def test_unknown_name_suggests_a_close_match(register_plugin, runner, in_tmp):
     assert result.exit_code == 2
     assert "unknown dataset 'throwaway-dta'" in result.stderr and "Did you mean 'throwaway-data'" in result.stderr
     assert "throwaway-data" in result.stderr.split("Available:")[1]
+
+
+class Promises:
+    """A backend registered with capabilities its object lacks, and one name registered as a
+    tokenizer and a backend with different descriptions."""
+
+    @hookimpl
+    def mia_register_backends(self, register) -> None:
+        register("promise-breaker", lambda name, options: TextOnly(), capabilities=("generate", "score"))
+        register("two-faced", lambda name, options: TextOnly(), description="the model itself",
+                 capabilities=("generate_text",))
+
+    @hookimpl
+    def mia_register_tokenizers(self, register) -> None:
+        register("two-faced", lambda name, options: None, description="a stand-in tokenizer")
+
+
+class TextOnly:
+    name = "text-only"
+
+    def describe(self) -> dict:
+        return {}
+
+    def generate_text(self, prompts, max_new_tokens, sampling):
+        return []
+
+
+def test_capabilities_are_inferred_and_promises_checked(register_plugin, runner):
+    from mia_core.types import capabilities
+
+    register_plugin(Promises(), name="promises")
+    assert capabilities(TextOnly()) == {"generate_text"}
+    assert registry.backends.get("two-faced").capabilities == {"generate_text"}
+    assert capabilities(registry.backends.create("two-faced")) == {"generate_text"}
+    with pytest.raises(MiaError, match="plugin 'promises' registers 'promise-breaker' with capabilities it lacks"):
+        registry.backends.create("promise-breaker")
+    models = {m["name"]: m for m in json.loads(runner.invoke(cli, ["models", "--json"]).stdout)}
+    two = models["two-faced"]
+    assert (two["description"], two["tokenizer_description"]) == ("the model itself", "a stand-in tokenizer")
+    assert two["capabilities"] == ["generate_text"] and two["tokenizer"] and two["backend"]
+    table = runner.invoke(cli, ["models"]).stdout
+    assert "the model itself" in table and "a stand-in tokenizer" not in table
+
+
+class Commands:
+    """In-process commands that fail in each of the library's ways."""
+
+    @hookimpl
+    def mia_register_commands(self, cli) -> None:
+        import click
+
+        from mia_core.errors import UsageError
+
+        @cli.command(name="fail-usage")
+        def fail_usage() -> None:
+            raise UsageError("must be positive, got -1", param_hint="--count")
+
+        @cli.command(name="fail-error")
+        def fail_error() -> None:
+            raise MiaError("the file is corrupt")
+
+        @cli.command(name="prefix")  # taken by a built-in command: refused, reported
+        def shadow() -> None:
+            click.echo("never")
+
+
+def test_library_errors_are_translated_once_at_the_cli(register_plugin, runner, monkeypatch):
+    from mia_core import plugins
+
+    monkeypatch.setattr(plugins, "failures", {})
+    register_plugin(Commands(), name="commands")
+    usage = runner.invoke(cli, ["fail-usage"])
+    assert usage.exit_code == 2 and "Usage: cli fail-usage" in usage.stderr
+    assert "Error: Invalid value for --count: must be positive, got -1" in usage.stderr
+    error = runner.invoke(cli, ["fail-error"])
+    assert error.exit_code == 1 and error.stderr == "Error: the file is corrupt\n"
+    assert "never" not in runner.invoke(cli, ["prefix", "--help"]).stdout
+    info = {p["name"]: p for p in json.loads(runner.invoke(cli, ["plugins", "--json"]).stdout)}
+    assert info["commands"]["commands"] == ["fail-error", "fail-usage"]
+    assert info["commands"]["error"] == "its command 'prefix' clashes with an existing one"
