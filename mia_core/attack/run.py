@@ -176,7 +176,9 @@ def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_
 def memorization_verdict(scores: TokenScores, tokens: Sequence[int], suffix_length: int) -> tuple[int, float]:
     """Teacher-forced check on the trailing ``suffix_length`` tokens: the matched length (leading
     suffix positions where the argmax is the true token: greedy decoding reproduces exactly that
-    many) and the memorization score (fraction of suffix positions matched, Biderman et al. 2023).
+    many) and the teacher-forced token accuracy (fraction of suffix positions where the argmax is the
+    true token given the true context: not the Pythia score of a generation, which stops helping
+    itself after its first wrong token).
 
     Scores are aligned from the end: they cover the last ``len(scores.logprob)`` tokens.
     """
@@ -427,7 +429,7 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
             "suffix_length": suffix_lengths,
             "matched_length": matched,
             "extracted": (matched == suffix_lengths) & (suffix_lengths > 0),
-            "memorization_score": np.array([v[1] for v in verdicts], dtype=np.float64),
+            "teacher_forced_token_accuracy": np.array([v[1] for v in verdicts], dtype=np.float64),
         })
     metrics: list[SignalMetrics] = []
     warnings: list[str] = []
