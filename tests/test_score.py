@@ -273,3 +273,25 @@ def test_api_run_with_a_failed_reply_reports_failed_1(register_plugin, in_tmp, r
     assert s["extraction"]["n"] == sum(eligible)
     assert "failed 1" in format_summary(s)
     assert read_scores(scores_path(run_path))["match"]["failed"].tolist() == [bool(e) for e in errors]
+
+
+def test_seed_default_prompt_run_is_scored_with_k_20(register_plugin, in_tmp, runner):
+    """End to end: a map with 50-token suffixes prompted with the seed's default --max_length (20): the
+    closing line of mia prompt and mia score both use k = 20, and the extraction count equals a brute-force
+    comparison of the first 20 tokens."""
+    from test_prompt_fakes import FakePlugin, make_fake_map
+
+    register_plugin(FakePlugin(), name="fake-score-seed")
+    make_fake_map(in_tmp / "Prefixes" / "seedmap", n=8, s=50)
+    res = runner.invoke(cli, ["prompt", "--prefix_map", "seedmap", "--model", "fake-lm"])
+    assert res.exit_code == 0, res.output
+    run_path = res.stdout.strip()
+    run = open_run(run_path)
+    assert run.attrs["max_length"] == 20
+    suffixes, tokens = run.suffixes(), run.tokens()
+    eligible = [len(sf) >= 20 for sf in suffixes]
+    exact = [el and list(t[:20]) == list(sf[:20]) for el, t, sf in zip(eligible, tokens, suffixes, strict=True)]
+    assert sum(exact) > 0  # the even rows' suffixes are the greedy continuation
+    assert f"{sum(exact)} of {sum(eligible)} eligible suffixes reproduced exactly (first k = 20 tokens)" in res.stderr
+    s = score_run(run_path)
+    assert s["k"] == 20 and s["extraction"]["count"] == sum(exact) and s["eligible"] == sum(eligible)
