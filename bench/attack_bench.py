@@ -106,9 +106,11 @@ def main() -> None:
     items = [Item(s.id, s.label or "", ids, text, True) for (s, _), ids, text in zip(pairs, sequences, texts,
                                                                                        strict=True)]
     bos = backend.tokenizer.bos_id if backend.describe().get("bos_prepended") else None
-    config = AttackConfig(signals=["loss", "zlib", "mink"], batch_size=args.batch_size, n_boot=0, quiet=True)
+    # the scoring path only: no label check, no blind baseline (neither touches the model)
+    config = AttackConfig(signals=["loss", "zlib", "mink"], batch_size=args.batch_size, n_boot=0, quiet=True,
+                          blind=False, require_labels=False)
     config_pp = AttackConfig(signals=["loss", "zlib", "mink", "minkpp"], batch_size=args.batch_size, n_boot=0,
-                             quiet=True)
+                             quiet=True, blind=False, require_labels=False)
 
     def run_mia() -> int:
         return attack(backend, items, config).counts["tokens_scored"]

@@ -56,32 +56,45 @@ def teacher_forced_batch(backend: Any, prefixes: Sequence[np.ndarray], suffixes:
     return out
 
 
-def summarize(run: Run) -> dict[str, Any]:
+def summarize(run: Run, k: int | None = None) -> dict[str, Any]:
     """Extraction counts of a teacher-forced or generation run, overall and per label.
 
-    A row counts as extracted when its first ``k`` generated (or argmax) tokens equal the
-    true suffix, where ``k`` = min(suffix length, max_length)."""
-    k_max = int(run.attrs["max_length"])
+    The same k and the same eligible rows as ``mia score`` (:func:`mia_core.scoring.summary.resolve_k`):
+    k = min(the map's suffix length, the run's max_length); a row is eligible when its true suffix
+    has at least k tokens and its request did not fail (``error`` column of API runs)."""
+    from mia_core.scoring.matching import score_matches
+    from mia_core.scoring.summary import failed_rows, resolve_k
+
     suffixes = run.suffixes()
-    if run.has("matched_length"):
-        matched = run.read("matched_length")
-    else:
-        matched = np.array([matched_length(t, s[:k_max]) for t, s in zip(run.tokens(), suffixes, strict=True)])
-    ks = np.array([min(len(s), k_max) for s in suffixes])
-    extracted = (matched == ks) & (ks > 0)
-    labels = run.map_column("sample_label")
-    summary: dict[str, Any] = {"rows": len(run), "extracted": int(extracted.sum()),
-                               "mean_matched_length": float(matched.mean()) if len(matched) else 0.0,
-                               "by_label": {}}
+    failed = failed_rows(run)
+    labels = np.array([str(x) for x in run.map_column("sample_label")], dtype=object)
+    summary: dict[str, Any] = {"rows": len(run), "failed": int(failed.sum()), "k": None, "eligible": 0,
+                               "short_suffix": 0, "extracted": 0, "mean_matched_length": None, "by_label": {}}
+    if not len(run) or not any(len(s) for s in suffixes):
+        return summary  # nothing to compare with (a map made with --suffix-tokens 0)
+    k = resolve_k(run, suffixes, k)
+    scores = score_matches(run.tokens(), suffixes, k)
+    eligible = scores.eligible & ~failed
+    extracted = scores.exact & eligible
+    summary.update(k=k, eligible=int(eligible.sum()), short_suffix=int((~scores.eligible & ~failed).sum()),
+                   extracted=int(extracted.sum()),
+                   mean_matched_length=float(scores.matched_length[eligible].mean()) if eligible.any() else None)
     for label in sorted(set(labels.tolist())):
         mask = labels == label
-        summary["by_label"][label or "unlabelled"] = {"rows": int(mask.sum()), "extracted": int(extracted[mask].sum())}
+        summary["by_label"][label or "unlabelled"] = {"eligible": int((mask & eligible).sum()),
+                                                      "extracted": int(extracted[mask].sum())}
     return summary
 
 
-def format_summary(summary: dict[str, Any], max_length: int) -> str:
-    lines = [f"{summary['extracted']} of {summary['rows']} suffixes reproduced exactly (first {max_length} tokens); "
-             f"mean matched length {summary['mean_matched_length']:.2f}"]
+def format_summary(summary: dict[str, Any], max_length: int | None = None) -> str:
+    """The closing lines of `mia prompt`/`mia check` (``max_length`` is unused: k is in the summary)."""
+    if summary["k"] is None:
+        return f"{summary['rows']} rows, failed {summary['failed']}; no true suffixes to compare with"
+    mean = summary["mean_matched_length"]
+    lines = [f"{summary['extracted']} of {summary['eligible']} eligible suffixes reproduced exactly "
+             f"(first k = {summary['k']} tokens); failed {summary['failed']}; "
+             f"suffix shorter than k {summary['short_suffix']}; mean matched length "
+             f"{'n/a' if mean is None else f'{mean:.2f}'} over the eligible rows"]
     for label, s in summary["by_label"].items():
-        lines.append(f"  {label}: {s['extracted']} of {s['rows']}")
+        lines.append(f"  {label}: {s['extracted']} of {s['eligible']}")
     return "\n".join(lines)

@@ -142,16 +142,46 @@ def _window_start(length: int, prefix_tokens: int, suffix_tokens: int, loc: str 
     return min(int(loc), last)
 
 
+def balanced_selection(data: Any, tokenizer: Any, prefix_tokens: int, size: int, seed: int) -> set[int]:
+    """Stream positions of ``size`` usable samples drawn at random (seeded), balanced over labels.
+
+    One pass over the dataset finds the usable (at least ``prefix_tokens`` tokens), labelled samples of
+    each label; each label gets ``size // L`` of them (the first ``size % L`` labels in sorted order one
+    more), drawn without replacement. Unlabelled samples are not drawn."""
+    by_label: dict[str, list[int]] = {}
+    position = 0
+    for batch in _batches(iter(data), lambda: float("inf")):
+        texts, _ = _valid_texts(batch)
+        for sample, toks in zip(batch, tokenizer.encode_batch(texts), strict=True):
+            if sample.label and len(toks) >= prefix_tokens:
+                by_label.setdefault(str(sample.label), []).append(position)
+            position += 1
+    labels = sorted(by_label)
+    if len(labels) < 2:
+        found = ", ".join(f"{lab}: {len(by_label[lab])}" for lab in labels) or "no labelled sample"
+        raise MiaError(f"--balance needs usable samples of at least two labels; the dataset has {found} "
+                       "(give labels with --dataset-option label_field=FIELD)")
+    quotas = {lab: size // len(labels) + (i < size % len(labels)) for i, lab in enumerate(labels)}
+    short = [lab for lab in labels if len(by_label[lab]) < quotas[lab]]
+    if short:
+        largest = len(labels) * min(len(v) for v in by_label.values())
+        raise MiaError(f"--balance --size {size}: only {len(by_label[short[0]])} usable {short[0]!r} samples "
+                       f"(needs {quotas[short[0]]}); the largest balanced size is {largest}")
+    rng = np.random.default_rng(seed)
+    return {int(p) for lab in labels for p in rng.choice(by_label[lab], size=quotas[lab], replace=False)}
+
+
 def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int = "start",
                      size: int | None = None, save: bool = True, crop: bool = False, suffix_tokens: int = 50,
                      seed: int = 0, out: str | Path = "Prefixes", dataset_options: dict | None = None,
-                     quiet: bool = False) -> Path:
+                     quiet: bool = False, balance: bool = False) -> Path:
     """Build a prefix map and return its folder.
 
     ``model`` names the tokenizer (``mia models``), ``dataset`` the loader (``mia datasets``).
     ``size`` limits the map to the first ``size`` usable samples (``None``: all). With
     ``save`` the dataset's tokens and texts are stored in the map too: the whole dataset,
-    or with ``crop`` only the samples read until the map was full.
+    or with ``crop`` only the samples read until the map was full. ``balance`` (with ``size``)
+    draws the ``size`` samples at random (``seed``), balanced over labels (:func:`balanced_selection`).
     """
     if prefix_tokens <= 0:
         raise ValueError(f"prefix_tokens must be a positive integer, got {prefix_tokens}")
@@ -159,6 +189,8 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
         raise ValueError(f"suffix_tokens must be zero or positive, got {suffix_tokens}")
     if size is not None and size <= 0:
         raise ValueError(f"size must be a positive integer or None (all), got {size}")
+    if balance and size is None:
+        raise ValueError("balance needs a size (the number of samples to draw)")
     loc = parse_prefix_loc(prefix_loc)
     options = dict(dataset_options or {})
 
@@ -182,12 +214,14 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
         "dataset_options": options,
         "prefix_loc": str(loc),
         "size_requested": "all" if size is None else int(size),
+        "balance": bool(balance),
         "seed": int(seed),
         "save": bool(save),
         "crop": bool(crop),
         "pad": -1,
     }
     save_all = save and not crop  # the seed: without crop the whole dataset is saved
+    selected = balanced_selection(data, tokenizer, prefix_tokens, size, seed) if balance else None
     with _interruptible() as check:
         rng = np.random.default_rng(seed)
         read = used = too_short = short_suffix = repaired = 0
@@ -217,6 +251,8 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
                 starts: list[int] = []
                 kept = len(batch)
                 for j, (sample, toks) in enumerate(zip(batch, token_lists, strict=True)):
+                    if selected is not None and read + j not in selected:
+                        continue  # --balance: not drawn
                     if used >= limit:
                         if not save_all:  # crop: the saved dataset ends where the map is full
                             kept = j

@@ -17,11 +17,13 @@ def make_docs(n_docs: int = 6, length: int = 120, seed: int = 0) -> list[np.ndar
 
 
 def make_map(folder: Path, docs: list[np.ndarray], prefix: int = 10, suffix: int = 20, loc: str = "start",
-             starts: list[int] | None = None, fingerprint: str = FP, save: bool = True) -> Path:
+             starts: list[int] | None = None, fingerprint: str = FP, save: bool = True,
+             size: int | str = "all") -> Path:
     """One prefix row per document at ``starts`` (default 0); even docs members, odd nonmembers."""
     starts = starts or [0] * len(docs)
     w = PrefixMapWriter(folder, prefix, suffix, {"tokenizer": "toy", "tokenizer_fingerprint": fingerprint,
-                                                 "dataset": "toyset", "prefix_loc": loc}, save_dataset=save)
+                                                 "dataset": "toyset", "prefix_loc": loc, "size_requested": size},
+                        save_dataset=save)
     labels = ["member" if i % 2 == 0 else "nonmember" for i in range(len(docs))]
     w.add_rows(np.array([d[s:s + prefix] for d, s in zip(docs, starts, strict=True)]),
                [d[s + prefix:s + prefix + suffix] for d, s in zip(docs, starts, strict=True)],
@@ -33,11 +35,13 @@ def make_map(folder: Path, docs: list[np.ndarray], prefix: int = 10, suffix: int
 
 def make_run(map_folder: Path, generations: list, prefix_rows: list[int] | None = None,
              method: str = "generate", name: str = "toy_20260101_000000.h5", fingerprint: str = FP,
-             max_length: int | None = None, complete: bool = True) -> Path:
+             max_length: int | None = None, complete: bool = True, tokenizer: str = "toy",
+             temperature: float = 0.0, model: str = "toy") -> Path:
     path = Path(map_folder) / "runs" / name
     max_length = max_length or max([len(g) for g in generations] + [1])
-    w = RunWriter.create(path, {"model": "toy", "method": method, "prefix_map": str(map_folder),
-                                "tokenizer": "toy", "tokenizer_fingerprint": fingerprint, "temperature": 0.0},
+    w = RunWriter.create(path, {"model": model, "method": method, "prefix_map": str(map_folder),
+                                "tokenizer": tokenizer, "tokenizer_fingerprint": fingerprint,
+                                "temperature": temperature},
                          max_length, columns={"matched_length": ("int32", None)} if method != "generate" else None)
     if generations:
         rows = prefix_rows if prefix_rows is not None else list(range(len(generations)))

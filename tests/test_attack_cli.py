@@ -47,9 +47,12 @@ def test_dataset_attack_prints_auc_table_and_stores_everything(runner, in_tmp, f
     table = {line.split()[0]: line.split() for line in lines[1:5]}
     assert set(table) == {"loss", "zlib", "mink", "minkpp"}
     assert float(table["loss"][1]) > 0.95  # the fake LM was trained on the members
+    # the fake set's members and nonmembers differ in wording: the blind baseline says so
+    assert lines[5].split()[0] == "blind" and float(lines[5].split()[1]) > 0.9
+    assert "warning: the split is separable without the model" in result.stdout
     h5 = next((in_tmp / "Prefixes" / "attacks").glob("fake-lm_fake-set_*.h5"))
     res = AttackResults(h5)
-    assert len(res) == 40 and set(res.signals) == {"loss", "zlib", "mink", "minkpp"}
+    assert len(res) == 40 and set(res.signals) == {"loss", "zlib", "mink", "minkpp", "blind"}
     assert res.attrs["sign_convention"] == "higher score = more likely member"
     assert res.attrs["metrics"][0]["signal"] == "loss" and res.attrs["counts"]["strings"] == 40
     np.testing.assert_allclose(res.signals["loss"], -res.columns["nll"])
@@ -67,10 +70,15 @@ def test_json_summary_and_untrained_model_is_near_chance(runner, in_tmp, fake_pl
                           "-q"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert [m["signal"] for m in summary["metrics"]] == ["loss", "mink"]
+    assert [m["signal"] for m in summary["metrics"]] == ["loss", "mink", "blind"]
     for m in summary["metrics"]:
         assert m["auc_low"] <= m["auc"] <= m["auc_high"]
-        assert set(m["tpr_at_fpr"]) == {"0.001", "0.01", "0.05"}
+        # 20 nonmembers resolve FPR 5% only; the others are withheld with the reason
+        assert m["tpr_at_fpr"]["0.001"] is None and m["tpr_at_fpr"]["0.01"] is None
+        assert m["tpr_withheld"]["0.01"] == "needs ≥ 100 non-members" and m["tpr_at_fpr"]["0.05"] is not None
+        assert len(m["tpr_at_fpr_ci"]["0.05"]) == 2
+    assert "strictly below" in summary["tpr_convention"]
+    assert summary["blind"]["computed"] and summary["blind"]["separable"]
     assert summary["counts"]["strings"] == 40 and summary["results"].endswith(".h5")
 
 
@@ -141,13 +149,25 @@ def test_reference_with_the_same_tokenizer_uses_mean_nll(runner, in_tmp, fake_pl
     assert res.signals["ref"][5] == pytest.approx(expected)
 
 
-def test_unlabelled_dataset_stores_signals_without_auc(runner, in_tmp, fake_plugin):
+def test_unlabelled_dataset_is_refused_with_how_to_label(runner, in_tmp, fake_plugin):
     result = run(runner, ["--dataset", "fake-unlabelled", "--model", "fake-lm"])
-    assert result.exit_code == 0, result.output
-    assert "no member/nonmember labels: signals are stored, but no AUC is computed" in result.stderr
-    assert "AUC" not in result.stdout and "results:" in result.stdout
-    res = AttackResults(next((in_tmp / "Prefixes" / "attacks").glob("*.h5")))
-    assert len(res) == 40 and res.attrs["metrics"] == []
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(error) == 1 and "no member/nonmember labels on the 40 strings" in error[0]
+    assert "--labels FILE" in error[0] and "label_field=FIELD" in error[0]
+    assert fake_plugin.backends["fake-lm"].calls == 0  # refused before scoring anything
+    assert not (in_tmp / "Prefixes" / "attacks").exists()
+
+
+def test_unlabelled_map_is_refused_before_loading_a_model(runner, in_tmp, fake_plugin):
+    folder = make_map(in_tmp / "Prefixes" / "bare_map")
+    import h5py
+
+    with h5py.File(folder / "prefix_map.h5", "r+") as f:
+        f["sample_label"][:] = [b""] * len(f["sample_label"])
+    result = run(runner, ["bare_map", "--model", "fake-lm"])
+    assert result.exit_code == 1 and "prefix map bare_map: no member/nonmember labels" in result.stderr
+    assert "mia prefix" in result.stderr and "fake-lm" not in fake_plugin.backends
 
 
 def test_label_file_supplies_labels(runner, in_tmp, fake_plugin):
@@ -166,8 +186,8 @@ def test_label_file_supplies_labels(runner, in_tmp, fake_plugin):
 
 def test_one_class_labels_give_a_clear_message(runner, in_tmp, fake_plugin):
     result = run(runner, ["--dataset", "fake-set", "--model", "fake-lm", "--limit", "10"])
-    assert result.exit_code == 0, result.output
-    assert "are members: signals are stored, but no AUC is computed" in result.stderr
+    assert result.exit_code == 1
+    assert "all 9 labelled samples are members: an AUC needs nonmembers too" in result.stderr
 
 
 def test_context_limit_truncates_with_a_message(runner, in_tmp, fake_plugin):
@@ -251,3 +271,91 @@ def test_api_model_is_refused_before_it_is_built(runner, in_tmp, fake_plugin, re
         result = run(runner, ["--dataset", "fake-set", *args])
         assert result.exit_code == 1
         assert "model 'keyed-api' cannot score token sequences (it offers: generate_text)" in result.stderr
+
+
+class IIDPlugin:
+    """Members and nonmembers drawn from one distribution (random letter strings), split at random; the
+    model is a bigram LM trained on the members only: a real membership signal, no text difference."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(11)
+        letters = np.array(list("abcdefghijklmnopqrstuvwxyz "))
+        texts = ["".join(rng.choice(letters, 80)) for _ in range(80)]
+        self.members, self.nonmembers = texts[:40], texts[40:]
+
+    @hookimpl
+    def mia_register_backends(self, register):
+        from test_attack_fakes import FakeLM
+
+        register("fake-iid-lm", lambda name, options: FakeLM(name, self.members), description="trained on members")
+
+    @hookimpl
+    def mia_register_datasets(self, register):
+        from test_attack_fakes import ListDataset
+
+        from mia_core.types import Sample
+
+        samples = [Sample(f"m{i}", t, "member") for i, t in enumerate(self.members)]
+        samples += [Sample(f"n{i}", t, "nonmember") for i, t in enumerate(self.nonmembers)]
+        register("fake-iid", lambda name, options: ListDataset(name, samples), description="i.i.d. split")
+
+
+def test_blind_baseline_flags_a_separable_split_and_not_an_iid_one(runner, in_tmp, fake_plugin, register_plugin):
+    register_plugin(IIDPlugin(), name="fake-iid-plugin")
+    result = run(runner, ["--dataset", "fake-iid", "--model", "fake-iid-lm", "--json", "-q", "--signals", "loss"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    aucs = {m["signal"]: m["auc"] for m in summary["metrics"]}
+    assert aucs["loss"] > 0.8 and aucs["blind"] < 0.6  # the model knows its members; the text alone does not
+    assert not summary["blind"]["separable"] and summary["warnings"] == []
+    result = run(runner, ["--dataset", "fake-set", "--model", "fake-lm", "--json", "-q", "--signals", "loss"])
+    summary = json.loads(result.stdout)
+    assert summary["blind"]["separable"] and "separable without the model" in summary["warnings"][0]
+
+
+class NoBosLM:
+    """The fake bigram LM trained on MEMBERS, seen through another tokenizer fingerprint and without BOS
+    (as SmolLM2 next to Gemma): it cannot score a sequence's first token (NaN there)."""
+
+    capabilities = frozenset({"score"})
+
+    def __init__(self, name: str) -> None:
+        from test_attack_fakes import FakeLM
+
+        self.name = name
+        self.inner = FakeLM(name, MEMBERS)
+        self.tokenizer = CharTokenizer("no-bos-fingerprint")
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": "fake", "bos_prepended": False}
+
+    def score(self, sequences, start=0, *, distribution=True):
+        out = self.inner.score(sequences, start, distribution=distribution)
+        for s in out:
+            if start == 0 and len(s.logprob):
+                s.logprob[0] = np.nan
+        return out
+
+
+class NoBosPlugin:
+    @hookimpl
+    def mia_register_backends(self, register):
+        register("fake-lm-nobos", lambda name, options: NoBosLM(name), description="no BOS")
+
+
+def test_reference_without_bos_scores_the_same_bytes(runner, in_tmp, fake_plugin, register_plugin):
+    """The same model as target and reference, the reference without BOS and with another tokenizer:
+    both must score exactly the same span of text, so ref is 0 for every string. (Scoring the target's
+    first token but not the reference's, as before, biased ref by the first token's NLL per byte.)"""
+    register_plugin(NoBosPlugin(), name="fake-nobos-plugin")
+    for target, reference in (("fake-lm", "fake-lm-nobos"), ("fake-lm-nobos", "fake-lm")):
+        result = run(runner, ["--dataset", "fake-set", "--model", target, "--reference", reference,
+                              "--signals", "loss", "--json", "-q", "--no-blind"])
+        assert result.exit_code == 0, result.output
+        res = AttackResults(json.loads(result.stdout)["results"])
+        np.testing.assert_allclose(res.signals["ref"], 0.0, atol=1e-9)
+    # the bias the old computation had: the target's first-token NLL per byte, not 0
+    lm = fake_plugin.backends["fake-lm"]
+    ids = CharTokenizer().encode_batch([MEMBERS[1]])[0]
+    first_token_bias = -lm.score([ids])[0].logprob[0] / len(MEMBERS[1].encode())
+    assert first_token_bias > 1e-3

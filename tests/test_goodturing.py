@@ -5,7 +5,14 @@ import warnings
 
 import pytest
 
-from mia_core.scoring.goodturing import chao1, estimate, freq_of_freqs, good_toulmin, simple_good_turing
+from mia_core.scoring.goodturing import (
+    chao1,
+    chao_extrapolation,
+    estimate,
+    freq_of_freqs,
+    good_toulmin,
+    simple_good_turing,
+)
 
 # Sampson's "prosody" data (Gale & Sampson 1995), distributed with his SGT code.
 PROSODY = {1: 120, 2: 40, 3: 24, 4: 13, 5: 15, 6: 5, 7: 11, 8: 2, 9: 2, 10: 1, 12: 3, 14: 2, 15: 1, 16: 1,
@@ -104,3 +111,33 @@ def test_chao1():
 
 def test_freq_of_freqs():
     assert freq_of_freqs([1, 1, 2, 5, 0]) == {1: 2, 2: 1, 5: 1}
+
+
+@pytest.mark.parametrize("table", [{1: 9, 2: 2, 3: 1}, {1: 1, 2: 5}, {1: 30, 2: 10, 3: 5, 4: 2}, PROSODY, {1: 4}])
+def test_extrapolation_never_decreases_and_is_continuous_at_1(table):
+    """The curve never decreases in t, has no step at t = 1, and tends to its f0."""
+    ts = [i / 100 for i in range(0, 2001)]
+    news = [chao_extrapolation(table, t)["new"] for t in ts]
+    assert all(b >= a - 1e-12 for a, b in zip(news, news[1:], strict=False))
+    at1 = chao_extrapolation(table, 1.0)["new"]
+    assert abs(chao_extrapolation(table, 1.0 + 1e-6)["new"] - at1) < 1e-3
+    assert abs(chao_extrapolation(table, 1.0 - 1e-6)["new"] - at1) < 1e-3
+    assert news[-1] <= chao_extrapolation(table, 1e6)["f0"] + 1e-9
+
+
+def test_extrapolation_by_hand():
+    """Chao et al. 2014 eq. 9 computed by hand: f1 = 9, f2 = 2, f3 = 1, n = 16 observations."""
+    n, f1, f2 = 9 + 4 + 3, 9, 2
+    f0 = (n - 1) / n * f1 * f1 / (2 * f2)
+    for t in (0.5, 1, 2, 10):
+        expected = f0 * (1 - (1 - f1 / (n * f0 + f1)) ** (t * n))
+        assert chao_extrapolation({1: 9, 2: 2, 3: 1}, t)["new"] == pytest.approx(expected)
+    # with T sampling units (incidence data), T replaces n
+    assert chao_extrapolation({1: 9, 2: 2, 3: 1}, 1, units=40)["new"] == pytest.approx(
+        (39 / 40 * 81 / 4) * (1 - (1 - 9 / (40 * 39 / 40 * 81 / 4 + 9)) ** 40))
+    # small t: the same slope as Good–Toulmin (t n1 / n new items per unit of t at t → 0)
+    assert chao_extrapolation({1: 9, 2: 2, 3: 1}, 1e-4)["new"] / 1e-4 == pytest.approx(
+        good_toulmin({1: 9, 2: 2, 3: 1}, 1e-4)["new"] / 1e-4, rel=0.1)
+    out = estimate({1: 9, 2: 2, 3: 1}, ts=(0.5, 2))
+    assert out["extrapolation"]["points"][0]["good_toulmin"] == pytest.approx(0.5 * 9 - 0.25 * 2 + 0.125)
+    assert out["extrapolation"]["points"][1]["good_toulmin"] is None

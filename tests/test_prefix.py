@@ -339,3 +339,45 @@ def test_cli_runs_outside_the_main_thread(plugins, runner, in_tmp):
     thread.start()
     thread.join()
     assert results[0].exit_code == 0, results[0].output
+
+
+def test_balance_draws_n_samples_balanced_over_labels(plugins, runner, in_tmp):
+    """--size N --balance: N samples drawn at random (seeded), N/2 per label; another seed draws others."""
+    folder = make(runner, "--dataset", "example-counting", "--prefix_tokens", "8", "--size", "6", "--balance",
+                  "--seed", "3")
+    pm = PrefixMap(folder)
+    labels = pm.read("sample_label").tolist()
+    assert len(pm) == 6 and labels.count("member") == 3 and labels.count("nonmember") == 3
+    assert pm.attrs["balance"] is True
+    check_rows(folder, texts_of("example-counting"), 8, 50)
+    again = make(runner, "--dataset", "example-counting", "--prefix_tokens", "8", "--size", "6", "--balance",
+                 "--seed", "3")
+    assert PrefixMap(again).read("sample_id").tolist() == pm.read("sample_id").tolist()
+    others = {tuple(PrefixMap(make(runner, "--dataset", "example-counting", "--prefix_tokens", "8", "--size", "6",
+                                   "--balance", "--seed", str(seed))).read("sample_id").tolist())
+              for seed in (4, 5, 6)}
+    assert others - {tuple(pm.read("sample_id").tolist())}  # not always the first samples
+    odd = PrefixMap(make(runner, "--dataset", "example-counting", "--prefix_tokens", "8", "--size", "5",
+                         "--balance")).read("sample_label").tolist()
+    assert sorted([odd.count("member"), odd.count("nonmember")]) == [2, 3]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--dataset", "example-counting", "--balance"], 2, "--balance draws --size N samples"),
+    (["--dataset", "test-varying", "--size", "2", "--balance", "--prefix_tokens", "3"], 1,
+     "--balance needs usable samples of at least two labels"),
+    (["--dataset", "example-counting", "--size", "30", "--balance"], 1, "the largest balanced size is 20"),
+])
+def test_balance_errors_are_one_line(plugins, runner, in_tmp, args, code, message):
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", *args])
+    assert result.exit_code == code and message in result.output and "Traceback" not in result.output
+
+
+def test_a_map_without_labels_is_said_in_one_line(plugins, runner, in_tmp):
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "test-endless", "--size", "3",
+                                 "--prefix_tokens", "4", "--no-save"])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "no member/nonmember labels" in line]
+    assert len(notes) == 1 and "label_field=FIELD" in notes[0]
+    result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "example-counting"])
+    assert "no member/nonmember labels" not in result.stderr

@@ -17,7 +17,7 @@ def _two_runs(tmp_path):
     for p in (5, 15):
         folder = make_map(tmp_path / f"map{p}", docs, prefix=p, suffix=30)
         gens = [d[p:p + 30] if i % 3 == 0 else np.r_[d[p:p + 8], np.arange(22)] for i, d in enumerate(docs)]
-        runs.append(make_run(folder, gens))
+        runs.append(make_run(folder, gens, temperature=0.8))  # sampled: the estimate's unit is the generation
     return runs
 
 
@@ -66,3 +66,22 @@ def test_report_keeps_scores_made_with_other_options(tmp_path, runner):
     res = runner.invoke(cli, ["report", *map(str, runs), "--out", str(tmp_path / "r.html")])
     assert res.exit_code == 0, res.output
     assert scores.read_bytes() == before  # --k 8 scores are not replaced by the report's defaults
+
+
+def test_report_names_teacher_forced_accuracy_and_withholds_a_greedy_estimate(tmp_path, runner):
+    """A generated and a teacher-forced run side by side: the generated run's per-position figure is the
+    Pythia score, the teacher-forced run's is teacher-forced token accuracy (never pooled, never the same
+    name); both are greedy runs of a map holding every document's start prefix, so the estimate is refused
+    with its reason instead of a number."""
+    docs = make_docs(4, 60)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
+    gen = make_run(folder, [d[10:30] for d in docs], name="gen.h5")
+    tf = make_run(folder, [d[10:30] for d in docs], name="tf.h5", method="teacher-forced")
+    out = tmp_path / "r.md"
+    res = runner.invoke(cli, ["report", str(gen), str(tf), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    run1, run2 = text.split("## Run 2")
+    assert "| Pythia memorization score (mean) | 1.000 |" in run1 and "teacher-forced token accuracy" not in run1
+    assert "| teacher-forced token accuracy (mean) | 1.000 |" in run2 and "Pythia memorization score" not in run2
+    assert "not estimated" in text and "greedy" in text

@@ -1,6 +1,7 @@
 """mia score: suffix-match scores, summaries, teacher-forced runs, bad input."""
 
 import json
+import re
 
 import h5py
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from scoring_fixtures import make_docs, make_map, make_run
 
 from mia_core.cli import cli
+from mia_core.runs import open_run
 from mia_core.scoring.matching import levenshtein_batch, score_matches
 from mia_core.scoring.stats import wilson_interval
 from mia_core.scoring.store import read_scores, scores_path
@@ -54,12 +56,28 @@ def test_score_matches_definitions():
     assert not short.eligible[0] and short.exact[0]
 
 
-def test_bleu_option_replaces_edit_criterion():
+def _words(rows):  # a detokenizer: token id n -> word "wn"
+    return [" ".join(f"w{t}" for t in row) for row in rows]
+
+
+def test_bleu_is_ippolito_on_detokenized_text():
+    """--bleu: sacrebleu sentence BLEU of the decoded texts (Ippolito et al. 2022), checked against
+    sacrebleu called directly and against NLTK (equal where every n-gram order has a match)."""
+    import sacrebleu
+    from nltk.translate.bleu_score import sentence_bleu
+
     suffix = np.arange(100, 150)
-    gens = [suffix.copy(), np.r_[suffix[:25], np.arange(500, 525)]]
-    s = score_matches(gens, [suffix] * 2, k=50, bleu_threshold=0.75)
-    assert s.bleu[0] == pytest.approx(1.0) and s.bleu[1] < 0.75
-    assert s.approximate.tolist() == [True, False]
+    gens = [suffix.copy(), np.r_[suffix[:25], np.arange(500, 525)], np.r_[suffix[:40], np.arange(600, 610)]]
+    s = score_matches(gens, [suffix] * 3, k=50, bleu_threshold=0.75, detokenize=_words)
+    ref = _words([suffix])[0]
+    for got, g in zip(s.bleu, gens, strict=True):
+        hyp = _words([g])[0]
+        assert got == pytest.approx(sacrebleu.sentence_bleu(hyp, [ref]).score / 100, abs=1e-6)
+        assert got == pytest.approx(sentence_bleu([ref.split()], hyp.split()), abs=1e-5)
+    assert s.bleu[0] == pytest.approx(1.0) and s.bleu[1] < 0.75 < s.bleu[2]
+    assert s.approximate.tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="detokenize"):
+        score_matches(gens, [suffix] * 3, k=50, bleu_threshold=0.75)
 
 
 def test_wilson_interval_known_values():
@@ -101,15 +119,26 @@ def test_score_run_summary_and_store(scored_run):
     assert text.endswith(f"scores saved to {scores_path(run)}")
 
 
-def test_cli_score_table_and_json(scored_run, runner):
-    _, run, _ = scored_run
+def test_cli_score_table_and_json(scored_run, runner, register_plugin):
+    from test_prompt_fakes import FakePlugin
+
+    folder, run, _ = scored_run
     res = runner.invoke(cli, ["score", str(run), "--k", "10"])
     assert res.exit_code == 0, res.output
     assert "k = 10" in res.output and "by label" in res.output
+    assert "mia's criterion, not Ippolito et al.'s" in res.output
     res = runner.invoke(cli, ["score", str(run), "--json", "--bleu"])
+    assert res.exit_code == 1 and "tokenizer 'toy' cannot be loaded" in res.output  # one line, no traceback
+    register_plugin(FakePlugin(), name="fake-score-bleu")
+    gens = [g for g in open_run(run).tokens()]
+    bleu_run = make_run(folder, [g % 50 for g in gens], name="bleu.h5", tokenizer="fake-tok-a")
+    res = runner.invoke(cli, ["score", str(bleu_run), "--json", "--bleu"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert data["extraction"]["count"] == 3 and data["approximate"]["criterion"].startswith("BLEU")
+    assert data["approximate"]["criterion"].startswith("BLEU >= 0.75 on detokenized text")
+    res = runner.invoke(cli, ["score", str(run), "--json"])
+    data = json.loads(res.stdout)
+    assert data["extraction"]["count"] == 3
     res = runner.invoke(cli, ["score", str(run), str(run), "--json", "--no-save"])
     both = json.loads(res.stdout)
     assert len(both) == 2 and both[1]["scores_file"] is None
@@ -120,10 +149,18 @@ def test_teacher_forced_run_is_scored(tmp_path, runner):
     folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
     argmax = [d[10:30].copy() for d in docs]
     argmax[1][5] = 499 if argmax[1][5] != 499 else 498  # greedy stops matching at position 5
+    argmax[2][12] = 499 if argmax[2][12] != 499 else 498  # a later miss: greedy stops at 12, per-position 19/20
     run = make_run(folder, argmax, method="teacher-forced")
     s = score_run(run)
-    assert s["method"] == "teacher-forced" and s["extraction"]["count"] == 3
+    assert s["method"] == "teacher-forced" and s["extraction"]["count"] == 2
     assert s["matched_length"]["histogram"]["5"] == 1 and any("teacher-forced" in n for n in s["notes"])
+    # the per-position figure is teacher-forced token accuracy, never a Pythia score
+    assert s["teacher_forced_token_accuracy"] == pytest.approx((20 + 19 + 19 + 20) / 80)
+    assert "mean_memorization_score" not in s and "memorized_pythia" not in s
+    assert s["approximate"]["rate"] is None and "teacher-forced" in s["approximate"]["withheld"]
+    text = format_summary(s)
+    assert re.search(r"teacher-forced token accuracy \(mean\)\s+0\.975", text)
+    assert "Pythia memorization score" not in text
 
 
 def test_wraparound_rows_use_prefix_row(tmp_path):
@@ -144,7 +181,7 @@ def test_bad_inputs(tmp_path, runner):
     assert res.exit_code == 1 and "empty" in res.output and "Traceback" not in res.output
     res = runner.invoke(cli, ["score", str(tmp_path / "nope.h5")])
     assert res.exit_code == 1 and "not found" in res.output
-    run = make_run(folder, [docs[0][10:30], docs[1][10:30]])
+    run = make_run(folder, [docs[0][10:30], docs[1][10:30]], max_length=40)
     res = runner.invoke(cli, ["score", str(run), "--k", "30"])
     assert res.exit_code == 1 and "longer than every true suffix" in res.output
     nosuf = make_map(tmp_path / "map0", docs, prefix=10, suffix=0)
@@ -171,3 +208,90 @@ def test_retokenized_run_uses_its_own_suffixes(tmp_path):
     w.close()
     s = score_run(folder / "runs" / "retok.h5", k=15)
     assert s["extraction"]["count"] == 2 and s["eligible"] == 2
+
+
+def test_default_k_is_the_runs_max_length(tmp_path, runner):
+    """A seed-default run (--max_length 20) of a map with 50-token suffixes is scored with k = 20:
+    a row reproducing its 20 tokens counts as extracted, not as an impossible 50-token match."""
+    docs = make_docs(4, 100)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=50)
+    gens = [docs[0][10:30], docs[1][10:25], np.arange(20), docs[3][10:30]]
+    run = make_run(folder, gens, max_length=20)
+    s = score_run(run)
+    assert s["k"] == 20 and s["max_length"] == 20 and s["extraction"]["count"] == 2 and s["eligible"] == 4
+    res = runner.invoke(cli, ["score", str(run), "--k", "30"])
+    assert res.exit_code == 1 and res.output.count("\n") == 1
+    assert "--k 30" in res.output and "20 tokens per row" in res.output and "Traceback" not in res.output
+    assert score_run(run, k=10)["extraction"]["count"] == 3  # an explicit smaller k is fine
+
+
+def test_one_denominator_for_every_figure(tmp_path):
+    """Mean matched length, Pythia score and rates are over the same eligible rows; a short suffix
+    is in none of them (brute force over the rows by hand)."""
+    docs = make_docs(3, 60)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
+    import h5py
+
+    with h5py.File(folder / "prefix_map.h5", "r+") as f:  # row 2's suffix is cut to 5 tokens (document end)
+        f["suffix_lengths"][2] = 5
+    gens = [docs[0][10:30], np.r_[docs[1][10:14], 7, docs[1][15:30]], docs[2][10:15]]
+    s = score_run(make_run(folder, gens))
+    assert s["eligible"] == 2 and s["skipped_short_suffix"] == 1
+    assert s["matched_length"]["mean"] == pytest.approx((20 + 4) / 2)
+    assert s["mean_memorization_score"] == pytest.approx((1.0 + 19 / 20) / 2)
+    assert sum(s["matched_length"]["histogram"].values()) == 2
+    assert s["by_label"]["member"]["mean_matched_length"] == pytest.approx(20)  # row 2 (member) left out
+
+
+def test_api_run_with_a_failed_reply_reports_failed_1(register_plugin, in_tmp, runner):
+    """An API run where one request fails (the fake text backend answers prompts starting with t13 with an
+    error): the row is recorded with its error, reported as failed 1 and left out of every rate."""
+    import h5py
+    from test_prompt_fakes import FakePlugin, make_fake_map
+
+    register_plugin(FakePlugin(), name="fake-score-api")
+    folder = make_fake_map(in_tmp / "Prefixes" / "errmap", n=6)
+    with h5py.File(folder / "prefix_map.h5", "r+") as f:
+        row = f["prefixes"][2]
+        f["prefixes"][2] = [13, *row[1:]]
+    res = runner.invoke(cli, ["prompt", "--prefix_map", "errmap", "--model", "fake-api", "--max_length", "6",
+                              "--yes"])
+    assert res.exit_code == 0, res.output
+    assert "failed 1" in res.stderr
+    run_path = res.stdout.strip()
+    run = open_run(run_path)
+    errors = run.read("error")
+    assert [bool(e) for e in errors] == [False, False, True, False, False, False]
+    s = score_run(run_path)
+    assert s["failed"] == 1 and s["rows"] == 6
+    # brute force: eligible = suffix of k tokens and no error; rates over those rows only
+    suffixes, tokens = run.suffixes(), run.tokens()
+    k = s["k"]
+    eligible = [len(sf) >= k and not e for sf, e in zip(suffixes, errors, strict=True)]
+    exact = [el and list(t[:k]) == list(sf[:k]) for el, t, sf in zip(eligible, tokens, suffixes, strict=True)]
+    assert s["eligible"] == sum(eligible) and s["extraction"]["count"] == sum(exact)
+    assert s["extraction"]["n"] == sum(eligible)
+    assert "failed 1" in format_summary(s)
+    assert read_scores(scores_path(run_path))["match"]["failed"].tolist() == [bool(e) for e in errors]
+
+
+def test_seed_default_prompt_run_is_scored_with_k_20(register_plugin, in_tmp, runner):
+    """End to end: a map with 50-token suffixes prompted with the seed's default --max_length (20): the
+    closing line of mia prompt and mia score both use k = 20, and the extraction count equals a brute-force
+    comparison of the first 20 tokens."""
+    from test_prompt_fakes import FakePlugin, make_fake_map
+
+    register_plugin(FakePlugin(), name="fake-score-seed")
+    make_fake_map(in_tmp / "Prefixes" / "seedmap", n=8, s=50)
+    res = runner.invoke(cli, ["prompt", "--prefix_map", "seedmap", "--model", "fake-lm"])
+    assert res.exit_code == 0, res.output
+    run_path = res.stdout.strip()
+    run = open_run(run_path)
+    assert run.attrs["max_length"] == 20
+    suffixes, tokens = run.suffixes(), run.tokens()
+    eligible = [len(sf) >= 20 for sf in suffixes]
+    exact = [el and list(t[:20]) == list(sf[:20]) for el, t, sf in zip(eligible, tokens, suffixes, strict=True)]
+    assert sum(exact) > 0  # the even rows' suffixes are the greedy continuation
+    assert f"{sum(exact)} of {sum(eligible)} eligible suffixes reproduced exactly (first k = 20 tokens)" in res.stderr
+    s = score_run(run_path)
+    assert s["k"] == 20 and s["extraction"]["count"] == sum(exact) and s["eligible"] == sum(eligible)

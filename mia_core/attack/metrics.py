@@ -4,6 +4,7 @@ Positives are members. Scores must follow the "higher = more likely member" conv
 ``mia_core.attack.signals``. Samples whose score is NaN are left out (and counted).
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -12,6 +13,8 @@ import numpy as np
 from mia_core.types import MEMBER, NONMEMBER
 
 FPR_TARGETS = (0.001, 0.01, 0.05)
+TPR_CONVENTION = ("largest TPR among thresholds whose FPR is strictly below the target (MIMIR, LiRA), read off "
+                  "the ROC points, never interpolated; withheld (None) with fewer than 1/target nonmembers")
 
 
 def labels_to_bool(labels: Sequence[str | None]) -> np.ndarray:
@@ -53,11 +56,22 @@ def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
     return _trapezoid(tpr, fpr)
 
 
-def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
-    """The best TPR of a threshold whose FPR is at most ``target``: read off the curve's
-    points, never interpolated (interpolation would credit thresholds that do not exist)."""
-    ok = fpr <= target + 1e-12
-    return float(tpr[ok].max()) if ok.any() else 0.0
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float, n_nonmembers: int | None = None) -> float:
+    """The largest TPR among thresholds whose FPR is strictly below ``target`` (the convention of
+    MIMIR and LiRA: ``tpr[fpr < target].max()``), read off the curve's points, never interpolated
+    (interpolation would credit thresholds that do not exist). With ``n_nonmembers`` the test
+    ``fp < target · n`` is done on counts, so 1/100 is never taken for "below" 0.01 by rounding."""
+    fpr = np.asarray(fpr, dtype=np.float64)
+    if n_nonmembers:
+        ok = np.rint(fpr * n_nonmembers) < target * n_nonmembers - 1e-9
+    else:
+        ok = fpr < target * (1 - 1e-12)
+    return float(np.asarray(tpr)[ok].max()) if ok.any() else 0.0
+
+
+def nonmembers_needed(target: float) -> int:
+    """Nonmembers needed to resolve FPR ``target``: 1/target (1,000 for 0.1%)."""
+    return int(math.ceil(1.0 / target - 1e-9))
 
 
 def _rank_auc(y: np.ndarray, scores: np.ndarray) -> float:
@@ -70,22 +84,43 @@ def _rank_auc(y: np.ndarray, scores: np.ndarray) -> float:
     return float((r[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, level: float = 0.95,
-                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the AUC (resampling samples with replacement;
-    resamples that miss a class are drawn again)."""
+def _resamples(y: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
+    """Bootstrap index sets (samples with replacement); resamples that miss a class are drawn again."""
     rng = np.random.default_rng(seed)
     n = len(y)
-    values: list[float] = []
-    while len(values) < n_boot:
+    out: list[np.ndarray] = []
+    while len(out) < n_boot:
         idx = rng.integers(0, n, size=n)
         yb = y[idx]
         if yb.all() or not yb.any():
             continue
-        values.append(_rank_auc(yb, scores[idx]))
+        out.append(idx)
+    return out
+
+
+def _interval(values: Sequence[float], level: float) -> tuple[float, float]:
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
+
+
+def bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, level: float = 0.95,
+                  seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the AUC (resampling samples with replacement;
+    resamples that miss a class are drawn again)."""
+    return _interval([_rank_auc(y[idx], scores[idx]) for idx in _resamples(y, n_boot, seed)], level)
+
+
+def bootstrap_tpr(y: np.ndarray, scores: np.ndarray, targets: Sequence[float], n_boot: int = 1000,
+                  level: float = 0.95, seed: int = 0) -> dict[float, tuple[float, float]]:
+    """Percentile bootstrap intervals of TPR at each FPR target (same resamples as the AUC's for one seed)."""
+    values: dict[float, list[float]] = {t: [] for t in targets}
+    for idx in _resamples(y, n_boot, seed):
+        yb = y[idx]
+        fpr, tpr, _ = roc_curve(yb, scores[idx])
+        for t in targets:
+            values[t].append(tpr_at_fpr(fpr, tpr, t, int((~yb).sum())))
+    return {t: _interval(v, level) for t, v in values.items()}
 
 
 @dataclass
@@ -100,7 +135,10 @@ class SignalMetrics:
     auc: float
     auc_low: float
     auc_high: float
-    tpr_at_fpr: dict[str, float] = field(default_factory=dict)
+    tpr_at_fpr: dict[str, float | None] = field(default_factory=dict)  # None: too few nonmembers
+    tpr_at_fpr_ci: dict[str, list[float] | None] = field(default_factory=dict)
+    tpr_withheld: dict[str, str] = field(default_factory=dict)  # why a TPR is None
+    tpr_convention: str = TPR_CONVENTION
     fpr: np.ndarray | None = None
     tpr: np.ndarray | None = None
 
@@ -125,20 +163,39 @@ def evaluate_signal(name: str, labels: Sequence[str | None], scores: np.ndarray,
         return None
     fpr, tpr, _ = roc_curve(y, s)
     lo, hi = bootstrap_auc(y, s, n_boot, level, seed) if n_boot > 0 else (float("nan"), float("nan"))
+    n_neg = int((~y).sum())
+    resolvable = [t for t in FPR_TARGETS if n_neg >= nonmembers_needed(t)]
+    cis = bootstrap_tpr(y, s, resolvable, n_boot, level, seed) if n_boot > 0 and resolvable else {}
+    tprs: dict[str, float | None] = {}
+    tpr_cis: dict[str, list[float] | None] = {}
+    withheld: dict[str, str] = {}
+    for t in FPR_TARGETS:
+        key = f"{t:g}"
+        if t in resolvable:
+            tprs[key] = tpr_at_fpr(fpr, tpr, t, n_neg)
+            tpr_cis[key] = list(cis[t]) if t in cis else None
+        else:
+            tprs[key], tpr_cis[key] = None, None
+            withheld[key] = f"needs ≥ {nonmembers_needed(t)} non-members"
     return SignalMetrics(
-        signal=name, n=int(keep.sum()), n_members=int(y.sum()), n_nonmembers=int((~y).sum()),
+        signal=name, n=int(keep.sum()), n_members=int(y.sum()), n_nonmembers=n_neg,
         n_missing=int((usable & ~finite).sum()), auc=_trapezoid(tpr, fpr), auc_low=lo, auc_high=hi,
-        tpr_at_fpr={f"{t:g}": tpr_at_fpr(fpr, tpr, t) for t in FPR_TARGETS}, fpr=fpr, tpr=tpr,
+        tpr_at_fpr=tprs, tpr_at_fpr_ci=tpr_cis, tpr_withheld=withheld, fpr=fpr, tpr=tpr,
     )
 
 
+HOW_TO_LABEL = ("give labels with --labels FILE (id,label columns) or --dataset-option label_field=FIELD for "
+                "--dataset, or rebuild the map with `mia prefix` from a labelled dataset")
+
+
 def label_problem(labels: Sequence[str | None]) -> str | None:
-    """Why no AUC can be computed from these labels, or None when both classes are present."""
+    """Why no AUC can be computed from these labels (with how to fix it), or None when both classes are present."""
     mask = label_mask(labels)
     if not mask.any():
-        return "no member/nonmember labels: signals are stored, but no AUC is computed"
+        return (f"no member/nonmember labels on the {len(labels)} strings: mia attack cannot evaluate membership "
+                f"without them; {HOW_TO_LABEL}")
     y = labels_to_bool(labels)[mask]
     if y.all() or not y.any():
-        only = MEMBER if y.all() else NONMEMBER
-        return f"all {int(mask.sum())} labelled samples are {only}s: signals are stored, but no AUC is computed"
+        only, other = (MEMBER, NONMEMBER) if y.all() else (NONMEMBER, MEMBER)
+        return (f"all {int(mask.sum())} labelled samples are {only}s: an AUC needs {other}s too; {HOW_TO_LABEL}")
     return None

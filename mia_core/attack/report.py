@@ -4,7 +4,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mia_core.attack.metrics import FPR_TARGETS, SignalMetrics
+from mia_core.attack.metrics import FPR_TARGETS, TPR_CONVENTION, SignalMetrics
 from mia_core.attack.plots import plot_roc
 from mia_core.attack.results import export_results, write_results
 from mia_core.attack.run import AttackOutcome
@@ -20,18 +20,28 @@ def save_outcome(outcome: AttackOutcome, path: Path, plot: bool = True, exports:
     return outcome
 
 
+def _tpr_cell(m: SignalMetrics, target: float) -> str:
+    key = f"{target:g}"
+    value = m.tpr_at_fpr.get(key)
+    if value is None:
+        return f"n/a ({m.tpr_withheld.get(key, 'not computed')})"
+    ci = m.tpr_at_fpr_ci.get(key)
+    return f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
 def format_table(metrics: list[SignalMetrics], level: float = 0.95) -> str:
-    """A plain-text table: one line per signal with AUC, its interval and TPR at low FPR."""
+    """A plain-text table: one line per signal with AUC, its interval and TPR at low FPR (with intervals)."""
     tpr_heads = [f"TPR@{t * 100:g}%FPR" for t in FPR_TARGETS]
     heads = ["signal", "AUC", f"{level * 100:g}% CI", *tpr_heads, "members", "nonmembers"]
     rows = []
     for m in metrics:
         ci = "-" if math.isnan(m.auc_low) else f"[{m.auc_low:.3f}, {m.auc_high:.3f}]"
-        rows.append([m.signal, f"{m.auc:.3f}", ci, *(f"{m.tpr_at_fpr[f'{t:g}']:.3f}" for t in FPR_TARGETS),
+        rows.append([m.signal, f"{m.auc:.3f}", ci, *(_tpr_cell(m, t) for t in FPR_TARGETS),
                      str(m.n_members), str(m.n_nonmembers)])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.append(f"TPR@x%FPR: {TPR_CONVENTION}; [..]: {level * 100:g}% bootstrap interval")
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -48,5 +58,8 @@ def summary_json(outcome: AttackOutcome) -> dict[str, Any]:
         "counts": outcome.counts,
         "tokens_per_s": outcome.attrs.get("tokens_per_s"),
         "label_message": outcome.label_message,
+        "blind": outcome.attrs.get("blind"),
+        "warnings": outcome.warnings,
         "metrics": [m.to_dict() for m in outcome.metrics],
+        "tpr_convention": TPR_CONVENTION,
     }

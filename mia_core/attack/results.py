@@ -2,7 +2,7 @@
 
 ``{model}_{timestamp}.h5`` holds per-row columns (``sample_id``, ``label``, ``text``,
 ``n_tokens``, ``truncated``, ``nll``, one ``signals/<name>`` per signal and, for prefix maps,
-``row``, ``suffix_length``, ``matched_length``, ``extracted``, ``memorization_score``) and
+``row``, ``suffix_length``, ``matched_length``, ``extracted``, ``teacher_forced_token_accuracy``) and
 attributes (model, signals, k, metrics as JSON, ...). Written under a ``.partial`` name and
 renamed when complete, so a file with the final name is always whole.
 """

@@ -48,6 +48,8 @@ class AttackConfig:
     n_boot: int = 1000
     seed: int = 0
     quiet: bool = False
+    blind: bool = True  # also score the strings with the model-free blind baseline
+    require_labels: bool = True  # refuse unlabelled strings before scoring (the CLI always does)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class AttackOutcome:
     counts: dict[str, int]
     columns: dict[str, Any]
     attrs: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)  # blind baseline, duplicates
     plot: Path | None = None
     exports: list[Path] = field(default_factory=list)
 
@@ -170,7 +173,9 @@ def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_
 def memorization_verdict(scores: TokenScores, tokens: Sequence[int], suffix_length: int) -> tuple[int, float]:
     """Teacher-forced check on the trailing ``suffix_length`` tokens: the matched length (leading
     suffix positions where the argmax is the true token: greedy decoding reproduces exactly that
-    many) and the memorization score (fraction of suffix positions matched, Biderman et al. 2023).
+    many) and the teacher-forced token accuracy (fraction of suffix positions where the argmax is the
+    true token given the true context: not the Pythia score of a generation, which stops helping
+    itself after its first wrong token).
 
     Scores are aligned from the end: they cover the last ``len(scores.logprob)`` tokens.
     """
@@ -196,7 +201,7 @@ def load_map_items(prefix_map: Any, backend: Backend, max_tokens: int | None, li
     prefixes = prefix_map.read("prefixes", rows)
     suffixes = prefix_map.suffixes(rows)
     ids = [str(v) for v in prefix_map.read("sample_id", rows)]
-    labels = [str(v) for v in prefix_map.read("sample_label", rows)]
+    labels = [normalize_label(v) for v in prefix_map.read("sample_label", rows)]
     tokenizer = backend.tokenizer
     counts = {"rows": n, "retokenized": 0, "truncated": 0}
     if prefix_map.tokenizer_fingerprint == tokenizer.fingerprint:
@@ -286,31 +291,93 @@ def load_dataset_items(samples: Iterable[Sample], backend: Backend, max_tokens: 
 # ---------------------------------------------------------------- the attack
 
 
-def _reference_signal(reference: Backend, items: Sequence[Item], target: Sequence[TokenScores],
+def _first_token_text(tokenizer: Any, ids: Sequence[int], text: str) -> str | None:
+    """The text of a sequence's first token when it is a clean prefix of ``text`` (else None)."""
+    if not ids:
+        return None
+    first = tokenizer.decode_batch([[int(ids[0])]])[0]
+    return first if first and text.startswith(first) and len(first) < len(text) else None
+
+
+def _has_bos(scores: TokenScores) -> bool:
+    """Whether a model scored a sequence's first token (it has a BOS to condition on)."""
+    return len(scores.logprob) > 0 and bool(np.isfinite(scores.logprob[0]))
+
+
+def _span_sums(backend: Backend, context: Sequence[str], spans: Sequence[str], config: AttackConfig,
+               desc: str) -> tuple[list[float], list[int]]:
+    """Total log-probability of each ``span`` given its ``context`` (tokenized apart, so every model
+    scores exactly the span's bytes), and the token count of each scored sequence."""
+    tok = backend.tokenizer
+    ctx_ids, span_ids = tok.encode_batch(list(context)), tok.encode_batch(list(spans))
+    seqs = [list(c) + list(s) for c, s in zip(ctx_ids, span_ids, strict=True)]
+    scored = score_sequences(backend, seqs, config.batch_size, config.quiet, desc=desc, distribution=False)
+    sums = []
+    for sc, s in zip(scored, span_ids, strict=True):
+        tail = np.asarray(sc.logprob, dtype=np.float64)[len(sc.logprob) - len(s):] if len(s) else np.array([])
+        sums.append(float(np.sum(tail)) if len(s) and np.isfinite(tail).all() else float("nan"))
+    return sums, [len(q) for q in seqs]
+
+
+def _reference_signal(reference: Backend, backend: Backend, items: Sequence[Item], target_raw: Sequence[TokenScores],
                       same_tokenizer: bool, config: AttackConfig, max_tokens: int | None) -> np.ndarray:
+    """``ref`` = NLL_ref − NLL_target over exactly the same text for both models.
+
+    Same tokenizer: mean NLL per token over the positions both models scored. Different
+    tokenizers: NLL per UTF-8 byte of the same span. A model without BOS cannot score its first
+    token, so when either lacks BOS the text is split into a context (the first token's text of
+    the model(s) without BOS) and a span (the rest); both models get context and span tokenized
+    apart and are scored on the span only, so neither is credited with bytes the other skipped.
+    """
     if same_tokenizer:
-        ref_scores = [sig.scored_positions(r) for r in score_sequences(
-            reference, [it.tokens for it in items], config.batch_size, config.quiet, desc="reference",
-            distribution=False)]
-        return np.array([sig.ref_signal(sig.mean_nll(t.logprob), sig.mean_nll(r.logprob))
-                         for t, r in zip(target, ref_scores, strict=True)])
-    # Different tokenizers: retokenize the scored text and compare NLL per UTF-8 byte.
-    encoded = reference.tokenizer.encode_batch([it.text for it in items])
-    was_cut = [max_tokens is not None and len(ids) > max_tokens for ids in encoded]
-    if any(was_cut):
-        say(f"{sum(was_cut)} string(s) are longer than the reference model's limit ({max_tokens} tokens): "
+        ref_raw = score_sequences(reference, [it.tokens for it in items], config.batch_size, config.quiet,
+                                  desc="reference", distribution=False)
+        out = []
+        for t, r in zip(target_raw, ref_raw, strict=True):
+            tl, rl = np.asarray(t.logprob, np.float64), np.asarray(r.logprob, np.float64)
+            n = min(len(tl), len(rl))
+            both = np.isfinite(tl[len(tl) - n:]) & np.isfinite(rl[len(rl) - n:])  # aligned from the end
+            out.append(sig.ref_signal(sig.mean_nll(tl[len(tl) - n:][both]), sig.mean_nll(rl[len(rl) - n:][both]))
+                       if both.any() else float("nan"))
+        return np.array(out, dtype=np.float64)
+    texts = [it.text for it in items]
+    encoded = reference.tokenizer.encode_batch(texts)
+    probe = score_sequences(reference, [encoded[0][:8] or [0]], 1, True, desc="reference", distribution=False)
+    ref_bos = _has_bos(probe[0])
+    contexts: list[str | None] = []
+    for item, raw, ref_ids in zip(items, target_raw, encoded, strict=True):
+        cut = ""
+        ok = True
+        for has_bos, tok, ids in ((_has_bos(raw), backend.tokenizer, item.tokens),
+                                  (ref_bos, reference.tokenizer, ref_ids)):
+            if not has_bos:
+                first = _first_token_text(tok, ids, item.text)
+                ok = ok and first is not None
+                cut = max(cut, first or "", key=len)
+        contexts.append(cut if ok else None)
+    unusable = sum(c is None for c in contexts)
+    if unusable:
+        say(f"{unusable} string(s) have a first token that is not a clean text prefix: their ref signal is left "
+            "out (the two models could not score the same bytes)", config.quiet)
+    keep = [i for i, c in enumerate(contexts) if c is not None]
+    ctx = [contexts[i] or "" for i in keep]
+    spans = [texts[i][len(contexts[i] or ""):] for i in keep]
+    ref_sums, ref_lens = _span_sums(reference, ctx, spans, config, "reference")
+    if all(c == "" for c in ctx):  # both models have BOS: the target's own pass covered every byte
+        tgt_sums = [float(np.sum(target_raw[i].logprob)) for i in keep]
+    else:
+        tgt_sums, _ = _span_sums(backend, ctx, spans, config, "target, same span as the reference")
+    cut = [max_tokens is not None and n > max_tokens for n in ref_lens]
+    if any(cut):
+        say(f"{sum(cut)} string(s) are longer than the reference model's limit ({max_tokens} tokens): "
             "their ref signal is left out (per-byte NLLs of different spans are not comparable)", config.quiet)
-    encoded = [list(ids[:max_tokens]) if max_tokens else list(ids) for ids in encoded]
-    ref_scores = [sig.scored_positions(r) for r in score_sequences(
-        reference, encoded, config.batch_size, config.quiet, desc="reference", distribution=False)]
-    out = []
-    for item, t, r, cut in zip(items, target, ref_scores, was_cut, strict=True):
-        n_bytes = len(item.text.encode("utf-8"))
-        if cut or n_bytes == 0 or len(t.logprob) == 0 or len(r.logprob) == 0:
-            out.append(float("nan"))
+    out = np.full(len(items), np.nan)
+    for j, i in enumerate(keep):
+        n_bytes = len(spans[j].encode("utf-8"))
+        if cut[j] or n_bytes == 0 or not np.isfinite(ref_sums[j]) or not np.isfinite(tgt_sums[j]):
             continue
-        out.append(sig.ref_signal(-float(np.sum(t.logprob)) / n_bytes, -float(np.sum(r.logprob)) / n_bytes))
-    return np.array(out, dtype=np.float64)
+        out[i] = sig.ref_signal(-tgt_sums[j] / n_bytes, -ref_sums[j] / n_bytes)
+    return out
 
 
 def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, reference: Backend | None = None,
@@ -320,6 +387,10 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
         raise MiaError("the ref signal needs a reference model (--reference MODEL)")
     if not items:
         raise MiaError("nothing to score: every string was empty")
+    labels = [it.label for it in items]
+    problem = label_problem(labels)
+    if problem is not None and config.require_labels:
+        raise MiaError(problem)
     started = time.perf_counter()
     raw = score_sequences(backend, [it.tokens for it in items], config.batch_size, config.quiet,
                           distribution="minkpp" in config.signals)
@@ -335,7 +406,8 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
         if not same_tokenizer:
             say("the reference model uses another tokenizer: it scores the same text retokenized, "
                 "and ref compares NLL per UTF-8 byte", config.quiet)
-        signals["ref"] = _reference_signal(reference, items, scores, same_tokenizer, config, reference_max_tokens)
+        signals["ref"] = _reference_signal(reference, backend, items, raw, same_tokenizer, config,
+                                           reference_max_tokens)
     columns: dict[str, Any] = {
         "sample_id": [it.sample_id for it in items],
         "label": [it.label for it in items],
@@ -354,16 +426,17 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
             "suffix_length": suffix_lengths,
             "matched_length": matched,
             "extracted": (matched == suffix_lengths) & (suffix_lengths > 0),
-            "memorization_score": np.array([v[1] for v in verdicts], dtype=np.float64),
+            "teacher_forced_token_accuracy": np.array([v[1] for v in verdicts], dtype=np.float64),
         })
-    labels = columns["label"]
-    problem = label_problem(labels)
     metrics: list[SignalMetrics] = []
+    warnings: list[str] = []
+    blind_info: dict[str, Any] | None = None
     if problem is None:
         for name in config.signals:
             m = evaluate_signal(name, labels, signals[name], config.n_boot, config.seed)
             if m is not None:
                 metrics.append(m)
+        blind_info, warnings = _blind(items, labels, metrics, signals, config)
     counts = {"strings": len(items), "tokens_scored": n_scored,
               "truncated": int(columns["truncated"].sum())}
     if is_map:
@@ -378,5 +451,32 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
         "tokens_per_s": n_scored / elapsed if elapsed > 0 else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": [m.to_dict() for m in metrics], "label_message": problem, "counts": counts,
+        "blind": blind_info, "warnings": warnings,
     }
-    return AttackOutcome(None, signals, metrics, problem, counts, columns, attrs)
+    return AttackOutcome(None, signals, metrics, problem, counts, columns, attrs, warnings)
+
+
+def _blind(items: Sequence[Item], labels: list[str], metrics: list[SignalMetrics], signals: dict[str, np.ndarray],
+           config: AttackConfig) -> tuple[dict[str, Any], list[str]]:
+    """The blind baseline's row (added to ``metrics`` and ``signals``) and the warnings it raises."""
+    from mia_core.attack.blind import BLIND, blind_scores, blind_warning
+
+    result = blind_scores([it.text for it in items], labels, config.seed) if config.blind else None
+    warnings = result.duplicates.warnings() if result is not None else []
+    info: dict[str, Any] = {"computed": False, "reason": "--no-blind"}
+    if result is None:
+        return info, warnings
+    info = {"computed": result.skipped is None, "reason": result.skipped, "folds": result.folds,
+            "features": result.features, "duplicates": vars(result.duplicates)}
+    if result.skipped is None:
+        best = max(metrics, key=lambda m: m.auc, default=None)
+        m = evaluate_signal(BLIND, labels, result.scores, config.n_boot, config.seed)
+        if m is not None:
+            metrics.append(m)
+            signals[BLIND] = result.scores
+            info["auc"] = m.auc
+            warning = blind_warning(m.auc, best.signal if best else None, best.auc if best else None)
+            info["separable"] = warning is not None
+            if warning:
+                warnings.insert(0, warning)
+    return info, warnings

@@ -47,18 +47,22 @@ from mia_core.defaults import DEFAULT_MODEL
               help="Bootstrap resamples for the AUC interval (0: none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--no-plot", is_flag=True, help="Do not write the ROC plot.")
+@click.option("--no-blind", is_flag=True,
+              help="Skip the blind baseline (a model-free bag-of-n-grams classifier on the same strings).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of the table.")
 @quiet_option
 def attack(map_argument, prefix_map, dataset, dataset_options, model, model_options, signals, reference,
            reference_options, k, batch_size, max_tokens, limit, labels_file, out, old_out, exports, bootstrap, seed,
-           no_plot, as_json, quiet) -> None:
+           no_plot, no_blind, as_json, quiet) -> None:
     """Membership inference: score strings with MODEL and rank them by LOSS, zlib, Min-K%,
     Min-K%++ and reference-model signals (higher = more likely member).
 
     MAP (or --prefix_map MAP) is a prefix map (folder or name under ./Prefixes): its prefix+suffix windows are scored,
     and the same forward pass gives the teacher-forced memorization verdict of each suffix.
-    With --dataset the samples' texts are scored. With member/nonmember labels the ROC-AUC
-    (bootstrap interval), TPR at 0.1%, 1% and 5% FPR and a ROC plot are produced.
+    With --dataset the samples' texts are scored. Member/nonmember labels are required: the ROC-AUC
+    (bootstrap interval), TPR at 0.1%, 1% and 5% FPR (bootstrap intervals) and a ROC plot are
+    produced, with a `blind` row: a model-free classifier on the same strings, which warns when
+    the split is separable without the model.
 
     \b
     Examples:
@@ -94,6 +98,14 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         raise click.UsageError("the ref signal needs a reference model: add --reference MODEL")
     labels = read_label_file(labels_file) if labels_file else None
     pmap = PrefixMap(prefix_map) if prefix_map is not None else None  # fail on a bad map before loading models
+    if pmap is not None:  # a map without both classes is refused before any model is loaded
+        from mia_core.attack.labels import normalize_label
+        from mia_core.attack.metrics import label_problem
+
+        n_rows = len(pmap) if limit is None else min(limit, len(pmap))
+        problem = label_problem([normalize_label(v) for v in pmap.read("sample_label", slice(0, n_rows))])
+        if problem:
+            raise MiaError(f"prefix map {pmap.folder.name}: {problem}")
 
     ar.check_registered_scoring(model)
     if reference:
@@ -127,7 +139,8 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         source = {"dataset": dataset, "dataset_options": parse_key_values(dataset_options, "--dataset-option"),
                   "skipped_empty": read_counts["empty"], "labels_file": labels_file}
 
-    config = ar.AttackConfig(signals=names, k=k, batch_size=batch_size, n_boot=bootstrap, seed=seed, quiet=quiet)
+    config = ar.AttackConfig(signals=names, k=k, batch_size=batch_size, n_boot=bootstrap, seed=seed, quiet=quiet,
+                             blind=not no_blind)
     outcome = ar.attack(backend, items, config, ref_backend, ref_limit, is_map=pmap is not None)
     outcome.attrs.update(source, model=model, reference=reference, max_tokens=limit_tokens)
     path = unique_path(folder, stem)
@@ -137,10 +150,10 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
     if as_json:
         click.echo(json.dumps(report.summary_json(outcome), indent=2))
         return
-    if outcome.label_message:
-        ar.say(outcome.label_message)
     if outcome.metrics:
         click.echo(report.format_table(outcome.metrics))
+    for warning in outcome.warnings:
+        click.echo(f"warning: {warning}")
     if pmap is not None:
         click.echo(f"extracted (teacher-forced, whole suffix): {outcome.counts['extracted']} of "
                    f"{outcome.counts['strings']} windows")

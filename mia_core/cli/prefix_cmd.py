@@ -58,14 +58,16 @@ class SizeType(click.ParamType):
 @click.option("--crop/--no-crop", default=False, show_default=True,
               help="With --save, store only the samples read until the map holds --size rows "
                    "(else the whole dataset).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --prefix_loc random.")
+@click.option("--balance", is_flag=True,
+              help="With --size N: draw the N samples at random (--seed), balanced over member/nonmember labels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --prefix_loc random and --balance.")
 @click.option("--out-dir", "--out_dir", "out", type=click.Path(file_okay=False), default="Prefixes",
               show_default=True, help="Folder the map folder is created in.")
 @renamed_option("--out", "--out-dir", "(--out names the exact file or folder a command writes)", dest="old_out")
 @dataset_option
 @quiet_option
 def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, suffix_tokens: int,
-           size: int | None, save: bool, crop: bool, seed: int, out: str, old_out: str | None,
+           size: int | None, save: bool, crop: bool, balance: bool, seed: int, out: str, old_out: str | None,
            dataset_options: tuple[str, ...], quiet: bool) -> None:
     """Build a prefix map: tokenized prefixes (and their true suffixes) cut from a dataset.
 
@@ -78,12 +80,27 @@ def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, 
     """
     from mia_core.prefix import build_prefix_map
 
+    if balance and size is None:
+        raise click.UsageError("--balance draws --size N samples: give --size N")
     options = parse_key_values(dataset_options, "--dataset-option")
     out = old_out or out
     folder = build_prefix_map(model, dataset, prefix_tokens, prefix_loc=prefix_loc, size=size, save=save,
                               crop=crop, suffix_tokens=suffix_tokens, seed=seed, out=out,
-                              dataset_options=options, quiet=quiet)
+                              dataset_options=options, quiet=quiet, balance=balance)
+    _say_if_unlabelled(folder)
     click.echo(str(folder))
+
+
+def _say_if_unlabelled(folder: Any) -> None:
+    """One line on stderr when no row of the map has a member/nonmember label (mia attack needs them)."""
+    from mia_core.attack.labels import normalize_label
+    from mia_core.prefixmap import PrefixMap
+
+    labels = PrefixMap(folder).read("sample_label")
+    if not any(normalize_label(v) for v in labels):
+        click.echo("mia prefix: the map has no member/nonmember labels (mia attack needs them): give them with "
+                   "--dataset-option label_field=FIELD, label=member|nonmember, or member/ and nonmember/ folders",
+                   err=True)
 
 
 commands = [prefix]

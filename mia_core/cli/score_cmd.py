@@ -23,10 +23,13 @@ def _echo_json(data: Any) -> None:
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--k", "k", type=int, default=None,
-              help="Compare the first K suffix tokens (default: the map's suffix length).")
+              help="Compare the first K suffix tokens (default: the map's suffix length, or the run's "
+                   "--max_length when smaller).")
 @click.option("--edit-threshold", "--edit_threshold", type=float, default=0.1, show_default=True,
               help="Approximate memorization: normalized token edit distance at most this.")
-@click.option("--bleu", is_flag=True, help="Approximate memorization by BLEU (sacrebleu) instead of edit distance.")
+@click.option("--bleu", is_flag=True,
+              help="Approximate memorization as Ippolito et al. 2022: sacrebleu BLEU of the detokenized texts "
+                   "(instead of mia's token edit distance).")
 @click.option("--bleu-threshold", "--bleu_threshold", type=float, default=0.75, show_default=True,
               help="With --bleu: approximate memorization means sentence BLEU/100 at least this.")
 @click.option("--index", "index", type=click.Path(path_type=Path), default=None,
@@ -113,22 +116,26 @@ def index(out: Path, prefix_map: str | None, model: str | None, dataset: str | N
 @click.option("--confidence", "-C", type=float, default=1.96, show_default=True,
               help="Simple Good-Turing switch criterion (1.96 as Sampson's code; the paper used 1.65).")
 @click.option("--t", "ts", type=float, multiple=True,
-              help="Extrapolate to t× more generations (repeatable; default 1 2 5 10).")
+              help="Extrapolate to t× more sampling units: prompts for greedy runs, generations for sampled "
+                   "runs (repeatable; default 1 2 5 10).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the extrapolation curve as a PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimates as JSON.")
 def estimate(sources: tuple[Path, ...], table_file: Path | None, of: str, confidence: float,
              ts: tuple[float, ...], plot: Path | None, as_json: bool) -> None:
-    """Estimate what has not been extracted yet: Simple Good-Turing, Good–Toulmin, Chao1.
+    """Estimate what has not been extracted yet: Simple Good-Turing, Chao et al. 2014 extrapolation
+    (Good–Toulmin beside it for t ≤ 1), Chao1.
 
-    SOURCES are scored runs (their RUN.scores.h5; run `mia score` first). Counts are pooled.
+    SOURCES are scored runs (their RUN.scores.h5; run `mia score` first). Counts are pooled. The
+    sampling unit is the generation of a sampled run and the prompt of a greedy run (greedy runs
+    whose prompts cover every document's only prefix are refused: there is nothing to extrapolate to).
 
     \b
     Example:
       mia estimate Prefixes/MAP/runs/*.h5 --t 2 --t 10 --plot gt.png
     """
     from mia_core.scoring.goodturing import estimate as run_estimate
-    from mia_core.scoring.tables import table_from_file, table_from_runs
+    from mia_core.scoring.tables import EstimateSource, table_from_file, table_from_runs
 
     if bool(sources) == bool(table_file):
         raise click.UsageError("give scored runs or --table FILE (one of them)")
@@ -136,16 +143,23 @@ def estimate(sources: tuple[Path, ...], table_file: Path | None, of: str, confid
         raise click.BadParameter("must be positive", param_hint="--confidence")
     if any(t < 0 for t in ts):
         raise click.BadParameter("must be non-negative", param_hint="--t")
-    table, what = table_from_file(table_file) if table_file else table_from_runs(sources, of)
-    result = run_estimate(table, ts or (1, 2, 5, 10), confidence)
-    result["items"] = what
+    if table_file:
+        table, what = table_from_file(table_file)
+        source = EstimateSource(table, what, "observation", None,
+                                ["the table's counts are independent draws (mia does not know their sampling unit)"])
+    else:
+        source = table_from_runs(sources, of)
+    result = run_estimate(source.table, ts or (1, 2, 5, 10), confidence, source.units, source.unit)
+    result["items"] = source.items
+    result["assumptions"] = source.assumptions
     for w in result["warnings"]:
         click.echo(f"warning: {w}", err=True)
     if plot is not None:
         from mia_core.scoring.plots import extrapolation_plot
 
         plot.parent.mkdir(parents=True, exist_ok=True)
-        extrapolation_plot(table, plot, max_t=max(ts or (10,)), title=f"Unique {what}")
+        extrapolation_plot(source.table, plot, max_t=max(ts or (10,)), title=f"Unique {source.items.split(' (')[0]}",
+                           units=source.units, unit=source.unit)
     if as_json:
         _echo_json(result)
     else:

@@ -2,7 +2,7 @@
 
 - ``matching``: exact / matched-length / Pythia / approximate scores against true suffixes;
 - ``index`` and ``build``: tokengrams suffix-array index of a corpus, verbatim-window membership;
-- ``goodturing``: Simple Good-Turing, Good–Toulmin / Efron–Thisted, Chao1;
+- ``goodturing``: Simple Good-Turing, Chao 2014 extrapolation, Good–Toulmin, Chao1;
 - ``summary``: ``score_run(path, ...) -> dict`` and ``format_summary(dict) -> str``;
 - ``plots`` and ``report``: PNG plots and HTML/Markdown reports.
 

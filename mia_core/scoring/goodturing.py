@@ -2,10 +2,12 @@
 
 ``simple_good_turing`` follows Sampson's C implementation step by step (docs/architecture.md).
 Good-Turing estimates the probability *mass* of unseen items (P0); the *number* of
-memorized strings not yet extracted needs a richness estimator: Good–Toulmin (with
-Efron–Thisted smoothing beyond t = 1) for t× more generations, and Chao1 as a lower
-bound on the total. Degenerate tables never give NaN: they fall back to documented
-estimates and say so in ``warnings``.
+memorized strings not yet extracted needs a richness estimator. The curve of new items
+after t× more sampling units is Chao et al. (2014)'s extrapolation, which is continuous,
+never decreases in t and tends to the Chao1 bound; Good–Toulmin (t ≤ 1, where it is
+unbiased) is reported beside it as a cross-check, and Chao1 as a lower bound on the total.
+Degenerate tables never give NaN: they fall back to documented estimates and say so in
+``warnings``.
 """
 
 from __future__ import annotations
@@ -197,24 +199,60 @@ def chao1(table: Mapping[int, int]) -> dict[str, Any]:
                      "makes the true number larger"}
 
 
+def chao_extrapolation(table: Mapping[int, int], t: float, units: int | None = None) -> dict[str, Any]:
+    """Expected number of *new* distinct items after ``t`` × more sampling units (Chao et al. 2014,
+    Ecological Monographs 84:45, eqs. 9 and 14):
+
+        new(t) = f0 · [1 − (1 − f1 / (T f0 + f1))^(t T)],
+        f0 = (T − 1)/T · f1²/(2 f2)   (f2 > 0),   (T − 1)/T · f1 (f1 − 1)/2   (f2 = 0),
+
+    where f_r = items found in exactly r units and T = sampling units (prompts or generations,
+    those that found nothing included); without ``units``, T = N = Σ r f_r (abundance data).
+    new(0) = 0, it never decreases in t, and it tends to f0 (the Chao1-type bound) as t → ∞.
+    """
+    if t < 0:
+        raise ValueError("t must be non-negative")
+    tab = _clean_table(table)
+    n_obs = sum(r * n for r, n in tab.items())
+    T = int(units) if units else n_obs
+    f1, f2 = tab.get(1, 0), tab.get(2, 0)
+    if T <= 1 or f1 == 0 or t == 0:
+        return {"t": t, "new": 0.0, "f0": 0.0, "units": T, "method": "chao-2014", "warnings": []}
+    factor = (T - 1) / T
+    f0 = factor * (f1 * f1 / (2.0 * f2) if f2 > 0 else f1 * (f1 - 1) / 2.0)
+    if f0 <= 0:
+        return {"t": t, "new": 0.0, "f0": 0.0, "units": T, "method": "chao-2014", "warnings": []}
+    new = f0 * (1.0 - (1.0 - f1 / (T * f0 + f1)) ** (t * T))
+    return {"t": t, "new": new, "f0": f0, "units": T, "method": "chao-2014", "warnings": []}
+
+
 def estimate(table: Mapping[int, int], ts: Iterable[float] = (1, 2, 5, 10),
-             confidence: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
-    """Everything ``mia estimate`` reports for one table, as a JSON-ready dict."""
+             confidence: float = DEFAULT_CONFIDENCE, units: int | None = None,
+             unit: str = "observation") -> dict[str, Any]:
+    """Everything ``mia estimate`` reports for one table, as a JSON-ready dict.
+
+    ``units`` is the number of sampling units behind the table (``unit`` names them: prompt,
+    generation); the curve is :func:`chao_extrapolation`, with Good–Toulmin beside it for t ≤ 1.
+    """
     tab = _clean_table(table)
     sgt = simple_good_turing(tab, confidence)
     distinct = sum(tab.values())
     curve = []
     for t in ts:
-        gt = good_toulmin(tab, float(t))
-        curve.append({**gt, "total": distinct + gt["new"]})
+        point = chao_extrapolation(tab, float(t), units)
+        point["total"] = distinct + point["new"]
+        point["good_toulmin"] = good_toulmin(tab, float(t))["new"] if float(t) <= 1 else None
+        curve.append(point)
     return {
         "table": {str(r): n for r, n in tab.items()},
-        "observations": sgt.N, "distinct": distinct,
+        "observations": sgt.N, "distinct": distinct, "unit": unit,
+        "units": units if units else sgt.N,
         "good_turing": sgt.to_dict(),
         "extrapolation": {"points": curve,
-                          "label": "estimate: distinct items expected after t× more generations, i.e. "
-                                   "(1 + t)× those made (Good–Toulmin; Efron–Thisted beyond t = 1); "
-                                   "assumes the same prompts and sampling, independent draws"},
+                          "label": f"estimate: distinct items expected after t× more {unit}s, i.e. (1 + t)× those "
+                                   "made (Chao et al. 2014 extrapolation: continuous, never decreasing in t, "
+                                   "bounded by its f0; Good–Toulmin beside it for t ≤ 1); assumes the "
+                                   f"{unit}s are independent draws from one fixed distribution"},
         "chao1": chao1(tab),
         "warnings": sgt.warnings + [w for c in curve for w in c["warnings"]],
     }

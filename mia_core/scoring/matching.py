@@ -7,9 +7,11 @@ All scores look at the first ``k`` tokens of the true suffix:
 - ``memorization_score``: fraction of the k positions where generated == true (Pythia,
   Biderman et al. 2023); memorized iff 1;
 - ``edit_distance``: token Levenshtein distance between the first k generated tokens and
-  the k suffix tokens, divided by k (Ippolito et al. 2022); approximate iff ≤ threshold;
-- ``bleu`` (optional): sacrebleu sentence BLEU/100 of the token-id strings; when asked
-  for, approximate memorization means BLEU ≥ its threshold instead.
+  the k suffix tokens, divided by k; approximate iff ≤ threshold. This criterion is mia's
+  own (a token-level variant), not Ippolito et al.'s;
+- ``bleu`` (optional): Ippolito et al. 2022's criterion: sacrebleu sentence BLEU/100 of the
+  *detokenized* texts (the first k tokens of each, decoded by the run's tokenizer); when
+  asked for, approximate memorization means BLEU ≥ its threshold (0.75) instead.
 
 Rows whose true suffix is shorter than k are not *eligible*: they get scores over the
 suffix they have, but rates only count eligible rows.
@@ -17,7 +19,7 @@ suffix they have, but rates only count eligible rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,22 +71,24 @@ def levenshtein_batch(a: np.ndarray, a_len: np.ndarray, b: np.ndarray, b_len: np
     return result
 
 
-def bleu_batch(generated: Sequence[np.ndarray], references: Sequence[np.ndarray]) -> np.ndarray:
-    """Sentence BLEU (sacrebleu, no tokenisation: token ids as words) scaled to [0, 1]."""
+def bleu_batch(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """Sentence BLEU of detokenized texts (sacrebleu's default 13a tokenization, effective order,
+    as ``sacrebleu.sentence_bleu``) scaled to [0, 1]; 0 when either text is empty."""
     from sacrebleu.metrics import BLEU
 
-    metric = BLEU(tokenize="none", effective_order=True)
-    out = np.zeros(len(generated), dtype=np.float32)
-    for i, (g, r) in enumerate(zip(generated, references, strict=True)):
-        hyp = " ".join(str(int(t)) for t in g)
-        ref = " ".join(str(int(t)) for t in r)
-        out[i] = metric.sentence_score(hyp, [ref]).score / 100.0 if hyp and ref else 0.0
+    metric = BLEU(effective_order=True)
+    out = np.zeros(len(hypotheses), dtype=np.float32)
+    for i, (hyp, ref) in enumerate(zip(hypotheses, references, strict=True)):
+        out[i] = metric.sentence_score(hyp, [ref]).score / 100.0 if hyp.strip() and ref.strip() else 0.0
     return out
 
 
 def score_matches(generated: Sequence[np.ndarray], suffixes: Sequence[np.ndarray], k: int,
-                  edit_threshold: float = 0.1, bleu_threshold: float | None = None) -> MatchScores:
-    """Scores of each generation against the first ``k`` tokens of its true suffix."""
+                  edit_threshold: float = 0.1, bleu_threshold: float | None = None,
+                  detokenize: Callable[[list[list[int]]], list[str]] | None = None) -> MatchScores:
+    """Scores of each generation against the first ``k`` tokens of its true suffix.
+
+    ``bleu_threshold`` needs ``detokenize`` (token id lists → texts: the run's tokenizer)."""
     if k < 1:
         raise ValueError("k must be at least 1")
     if len(generated) != len(suffixes):
@@ -108,6 +112,10 @@ def score_matches(generated: Sequence[np.ndarray], suffixes: Sequence[np.ndarray
     approx = (edit <= edit_threshold) & (kk > 0)
     bleu = None
     if bleu_threshold is not None:
-        bleu = bleu_batch([g[:k] for g in generated], [s[:k] for s in suffixes])
+        if detokenize is None:
+            raise ValueError("BLEU compares detokenized text: give detokenize (the run's tokenizer)")
+        hyps = detokenize([[int(t) for t in g[:k]] for g in generated])
+        refs = detokenize([[int(t) for t in s[:k]] for s in suffixes])
+        bleu = bleu_batch(hyps, refs)
         approx = (bleu >= bleu_threshold) & (kk > 0)  # BLEU replaces the edit-distance criterion
     return MatchScores(kk.astype(np.int32), eligible, exact, matched, mem, edit, approx, bleu)

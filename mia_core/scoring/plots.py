@@ -62,24 +62,28 @@ def rate_vs_prefix_length(summaries: Sequence[Mapping[str, Any]], out: str | os.
 
 
 def extrapolation_plot(table: Mapping[int, int], out: str | os.PathLike, max_t: float = 10,
-                       title: str = "Unique memorized items") -> str:
-    """Expected distinct items after t× *more* generations (t = 0: what was observed), with the
-    Chao1 lower bound on the total as a dashed line."""
-    from mia_core.scoring.goodturing import chao1, good_toulmin
+                       title: str = "Unique memorized items", units: int | None = None,
+                       unit: str = "observation") -> str:
+    """Expected distinct items after t× *more* sampling units (t = 0: what was observed): the Chao et al.
+    2014 extrapolation over the whole range (never decreasing), Good–Toulmin for t ≤ 1 as a
+    cross-check, and the Chao1 lower bound on the total as a dashed line."""
+    from mia_core.scoring.goodturing import chao1, chao_extrapolation, good_toulmin
 
     plt = _pyplot()
     distinct = sum(n for n in table.values() if n > 0)
     max_t = max(float(max_t), 1.5)
     ts = [i * max_t / 60 for i in range(61)]
-    ys = [distinct + good_toulmin(table, t)["new"] for t in ts]
+    ys = [distinct + chao_extrapolation(table, t, units)["new"] for t in ts]
+    gt_ts = [t for t in ts if t <= 1]
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-    ax.plot(ts, ys, color="#3b6ea8",
-            label="Good–Toulmin / Efron–Thisted (estimate)")
+    ax.plot(ts, ys, color="#3b6ea8", label="Chao et al. 2014 extrapolation (estimate)")
+    ax.plot(gt_ts, [distinct + good_toulmin(table, t)["new"] for t in gt_ts], color="#9bbb59", ls=":",
+            label="Good–Toulmin, t ≤ 1 (estimate)")
     ax.axhline(distinct, color="grey", lw=0.8, label=f"observed: {distinct}")
     c = chao1(table)
     ax.axhline(c["total_lower_bound"], color="#c0504d", ls="--", lw=1,
                label=f"Chao1 lower bound: {c['total_lower_bound']:.1f}")
-    ax.set_xlabel("additional generations t, as a multiple of those made")
+    ax.set_xlabel(f"additional {unit}s t, as a multiple of those made")
     ax.set_ylabel("distinct items")
     ax.set_xlim(0, max_t)
     ax.set_title(title + " — extrapolation (estimates)")

@@ -13,57 +13,71 @@ from pathlib import Path
 from typing import Any
 
 from mia_core import __version__
+from mia_core.errors import MiaError
 from mia_core.scoring.store import scores_path
-from mia_core.scoring.summary import score_run
-from mia_core.scoring.tables import table_from_runs
+from mia_core.scoring.summary import per_position_name, score_run
+from mia_core.scoring.tables import EstimateSource, table_from_runs
 
 
 def _fmt_rate(r: dict[str, Any]) -> str:
+    if r.get("withheld"):
+        return f"n/a ({r['withheld']})"
     if r["rate"] is None:
-        return f"{r['count']}/{r['n']}"
+        return f"{r['count']}/{r['n']} (n/a: no eligible row)"
     lo, hi = r["wilson95"]
     return f"{r['count']}/{r['n']} ({100 * r['rate']:.1f}%, 95% CI {100 * lo:.1f}–{100 * hi:.1f}%)"
 
 
+def _num(value: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
 def _tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of one run's summary."""
+    """(title, header, rows) of one run's summary. A teacher-forced run's per-position figure is
+    named teacher-forced token accuracy, never the Pythia score of a generated run."""
+    key, pp_name = per_position_name(s["method"])
+    ml = s["matched_length"]
     out = [("Summary", ["measure", "value"], [
         ["model / method", f"{s['model']} / {s['method']}"],
         ["prefix map", str(s["prefix_map"])],
         ["prefix / suffix tokens, location", f"{s['prefix_tokens']} / {s['suffix_tokens']}, {s['prefix_loc']}"],
-        ["rows (eligible)", f"{s['rows']} ({s['eligible']})"],
+        ["rows / failed / suffix shorter than k / eligible",
+         f"{s['rows']} / {s['failed']} / {s['skipped_short_suffix']} / {s['eligible']} (figures below: eligible rows)"],
         [f"exact extraction of the first {s['k']} tokens", _fmt_rate(s["extraction"])],
         [f"approximate ({s['approximate']['criterion']})", _fmt_rate(s["approximate"])],
-        ["mean Pythia memorization score", f"{s['mean_memorization_score']:.3f}"
-         if s["mean_memorization_score"] is not None else "n/a"],
-        ["matched length mean / median / max", f"{s['matched_length']['mean']:.2f} / "
-         f"{s['matched_length']['median']:.0f} / {s['matched_length']['max']}"],
+        [pp_name, _num(s.get(key), ".3f")],
+        ["matched length mean / median / max", f"{_num(ml['mean'])} / {_num(ml['median'], '.0f')} / "
+         f"{_num(ml['max'], 'd')}"],
     ])]
-    for title, key in (("By label", "by_label"), ("By prefix location", "by_prefix_loc"),
-                       ("By prefix start (token offset)", "by_prefix_start")):
-        out.append((title, ["group", "rows", "exact extraction", "approximate", "mean matched length"],
-                    [[name, str(g["rows"]), _fmt_rate(g["extraction"]), _fmt_rate(g["approximate"]),
-                      f"{g['mean_matched_length']:.2f}" if g["mean_matched_length"] is not None else "n/a"]
-                     for name, g in s[key].items()]))
+    for title, group_key in (("By label", "by_label"), ("By prefix location", "by_prefix_loc"),
+                             ("By prefix start (token offset)", "by_prefix_start")):
+        out.append((title, ["group", "rows", "failed", "eligible", "exact extraction", "approximate",
+                            "mean matched length"],
+                    [[name, str(g["rows"]), str(g["failed"]), str(g["eligible"]), _fmt_rate(g["extraction"]),
+                      _fmt_rate(g["approximate"]), _num(g["mean_matched_length"])]
+                     for name, g in s[group_key].items()]))
     c = s.get("corpus")
     if c:
         rows = [["index", f"{c['index']} ({c['index_tokens']} tokens)"],
                 [f"generations with a verbatim ≥{c['window']}-token corpus window", _fmt_rate(c["memorized"])],
-                ["longest match mean / median / max", f"{c['longest_match']['mean']:.1f} / "
-                 f"{c['longest_match']['median']:.0f} / {c['longest_match']['max']}"],
+                ["longest match mean / median / max", f"{_num(c['longest_match']['mean'], '.1f')} / "
+                 f"{_num(c['longest_match']['median'], '.0f')} / {_num(c['longest_match']['max'], 'd')}"],
                 ["unique memorized windows (occurrences)", f"{c['unique_windows']} ({c['window_occurrences']})"]]
         rows += [[f"label {lab}", _fmt_rate(r)] for lab, r in c["by_label"].items()]
         out.append(("Corpus membership", ["measure", "value"], rows))
     return out
 
 
-def _estimate_table(runs: Sequence[str | os.PathLike]) -> tuple[dict[int, int], str] | None:
+def _estimate_table(runs: Sequence[str | os.PathLike]) -> tuple[EstimateSource | None, str | None]:
     """Counts pooled per item across runs, as `mia estimate` does (an item seen in two runs is one item);
-    extracted samples when no corpus window was memorized."""
-    table, what = table_from_runs(runs, "auto")
-    if not table and what == "memorized corpus windows":
-        table, what = table_from_runs(runs, "samples")
-    return (table, what) if table else None
+    extracted samples when no corpus span was memorized. (None, reason) when mia estimate would refuse."""
+    try:
+        source = table_from_runs(runs, "auto")
+        if not source.table and source.items.startswith("memorized corpus"):
+            source = table_from_runs(runs, "samples")
+    except MiaError as exc:
+        return None, str(exc)
+    return (source, None) if source.table else (None, None)
 
 
 def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: int | None = None,
@@ -88,14 +102,16 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: i
             p = img_dir / "rate_vs_prefix_length.png"
             plots.rate_vs_prefix_length(summaries, p)
             images.append(("Extraction rate vs prefix length", p))
-        est = _estimate_table(runs)
+        est, refusal = _estimate_table(runs)
         est_result = None
         if est is not None:
             p = img_dir / "extrapolation.png"
-            plots.extrapolation_plot(est[0], p, title=est[1].split(" (")[0].capitalize())
-            images.append(("Good-Turing extrapolation", p))
-            est_result = estimate(est[0])
-        text = _render(summaries, images, est, est_result, markdown, out)
+            plots.extrapolation_plot(est.table, p, title=est.items.split(" (")[0].capitalize(), units=est.units,
+                                     unit=est.unit)
+            images.append(("Extrapolation of what has not been extracted yet", p))
+            est_result = estimate(est.table, units=est.units, unit=est.unit)
+            est_result["assumptions"] = est.assumptions
+        text = _render(summaries, images, est, est_result, refusal, markdown, out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
     finally:
@@ -104,19 +120,24 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: i
     return out
 
 
-def _render(summaries: list[dict[str, Any]], images: list[tuple[str, Path]], est: tuple[dict[int, int], str] | None,
-            est_result: dict[str, Any] | None, markdown: bool, out: Path) -> str:
+def _render(summaries: list[dict[str, Any]], images: list[tuple[str, Path]], est: EstimateSource | None,
+            est_result: dict[str, Any] | None, refusal: str | None, markdown: bool, out: Path) -> str:
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     est_rows: list[list[str]] = []
     if est and est_result:
         gt = est_result["good_turing"]
-        est_rows = [["items", f"{est_result['distinct']} distinct {est[1]}, {est_result['observations']} occurrences"],
-                    ["P0 (next item unseen; Simple Good-Turing, estimate)", f"{gt['P0']:.4f} ({gt['method']})"]]
-        est_rows += [[f"distinct after {pt['t']:g}× more generations (estimate)", f"{pt['total']:.1f}"]
-                     for pt in est_result["extrapolation"]["points"]]
+        est_rows = [["items", f"{est_result['distinct']} distinct {est.items}, found {est_result['observations']} "
+                              f"times in {est_result['units']} {est.unit}s"],
+                    ["sampling unit", est.unit]]
+        est_rows += [["assumption", a] for a in est.assumptions]
+        est_rows.append(["P0 (next finding unseen; Simple Good-Turing, estimate)", f"{gt['P0']:.4f} ({gt['method']})"])
+        est_rows += [[f"distinct after {pt['t']:g}× more {est.unit}s (Chao et al. 2014, estimate)",
+                      f"{pt['total']:.1f}"] for pt in est_result["extrapolation"]["points"]]
         c = est_result["chao1"]
         est_rows.append(["Chao1 lower bound (estimate)", f"{c['total_lower_bound']:.1f}"])
         est_rows += [["warning", w] for w in est_result["warnings"]]
+    elif refusal:
+        est_rows = [["not estimated", refusal]]
     if markdown:
         lines = ["# mia memorization report", "", f"Generated {stamp} by mia {__version__}.", ""]
         for i, s in enumerate(summaries, 1):

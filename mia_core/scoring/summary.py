@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,14 +41,66 @@ def _true_suffixes(run: Any) -> list[np.ndarray]:
     return suffixes
 
 
-def _group_rates(mask: np.ndarray, s: MatchScores) -> dict[str, Any]:
+def run_max_length(run: Any) -> int | None:
+    """New tokens per row the run asked for (its ``--max_length``), if recorded."""
+    value = run.attrs.get("max_length")
+    return int(value) if value is not None and int(value) > 0 else None
+
+
+def resolve_k(run: Any, suffixes: list[np.ndarray], k: int | None) -> int:
+    """The suffix tokens compared. Default: min(the map's suffix length, the run's max_length), so
+    a run that generated 20 tokens is scored on 20 (exact extraction of 50 would be impossible).
+    An explicit ``k`` beyond what the run generated, or beyond every true suffix, is an error."""
+    max_length = run_max_length(run)
+    max_suffix = max(len(s) for s in suffixes)
+    if k is None:
+        k = int(run.prefix_map.suffix_tokens or max_suffix)
+        if max_length is not None:
+            k = min(k, max_length)
+        k = min(k, max_suffix)
+    k = int(k)
+    if k < 1:
+        raise MiaError("--k must be at least 1")
+    if max_length is not None and k > max_length:
+        raise MiaError(f"--k {k} is more than the {max_length} tokens per row that {run.path.name} generated "
+                       f"(--max_length {max_length}): use --k {max_length} or less")
+    if k > max_suffix:
+        raise MiaError(f"--k {k} is longer than every true suffix of {run.path.name} (longest: {max_suffix})")
+    return k
+
+
+def failed_rows(run: Any) -> np.ndarray:
+    """Rows whose request failed (API error, malformed reply, refusal...): a non-empty ``error``.
+    Local runs have no such column and no failed rows."""
+    if not run.has("error"):
+        return np.zeros(len(run), dtype=bool)
+    return np.array([bool(str(e).strip()) for e in run.read("error")], dtype=bool)
+
+
+def per_position_name(method: str) -> tuple[str, str]:
+    """(JSON key, printed name) of the per-position figure: a generated run's Pythia memorization
+    score, or a teacher-forced run's token accuracy (argmax = truth with the true context),
+    which is a different quantity and never takes the Pythia name."""
+    if method == "teacher-forced":
+        return "teacher_forced_token_accuracy", "teacher-forced token accuracy (mean)"
+    return "mean_memorization_score", "Pythia memorization score (mean)"
+
+
+def _group_rates(mask: np.ndarray, s: MatchScores, failed: np.ndarray, method: str) -> dict[str, Any]:
+    """Every figure of one group over the same rows: those of the group that are eligible
+    (suffix of at least k tokens, request not failed)."""
     el = mask & s.eligible
     n = int(el.sum())
-    return {"rows": int(mask.sum()), "eligible": n,
+    key, _ = per_position_name(method)
+    approximate = rate(int((s.approximate & el).sum()), n)
+    if method == "teacher-forced":
+        approximate = {"count": None, "n": n, "rate": None, "wilson95": None,
+                       "withheld": "teacher-forced runs have no generated text to compare"}
+    return {"rows": int(mask.sum()), "failed": int((mask & failed).sum()), "eligible": n,
             "extraction": rate(int((s.exact & el).sum()), n),
-            "approximate": rate(int((s.approximate & el).sum()), n),
-            "mean_matched_length": float(s.matched_length[mask].mean()) if mask.any() else None,
-            "mean_memorization_score": float(s.memorization_score[el].mean()) if n else None}
+            "approximate": approximate,
+            "mean_matched_length": float(s.matched_length[el].mean()) if n else None,
+            key: float(s.memorization_score[el].mean()) if n else None}
 
 
 def _bucket_starts(starts: np.ndarray) -> dict[str, np.ndarray]:
@@ -60,7 +113,7 @@ def _bucket_starts(starts: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _corpus_scores(run: Any, generations: list[np.ndarray], index_path: str | os.PathLike, window: int,
-                   labels: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+                   labels: np.ndarray, failed: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
     from mia_core.scoring.index import CorpusIndex
 
     if window < 1:
@@ -84,14 +137,49 @@ def _corpus_scores(run: Any, generations: list[np.ndarray], index_path: str | os
     sources = [", ".join(index.documents_of(k, limit=3)) for k, _ in items[:TOP_WINDOWS]]
     attrs = {"index": str(Path(index_path).resolve()), "window": window, "index_tokens": index.tokens,
              "index_tokenizer": index.meta.get("tokenizer"), "index_source": index.meta.get("source")}
+    span_rows, span_offsets, span_tokens = memorized_spans(generations, wm.windows, window)
     data = {"longest_match": wm.longest, "memorized": wm.memorized, "windows": win_arr,
+            "span_row": span_rows, "span_offsets": span_offsets, "span_tokens": span_tokens,
             "window_count": counts, "window_corpus_count": corpus_counts,
             "top_window_documents": np.array(sources, dtype=object)}
-    return {"attrs": attrs, "data": data}, _corpus_summary(attrs, data, labels)
+    return {"attrs": attrs, "data": data}, _corpus_summary(attrs, data, labels, failed)
 
 
-def _corpus_summary(attrs: dict[str, Any], data: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
-    longest, memorized = data["longest_match"], data["memorized"].astype(bool)
+def memorized_spans(generations: list[np.ndarray], windows: dict[tuple[int, ...], int],
+                    window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each generation's distinct memorized spans: maximal runs of overlapping memorized windows
+    (positions i, i+1, ... whose ``window``-gram is in the corpus), so one 60-token match with
+    window 50 is one span, not 11 windows. Returned as CSR: (row of each span, offsets, tokens)."""
+    rows: list[int] = []
+    offsets = [0]
+    tokens: list[int] = []
+    for row, gen in enumerate(generations):
+        g = [int(t) for t in gen]
+        hits = [i for i in range(len(g) - window + 1) if tuple(g[i:i + window]) in windows]
+        spans: list[tuple[int, ...]] = []
+        start = prev = None
+        for i in hits + [None]:
+            if start is not None and (i is None or i != prev + 1):
+                span = tuple(g[start:prev + window])
+                if span not in spans:
+                    spans.append(span)
+                start = None
+            if i is not None and start is None:
+                start = i
+            prev = i
+        for span in spans:
+            rows.append(row)
+            tokens.extend(span)
+            offsets.append(len(tokens))
+    return (np.array(rows, dtype=np.int64), np.array(offsets, dtype=np.int64), np.array(tokens, dtype=np.int64))
+
+
+def _corpus_summary(attrs: dict[str, Any], data: dict[str, np.ndarray], labels: np.ndarray,
+                    failed: np.ndarray | None = None) -> dict[str, Any]:
+    """Corpus-membership figures over the rows whose request did not fail."""
+    ok = ~failed if failed is not None and len(failed) == len(labels) else np.ones(len(labels), dtype=bool)
+    longest, memorized = data["longest_match"][ok], data["memorized"].astype(bool)[ok]
+    labels = labels[ok]
     counts = data["window_count"]
     by_label = {}
     for label in sorted(set(labels.tolist())):
@@ -100,9 +188,11 @@ def _corpus_summary(attrs: dict[str, Any], data: dict[str, np.ndarray], labels: 
     return {
         "index": attrs["index"], "window": int(attrs["window"]), "index_tokens": int(attrs["index_tokens"]),
         "memorized": rate(int(memorized.sum()), len(memorized)),
-        "longest_match": {"mean": float(longest.mean()), "median": float(np.median(longest)),
-                          "max": int(longest.max())},
+        "longest_match": {"mean": float(longest.mean()) if len(longest) else None,
+                          "median": float(np.median(longest)) if len(longest) else None,
+                          "max": int(longest.max()) if len(longest) else None},
         "unique_windows": int(len(counts)), "window_occurrences": int(counts.sum()),
+        "memorized_spans": _span_counts(data),
         "frequency_of_frequencies": {str(r): n for r, n in sorted(Counter(counts.tolist()).items())},
         "top_windows": [{"tokens": [int(t) for t in data["windows"][i]], "count": int(counts[i]),
                          "corpus_count": int(data["window_corpus_count"][i]),
@@ -112,12 +202,32 @@ def _corpus_summary(attrs: dict[str, Any], data: dict[str, np.ndarray], labels: 
     }
 
 
+def _span_counts(data: dict[str, np.ndarray]) -> dict[str, int] | None:
+    """Distinct memorized spans and their occurrences (one per generation that holds it)."""
+    if "span_offsets" not in data:
+        return None  # scored by an older mia
+    offsets, tokens = data["span_offsets"], data["span_tokens"]
+    spans = Counter(tuple(tokens[offsets[j]:offsets[j + 1]].tolist()) for j in range(len(offsets) - 1))
+    return {"distinct": len(spans), "occurrences": int(sum(spans.values()))}
+
+
 def _decode_windows(windows: list[dict[str, Any]], tokenizer_name: str) -> None:
     from mia_core import registry
 
     tokenizer = registry.tokenizers.create(tokenizer_name)
     for w, text in zip(windows, tokenizer.decode_batch([w["tokens"] for w in windows]), strict=True):
         w["text"] = text
+
+
+def _detokenizer(tokenizer_name: str) -> Any:
+    from mia_core import registry
+
+    try:
+        tokenizer = registry.tokenizers.create(tokenizer_name)
+    except MiaError as exc:
+        raise MiaError(f"--bleu compares detokenized text, but the run's tokenizer {tokenizer_name!r} cannot be "
+                       f"loaded: {str(exc).splitlines()[0]}") from None
+    return tokenizer.decode_batch
 
 
 def _decode(values: np.ndarray | None, i: int) -> list[str]:
@@ -132,62 +242,75 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
               window: int = 50, save: bool = True, decode: bool = False) -> dict[str, Any]:
     """Score one run and return its summary (a JSON-ready dict); writes ``<run>.scores.h5`` if ``save``.
 
-    ``k`` defaults to the map's suffix length. ``index``/``window`` add corpus membership;
-    ``decode`` loads the run's tokenizer to show the most frequent memorized windows as text.
+    ``k`` defaults to min(the map's suffix length, the run's max_length) (:func:`resolve_k`).
+    Every rate, mean and distribution is over the *eligible* rows: suffix of at least k tokens
+    and request not failed. ``bleu`` decodes with the run's tokenizer (Ippolito et al. 2022).
+    ``index``/``window`` add corpus membership; ``decode`` shows the memorized windows as text.
     """
     run = load_run(path)
     pmap = run.prefix_map
     generations = run.tokens()
     suffixes = _true_suffixes(run)
-    max_suffix = max(len(s) for s in suffixes)
-    k = int(k if k is not None else pmap.suffix_tokens or max_suffix)
-    if k < 1:
-        raise MiaError("--k must be at least 1")
-    if k > max_suffix:
-        raise MiaError(f"--k {k} is longer than every true suffix of {run.path.name} (longest: {max_suffix})")
-    scores = score_matches(generations, suffixes, k, edit_threshold, bleu_threshold if bleu else None)
+    k = resolve_k(run, suffixes, k)
+    method = run.method
+    tokenizer_name = str(run.attrs.get("tokenizer") or pmap.tokenizer_name)
+    detokenize = _detokenizer(tokenizer_name) if bleu else None
+    scores = score_matches(generations, suffixes, k, edit_threshold, bleu_threshold if bleu else None, detokenize)
+    failed = failed_rows(run)
+    short = ~scores.eligible
+    scores = replace(scores, eligible=scores.eligible & ~failed)
+    eligible = scores.eligible
     labels = np.array([str(x) for x in run.map_column("sample_label")], dtype=object)
     starts = run.map_column("prefix_start").astype(np.int64)
-    method = run.method
+    every = np.ones(len(generations), dtype=bool)
     summary: dict[str, Any] = {
         "run": str(run.path), "scores_file": str(scores_path(run.path)) if save else None,
         "model": run.attrs.get("model"), "method": method, "prefix_map": str(pmap.folder),
         "dataset": pmap.attrs.get("dataset"), "prefix_tokens": pmap.prefix_tokens,
         "suffix_tokens": pmap.suffix_tokens, "prefix_loc": pmap.attrs.get("prefix_loc"),
-        "temperature": run.attrs.get("temperature"), "complete": run.complete,
-        "rows": len(generations), "k": k, "eligible": int(scores.eligible.sum()),
-        "skipped_short_suffix": int((~scores.eligible).sum()),
+        "temperature": run.attrs.get("temperature"), "max_length": run_max_length(run), "complete": run.complete,
+        "rows": len(generations), "k": k, "failed": int(failed.sum()),
+        "skipped_short_suffix": int((short & ~failed).sum()),
+        "denominator": "eligible rows: true suffix of at least k tokens and request not failed",
     }
-    summary.update(_group_rates(np.ones(len(generations), dtype=bool), scores))
-    summary["approximate"]["criterion"] = (f"BLEU >= {bleu_threshold}" if bleu
-                                           else f"normalized token edit distance <= {edit_threshold}")
-    hist = np.bincount(scores.matched_length, minlength=k + 1)
-    summary["matched_length"] = {"mean": float(scores.matched_length.mean()),
-                                 "median": float(np.median(scores.matched_length)),
-                                 "max": int(scores.matched_length.max()),
+    summary.update(_group_rates(every, scores, failed, method))
+    summary["approximate"]["criterion"] = (
+        f"BLEU >= {bleu_threshold} on detokenized text (sacrebleu; Ippolito et al. 2022)" if bleu
+        else f"normalized token edit distance <= {edit_threshold} (mia's criterion, not Ippolito et al.'s)")
+    ml = scores.matched_length[eligible]
+    hist = np.bincount(ml, minlength=k + 1) if len(ml) else np.zeros(k + 1, dtype=np.int64)
+    summary["matched_length"] = {"mean": float(ml.mean()) if len(ml) else None,
+                                 "median": float(np.median(ml)) if len(ml) else None,
+                                 "max": int(ml.max()) if len(ml) else None,
                                  "histogram": {str(i): int(c) for i, c in enumerate(hist)}}
-    summary["memorized_pythia"] = int((scores.memorization_score[scores.eligible] == 1).sum())
-    summary["by_label"] = {(lab or "unlabelled"): _group_rates(labels == lab, scores)
+    if method != "teacher-forced":
+        summary["memorized_pythia"] = int((scores.memorization_score[eligible] == 1).sum())
+    summary["by_label"] = {(lab or "unlabelled"): _group_rates(labels == lab, scores, failed, method)
                            for lab in sorted(set(labels.tolist()))}
     loc = str(pmap.attrs.get("prefix_loc", "?"))
-    summary["by_prefix_loc"] = {loc: _group_rates(np.ones(len(generations), dtype=bool), scores)}
-    summary["by_prefix_start"] = {name: _group_rates(mask, scores) for name, mask in _bucket_starts(starts).items()}
-    hits = scores.exact & scores.eligible
+    summary["by_prefix_loc"] = {loc: _group_rates(every, scores, failed, method)}
+    summary["by_prefix_start"] = {name: _group_rates(mask, scores, failed, method)
+                                  for name, mask in _bucket_starts(starts).items()}
+    hits = scores.exact & eligible
     extracted = Counter(str(i) for i, e in zip(run.map_column("sample_id"), hits, strict=True) if e)
     summary["extracted_samples"] = {"unique": len(extracted),
                                     "frequency_of_frequencies": {str(r): n for r, n in
                                                                  sorted(Counter(extracted.values()).items())}}
     notes = []
     if method == "teacher-forced":
-        notes.append("teacher-forced run: exact extraction and matched length equal greedy decoding; "
-                     "memorization score and edit distance compare per-position argmax tokens")
+        notes.append("teacher-forced run: exact extraction and matched length equal greedy decoding; the "
+                     "per-position figure is teacher-forced token accuracy (argmax = truth given the true "
+                     "context), not the Pythia score of a generation; approximate memorization is withheld")
+    if summary["failed"]:
+        notes.append(f"{summary['failed']} row(s) failed (their error is in the run's error column): they are "
+                     "left out of every figure; `mia prompt --resume RUN --retry-failed` asks them again")
     if not run.complete:
         notes.append("the run is incomplete (interrupted?): only its finished rows were scored")
     summary["notes"] = notes
     summary["corpus"] = None
     corpus = None
     if index is not None:
-        corpus, summary["corpus"] = _corpus_scores(run, generations, index, window, labels)
+        corpus, summary["corpus"] = _corpus_scores(run, generations, index, window, labels, failed)
         if decode and summary["corpus"]["top_windows"]:
             _decode_windows(summary["corpus"]["top_windows"], str(run.attrs.get("tokenizer") or pmap.tokenizer_name))
         if method == "teacher-forced":
@@ -197,7 +320,7 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
         attrs = {"run": run.path.name, "k": k, "edit_threshold": edit_threshold,
                  "bleu_threshold": bleu_threshold if bleu else None, "method": method, "rows": len(generations),
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        match = {"k": scores.k, "eligible": scores.eligible, "exact": scores.exact,
+        match = {"k": scores.k, "eligible": scores.eligible, "failed": failed, "exact": scores.exact,
                  "matched_length": scores.matched_length, "memorization_score": scores.memorization_score,
                  "edit_distance": scores.edit_distance, "approximate": scores.approximate, "bleu": scores.bleu}
         try:
@@ -206,26 +329,32 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
             raise MiaError(f"cannot write the scores beside the run ({scores_path(run.path)}): {exc}; "
                            "use --no-save to only print them") from None
         if corpus is None:
-            summary["corpus"] = _stored_corpus(run.path, labels)
+            summary["corpus"] = _stored_corpus(run.path, labels, failed)
     return summary
 
 
-def _stored_corpus(run_path: Path, labels: np.ndarray) -> dict[str, Any] | None:
+def _stored_corpus(run_path: Path, labels: np.ndarray, failed: np.ndarray) -> dict[str, Any] | None:
     from mia_core.scoring.store import read_scores
 
     stored = read_scores(scores_path(run_path))["corpus"]
     if stored is None:
         return None
-    out = _corpus_summary(stored["attrs"], stored["data"], labels)
+    out = _corpus_summary(stored["attrs"], stored["data"], labels, failed)
     out["from_earlier_scoring"] = True
     return out
 
 
 def _pct(r: dict[str, Any]) -> str:
+    if r.get("withheld"):
+        return f"n/a ({r['withheld']})"
     if r["rate"] is None:
-        return f"{r['count']}/{r['n']}  (n/a)"
+        return f"{r['count']}/{r['n']}  (n/a: no eligible row)"
     lo, hi = r["wilson95"]
     return f"{r['count']}/{r['n']} = {100 * r['rate']:.1f}%  [95% CI {100 * lo:.1f}–{100 * hi:.1f}%]"
+
+
+def _num(value: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, fmt)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -239,37 +368,44 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary of :func:`score_run` as plain-text tables."""
     s = summary
+    key, pp_name = per_position_name(s["method"])
+    ml = s["matched_length"]
     lines = [f"Run {s['run']}",
              f"  model {s['model']}, method {s['method']}, prefix {s['prefix_tokens']} tokens "
-             f"({s['prefix_loc']}), suffix {s['suffix_tokens']} tokens, k = {s['k']}",
-             f"  rows {s['rows']}, eligible {s['eligible']} (suffix of at least k tokens)", ""]
+             f"({s['prefix_loc']}), suffix {s['suffix_tokens']} tokens, max_length {s.get('max_length')}, "
+             f"k = {s['k']}",
+             f"  rows {s['rows']}, failed {s['failed']}, suffix shorter than k {s['skipped_short_suffix']}, "
+             f"eligible {s['eligible']} (every figure below is over the eligible rows)", ""]
     rows = [["exact extraction (first k tokens)", _pct(s["extraction"])],
             [f"approximate ({s['approximate']['criterion']})", _pct(s["approximate"])],
-            ["Pythia memorization score (mean)", f"{s['mean_memorization_score']:.3f}"
-             if s["mean_memorization_score"] is not None else "n/a"],
+            [pp_name, _num(s.get(key), ".3f")],
             ["matched prefix length mean / median / max",
-             f"{s['matched_length']['mean']:.2f} / {s['matched_length']['median']:.0f} / "
-             f"{s['matched_length']['max']}"]]
+             f"{_num(ml['mean'])} / {_num(ml['median'], '.0f')} / {_num(ml['max'], 'd')}"]]
     lines += [_table(rows, ["measure", "value"]), ""]
-    for title, key in (("by label", "by_label"), ("by prefix location", "by_prefix_loc"),
-                       ("by prefix start (token offset)", "by_prefix_start")):
-        group = [[name, str(g["rows"]), _pct(g["extraction"]), _pct(g["approximate"]),
-                  f"{g['mean_matched_length']:.2f}" if g["mean_matched_length"] is not None else "n/a"]
-                 for name, g in s[key].items()]
-        lines += [_table(group, [title, "rows", "extraction", "approximate", "mean matched"]), ""]
-    hist = s["matched_length"]["histogram"]
+    for title, group_key in (("by label", "by_label"), ("by prefix location", "by_prefix_loc"),
+                             ("by prefix start (token offset)", "by_prefix_start")):
+        group = [[name, str(g["rows"]), str(g["failed"]), str(g["eligible"]), _pct(g["extraction"]),
+                  _pct(g["approximate"]), _num(g["mean_matched_length"])]
+                 for name, g in s[group_key].items()]
+        lines += [_table(group, [title, "rows", "failed", "eligible", "extraction", "approximate",
+                                 "mean matched"]), ""]
+    hist = ml["histogram"]
     nonzero = [(int(k), v) for k, v in hist.items() if v]
-    lines.append("matched length distribution: " + ", ".join(f"{k}:{v}" for k, v in nonzero))
+    lines.append("matched length distribution (eligible rows): " + (", ".join(f"{k}:{v}" for k, v in nonzero)
+                                                                    or "none"))
     c = s.get("corpus")
     if c:
         lines += ["", f"Corpus membership (window {c['window']} tokens, index {c['index']}, "
                       f"{c['index_tokens']} tokens)",
                   _table([["generations with a verbatim corpus window", _pct(c["memorized"])],
                           ["longest match mean / median / max",
-                           f"{c['longest_match']['mean']:.1f} / {c['longest_match']['median']:.0f} / "
-                           f"{c['longest_match']['max']}"],
+                           f"{_num(c['longest_match']['mean'], '.1f')} / {_num(c['longest_match']['median'], '.0f')}"
+                           f" / {_num(c['longest_match']['max'], 'd')}"],
                           ["unique memorized windows (occurrences)",
-                           f"{c['unique_windows']} ({c['window_occurrences']})"]]
+                           f"{c['unique_windows']} ({c['window_occurrences']})"],
+                          ["distinct memorized spans, overlapping windows merged (occurrences)",
+                           f"{c['memorized_spans']['distinct']} ({c['memorized_spans']['occurrences']})"
+                           if c.get("memorized_spans") else "n/a (scored by an older mia: score again)"]]
                          + [[f"  label {lab}", _pct(r)] for lab, r in c["by_label"].items()],
                          ["measure", "value"])]
     if c and any("text" in w for w in c["top_windows"]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +46,53 @@ def table_from_file(path: str | os.PathLike) -> tuple[dict[int, int], str]:
     return dict(Counter(c for c in singles if c > 0)), "items"
 
 
-def table_from_runs(runs: Sequence[str | os.PathLike], of: str = "auto") -> tuple[dict[int, int], str]:
-    """Pooled counts from the scores files of runs: memorized corpus windows or extracted samples."""
+@dataclass
+class EstimateSource:
+    """A frequency-of-frequencies table and what it counts: items found in r sampling units."""
+
+    table: dict[int, int]
+    items: str
+    unit: str = "observation"  # prompt (greedy runs), generation (sampled runs), observation (a table file)
+    units: int | None = None  # sampling units behind the table (None: unknown, N is used)
+    assumptions: list[str] = field(default_factory=list)
+
+
+def _is_greedy(run: Any) -> bool:
+    return run.method == "teacher-forced" or float(run.attrs.get("temperature") or 0.0) == 0.0
+
+
+def _greedy_refusal(runs: list[Any]) -> str | None:
+    """Why more prompts of the same kind cannot be drawn, or None when they can."""
+    models = {str(r.attrs.get("model")) for r in runs}
+    if len(models) > 1:
+        return (f"the greedy runs are of {len(models)} models ({', '.join(sorted(models))}): pooled, they are no "
+                "sample of one process; estimate each model's runs separately")
+    for run in runs:
+        pmap = run.prefix_map
+        loc = str(pmap.attrs.get("prefix_loc", "start"))
+        size = pmap.attrs.get("size_requested", "all")
+        balanced = bool(pmap.attrs.get("balance", False))
+        if loc != "random" and str(size) == "all" and not balanced:
+            return (f"{run.path.name} is greedy (deterministic): more generations repeat the same strings, and its "
+                    f"prompts are the one '{loc}' prefix of every document of the dataset, so no further prompts of "
+                    "the same kind exist to extrapolate to; make a map with --prefix_loc random or --size N "
+                    "(a sample of a larger dataset) to estimate over prompts")
+    return None
+
+
+def table_from_runs(runs: Sequence[str | os.PathLike], of: str = "auto") -> EstimateSource:
+    """Pooled incidence counts from the scores files of runs: memorized corpus spans or extracted samples,
+    each counted once per sampling unit that found it.
+
+    The sampling unit of a sampled run is the generation (row); of a greedy run, the prompt (map row):
+    repeating a greedy prompt yields the same string, so it is counted once, and "t× more" means
+    more prompts drawn the same way from the same dataset (refused when none can be drawn)."""
     import numpy as np
 
     from mia_core.runs import open_run
     from mia_core.scoring.store import read_scores, scores_path
 
-    windows: Counter[tuple[int, ...]] = Counter()
-    samples: Counter[str] = Counter()
-    have_corpus = True
+    opened, stored_all = [], []
     for run_path in runs:
         path = scores_path(run_path)
         if not path.is_file():
@@ -63,42 +101,97 @@ def table_from_runs(runs: Sequence[str | os.PathLike], of: str = "auto") -> tupl
             stored = read_scores(path)
         except (OSError, KeyError) as exc:
             raise MiaError(f"{path} is not a readable scores file ({exc}); run `mia score {run_path}` again") from None
-        corpus = stored["corpus"]
-        if corpus is None:
-            have_corpus = False
-        else:
-            for w, c in zip(corpus["data"]["windows"], corpus["data"]["window_count"], strict=True):
-                windows[tuple(int(t) for t in w)] += int(c)
-        run = open_run(run_path)
-        match = stored["match"]
-        hit = np.asarray(match["exact"], bool) & np.asarray(match["eligible"], bool)
-        ids = run.map_column("sample_id")[:len(hit)]
-        samples.update(str(i) for i, h in zip(ids, hit, strict=True) if h)
+        opened.append(open_run(run_path))
+        stored_all.append(stored)
+    greedy = {_is_greedy(r) for r in opened}
+    if len(greedy) > 1:
+        raise MiaError("the runs mix greedy and sampled decoding: their sampling units differ (prompts vs "
+                       "generations); estimate them separately")
+    is_greedy = greedy.pop()
+    have_corpus = all(st["corpus"] is not None for st in stored_all)
     if of == "auto":
         of = "windows" if have_corpus else "samples"
     if of == "windows":
         if not have_corpus:
-            raise MiaError("some runs were scored without --index: no memorized corpus windows to count")
-        return dict(Counter(windows.values())), "memorized corpus windows"
-    return dict(Counter(samples.values())), "extracted samples"
+            raise MiaError("some runs were scored without --index: no memorized corpus spans to count")
+        missing = [r.path.name for r, st in zip(opened, stored_all, strict=True)
+                   if "span_offsets" not in st["corpus"]["data"]]
+        if missing:
+            raise MiaError(f"{missing[0]} was scored with --index by an older mia (no memorized spans stored): "
+                           "score it again with --index")
+    if is_greedy:
+        reason = _greedy_refusal(opened)
+        if reason:
+            raise MiaError(reason)
+    found: Counter[Any] = Counter()
+    units: set[Any] = set()
+    for n_run, (run, stored) in enumerate(zip(opened, stored_all, strict=True)):
+        match = stored["match"]
+        rows = len(match["exact"])
+        failed = np.asarray(match["failed"], bool) if "failed" in match else np.zeros(rows, bool)
+        prefix_rows = run.prefix_rows()[:rows]
+        map_key = str(run.prefix_map.folder.resolve())
+
+        def unit_of(row: int, _n: int = n_run, _m: str = map_key, _p: Any = prefix_rows) -> Any:
+            return (_m, int(_p[row])) if is_greedy else (_n, row)
+
+        per_unit: dict[Any, set[Any]] = {}
+        if of == "windows":
+            data = stored["corpus"]["data"]
+            offsets, tokens, span_rows = data["span_offsets"], data["span_tokens"], data["span_row"]
+            for row in range(rows):
+                if not failed[row]:
+                    per_unit.setdefault(unit_of(row), set())
+            for j, row in enumerate(span_rows):
+                if row < rows and not failed[row]:
+                    per_unit[unit_of(int(row))].add(tuple(int(t) for t in tokens[offsets[j]:offsets[j + 1]]))
+        else:
+            eligible = np.asarray(match["eligible"], bool) & ~failed
+            hit = np.asarray(match["exact"], bool) & eligible
+            ids = run.map_column("sample_id")[:rows]
+            for row in np.flatnonzero(eligible):
+                items = per_unit.setdefault(unit_of(int(row)), set())
+                if hit[row]:
+                    items.add(str(ids[row]))
+        for unit, items in per_unit.items():
+            if unit in units:  # a greedy prompt asked again (another run, wrapped rows): same answer
+                continue
+            units.add(unit)
+            found.update(items)
+    what = ("memorized corpus spans (overlapping windows of one match merged)" if of == "windows"
+            else "extracted samples")
+    unit = "prompt" if is_greedy else "generation"
+    if is_greedy:
+        assumptions = ["greedy decoding is deterministic, so the sampling unit is the prompt: each distinct prompt "
+                       "is counted once, and t× more means t× more prompts drawn the same way from the same dataset",
+                       "the prompts are independent draws from the dataset's prefixes (a --size N map of the first "
+                       "N samples is taken as representative)"]
+    else:
+        assumptions = ["the sampling unit is the generation: t× more means t× more generations from the same prompts "
+                       "with the same sampling options", "generations are independent draws"]
+    return EstimateSource(dict(Counter(found.values())), what, unit, len(units), assumptions)
 
 
 def format_estimate(result: dict[str, Any]) -> str:
     """Plain-text report of :func:`mia_core.scoring.goodturing.estimate`."""
     gt = result["good_turing"]
-    lines = [f"{result['distinct']} distinct {result.get('items', 'items')} seen {result['observations']} times "
-             f"(frequency of frequencies: {', '.join(f'{r}:{n}' for r, n in result['table'].items()) or 'empty'})",
-             "",
-             f"Simple Good-Turing ({gt['method']}, C = {gt['confidence']}):",
-             f"  P0 = {gt['P0']:.6f}  probability that the next memorized item is one not seen yet (estimate)"]
+    unit = result.get("unit", "observation")
+    lines = [f"{result['distinct']} distinct {result.get('items', 'items')} found in {result['units']} {unit}s "
+             f"({result['observations']} findings; frequency of frequencies: "
+             f"{', '.join(f'{r}:{n}' for r, n in result['table'].items()) or 'empty'})",
+             f"sampling unit: the {unit}"]
+    lines += [f"assumption: {a}" for a in result.get("assumptions", [])]
+    lines += ["",
+              f"Simple Good-Turing ({gt['method']}, C = {gt['confidence']}):",
+              f"  P0 = {gt['P0']:.6f}  probability that the next finding is an item not seen yet (estimate)"]
     shown = list(gt["r_star_renormalized"].items())[:8]
     if shown:
         lines.append("  r* (renormalized): " + ", ".join(f"{r}→{v:.4f}" for r, v in shown)
                      + (" ..." if len(gt["r_star"]) > len(shown) else ""))
-    lines += ["", "Extrapolation (estimate; " + result["extrapolation"]["label"].split(": ", 1)[1] + "):"]
+    lines += ["", f"Extrapolation (estimate; Chao et al. 2014, never decreasing in t; {unit}s assumed independent):"]
     for pt in result["extrapolation"]["points"]:
-        lines.append(f"  {pt['t']:g}× more generations: +{pt['new']:.1f} new, {pt['total']:.1f} distinct in all"
-                     f"  [{pt['method']}]")
+        cross = f"  [Good–Toulmin: +{pt['good_toulmin']:.1f}]" if pt.get("good_toulmin") is not None else ""
+        lines.append(f"  {pt['t']:g}× more {unit}s: +{pt['new']:.1f} new, {pt['total']:.1f} distinct in all{cross}")
     c = result["chao1"]
     lines += ["", f"Chao1 lower bound on all distinct items: {c['total_lower_bound']:.1f} "
                   f"({c['observed']} seen + {c['unseen_lower_bound']:.1f} unseen; {c['formula']})",

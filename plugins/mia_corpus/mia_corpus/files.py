@@ -10,7 +10,7 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,10 @@ BY = ("file", "line", "paragraph")
 _FOLDER_LABELS = {"member": MEMBER, "nonmember": NONMEMBER}
 
 
+#: Fields read as the membership label without options (in this order), unless label_field=none.
+LABEL_FIELDS = ("label", "is_member", "member", "membership")
+
+
 class Settings:
     """The validated options of one local-files dataset."""
 
@@ -33,9 +37,25 @@ class Settings:
         self.by = parse_choice(options.get("by", "file"), "by", BY)
         self.text_field = str(options.get("text_field", "text"))
         self.id_field = options.get("id_field") or None
-        self.label_field = options.get("label_field") or None
+        field = options.get("label_field")
+        # No label_field option: a common label field is found on its own; label_field=none turns that off.
+        self.label_field_auto = field is None
+        self.label_field = None if field is None or str(field).strip().lower() in ("", "none") else field
         self.label = normalize_label(options.get("label"), "option label")
         self.encoding = str(options.get("encoding", "utf-8"))
+        self.detected: str | None = None  # the label field found automatically (said once on stderr)
+
+    def label_field_of(self, fields: Iterable[str]) -> str | None:
+        """The explicit label field, or the first common one among ``fields`` when none was given."""
+        if self.label_field or not self.label_field_auto:
+            return self.label_field
+        present = set(fields)
+        found = next((f for f in LABEL_FIELDS if f in present), None)
+        if found and self.detected is None:
+            self.detected = found
+            print(f"mia: membership labels read from field {found!r} (found automatically; "
+                  "--dataset-option label_field=none ignores it)", file=sys.stderr)
+        return found
 
 
 def list_files(root: Path) -> list[Path]:
@@ -192,7 +212,7 @@ def _read_parquet(f: Path, s: Settings) -> Iterator[tuple[str, Any]]:
     pf = _parquet_file(f)
     names = pf.schema_arrow.names
     _require_fields(f, names, s)
-    columns = [c for c in (s.text_field, s.id_field, s.label_field) if c]
+    columns = [c for c in (s.text_field, s.id_field, s.label_field_of(names)) if c]
     index = 0
     for batch in pf.iter_batches(batch_size=1024, columns=list(dict.fromkeys(columns))):
         for record in batch.to_pylist():
@@ -227,7 +247,16 @@ def record_sample(record: Any, where: str, default_id: str, default_label: str |
     elif not isinstance(text, str):
         raise MiaError(f"{where}: field {s.text_field!r} holds {type(text).__name__}, not text")
     sample_id = str(record[s.id_field]) if s.id_field else default_id
-    label = normalize_label(record[s.label_field], where) if s.label_field else None
+    label_field = s.label_field_of(record)
+    label = None
+    if label_field:
+        try:
+            label = normalize_label(record[label_field], where)
+        except MiaError as exc:
+            if label_field == s.label_field:
+                raise
+            raise MiaError(f"{exc} (field {label_field!r} was read as the label automatically; "
+                           "--dataset-option label_field=none ignores it)") from None
     return Sample(sample_id, text, label or default_label)
 
 

@@ -50,8 +50,11 @@ def test_jsonl_fields_and_labels(tmp_path):
     records = [{"doc": "one", "key": "k1", "is_member": 1}, {"doc": "two", "key": "k2", "is_member": "nonmember"},
                {"doc": "three", "key": 3, "is_member": None}]
     f.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
-    assert rows(load(f, text_field="doc")) == [("data.jsonl:1", "one", None), ("data.jsonl:2", "two", None),
-                                               ("data.jsonl:3", "three", None)]
+    # is_member is a common label field: read without options; label_field=none ignores it
+    assert rows(load(f, text_field="doc")) == [("data.jsonl:1", "one", "member"),
+                                               ("data.jsonl:2", "two", "nonmember"), ("data.jsonl:3", "three", None)]
+    assert rows(load(f, text_field="doc", label_field="none")) == [
+        ("data.jsonl:1", "one", None), ("data.jsonl:2", "two", None), ("data.jsonl:3", "three", None)]
     assert rows(load(f, text_field="doc", id_field="key", label_field="is_member")) == [
         ("k1", "one", "member"), ("k2", "two", "nonmember"), ("3", "three", None)]
 
@@ -177,3 +180,30 @@ def test_errors(tmp_path):
     with pytest.raises(MiaError, match="expected one of file, line, paragraph"):
         load(f, by="sentence")
 
+
+
+@pytest.mark.parametrize("field", ["label", "is_member", "member", "membership"])
+def test_common_label_fields_are_read_without_options(tmp_path, field, capsys):
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"text": "a", field: "1"}) + "\n" + json.dumps({"text": "b", field: False}) + "\n")
+    assert [s.label for s in load(f)] == ["member", "nonmember"]
+    assert f"labels read from field {field!r}" in capsys.readouterr().err
+    c = tmp_path / "d.csv"
+    c.write_text(f"text,{field}\na,member\nb,0\n")
+    assert [s.label for s in load(c)] == ["member", "nonmember"]
+
+
+def test_parquet_label_column_is_found(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["a", "b"], "membership": [1, 0]}), tmp_path / "d.parquet")
+    assert [s.label for s in load(tmp_path / "d.parquet")] == ["member", "nonmember"]
+
+
+def test_an_unreadable_automatic_label_says_how_to_ignore_it(tmp_path):
+    f = tmp_path / "sentiment.jsonl"
+    f.write_text(json.dumps({"text": "good film", "label": "positive"}) + "\n")
+    with pytest.raises(MiaError, match="label_field=none ignores it"):
+        list(load(f))
+    assert [s.label for s in load(f, label_field="none")] == [None]

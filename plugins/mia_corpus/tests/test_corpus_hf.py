@@ -46,6 +46,10 @@ def test_save_to_disk_folder(saved):
     assert rows(test) == [("d", "delta", "nonmember")]
     plain = registry.datasets.create(f"hf:{single}", {"text_field": "body"})
     assert [s.id for s in plain] == [f"{single}/train:0", f"{single}/train:1", f"{single}/train:2"]
+    # the common "member" column gives the labels without options; label_field=none ignores it
+    assert [s.label for s in plain] == ["member", "nonmember", "member"]
+    bare = registry.datasets.create(f"hf:{single}", {"text_field": "body", "label_field": "none"})
+    assert [s.label for s in bare] == [None, None, None]
     streamed = registry.datasets.create(f"hf:{single}", {"text_field": "body", "streaming": "true"})
     assert streamed.length is None
     assert [s.text for s in streamed] == ["alpha", "beta", "gamma"]
