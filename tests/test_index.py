@@ -80,7 +80,7 @@ def test_index_refuses_other_tokenizer_and_bad_indexes(tmp_path, runner):
     res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "missing")])
     assert res.exit_code == 1 and "not found" in res.output
     build_index(tmp_path / "bad", docs, "toy", FP, 500, {})
-    with open(tmp_path / "bad" / "table.bin", "r+b") as f:
+    with open(tmp_path / "bad" / "shards" / "00000" / "table.bin", "r+b") as f:
         f.truncate(100)
     res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "bad"), "--window", "20"])
     assert res.exit_code == 1 and "corrupt" in res.output
@@ -240,5 +240,6 @@ def test_add_many_in_chunks_equals_one_document_at_a_time(tmp_path):
     for i, d in enumerate(docs):
         b.add(d, f"d{i}")
     b.finish()
-    for name in ("tokens.bin", "doc_offsets.npy", "doc_ids.json"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    for name in ("tokens.bin", "doc_offsets.npy", "doc_ids.json", "table.bin", "windows.50.hash"):
+        assert (tmp_path / "a" / "shards" / "00000" / name).read_bytes() == \
+            (tmp_path / "b" / "shards" / "00000" / name).read_bytes()
