@@ -19,12 +19,10 @@ every start position i, the longest prefix of ``gen[i:]`` present in the corpus.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +50,7 @@ _TOKENGRAMS: Any = None
 
 
 def tokengrams_module() -> Any:
-    """The compiled tokengrams extension.
+    """The compiled tokengrams extension (used by tests to cross-check the suffix tables mia writes).
 
     ``import tokengrams`` also imports its HF-dataset helper, which pulls in ``datasets`` and
     ``transformers`` (seconds, and torch); the index classes live in the extension module
@@ -81,24 +79,6 @@ def tokengrams_module() -> Any:
 
             _TOKENGRAMS = tokengrams
     return _TOKENGRAMS
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    # Rust's println! writes to file descriptor 1 directly: redirect the descriptor, so
-    # ``--json`` output stays clean.
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no real stdout (embedded use): nothing to protect
-        yield
-        return
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def storage_for(vocab_size: int) -> tuple[np.dtype, int, int]:
@@ -150,13 +130,6 @@ class Shard:
                 self.windows[int(w)] = WindowTable(folder, int(w), n_tokens, hash_bits)
             except ValueError as exc:
                 raise MiaError(f"index {folder} is corrupt: {exc}") from None
-        tokengrams = tokengrams_module()
-        try:
-            self._index = tokengrams.MemmapIndex(str(folder / TOKENS_FILE), str(folder / TABLE_FILE),
-                                                 vocab=tokengrams_vocab)
-        except Exception as exc:  # noqa: BLE001 - tokengrams raises plain exceptions from Rust
-            raise MiaError(f"index {folder} cannot be opened: {exc}") from None
-
     def _arrays(self) -> tuple[np.ndarray, SuffixSearch]:
         """Memory-mapped tokens and a vectorised search over the suffix table."""
         if not hasattr(self, "_search"):
@@ -173,17 +146,23 @@ class Shard:
         return self._tok, self._search
 
     def verify(self) -> None:
-        if not self._index.is_sorted():
+        if not self._arrays()[1].verify():
             raise MiaError(f"index {self.folder} is corrupt: its suffix table is not sorted")
 
+    def _one(self, query: list[int]) -> np.ndarray:
+        return np.array([query], dtype=np.int64)
+
     def contains(self, query: list[int]) -> bool:
-        return bool(self._index.contains(query))
+        return bool(self._arrays()[1].contains(self._one(query))[0])
 
     def count(self, query: list[int]) -> int:
-        return int(self._index.count(query))
+        lo, hi = self._arrays()[1].ranges(self._one(query))
+        return int(hi[0] - lo[0])
 
-    def positions(self, query: list[int]) -> list[int]:
-        return sorted(self._index.positions(query))
+    def positions(self, query: list[int]) -> np.ndarray:
+        search = self._arrays()[1]
+        lo, hi = search.ranges(self._one(query))
+        return np.sort(search.suffix_at(np.arange(lo[0], hi[0])))
 
     def search_windows(self, q: np.ndarray) -> np.ndarray:
         """Exact membership of equal-length windows (valid ids) by the vectorised suffix-table search."""
@@ -207,17 +186,8 @@ class Shard:
                 found[collided] = self.search_windows(q[collided])
         return found
 
-    def matching_statistics(self, gen: list[int], ok: list[bool]) -> np.ndarray:
-        n = len(gen)
-        ms = np.zeros(n, dtype=np.int32)
-        contains = self._index.contains
-        length = 0
-        for i in range(n):
-            while i + length < n and ok[i + length] and contains(gen[i:i + length + 1]):
-                length += 1
-            ms[i] = length
-            length = max(length - 1, 0)  # gen[i+1 : i+length] is a substring of a match
-        return ms
+    def matching_statistics_many(self, gens: Sequence[list[int]], oks: Sequence[list[bool]]) -> list[np.ndarray]:
+        return self._arrays()[1].matching_statistics_many(gens, oks)
 
     def document_ids(self) -> tuple[list[str], np.ndarray]:
         if not hasattr(self, "_doc_ids"):
@@ -380,21 +350,15 @@ class CorpusIndex:
         lists = [[int(t) for t in g] for g in gens]
         oks = [[0 <= t < self.vocab_size for t in g] for g in lists]  # ids the corpus cannot hold never match
         for shard in self.shards:
-            if hasattr(shard, "matching_statistics_many"):
-                per_shard = shard.matching_statistics_many(lists, oks)
-            else:
-                per_shard = [shard.matching_statistics(g, ok) for g, ok in zip(lists, oks, strict=True)]
-            for ms, new in zip(out, per_shard, strict=True):
+            for ms, new in zip(out, shard.matching_statistics_many(lists, oks), strict=True):
                 np.maximum(ms, new, out=ms)
         return out
 
     def longest_matches(self, generations: Sequence[np.ndarray], window: int) -> WindowMatches:
         """Longest corpus match of each generation, and the memorized ``window``-grams they contain.
 
-        Identical generations (common when sampling many times per prefix) are looked up once.
-        Matching statistics ask mostly short queries, one at a time per generation: there one
-        tokengrams call per lookup measured about twice as fast as a lockstep vectorised search
-        over all generations, so mia shards do not use :meth:`contains_many` here.
+        Identical generations (common when sampling many times per prefix) are looked up once;
+        every position of every generation is searched in bulk (suffix_search.py).
         """
         keys = [tuple(int(t) for t in g) for g in generations]
         distinct = list(dict.fromkeys(keys))

@@ -28,7 +28,6 @@ import numpy as np
 from mia_core.errors import MiaError
 from mia_core.scoring.suffix_search import SuffixSearch
 
-ROWS = 1 << 14  # query positions searched together (matching statistics)
 CHECK_TOKENS = 1 << 24  # tokens per shard checked against the tokenizer's vocabulary when linking
 
 
@@ -80,15 +79,9 @@ class InfiniGramShard:
         return (offsets // np.uint64(self.width)).astype(np.int64)
 
     def verify(self) -> None:
-        """Checks that neighbouring suffixes are in order (a full pass, in blocks)."""
-        block = 1 << 16
-        for lo in range(0, self.tokens - 1, block):
-            ranks = np.arange(lo, min(lo + block, self.tokens - 1))
-            right = self._suffix_at(ranks + 1)
-            q = self.search.key(self.tok[np.minimum(right[:, None] + np.arange(16), self.tokens - 1)])
-            q[right[:, None] + np.arange(16) >= self.tokens] = -1
-            if (self.search.compare(self._suffix_at(ranks), q) > 0).any():
-                raise MiaError(f"infini-gram index {self.folder}: table.{self.number} is not sorted")
+        """A full O(n) check that the table is the sorted order of the suffixes (suffix_search.py)."""
+        if not self.search.verify():
+            raise MiaError(f"infini-gram index {self.folder}: table.{self.number} is not sorted")
 
     def _ranges(self, query: list[int]) -> tuple[int, int]:
         lo, hi = self.search.ranges(np.array([query], dtype=np.int64))
@@ -115,28 +108,7 @@ class InfiniGramShard:
         return self._ids, self.doc_starts
 
     def matching_statistics_many(self, gens: Sequence[list[int]], oks: Sequence[list[bool]]) -> list[np.ndarray]:
-        """Matching statistics of every position of every generation, searched in bulk."""
-        rows: list[np.ndarray] = []
-        for g, ok in zip(gens, oks, strict=True):
-            arr = np.array(g, dtype=np.int64)
-            arr[~np.array(ok, dtype=bool)] = -1  # ids the index cannot hold end a match
-            rows.extend(arr[i:] for i in range(len(arr)))
-        width = max((len(r) for r in rows), default=0)
-        out = np.zeros(len(rows), dtype=np.int32)
-        for lo in range(0, len(rows), ROWS):
-            block = rows[lo:lo + ROWS]
-            q = np.full((len(block), max(width, 1)), -1, dtype=np.int64)
-            for i, r in enumerate(block):
-                q[i, :len(r)] = r
-            # a -1 inside a row (an impossible id) ends the match there, as padding does
-            cut = np.where((q < 0).any(axis=1), (q < 0).argmax(axis=1), q.shape[1])
-            q[np.arange(q.shape[1])[None, :] >= cut[:, None]] = -1
-            out[lo:lo + len(block)] = self.search.longest_prefixes(q)
-        result, at = [], 0
-        for g in gens:
-            result.append(out[at:at + len(g)])
-            at += len(g)
-        return result
+        return self.search.matching_statistics_many(gens, oks)
 
 
 def open_infini_gram(meta: dict[str, Any]) -> list[InfiniGramShard]:

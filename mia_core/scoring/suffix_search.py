@@ -9,11 +9,12 @@ a chunk at a time and only for rows still tied.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 CHUNK = 8
+ROWS = 1 << 14  # query positions searched together (matching statistics)
 
 
 class SuffixSearch:
@@ -132,3 +133,60 @@ class SuffixSearch:
             out[rows] += np.where(full, len(cols), same.argmin(axis=1))
             rows = rows[full]
         return out
+
+    def matching_statistics_many(self, gens: Sequence[list[int]], oks: Sequence[list[bool]]) -> list[np.ndarray]:
+        """For every position i of every generation, the longest prefix of ``gen[i:]`` in the text.
+
+        All positions of all generations are searched in bulk (``longest_prefixes``); an id the
+        text cannot hold (``ok`` false) ends a match.
+        """
+        rows: list[np.ndarray] = []
+        for g, ok in zip(gens, oks, strict=True):
+            arr = np.array(g, dtype=np.int64)
+            arr[~np.array(ok, dtype=bool)] = -1
+            rows.extend(arr[i:] for i in range(len(arr)))
+        width = max((len(r) for r in rows), default=1)
+        out = np.zeros(len(rows), dtype=np.int32)
+        for lo in range(0, len(rows), ROWS):
+            block = rows[lo:lo + ROWS]
+            q = np.full((len(block), width), -1, dtype=np.int64)
+            for i, r in enumerate(block):
+                q[i, :len(r)] = r
+            # a -1 inside a row (an impossible id) ends the match there, as padding does
+            cut = np.where((q < 0).any(axis=1), (q < 0).argmax(axis=1), width)
+            q[np.arange(width)[None, :] >= cut[:, None]] = -1
+            out[lo:lo + len(block)] = self.longest_prefixes(q)
+        result, at = [], 0
+        for g in gens:
+            result.append(out[at:at + len(g)])
+            at += len(g)
+        return result
+
+    def verify(self) -> bool:
+        """Whether the table is the sorted order of all suffixes, in O(n) (Burkhardt and Kärkkäinen's check).
+
+        Suffix a sorts before suffix b iff a's first token is smaller, or equal and the suffix at
+        a + 1 sorts before the one at b + 1 (a suffix that ends is smaller): checking this for
+        neighbours, with the table's own ranks, proves the whole order.
+        """
+        n = self.n_suffixes
+        if n != len(self.tok):
+            return False
+        block = 1 << 20
+        inverse = np.full(n + 1, -1, dtype=np.int64)  # inverse[n] = -1: past the end ranks first
+        for lo in range(0, n, block):
+            ranks = np.arange(lo, min(lo + block, n))
+            pos = self.suffix_at(ranks)
+            if (pos < 0).any() or (pos >= n).any():
+                return False
+            inverse[pos] = ranks
+        if (inverse[:n] < 0).any():
+            return False  # not a permutation
+        for lo in range(0, n - 1, block):
+            ranks = np.arange(lo, min(lo + block, n - 1))
+            a, b = self.suffix_at(ranks), self.suffix_at(ranks + 1)
+            ta, tb = self.key(self.tok[a]), self.key(self.tok[b])
+            ok = (ta < tb) | ((ta == tb) & (inverse[a + 1] < inverse[b + 1]))
+            if not ok.all():
+                return False
+        return True
