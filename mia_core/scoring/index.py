@@ -31,7 +31,7 @@ import numpy as np
 
 from mia_core.errors import MiaError
 from mia_core.scoring.suffix_search import SuffixSearch
-from mia_core.scoring.window_table import WindowTable
+from mia_core.scoring.window_table import WindowTable, query_fingerprints
 
 INDEX_FORMAT = 2
 META_FILE = "index.json"
@@ -106,7 +106,8 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def _valid_rows(q: np.ndarray, vocab: int) -> np.ndarray:
-    return (q >= 0).all(axis=1) & (q < vocab).all(axis=1)
+    """Rows whose ids all lie in [0, vocab) (negative int64 ids read as huge unsigned ones)."""
+    return (q.view(np.uint64) < np.uint64(vocab)).all(axis=1)
 
 
 class Shard:
@@ -168,13 +169,13 @@ class Shard:
         """Exact membership of equal-length windows (valid ids) by the vectorised suffix-table search."""
         return self._arrays()[1].contains(q)
 
-    def contains_windows(self, q: np.ndarray) -> np.ndarray:
+    def contains_windows(self, q: np.ndarray, fingerprints: np.ndarray | None = None) -> np.ndarray:
         """Membership of equal-length windows of valid ids: fingerprint table when one fits, else suffix table."""
         table = self.windows.get(q.shape[1])
         if table is None:
             return self.search_windows(q)
         tok = self._arrays()[0]
-        cand = table.candidates(q)
+        cand = table.candidates(q, fingerprints)
         found = np.zeros(len(q), dtype=bool)
         hit = np.flatnonzero(cand >= 0)
         if hit.size:
@@ -329,11 +330,16 @@ class CorpusIndex:
 
     def _contains_block(self, q: np.ndarray) -> np.ndarray:
         found = np.zeros(len(q), dtype=bool)
-        todo = np.flatnonzero(_valid_rows(q, self.vocab_size))
+        valid = _valid_rows(q, self.vocab_size)
+        todo = np.flatnonzero(valid)
+        fingerprints = None
+        if q.shape[1] in self.windows and len(self.shards) > 1:  # hash once for all shards
+            fingerprints = query_fingerprints(q, int(self.meta.get("hash_bits", 64)))
         for shard in self.shards:
             if todo.size == 0:
                 break
-            hit = shard.contains_windows(q[todo])
+            rows = q if todo.size == len(q) else q[todo]
+            hit = shard.contains_windows(rows, None if fingerprints is None else fingerprints[todo])
             found[todo[hit]] = True
             todo = todo[~hit]
         return found
@@ -348,7 +354,8 @@ class CorpusIndex:
     def matching_statistics_many(self, gens: Sequence[Sequence[int]]) -> list[np.ndarray]:
         out = [np.zeros(len(g), dtype=np.int32) for g in gens]
         lists = [[int(t) for t in g] for g in gens]
-        oks = [[0 <= t < self.vocab_size for t in g] for g in lists]  # ids the corpus cannot hold never match
+        vocab = self.vocab_size
+        oks = [[0 <= t < vocab for t in g] for g in lists]  # ids the corpus cannot hold never match
         for shard in self.shards:
             for ms, new in zip(out, shard.matching_statistics_many(lists, oks), strict=True):
                 np.maximum(ms, new, out=ms)

@@ -98,8 +98,8 @@ class InfiniGramShard:
         lo, hi = self._ranges(query)
         return sorted(self._suffix_at(np.arange(lo, hi)).tolist())
 
-    def contains_windows(self, q: np.ndarray) -> np.ndarray:
-        return self.search.contains(q)
+    def contains_windows(self, q: np.ndarray, fingerprints: np.ndarray | None = None) -> np.ndarray:
+        return self.search.contains(q)  # infini-gram has no fingerprint tables
 
     def document_ids(self) -> tuple[list[str], np.ndarray]:
         """infini-gram documents have no ids: their number in the shard, as ``s:i``."""

@@ -44,8 +44,8 @@ from mia_core.scoring.window_table import build_window_table, table_paths
 
 BUILD_FILE = "build.json"
 DEFAULT_WINDOWS = (50,)
-# peak bytes per buffered token while a shard is sorted and fingerprinted (measured: see docs/index.md)
-BUILD_BYTES_PER_TOKEN = 64
+# peak bytes per buffered token while a shard is sorted and fingerprinted (measured 86-94: docs/index.md)
+BUILD_BYTES_PER_TOKEN = 96
 DEFAULT_MAX_MEMORY = 2 << 30
 
 
@@ -237,9 +237,9 @@ class IndexBuilder:
                 "resumed_documents": self.resumed_documents,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         write_json_atomic(self.partial / META_FILE, meta)
-        (self.partial / BUILD_FILE).unlink()
         os.replace(self.partial, self.folder)
         fsync_dir(self.folder.parent)
+        (self.folder / BUILD_FILE).unlink()  # after the rename: a kill between the two leaves a whole index
         return meta
 
     def abort(self) -> None:

@@ -107,8 +107,13 @@ class SuffixSearch:
         beside the query's place in the sorted table.
         """
         q = self.key(queries)
-        first = self.bound(q)
         best = np.zeros(len(q), dtype=np.int64)
+        rows = np.flatnonzero(q[:, 0] >= 0)  # a row starting with an impossible id matches nothing
+        if rows.size < len(q):
+            best[rows] = self.longest_prefixes(queries[rows])
+            return best
+        lo, hi = self._start_range(q)
+        first = self.bound(q, False, lo, hi)
         for rank in (first - 1, first):
             ok = np.flatnonzero((rank >= 0) & (rank < self.n_suffixes))
             if ok.size:

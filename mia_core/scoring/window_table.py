@@ -50,11 +50,13 @@ def _powers(count: int, base: int) -> np.ndarray:
 
 
 def query_fingerprints(windows: np.ndarray, bits: int = 64) -> np.ndarray:
-    """Fingerprints of the rows of a ``[B, W]`` array of token ids."""
+    """Fingerprints of the rows of a ``[B, W]`` array of (non-negative) token ids."""
     width = windows.shape[1]
     weights = _powers(width, MULTIPLIER)[::-1].copy()
+    ids = windows.view(np.uint64) if windows.dtype == np.int64 else windows.astype(np.uint64)
+    # sum_j (t_j + 1) w_j = sum_j t_j w_j + sum_j w_j, modulo 2^64 (einsum: one pass, no temporary)
     with np.errstate(over="ignore"):
-        h = ((windows.astype(np.uint64) + np.uint64(1)) * weights).sum(axis=1, dtype=np.uint64)
+        h = np.einsum("ij,j->i", ids, weights) + weights.sum(dtype=np.uint64)
     return _mix(h) & _bits_mask(bits)
 
 
@@ -119,10 +121,11 @@ class WindowTable:
     def __init__(self, folder: Path, width: int, n_tokens: int, bits: int = 64) -> None:
         hash_path, pos_path = table_paths(folder, width)
         self.width, self.bits = width, bits
-        self.hashes = np.memmap(hash_path, dtype="<u8", mode="r") if hash_path.stat().st_size else \
+        # plain ndarray views of the maps: indexing a np.memmap subclass costs more per call
+        self.hashes = np.asarray(np.memmap(hash_path, dtype="<u8", mode="r")) if hash_path.stat().st_size else \
             np.zeros(0, dtype="<u8")
         pos_dtype = "<u4" if n_tokens < 2**32 else "<u8"
-        self.positions = np.memmap(pos_path, dtype=pos_dtype, mode="r") if pos_path.stat().st_size else \
+        self.positions = np.asarray(np.memmap(pos_path, dtype=pos_dtype, mode="r")) if pos_path.stat().st_size else \
             np.zeros(0, dtype=pos_dtype)
         if len(self.positions) != len(self.hashes):
             raise ValueError(f"{pos_path.name} holds {len(self.positions)} positions for {len(self.hashes)} "
@@ -144,12 +147,15 @@ class WindowTable:
             self._longest = int(counts.max()) if n else 0
         return self._directory, top, self._longest
 
-    def candidates(self, windows: np.ndarray) -> np.ndarray:
-        """For each row, the corpus position of a window with the same fingerprint, or -1."""
+    def candidates(self, windows: np.ndarray, fingerprints: np.ndarray | None = None) -> np.ndarray:
+        """For each row, the corpus position of a window with the same fingerprint, or -1.
+
+        ``fingerprints`` (``query_fingerprints(windows, bits)``) may be given, computed once for all shards.
+        """
         out = np.full(len(windows), -1, dtype=np.int64)
         if len(self.hashes) == 0 or len(windows) == 0:
             return out
-        h = query_fingerprints(windows, self.bits)
+        h = query_fingerprints(windows, self.bits) if fingerprints is None else fingerprints
         directory, top, longest = self._dir()
         bucket = (h >> np.uint64(self.bits - top)).astype(np.int64)
         at, end = directory[bucket], directory[bucket + 1]
