@@ -379,3 +379,21 @@ def test_index_cli_options_and_streamed_progress(tmp_path, runner, register_plug
                               "--max-memory", "1G", "--resume", "-q"])
     assert res.exit_code == 0, res.output
     assert not os.path.exists(tmp_path / "j.partial")
+
+
+def test_format_1_indexes_are_still_read(tmp_path):
+    """An index written before shards (one flat folder, no fingerprint tables) answers as before."""
+    docs = make_docs(4, 120)
+    build_index(tmp_path / "new", docs, "toy", FP, 500, {})
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("tokens.bin", "table.bin", "doc_offsets.npy", "doc_ids.json"):
+        (old / name).write_bytes((tmp_path / "new" / "shards" / "00000" / name).read_bytes())
+    meta = json.loads((tmp_path / "new" / "index.json").read_text())
+    meta = {k: v for k, v in meta.items() if k not in ("shards", "windows", "hash_bits", "shard_tokens")}
+    (old / "index.json").write_text(json.dumps({**meta, "format": 1}))
+    a, b = CorpusIndex(old), CorpusIndex(tmp_path / "new")
+    assert a.windows == [] and b.windows == [50]
+    q = np.stack([docs[1][5:55], docs[2][60:110], np.arange(50)])
+    assert a.contains_many(q).tolist() == b.contains_many(q).tolist() == [True, True, False]
+    assert a.documents_of(docs[2][:10]) == b.documents_of(docs[2][:10]) == ["2"]
