@@ -1,16 +1,21 @@
-"""Corpus-membership benchmark (issue 6), one run:
+"""Corpus-membership benchmark (issues 6 and 14), one run:
 
-- index build throughput (tokens/s) of ``mia_core.scoring.index.IndexBuilder`` (token file +
-  tokengrams suffix table), target ≥ 3 M tokens/s;
-- 50-token window lookups/s on a 10 M-token index through ``CorpusIndex.contains_many`` (one
-  batched call; half the windows occur in the corpus, half are random), target ≥ 100 k/s;
-- bytes per indexed token on disk;
+For a synthetic Zipf corpus (vocabulary 50 000 → u16 tokens, documents of 200-4000 tokens), at
+``--tokens`` (default 10 M) built as one shard and as ``--shards`` shards, and at ``--large-tokens``
+(default 100 M, several shards on disk, memory-mapped; 0 skips it):
 
-each against a naive Python baseline in the same run: a ``set`` of 50-token tuples. The
-baseline is built over a slice (``--baseline-tokens``, default 1 M) because it needs about
-half a kilobyte per token; its figures are per token, so they compare directly.
+- build tokens/s (wall and per CPU-second), peak memory of the build (the child process's VmHWM),
+  bytes per indexed token on disk;
+- fixed-window (50-token) lookups/s through ``CorpusIndex.contains_many`` (fingerprint tables verified
+  against the tokens), against the suffix-table search of the same index and the same queries
+  (answers asserted equal), half the windows present, half random;
+- longest-match (matching statistics) positions/s through ``CorpusIndex.longest_matches``;
 
-    python bench/membership_bench.py [--tokens 10000000] [--queries 200000] [--json]
+against the naive baseline measured in the same run: a Python ``set`` of 50-token tuples, built over
+``--baseline-tokens`` (default 1 M; it needs about half a kilobyte per token, so its figures are per
+token and compare directly; at the large size it would not fit in this machine's memory).
+
+    python bench/membership_bench.py [--tokens 10000000] [--shards 4] [--large-tokens 100000000] [--json]
 """
 
 from __future__ import annotations
@@ -20,15 +25,16 @@ import gc
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from mia_core.scoring.index import CorpusIndex, IndexBuilder
-
 WINDOW = 50
+VOCAB = 50_000
 
 
 def _rss() -> int:
@@ -36,50 +42,105 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def corpus(n_tokens: int, vocab: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Zipf-distributed token ids cut into documents of 200-4000 tokens (CSR offsets)."""
+def corpus(n_tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zipf-distributed token ids (u16) cut into documents of 200-4000 tokens (CSR offsets)."""
     rng = np.random.default_rng(seed)
-    tokens = (rng.zipf(1.2, n_tokens) % vocab).astype(np.int64)
+    tokens = np.empty(n_tokens, dtype=np.uint16)
+    for lo in range(0, n_tokens, 1 << 24):
+        hi = min(lo + (1 << 24), n_tokens)
+        tokens[lo:hi] = rng.zipf(1.2, hi - lo) % VOCAB
     lengths = rng.integers(200, 4000, n_tokens // 200 + 1)
     offsets = np.r_[0, np.cumsum(lengths)]
     offsets = offsets[offsets < n_tokens]
     return tokens, np.r_[offsets, n_tokens]
 
 
-def queries(tokens: np.ndarray, offsets: np.ndarray, n: int, vocab: int, seed: int) -> np.ndarray:
+def queries(tokens: np.ndarray, offsets: np.ndarray, n: int, seed: int) -> np.ndarray:
     """n // 2 windows copied from inside documents (present) and the rest random (absent)."""
     rng = np.random.default_rng(seed + 1)
     starts = rng.integers(0, len(tokens) - WINDOW, 2 * n)
     doc = np.searchsorted(offsets, starts, side="right")
     starts = starts[starts + WINDOW <= offsets[np.minimum(doc, len(offsets) - 1)]][:n // 2]
-    inside = tokens[starts[:, None] + np.arange(WINDOW)]
-    outside = rng.integers(0, vocab, (n - n // 2, WINDOW))
+    inside = tokens[starts[:, None] + np.arange(WINDOW)].astype(np.int64)
+    outside = rng.integers(0, VOCAB, (n - len(inside), WINDOW))
     return np.concatenate([inside, outside])
 
 
-def bench_index(tokens: np.ndarray, offsets: np.ndarray, vocab: int, q: np.ndarray, folder: Path) -> dict:
-    t0, c0 = time.perf_counter(), time.process_time()
-    builder = IndexBuilder(folder, "bench", "bench-fp", vocab, {"bench": True})
-    builder.add_many(tokens, offsets)
-    meta = builder.finish()
-    build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0
-    disk = sum(p.stat().st_size for p in folder.iterdir())
+def generations(tokens: np.ndarray, n: int, length: int, seed: int) -> list[np.ndarray]:
+    """Half copied from the corpus with a random tail, half random."""
+    rng = np.random.default_rng(seed + 2)
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            s = int(rng.integers(0, len(tokens) - length))
+            keep = int(rng.integers(length // 2, length))
+            out.append(np.r_[tokens[s:s + keep].astype(np.int64), rng.integers(0, VOCAB, length - keep)])
+        else:
+            out.append(rng.integers(0, VOCAB, length))
+    return out
+
+
+BUILD_CHILD = """
+import sys, numpy as np
+from mia_core.scoring.shard_writer import build_index
+tokens = np.load(sys.argv[1], mmap_mode="r")
+offsets = np.load(sys.argv[2])
+shard_tokens = int(sys.argv[4]) or None
+docs = (tokens[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1))
+build_index(sys.argv[3], docs, "bench", "bench-fp", 50000, {"bench": True}, shard_tokens=shard_tokens,
+            windows=(50,), quiet=True)
+# this process's own peak (VmHWM starts again at exec; ru_maxrss would count the parent's pages at fork)
+peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0].split()[1]
+print(int(peak) * 1024)
+"""
+
+
+def build(tmp: Path, name: str, shard_tokens: int | None) -> dict:
+    """Build in a child process, so its peak memory (max RSS) is its own."""
+    folder = tmp / name
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", BUILD_CHILD, str(tmp / "tokens.npy"), str(tmp / "offsets.npy"),
+                             str(folder), str(shard_tokens or 0)], stdout=subprocess.PIPE, text=True)
+    peak = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise SystemExit(f"the build of {name} failed (status {status})")
+    meta = json.loads((folder / "index.json").read_text())
+    disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"tokens": meta["tokens"], "shards": len(meta["shards"]), "build_s": wall,
+            "build_tokens_per_s": meta["tokens"] / wall, "build_tokens_per_cpu_s": meta["tokens"] / cpu,
+            "build_peak_rss_bytes_per_token": int(peak) / meta["tokens"],
+            "bytes_per_token": disk / meta["tokens"]}
+
+
+def lookups(folder: Path, q: np.ndarray, gens: list[np.ndarray]) -> dict:
+    from mia_core.scoring.index import CorpusIndex
+
     index = CorpusIndex(folder)
-    index.contains_many(q[:1000])  # warm the page cache a little
+    index.contains_many(q[:2000])  # warm the page cache a little, build the directories
     t0, c0 = time.perf_counter(), time.process_time()
     found = index.contains_many(q)
-    lookup_s, lookup_cpu = time.perf_counter() - t0, time.process_time() - c0
-    # the same lookups with one tokengrams call per window (the unbatched way), on a subset
-    sub = [list(row) for row in q[:min(len(q), 50_000)].tolist()]
-    t1, c1 = time.perf_counter(), time.process_time()
-    assert index.contains_many(sub).tolist() == found[:len(sub)].tolist()
-    per_call_s, per_call_cpu = time.perf_counter() - t1, time.process_time() - c1
-    return {"per_call_lookups_per_s": len(sub) / per_call_s, "per_call_lookups_per_cpu_s": len(sub) / per_call_cpu,
-            "tokens": int(meta["tokens"]), "build_s": build_s, "build_cpu_s": build_cpu,
-            "build_tokens_per_s": len(tokens) / build_s, "build_tokens_per_cpu_s": len(tokens) / build_cpu,
-            "bytes_per_token": disk / meta["tokens"], "lookups": len(q), "lookup_s": lookup_s,
-            "lookups_per_s": len(q) / lookup_s, "lookups_per_cpu_s": len(q) / lookup_cpu,
-            "found": int(found.sum())}
+    window_s, window_cpu = time.perf_counter() - t0, time.process_time() - c0
+    sub = q[:min(len(q), 100_000)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    by_table = np.zeros(len(sub), dtype=bool)
+    for shard in index.shards:
+        by_table |= shard.search_windows(sub)
+    sa_s, sa_cpu = time.perf_counter() - t0, time.process_time() - c0
+    if not (by_table == found[:len(sub)]).all():
+        raise SystemExit("fingerprint and suffix-table answers differ")
+    positions = sum(len(g) for g in gens)
+    t0, c0 = time.perf_counter(), time.process_time()
+    matches = index.longest_matches(gens, WINDOW)
+    ms_s, ms_cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"window_lookups": len(q), "window_lookups_per_s": len(q) / window_s,
+            "window_lookups_per_cpu_s": len(q) / window_cpu, "found": int(found.sum()),
+            "suffix_table_lookups_per_s": len(sub) / sa_s, "suffix_table_lookups_per_cpu_s": len(sub) / sa_cpu,
+            "longest_match_positions": positions, "longest_match_positions_per_s": positions / ms_s,
+            "longest_match_positions_per_cpu_s": positions / ms_cpu,
+            "memorized_generations": int(matches.memorized.sum())}
 
 
 def bench_baseline(tokens: np.ndarray, q: np.ndarray) -> dict:
@@ -94,57 +155,92 @@ def bench_baseline(tokens: np.ndarray, q: np.ndarray) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     found = sum(w in windows for w in qs)
     lookup_s, lookup_cpu = time.perf_counter() - t0, time.process_time() - c0
-    out = {"tokens": len(tokens), "build_s": build_s, "build_cpu_s": build_cpu,
-           "build_tokens_per_s": len(tokens) / build_s, "build_tokens_per_cpu_s": len(tokens) / build_cpu,
-           "bytes_per_token": mem / len(tokens), "lookups": len(q), "lookup_s": lookup_s,
-           "lookups_per_s": len(q) / lookup_s, "lookups_per_cpu_s": len(q) / lookup_cpu, "found": int(found)}
+    out = {"tokens": len(tokens), "build_tokens_per_s": len(tokens) / build_s,
+           "build_tokens_per_cpu_s": len(tokens) / build_cpu, "bytes_per_token": mem / len(tokens),
+           "window_lookups_per_s": len(q) / lookup_s, "window_lookups_per_cpu_s": len(q) / lookup_cpu,
+           "found": int(found)}
     del windows, lst
     gc.collect()
+    return out
+
+
+def run_size(n_tokens: int, shard_counts: list[int], args: argparse.Namespace, tmp: Path) -> dict:
+    tokens, offsets = corpus(n_tokens, args.seed)
+    np.save(tmp / "tokens.npy", tokens)
+    np.save(tmp / "offsets.npy", offsets)
+    q = queries(tokens, offsets, args.queries, args.seed)
+    gens = generations(tokens, args.generations, 100, args.seed)
+    del tokens
+    out = {}
+    for shards in shard_counts:
+        name = f"{n_tokens}_{shards}"
+        per = None if shards == 1 else -(-(n_tokens + len(offsets)) // shards)
+        built = build(tmp, name, per)
+        built.update(lookups(tmp / name, q, gens))
+        out[f"{shards} shard(s)"] = built
+        shutil.rmtree(tmp / name)
+        print(f"  {n_tokens:,} tokens, {shards} shard(s): done", file=sys.stderr)
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokens", type=int, default=10_000_000)
+    ap.add_argument("--shards", type=int, default=4, help="the several-shards build of --tokens")
+    ap.add_argument("--large-tokens", type=int, default=100_000_000, help="0: skip the large run")
+    ap.add_argument("--large-shards", type=int, default=4)
     ap.add_argument("--baseline-tokens", type=int, default=1_000_000)
-    ap.add_argument("--queries", type=int, default=200_000)
-    ap.add_argument("--vocab", type=int, default=50_000, help="< 65535: u16 index; larger: u32")
+    ap.add_argument("--queries", type=int, default=1_000_000)
+    ap.add_argument("--generations", type=int, default=2000, help="of 100 tokens, for longest-match lookups")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tmp", default=None, help="folder for the indexes (default: the system temp folder)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    tokens, offsets = corpus(args.tokens, args.vocab, args.seed)
-    q = queries(tokens, offsets, args.queries, args.vocab, args.seed)
-    tmp = Path(tempfile.mkdtemp(prefix="mia_bench_"))
+    load_before = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="mia_bench_", dir=args.tmp))
     try:
-        ours = bench_index(tokens, offsets, args.vocab, q, tmp / "index")
+        result = {"load_average_before": load_before, "cpus": os.cpu_count(), "window": WINDOW, "vocab": VOCAB}
+        result["sizes"] = {str(args.tokens): run_size(args.tokens, [1, args.shards], args, tmp)}
+        if args.large_tokens:
+            result["sizes"][str(args.large_tokens)] = run_size(args.large_tokens, [args.large_shards], args, tmp)
+        base_tokens, base_offsets = corpus(args.baseline_tokens, args.seed)
+        base_q = queries(base_tokens, base_offsets, min(args.queries, 200_000), args.seed)
+        result["python_set_baseline"] = bench_baseline(base_tokens, base_q)
+        result["load_average_after"] = os.getloadavg()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    base_tokens = tokens[:args.baseline_tokens]
-    base_q = queries(base_tokens, np.array([0, len(base_tokens)]), args.queries, args.vocab, args.seed)
-    base = bench_baseline(base_tokens, base_q)
-    result = {"load_average": os.getloadavg(), "window": WINDOW, "vocab": args.vocab, "cpus": os.cpu_count(),
-              "mia_index": ours,
-              "python_set_baseline": base,
-              "targets": {"build_tokens_per_s": 3e6, "lookups_per_s": 1e5}}
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"corpus: {ours['tokens']:,} indexed tokens (incl. document separators), vocab {args.vocab}, "
-          f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}); {args.queries:,} queries of "
-          f"{WINDOW} tokens (half present)")
-    print(f"{'':28}{'mia index (tokengrams)':>26}{'python set of tuples':>24}")
-    print(f"{'corpus tokens':28}{ours['tokens']:>26,}{base['tokens']:>24,}")
-    print(f"{'build, tokens/s':28}{ours['build_tokens_per_s']:>26,.0f}{base['build_tokens_per_s']:>24,.0f}"
-          "   (target >= 3,000,000)")
-    print(f"{'lookups/s (50-token window)':28}{ours['lookups_per_s']:>26,.0f}{base['lookups_per_s']:>24,.0f}"
-          "   (target >= 100,000)")
-    print(f"{'  unbatched (1 call/window)':28}{ours['per_call_lookups_per_s']:>26,.0f}{'':>24}"
-          f"   ({ours['per_call_lookups_per_cpu_s']:,.0f} per CPU-s)")
-    print(f"{'build, tokens/CPU-s':28}{ours['build_tokens_per_cpu_s']:>26,.0f}"
-          f"{base['build_tokens_per_cpu_s']:>24,.0f}   (all threads' CPU time)")
-    print(f"{'lookups/CPU-s':28}{ours['lookups_per_cpu_s']:>26,.0f}{base['lookups_per_cpu_s']:>24,.0f}")
-    print(f"{'bytes per indexed token':28}{ours['bytes_per_token']:>26.1f}{base['bytes_per_token']:>24.1f}")
-    print(f"{'windows found':28}{ours['found']:>26,}{base['found']:>24,}")
+    report(result)
+
+
+def report(result: dict) -> None:
+    base = result["python_set_baseline"]
+    print(f"{result['cpus']} CPUs, load average {result['load_average_before'][0]:.1f} before, "
+          f"{result['load_average_after'][0]:.1f} after; windows of {result['window']} tokens, half present; "
+          f"vocabulary {result['vocab']} (u16)")
+    rows = [("build, tokens/s", "build_tokens_per_s", ",.0f"),
+            ("build, tokens/CPU-s", "build_tokens_per_cpu_s", ",.0f"),
+            ("build peak RSS, B/token", "build_peak_rss_bytes_per_token", ".1f"),
+            ("on disk, bytes/token", "bytes_per_token", ".1f"),
+            ("fixed-window lookups/s", "window_lookups_per_s", ",.0f"),
+            ("  per CPU-s", "window_lookups_per_cpu_s", ",.0f"),
+            ("  suffix table, lookups/s", "suffix_table_lookups_per_s", ",.0f"),
+            ("longest-match positions/s", "longest_match_positions_per_s", ",.0f")]
+    columns = [(f"{int(size):,} tok, {label}", fig)
+               for size, per in result["sizes"].items() for label, fig in per.items()]
+    print(f"{'':28}" + "".join(f"{name:>26}" for name, _ in columns) + f"{'python set (1 M tok)':>24}")
+    for title, key, fmt in rows:
+        cells = "".join(f"{format(fig[key], fmt):>26}" for _, fig in columns)
+        b = base.get({"build_peak_rss_bytes_per_token": "bytes_per_token"}.get(key, key)) \
+            if key != "bytes_per_token" else None
+        print(f"{title:28}{cells}{format(b, fmt) if b is not None else '':>24}")
+    first = columns[0][1]
+    vs_set = first["window_lookups_per_s"] / base["window_lookups_per_s"]
+    vs_table = first["window_lookups_per_s"] / first["suffix_table_lookups_per_s"]
+    print(f"fixed-window lookups/s, one shard: {vs_set:.1f}x the python set, {vs_table:.1f}x the suffix-table "
+          "search (target >= 1,000,000/s)")
 
 
 if __name__ == "__main__":

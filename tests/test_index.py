@@ -8,7 +8,7 @@ from scoring_fixtures import FP, make_docs, make_map, make_run
 
 from mia_core import hookimpl
 from mia_core.cli import cli
-from mia_core.scoring.index import CorpusIndex, build_index, storage_for
+from mia_core.scoring.index import CorpusIndex, build_index, storage_for, tokengrams_module
 from mia_core.scoring.store import read_scores, scores_path
 from mia_core.scoring.summary import score_run
 from mia_core.types import Sample
@@ -80,7 +80,7 @@ def test_index_refuses_other_tokenizer_and_bad_indexes(tmp_path, runner):
     res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "missing")])
     assert res.exit_code == 1 and "not found" in res.output
     build_index(tmp_path / "bad", docs, "toy", FP, 500, {})
-    with open(tmp_path / "bad" / "table.bin", "r+b") as f:
+    with open(tmp_path / "bad" / "shards" / "00000" / "table.bin", "r+b") as f:
         f.truncate(100)
     res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "bad"), "--window", "20"])
     assert res.exit_code == 1 and "corrupt" in res.output
@@ -169,6 +169,10 @@ def test_batched_search_agrees_with_tokengrams(tmp_path, vocab):
     docs += [rng.integers(0, vocab, 200) for _ in range(3)]
     build_index(tmp_path / "idx", docs, "toy", FP, vocab, {})
     idx = CorpusIndex(tmp_path / "idx")
+    shard = tmp_path / "idx" / "shards" / "00000"
+    tg = tokengrams_module().MemmapIndex(str(shard / "tokens.bin"), str(shard / "table.bin"),
+                                         vocab=idx.meta["tokengrams_vocab"])
+    assert tg.is_sorted()  # tokengrams reads the table mia sorted
     flat = np.concatenate(docs)
     for w in (1, 3, 12, 50):
         present = np.stack([flat[s:s + w] for s in rng.integers(0, len(flat) - w, 300)])
@@ -179,7 +183,7 @@ def test_batched_search_agrees_with_tokengrams(tmp_path, vocab):
         bad = np.full((2, w), vocab + 5)
         bad[1, 0] = -1
         q = np.concatenate([present, near, edge, rng.integers(0, 6, (300, w)), bad])
-        expected = np.array([idx.contains(row) if min(row) >= 0 and max(row) < vocab else False
+        expected = np.array([tg.contains(row) if min(row) >= 0 and max(row) < vocab else False
                              for row in q.tolist()])
         assert (idx.contains_many(q) == expected).all()
         assert (idx.contains_many([list(r) for r in q[:50]]) == expected[:50]).all()  # ragged path
@@ -240,5 +244,6 @@ def test_add_many_in_chunks_equals_one_document_at_a_time(tmp_path):
     for i, d in enumerate(docs):
         b.add(d, f"d{i}")
     b.finish()
-    for name in ("tokens.bin", "doc_offsets.npy", "doc_ids.json"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    for name in ("tokens.bin", "doc_offsets.npy", "doc_ids.json", "table.bin", "windows.50.hash"):
+        assert (tmp_path / "a" / "shards" / "00000" / name).read_bytes() == \
+            (tmp_path / "b" / "shards" / "00000" / name).read_bytes()

@@ -1,4 +1,4 @@
-"""``mia score``, ``mia index``, ``mia estimate`` and ``mia report`` (docs/scoring.md).
+"""``mia score``, ``mia estimate`` and ``mia report`` (docs/scoring.md; ``mia index`` is in index_cmd.py).
 
 Everything heavy (tokengrams, matplotlib, sacrebleu, tokenizers) is imported inside the commands.
 """
@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 
-from mia_core.cli.options import dataset_option, parse_key_values, prefix_map_option, quiet_option
 from mia_core.errors import MiaError
 
 
@@ -59,52 +58,6 @@ def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bo
         _echo_json(summaries[0] if len(summaries) == 1 else summaries)
     else:
         click.echo("\n\n".join(format_summary(s) for s in summaries))
-
-
-@click.command()
-@click.argument("out", type=click.Path(path_type=Path))
-@prefix_map_option
-@click.option("--model", "--tokenizer", "model", default=None,
-              help="Tokenizer (model name) to tokenize --dataset with.")
-@click.option("--dataset", default=None, help="Dataset to tokenize and index.")
-@dataset_option
-@click.option("--batch-size", "--batch_size", type=int, default=256, show_default=True,
-              help="Documents tokenized per batch.")
-@click.option("--json", "as_json", is_flag=True, help="Print the index metadata as JSON.")
-@quiet_option
-def index(out: Path, prefix_map: str | None, model: str | None, dataset: str | None,
-          dataset_options: tuple[str, ...], batch_size: int, as_json: bool, quiet: bool) -> None:
-    """Build a token suffix-array index (tokengrams) of a corpus in folder OUT (created; the
-    index of a prefix map's saved dataset, or of a dataset tokenized with --model).
-
-    \b
-    Examples:
-      mia index Prefixes/corpus_gemma --model gemma-3-270m --dataset corpus
-      mia index Prefixes/MAP_index --prefix_map Prefixes/gemma-3-270m_Corpus_10_start_20261127_143015
-    """
-    from mia_core.scoring.build import index_dataset, index_prefix_map
-
-    if (prefix_map is None) == (dataset is None):
-        raise click.UsageError("give either --prefix_map MAP or --dataset NAME (with --model)")
-    if batch_size < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--batch-size")
-    if prefix_map is not None:
-        if model is not None or dataset_options:
-            raise click.UsageError("--model/--dataset-option do not apply with --prefix_map (the map's "
-                                   "tokens and tokenizer are used)")
-        meta = index_prefix_map(out, prefix_map, quiet=quiet)
-    else:
-        if model is None:
-            raise click.UsageError("--dataset needs --model (the tokenizer of the runs you will score)")
-        options = parse_key_values(dataset_options, "--dataset-option")
-        meta = index_dataset(out, model, dataset, options, batch_size=batch_size, quiet=quiet)
-    if as_json:
-        _echo_json(meta)
-    else:
-        rate = meta["tokens"] / meta["build_s"] if meta["build_s"] else float("inf")
-        click.echo(f"indexed {meta['tokens']} tokens of {meta['documents']} documents ({meta['dtype']}, "
-                   f"tokenizer {meta['tokenizer']}) in {meta['build_s']:.1f} s ({rate / 1e6:.2f} M tokens/s) "
-                   f"→ {out}")
 
 
 @click.command()
@@ -193,4 +146,4 @@ def report(runs: tuple[Path, ...], out: Path, k: int | None, index: Path | None,
     click.echo(f"report written to {path}", file=sys.stdout)
 
 
-commands = [score, index, estimate, report]
+commands = [score, estimate, report]

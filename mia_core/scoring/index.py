@@ -1,39 +1,42 @@
-"""Token suffix-array index of a corpus (EleutherAI ``tokengrams``) and verbatim-match lookups.
+"""Corpus index: shards of tokens with a suffix table and fixed-window fingerprints, queried as one.
 
-An index folder holds ``tokens.bin`` (the corpus tokens, little-endian u16 or u32, one
-separator token after each document so no match spans two documents), ``table.bin``
-(tokengrams' suffix table, one u64 per token) and ``index.json`` (tokenizer name and
-fingerprint, vocabulary size, dtype, token and document counts, source, build time).
-It is built in ``<folder>.partial`` and renamed when complete.
+An index folder (format 2, see docs/index.md) holds ``index.json`` (tokenizer name and
+fingerprint, vocabulary size, dtype, token and document counts, shards, windows, source) and
+``shards/00000``, ``shards/00001``…, each a self-contained shard: ``tokens.bin`` (little-endian
+u16 or u32 tokens, one separator token after each document so no match spans two documents),
+``table.bin`` (the suffix table, one u64 per token, readable by tokengrams' ``MemmapIndex``),
+``windows.W.hash``/``windows.W.pos`` (sorted fingerprints of every ``W``-token window, see
+window_table.py), ``doc_offsets.npy``, ``doc_ids.json`` and ``shard.json``. A document never
+spans two shards, so a string occurs in the corpus iff it occurs in one shard.
+
+Format 1 (one flat folder, an index built by mia before shards) is still read, and an index
+folder may instead point at an infini-gram index (infinigram.py).
 
 Membership (Nasr et al. 2023): a generation is memorized if it contains a window of at
 least ``window`` tokens found verbatim in the corpus. ``longest_matches`` computes, for
-every start position i, the longest prefix of ``gen[i:]`` present in the corpus (matching
-statistics: each step reuses the previous length minus one, so about 2 lookups per token).
+every start position i, the longest prefix of ``gen[i:]`` present in the corpus.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import sys
-import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mia_core import __version__
 from mia_core.errors import MiaError
+from mia_core.scoring.suffix_search import SuffixSearch
+from mia_core.scoring.window_table import WindowTable, query_fingerprints
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 META_FILE = "index.json"
+SHARD_META = "shard.json"
+SHARDS_DIR = "shards"
 TOKENS_FILE = "tokens.bin"
 TABLE_FILE = "table.bin"
 DOCS_FILE = "doc_offsets.npy"
@@ -47,7 +50,7 @@ _TOKENGRAMS: Any = None
 
 
 def tokengrams_module() -> Any:
-    """The compiled tokengrams extension.
+    """The compiled tokengrams extension (used by tests to cross-check the suffix tables mia writes).
 
     ``import tokengrams`` also imports its HF-dataset helper, which pulls in ``datasets`` and
     ``transformers`` (seconds, and torch); the index classes live in the extension module
@@ -78,24 +81,6 @@ def tokengrams_module() -> Any:
     return _TOKENGRAMS
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    # Rust's println! writes to file descriptor 1 directly: redirect the descriptor, so
-    # ``--json`` output stays clean.
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no real stdout (embedded use): nothing to protect
-        yield
-        return
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def storage_for(vocab_size: int) -> tuple[np.dtype, int, int]:
     """(token dtype, tokengrams ``vocab`` argument, separator id) for a vocabulary.
 
@@ -108,130 +93,111 @@ def storage_for(vocab_size: int) -> tuple[np.dtype, int, int]:
     raise MiaError(f"vocabulary of {vocab_size} tokens is too large for a tokengrams index")
 
 
-class IndexBuilder:
-    """Streams documents' tokens to disk, then sorts them into a suffix table."""
-
-    def __init__(self, folder: str | os.PathLike, tokenizer: str, fingerprint: str, vocab_size: int,
-                 source: dict[str, Any]) -> None:
-        self.folder = Path(folder)
-        if self.folder.exists():
-            raise MiaError(f"{self.folder} already exists; refusing to overwrite it")
-        self.partial = self.folder.with_name(self.folder.name + PARTIAL_SUFFIX)
-        if self.partial.exists():  # left by an interrupted build: remove it only if it holds nothing else
-            ours = {TOKENS_FILE, TABLE_FILE, META_FILE, DOCS_FILE, DOC_IDS_FILE}
-            if any(p.name not in ours for p in self.partial.iterdir()):
-                raise MiaError(f"{self.partial} exists and holds files mia did not write; move it away first")
-            shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True)
-        self.dtype, self.vocab, self.separator = storage_for(vocab_size)
-        self.meta: dict[str, Any] = {"format": INDEX_FORMAT, "mia_version": __version__, "tokenizer": tokenizer,
-                                     "tokenizer_fingerprint": fingerprint, "vocab_size": int(vocab_size),
-                                     "dtype": self.dtype.name, "tokengrams_vocab": self.vocab,
-                                     "separator": self.separator, "source": source}
-        self._file = open(self.partial / TOKENS_FILE, "wb")
-        self._offsets = [0]
-        self._ids: list[str] = []
-        self._pending: list[np.ndarray] = []
-        self._pending_len = 0
-        self.tokens = 0
-        self._t0 = time.perf_counter()
-
-    def add(self, tokens: Sequence[int] | np.ndarray, doc_id: str | None = None) -> None:
-        """One document (its tokens), followed by the separator."""
-        arr = np.asarray(tokens, dtype=np.int64)
-        if arr.size and (arr.min() < 0 or arr.max() >= self.separator):
-            raise MiaError(f"token id out of range for a {self.dtype.name} index "
-                           f"(vocabulary {self.meta['vocab_size']}): {int(arr.max())}")
-        self._pending.append(arr.astype(self.dtype))
-        self._pending.append(np.array([self.separator], dtype=self.dtype))
-        self._pending_len += arr.size + 1
-        self.tokens += arr.size + 1
-        self._offsets.append(self.tokens)
-        self._ids.append(str(len(self._ids)) if doc_id is None else str(doc_id))
-        if self._pending_len >= 1 << 22:
-            self._flush()
-
-    def add_many(self, flat: np.ndarray, offsets: np.ndarray, doc_ids: Sequence[str] | None = None) -> None:
-        """Many documents at once from CSR arrays (a map's saved dataset): fast path."""
-        flat = np.asarray(flat, dtype=np.int64)
-        offsets = np.asarray(offsets, dtype=np.int64)
-        if flat.size and (flat.min() < 0 or flat.max() >= self.separator):
-            raise MiaError(f"token id out of range for a {self.dtype.name} index: {int(flat.max())}")
-        n_docs = len(offsets) - 1
-        if n_docs <= 0:
-            return
-        # insert one separator after each document: np.insert at the document ends (relative to flat,
-        # which starts at offsets[0])
-        ends = offsets[1:] - offsets[0]
-        out = np.insert(flat[:ends[-1]].astype(self.dtype), ends, self.separator)
-        self._pending.append(out)
-        self._pending_len += out.size
-        base = self.tokens
-        self.tokens += out.size
-        self._offsets.extend((base + ends + np.arange(1, n_docs + 1)).tolist())
-        if doc_ids is None:
-            first = len(self._ids)
-            self._ids.extend(str(first + i) for i in range(n_docs))
-        else:
-            self._ids.extend(str(d) for d in doc_ids)
-        self._flush()
-
-    def _flush(self) -> None:
-        for arr in self._pending:
-            self._file.write(arr.tobytes())
-        self._pending, self._pending_len = [], 0
-
-    def finish(self) -> dict[str, Any]:
-        """Build the suffix table, write the metadata and give the folder its final name."""
-        tokengrams = tokengrams_module()
-        self._flush()
-        self._file.close()
-        if self.tokens == 0:
-            self.abort()
-            raise MiaError("the corpus is empty: nothing to index")
-        np.save(self.partial / DOCS_FILE, np.asarray(self._offsets, dtype=np.int64))
-        (self.partial / DOC_IDS_FILE).write_text(json.dumps(self._ids))
-        with _stdout_to_stderr():  # tokengrams prints "Sorting indices..." even when not verbose
-            tokengrams.MemmapIndex.build(str(self.partial / TOKENS_FILE), str(self.partial / TABLE_FILE),
-                                         vocab=self.vocab, verbose=False)
-        elapsed = time.perf_counter() - self._t0
-        self.meta.update(tokens=int(self.tokens), documents=len(self._offsets) - 1, build_s=round(elapsed, 3),
-                         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        (self.partial / META_FILE).write_text(json.dumps(self.meta, indent=2))
-        os.replace(self.partial, self.folder)
-        return self.meta
-
-    def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        shutil.rmtree(self.partial, ignore_errors=True)
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MiaError(f"{path.parent} is not a mia index (no {path.name}; interrupted build?)") from None
+    except (OSError, ValueError) as exc:
+        raise MiaError(f"{what} {path} is corrupt: {exc}") from None
+    if not isinstance(data, dict):
+        raise MiaError(f"{what} {path} is corrupt: not a JSON object")
+    return data
 
 
-def _compare(tok: np.ndarray, pos: np.ndarray, q: np.ndarray, chunk: int = 8) -> np.ndarray:
-    """Sign of (corpus suffix at ``pos``)[:w] against each row of ``q``: -1, 0 or +1.
+def _valid_rows(q: np.ndarray, vocab: int) -> np.ndarray:
+    """Rows whose ids all lie in [0, vocab) (negative int64 ids read as huge unsigned ones)."""
+    return (q.view(np.uint64) < np.uint64(vocab)).all(axis=1)
 
-    Lexicographic on token values, a suffix that ends first being smaller (the suffix table's
-    order). Columns are compared a chunk at a time, and only for rows still tied.
-    """
-    n = len(tok)
-    width = q.shape[1]
-    out = np.zeros(len(q), dtype=np.int8)
-    rows = np.arange(len(q))
-    for start in range(0, width, chunk):
-        if rows.size == 0:
-            break
-        cols = start + np.arange(min(chunk, width - start))
-        idx = pos[rows, None] + cols[None, :]
-        inside = idx < n
-        values = np.where(inside, tok[np.minimum(idx, n - 1)].astype(np.int64), -1)
-        expected = q[rows[:, None], cols[None, :]]
-        differ = values != expected
-        decided = differ.any(axis=1)
-        at = differ.argmax(axis=1)
-        d = np.flatnonzero(decided)
-        out[rows[d]] = np.where(values[d, at[d]] < expected[d, at[d]], -1, 1)
-        rows = rows[~decided]
-    return out
+
+class Shard:
+    """One mia shard folder, opened read-only (memory-mapped)."""
+
+    def __init__(self, folder: Path, n_tokens: int, dtype: np.dtype, vocab_size: int, tokengrams_vocab: int,
+                 windows: Sequence[int] = (), hash_bits: int = 64, doc_base: int = 0) -> None:
+        self.folder, self.tokens, self.dtype, self.vocab_size = folder, n_tokens, dtype, vocab_size
+        self.tokengrams_vocab, self.hash_bits, self.doc_base = tokengrams_vocab, hash_bits, doc_base
+        for name, size in ((TOKENS_FILE, n_tokens * dtype.itemsize), (TABLE_FILE, n_tokens * TABLE_ITEMSIZE)):
+            path = folder / name
+            if not path.is_file():
+                raise MiaError(f"index {folder} is corrupt: {name} is missing")
+            if path.stat().st_size != size:
+                raise MiaError(f"index {folder} is corrupt: {name} has {path.stat().st_size} bytes, expected {size}")
+        self.windows: dict[int, WindowTable] = {}
+        for w in windows:
+            if not WindowTable.exists(folder, w):
+                raise MiaError(f"index {folder} is corrupt: its {w}-token window table is missing")
+            try:
+                self.windows[int(w)] = WindowTable(folder, int(w), n_tokens, hash_bits)
+            except ValueError as exc:
+                raise MiaError(f"index {folder} is corrupt: {exc}") from None
+    def _arrays(self) -> tuple[np.ndarray, SuffixSearch]:
+        """Memory-mapped tokens and a vectorised search over the suffix table."""
+        if not hasattr(self, "_search"):
+            tok = np.asarray(np.memmap(self.folder / TOKENS_FILE, dtype=self.dtype, mode="r")) if self.tokens \
+                else np.zeros(0, dtype=self.dtype)
+            table = np.asarray(np.memmap(self.folder / TABLE_FILE, dtype="<u8", mode="r")) if self.tokens \
+                else np.zeros(0, dtype="<u8")
+            # suffixes are sorted by their first token, the separator (largest value) last
+            counts = np.bincount(np.minimum(tok, self.vocab_size), minlength=self.vocab_size + 1)
+            buckets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            self._tok = tok
+            self._search = SuffixSearch(tok, lambda ranks: table[ranks].astype(np.int64), len(tok),
+                                        buckets=buckets)
+        return self._tok, self._search
+
+    def verify(self) -> None:
+        if not self._arrays()[1].verify():
+            raise MiaError(f"index {self.folder} is corrupt: its suffix table is not sorted")
+
+    def _one(self, query: list[int]) -> np.ndarray:
+        return np.array([query], dtype=np.int64)
+
+    def contains(self, query: list[int]) -> bool:
+        return bool(self._arrays()[1].contains(self._one(query))[0])
+
+    def count(self, query: list[int]) -> int:
+        lo, hi = self._arrays()[1].ranges(self._one(query))
+        return int(hi[0] - lo[0])
+
+    def positions(self, query: list[int]) -> np.ndarray:
+        search = self._arrays()[1]
+        lo, hi = search.ranges(self._one(query))
+        return np.sort(search.suffix_at(np.arange(lo[0], hi[0])))
+
+    def search_windows(self, q: np.ndarray) -> np.ndarray:
+        """Exact membership of equal-length windows (valid ids) by the vectorised suffix-table search."""
+        return self._arrays()[1].contains(q)
+
+    def contains_windows(self, q: np.ndarray, fingerprints: np.ndarray | None = None) -> np.ndarray:
+        """Membership of equal-length windows of valid ids: fingerprint table when one fits, else suffix table."""
+        table = self.windows.get(q.shape[1])
+        if table is None:
+            return self.search_windows(q)
+        tok = self._arrays()[0]
+        cand = table.candidates(q, fingerprints)
+        found = np.zeros(len(q), dtype=bool)
+        hit = np.flatnonzero(cand >= 0)
+        if hit.size:
+            view = np.lib.stride_tricks.sliding_window_view(tok, q.shape[1])
+            same = (view[cand[hit]] == q[hit]).all(axis=1)
+            found[hit[same]] = True
+            collided = hit[~same]  # same fingerprint, other tokens: ask the suffix table
+            if collided.size:
+                found[collided] = self.search_windows(q[collided])
+        return found
+
+    def matching_statistics_many(self, gens: Sequence[list[int]], oks: Sequence[list[bool]]) -> list[np.ndarray]:
+        return self._arrays()[1].matching_statistics_many(gens, oks)
+
+    def document_ids(self) -> tuple[list[str], np.ndarray]:
+        if not hasattr(self, "_doc_ids"):
+            try:
+                self._doc_ids = json.loads((self.folder / DOC_IDS_FILE).read_text())
+                self._doc_starts = np.load(self.folder / DOCS_FILE)
+            except (OSError, ValueError):
+                self._doc_ids, self._doc_starts = [], np.zeros(1, dtype=np.int64)
+        return self._doc_ids, self._doc_starts
 
 
 @dataclass
@@ -245,37 +211,47 @@ class WindowMatches:
 
 
 class CorpusIndex:
-    """A built index, opened read-only (memory-mapped)."""
+    """A built index (one or many shards, or a linked infini-gram index), opened read-only."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise MiaError(f"index {str(folder)!r} not found")
         meta_path = self.folder / META_FILE
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        except FileNotFoundError:
-            raise MiaError(f"{self.folder} is not a mia index (no {META_FILE}; interrupted build?)") from None
-        except (OSError, ValueError) as exc:
-            raise MiaError(f"index metadata {meta_path} is corrupt: {exc}") from None
-        for key in ("tokens", "dtype", "tokengrams_vocab", "tokenizer_fingerprint", "separator"):
+        if not meta_path.exists():
+            from mia_core.scoring.infinigram import looks_like_infini_gram
+
+            if looks_like_infini_gram(self.folder):
+                raise MiaError(f"{self.folder} is an infini-gram index, which does not record its tokenizer: "
+                               f"link it first with `mia index OUT --infini-gram {self.folder} --model NAME`")
+        self.meta: dict[str, Any] = read_json(meta_path, "index metadata")
+        for key in ("tokens", "tokenizer_fingerprint"):
             if key not in self.meta:
                 raise MiaError(f"index metadata {meta_path} is corrupt: missing {key!r}")
-        self.dtype = np.dtype(self.meta["dtype"])
-        n = int(self.meta["tokens"])
-        for name, size in ((TOKENS_FILE, n * self.dtype.itemsize), (TABLE_FILE, n * TABLE_ITEMSIZE)):
-            path = self.folder / name
-            if not path.is_file():
-                raise MiaError(f"index {self.folder} is corrupt: {name} is missing")
-            if path.stat().st_size != size:
-                raise MiaError(f"index {self.folder} is corrupt: {name} has {path.stat().st_size} bytes, "
-                               f"expected {size}")
-        tokengrams = tokengrams_module()
-        try:
-            self._index = tokengrams.MemmapIndex(str(self.folder / TOKENS_FILE), str(self.folder / TABLE_FILE),
-                                                 vocab=int(self.meta["tokengrams_vocab"]))
-        except Exception as exc:  # noqa: BLE001 - tokengrams raises plain exceptions from Rust
-            raise MiaError(f"index {self.folder} cannot be opened: {exc}") from None
+        self.shards: list[Any]
+        if self.meta.get("kind") == "infini-gram":
+            from mia_core.scoring.infinigram import open_infini_gram
+
+            self.shards = open_infini_gram(self.meta)
+            return
+        for key in ("dtype", "tokengrams_vocab", "separator"):
+            if key not in self.meta:
+                raise MiaError(f"index metadata {meta_path} is corrupt: missing {key!r}")
+        dtype = np.dtype(self.meta["dtype"])
+        common = {"dtype": dtype, "vocab_size": self.vocab_size, "tokengrams_vocab": int(self.meta["tokengrams_vocab"]),
+                  "windows": [int(w) for w in self.meta.get("windows", [])],
+                  "hash_bits": int(self.meta.get("hash_bits", 64))}
+        if "shards" not in self.meta:  # format 1: the folder itself is the only shard
+            self.shards = [Shard(self.folder, int(self.meta["tokens"]), **{**common, "windows": []})]
+            return
+        self.shards = []
+        docs = 0
+        for entry in self.meta["shards"]:
+            self.shards.append(Shard(self.folder / SHARDS_DIR / entry["name"], int(entry["tokens"]), **common,
+                                     doc_base=docs))
+            docs += int(entry["documents"])
+        if sum(s.tokens for s in self.shards) != int(self.meta["tokens"]):
+            raise MiaError(f"index metadata {meta_path} is corrupt: its shards do not add up to its tokens")
 
     @property
     def tokens(self) -> int:
@@ -285,147 +261,129 @@ class CorpusIndex:
     def fingerprint(self) -> str:
         return str(self.meta["tokenizer_fingerprint"])
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta.get("vocab_size", self.meta.get("separator", 0)))
+
+    @property
+    def windows(self) -> list[int]:
+        """Window lengths with a fingerprint table in every shard (the fast ``contains_many`` path)."""
+        return sorted(set.intersection(*(set(s.windows) for s in self.shards))) if self.shards else []
+
     def verify(self) -> None:
-        """Full check that the suffix table is sorted (reads the whole index)."""
-        if not self._index.is_sorted():
-            raise MiaError(f"index {self.folder} is corrupt: its suffix table is not sorted")
+        """Full check that every suffix table is sorted (reads the whole index)."""
+        for shard in self.shards:
+            shard.verify()
+
+    def _valid(self, query: Sequence[int]) -> list[int] | None:
+        q = [int(t) for t in query]
+        return q if all(0 <= t < self.vocab_size for t in q) else None
 
     def contains(self, query: Sequence[int]) -> bool:
-        return bool(self._index.contains(list(query)))
+        q = self._valid(query)
+        return q is not None and any(s.contains(q) for s in self.shards)
 
     def count(self, query: Sequence[int]) -> int:
-        return int(self._index.count(list(query)))
+        q = self._valid(query)
+        return 0 if q is None else sum(s.count(q) for s in self.shards)
 
     def documents_of(self, query: Sequence[int], limit: int = 5) -> list[str]:
-        """Ids of (up to ``limit``) documents containing ``query`` (needs doc_ids.json; else [])."""
-        if not hasattr(self, "_doc_ids"):
-            try:
-                self._doc_ids = json.loads((self.folder / DOC_IDS_FILE).read_text())
-                self._doc_starts = np.load(self.folder / DOCS_FILE)
-            except (OSError, ValueError):
-                self._doc_ids, self._doc_starts = [], np.zeros(1, dtype=np.int64)
-        if not self._doc_ids:
-            return []
-        positions = sorted(self._index.positions(list(map(int, query))))
-        docs = np.searchsorted(self._doc_starts, positions, side="right") - 1
+        """Ids of (up to ``limit``) documents containing ``query`` (from doc_ids.json; else [])."""
+        q = self._valid(query)
         out: list[str] = []
-        for d in docs:
-            name = self._doc_ids[int(d)] if 0 <= d < len(self._doc_ids) else "?"
-            if name not in out:
-                out.append(name)
-            if len(out) >= limit:
-                break
+        if q is None:
+            return out
+        for shard in self.shards:
+            ids, starts = shard.document_ids()
+            if not ids:
+                continue
+            positions = shard.positions(q)
+            for d in np.searchsorted(starts, positions, side="right") - 1:
+                name = ids[int(d)] if 0 <= d < len(ids) else "?"
+                if name not in out:
+                    out.append(name)
+                if len(out) >= limit:
+                    return out
         return out
 
     def contains_many(self, windows: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
         """Whether each window occurs in the corpus, for many windows in one call.
 
-        Equal-length windows (a 2-D array) are searched all at once: a vectorised binary search
-        over tokengrams' suffix table, started inside the bucket of the window's first token, so
-        each step is a few numpy operations over the whole batch instead of one Python call per
-        window (tokengrams holds the GIL, so threads would not help). Ragged input falls back to
-        one tokengrams lookup per distinct window.
+        Equal-length windows (a 2-D array) are searched in bulk: through each shard's fingerprint
+        table when the index has one for that length (verified against the tokens, see
+        window_table.py), else by a vectorised binary search of the suffix table. Ragged input
+        falls back to one lookup per distinct window.
         """
         if isinstance(windows, np.ndarray) and windows.ndim == 2 and windows.shape[1] > 0:
             q = windows.astype(np.int64, copy=False)
-            return np.concatenate([self._search(q[i:i + BATCH_ROWS]) for i in range(0, len(q), BATCH_ROWS)]
-                                  or [np.zeros(0, dtype=bool)])
-        contains = self._index.contains
-        vocab = self.vocab_size
+            parts = [self._contains_block(q[i:i + BATCH_ROWS]) for i in range(0, len(q), BATCH_ROWS)]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
         seen: dict[tuple[int, ...], bool] = {}
         out = np.empty(len(windows), dtype=bool)
         for i, row in enumerate(windows):
             key = tuple(int(t) for t in row)
             hit = seen.get(key)
             if hit is None:
-                valid = all(0 <= t < vocab for t in key)
-                hit = seen[key] = bool(valid and contains(list(key)))
+                hit = seen[key] = self.contains(key)
             out[i] = hit
         return out
 
-    @property
-    def vocab_size(self) -> int:
-        return int(self.meta.get("vocab_size", self.meta["separator"]))
-
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Memory-mapped tokens and suffix table, and where each first token's suffixes start."""
-        if not hasattr(self, "_tok"):
-            tok = np.asarray(np.memmap(self.folder / TOKENS_FILE, dtype=self.dtype, mode="r"))
-            table = np.asarray(np.memmap(self.folder / TABLE_FILE, dtype="<u8", mode="r"))
-            vocab = self.vocab_size
-            # suffixes are sorted by their first token, the separator (largest value) last
-            counts = np.bincount(np.minimum(tok, vocab), minlength=vocab + 1)
-            self._tok, self._table = tok, table
-            self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return self._tok, self._table, self._starts
-
-    def _search(self, q: np.ndarray) -> np.ndarray:
-        tok, table, starts = self._arrays()
-        n, vocab = len(tok), len(starts) - 2
-        first = q[:, 0]
-        valid = (q >= 0).all(axis=1) & (q < vocab).all(axis=1)
-        lo = np.zeros(len(q), dtype=np.int64)
-        hi = np.zeros(len(q), dtype=np.int64)
-        lo[valid], hi[valid] = starts[first[valid]], starts[first[valid] + 1]
-        active = np.flatnonzero(lo < hi)
-        while active.size:  # lower bound of the window among the suffixes of its first-token bucket
-            mid = (lo[active] + hi[active]) // 2
-            less = _compare(tok, table[mid].astype(np.int64) + 1, q[active, 1:]) < 0
-            lo[active[less]] = mid[less] + 1
-            hi[active[~less]] = mid[~less]
-            active = active[lo[active] < hi[active]]
+    def _contains_block(self, q: np.ndarray) -> np.ndarray:
         found = np.zeros(len(q), dtype=bool)
-        check = np.flatnonzero(valid & (lo < n))
-        if check.size:
-            found[check] = _compare(tok, table[lo[check]].astype(np.int64), q[check]) == 0
+        valid = _valid_rows(q, self.vocab_size)
+        todo = np.flatnonzero(valid)
+        fingerprints = None
+        if q.shape[1] in self.windows and len(self.shards) > 1:  # hash once for all shards
+            fingerprints = query_fingerprints(q, int(self.meta.get("hash_bits", 64)))
+        for shard in self.shards:
+            if todo.size == 0:
+                break
+            rows = q if todo.size == len(q) else q[todo]
+            hit = shard.contains_windows(rows, None if fingerprints is None else fingerprints[todo])
+            found[todo[hit]] = True
+            todo = todo[~hit]
         return found
 
     def matching_statistics(self, gen: Sequence[int]) -> np.ndarray:
-        """ms[i] = length of the longest prefix of ``gen[i:]`` found verbatim in the corpus."""
-        g = [int(t) for t in gen]
-        n = len(g)
-        ms = np.zeros(n, dtype=np.int32)
-        contains = self._index.contains
+        """ms[i] = length of the longest prefix of ``gen[i:]`` found verbatim in the corpus.
+
+        Per shard, then the largest: no document (so no match) spans two shards.
+        """
+        return self.matching_statistics_many([gen])[0]
+
+    def matching_statistics_many(self, gens: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        out = [np.zeros(len(g), dtype=np.int32) for g in gens]
+        lists = [[int(t) for t in g] for g in gens]
         vocab = self.vocab_size
-        ok = [0 <= t < vocab for t in g]  # ids the corpus cannot hold never match
-        length = 0
-        for i in range(n):
-            while i + length < n and ok[i + length] and contains(g[i:i + length + 1]):
-                length += 1
-            ms[i] = length
-            length = max(length - 1, 0)  # gen[i+1 : i+length] is a substring of a match
-        return ms
+        oks = [[0 <= t < vocab for t in g] for g in lists]  # ids the corpus cannot hold never match
+        for shard in self.shards:
+            for ms, new in zip(out, shard.matching_statistics_many(lists, oks), strict=True):
+                np.maximum(ms, new, out=ms)
+        return out
 
     def longest_matches(self, generations: Sequence[np.ndarray], window: int) -> WindowMatches:
         """Longest corpus match of each generation, and the memorized ``window``-grams they contain.
 
-        Identical generations (common when sampling many times per prefix) are looked up once.
-        Matching statistics ask mostly short queries, one at a time per generation: there one
-        tokengrams call per lookup measured about twice as fast as a lockstep vectorised search
-        over all generations, so this path does not use :meth:`contains_many`.
+        Identical generations (common when sampling many times per prefix) are looked up once;
+        every position of every generation is searched in bulk (suffix_search.py).
         """
         keys = [tuple(int(t) for t in g) for g in generations]
-        cache: dict[tuple[int, ...], np.ndarray] = {}
+        distinct = list(dict.fromkeys(keys))
+        cache = dict(zip(distinct, self.matching_statistics_many(distinct), strict=True))
         longest = np.zeros(len(keys), dtype=np.int32)
         counts: Counter[tuple[int, ...]] = Counter()
         for row, key in enumerate(keys):
-            ms = cache.get(key)
-            if ms is None:
-                ms = cache[key] = self.matching_statistics(key)
+            ms = cache[key]
             longest[row] = int(ms.max()) if len(ms) else 0
             for i in np.flatnonzero(ms >= window):
                 counts[key[i:i + window]] += 1
         return WindowMatches(window, longest, longest >= window, dict(counts))
 
 
-def build_index(folder: str | os.PathLike, documents: Iterable[Sequence[int]], tokenizer: str,
-                fingerprint: str, vocab_size: int, source: dict[str, Any]) -> dict[str, Any]:
-    """Index an iterable of tokenized documents; returns the metadata written."""
-    builder = IndexBuilder(folder, tokenizer, fingerprint, vocab_size, source)
-    try:
-        for doc in documents:
-            builder.add(doc)
-        return builder.finish()
-    except BaseException:
-        builder.abort()
-        raise
+def __getattr__(name: str) -> Any:
+    # the builder lives in shard_writer.py (it imports this module); keep the old import path working
+    if name in ("IndexBuilder", "build_index"):
+        from mia_core.scoring import shard_writer
+
+        return getattr(shard_writer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
