@@ -76,7 +76,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(MiaError, match="not found"):
         open_run(tmp_path / "nope.h5")
     (tmp_path / "junk.h5").write_text("not hdf5")
-    with pytest.raises(MiaError, match="not a readable HDF5"):
+    with pytest.raises(MiaError, match="not a readable mia run file"):
         open_run(tmp_path / "junk.h5")
     assert sanitize("../x") == "x"
 

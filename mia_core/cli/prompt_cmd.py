@@ -32,6 +32,8 @@ def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Calla
                      help="Run file to write (default Prefixes/<map>/runs/{model}_{timestamp}.h5)."),
         click.option("--resume", type=click.Path(dir_okay=False, path_type=Path),
                      help="Continue this unfinished run file (options must match the recorded ones)."),
+        click.option("--retry-failed", "--retry_failed", "retry_failed", is_flag=True,
+                     help="With --resume: ask the rows whose request failed again and replace them in place."),
         click.option("--retokenize", is_flag=True,
                      help="Allow a model whose tokenizer differs from the map's: decode and re-encode the prefixes."),
         model_option,
@@ -97,12 +99,18 @@ def _report(path: Path | None, quiet: bool) -> None:
     if path is None:
         return
     from mia_core.check import format_summary, summarize
+    from mia_core.prompt import failed_rows
     from mia_core.runs import open_run
 
     run = open_run(path)
+    failed = len(failed_rows(run))
     if not quiet:
         rate = run.attrs.get("tokens_per_s") or 0.0
         click.echo(f"{len(run)} rows written to {path} ({rate:.1f} tokens/s)", err=True)
+    if failed:  # shown even with --quiet: these rows are not results
+        click.echo(f"{failed} of {len(run)} rows failed (their error column says why); ask them again with: "
+                   f"mia prompt --resume {path} --retry-failed", err=True)
+    if not quiet:
         if run.attrs.get("cost_usd"):
             click.echo(f"cost: ${float(run.attrs['cost_usd']):.4f}", err=True)
         click.echo(format_summary(summarize(run), int(run.attrs["max_length"])), err=True)

@@ -1,0 +1,214 @@
+"""Durable file writes: the one atomic-write helper, fsync, one-line disk errors and the
+test-only fault hooks.
+
+Every file mia writes whole (a run's compacted HDF5 file, scores, attack results) goes
+through :func:`write_atomically`: the bytes go to a hidden temporary name in the same
+folder, are fsynced, and only then take the final name with ``os.replace`` (or, when
+nothing may be overwritten, ``os.link``), after which the folder is fsynced. A kill at any
+instant leaves either the old file or the new one, never a mix; a stray temporary file of
+a killed process is removed by the next write of the same file.
+
+HDF5 files are built in memory (``h5py.File`` on a ``BytesIO``) and written with
+:func:`write_atomically`, so a full disk or a read-only folder is met by plain ``os.write``
+calls that raise ``OSError`` (turned into one line by :func:`disk_error`), never inside
+the HDF5 library.
+
+Fault hooks (tests only; no effect unless set): ``MIA_FAULT_KILL_AT=k`` makes the process
+SIGKILL itself at its k-th durable step (a write, half a journal record, an fsync, a
+rename), ``MIA_FAULT_ENOSPC_AT=k`` makes the k-th step and every later one fail with
+ENOSPC, and ``MIA_FAULT_LOG=FILE`` appends one line per step (to size a sweep over k).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mia_core.errors import DiskError
+
+FAULT_KILL_ENV = "MIA_FAULT_KILL_AT"
+FAULT_ENOSPC_ENV = "MIA_FAULT_ENOSPC_AT"
+FAULT_LOG_ENV = "MIA_FAULT_LOG"
+TMP_SUFFIX = ".tmp"
+
+_steps = 0
+
+
+def step(what: str) -> None:
+    """One durable step is about to happen: where the fault hooks kill or fail (no-op unless set)."""
+    global _steps
+    kill_at, enospc_at, log = (os.environ.get(FAULT_KILL_ENV), os.environ.get(FAULT_ENOSPC_ENV),
+                               os.environ.get(FAULT_LOG_ENV))
+    if not (kill_at or enospc_at or log):
+        return
+    _steps += 1
+    if log:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"{_steps} {what}\n")
+    if kill_at and _steps == int(kill_at):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if enospc_at and _steps >= int(enospc_at):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def write_all(fd: int, data: bytes, what: str = "write") -> None:
+    """``os.write`` until every byte is written; in two halves, each a step, so a fault
+    (or a test kill) can land in the middle of a record."""
+    view = memoryview(data)
+    half = len(view) // 2
+    for part in (view[:half], view[half:]) if half else (view,):
+        step(what)
+        while part:
+            written = os.write(fd, part)
+            part = part[written:]
+
+
+def fsync(fd: int) -> None:
+    step("fsync")
+    os.fsync(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new name in ``folder`` durable (not possible on every OS: then skipped)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fsync(fd)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            return
+        raise
+    finally:
+        os.close(fd)
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temporary files of ``path`` left by killed processes (their pid no longer runs)."""
+    prefix = f".{path.name}."
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(TMP_SUFFIX)):
+            continue
+        pid = name[len(prefix):-len(TMP_SUFFIX)]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            try:
+                os.unlink(path.parent / name)
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_atomically(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> Path:
+    """Write ``data`` as the file ``path``: temporary name, fsync, rename, fsync of the folder.
+
+    With ``overwrite=False`` an existing ``path`` is never replaced (``FileExistsError``).
+    On any failure the temporary file is removed and ``path`` is as it was. ``OSError``
+    is raised as is; callers turn it into one line with :func:`disk_error`.
+    """
+    path = Path(path)
+    _remove_stale_temps(path)
+    tmp = _temp_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, data)
+            fsync(fd)
+        finally:
+            os.close(fd)
+        step("rename")
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only if nothing has it (atomic where hard links work)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:  # a file system without hard links: check, then rename
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            raise
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+def hdf5_image(fill: Callable[[Any], None]) -> bytes:
+    """The bytes of an HDF5 file built in memory by ``fill(h5py_file)``."""
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        fill(f)
+    return buffer.getvalue()
+
+
+def write_hdf5_atomically(path: str | os.PathLike, fill: Callable[[Any], None], overwrite: bool = True) -> Path:
+    """An HDF5 file built by ``fill(h5py_file)`` in memory, then written with :func:`write_atomically`."""
+    return write_atomically(path, hdf5_image(fill), overwrite=overwrite)
+
+
+def disk_error(exc: OSError, path: str | os.PathLike, kept: str = "") -> DiskError:
+    """One line for a failed write: ``no space left on device writing PATH``, a read-only
+    folder, a missing permission, or the system's own reason. ``kept`` is appended (what
+    was saved and how to continue)."""
+    code = exc.errno
+    if code == errno.ENOSPC:
+        text = f"no space left on device writing {path}"
+    elif code == errno.EDQUOT:
+        text = f"disk quota exceeded writing {path}"
+    elif code == errno.EROFS:
+        text = f"cannot write {path}: the file system is read-only"
+    elif code in (errno.EACCES, errno.EPERM):
+        text = f"cannot write {path}: permission denied"
+    elif code == errno.ENAMETOOLONG:
+        text = f"cannot write {path}: file name too long"
+    else:
+        text = f"cannot write {path}: {exc.strerror or exc}"
+    return DiskError(text + (f"; {kept}" if kept else ""))
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """An OSError of the kind :func:`disk_error` describes (HDF5 wraps some as plain OSError text)."""
+    if not isinstance(exc, OSError):
+        return False
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG):
+        return True
+    text = str(exc).lower()
+    return "no space left" in text or "read-only file system" in text or "file name too long" in text
