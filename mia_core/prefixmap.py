@@ -18,6 +18,7 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
+from mia_core.safeio import GuardedFile, disk_error, fsync_dir
 
 FORMAT_VERSION = 1
 MAP_FILE = "prefix_map.h5"
@@ -84,25 +85,30 @@ class PrefixMapWriter:
         if self.folder.exists():
             raise MiaError(f"{self.folder} already exists; refusing to overwrite it")
         self.partial = self.folder.with_name(self.folder.name + PARTIAL_SUFFIX)
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
         try:  # claiming the name is atomic: two runs never write into the same folder
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
             self.partial.mkdir()
         except FileExistsError:
             raise MapNameTaken(f"{self.partial} exists: another run is writing it, or one was killed "
                            "(then delete it)") from None
+        except OSError as exc:
+            raise disk_error(exc, self.partial, "no map was written") from None
         self.prefix_tokens = prefix_tokens
         self.suffix_tokens = suffix_tokens
+        self.file: h5py.File | None = None
+        self._guard: GuardedFile | None = None
         try:
             self._create(attrs, save_dataset)
+            self._check()
         except BaseException:  # never leave a half-made folder behind
-            if getattr(self, "file", None) is not None:
-                self.file.close()
-            shutil.rmtree(self.partial, ignore_errors=True)
+            self.abort()
             raise
 
     def _create(self, attrs: dict[str, Any], save_dataset: bool) -> None:
         prefix_tokens, suffix_tokens = self.prefix_tokens, self.suffix_tokens
-        self.file = h5py.File(self.partial / MAP_FILE, "w")
+        # Written through a GuardedFile: a full disk is reported by mia, never met inside HDF5.
+        self._guard = GuardedFile(self.partial / MAP_FILE, "w+b")
+        self.file = h5py.File(self._guard, "w")
         f = self.file
         self._prefixes = _growable(f, "prefixes", prefix_tokens, TOKEN_DTYPE)
         self._suffixes = _growable(f, "suffixes", max(suffix_tokens, 1), TOKEN_DTYPE)
@@ -135,6 +141,12 @@ class PrefixMapWriter:
         _append(self._sample_id, list(sample_id))
         _append(self._sample_label, [label or "" for label in sample_label])
         _append(self._prefix_start, np.asarray(prefix_start, dtype=np.int64))
+        self._check()
+
+    def _check(self) -> None:
+        """Stop at the first failed write (full disk, ...) with one line."""
+        if self._guard is not None:
+            self._guard.raise_if_failed(self.partial / MAP_FILE, "no map was written")
 
     def add_dataset_samples(self, ids: Sequence[str], texts: Sequence[str], labels: Sequence[str | None],
                             tokens: Sequence[Sequence[int]]) -> None:
@@ -148,18 +160,32 @@ class PrefixMapWriter:
         _append(self._ds_ids, list(ids))
         _append(self._ds_labels, [label or "" for label in labels])
         _append(self._ds_texts, list(texts))
+        self._check()
 
     def finish(self, counts: dict[str, int]) -> Path:
         """Record the counts, close the file and give the folder its final name."""
         self.file.attrs.update(encode_attrs({**counts, "size": int(self._prefixes.shape[0]), "complete": True}))
         self.file.close()
-        os.replace(self.partial, self.folder)
+        self._guard.sync()
+        self._guard.close()
+        self._check()
+        try:
+            os.replace(self.partial, self.folder)
+            fsync_dir(self.folder.parent)
+        except OSError as exc:
+            raise disk_error(exc, self.folder, "no map was written") from None
         return self.folder
 
     def abort(self) -> None:
         """Remove the partial folder (on errors and interrupts)."""
         try:
-            self.file.close()
+            if self.file is not None and self.file.id.valid:
+                try:
+                    self.file.close()
+                except (OSError, RuntimeError, ValueError):
+                    pass  # the folder is removed anyway
+            if self._guard is not None:
+                self._guard.close()
         finally:
             shutil.rmtree(self.partial, ignore_errors=True)
 

@@ -275,6 +275,7 @@ class RunWriter:
             raise disk_error(exc, self.journal.path, self._kept()) from None
         self.seq = record.seq
         self._attrs.update(record.attrs)
+        self.rows_done = int(self._attrs["rows"])
         if self.journal.size > compact_threshold(self.path.stat().st_size):
             self._compact_or_keep()
 
@@ -325,7 +326,6 @@ class RunWriter:
         end = self.rows_done + n
         self._commit(Record(self.seq + 1, "append", start=self.rows_done, columns=data,
                             attrs={**_jsonable(attrs), "rows": end}))
-        self.rows_done = end
 
     def replace(self, rows: Any, columns: Mapping[str, Any], **attrs: Any) -> None:
         """Commit new values for existing ``rows`` (retried requests), with ``attrs``."""
