@@ -5,6 +5,7 @@ written batch by batch (``mia_core.prefixmap.PrefixMapWriter``), so memory stays
 however large the dataset is, unless the whole dataset is saved into the map.
 """
 
+import hashlib
 import re
 import signal
 import sys
@@ -48,9 +49,17 @@ def parse_prefix_loc(value: str | int) -> str | int:
     raise ValueError(f"prefix_loc must be 'start', 'random' or a non-negative integer, got {value!r}")
 
 
-def safe_name(name: str) -> str:
-    """A name usable in a folder name: ``hf:org/model`` → ``hf-org-model``."""
+NAME_PART_LIMIT = 64  # a folder name has 255 bytes at most; model paths can be longer
+
+
+def safe_name(name: str, limit: int = NAME_PART_LIMIT) -> str:
+    """A name usable in a folder name: ``hf:org/model`` → ``hf-org-model``. A name longer
+    than ``limit`` keeps its end (a path's most telling part) and a hash of the whole, so
+    a very long model folder name never makes the map's name too long for the file system."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    if len(cleaned) > limit:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        cleaned = f"{cleaned[-(limit - 9):].lstrip('-.')}-{digest}"
     return cleaned or "unnamed"
 
 

@@ -63,8 +63,10 @@ def _growable(group: h5py.Group, name: str, width: int | None, dtype: Any) -> h5
     shape, maxshape = ((0,), (None,)) if width is None else ((0, width), (None, width))
     chunks = (CHUNK_ROWS,) if width is None else (max(1, min(CHUNK_ROWS, 2**20 // max(width, 1))), width)
     compression = None if dtype is STR_DTYPE else "gzip"
-    return group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype,
-                                chunks=chunks, compression=compression, compression_opts=1 if compression else None)
+    # Numbers carry a Fletcher-32 checksum per chunk: a flipped byte is an error, not a wrong token.
+    return group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype, chunks=chunks,
+                                compression=compression, compression_opts=1 if compression else None,
+                                fletcher32=compression is not None)
 
 
 def _append(ds: h5py.Dataset, values: Any) -> None:
@@ -243,10 +245,29 @@ class PrefixMap:
     def __init__(self, folder: str | os.PathLike, prefixes_dir: str | os.PathLike = "Prefixes") -> None:
         self.folder = resolve_map(folder, prefixes_dir)
         self.path = self.folder / MAP_FILE
-        with h5py.File(self.path, "r") as f:
-            self.attrs: dict[str, Any] = {k: decode_attr(v) for k, v in f.attrs.items()}
-            self.size = int(f["prefixes"].shape[0])
-            self.has_dataset = "dataset" in f
+        try:
+            with h5py.File(self.path, "r") as f:
+                self.attrs: dict[str, Any] = {k: decode_attr(v) for k, v in f.attrs.items()}
+                self.size = int(f["prefixes"].shape[0])
+                self.has_dataset = "dataset" in f
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise self._damaged("prefixes", exc) from None
+
+    def _damaged(self, name: str, exc: BaseException) -> MiaError:
+        return MiaError(f"{self.path} is damaged: dataset {name!r} cannot be read ({exc}); remake the map "
+                        "with mia prefix")
+
+    def verify(self, names: Sequence[str]) -> None:
+        """Read each named dataset once, whole (checksums, decompression), so a damaged map is
+        refused before any work starts rather than in the middle of it."""
+        try:
+            with h5py.File(self.path, "r") as f:
+                for name in names:
+                    ds = f[name]
+                    for start in range(0, ds.shape[0], 65536):
+                        ds[start:start + 65536]
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise self._damaged(name, exc) from None
 
     @property
     def prefix_tokens(self) -> int:
@@ -269,12 +290,13 @@ class PrefixMap:
 
     def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
         """One dataset of the map (``prefixes``, ``suffixes``, ``sample_id``, ...), optionally some rows."""
-        with h5py.File(self.path, "r") as f:
-            ds = f[name]
-            data = ds[()] if rows is None else _take(ds, rows)
-            if ds.dtype.kind == "O":
-                data = as_strings(data)
-            return data
+        try:
+            with h5py.File(self.path, "r") as f:
+                ds = f[name]
+                data = ds[()] if rows is None else _take(ds, rows)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise self._damaged(name, exc) from None
+        return as_strings(data) if data.dtype.kind == "O" else data
 
     def suffixes(self, rows: slice | np.ndarray | None = None) -> list[np.ndarray]:
         """The true suffixes, each trimmed to its length."""

@@ -41,6 +41,7 @@ DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_BATCH_SIZE = 10
 DEFAULT_MAX_LENGTH = 20
 DEFAULT_CONFIRM_ABOVE = 1.0  # USD
+MAX_LENGTH_LIMIT = 2**20  # new tokens per string: above any model's context; the run stores a dense row
 METHODS = ("generate", "teacher-forced")
 
 # Options recorded in a run that a resume must not change (a change would mix two experiments).
@@ -342,6 +343,12 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
             sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, random.randrange(2**31))
     if len(pmap) == 0:
         raise MiaError(f"the prefix map {pmap.folder} holds no prefixes")
+    if max_length > MAX_LENGTH_LIMIT:
+        raise click.BadParameter(f"{max_length} is above {MAX_LENGTH_LIMIT} new tokens per string (the run stores "
+                                 "max_length values per row)", param_hint="--max_length")
+    # Everything this run will read from the map, read once now: a damaged map stops here, not mid-run.
+    pmap.verify(["prefixes", "sample_id", "sample_label"]
+                + (["suffixes", "suffix_lengths"] if method == "teacher-forced" or retokenize else []))
     try:
         backend = backend if backend is not None else registry.backends.create(model, options)
         job = _build_job(pmap, backend, model, method, num_strings, max_length, sampling, retokenize)

@@ -24,6 +24,7 @@ the difference and give one array per run row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -83,9 +84,13 @@ API_COLUMNS: dict[str, tuple[str, int | str | None]] = {
 }
 
 
-def sanitize(name: str) -> str:
-    """A model name made safe for a file name (``hf:org/model`` → ``hf_org_model``)."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "model"
+def sanitize(name: str, limit: int = 96) -> str:
+    """A model name made safe for a file name (``hf:org/model`` → ``hf_org_model``); a very
+    long one (a local model path) keeps its end and a hash of the whole, within 255 bytes."""
+    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "model"
+    if len(cleaned) > limit:
+        cleaned = f"{cleaned[-(limit - 9):].lstrip('._')}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return cleaned
 
 
 def default_run_path(map_folder: Path, model: str, when: datetime | None = None) -> Path:
