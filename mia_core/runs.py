@@ -161,6 +161,17 @@ def _unreadable(path: Path, exc: BaseException) -> MiaError:
                     "nothing was kept: delete it and start a new run")
 
 
+def _exists(path: Path) -> MiaError:
+    """Never overwrite: say whether the file there can be resumed or must be removed by hand."""
+    try:
+        with h5py.File(path, "r") as f:
+            _base(f)
+    except (OSError, KeyError, ValueError):
+        return MiaError(f"{path} exists but is not a readable mia run (a run killed while being created by an "
+                        "older mia?); nothing in it can be resumed: delete it or choose another --out")
+    return MiaError(f"{path} already exists; refusing to overwrite it (use --resume to continue it)")
+
+
 def compact_threshold(base_size: int) -> int:
     """Journal bytes that trigger a compaction: the file's size (amortised linear), at least 16 MiB."""
     floor = int(os.environ.get("MIA_RUN_COMPACT_BYTES", 16 * 2**20))
@@ -197,7 +208,7 @@ class RunWriter:
         (written aside, then linked into place) or not at all."""
         path = Path(path)
         if path.exists():
-            raise MiaError(f"{path} already exists; refusing to overwrite it (use --resume to continue it)")
+            raise _exists(path)
         declared: dict[str, tuple[str, int | None]] = {}
         for name, (kind, width) in {**STANDARD_COLUMNS, **(columns or {})}.items():
             if kind not in KINDS:
@@ -218,7 +229,7 @@ class RunWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_hdf5_atomically(path, fill, overwrite=False)
         except FileExistsError:
-            raise MiaError(f"{path} already exists; refusing to overwrite it (use --resume to continue it)") from None
+            raise _exists(path) from None
         except OSError as exc:
             raise disk_error(exc, path, "no run file was created") from None
         try:

@@ -26,7 +26,8 @@ import errno
 import io
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,13 +133,25 @@ def write_atomically(path: str | os.PathLike, data: bytes, overwrite: bool = Tru
     On any failure the temporary file is removed and ``path`` is as it was. ``OSError``
     is raised as is; callers turn it into one line with :func:`disk_error`.
     """
-    path = Path(path)
+    return _write_atomically(Path(path), lambda fd: write_all(fd, data), overwrite)
+
+
+@contextmanager
+def open_atomically(path: str | os.PathLike, overwrite: bool = True) -> Iterator[io.StringIO]:
+    """A text file (UTF-8) written as a stream and given the name ``path`` only once whole
+    (exports); same guarantees as :func:`write_atomically`."""
+    stream = io.StringIO(newline="")
+    yield stream
+    _write_atomically(Path(path), lambda fd: write_all(fd, stream.getvalue().encode("utf-8")), overwrite)
+
+
+def _write_atomically(path: Path, write: Callable[[int], None], overwrite: bool) -> Path:
     _remove_stale_temps(path)
     tmp = _temp_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            write_all(fd, data)
+            write(fd)
             fsync(fd)
         finally:
             os.close(fd)

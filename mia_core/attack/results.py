@@ -20,7 +20,7 @@ import numpy as np
 
 from mia_core.errors import MiaError
 from mia_core.prefixmap import as_strings, decode_attr, encode_attrs
-from mia_core.safeio import disk_error, write_hdf5_atomically
+from mia_core.safeio import disk_error, open_atomically, write_hdf5_atomically
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 EXPORT_FORMATS = ("csv", "jsonl")
@@ -105,14 +105,17 @@ def export_results(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
     results = AttackResults(path)
     target = Path(out) if out else results.path.with_suffix(f".{fmt}")
     rows = results.rows()
-    with open(target, "w", newline="", encoding="utf-8") as fh:
-        if fmt == "jsonl":
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            fields = list(results.columns) + list(results.signals)
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    try:  # the export appears whole or not at all
+        with open_atomically(target) as fh:
+            if fmt == "jsonl":
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                fields = list(results.columns) + list(results.signals)
+                writer = csv.DictWriter(fh, fieldnames=fields)
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    except OSError as exc:
+        raise disk_error(exc, target, "no export written") from None
     return target

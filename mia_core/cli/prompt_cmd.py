@@ -165,12 +165,13 @@ def export_command(run: Path, fmt: str, out: Path | None, force: bool) -> None:
     """
     from mia_core.errors import MiaError
     from mia_core.runs import open_run
+    from mia_core.safeio import disk_error, open_atomically
 
     if out is not None and out.exists() and not force:
         raise MiaError(f"{out} already exists; pass --force to overwrite it")
     rows = open_run(run).to_dicts()
-    stream = open(out, "w", newline="", encoding="utf-8") if out is not None else sys.stdout
-    try:
+
+    def write(stream: Any) -> None:
         if fmt == "jsonl":
             for row in rows:
                 stream.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -180,11 +181,16 @@ def export_command(run: Path, fmt: str, out: Path | None, force: bool) -> None:
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: _cell(v) for k, v in row.items()})
-    finally:
-        if out is not None:
-            stream.close()
-    if out is not None:
-        click.echo(f"{len(rows)} rows written to {out}", err=True)
+
+    if out is None:
+        write(sys.stdout)
+        return
+    try:  # the file appears whole or not at all
+        with open_atomically(out) as stream:
+            write(stream)
+    except OSError as exc:
+        raise disk_error(exc, out, "no export written") from None
+    click.echo(f"{len(rows)} rows written to {out}", err=True)
 
 
 commands = [prompt_command, check_command, export_command]
