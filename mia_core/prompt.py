@@ -492,7 +492,7 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
             if cols is not None:
                 record(cols, replace=rows.tolist())
                 pending = pending[len(rows):]
-        if batch_api:
+        if batch_api and writer.rows_done < job.num_strings:  # (all written: no batch to poll)
             _execute_batch_api(job, writer, record)
         else:
             while writer.rows_done < job.num_strings:
