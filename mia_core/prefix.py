@@ -117,7 +117,10 @@ def _interruptible() -> Iterator[Callable[[], None]]:
 
     def handler(signum: int, frame: Any) -> None:
         received.append(signum)
-        raise stop(signum)
+        if not _inside_file_io(frame):
+            raise stop(signum)
+        # Inside h5py, a weakref callback or a __del__: an exception there is dropped (printed as
+        # "Exception ignored") or, in HDF5's driver callbacks, can crash HDF5; check() raises it.
 
     def check() -> None:
         if received:
@@ -132,6 +135,16 @@ def _interruptible() -> Iterator[Callable[[], None]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _inside_file_io(frame: Any) -> bool:
+    """Whether a signal arrived while h5py (or a finalizer) was running: not a place to raise."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or any(part in code.co_filename for part in ("h5py", "weakref", "safeio")):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _window_start(length: int, prefix_tokens: int, suffix_tokens: int, loc: str | int,

@@ -269,10 +269,10 @@ class RunWriter:
                 writer.set_attrs(complete=False)
             writer._compact()
         except OSError as exc:
-            journal.close()
+            journal.close(remove=journal.size == 0)
             raise disk_error(exc, path, "the run is unchanged; free space and resume again") from None
         except BaseException:
-            journal.close()
+            journal.close(remove=journal.size == 0)  # no empty journal left beside a refused file
             raise
         return writer
 

@@ -232,24 +232,39 @@ def is_disk_error(exc: BaseException) -> bool:
 
 
 class GuardedFile(io.FileIO):
-    """A file for h5py's file-object driver that keeps write failures away from HDF5.
+    """A file for h5py's file-object driver that keeps failures away from HDF5.
 
     HDF5 meeting a full disk mid-file can end in a segmentation fault on close (observed
-    with ``mia prefix`` on a full tmpfs). Here a failed write is recorded in ``error`` and
-    reported to HDF5 as done; the writer checks ``error`` after each batch, stops, and
-    deletes the half-written file (see :meth:`raise_if_failed`).
+    with ``mia prefix`` on a full tmpfs), and so can a Python exception (Ctrl-C's
+    KeyboardInterrupt, SIGTERM's SystemExit) raised inside the driver's callbacks. Here no
+    exception ever reaches HDF5: a failed write is recorded in ``error`` and reported to
+    HDF5 as done; an interrupt is recorded in ``interrupted`` and the operation finished.
+    The writer calls :meth:`raise_if_failed` after each batch, which raises either, and
+    then deletes the half-written file.
     """
 
     error: OSError | None = None
+    interrupted: BaseException | None = None
+
+    def _finish(self, operation: Callable[[], Any]) -> Any:
+        while True:  # an interrupt inside the operation is kept for later; the operation completes
+            try:
+                return operation()
+            except (KeyboardInterrupt, SystemExit) as exc:
+                self.interrupted = self.interrupted or exc
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
+
+        def write_all_bytes() -> None:
+            done = 0
+            while done < len(view):
+                done += super(GuardedFile, self).write(view[done:])
+
         if self.error is None:
             try:
-                step("hdf5 write")
-                done = 0
-                while done < len(view):
-                    done += super().write(view[done:])
+                self._finish(lambda: step("hdf5 write"))
+                self._finish(write_all_bytes)
             except OSError as exc:
                 self.error = exc
         return len(view)
@@ -257,19 +272,36 @@ class GuardedFile(io.FileIO):
     def truncate(self, size: int | None = None) -> int:
         if self.error is None:
             try:
-                return super().truncate(size)
+                return self._finish(lambda: super(GuardedFile, self).truncate(size))
             except OSError as exc:
                 self.error = exc
         return size or 0
+
+    def readinto(self, buffer: Any) -> int:
+        return self._finish(lambda: super(GuardedFile, self).readinto(buffer))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._finish(lambda: super(GuardedFile, self).seek(offset, whence))
+
+    def tell(self) -> int:
+        return self._finish(lambda: super(GuardedFile, self).tell())
+
+    def flush(self) -> None:
+        try:
+            self._finish(lambda: super(GuardedFile, self).flush())
+        except OSError as exc:
+            self.error = self.error or exc
 
     def sync(self) -> None:
         """fsync the file, recording a failure like a write's."""
         if self.error is None:
             try:
-                fsync(self.fileno())
+                self._finish(lambda: fsync(self.fileno()))
             except OSError as exc:
                 self.error = exc
 
     def raise_if_failed(self, path: str | os.PathLike, kept: str = "") -> None:
+        if self.interrupted is not None:
+            raise self.interrupted
         if self.error is not None:
             raise disk_error(self.error, path, kept)

@@ -114,6 +114,7 @@ def test_a_kill_just_after_creation_leaves_a_resumable_run(fake, runner, in_tmp)
     (in_tmp / "old.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(88))  # a 96-byte stub of the old writer
     line = error_line(runner.invoke(cli, ["prompt", "--resume", str(in_tmp / "old.h5")]))
     assert "not a readable mia run file" in line and "delete it and start a new run" in line
+    assert not (in_tmp / "old.h5.journal").exists()  # a refused resume leaves nothing beside it
     line = error_line(runner.invoke(cli, ["prompt", "--prefix_map", "fakemap", "--model", "fake-lm", "--out",
                                           str(in_tmp / "old.h5")]))
     assert "exists but is not a readable mia run" in line and "delete it or choose another --out" in line
