@@ -120,7 +120,8 @@ def test_kill_at_every_durable_step_then_resume(fake, in_tmp, monkeypatch):
                 kills += code == -signal.SIGKILL
             assert recover(out) == 0, f"step {k}"
             check_trial(out, expected, f"killed at step {k} of {steps} (compaction at {compact_bytes} bytes)")
-    assert kills >= 120
+    print(f"{kills} kills at durable steps")
+    assert kills >= 150
 
 
 def test_kill_at_random_instants_then_resume(fake, in_tmp, monkeypatch):
@@ -132,7 +133,7 @@ def test_kill_at_random_instants_then_resume(fake, in_tmp, monkeypatch):
     expected = snapshot(reference)
     rng = random.Random(11)
     monkeypatch.setenv("MIA_RUN_COMPACT_BYTES", "1")
-    for trial in range(60):
+    for trial in range(40):
         out = in_tmp / f"t{trial}.h5"
         code = forked(prompt_args(out, "--model-option", "delay=0.002"), kill_after=rng.uniform(0, duration))
         assert code in (0, -signal.SIGKILL)
