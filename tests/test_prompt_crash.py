@@ -155,6 +155,10 @@ def test_torn_journal_record_is_ignored_and_counters_follow_rows(fake, in_tmp):
     assert len(run) == BATCH and run.attrs["generated_tokens"] == 5 * BATCH
     assert run.attrs["cost_usd"] == pytest.approx(0.01 * BATCH) and not run.complete
     assert journal_path(out).stat().st_size > 0
+    exported = in_tmp / "killed.jsonl"  # readers see the journal's rows before any resume
+    assert forked(["export", str(out), "--out", str(exported)]) == 0
+    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(BATCH)) and all(len(r["generated_tokens"]) == 5 for r in rows)
     fakes.CALLS.clear()
     assert forked(["prompt", "--resume", str(out), "-q"]) == 0
     assert len(open_run(out)) == N_STRINGS and not journal_path(out).exists()
