@@ -39,3 +39,7 @@ class UnknownNameError(UsageError):
 
 class BackendOutOfMemory(MiaError):
     """A batch did not fit in memory; callers halve the batch size and retry."""
+
+
+class DiskError(MiaError):
+    """A write refused by the file system (full disk, read-only folder, ...): one line, exit code 1."""

@@ -5,6 +5,7 @@ written batch by batch (``mia_core.prefixmap.PrefixMapWriter``), so memory stays
 however large the dataset is, unless the whole dataset is saved into the map.
 """
 
+import hashlib
 import re
 import signal
 import threading
@@ -48,9 +49,17 @@ def parse_prefix_loc(value: str | int) -> str | int:
     raise ValueError(f"prefix_loc must be 'start', 'random' or a non-negative integer, got {value!r}")
 
 
-def safe_name(name: str) -> str:
-    """A name usable in a folder name: ``hf:org/model`` → ``hf-org-model``."""
+NAME_PART_LIMIT = 64  # a folder name has 255 bytes at most; model paths can be longer
+
+
+def safe_name(name: str, limit: int = NAME_PART_LIMIT) -> str:
+    """A name usable in a folder name: ``hf:org/model`` → ``hf-org-model``. A name longer
+    than ``limit`` keeps its end (a path's most telling part) and a hash of the whole, so
+    a very long model folder name never makes the map's name too long for the file system."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    if len(cleaned) > limit:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        cleaned = f"{cleaned[-(limit - 9):].lstrip('-.')}-{digest}"
     return cleaned or "unnamed"
 
 
@@ -108,7 +117,10 @@ def _interruptible() -> Iterator[Callable[[], None]]:
 
     def handler(signum: int, frame: Any) -> None:
         received.append(signum)
-        raise stop(signum)
+        if not _inside_file_io(frame):
+            raise stop(signum)
+        # Inside h5py, a weakref callback or a __del__: an exception there is dropped (printed as
+        # "Exception ignored") or, in HDF5's driver callbacks, can crash HDF5; check() raises it.
 
     def check() -> None:
         if received:
@@ -123,6 +135,16 @@ def _interruptible() -> Iterator[Callable[[], None]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _inside_file_io(frame: Any) -> bool:
+    """Whether a signal arrived while h5py (or a finalizer) was running: not a place to raise."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or any(part in code.co_filename for part in ("h5py", "weakref", "safeio")):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _window_start(length: int, prefix_tokens: int, suffix_tokens: int, loc: str | int,

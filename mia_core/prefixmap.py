@@ -1,8 +1,11 @@
 """The prefix-map file (``prefix_map.h5``, docs/prefix.md): writer and reader.
 
 The writer streams rows into chunked, compressed, resizable datasets inside a folder
-with a ``.partial`` suffix and renames it only when complete, so an interrupted run
-never leaves a folder that looks finished.
+with a ``.partial`` suffix and renames it only when complete (after an fsync), so an
+interrupted run never leaves a folder that looks finished. HDF5 writes through a
+``mia_core.safeio.GuardedFile``: a full disk or read-only folder is reported in one line
+by mia, never met inside HDF5. Numeric columns carry Fletcher-32 checksums, and
+:meth:`PrefixMap.verify` reads the columns a command needs before it starts.
 """
 
 import json
@@ -18,6 +21,7 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
+from mia_core.safeio import GuardedFile, disk_error, fsync_dir
 
 FORMAT_VERSION = 1
 MAP_FILE = "prefix_map.h5"
@@ -62,8 +66,10 @@ def _growable(group: h5py.Group, name: str, width: int | None, dtype: Any) -> h5
     shape, maxshape = ((0,), (None,)) if width is None else ((0, width), (None, width))
     chunks = (CHUNK_ROWS,) if width is None else (max(1, min(CHUNK_ROWS, 2**20 // max(width, 1))), width)
     compression = None if dtype is STR_DTYPE else "gzip"
-    return group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype,
-                                chunks=chunks, compression=compression, compression_opts=1 if compression else None)
+    # Numbers carry a Fletcher-32 checksum per chunk: a flipped byte is an error, not a wrong token.
+    return group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype, chunks=chunks,
+                                compression=compression, compression_opts=1 if compression else None,
+                                fletcher32=compression is not None)
 
 
 def _append(ds: h5py.Dataset, values: Any) -> None:
@@ -84,25 +90,30 @@ class PrefixMapWriter:
         if self.folder.exists():
             raise MiaError(f"{self.folder} already exists; refusing to overwrite it")
         self.partial = self.folder.with_name(self.folder.name + PARTIAL_SUFFIX)
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
         try:  # claiming the name is atomic: two runs never write into the same folder
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
             self.partial.mkdir()
         except FileExistsError:
             raise MapNameTaken(f"{self.partial} exists: another run is writing it, or one was killed "
                            "(then delete it)") from None
+        except OSError as exc:
+            raise disk_error(exc, self.partial, "no map was written") from None
         self.prefix_tokens = prefix_tokens
         self.suffix_tokens = suffix_tokens
+        self.file: h5py.File | None = None
+        self._guard: GuardedFile | None = None
         try:
             self._create(attrs, save_dataset)
+            self._check()
         except BaseException:  # never leave a half-made folder behind
-            if getattr(self, "file", None) is not None:
-                self.file.close()
-            shutil.rmtree(self.partial, ignore_errors=True)
+            self.abort()
             raise
 
     def _create(self, attrs: dict[str, Any], save_dataset: bool) -> None:
         prefix_tokens, suffix_tokens = self.prefix_tokens, self.suffix_tokens
-        self.file = h5py.File(self.partial / MAP_FILE, "w")
+        # Written through a GuardedFile: a full disk is reported by mia, never met inside HDF5.
+        self._guard = GuardedFile(self.partial / MAP_FILE, "w+b")
+        self.file = h5py.File(self._guard, "w")
         f = self.file
         self._prefixes = _growable(f, "prefixes", prefix_tokens, TOKEN_DTYPE)
         self._suffixes = _growable(f, "suffixes", max(suffix_tokens, 1), TOKEN_DTYPE)
@@ -135,6 +146,12 @@ class PrefixMapWriter:
         _append(self._sample_id, list(sample_id))
         _append(self._sample_label, [label or "" for label in sample_label])
         _append(self._prefix_start, np.asarray(prefix_start, dtype=np.int64))
+        self._check()
+
+    def _check(self) -> None:
+        """Stop at the first failed write (full disk, ...) with one line."""
+        if self._guard is not None:
+            self._guard.raise_if_failed(self.partial / MAP_FILE, "no map was written")
 
     def add_dataset_samples(self, ids: Sequence[str], texts: Sequence[str], labels: Sequence[str | None],
                             tokens: Sequence[Sequence[int]]) -> None:
@@ -148,18 +165,32 @@ class PrefixMapWriter:
         _append(self._ds_ids, list(ids))
         _append(self._ds_labels, [label or "" for label in labels])
         _append(self._ds_texts, list(texts))
+        self._check()
 
     def finish(self, counts: dict[str, int]) -> Path:
         """Record the counts, close the file and give the folder its final name."""
         self.file.attrs.update(encode_attrs({**counts, "size": int(self._prefixes.shape[0]), "complete": True}))
         self.file.close()
-        os.replace(self.partial, self.folder)
+        self._guard.sync()
+        self._guard.close()
+        self._check()
+        try:
+            os.replace(self.partial, self.folder)
+            fsync_dir(self.folder.parent)
+        except OSError as exc:
+            raise disk_error(exc, self.folder, "no map was written") from None
         return self.folder
 
     def abort(self) -> None:
         """Remove the partial folder (on errors and interrupts)."""
         try:
-            self.file.close()
+            if self.file is not None and self.file.id.valid:
+                try:
+                    self.file.close()
+                except (OSError, RuntimeError, ValueError):
+                    pass  # the folder is removed anyway
+            if self._guard is not None:
+                self._guard.close()
         finally:
             shutil.rmtree(self.partial, ignore_errors=True)
 
@@ -217,10 +248,29 @@ class PrefixMap:
     def __init__(self, folder: str | os.PathLike, prefixes_dir: str | os.PathLike = "Prefixes") -> None:
         self.folder = resolve_map(folder, prefixes_dir)
         self.path = self.folder / MAP_FILE
-        with h5py.File(self.path, "r") as f:
-            self.attrs: dict[str, Any] = {k: decode_attr(v) for k, v in f.attrs.items()}
-            self.size = int(f["prefixes"].shape[0])
-            self.has_dataset = "dataset" in f
+        try:
+            with h5py.File(self.path, "r") as f:
+                self.attrs: dict[str, Any] = {k: decode_attr(v) for k, v in f.attrs.items()}
+                self.size = int(f["prefixes"].shape[0])
+                self.has_dataset = "dataset" in f
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise self._damaged("prefixes", exc) from None
+
+    def _damaged(self, name: str, exc: BaseException) -> MiaError:
+        return MiaError(f"{self.path} is damaged: dataset {name!r} cannot be read ({exc}); remake the map "
+                        "with mia prefix")
+
+    def verify(self, names: Sequence[str]) -> None:
+        """Read each named dataset once, whole (checksums, decompression), so a damaged map is
+        refused before any work starts rather than in the middle of it."""
+        try:
+            with h5py.File(self.path, "r") as f:
+                for name in names:
+                    ds = f[name]
+                    for start in range(0, ds.shape[0], 65536):
+                        ds[start:start + 65536]
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise self._damaged(name, exc) from None
 
     @property
     def prefix_tokens(self) -> int:
@@ -243,12 +293,13 @@ class PrefixMap:
 
     def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
         """One dataset of the map (``prefixes``, ``suffixes``, ``sample_id``, ...), optionally some rows."""
-        with h5py.File(self.path, "r") as f:
-            ds = f[name]
-            data = ds[()] if rows is None else _take(ds, rows)
-            if ds.dtype.kind == "O":
-                data = as_strings(data)
-            return data
+        try:
+            with h5py.File(self.path, "r") as f:
+                ds = f[name]
+                data = ds[()] if rows is None else _take(ds, rows)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise self._damaged(name, exc) from None
+        return as_strings(data) if data.dtype.kind == "O" else data
 
     def suffixes(self, rows: slice | np.ndarray | None = None) -> list[np.ndarray]:
         """The true suffixes, each trimmed to its length."""

@@ -32,7 +32,7 @@ import numpy as np
 from mia_core import registry
 from mia_core.check import teacher_forced_batch
 from mia_core.defaults import DEFAULT_MODEL
-from mia_core.errors import BackendOutOfMemory, MiaError
+from mia_core.errors import BackendOutOfMemory, DiskError, MiaError
 from mia_core.prefixmap import PrefixMap, pad_rows
 from mia_core.progress import progress
 from mia_core.runs import API_COLUMNS, RunWriter, default_run_path, open_run
@@ -41,6 +41,7 @@ from mia_core.types import Sampling, TextResult, capabilities
 DEFAULT_BATCH_SIZE = 10
 DEFAULT_MAX_LENGTH = 20
 DEFAULT_CONFIRM_ABOVE = 1.0  # USD
+MAX_LENGTH_LIMIT = 2**20  # new tokens per string: above any model's context; the run stores a dense row
 METHODS = ("generate", "teacher-forced")
 
 # Options recorded in a run that a resume must not change (a change would mix two experiments).
@@ -178,7 +179,8 @@ def _batch_sampling(s: Sampling, start: int) -> Sampling:
 
 def _text_columns(job: _Job, results: Sequence[TextResult]) -> dict[str, list]:
     """Re-tokenize API answers with the map's tokenizer; errors become empty rows."""
-    answers = [r.text or "" if r.error is None else "" for r in results]
+    errors = [_failure(r) for r in results]
+    answers = ["" if e else r.text or "" for r, e in zip(results, errors, strict=True)]
     ids = job.map_tokenizer.encode_batch(answers) if answers else []
     tokens = [t[:job.max_length] for t in ids]
     return {
@@ -186,12 +188,23 @@ def _text_columns(job: _Job, results: Sequence[TextResult]) -> dict[str, list]:
         "text": job.map_tokenizer.decode_batch(tokens) if tokens else [],
         "raw_text": [r.raw if r.raw is not None else (r.text or "") for r in results],  # the answer as received
         "stop_reason": [r.stop_reason or "" for r in results],
-        "error": [r.error or "" for r in results],
+        "error": errors,
         "input_tokens": [r.usage.get("input_tokens") for r in results],
         "output_tokens": [r.usage.get("output_tokens") for r in results],
         "cost_usd": [r.usage.get("cost_usd") for r in results],
         "usage": [json.dumps(r.usage, default=str) for r in results],
     }
+
+
+def _failure(result: TextResult) -> str:
+    """Why a request gave no usable answer ("" when it did): every failed row says so in ``error``."""
+    if result.error:
+        return str(result.error)
+    if (result.stop_reason or "") == "refusal":
+        return "refused: the model declined to answer (stop_reason refusal)"
+    if not (result.text or "").strip():
+        return f"empty reply (stop_reason {result.stop_reason or 'none'})"
+    return ""
 
 
 def _generate_batch(job: _Job, rows: np.ndarray) -> dict[str, list]:
@@ -251,7 +264,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
            model_options: dict[str, Any] | None = None, quiet: bool = False, *, method: str | None = None,
            backend: Any = None, dry_run: bool = False, yes: bool = False,
            confirm_above: float = DEFAULT_CONFIRM_ABOVE, max_cost: float | None = None, batch_api: bool = False,
-           prefixes_dir: str | Path = "Prefixes", on_path: Callable[[Path], None] | None = None) -> list[dict]:
+           prefixes_dir: str | Path = "Prefixes", on_path: Callable[[Path], None] | None = None,
+           retry_failed: bool = False) -> list[dict]:
     """Prompt ``model`` with the prefixes of ``prefix_map`` and store every continuation.
 
     Returns the seed's list of dictionaries, one per string (``index``, ``prefix_index``,
@@ -261,7 +275,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     map's suffix length), greedy decoding, ``model`` gemma-3-270m. ``resume`` continues a
     run file; options given then must equal the recorded ones. ``on_path`` is called with
     the run path as soon as it is known. ``method`` is ``"generate"`` (default) or
-    ``"teacher-forced"`` (see ``mia_core.check``). See docs/prompt.md.
+    ``"teacher-forced"`` (see ``mia_core.check``). ``retry_failed`` (with ``resume``)
+    asks the rows whose request failed again and replaces them in place. See docs/prompt.md.
     """
     if method is not None and method not in METHODS:
         raise click.BadParameter(f"must be one of {', '.join(METHODS)}, got {method!r}", param_hint="--method")
@@ -272,14 +287,27 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     options = dict(model_options or {})
     writer: RunWriter | None = None
     start_row = 0
+    retry_rows: list[int] = []
+    if retry_failed and resume is None:
+        raise click.UsageError("--retry-failed needs --resume RUN (the run whose failed rows to ask again)")
     if resume is not None:
         if out is not None:
             raise click.UsageError("--out and --resume exclude each other (the resumed run is the output)")
         # Checked read-only: a refused resume (or a dry run) leaves the file exactly as it was.
         resumed = open_run(resume)
         attrs, start_row = resumed.attrs, len(resumed)
-        if resumed.complete:
+        failed = failed_rows(resumed)
+        if retry_failed:
+            if not resumed.has("error"):
+                raise MiaError(f"{resume} records no request errors (not an API run); nothing to retry")
+            if not failed and (resumed.complete or start_row >= int(attrs["num_strings"])):
+                raise MiaError(f"{resume} has no failed rows; nothing to retry")
+            retry_rows = failed
+        elif resumed.complete:
             raise MiaError(f"{resume} is already complete ({start_row} rows); nothing to resume")
+        elif failed and start_row >= int(attrs["num_strings"]):
+            raise MiaError(f"all {start_row} rows of {resume} are written, {len(failed)} of them failed; ask those "
+                           f"again with: mia prompt --resume {resume} --retry-failed")
         given = {"model": model, "method": method, "num_strings": num_strings, "max_length": max_length,
                  "retokenized": True if retokenize else None}
         if sampling is not None:
@@ -315,6 +343,12 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
             sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, random.randrange(2**31))
     if len(pmap) == 0:
         raise MiaError(f"the prefix map {pmap.folder} holds no prefixes")
+    if max_length > MAX_LENGTH_LIMIT:
+        raise click.BadParameter(f"{max_length} is above {MAX_LENGTH_LIMIT} new tokens per string (the run stores "
+                                 "max_length values per row)", param_hint="--max_length")
+    # Everything this run will read from the map, read once now: a damaged map stops here, not mid-run.
+    pmap.verify(["prefixes", "sample_id", "sample_label"]
+                + (["suffixes", "suffix_lengths"] if method == "teacher-forced" or retokenize else []))
     try:
         backend = backend if backend is not None else registry.backends.create(model, options)
         job = _build_job(pmap, backend, model, method, num_strings, max_length, sampling, retokenize)
@@ -323,9 +357,9 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         if batch_api and not callable(getattr(backend, "run_batch", None)):
             raise MiaError(f"model {model!r} has no batch API (its backend does not implement run_batch)")
         if dry_run:
-            _dry_run(job, start_row, batch_size)
+            _dry_run(job, start_row, batch_size, retry_rows)
             return []
-        _estimate_and_confirm(job, start_row, confirm_above, yes, max_cost, batch_api)
+        _estimate_and_confirm(job, start_row, confirm_above, yes, max_cost, batch_api, retry_rows)
         if resume is not None:
             writer = RunWriter.reopen(resume)
         else:
@@ -344,15 +378,22 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
             writer = RunWriter.create(path, attrs, max_length, _columns(job.mode), _static(job))
         if on_path is not None:
             on_path(writer.path)
-        _execute(job, writer, batch_size, quiet, max_cost, batch_api)
+        _execute(job, writer, batch_size, quiet, max_cost, batch_api, retry_rows, fresh=resume is None)
     finally:
         if writer is not None:
             writer.close()
     return open_run(writer.path).to_dicts()
 
 
-def _dry_run(job: _Job, start_row: int, batch_size: int) -> None:
-    rows = np.arange(start_row, job.num_strings)
+def failed_rows(run: Any) -> list[int]:
+    """Rows whose request failed (a non-empty ``error``: API error, malformed body, refusal, empty reply)."""
+    if not run.has("error"):
+        return []
+    return [int(i) for i in np.flatnonzero([bool(e) for e in run.read("error")])]
+
+
+def _dry_run(job: _Job, start_row: int, batch_size: int, retry_rows: Sequence[int] = ()) -> None:
+    rows = np.concatenate([np.asarray(retry_rows, dtype=np.int64), np.arange(start_row, job.num_strings)])
     render = getattr(job.backend, "render_request", None)
     for i in rows:
         r = int(i % len(job.prefixes))
@@ -375,11 +416,13 @@ def _estimate(job: _Job, rows: np.ndarray) -> float | None:
 
 
 def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: bool, max_cost: float | None,
-                          batch_api: bool) -> None:
-    estimate = _estimate(job, np.arange(start_row, job.num_strings))
+                          batch_api: bool, retry_rows: Sequence[int] = ()) -> None:
+    rows = np.concatenate([np.asarray(retry_rows, dtype=np.int64), np.arange(start_row, job.num_strings)])
+    estimate = _estimate(job, rows)
     if estimate is None:
         return
-    _note(f"estimated cost: ${estimate:.4f} for {job.num_strings - start_row} requests to {job.model}")
+    retried = f" ({len(retry_rows)} failed rows asked again)" if len(retry_rows) else ""
+    _note(f"estimated cost: ${estimate:.4f} for {len(rows)} requests to {job.model}{retried}")
     if batch_api and max_cost is not None and estimate > max_cost:
         raise MiaError(f"the estimated cost ${estimate:.2f} is above --max-cost ${max_cost:.2f}, and a provider "
                        "batch cannot be stopped part-way; lower --num_strings or raise --max-cost")
@@ -391,67 +434,112 @@ def _resume_hint(path: Path) -> str:
 
 
 def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cost: float | None,
-             batch_api: bool) -> None:
+             batch_api: bool, retry_rows: Sequence[int] = (), fresh: bool = False) -> None:
     attrs = writer.attrs
     elapsed0, tokens0 = float(attrs.get("elapsed_s") or 0.0), int(attrs.get("generated_tokens") or 0)
     spent, usage = float(attrs.get("cost_usd") or 0.0), dict(attrs.get("usage") or {})
     t0, tokens = time.perf_counter(), 0
-    bar = progress(total=job.num_strings, desc=f"{job.method} {job.model}", unit="str", quiet=quiet,
-                   initial=writer.rows_done)
+    todo = len(retry_rows) + job.num_strings - writer.rows_done
+    bar = progress(total=todo, desc=f"{job.method} {job.model}", unit="str", quiet=quiet)
 
-    def record(cols: dict[str, list]) -> None:
+    def record(cols: dict[str, list], replace: Sequence[int] | None = None) -> None:
+        """Commit a batch with the counters it moves (one journal record: both or neither)."""
         nonlocal tokens, spent, usage
-        writer.append(cols)
-        tokens += int(sum(len(t) for t in cols["tokens"]))
-        spent += _cost_of(cols)
-        usage = _sum_usage(usage, cols)
+        new_tokens = int(sum(len(t) for t in cols["tokens"]))
+        if replace is not None:  # a retried row's earlier (failed) tokens no longer count
+            new_tokens -= int(writer.read("lengths")[np.asarray(replace, dtype=np.int64)].sum())
+        new_spent, new_usage = spent + _cost_of(cols), _sum_usage(dict(usage), cols)
         elapsed = time.perf_counter() - t0
-        extra = {"cost_usd": spent, "usage": usage} if job.mode == "text" else {}
-        writer.set_attrs(elapsed_s=elapsed0 + elapsed, generated_tokens=tokens0 + tokens, **extra)
+        extra = {"cost_usd": new_spent, "usage": new_usage} if job.mode == "text" else {}
+        counters = {"elapsed_s": elapsed0 + elapsed, "generated_tokens": tokens0 + tokens + new_tokens, **extra}
+        if replace is None:
+            writer.append(cols, **counters)
+        else:
+            writer.replace(replace, cols, **counters)
+        tokens, spent, usage = tokens + new_tokens, new_spent, new_usage
         bar.update(len(cols["prefix_row"]))
         bar.set_postfix_str(f"{tokens / max(elapsed, 1e-9):.1f} tok/s" + (f", ${spent:.4f}" if extra else ""))
 
+    def check_cost(rows: np.ndarray, done: str) -> None:
+        if max_cost is None:
+            return
+        next_cost = _estimate(job, rows) or 0.0
+        if spent + next_cost > max_cost or spent >= max_cost:
+            raise RunStopped(
+                f"stopped at the cost cap: ${spent:.4f} spent, the next batch would cost about "
+                f"${next_cost:.4f} (--max-cost ${max_cost:.2f}); {done} in {writer.path}; "
+                f"continue with: {_resume_hint(writer.path)} --max-cost HIGHER", writer.path)
+
+    def generate(rows: np.ndarray) -> dict[str, list] | None:
+        nonlocal size
+        try:
+            return _generate_batch(job, rows)
+        except BackendOutOfMemory:
+            if size == 1:
+                raise MiaError("out of memory even at batch size 1; try a smaller --max_length, "
+                               "--dtype bfloat16 or another --device") from None
+            size //= 2
+            _note(f"out of memory at batch size {size * 2}; retrying with batch size {size}")
+            return None
+
     size = batch_size  # halved on out-of-memory; the size in use is recorded
     try:
-        if batch_api:
+        pending = list(retry_rows)
+        while pending:  # failed rows asked again, replaced in place
+            rows = np.asarray(pending[:size], dtype=np.int64)
+            check_cost(rows, f"{len(retry_rows) - len(pending)} of {len(retry_rows)} failed rows asked again")
+            cols = generate(rows)
+            if cols is not None:
+                record(cols, replace=rows.tolist())
+                pending = pending[len(rows):]
+        if batch_api and writer.rows_done < job.num_strings:  # (all written: no batch to poll)
             _execute_batch_api(job, writer, record)
         else:
             while writer.rows_done < job.num_strings:
                 start = writer.rows_done
                 rows = np.arange(start, min(start + size, job.num_strings))
-                if max_cost is not None:
-                    next_cost = _estimate(job, rows) or 0.0
-                    if spent + next_cost > max_cost or spent >= max_cost:
-                        raise RunStopped(
-                            f"stopped at the cost cap: ${spent:.4f} spent, the next batch would cost about "
-                            f"${next_cost:.4f} (--max-cost ${max_cost:.2f}); {start} of {job.num_strings} rows kept "
-                            f"in {writer.path}; continue with: {_resume_hint(writer.path)} --max-cost HIGHER",
-                            writer.path)
-                try:
-                    cols = _generate_batch(job, rows)
-                except BackendOutOfMemory:
-                    if size == 1:
-                        raise MiaError("out of memory even at batch size 1; try a smaller --max_length, "
-                                       "--dtype bfloat16 or another --device") from None
-                    size //= 2
-                    _note(f"out of memory at batch size {size * 2}; retrying with batch size {size}")
-                    continue
-                record(cols)
+                check_cost(rows, f"{start} of {job.num_strings} rows kept")
+                cols = generate(rows)
+                if cols is not None:
+                    record(cols)
     except KeyboardInterrupt:
         bar.close()
-        _note(f"\ninterrupted: {writer.rows_done} of {job.num_strings} rows kept in {writer.path}; "
-              f"continue with: {_resume_hint(writer.path)}")
+        if _discard_if_empty(writer, fresh):
+            _note(f"\ninterrupted before the first row; nothing was kept (no run file left at {writer.path})")
+        else:
+            _note(f"\ninterrupted: {writer.rows_done} of {job.num_strings} rows kept in {writer.path}; "
+                  f"continue with: {_resume_hint(writer.path)}")
         raise
     except MiaError as exc:
         bar.close()
-        if not isinstance(exc, RunStopped) and writer.rows_done:
+        if _discard_if_empty(writer, fresh):
+            exc.message += f" (nothing was written; no run file left at {writer.path})"
+        elif not isinstance(exc, (RunStopped, DiskError)) and writer.rows_done:
             exc.message += f" ({writer.rows_done} rows kept; continue with: {_resume_hint(writer.path)})"
+        raise
+    except BaseException:
+        bar.close()
+        _discard_if_empty(writer, fresh)
         raise
     bar.close()
     elapsed = elapsed0 + time.perf_counter() - t0
     total_tokens = tokens0 + tokens
-    writer.finish(elapsed_s=elapsed, generated_tokens=total_tokens,
+    failed = len(failed_rows(writer))
+    writer.finish(elapsed_s=elapsed, generated_tokens=total_tokens, rows_failed=failed, complete=failed == 0,
                   tokens_per_s=total_tokens / elapsed if elapsed > 0 else 0.0, batch_size_used=size)
+    if failed and failed == writer.rows_done:
+        first = next(e for e in writer.read("error") if e)
+        raise MiaError(f"all {failed} requests failed (first error: {first}); the run is kept in {writer.path}: "
+                       f"fix the cause, then ask them again with: {_resume_hint(writer.path)} --retry-failed")
+
+
+def _discard_if_empty(writer: RunWriter, fresh: bool) -> bool:
+    """A new run that failed before its first row leaves no file behind (unless a paid
+    provider batch is recorded in it)."""
+    if not fresh or writer.rows_done or (writer.attrs.get("batch_state") or {}).get("batch_id"):
+        return False
+    writer.discard()
+    return True
 
 
 def _execute_batch_api(job: _Job, writer: RunWriter, record: Callable[[dict[str, list]], None]) -> None:

@@ -1,10 +1,12 @@
 """Run files (output of ``mia prompt`` / ``mia check``, docs/prompt.md): writer and reader.
 
 A run lives at ``Prefixes/<map>/runs/{model}_{timestamp}.h5``. Row ``i`` of a run used
-prefix row ``prefix_row[i]`` of the map (``i mod N`` with wraparound). Rows are appended
-batch by batch; after each batch the row count is stored in the ``rows`` attribute and
-the file is flushed, so a killed run keeps every finished batch and ``--resume``
-continues from ``rows`` exactly (anything past it is cut off on reopen).
+prefix row ``prefix_row[i]`` of the map (``i mod N`` with wraparound). Each finished
+batch is one fsynced record of the journal ``<run>.h5.journal`` (rows and counters
+together, see ``mia_core.journal``); the journal is folded into the HDF5 file by an atomic
+rewrite (``mia_core.safeio``) when it grows, when the run ends and when it is resumed.
+Readers see the journal's rows too, so a killed run keeps every finished batch and
+``--resume`` continues from exactly there.
 
 Columns (one value per row):
 
@@ -22,6 +24,7 @@ the difference and give one array per run row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -35,6 +38,7 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
+from mia_core.journal import Journal, JournalBusy, Record, being_written, journal_path, read_records
 from mia_core.prefixmap import (
     PAD,
     STR_DTYPE,
@@ -46,6 +50,7 @@ from mia_core.prefixmap import (
     timestamp,
     unused_path,
 )
+from mia_core.safeio import disk_error, write_hdf5_atomically
 
 RUN_FORMAT_VERSION = 1
 RUNS_DIR = "runs"
@@ -79,9 +84,13 @@ API_COLUMNS: dict[str, tuple[str, int | str | None]] = {
 }
 
 
-def sanitize(name: str) -> str:
-    """A model name made safe for a file name (``hf:org/model`` → ``hf_org_model``)."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "model"
+def sanitize(name: str, limit: int = 96) -> str:
+    """A model name made safe for a file name (``hf:org/model`` → ``hf_org_model``); a very
+    long one (a local model path) keeps its end and a hash of the whole, within 255 bytes."""
+    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "model"
+    if len(cleaned) > limit:
+        cleaned = f"{cleaned[-(limit - 9):].lstrip('._')}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return cleaned
 
 
 def default_run_path(map_folder: Path, model: str, when: datetime | None = None) -> Path:
@@ -90,14 +99,103 @@ def default_run_path(map_folder: Path, model: str, when: datetime | None = None)
     return unused_path(Path(map_folder) / RUNS_DIR, f"{sanitize(model)}_{timestamp(when)}", ".h5")
 
 
-class RunWriter:
-    """Creates a run file (or reopens one to resume) and appends rows batch by batch."""
+def _dataset_layout(kind: str, width: int | None) -> dict[str, Any]:
+    """Resizable, chunked columns; numbers gzip-compressed with a Fletcher-32 checksum per chunk
+    (a flipped byte is then an error, not a wrong number); a chunk stays well under HDF5's 4 GB."""
+    shape, maxshape = ((0,), (None,)) if width is None else ((0, width), (None, width))
+    chunks = (1024,) if width is None else (max(1, min(1024, 2**18 // max(width, 1))), min(width, 2**18))
+    numeric = kind != "str"
+    return {"maxshape": maxshape, "chunks": chunks, "compression": "gzip" if numeric else None,
+            "fletcher32": numeric, "shape": shape}
 
-    def __init__(self, file: h5py.File, path: Path) -> None:
-        self.file = file
+
+def _base(f: h5py.File) -> tuple[dict[str, Any], dict[str, tuple[str, int | None]], int, int]:
+    """A run file's attributes, declared columns, rows and last compacted journal record."""
+    attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
+    if "columns" not in f.attrs or "rows" not in f.attrs or "tokens" not in f:
+        raise KeyError("not a mia run file")
+    columns = {k: (v[0], v[1]) for k, v in json.loads(f.attrs["columns"]).items()}
+    rows = min([int(attrs["rows"])] + [f[c].shape[0] for c in columns])
+    return attrs, columns, rows, int(attrs.get("journal_seq", 0))
+
+
+def _pending(path: Path, seq: int) -> tuple[list[Record], int]:
+    """Journal records not yet compacted into the run file (and where the whole records end)."""
+    records, good = read_records(journal_path(path))
+    return [r for r in records if r.seq > seq], good
+
+
+def _merge(f: h5py.File, columns: dict[str, tuple[str, int | None]], rows: int, records: list[Record],
+           names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The full columns: the file's rows, then the journal's appends and replacements."""
+    out: dict[str, np.ndarray] = {}
+    for name in names or list(columns):
+        kind = columns[name][0]
+        data = f[name][:rows]
+        parts = [as_strings(data) if kind == "str" else data]
+        for r in records:
+            if r.op == "append":
+                value = r.columns[name]
+                parts.append(np.array(value, dtype=object) if kind == "str" else value)
+        merged = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if kind != "str":
+            merged = merged.astype(KINDS[kind][0], copy=False)
+        for r in records:
+            if r.op == "replace":
+                merged[np.asarray(r.rows, dtype=np.int64)] = np.array(r.columns[name], dtype=object) \
+                    if kind == "str" else r.columns[name]
+        out[name] = merged
+    return out
+
+
+def _replay_attrs(attrs: dict[str, Any], records: list[Record]) -> tuple[dict[str, Any], int, int]:
+    """Attributes after the journal, rows and last sequence number."""
+    attrs = dict(attrs)
+    for r in records:
+        attrs.update(r.attrs)
+    return attrs, int(attrs["rows"]), int(attrs.get("journal_seq", 0))
+
+
+def _unreadable(path: Path, exc: BaseException) -> MiaError:
+    return MiaError(f"{path} is not a readable mia run file ({exc}); if it was killed while being created, "
+                    "nothing was kept: delete it and start a new run")
+
+
+def _exists(path: Path) -> MiaError:
+    """Never overwrite: say whether the file there can be resumed or must be removed by hand."""
+    try:
+        with h5py.File(path, "r") as f:
+            _base(f)
+    except (OSError, KeyError, ValueError):
+        return MiaError(f"{path} exists but is not a readable mia run (a run killed while being created by an "
+                        "older mia?); nothing in it can be resumed: delete it or choose another --out")
+    return MiaError(f"{path} already exists; refusing to overwrite it (use --resume to continue it)")
+
+
+def compact_threshold(base_size: int) -> int:
+    """Journal bytes that trigger a compaction: the file's size (amortised linear), at least 16 MiB;
+    ``MIA_RUN_COMPACT_BYTES`` sets it outright (tests: 1 compacts after every batch)."""
+    forced = os.environ.get("MIA_RUN_COMPACT_BYTES")
+    return int(forced) if forced else max(16 * 2**20, base_size)
+
+
+class RunWriter:
+    """Creates a run file (or reopens one to resume) and commits rows batch by batch.
+
+    Every :meth:`append` is one journal record (rows and counters together, fsynced);
+    the journal is compacted into the HDF5 file (built in memory, written to a temporary
+    name, fsynced, renamed) when it outgrows the file, on :meth:`finish` and on
+    :meth:`close`. See docs/prompt.md, "Crash safety".
+    """
+
+    def __init__(self, path: Path, journal: Journal, attrs: dict[str, Any],
+                 columns: dict[str, tuple[str, int | None]]) -> None:
         self.path = path
-        self.columns: dict[str, tuple[str, int | None]] = json.loads(file.attrs["columns"])
-        self.rows_done = int(file.attrs["rows"])
+        self.journal = journal
+        self._attrs = attrs
+        self.columns = columns
+        self.rows_done = int(attrs["rows"])
+        self.seq = int(attrs.get("journal_seq", 0))
         self.was_complete = False
 
     @classmethod
@@ -107,94 +205,114 @@ class RunWriter:
         """A new run at ``path`` (never overwrites). ``columns`` adds declared columns
         (``name -> (kind, width)``, kind in int32/int64/float32/float64/str, width None for
         one value per row, an int or ``"max_length"`` for a row of values); ``static``
-        stores whole arrays once (e.g. retokenized prefixes)."""
+        stores whole arrays once (e.g. retokenized prefixes). The file appears whole
+        (written aside, then linked into place) or not at all."""
         path = Path(path)
         if path.exists():
-            raise MiaError(f"{path} already exists; refusing to overwrite it (use --resume to continue it)")
-        path.parent.mkdir(parents=True, exist_ok=True)
+            raise _exists(path)
         declared: dict[str, tuple[str, int | None]] = {}
         for name, (kind, width) in {**STANDARD_COLUMNS, **(columns or {})}.items():
             if kind not in KINDS:
                 raise ValueError(f"column {name!r}: unknown kind {kind!r} (one of {', '.join(KINDS)})")
             declared[name] = (kind, max_length if width == "max_length" else width)
-        try:
-            f = h5py.File(path, "w-")  # fails if a concurrent run claimed the name since the check
-        except (FileExistsError, OSError) as exc:
-            raise MiaError(f"{path} cannot be created: {exc}") from None
-        try:
+        full = {**attrs, "format_version": RUN_FORMAT_VERSION, "mia_version": __version__,
+                "max_length": max_length, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "complete": False, "rows": 0, "journal_seq": 0}
+
+        def fill(f: h5py.File) -> None:
             for name, (kind, width) in declared.items():
-                dtype = KINDS[kind][0]
-                shape, maxshape = ((0,), (None,)) if width is None else ((0, width), (None, width))
-                chunks = (1024,) if width is None else (max(1, min(1024, 2**18 // max(width, 1))), width)
-                f.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype, chunks=chunks,
-                                 compression=None if kind == "str" else "gzip")
+                f.create_dataset(name, dtype=KINDS[kind][0], **_dataset_layout(kind, width))
             for name, array in (static or {}).items():
                 f.create_dataset(name, data=array)
-            f.attrs.update(encode_attrs({
-                **attrs, "format_version": RUN_FORMAT_VERSION, "mia_version": __version__,
-                "max_length": max_length, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "complete": False, "rows": 0, "columns": json.dumps(declared),
-            }))
-            f.flush()
-        except BaseException:
-            f.close()
-            path.unlink(missing_ok=True)
-            raise
-        return cls(f, path)
+            f.attrs.update(encode_attrs({**full, "columns": json.dumps(declared)}))
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_hdf5_atomically(path, fill, overwrite=False)
+        except FileExistsError:
+            raise _exists(path) from None
+        except OSError as exc:
+            raise disk_error(exc, path, "no run file was created") from None
+        try:
+            journal = Journal(path)
+        except (OSError, JournalBusy) as exc:
+            path.unlink(missing_ok=True)  # empty, just made by us
+            raise disk_error(exc, journal_path(path), "no run file was created") if isinstance(exc, OSError) \
+                else MiaError(f"{path} was claimed by another process") from None
+        return cls(path, journal, {k: decode_attr(v) for k, v in encode_attrs(full).items()}, declared)
 
     @classmethod
     def reopen(cls, path: str | os.PathLike) -> RunWriter:
-        """Reopen a run to continue it: rows past the last flushed batch are cut off."""
+        """Reopen a run to continue it: the journal of a killed writer is replayed and compacted."""
         path = Path(path)
         if not path.is_file():
             raise MiaError(f"run {str(path)!r} not found")
         try:
-            f = h5py.File(path, "r+")
+            journal = Journal(path)
+        except JournalBusy:
+            raise MiaError(f"{path} is being written by another running mia process; wait for it to end "
+                           "(or stop it, then resume)") from None
         except OSError as exc:
-            raise MiaError(f"{path} cannot be opened for resuming: {exc}") from None
-        if "columns" not in f.attrs or "rows" not in f.attrs:
-            f.close()
-            raise MiaError(f"{path} is not a mia run file")
-        writer = cls(f, path)
-        writer.was_complete = bool(f.attrs.get("complete", False))
-        for name in writer.columns:
-            if f[name].shape[0] != writer.rows_done:
-                f[name].resize(writer.rows_done, axis=0)
-        f.attrs["complete"] = False
-        f.flush()
+            raise disk_error(exc, journal_path(path), "the run is unchanged") from None
+        try:
+            try:
+                with h5py.File(path, "r") as f:
+                    attrs, columns, rows, seq = _base(f)
+            except (OSError, KeyError, ValueError) as exc:
+                raise _unreadable(path, exc) from None
+            records, good = _pending(path, seq)
+            # A torn last record (killed mid-write) is dropped; records already in the file too.
+            journal.cut(good if records else 0)
+            attrs, rows, seq = _replay_attrs({**attrs, "rows": rows, "journal_seq": seq}, records)
+            writer = cls(path, journal, attrs, columns)
+            writer.was_complete = bool(attrs.get("complete", False))
+            if writer.was_complete:
+                writer.set_attrs(complete=False)
+            writer._compact()
+        except OSError as exc:
+            journal.close(remove=journal.size == 0)
+            raise disk_error(exc, path, "the run is unchanged; free space and resume again") from None
+        except BaseException:
+            journal.close(remove=journal.size == 0)  # no empty journal left beside a refused file
+            raise
         return writer
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return {k: decode_attr(v) for k, v in self.file.attrs.items()}
+        return dict(self._attrs)
 
     @property
     def max_length(self) -> int:
-        return int(self.file.attrs["max_length"])
+        return int(self._attrs["max_length"])
+
+    def _commit(self, record: Record) -> None:
+        try:
+            self.journal.append(record)
+        except OSError as exc:
+            raise disk_error(exc, self.journal.path, self._kept()) from None
+        self.seq = record.seq
+        self._attrs.update(record.attrs)
+        self.rows_done = int(self._attrs["rows"])
+        if self.journal.size > compact_threshold(self.path.stat().st_size):
+            self._compact_or_keep()
+
+    def _kept(self) -> str:
+        return (f"{self.rows_done} finished rows are kept in {self.path}; free space, then continue with "
+                f"mia prompt --resume {self.path}")
 
     def set_attrs(self, **attrs: Any) -> None:
-        """Update attributes and flush (used for e.g. the batch-API state and costs)."""
-        self.file.attrs.update(encode_attrs(attrs))
-        self.file.flush()
+        """Record attributes durably (e.g. the batch-API state)."""
+        self._commit(Record(self.seq + 1, "attrs", attrs=_jsonable(attrs)))
 
-    def append(self, columns: Mapping[str, Any]) -> None:
-        """Append one batch of rows and flush. ``tokens``/``prefix_row`` are required;
-        ``lengths`` and ``text`` default to the token counts and ""; other declared
-        columns not given are filled with -1 / NaN / ""."""
-        if "tokens" not in columns or "prefix_row" not in columns:
-            raise ValueError("append needs at least 'tokens' and 'prefix_row'")
+    def _normalize(self, columns: Mapping[str, Any], n: int) -> dict[str, Any]:
         unknown = set(columns) - set(self.columns)
         if unknown:
             raise ValueError(f"undeclared run columns: {sorted(unknown)}")
-        n = len(columns["prefix_row"])
-        if n == 0:
-            return
         values = dict(columns)
         values.setdefault("lengths", [min(len(t), self.max_length) for t in columns["tokens"]])
-        start, end = self.rows_done, self.rows_done + n
+        out: dict[str, Any] = {}
         for name, (kind, width) in self.columns.items():
             dtype, fill = KINDS[kind]
-            ds = self.file[name]
             if name in values:
                 data = values[name]
                 if len(data) != n:
@@ -206,27 +324,116 @@ class RunWriter:
                 else:
                     data = np.asarray([fill if v is None else v for v in data], dtype=dtype)
             else:
-                data = np.full((n,) if width is None else (n, width), fill, dtype=dtype) if kind != "str" \
-                    else [fill] * n
-            ds.resize(end, axis=0)
-            ds[start:end] = data
-        self.rows_done = end
-        self.file.attrs["rows"] = end
-        self.file.flush()
+                data = [fill] * n if kind == "str" else np.full((n,) if width is None else (n, width), fill, dtype)
+            out[name] = data
+        return out
+
+    def append(self, columns: Mapping[str, Any], **attrs: Any) -> None:
+        """Commit one batch of rows, and ``attrs`` (the run's counters after it) with them.
+        ``tokens``/``prefix_row`` are required; ``lengths`` and ``text`` default to the token
+        counts and ""; other declared columns not given are filled with -1 / NaN / ""."""
+        if "tokens" not in columns or "prefix_row" not in columns:
+            raise ValueError("append needs at least 'tokens' and 'prefix_row'")
+        n = len(columns["prefix_row"])
+        if n == 0:
+            if attrs:
+                self.set_attrs(**attrs)
+            return
+        data = self._normalize(columns, n)
+        end = self.rows_done + n
+        self._commit(Record(self.seq + 1, "append", start=self.rows_done, columns=data,
+                            attrs={**_jsonable(attrs), "rows": end}))
+
+    def replace(self, rows: Any, columns: Mapping[str, Any], **attrs: Any) -> None:
+        """Commit new values for existing ``rows`` (retried requests), with ``attrs``."""
+        rows = [int(r) for r in rows]
+        if not rows:
+            return
+        if min(rows) < 0 or max(rows) >= self.rows_done:
+            raise ValueError(f"rows to replace must be below {self.rows_done}")
+        data = self._normalize(columns, len(rows))
+        self._commit(Record(self.seq + 1, "replace", rows=rows, columns=data, attrs=_jsonable(attrs)))
+
+    def has(self, name: str) -> bool:
+        return name in self.columns
+
+    def discard(self) -> None:
+        """Remove the run and its journal (a new run that failed before its first row)."""
+        self.journal.close(remove=True)
+        self.path.unlink(missing_ok=True)
+
+    def read(self, name: str) -> np.ndarray:
+        """One column as committed so far (file and journal)."""
+        with h5py.File(self.path, "r") as f:
+            attrs, columns, rows, seq = _base(f)
+            records, _ = _pending(self.path, seq)
+            return _merge(f, columns, rows, records, [name])[name]
+
+    def _compact(self) -> None:
+        """Rewrite the run file with the journal's records folded in, atomically; then empty the journal."""
+        if self.journal.size == 0:
+            return
+        with h5py.File(self.path, "r") as f:
+            _, columns, rows, seq = _base(f)
+            records, _ = _pending(self.path, seq)
+            merged = _merge(f, columns, rows, records)
+            static = {k: f[k][()] for k in f if k not in columns}
+        attrs = {**self._attrs, "rows": self.rows_done, "journal_seq": self.seq}
+
+        def fill(out: h5py.File) -> None:
+            for name, (kind, width) in columns.items():
+                layout = _dataset_layout(kind, width)
+                layout["shape"] = (len(merged[name]),) + layout["shape"][1:]
+                ds = out.create_dataset(name, dtype=KINDS[kind][0], **layout)
+                if len(merged[name]):
+                    ds[...] = merged[name]
+            for name, array in static.items():
+                out.create_dataset(name, data=array)
+            out.attrs.update(encode_attrs({**attrs, "columns": json.dumps(columns)}))
+
+        write_hdf5_atomically(self.path, fill)
+        self.journal.cut(0)
+
+    def _compact_or_keep(self) -> None:
+        """Compact; on a disk error the journal (already durable) simply stays."""
+        try:
+            self._compact()
+        except OSError:
+            pass
 
     def finish(self, **attrs: Any) -> None:
-        """Mark the run complete (with timing and other final attributes)."""
-        self.set_attrs(**attrs, complete=True)
+        """Mark the run complete (with timing and other final attributes) and compact it.
+        ``complete`` may be given (False while failed rows remain)."""
+        attrs.setdefault("complete", True)
+        self.set_attrs(**attrs)
+        try:
+            self._compact()
+        except OSError as exc:
+            raise disk_error(exc, self.path, self._kept()) from None
 
     def close(self) -> None:
-        if self.file.id.valid:
-            self.file.close()
+        """Compact what the journal holds (kept as is if the disk refuses) and release the run."""
+        if self.journal.fd < 0:
+            return
+        try:
+            self._compact()
+        except OSError:
+            self.journal.close()
+            return
+        except BaseException:
+            self.journal.close()
+            raise
+        self.journal.close(remove=True)
 
     def __enter__(self) -> RunWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _jsonable(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
 
 
 class Run:
@@ -236,16 +443,26 @@ class Run:
         self.path = Path(path)
         if not self.path.is_file():
             raise MiaError(f"run {str(path)!r} not found")
+        if being_written(self.path):
+            raise MiaError(f"{self.path} is being written by a running mia process; wait for it to end "
+                           "(or stop it: its finished rows are kept and it can be resumed)")
+        self._merged: dict[str, np.ndarray] | None = None
         try:
             with h5py.File(self.path, "r") as f:
-                self.attrs: dict[str, Any] = {k: decode_attr(v) for k, v in f.attrs.items()}
-                if "rows" not in self.attrs or "tokens" not in f:
-                    raise MiaError(f"{self.path} is not a mia run file")
-                self.columns: list[str] = [k for k in json.loads(f.attrs["columns"])]
+                attrs, columns, base_rows, seq = _base(f)
+                records, _ = _pending(self.path, seq)
+                self.attrs: dict[str, Any] = _replay_attrs({**attrs, "rows": base_rows}, records)[0]
+                self.columns: list[str] = list(columns)
                 self.datasets: list[str] = list(f.keys())
-                self.size = min([int(self.attrs["rows"])] + [f[c].shape[0] for c in self.columns])
-        except OSError as exc:
-            raise MiaError(f"{self.path} is not a readable HDF5 file: {exc}") from None
+                if records:  # a killed writer's journal: its finished rows are part of the run
+                    self._merged = _merge(f, columns, base_rows, records)
+                    self.size = int(self.attrs["rows"])
+                else:
+                    self.size = base_rows
+                    for name in self.columns:  # every column is readable (checksums hold) before any work
+                        f[name][:base_rows]
+        except (OSError, KeyError, ValueError) as exc:
+            raise _unreadable(self.path, exc) from None
         self._map: PrefixMap | None = None
 
     def __len__(self) -> int:
@@ -268,6 +485,9 @@ class Run:
 
     def read(self, name: str, rows: slice | None = None) -> np.ndarray:
         """One column (only the finished rows) or static dataset; strings come back as ``str``."""
+        if self._merged is not None and name in self._merged:
+            rows = slice(0, self.size) if rows is None else _clip(rows, self.size)
+            return self._merged[name][rows]
         with h5py.File(self.path, "r") as f:
             ds = f[name]
             if name in self.columns:

@@ -8,8 +8,10 @@ Behaviour is scripted per prefix: ``server.script("MARKER", ["429:1", "ok"])`` m
 next requests whose prompt contains MARKER answer 429 with ``retry-after: 1``, then
 succeed. Steps: ``ok``, ``429[:retry_after]``, ``529``, ``500``, ``400``, ``echo_key``
 (a 401 repeating the key), ``malformed`` (a 200 whose body is not JSON), ``badshape``
-(JSON, but no content or usage), ``slow:SECONDS`` (answer after a delay). Once the list
-is used up the marker's requests succeed. ``delay`` slows every answer down.
+(JSON, but no content or usage), ``refusal`` (stop_reason "refusal", no text), ``empty``
+(an answer with no text), ``403`` (permission_error), ``slow:SECONDS`` (answer after a
+delay). Once the list is used up the marker's requests succeed. ``delay`` slows every
+answer down. With ``valid_key`` set, any other key is answered 401 (a bad key).
 """
 
 import json
@@ -42,6 +44,7 @@ class FakeAnthropic:
         self.polls_in_progress = polls_in_progress  # batch GETs answered "in_progress" before "ended"
         self.max_requests = max_requests
         self.hold_batches = threading.Event()  # while set, batches stay in_progress
+        self.valid_key: str | None = None  # when set, requests with another key get a 401
         self._scripts: dict[str, list[str]] = {}
         self._batches: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -181,8 +184,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         self._record(body)
-        if not self.fake.api_key_of(self.headers):
+        key = self.fake.api_key_of(self.headers)
+        if not key:
             return self._error(401, "authentication_error", "an API key is required")
+        if self.fake.valid_key is not None and key != self.fake.valid_key:
+            return self._error(401, "authentication_error", "invalid x-api-key")
         if body is None:
             return self._error(400, "invalid_request_error", "body is not JSON")
         path = self.path.split("?")[0]
@@ -204,6 +210,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(500, "api_error", "Internal server error")
         if kind == "400":
             return self._error(400, "invalid_request_error", "prompt rejected")
+        if kind == "403":
+            return self._error(403, "permission_error", "this key has no access to the model")
+        if kind in ("refusal", "empty"):
+            message = self.fake.message(body)
+            message["content"] = [] if kind == "refusal" else [{"type": "text", "text": ""}]
+            message["stop_reason"] = "refusal" if kind == "refusal" else "end_turn"
+            return self._send(200, message)
         if kind == "echo_key":
             return self._error(401, "authentication_error", f"invalid key {self.fake.api_key_of(self.headers)}")
         if kind == "malformed":

@@ -205,10 +205,12 @@ def test_the_key_never_leaks_into_errors_or_logs(server, caplog):
     server.script("ECHO", ["echo_key"])  # a server that repeats the key in its error message
     caplog.set_level(logging.DEBUG)
     backend = make(server)
-    result, = backend.generate_text(["ECHO"], 5, Sampling())
-    assert result.error == "HTTP 401 authentication_error: invalid key [redacted]"
-    assert KEY not in repr(result) and KEY not in caplog.text
+    with pytest.raises(MiaError) as refused:  # a 401 stops the run (see test_claude_cli for the CLI)
+        backend.generate_text(["ECHO", "other", "third"], 5, Sampling())
+    assert "HTTP 401 authentication_error: invalid key [redacted]" in refused.value.message
+    assert KEY not in refused.value.message and KEY not in caplog.text
     assert KEY not in str(backend.describe())
+    assert len(server.message_requests()) == 1  # the other two were never sent
 
 
 @pytest.mark.parametrize("answer, prefix, expected", [

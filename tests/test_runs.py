@@ -76,7 +76,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(MiaError, match="not found"):
         open_run(tmp_path / "nope.h5")
     (tmp_path / "junk.h5").write_text("not hdf5")
-    with pytest.raises(MiaError, match="not a readable HDF5"):
+    with pytest.raises(MiaError, match="not a readable mia run file"):
         open_run(tmp_path / "junk.h5")
     assert sanitize("../x") == "x"
 
@@ -92,3 +92,55 @@ def test_default_run_path_keeps_dotted_model_names_and_numbers_clashes(tmp_path)
     first.parent.mkdir(parents=True)
     first.touch()
     assert default_run_path(tmp_path, "hf:Qwen/Qwen2.5-0.5B", when).name == "hf_Qwen_Qwen2.5-0.5B_20261127_143015_2.h5"
+
+
+def test_journal_rows_are_read_before_compaction_and_replay_is_idempotent(tmp_path):
+    from mia_core.journal import journal_path
+
+    folder = make_map(tmp_path / "m")
+    path = folder / "runs" / "j.h5"
+    w = RunWriter.create(path, {"model": "x", "prefix_map": str(folder)}, max_length=3, columns=API_COLUMNS)
+    w.append({"tokens": [[1], [2, 3]], "prefix_row": [0, 1], "error": ["", "boom"]}, generated_tokens=3)
+    w.replace([1], {"tokens": [[4, 5, 6]], "prefix_row": [1], "error": [""]}, generated_tokens=4)
+    w.append({"tokens": [[7]], "prefix_row": [2]}, generated_tokens=5)
+    with pytest.raises(MiaError, match="is being written"):  # the writer holds the journal's lock
+        open_run(path)
+    w.journal.close()  # as if killed: the lock goes, the journal stays
+    journal = journal_path(path).read_bytes()
+    with h5py.File(path, "r") as f:
+        assert int(f.attrs["rows"]) == 0  # nothing compacted yet: the rows live in the journal
+    run = open_run(path)
+    assert len(run) == 3 and run.attrs["generated_tokens"] == 5
+    assert [t.tolist() for t in run.tokens()] == [[1], [4, 5, 6], [7]] and run.read("error").tolist() == [""] * 3
+    RunWriter.reopen(path).close()  # compacted into the file
+    assert not journal_path(path).exists()
+    journal_path(path).write_bytes(journal)  # killed after the rename, before the journal was emptied
+    again = open_run(path)
+    assert len(again) == 3 and [t.tolist() for t in again.tokens()] == [[1], [4, 5, 6], [7]]
+
+
+def test_torn_or_corrupt_journal_records_end_the_journal(tmp_path):
+    from mia_core.journal import journal_path, read_records
+
+    folder = make_map(tmp_path / "m")
+    path = folder / "runs" / "t.h5"
+    w = RunWriter.create(path, {"model": "x", "prefix_map": str(folder)}, max_length=2)
+    for i in range(3):
+        w.append({"tokens": [[i]], "prefix_row": [i]}, generated_tokens=i + 1)
+    w.journal.close()  # as if killed
+    data = journal_path(path).read_bytes()
+    records, end = read_records(journal_path(path))
+    assert [r.seq for r in records] == [1, 2, 3] and end == len(data)
+    journal_path(path).write_bytes(data[:-7])  # the last record torn
+    run = open_run(path)
+    assert len(run) == 2 and run.attrs["generated_tokens"] == 2  # counters of the last whole record
+    second = len(data) - len(data) // 3
+    corrupt = bytearray(data)
+    corrupt[second - 3] ^= 0xFF  # a flipped byte inside the second record: its checksum fails
+    journal_path(path).write_bytes(bytes(corrupt))
+    assert len(open_run(path)) == 1
+    w = RunWriter.reopen(path)  # the resumed writer cuts the journal at the last whole record
+    assert w.rows_done == 1
+    w.append({"tokens": [[9]], "prefix_row": [1]})
+    w.close()
+    assert open_run(path).prefix_rows().tolist() == [0, 1]

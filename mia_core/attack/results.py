@@ -3,8 +3,9 @@
 ``{model}_{timestamp}.h5`` holds per-row columns (``sample_id``, ``label``, ``text``,
 ``n_tokens``, ``truncated``, ``nll``, one ``signals/<name>`` per signal and, for prefix maps,
 ``row``, ``suffix_length``, ``matched_length``, ``extracted``, ``teacher_forced_token_accuracy``) and
-attributes (model, signals, k, metrics as JSON, ...). Written under a ``.partial`` name and
-renamed when complete, so a file with the final name is always whole.
+attributes (model, signals, k, metrics as JSON, ...). Written with
+``mia_core.safeio.write_hdf5_atomically`` (temporary name, fsync, link into place), so a
+file with the final name is always whole and never overwritten.
 """
 
 import csv
@@ -19,6 +20,7 @@ import numpy as np
 
 from mia_core.errors import MiaError
 from mia_core.prefixmap import as_strings, decode_attr, encode_attrs
+from mia_core.safeio import disk_error, open_atomically, write_hdf5_atomically
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 EXPORT_FORMATS = ("csv", "jsonl")
@@ -39,23 +41,23 @@ def write_results(path: Path, columns: dict[str, np.ndarray | list], signals: di
                   attrs: dict[str, Any]) -> Path:
     """Write one results file atomically. ``columns`` hold one value per row: lists of str
     for text columns, numpy arrays for numbers."""
-    partial = path.with_name(path.name + ".partial")
+    def fill(f: h5py.File) -> None:
+        for name, values in columns.items():
+            if isinstance(values, list):  # text columns come as lists of str
+                f.create_dataset(name, data=list(values), dtype=STR_DTYPE)
+            else:
+                f.create_dataset(name, data=np.asarray(values), compression="gzip")
+        g = f.create_group("signals")
+        for name, values in signals.items():
+            g.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+        f.attrs.update(encode_attrs(attrs))
+
     try:
-        with h5py.File(partial, "w") as f:
-            for name, values in columns.items():
-                if isinstance(values, list):  # text columns come as lists of str
-                    f.create_dataset(name, data=list(values), dtype=STR_DTYPE)
-                else:
-                    f.create_dataset(name, data=np.asarray(values), compression="gzip")
-            g = f.create_group("signals")
-            for name, values in signals.items():
-                g.create_dataset(name, data=np.asarray(values, dtype=np.float64))
-            f.attrs.update(encode_attrs(attrs))
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return path
+        return write_hdf5_atomically(path, fill, overwrite=False)
+    except FileExistsError:
+        raise MiaError(f"{path} already exists; refusing to overwrite it") from None
+    except OSError as exc:
+        raise disk_error(exc, path, "no results file was written") from None
 
 
 class AttackResults:
@@ -103,14 +105,17 @@ def export_results(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
     results = AttackResults(path)
     target = Path(out) if out else results.path.with_suffix(f".{fmt}")
     rows = results.rows()
-    with open(target, "w", newline="", encoding="utf-8") as fh:
-        if fmt == "jsonl":
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            fields = list(results.columns) + list(results.signals)
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    try:  # the export appears whole or not at all
+        with open_atomically(target) as fh:
+            if fmt == "jsonl":
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                fields = list(results.columns) + list(results.signals)
+                writer = csv.DictWriter(fh, fieldnames=fields)
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    except OSError as exc:
+        raise disk_error(exc, target, "no export written") from None
     return target

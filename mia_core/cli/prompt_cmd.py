@@ -32,6 +32,8 @@ def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Calla
                      help="Run file to write (default Prefixes/<map>/runs/{model}_{timestamp}.h5)."),
         click.option("--resume", type=click.Path(dir_okay=False, path_type=Path),
                      help="Continue this unfinished run file (options must match the recorded ones)."),
+        click.option("--retry-failed", "--retry_failed", "retry_failed", is_flag=True,
+                     help="With --resume: ask the rows whose request failed again and replace them in place."),
         click.option("--retokenize", is_flag=True,
                      help="Allow a model whose tokenizer differs from the map's: decode and re-encode the prefixes."),
         model_option,
@@ -97,12 +99,18 @@ def _report(path: Path | None, quiet: bool) -> None:
     if path is None:
         return
     from mia_core.check import format_summary, summarize
+    from mia_core.prompt import failed_rows
     from mia_core.runs import open_run
 
     run = open_run(path)
+    failed = len(failed_rows(run))
     if not quiet:
         rate = run.attrs.get("tokens_per_s") or 0.0
         click.echo(f"{len(run)} rows written to {path} ({rate:.1f} tokens/s)", err=True)
+    if failed:  # shown even with --quiet: these rows are not results
+        click.echo(f"{failed} of {len(run)} rows failed (their error column says why); ask them again with: "
+                   f"mia prompt --resume {path} --retry-failed", err=True)
+    if not quiet:
         if run.attrs.get("cost_usd"):
             click.echo(f"cost: ${float(run.attrs['cost_usd']):.4f}", err=True)
         click.echo(format_summary(summarize(run), int(run.attrs["max_length"])), err=True)
@@ -157,12 +165,13 @@ def export_command(run: Path, fmt: str, out: Path | None, force: bool) -> None:
     """
     from mia_core.errors import MiaError
     from mia_core.runs import open_run
+    from mia_core.safeio import disk_error, open_atomically
 
     if out is not None and out.exists() and not force:
         raise MiaError(f"{out} already exists; pass --force to overwrite it")
     rows = open_run(run).to_dicts()
-    stream = open(out, "w", newline="", encoding="utf-8") if out is not None else sys.stdout
-    try:
+
+    def write(stream: Any) -> None:
         if fmt == "jsonl":
             for row in rows:
                 stream.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -172,11 +181,16 @@ def export_command(run: Path, fmt: str, out: Path | None, force: bool) -> None:
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: _cell(v) for k, v in row.items()})
-    finally:
-        if out is not None:
-            stream.close()
-    if out is not None:
-        click.echo(f"{len(rows)} rows written to {out}", err=True)
+
+    if out is None:
+        write(sys.stdout)
+        return
+    try:  # the file appears whole or not at all
+        with open_atomically(out) as stream:
+            write(stream)
+    except OSError as exc:
+        raise disk_error(exc, out, "no export written") from None
+    click.echo(f"{len(rows)} rows written to {out}", err=True)
 
 
 commands = [prompt_command, check_command, export_command]

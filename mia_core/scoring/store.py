@@ -3,7 +3,8 @@
 Groups: ``match`` (suffix-match scores, one value per run row) and ``corpus`` (membership
 against a suffix-array index: ``longest_match``/``memorized`` per row, the memorized
 windows with their counts in the generations and in the corpus). Rescoring replaces the
-file atomically (written to a temporary name, then renamed); a ``corpus`` group from an
+file atomically (``mia_core.safeio.write_hdf5_atomically``: built in memory, written to a
+temporary name, fsynced, renamed); a ``corpus`` group from an
 earlier scoring with an index is kept when the new scoring has none.
 """
 
@@ -17,6 +18,7 @@ import h5py
 import numpy as np
 
 from mia_core.prefixmap import decode_attr, encode_attrs
+from mia_core.safeio import disk_error, write_hdf5_atomically
 
 
 def scores_path(run_path: str | os.PathLike) -> Path:
@@ -29,35 +31,34 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
                  corpus: dict[str, Any] | None) -> Path:
     """Write (or replace) the scores file of a run; returns its path."""
     path = scores_path(run_path)
-    tmp = path.with_name(path.name + ".tmp")
     keep_corpus = corpus is None and path.is_file()
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(encode_attrs(attrs))
-            g = f.create_group("match")
-            for name, values in match.items():
-                if values is not None:
-                    g.create_dataset(name, data=values, compression="gzip")
-            if corpus is not None:
-                c = f.create_group("corpus")
-                c.attrs.update(encode_attrs(corpus["attrs"]))
-                for name, values in corpus["data"].items():
-                    if values.dtype == object:  # strings (document ids)
-                        c.create_dataset(name, data=[str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
-                    else:
-                        c.create_dataset(name, data=values)
-            elif keep_corpus:
-                try:
-                    with h5py.File(path, "r") as old:
-                        if "corpus" in old and old["corpus"]["longest_match"].shape[0] == attrs.get("rows"):
-                            old.copy("corpus", f)
-                except OSError:
-                    pass  # an unreadable old scores file is simply replaced
-        os.replace(tmp, path)
-    except BaseException:  # no stray .tmp file; the old scores file stays as it was
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    def fill(f: h5py.File) -> None:
+        f.attrs.update(encode_attrs(attrs))
+        g = f.create_group("match")
+        for name, values in match.items():
+            if values is not None:
+                g.create_dataset(name, data=values, compression="gzip")
+        if corpus is not None:
+            c = f.create_group("corpus")
+            c.attrs.update(encode_attrs(corpus["attrs"]))
+            for name, values in corpus["data"].items():
+                if values.dtype == object:  # strings (document ids)
+                    c.create_dataset(name, data=[str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
+                else:
+                    c.create_dataset(name, data=values)
+        elif keep_corpus:
+            try:
+                with h5py.File(path, "r") as old:
+                    if "corpus" in old and old["corpus"]["longest_match"].shape[0] == attrs.get("rows"):
+                        old.copy("corpus", f)
+            except (OSError, KeyError):
+                pass  # an unreadable old scores file is simply replaced
+
+    try:  # the old scores file stays as it was unless the new one is whole
+        return write_hdf5_atomically(path, fill)
+    except OSError as exc:
+        raise disk_error(exc, path, "the previous scores file (if any) is unchanged") from None
 
 
 def read_scores(path: str | os.PathLike) -> dict[str, Any]:

@@ -304,8 +304,10 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
     if summary["failed"]:
         notes.append(f"{summary['failed']} row(s) failed (their error is in the run's error column): they are "
                      "left out of every figure; `mia prompt --resume RUN --retry-failed` asks them again")
-    if not run.complete:
-        notes.append("the run is incomplete (interrupted?): only its finished rows were scored")
+    num_strings = int(run.attrs.get("num_strings") or len(run))
+    if len(run) < num_strings:  # a run with every row but some failed ones is not "interrupted"
+        notes.append(f"the run is incomplete ({len(run)} of {num_strings} rows; interrupted?): only its "
+                     "finished rows were scored")
     summary["notes"] = notes
     summary["corpus"] = None
     corpus = None

@@ -14,6 +14,7 @@ from typing import Any
 from mia_claude.config import ClaudeConfig, parse_config
 from mia_claude.pricing import cost_usd, estimate_input_tokens
 from mia_claude.prompting import build_prompt, join_continuation, strip_preamble
+from mia_core.errors import MiaError
 from mia_core.types import Sampling, TextResult
 
 
@@ -32,6 +33,7 @@ class ClaudeBackend:
         self.name = name
         self.config = config
         self._client: Any = None
+        self._key_accepted = False  # set by the first request the API answers without 401/403
 
     # ---- what the core records and shows ------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -95,19 +97,40 @@ class ClaudeBackend:
         bodies = [self.render_request(t, max_new_tokens, sampling) for t in prompts]
         if not bodies:
             return []
+        results: list[TextResult] = []
+        if not self._key_accepted:  # the first request alone: a bad key stops the run after one request
+            results.append(self._one(prompts[0], bodies[0]))
+            prompts, bodies = prompts[1:], bodies[1:]
+        if not bodies:
+            return results
         pool = ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(bodies)))
         try:
             futures = [pool.submit(self._one, p, b) for p, b in zip(prompts, bodies, strict=True)]
-            return [f.result() for f in futures]
+            return results + [f.result() for f in futures]
         finally:
             # On Ctrl-C, drop what has not started instead of waiting for the whole batch.
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _one(self, prefix_text: str, body: dict[str, Any]) -> TextResult:
         try:
-            return self.to_result(prefix_text, self._send(body), batch=False)
+            message = self._send(body)
         except Exception as exc:  # noqa: BLE001 - any failure fails this item only, with its reason
+            self.stop_if_refused(exc)
             return TextResult(text="", error=self.describe_error(exc))
+        self._key_accepted = True
+        try:
+            return self.to_result(prefix_text, message, batch=False)
+        except Exception as exc:  # noqa: BLE001
+            return TextResult(text="", error=self.describe_error(exc))
+
+    def stop_if_refused(self, exc: BaseException) -> None:
+        """A rejected key (401) or a key without access (403) fails every request alike:
+        stop the run at once, with one line, instead of sending the rest."""
+        import anthropic
+
+        if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError)):
+            raise MiaError(f"the Anthropic API refused the key: {self.describe_error(exc)}; set a valid "
+                           "ANTHROPIC_API_KEY (or key_file=...) and run again") from None
 
     def _send(self, body: dict[str, Any]) -> Any:
         standard = {k: v for k, v in body.items() if k not in ("temperature", "top_k", "top_p")}

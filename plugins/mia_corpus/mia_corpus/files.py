@@ -6,6 +6,7 @@ Lines, CSV and Parquet are read record by record (Parquet in batches), so a larg
 never held in memory; a ``.json`` file is one JSON document and is read whole.
 """
 
+import codecs
 import csv
 import json
 import os
@@ -44,6 +45,11 @@ class Settings:
         self.label = normalize_label(options.get("label"), "option label")
         self.encoding = str(options.get("encoding", "utf-8"))
         self.detected: str | None = None  # the label field found automatically (said once on stderr)
+        try:  # an unknown name fails here, in one line, not at the first file read
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise MiaError(f"unknown encoding {self.encoding!r} (dataset option encoding=; e.g. utf-8, "
+                           "latin-1, utf-16, cp1252)") from None
 
     def label_field_of(self, fields: Iterable[str]) -> str | None:
         """The explicit label field, or the first common one among ``fields`` when none was given."""

@@ -1,0 +1,193 @@
+"""The append-only journal beside a run being written: ``<run>.h5.journal``.
+
+One record per finished batch (or attribute change), each framed as
+``MIAJ | payload length (u64) | crc32 (u32) | payload`` and fsynced before the batch is
+reported. A record holds the batch's rows *and* the run's counters after it, so the two
+are committed together. A record cut short by a kill, or one whose checksum does not
+match, ends the journal: it and anything after it are ignored (and cut off by the next
+writer). Records carry increasing sequence numbers; the run file records the last one
+compacted into it (``journal_seq``), so replaying a journal twice is harmless.
+
+The process writing a run holds an exclusive ``flock`` on its journal; readers and a
+second writer test it, so a run being written is recognised as such (a killed writer's
+lock is released by the kernel).
+
+Payload: ``u32 meta length | meta JSON | npz of the numeric columns`` (no pickle); string
+columns travel in the meta JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mia_core.safeio import fsync, fsync_dir, step, write_all
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are still journaled
+    fcntl = None  # type: ignore[assignment]
+
+MAGIC = b"MIAJ"
+HEADER = struct.Struct("<4sQI")
+META_LEN = struct.Struct("<I")
+SUFFIX = ".journal"
+
+
+def journal_path(run_path: str | os.PathLike) -> Path:
+    p = Path(run_path)
+    return p.with_name(p.name + SUFFIX)
+
+
+@dataclass
+class Record:
+    """One journal entry: ``op`` is ``append`` (rows from ``start``), ``replace`` (rows
+    ``rows``, for retried requests) or ``attrs`` (attributes only)."""
+
+    seq: int
+    op: str
+    start: int = 0
+    rows: list[int] | None = None
+    columns: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+
+def encode(record: Record) -> bytes:
+    strings = {k: list(v) for k, v in record.columns.items() if not isinstance(v, np.ndarray)}
+    arrays = {k: v for k, v in record.columns.items() if isinstance(v, np.ndarray)}
+    meta = json.dumps({"seq": record.seq, "op": record.op, "start": record.start, "rows": record.rows,
+                       "attrs": record.attrs, "strings": strings}, default=_plain).encode()
+    buffer = io.BytesIO()
+    if arrays:
+        np.savez(buffer, **arrays)
+    payload = META_LEN.pack(len(meta)) + meta + buffer.getvalue()
+    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in a run journal")
+
+
+def decode(payload: bytes) -> Record:
+    (n,) = META_LEN.unpack_from(payload)
+    meta = json.loads(payload[META_LEN.size:META_LEN.size + n])
+    columns: dict[str, Any] = dict(meta["strings"])
+    rest = payload[META_LEN.size + n:]
+    if rest:
+        with np.load(io.BytesIO(rest), allow_pickle=False) as npz:
+            columns.update({k: npz[k] for k in npz.files})
+    return Record(int(meta["seq"]), meta["op"], int(meta["start"]), meta["rows"], columns, meta["attrs"])
+
+
+def read_records(path: str | os.PathLike) -> tuple[list[Record], int]:
+    """Every whole record of a journal, and the offset where the whole records end."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    records, offset = [], 0
+    while offset + HEADER.size <= len(data):
+        magic, length, crc = HEADER.unpack_from(data, offset)
+        end = offset + HEADER.size + length
+        if magic != MAGIC or end > len(data):
+            break
+        payload = data[offset + HEADER.size:end]
+        if zlib.crc32(payload) != crc:
+            break
+        try:
+            records.append(decode(payload))
+        except (ValueError, KeyError, TypeError, struct.error, OSError):
+            break
+        offset = end
+    return records, offset
+
+
+def being_written(run_path: str | os.PathLike) -> bool:
+    """Whether a live process holds the run's journal (is writing the run right now)."""
+    path = journal_path(run_path)
+    if fcntl is None or not path.exists():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+class JournalBusy(Exception):
+    """Another live process holds the journal."""
+
+
+class Journal:
+    """The writer's end: an exclusive lock and durable appends."""
+
+    def __init__(self, run_path: str | os.PathLike) -> None:
+        self.path = journal_path(run_path)
+        existed = self.path.exists()
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(self.fd)
+                raise JournalBusy(str(self.path)) from None
+        if not existed:
+            fsync_dir(self.path.parent)
+        self.size = os.fstat(self.fd).st_size
+
+    def cut(self, offset: int) -> None:
+        """Drop everything from ``offset`` on (a torn last record; or all, after compaction)."""
+        if offset != self.size:
+            step("truncate journal")
+            os.ftruncate(self.fd, offset)
+            fsync(self.fd)
+            self.size = offset
+
+    def append(self, record: Record) -> None:
+        """Write one record durably; on failure the journal is cut back to what it was."""
+        data = encode(record)
+        start = self.size
+        try:
+            os.lseek(self.fd, start, os.SEEK_SET)
+            write_all(self.fd, data, "journal record")
+            fsync(self.fd)
+        except BaseException:
+            try:
+                os.ftruncate(self.fd, start)
+            except OSError:
+                pass  # a torn record is ignored by every reader anyway
+            raise
+        self.size = start + len(data)
+
+    def close(self, remove: bool = False) -> None:
+        if self.fd < 0:
+            return
+        if remove:
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+        os.close(self.fd)  # releases the lock
+        self.fd = -1
