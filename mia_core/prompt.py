@@ -26,15 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from mia_core import registry
 from mia_core.check import teacher_forced_batch
 from mia_core.defaults import DEFAULT_MODEL
-from mia_core.errors import BackendOutOfMemory, DiskError, MiaError
+from mia_core.errors import BackendOutOfMemory, DiskError, MiaError, UsageError
 from mia_core.prefixmap import PrefixMap, pad_rows
-from mia_core.progress import progress
+from mia_core.progress import note, progress
 from mia_core.runs import API_COLUMNS, RunWriter, default_run_path, open_run
 from mia_core.types import Sampling, TextResult, capabilities
 
@@ -59,8 +58,8 @@ class RunStopped(MiaError):
         self.path = path
 
 
-def _note(message: str) -> None:
-    click.echo(message, err=True)
+_note = note
+Confirm = Callable[[str], bool]  # asks the user a yes/no question
 
 
 @dataclass
@@ -84,7 +83,7 @@ class _Job:
 
 def _positive(name: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-        raise click.BadParameter(f"must be a positive integer, got {value!r}", param_hint=f"--{name}")
+        raise UsageError(f"must be a positive integer, got {value!r}", param_hint=f"--{name}")
 
 
 def _sampling_attrs(s: Sampling) -> dict[str, Any]:
@@ -248,13 +247,13 @@ def _sum_usage(total: dict[str, Any], cols: dict[str, list]) -> dict[str, Any]:
     return total
 
 
-def _confirm_cost(estimate: float, confirm_above: float, yes: bool) -> None:
+def _confirm_cost(estimate: float, confirm_above: float, yes: bool, confirm: Confirm | None) -> None:
     if estimate <= confirm_above or yes:
         return
-    if not sys.stdin.isatty():
+    if confirm is None or not sys.stdin.isatty():
         raise MiaError(f"the estimated cost ${estimate:.2f} is above --confirm-above ${confirm_above:.2f}; "
                        "pass --yes to go ahead")
-    if not click.confirm(f"Estimated cost ${estimate:.2f}. Continue?", default=False, err=True):
+    if not confirm(f"Estimated cost ${estimate:.2f}. Continue?"):
         raise MiaError("cancelled; nothing was sent")
 
 
@@ -265,7 +264,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
            backend: Any = None, dry_run: bool = False, yes: bool = False,
            confirm_above: float = DEFAULT_CONFIRM_ABOVE, max_cost: float | None = None, batch_api: bool = False,
            prefixes_dir: str | Path = "Prefixes", on_path: Callable[[Path], None] | None = None,
-           retry_failed: bool = False) -> list[dict]:
+           retry_failed: bool = False, confirm: Confirm | None = None) -> list[dict]:
     """Prompt ``model`` with the prefixes of ``prefix_map`` and store every continuation.
 
     Returns the seed's list of dictionaries, one per string (``index``, ``prefix_index``,
@@ -276,23 +275,25 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     run file; options given then must equal the recorded ones. ``on_path`` is called with
     the run path as soon as it is known. ``method`` is ``"generate"`` (default) or
     ``"teacher-forced"`` (see ``mia_core.check``). ``retry_failed`` (with ``resume``)
-    asks the rows whose request failed again and replaces them in place. See docs/prompt.md.
+    asks the rows whose request failed again and replaces them in place. ``confirm`` asks the
+    user a yes/no question (the CLI's prompt) when an API estimate is above ``confirm_above``;
+    without it, or without a terminal, such a run needs ``yes``. See docs/prompt.md.
     """
     if method is not None and method not in METHODS:
-        raise click.BadParameter(f"must be one of {', '.join(METHODS)}, got {method!r}", param_hint="--method")
+        raise UsageError(f"must be one of {', '.join(METHODS)}, got {method!r}", param_hint="--method")
     for name, value in (("num_strings", num_strings), ("batch_size", batch_size), ("max_length", max_length)):
         _positive(name, value)
     if max_cost is not None and max_cost <= 0:
-        raise click.BadParameter("must be positive", param_hint="--max-cost")
+        raise UsageError("must be positive", param_hint="--max-cost")
     options = dict(model_options or {})
     writer: RunWriter | None = None
     start_row = 0
     retry_rows: list[int] = []
     if retry_failed and resume is None:
-        raise click.UsageError("--retry-failed needs --resume RUN (the run whose failed rows to ask again)")
+        raise UsageError("--retry-failed needs --resume RUN (the run whose failed rows to ask again)")
     if resume is not None:
         if out is not None:
-            raise click.UsageError("--out and --resume exclude each other (the resumed run is the output)")
+            raise UsageError("--out and --resume exclude each other (the resumed run is the output)")
         # Checked read-only: a refused resume (or a dry run) leaves the file exactly as it was.
         resumed = open_run(resume)
         attrs, start_row = resumed.attrs, len(resumed)
@@ -331,7 +332,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
             _note("this run was started with --batch-api; resuming it with the batch API")
     else:
         if prefix_map is None:
-            raise click.UsageError("give a prefix map (--prefix_map) or a run to --resume")
+            raise UsageError("give a prefix map (--prefix_map) or a run to --resume")
         pmap = PrefixMap(prefix_map, prefixes_dir)
         model = model or DEFAULT_MODEL
         method = method or "generate"
@@ -344,7 +345,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     if len(pmap) == 0:
         raise MiaError(f"the prefix map {pmap.folder} holds no prefixes")
     if max_length > MAX_LENGTH_LIMIT:
-        raise click.BadParameter(f"{max_length} is above {MAX_LENGTH_LIMIT} new tokens per string (the run stores "
+        raise UsageError(f"{max_length} is above {MAX_LENGTH_LIMIT} new tokens per string (the run stores "
                                  "max_length values per row)", param_hint="--max_length")
     # Everything this run will read from the map, read once now: a damaged map stops here, not mid-run.
     pmap.verify(["prefixes", "sample_id", "sample_label"]
@@ -353,19 +354,19 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         backend = backend if backend is not None else registry.backends.create(model, options)
         job = _build_job(pmap, backend, model, method, num_strings, max_length, sampling, retokenize)
         if batch_api and job.mode != "text":
-            raise click.UsageError("--batch-api is for API (text) models only")
+            raise UsageError("--batch-api is for API (text) models only")
         if batch_api and not callable(getattr(backend, "run_batch", None)):
             raise MiaError(f"model {model!r} has no batch API (its backend does not implement run_batch)")
         if dry_run:
             _dry_run(job, start_row, batch_size, retry_rows)
             return []
-        _estimate_and_confirm(job, start_row, confirm_above, yes, max_cost, batch_api, retry_rows)
+        _estimate_and_confirm(job, start_row, confirm_above, yes, confirm, max_cost, batch_api, retry_rows)
         if resume is not None:
             writer = RunWriter.reopen(resume)
         else:
             path = Path(out) if out is not None else default_run_path(pmap.folder, model)
             if path.suffix != ".h5":
-                raise click.BadParameter(f"a run file name must end in .h5, got {path}", param_hint="--out")
+                raise UsageError(f"a run file name must end in .h5, got {path}", param_hint="--out")
             describe = backend.describe() if callable(getattr(backend, "describe", None)) else {}
             attrs = {"model": model, "method": method, "backend": describe, "prefix_map": str(pmap.folder.resolve()),
                      "map_size": len(pmap), "tokenizer": (job.map_tokenizer or backend.tokenizer).name,
@@ -402,7 +403,7 @@ def _dry_run(job: _Job, start_row: int, batch_size: int, retry_rows: Sequence[in
             request = render(text, job.max_length) if callable(render) else {"prompt": text}
         else:
             request = {"prefix_tokens": job.prefixes[r].tolist()}
-        click.echo(json.dumps({"row": int(i), "prefix_index": r, "request": request}, default=str))
+        print(json.dumps({"row": int(i), "prefix_index": r, "request": request}, default=str), flush=True)
     estimate = _estimate(job, rows)
     cost = f"; estimated cost ${estimate:.4f}" if estimate is not None else ""
     _note(f"dry run: {len(rows)} requests in batches of {batch_size} to {job.model}{cost}; nothing sent or written")
@@ -415,8 +416,8 @@ def _estimate(job: _Job, rows: np.ndarray) -> float | None:
     return float(estimate([job.prefix_texts[int(i % len(job.prefixes))] for i in rows], job.max_length))
 
 
-def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: bool, max_cost: float | None,
-                          batch_api: bool, retry_rows: Sequence[int] = ()) -> None:
+def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: bool, confirm: Confirm | None,
+                          max_cost: float | None, batch_api: bool, retry_rows: Sequence[int] = ()) -> None:
     rows = np.concatenate([np.asarray(retry_rows, dtype=np.int64), np.arange(start_row, job.num_strings)])
     estimate = _estimate(job, rows)
     if estimate is None:
@@ -426,7 +427,7 @@ def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: 
     if batch_api and max_cost is not None and estimate > max_cost:
         raise MiaError(f"the estimated cost ${estimate:.2f} is above --max-cost ${max_cost:.2f}, and a provider "
                        "batch cannot be stopped part-way; lower --num_strings or raise --max-cost")
-    _confirm_cost(estimate, confirm_above, yes)
+    _confirm_cost(estimate, confirm_above, yes, confirm)
 
 
 def _resume_hint(path: Path) -> str:

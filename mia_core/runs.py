@@ -52,6 +52,8 @@ from mia_core.prefixmap import (
 )
 from mia_core.safeio import disk_error, write_hdf5_atomically
 
+NUL_SYMBOL = "\u2400"  # what a NUL character in a text column is stored as
+
 RUN_FORMAT_VERSION = 1
 RUNS_DIR = "runs"
 
@@ -320,7 +322,9 @@ class RunWriter:
                 if width is not None:
                     data = pad_rows(data, width, fill, dtype)[0]
                 elif kind == "str":
-                    data = ["" if v is None else str(v) for v in data]
+                    # HDF5 strings cannot hold NUL (a byte-level tokenizer can decode one): shown as U+2400;
+                    # the row's token ids, stored beside it, stay exact.
+                    data = ["" if v is None else str(v).replace("\x00", NUL_SYMBOL) for v in data]
                 else:
                     data = np.asarray([fill if v is None else v for v in data], dtype=dtype)
             else:

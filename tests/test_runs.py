@@ -144,3 +144,19 @@ def test_torn_or_corrupt_journal_records_end_the_journal(tmp_path):
     w.append({"tokens": [[9]], "prefix_row": [1]})
     w.close()
     assert open_run(path).prefix_rows().tolist() == [0, 1]
+
+
+def test_text_with_nul_is_stored_visibly(tmp_path):
+    """A byte-level tokenizer can decode a NUL, which HDF5 strings cannot hold: it is stored as U+2400
+    (the token ids stay exact), both while the run is written and after compaction."""
+    folder = make_map(tmp_path / "m")
+    path = default_run_path(folder, "x")
+    w = RunWriter.create(path, {"model": "x", "prefix_map": str(folder)}, max_length=4)
+    w.append({"tokens": [[0, 65]], "prefix_row": [0], "text": ["\x00A"]})
+    w.close()  # unfinished: the row is read from the journal
+    assert open_run(path).read("text").tolist() == ["\u2400A"]
+    w = RunWriter.reopen(path)
+    w.finish()
+    w.close()
+    run = open_run(path)
+    assert run.read("text").tolist() == ["\u2400A"] and run.tokens()[0].tolist() == [0, 65]
