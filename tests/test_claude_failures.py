@@ -69,7 +69,8 @@ def test_every_failure_kind_is_counted_and_retried_in_place(prefix_map, server, 
     sent = len(server.message_requests())
     retried = runner.invoke(cli, ["prompt", "--resume", str(run_path), "--retry-failed", "--yes"])
     assert retried.exit_code == 0, retried.output
-    assert "for 3 requests" in retried.stderr and "failed" not in retried.stderr.split("rows written")[1]
+    after = retried.stderr.split("rows written")[1]
+    assert "for 3 requests" in retried.stderr and "rows failed" not in after and "; failed 0;" in after
     assert len(server.message_requests()) - sent == 3  # exactly the failed rows, asked once each
     asked = [json.dumps(r["body"]) for r in server.message_requests()[sent:]]
     assert sorted(any(d in a for d in DOCS[1:]) for a in asked) == [True] * 3
