@@ -35,6 +35,7 @@ from mia_core.errors import BackendOutOfMemory, MiaError
 from mia_core.prefixmap import PrefixMap, pad_rows
 from mia_core.progress import progress
 from mia_core.runs import API_COLUMNS, RunWriter, default_run_path, open_run
+from mia_core.shards import WHOLE, Shard, parse_shard, shard_of
 from mia_core.types import Sampling, TextResult
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -79,6 +80,7 @@ class _Job:
     map_tokenizer: Any = None  # text mode: decodes prefixes, re-tokenizes answers
     retokenized: bool = False
     prefix_texts: list[str] = field(default_factory=list)
+    shard: Shard = WHOLE  # --shard I/N: only the run rows i with i mod N == I
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -251,7 +253,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
            model_options: dict[str, Any] | None = None, quiet: bool = False, *, method: str | None = None,
            backend: Any = None, dry_run: bool = False, yes: bool = False,
            confirm_above: float = DEFAULT_CONFIRM_ABOVE, max_cost: float | None = None, batch_api: bool = False,
-           prefixes_dir: str | Path = "Prefixes", on_path: Callable[[Path], None] | None = None) -> list[dict]:
+           prefixes_dir: str | Path = "Prefixes", on_path: Callable[[Path], None] | None = None,
+           shard: str | Shard | None = None) -> list[dict]:
     """Prompt ``model`` with the prefixes of ``prefix_map`` and store every continuation.
 
     Returns the seed's list of dictionaries, one per string (``index``, ``prefix_index``,
@@ -261,7 +264,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     map's suffix length), greedy decoding, ``model`` gemma-3-270m. ``resume`` continues a
     run file; options given then must equal the recorded ones. ``on_path`` is called with
     the run path as soon as it is known. ``method`` is ``"generate"`` (default) or
-    ``"teacher-forced"`` (see ``mia_core.check``). See docs/prompt.md.
+    ``"teacher-forced"`` (see ``mia_core.check``). ``shard`` (``"I/N"``) generates only the
+    rows ``i`` with ``i mod N == I`` (see ``mia_core.shards``, docs/scale.md). See docs/prompt.md.
     """
     if method is not None and method not in METHODS:
         raise click.BadParameter(f"must be one of {', '.join(METHODS)}, got {method!r}", param_hint="--method")
@@ -270,6 +274,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     if max_cost is not None and max_cost <= 0:
         raise click.BadParameter("must be positive", param_hint="--max-cost")
     options = dict(model_options or {})
+    given_shard = shard if isinstance(shard, Shard) or shard is None else parse_shard(shard)
     writer: RunWriter | None = None
     start_row = 0
     if resume is not None:
@@ -285,6 +290,9 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         if sampling is not None:
             given.update(_sampling_attrs(sampling))
         _check_resume(attrs, given)
+        if given_shard is not None and given_shard != shard_of(attrs):
+            raise MiaError(f"cannot resume: the run is shard {shard_of(attrs)}, not {given_shard}")
+        shard = shard_of(attrs)
         if prefix_map is not None and PrefixMap(prefix_map, prefixes_dir).folder.resolve() != \
                 Path(attrs["prefix_map"]).resolve():
             raise MiaError(f"cannot resume: the run was made from the map {attrs['prefix_map']}, not {prefix_map}")
@@ -311,6 +319,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         max_length = max_length or (pmap.suffix_tokens if method == "teacher-forced" else DEFAULT_MAX_LENGTH)
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         sampling = sampling or Sampling()
+        shard = given_shard or WHOLE
         if not sampling.greedy and sampling.seed is None:  # record a seed so the run can be reproduced
             sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, random.randrange(2**31))
     if len(pmap) == 0:
@@ -318,6 +327,9 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     try:
         backend = backend if backend is not None else registry.backends.create(model, options)
         job = _build_job(pmap, backend, model, method, num_strings, max_length, sampling, retokenize)
+        job.shard = shard
+        if batch_api and shard != WHOLE:
+            raise click.UsageError("--shard and --batch-api exclude each other (a provider batch is one job)")
         if batch_api and job.mode != "text":
             raise click.UsageError("--batch-api is for API (text) models only")
         if batch_api and not callable(getattr(backend, "run_batch", None)):
@@ -341,6 +353,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
                      "retokenized": job.retokenized, "model_options": options, "batch_api": batch_api,
                      "elapsed_s": 0.0,
                      "generated_tokens": 0, "cost_usd": 0.0, "usage": {}}
+            if shard != WHOLE:
+                attrs["shard"] = str(shard)
             writer = RunWriter.create(path, attrs, max_length, _columns(job.mode), _static(job))
         if on_path is not None:
             on_path(writer.path)
@@ -352,7 +366,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
 
 
 def _dry_run(job: _Job, start_row: int, batch_size: int) -> None:
-    rows = np.arange(start_row, job.num_strings)
+    rows = job.shard.run_rows(start_row, job.num_strings, job.num_strings)
     render = getattr(job.backend, "render_request", None)
     for i in rows:
         r = int(i % len(job.prefixes))
@@ -376,7 +390,7 @@ def _estimate(job: _Job, rows: np.ndarray) -> float | None:
 
 def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: bool, max_cost: float | None,
                           batch_api: bool) -> None:
-    estimate = _estimate(job, np.arange(start_row, job.num_strings))
+    estimate = _estimate(job, job.shard.run_rows(start_row, job.num_strings, job.num_strings))
     if estimate is None:
         return
     _note(f"estimated cost: ${estimate:.4f} for {job.num_strings - start_row} requests to {job.model}")
@@ -396,11 +410,21 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
     elapsed0, tokens0 = float(attrs.get("elapsed_s") or 0.0), int(attrs.get("generated_tokens") or 0)
     spent, usage = float(attrs.get("cost_usd") or 0.0), dict(attrs.get("usage") or {})
     t0, tokens = time.perf_counter(), 0
-    bar = progress(total=job.num_strings, desc=f"{job.method} {job.model}", unit="str", quiet=quiet,
+    total = job.shard.size(job.num_strings)
+    bar = progress(total=total, desc=f"{job.method} {job.model}", unit="str", quiet=quiet,
                    initial=writer.rows_done)
+    in_batch = 0  # rows the backend reported finished within the current batch (on_rows_done)
+
+    def on_rows_done(rows: int, new_tokens: int) -> None:
+        nonlocal in_batch
+        in_batch += rows
+        bar.update(rows)
+
+    if hasattr(job.backend, "on_rows_done"):  # backends that report completion within a batch (vLLM)
+        job.backend.on_rows_done = on_rows_done
 
     def record(cols: dict[str, list]) -> None:
-        nonlocal tokens, spent, usage
+        nonlocal tokens, spent, usage, in_batch
         writer.append(cols)
         tokens += int(sum(len(t) for t in cols["tokens"]))
         spent += _cost_of(cols)
@@ -408,7 +432,8 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
         elapsed = time.perf_counter() - t0
         extra = {"cost_usd": spent, "usage": usage} if job.mode == "text" else {}
         writer.set_attrs(elapsed_s=elapsed0 + elapsed, generated_tokens=tokens0 + tokens, **extra)
-        bar.update(len(cols["prefix_row"]))
+        bar.update(len(cols["prefix_row"]) - in_batch)
+        in_batch = 0
         bar.set_postfix_str(f"{tokens / max(elapsed, 1e-9):.1f} tok/s" + (f", ${spent:.4f}" if extra else ""))
 
     size = batch_size  # halved on out-of-memory; the size in use is recorded
@@ -416,20 +441,22 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
         if batch_api:
             _execute_batch_api(job, writer, record)
         else:
-            while writer.rows_done < job.num_strings:
+            while writer.rows_done < total:
                 start = writer.rows_done
-                rows = np.arange(start, min(start + size, job.num_strings))
+                rows = job.shard.run_rows(start, size, job.num_strings)
                 if max_cost is not None:
                     next_cost = _estimate(job, rows) or 0.0
                     if spent + next_cost > max_cost or spent >= max_cost:
                         raise RunStopped(
                             f"stopped at the cost cap: ${spent:.4f} spent, the next batch would cost about "
-                            f"${next_cost:.4f} (--max-cost ${max_cost:.2f}); {start} of {job.num_strings} rows kept "
+                            f"${next_cost:.4f} (--max-cost ${max_cost:.2f}); {start} of {total} rows kept "
                             f"in {writer.path}; continue with: {_resume_hint(writer.path)} --max-cost HIGHER",
                             writer.path)
                 try:
                     cols = _generate_batch(job, rows)
                 except BackendOutOfMemory:
+                    bar.update(-in_batch)  # the batch is redone smaller
+                    in_batch = 0
                     if size == 1:
                         raise MiaError("out of memory even at batch size 1; try a smaller --max_length, "
                                        "--dtype bfloat16 or another --device") from None
@@ -439,7 +466,7 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
                 record(cols)
     except KeyboardInterrupt:
         bar.close()
-        _note(f"\ninterrupted: {writer.rows_done} of {job.num_strings} rows kept in {writer.path}; "
+        _note(f"\ninterrupted: {writer.rows_done} of {total} rows kept in {writer.path}; "
               f"continue with: {_resume_hint(writer.path)}")
         raise
     except MiaError as exc:

@@ -32,6 +32,8 @@ def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Calla
                      help="Run file to write (default Prefixes/<map>/runs/{model}_{timestamp}.h5)."),
         click.option("--resume", type=click.Path(dir_okay=False, path_type=Path),
                      help="Continue this unfinished run file (options must match the recorded ones)."),
+        click.option("--shard", metavar="I/N",
+                     help="Generate only rows i with i mod N == I (its own resumable run; mia merge joins them)."),
         click.option("--retokenize", is_flag=True,
                      help="Allow a model whose tokenizer differs from the map's: decode and re-encode the prefixes."),
         model_option,
