@@ -28,7 +28,8 @@ SAME_KEYS = ("prefix_map", "map_size", "model", "method", "num_strings", "max_le
 # Model options that place the work (which GPUs, how many, how much memory) without changing
 # what is computed: shards on different machines may set them differently.
 PLACEMENT_OPTIONS = frozenset({"device", "threads", "tensor_parallel_size", "data_parallel_size",
-                               "gpu_memory_utilization", "enforce_eager", "max_model_len"})
+                               "pipeline_parallel_size", "distributed_executor_backend", "gpu_memory_utilization",
+                               "enforce_eager", "max_model_len"})
 # Attributes RunWriter.create sets itself, and per-shard bookkeeping not carried over as is.
 WRITER_KEYS = ("format_version", "mia_version", "max_length", "created", "complete", "rows", "columns", "shard",
                "elapsed_s", "generated_tokens", "tokens_per_s", "batch_size_used")

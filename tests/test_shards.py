@@ -183,3 +183,42 @@ def test_killed_shard_resumed_then_merged(tiny, tmp_path, runner):
     assert result.exit_code == 0, result.output
     assert open_run(paths[1]).complete and len(open_run(paths[1])) == 100
     _assert_same_rows(merge_runs(paths, tmp_path / "merged.h5"), whole)
+
+
+class ReportsRows:
+    """The tiny HF backend made to report each row as it finishes, as the vLLM backend does."""
+
+    def __init__(self, backend):
+        self.backend, self.on_rows_done, self.seen = backend, None, []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def generate(self, prefixes, *args, **kwargs):
+        out = self.backend.generate(prefixes, *args, **kwargs)
+        for _ in out:
+            self.on_rows_done(1, 0)
+            self.seen.append(self.bars[-1].n)
+        return out
+
+
+def test_bar_advances_within_a_batch_without_double_counting(tiny, tmp_path, monkeypatch):
+    import mia_core.prompt as prompt_module
+
+    name, backend, folder = tiny
+    wrapped = ReportsRows(backend)
+    wrapped.bars = []
+
+    def keep(total=None, initial=0, **kwargs):
+        import io
+
+        from tqdm import tqdm
+
+        wrapped.bars.append(tqdm(total=total, initial=initial, file=io.StringIO()))
+        return wrapped.bars[-1]
+
+    monkeypatch.setattr(prompt_module, "progress", keep)
+    prompt(folder, name, backend=wrapped, out=tmp_path / "r.h5", num_strings=7, batch_size=3, max_length=3,
+           shard="0/1")
+    assert wrapped.seen == [1, 2, 3, 4, 5, 6, 7]  # moved row by row inside each batch of 3
+    assert wrapped.bars[-1].n == 7 and len(open_run(tmp_path / "r.h5")) == 7
