@@ -11,8 +11,8 @@ way), one call per batch size:
 - score: teacher-forced prompt tokens (prefix + suffix, ``--score-tokens`` each) per second,
   HF ``score`` vs vLLM ``prompt_logprobs`` (Min-K%++ moments off for both: vLLM has none).
 
-Each line prints both rates and the ratio vLLM/HF. A batch whose HF call would take longer
-than ``--budget-s`` (estimated from the previous batch size) is skipped, and the line says so.
+Each line prints both rates and the ratio vLLM/HF. A batch size is skipped for a backend whose
+call at the previous (smaller) batch size took longer than ``--budget-s``, and the line says so.
 vLLM's engine start (about a minute on CPU) is timed separately and not in the rates; each
 backend does one untimed warm-up call first. Needs the vLLM environment (bash install.sh --vllm).
 """
@@ -58,6 +58,11 @@ def main() -> None:
 
     batches = [int(b) for b in args.batches.split(",")]
     hf = registry.backends.create(args.model, {"device": args.device, "dtype": args.dtype})
+    prefixes = corpus_windows(hf.tokenizer, max(batches), args.prefix_tokens)
+    sequences = corpus_windows(hf.tokenizer, max(batches), args.score_tokens)
+    # HF first, vLLM after: vLLM's engine processes keep threads bound to the cores, which would
+    # slow down anything timed next to them.
+    hf_results = measure(hf, batches, prefixes, sequences, args)
     options = {"dtype": args.dtype, "max_model_len": str(max(args.prefix_tokens + args.new_tokens,
                                                              args.score_tokens) + 8)}
     if args.memory:
@@ -69,35 +74,43 @@ def main() -> None:
     print(f"model {args.model}: HF {hf_d['class']} on {hf_d['device']} ({hf_d['dtype']}); {v_d['engine']} on "
           f"{v_d['device']} ({v_d['dtype']}{', eager' if args.eager else ''}); "
           f"vLLM engine start {start_s:.1f} s (not in the rates)")
-    prefixes = corpus_windows(hf.tokenizer, max(batches), args.prefix_tokens)
-    sequences = corpus_windows(hf.tokenizer, max(batches), args.score_tokens)
-    for backend in (hf, vllm):  # warm-up: first calls allocate and compile
-        backend.generate(prefixes[:2], 4)
-        backend.score(sequences[:2], 0, distribution=False)
-    hf_rate = {"generate": None, "score": None}
+    v_results = measure(vllm, batches, prefixes, sequences, args)
     for batch in batches:
         for task in ("generate", "score"):
-            work = batch * (args.new_tokens if task == "generate" else args.score_tokens)
-            rate = hf_rate[task]
-            if rate and work / rate > args.budget_s:
-                print(f"batch {batch:4d} {task:8s}: skipped (HF would take about {work / rate:.0f} s > --budget-s "
-                      f"{args.budget_s:.0f})")
+            (hf_rate, hf_out), (v_rate, v_out) = hf_results[batch, task], v_results[batch, task]
+            what = (f"new tokens/s (greedy, {args.new_tokens} per row" if task == "generate"
+                    else f"prompt tokens/s scored ({args.score_tokens} per row")
+            if task == "generate" and hf_out is not None and v_out is not None:
+                what += f"; rows identical {sum(a == b for a, b in zip(hf_out, v_out, strict=True))}/{batch}"
+            line = f"batch {batch:4d} {task:8s}: HF {_rate(hf_rate)}  vLLM {_rate(v_rate)}  "
+            if isinstance(hf_rate, float) and isinstance(v_rate, float):
+                line += f"ratio vLLM/HF {v_rate / hf_rate:5.2f}x  "
+            print(line + what + ")", flush=True)
+
+
+def _rate(rate: float | str | None) -> str:
+    return f"{rate:9.1f}" if isinstance(rate, float) else f"{rate or '-':>9s}"
+
+
+def measure(backend, batches, prefixes, sequences, args) -> dict:  # noqa: ANN001
+    """{(batch, task): (tokens/s or why skipped, outputs)} for one backend, after a warm-up call."""
+    backend.generate(prefixes[:2], 4)  # first calls allocate (and on GPU compile)
+    backend.score(sequences[:2], 0, distribution=False)
+    results, last_seconds = {}, {"generate": 0.0, "score": 0.0}
+    for batch in batches:
+        for task in ("generate", "score"):
+            if last_seconds[task] > args.budget_s:  # a bigger batch would take longer still
+                results[batch, task] = (f"skipped (previous batch took {last_seconds[task]:.0f}s > --budget-s)", None)
                 continue
             if task == "generate":
-                hf_s, hf_out = timed(hf.generate, prefixes[:batch], args.new_tokens)
-                v_s, v_out = timed(vllm.generate, prefixes[:batch], args.new_tokens)
-                hf_n, v_n = sum(map(len, hf_out)), sum(map(len, v_out))
-                same = sum(a == b for a, b in zip(hf_out, v_out, strict=True))
-                what = f"new tokens/s (greedy, {args.new_tokens} per row; rows identical {same}/{batch})"
+                seconds, out = timed(backend.generate, prefixes[:batch], args.new_tokens)
+                tokens = sum(map(len, out))
             else:
-                hf_s, _ = timed(hf.score, sequences[:batch], 0, distribution=False)
-                v_s, _ = timed(vllm.score, sequences[:batch], 0, distribution=False)
-                hf_n = v_n = batch * args.score_tokens
-                what = f"prompt tokens/s scored ({args.score_tokens} per row)"
-            hf_rate[task] = hf_n / hf_s
-            print(f"batch {batch:4d} {task:8s}: HF {hf_n / hf_s:9.1f}  vLLM {v_n / v_s:9.1f}  "
-                  f"ratio vLLM/HF {(v_n / v_s) / (hf_n / hf_s):5.2f}x  {what}", flush=True)
-
+                seconds, out = timed(backend.score, sequences[:batch], 0, distribution=False)
+                tokens = batch * args.score_tokens
+            last_seconds[task] = seconds
+            results[batch, task] = (tokens / seconds, out if task == "generate" else None)
+    return results
 
 if __name__ == "__main__":  # vLLM starts worker processes: the guard keeps them from rerunning this
     main()

@@ -390,10 +390,11 @@ def _estimate(job: _Job, rows: np.ndarray) -> float | None:
 
 def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: bool, max_cost: float | None,
                           batch_api: bool) -> None:
-    estimate = _estimate(job, job.shard.run_rows(start_row, job.num_strings, job.num_strings))
+    rows = job.shard.run_rows(start_row, job.num_strings, job.num_strings)
+    estimate = _estimate(job, rows)
     if estimate is None:
         return
-    _note(f"estimated cost: ${estimate:.4f} for {job.num_strings - start_row} requests to {job.model}")
+    _note(f"estimated cost: ${estimate:.4f} for {len(rows)} requests to {job.model}")
     if batch_api and max_cost is not None and estimate > max_cost:
         raise MiaError(f"the estimated cost ${estimate:.2f} is above --max-cost ${max_cost:.2f}, and a provider "
                        "batch cannot be stopped part-way; lower --num_strings or raise --max-cost")
