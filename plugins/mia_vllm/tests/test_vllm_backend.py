@@ -169,6 +169,11 @@ def test_bad_options_fail_before_the_engine_starts():
         engine_settings({"gpu_memory_utilization": "1.5"})
     with pytest.raises(MiaError, match="tensor_parallel_size"):
         engine_settings({"tensor_parallel_size": "0"})
+    with pytest.raises(MiaError, match="distributed_executor_backend must be mp or ray"):
+        engine_settings({"distributed_executor_backend": "slurm"})
+    with pytest.raises(MiaError, match="run 2 shards instead.*--shard I/2"):
+        engine_settings({"data_parallel_size": "2"})
+    assert engine_settings({"pipeline_parallel_size": "2", "distributed_executor_backend": "ray"}).executor == "ray"
     with pytest.raises(MiaError, match="installed for cpu"):
         engine_settings({"device": "cuda"})
     assert engine_settings({}).dtype == "float32" and engine_settings({}).gpu_memory_utilization == 0.2
