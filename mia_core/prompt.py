@@ -35,6 +35,7 @@ from mia_core.errors import BackendOutOfMemory, DiskError, MiaError, UsageError
 from mia_core.prefixmap import PrefixMap, pad_rows
 from mia_core.progress import note, progress
 from mia_core.runs import API_COLUMNS, RunWriter, default_run_path, open_run
+from mia_core.shards import WHOLE, Shard, parse_shard, shard_of
 from mia_core.types import Sampling, TextResult, capabilities
 
 DEFAULT_BATCH_SIZE = 10
@@ -79,6 +80,7 @@ class _Job:
     map_tokenizer: Any = None  # text mode: decodes prefixes, re-tokenizes answers
     retokenized: bool = False
     prefix_texts: list[str] = field(default_factory=list)
+    shard: Shard = WHOLE  # --shard I/N: only the run rows i with i mod N == I
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -264,7 +266,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
            backend: Any = None, dry_run: bool = False, yes: bool = False,
            confirm_above: float = DEFAULT_CONFIRM_ABOVE, max_cost: float | None = None, batch_api: bool = False,
            prefixes_dir: str | Path = "Prefixes", on_path: Callable[[Path], None] | None = None,
-           retry_failed: bool = False, confirm: Confirm | None = None) -> list[dict]:
+           retry_failed: bool = False, confirm: Confirm | None = None,
+           shard: str | Shard | None = None) -> list[dict]:
     """Prompt ``model`` with the prefixes of ``prefix_map`` and store every continuation.
 
     Returns the seed's list of dictionaries, one per string (``index``, ``prefix_index``,
@@ -277,7 +280,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     ``"teacher-forced"`` (see ``mia_core.check``). ``retry_failed`` (with ``resume``)
     asks the rows whose request failed again and replaces them in place. ``confirm`` asks the
     user a yes/no question (the CLI's prompt) when an API estimate is above ``confirm_above``;
-    without it, or without a terminal, such a run needs ``yes``. See docs/prompt.md.
+    without it, or without a terminal, such a run needs ``yes``. ``shard`` (``"I/N"``) generates
+    only the rows ``i`` with ``i mod N == I`` (see ``mia_core.shards``, docs/scale.md). See docs/prompt.md.
     """
     if method is not None and method not in METHODS:
         raise UsageError(f"must be one of {', '.join(METHODS)}, got {method!r}", param_hint="--method")
@@ -286,6 +290,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     if max_cost is not None and max_cost <= 0:
         raise UsageError("must be positive", param_hint="--max-cost")
     options = dict(model_options or {})
+    given_shard = shard if isinstance(shard, Shard) or shard is None else parse_shard(shard)
     writer: RunWriter | None = None
     start_row = 0
     retry_rows: list[int] = []
@@ -314,6 +319,9 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         if sampling is not None:
             given.update(_sampling_attrs(sampling))
         _check_resume(attrs, given)
+        if given_shard is not None and given_shard != shard_of(attrs):
+            raise MiaError(f"cannot resume: the run is shard {shard_of(attrs)}, not {given_shard}")
+        shard = shard_of(attrs)
         if prefix_map is not None and PrefixMap(prefix_map, prefixes_dir).folder.resolve() != \
                 Path(attrs["prefix_map"]).resolve():
             raise MiaError(f"cannot resume: the run was made from the map {attrs['prefix_map']}, not {prefix_map}")
@@ -340,6 +348,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         max_length = max_length or (pmap.suffix_tokens if method == "teacher-forced" else DEFAULT_MAX_LENGTH)
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         sampling = sampling or Sampling()
+        shard = given_shard or WHOLE
         if not sampling.greedy and sampling.seed is None:  # record a seed so the run can be reproduced
             sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, random.randrange(2**31))
     if len(pmap) == 0:
@@ -353,6 +362,9 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     try:
         backend = backend if backend is not None else registry.backends.create(model, options)
         job = _build_job(pmap, backend, model, method, num_strings, max_length, sampling, retokenize)
+        job.shard = shard
+        if batch_api and shard != WHOLE:
+            raise UsageError("--shard and --batch-api exclude each other (a provider batch is one job)")
         if batch_api and job.mode != "text":
             raise UsageError("--batch-api is for API (text) models only")
         if batch_api and not callable(getattr(backend, "run_batch", None)):
@@ -376,6 +388,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
                      "retokenized": job.retokenized, "model_options": options, "batch_api": batch_api,
                      "elapsed_s": 0.0,
                      "generated_tokens": 0, "cost_usd": 0.0, "usage": {}}
+            if shard != WHOLE:
+                attrs["shard"] = str(shard)
             writer = RunWriter.create(path, attrs, max_length, _columns(job.mode), _static(job))
         if on_path is not None:
             on_path(writer.path)
@@ -393,8 +407,14 @@ def failed_rows(run: Any) -> list[int]:
     return [int(i) for i in np.flatnonzero([bool(e) for e in run.read("error")])]
 
 
+def _pending_rows(job: _Job, start_row: int, retry_rows: Sequence[int]) -> np.ndarray:
+    """The run rows still to ask: failed rows asked again (given as rows of this run file), then the rest."""
+    retried = job.shard.index + np.asarray(retry_rows, dtype=np.int64) * job.shard.count
+    return np.concatenate([retried, job.shard.run_rows(start_row, job.num_strings, job.num_strings)])
+
+
 def _dry_run(job: _Job, start_row: int, batch_size: int, retry_rows: Sequence[int] = ()) -> None:
-    rows = np.concatenate([np.asarray(retry_rows, dtype=np.int64), np.arange(start_row, job.num_strings)])
+    rows = _pending_rows(job, start_row, retry_rows)
     render = getattr(job.backend, "render_request", None)
     for i in rows:
         r = int(i % len(job.prefixes))
@@ -418,7 +438,7 @@ def _estimate(job: _Job, rows: np.ndarray) -> float | None:
 
 def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: bool, confirm: Confirm | None,
                           max_cost: float | None, batch_api: bool, retry_rows: Sequence[int] = ()) -> None:
-    rows = np.concatenate([np.asarray(retry_rows, dtype=np.int64), np.arange(start_row, job.num_strings)])
+    rows = _pending_rows(job, start_row, retry_rows)
     estimate = _estimate(job, rows)
     if estimate is None:
         return
@@ -440,12 +460,22 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
     elapsed0, tokens0 = float(attrs.get("elapsed_s") or 0.0), int(attrs.get("generated_tokens") or 0)
     spent, usage = float(attrs.get("cost_usd") or 0.0), dict(attrs.get("usage") or {})
     t0, tokens = time.perf_counter(), 0
-    todo = len(retry_rows) + job.num_strings - writer.rows_done
+    total = job.shard.size(job.num_strings)
+    todo = len(retry_rows) + total - writer.rows_done
     bar = progress(total=todo, desc=f"{job.method} {job.model}", unit="str", quiet=quiet)
+    in_batch = 0  # rows the backend reported finished within the current batch (on_rows_done)
+
+    def on_rows_done(rows: int, new_tokens: int) -> None:
+        nonlocal in_batch
+        in_batch += rows
+        bar.update(rows)
+
+    if hasattr(job.backend, "on_rows_done"):  # backends that report completion within a batch (vLLM)
+        job.backend.on_rows_done = on_rows_done
 
     def record(cols: dict[str, list], replace: Sequence[int] | None = None) -> None:
         """Commit a batch with the counters it moves (one journal record: both or neither)."""
-        nonlocal tokens, spent, usage
+        nonlocal tokens, spent, usage, in_batch
         new_tokens = int(sum(len(t) for t in cols["tokens"]))
         if replace is not None:  # a retried row's earlier (failed) tokens no longer count
             new_tokens -= int(writer.read("lengths")[np.asarray(replace, dtype=np.int64)].sum())
@@ -458,7 +488,8 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
         else:
             writer.replace(replace, cols, **counters)
         tokens, spent, usage = tokens + new_tokens, new_spent, new_usage
-        bar.update(len(cols["prefix_row"]))
+        bar.update(len(cols["prefix_row"]) - in_batch)
+        in_batch = 0
         bar.set_postfix_str(f"{tokens / max(elapsed, 1e-9):.1f} tok/s" + (f", ${spent:.4f}" if extra else ""))
 
     def check_cost(rows: np.ndarray, done: str) -> None:
@@ -472,10 +503,12 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
                 f"continue with: {_resume_hint(writer.path)} --max-cost HIGHER", writer.path)
 
     def generate(rows: np.ndarray) -> dict[str, list] | None:
-        nonlocal size
+        nonlocal size, in_batch
         try:
             return _generate_batch(job, rows)
         except BackendOutOfMemory:
+            bar.update(-in_batch)  # the batch is redone smaller
+            in_batch = 0
             if size == 1:
                 raise MiaError("out of memory even at batch size 1; try a smaller --max_length, "
                                "--dtype bfloat16 or another --device") from None
@@ -487,19 +520,20 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
     try:
         pending = list(retry_rows)
         while pending:  # failed rows asked again, replaced in place
-            rows = np.asarray(pending[:size], dtype=np.int64)
+            local = np.asarray(pending[:size], dtype=np.int64)  # rows of this run file
+            rows = job.shard.index + local * job.shard.count  # rows of the whole run
             check_cost(rows, f"{len(retry_rows) - len(pending)} of {len(retry_rows)} failed rows asked again")
             cols = generate(rows)
             if cols is not None:
-                record(cols, replace=rows.tolist())
-                pending = pending[len(rows):]
+                record(cols, replace=local.tolist())
+                pending = pending[len(local):]
         if batch_api and writer.rows_done < job.num_strings:  # (all written: no batch to poll)
             _execute_batch_api(job, writer, record)
         else:
-            while writer.rows_done < job.num_strings:
+            while writer.rows_done < total:
                 start = writer.rows_done
-                rows = np.arange(start, min(start + size, job.num_strings))
-                check_cost(rows, f"{start} of {job.num_strings} rows kept")
+                rows = job.shard.run_rows(start, size, job.num_strings)
+                check_cost(rows, f"{start} of {total} rows kept")
                 cols = generate(rows)
                 if cols is not None:
                     record(cols)
@@ -508,7 +542,7 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
         if _discard_if_empty(writer, fresh):
             _note(f"\ninterrupted before the first row; nothing was kept (no run file left at {writer.path})")
         else:
-            _note(f"\ninterrupted: {writer.rows_done} of {job.num_strings} rows kept in {writer.path}; "
+            _note(f"\ninterrupted: {writer.rows_done} of {total} rows kept in {writer.path}; "
                   f"continue with: {_resume_hint(writer.path)}")
         raise
     except MiaError as exc:

@@ -34,6 +34,8 @@ def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Calla
                      help="Continue this unfinished run file (options must match the recorded ones)."),
         click.option("--retry-failed", "--retry_failed", "retry_failed", is_flag=True,
                      help="With --resume: ask the rows whose request failed again and replace them in place."),
+        click.option("--shard", metavar="I/N",
+                     help="Generate only rows i with i mod N == I (its own resumable run; mia merge joins them)."),
         click.option("--retokenize", is_flag=True,
                      help="Allow a model whose tokenizer differs from the map's: decode and re-encode the prefixes."),
         model_option,

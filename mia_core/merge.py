@@ -1,0 +1,168 @@
+"""``mia merge``: the shards of one run (``mia prompt --shard I/N``) put back into one run file.
+
+Shard ``I`` of ``N`` holds run rows ``I, I+N, I+2N, ...`` in order (``mia_core.shards``).
+Merging checks that the shards are one experiment (same map, model and decoding options),
+that together they hold every row exactly once (no shard twice, none missing, each one
+finished), and writes a run whose rows are in run order: with greedy decoding it equals the
+run made without ``--shard``. It reads shards through the public run reader and writes with
+``RunWriter``, under a ``.partial`` name renamed when complete. See docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mia_core.errors import MiaError
+from mia_core.prefixmap import PARTIAL_SUFFIX
+from mia_core.runs import Run, RunWriter, default_run_path, open_run
+from mia_core.shards import shard_of
+
+# Attributes that make two shards one experiment: they must be equal in every shard.
+SAME_KEYS = ("prefix_map", "map_size", "model", "method", "num_strings", "max_length", "temperature", "top_k",
+             "top_p", "seed", "retokenized", "tokenizer_fingerprint", "bos_prepended", "format_version")
+# Model options that place the work (which GPUs, how many, how much memory) without changing
+# what is computed: shards on different machines may set them differently.
+PLACEMENT_OPTIONS = frozenset({"device", "threads", "tensor_parallel_size", "data_parallel_size",
+                               "pipeline_parallel_size", "distributed_executor_backend", "gpu_memory_utilization",
+                               "enforce_eager", "max_model_len"})
+# Attributes RunWriter.create sets itself, and per-shard bookkeeping not carried over as is.
+WRITER_KEYS = ("format_version", "mia_version", "max_length", "created", "complete", "rows", "columns", "shard",
+               "elapsed_s", "generated_tokens", "tokens_per_s", "batch_size_used")
+# Rows copied per append: bounds memory for runs of millions of rows.
+CHUNK_ROWS = 65_536
+
+
+def _setting(run: Run, key: str) -> Any:
+    if key == "model_options":
+        options = run.attrs.get("model_options") or {}
+        return {k: v for k, v in options.items() if k not in PLACEMENT_OPTIONS}
+    if key == "dtype":
+        return (run.attrs.get("backend") or {}).get("dtype")
+    value = run.attrs.get(key)
+    return float(value) if key in ("temperature", "top_p") and value is not None else value
+
+
+def _check_same(runs: Sequence[Run]) -> None:
+    first = runs[0]
+    for run in runs[1:]:
+        for key in (*SAME_KEYS, "model_options", "dtype", "columns"):
+            a, b = (_setting(first, key), _setting(run, key)) if key != "columns" else (first.columns, run.columns)
+            if a != b:
+                raise MiaError(f"cannot merge: {first.path} has {key}={a!r} but {run.path} has {key}={b!r} "
+                               "(shards must come from the same map, model and decoding options)")
+        for name in _static_names(first):
+            if not np.array_equal(first.read(name), run.read(name)):
+                raise MiaError(f"cannot merge: {first.path} and {run.path} hold different {name} (retokenized "
+                               "with another tokenizer?)")
+
+
+def _static_names(run: Run) -> list[str]:
+    return [name for name in run.datasets if name not in run.columns]
+
+
+def check_shards(paths: Sequence[str | os.PathLike]) -> tuple[list[Run], int]:
+    """Open the shards, check they form one complete run; returns them by shard index and N."""
+    if not paths:
+        raise MiaError("mia merge needs the run files of the shards (mia prompt --shard I/N)")
+    runs = [open_run(p) for p in paths]
+    seen: dict[int, Run] = {}
+    counts = set()
+    for run in runs:
+        if not run.attrs.get("shard"):
+            raise MiaError(f"{run.path} is not a shard (it was made without --shard); merge only shards")
+        shard = shard_of(run.attrs)
+        counts.add(shard.count)
+        if shard.index in seen:
+            other = seen[shard.index]
+            what = "is given twice" if other.path.resolve() == run.path.resolve() else f"and {other.path} are both"
+            raise MiaError(f"cannot merge: shards overlap: {run.path} {what} shard {shard}")
+        seen[shard.index] = run
+    if len(counts) > 1:
+        raise MiaError(f"cannot merge: the shards split the run in different ways (N = {sorted(counts)})")
+    count = counts.pop()
+    ordered = [seen[i] for i in sorted(seen)]
+    _check_same(ordered)
+    missing = [f"{i}/{count}" for i in range(count) if i not in seen]
+    if missing:
+        raise MiaError(f"cannot merge: shard(s) {', '.join(missing)} missing; the merged run would have gaps")
+    num_strings = int(ordered[0].attrs["num_strings"])
+    for run in ordered:
+        shard, expected = shard_of(run.attrs), shard_of(run.attrs).size(num_strings)
+        if not run.complete or len(run) != expected:
+            raise MiaError(f"cannot merge: shard {shard} ({run.path}) is unfinished: {len(run)} of {expected} rows; "
+                           f"finish it with: mia prompt --resume {run.path}")
+    return ordered, count
+
+
+def _merged_attrs(runs: Sequence[Run], paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    attrs = {k: v for k, v in runs[0].attrs.items() if k not in WRITER_KEYS}
+    elapsed = [float(r.attrs.get("elapsed_s") or 0.0) for r in runs]
+    tokens = sum(int(r.attrs.get("generated_tokens") or 0) for r in runs)
+    attrs.update(
+        merged_from=[str(Path(p).resolve()) for p in paths],
+        shard_count=len(runs),
+        # Shards may run at once on different machines: their total compute time, not a wall time.
+        elapsed_s=float(sum(elapsed)),
+        generated_tokens=tokens,
+        tokens_per_s=tokens / sum(elapsed) if sum(elapsed) > 0 else 0.0,
+    )
+    if "cost_usd" in attrs:
+        attrs["cost_usd"] = float(sum(float(r.attrs.get("cost_usd") or 0.0) for r in runs))
+    return attrs
+
+
+def merge_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> Path:
+    """Merge the shard run files ``paths`` into one run (default: a new run file next to the
+    shards' map runs, named like a run of the model); returns its path."""
+    runs, count = check_shards(paths)
+    first = runs[0]
+    num_strings, max_length = int(first.attrs["num_strings"]), int(first.attrs["max_length"])
+    if out is None:
+        target = default_run_path(first.prefix_map.folder, str(first.attrs["model"]))
+    else:
+        target = Path(out)
+        if target.suffix != ".h5":
+            raise MiaError(f"a run file name must end in .h5, got {target}")
+        if target.exists():
+            raise MiaError(f"{target} already exists; refusing to overwrite it")
+    declared = {name: (kind, width) for name, (kind, width) in first.attrs["columns"].items()}
+    static = {name: first.read(name) for name in _static_names(first)}
+    partial = target.with_name(target.name + PARTIAL_SUFFIX)
+    writer = RunWriter.create(partial, _merged_attrs(runs, paths), max_length, declared, static)
+    try:
+        # Run row g is row g // N of shard g % N.
+        for lo in range(0, num_strings, CHUNK_ROWS):
+            rows = np.arange(lo, min(lo + CHUNK_ROWS, num_strings))
+            shard_rows = {i: rows[rows % count == i] // count for i in range(count)}
+            parts = {}
+            for name in first.columns:
+                pieces = [runs[i].read(name, slice(int(r[0]), int(r[-1]) + 1)) if len(r) else None
+                          for i, r in shard_rows.items()]
+                parts[name] = _interleave(pieces, rows, count)
+            writer.append(parts)
+        writer.finish()
+    except BaseException:
+        writer.discard()  # the partial run and its journal
+        raise
+    writer.close()
+    if target.exists():
+        partial.unlink(missing_ok=True)
+        raise MiaError(f"{target} appeared while merging; refusing to overwrite it")
+    os.rename(partial, target)
+    return target
+
+
+def _interleave(pieces: list[np.ndarray | None], rows: np.ndarray, count: int) -> list[Any] | np.ndarray:
+    """Rows ``rows`` of the run from the shards' consecutive pieces (piece i: shard i's rows)."""
+    cursor = [0] * count
+    out: list[Any] = []
+    for g in rows:
+        i = int(g % count)
+        out.append(pieces[i][cursor[i]])  # type: ignore[index]
+        cursor[i] += 1
+    return out
