@@ -11,8 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mia_vllm.backend import engine_settings
-from mia_vllm.loading import hf_name, make_backend, vllm_ready
+
+# The main environment has no vLLM (it needs its own: bash install.sh --vllm): skipped there, shown as such.
+pytest.importorskip("vllm", reason="vLLM is installed in .venv-vllm only (bash install.sh --vllm)")
+pytest.importorskip("mia_vllm", reason="mia-vllm is installed in .venv-vllm only (bash install.sh --vllm)")
+
+from mia_vllm.backend import engine_settings  # noqa: E402
+from mia_vllm.loading import hf_name, make_backend, vllm_ready  # noqa: E402
 
 from mia_core.attack.results import AttackResults
 from mia_core.cli import cli
