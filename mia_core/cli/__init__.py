@@ -7,7 +7,7 @@ and ``mia plugins`` never import torch.
 import click
 
 from mia_core import __version__
-from mia_core.cli import attack_cmd, demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, score_cmd
+from mia_core.cli import attack_cmd, calibrate_cmd, demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, score_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +19,7 @@ def cli() -> None:
     """
 
 
-for _module in (demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, score_cmd, attack_cmd):
+for _module in (demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, score_cmd, attack_cmd, calibrate_cmd):
     for _command in _module.commands:
         cli.add_command(_command)
 

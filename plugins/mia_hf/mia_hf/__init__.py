@@ -24,10 +24,11 @@ def _open_ended(name: str) -> bool:
     return name.lower().startswith(HUB_PREFIX) or is_hf_folder(name)
 
 
-def _register_all(register: Callable[..., None], factory: str) -> None:
+def _register_all(register: Callable[..., None], factory: str, **info: str) -> None:
     for name, description in MODELS.items():
-        register(name, factory, description=description, capabilities=CAPABILITIES)
-    register(OPEN_ENDED[0], factory, description=OPEN_ENDED[1], match=_open_ended, capabilities=CAPABILITIES)
+        register(name, factory, description=description, capabilities=CAPABILITIES, **info)
+    register(OPEN_ENDED[0], factory, description=OPEN_ENDED[1], match=_open_ended, capabilities=CAPABILITIES,
+             **info)
 
 
 @hookimpl
@@ -37,4 +38,5 @@ def mia_register_tokenizers(register: Callable[..., None]) -> None:
 
 @hookimpl
 def mia_register_backends(register: Callable[..., None]) -> None:
-    _register_all(register, "mia_hf.loading:make_backend")
+    # ``finetune``: what `mia calibrate` trains with (docs/calibrate.md), lazily imported.
+    _register_all(register, "mia_hf.loading:make_backend", finetune="mia_hf.finetune:finetune")
