@@ -282,7 +282,7 @@ def test_calibrate_end_to_end_on_a_tiny_model(tiny, runner, in_tmp):
 @pytest.mark.parametrize("args, message", [
     (["--model", "claude-API"], "cannot be fine-tuned"),
     (["--model", "x.gguf"], "GGUF file"),
-    (["--prefix-tokens", "100", "--suffix-tokens", "100"], "exceed the 128 trained tokens"),
+    (["--prefix-tokens", "100", "--suffix-tokens", "100"], "exceed the 64 trained tokens"),
     (["--canary-repeats", "0,2"], "--canary-repeats"),
 ])
 def test_calibrate_bad_inputs_get_one_line_and_no_folder(tiny, runner, in_tmp, args, message):

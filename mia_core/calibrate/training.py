@@ -34,9 +34,9 @@ class FinetuneConfig:
     ``full_max_params`` parameters and LoRA above."""
 
     epochs: int = 3
-    learning_rate: float = 1e-4
-    batch_size: int = 4
-    max_tokens: int = 128
+    learning_rate: float = 0.0  # 0: the plugin's default for the method
+    batch_size: int = 8
+    max_tokens: int = 64
     method: str = "auto"
     seed: int = 0
     lora_rank: int = 16

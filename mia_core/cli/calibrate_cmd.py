@@ -28,15 +28,15 @@ def _repeats(text: str) -> tuple[int, ...]:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, canaries and training.")
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--lr", "--learning-rate", "learning_rate", type=click.FloatRange(min=0, min_open=True),
-              help="Learning rate (default 1e-4 for full fine-tuning, 1e-3 for LoRA).")
-@click.option("--train-batch-size", "--train_batch_size", "train_batch_size", type=click.IntRange(min=1), default=4,
+              help="Learning rate (default 2e-4 for full fine-tuning, 1e-3 for LoRA).")
+@click.option("--train-batch-size", "--train_batch_size", "train_batch_size", type=click.IntRange(min=1), default=8,
               show_default=True, help="Texts per optimizer step.")
 @click.option("--method", type=click.Choice(["auto", "full", "lora"]), default="auto", show_default=True,
               help="Full fine-tuning, LoRA (peft), or auto: full up to --full-max-params parameters, LoRA above.")
 @click.option("--lora-rank", "--lora_rank", "lora_rank", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--full-max-params", "--full_max_params", "full_max_params", type=click.IntRange(min=1),
               default=1_000_000_000, show_default=True, help="Largest model auto fine-tunes fully.")
-@click.option("--max-tokens", "--max_tokens", "max_tokens", type=click.IntRange(min=2), default=128,
+@click.option("--max-tokens", "--max_tokens", "max_tokens", type=click.IntRange(min=2), default=64,
               show_default=True, help="Tokens of each sample trained on and scored (its start).")
 @click.option("--prefix-tokens", "--prefix_tokens", "prefix_tokens", type=click.IntRange(min=1), default=32,
               show_default=True, help="Extraction check: prefix length at each sample's start.")
