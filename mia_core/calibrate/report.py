@@ -57,7 +57,10 @@ def format_report(report: dict[str, Any]) -> str:
                        ("base", "base model (control: it never saw the split, so every AUC should be ≈ 0.5)")):
         attack = results[role]["attack"]
         lines += ["", f"{what}:", attack["table"] if attack["metrics"] else attack["label_message"] or "no metrics"]
-    lines += ["", "blind baseline (no model): not in this version of mia attack; the base model is the control"]
+        lines += [f"note: {w}" for w in attack.get("warnings", [])]
+    if not any(m["signal"] == "blind" for m in results["base"]["attack"]["metrics"]):
+        lines += ["", "blind baseline (no model): not offered by this version of mia attack; the base model is the "
+                      "control"]
     window = report["extraction_window"]
     lines += ["", f"Extraction: {window['prefix_tokens']}-token prefix at each sample's start, teacher-forced greedy "
                   f"check of the next {window['suffix_tokens']} tokens (exact = all of them; rows per label):"]

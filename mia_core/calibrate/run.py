@@ -137,8 +137,8 @@ def _attack(config: CalibrateConfig, backend: Any, labelled: list[Sample], refer
             role: str) -> dict[str, Any]:
     """Every signal on the samples' first ``max_tokens`` tokens (what was trained), true labels.
     The fine-tuned model also gets the ref signal with the base model as reference."""
-    # Hook point: signals that need no model pass (the blind baseline of `mia attack`) join here
-    # when mia_core.attack offers them; TARGET_SIGNALS is what `mia attack` computes by default.
+    # The model-free blind baseline is added by ar.attack itself where mia attack offers it
+    # (a "blind" row in the metrics); the report shows it when present.
     names = list(sig.TARGET_SIGNALS) + (["ref"] if reference is not None else [])
     limit = ar.effective_max_tokens(backend, config.finetune.max_tokens)
     items, _ = ar.load_dataset_items(labelled, backend, limit, quiet=True)
@@ -151,7 +151,7 @@ def _attack(config: CalibrateConfig, backend: Any, labelled: list[Sample], refer
     attack_report.save_outcome(outcome, path, title=f"{role} model, random split")
     return {"results": str(outcome.path), "plot": str(outcome.plot) if outcome.plot else None,
             "metrics": [m.to_dict() for m in outcome.metrics], "table": attack_report.format_table(outcome.metrics),
-            "label_message": outcome.label_message}
+            "label_message": outcome.label_message, "warnings": list(getattr(outcome, "warnings", []) or [])}
 
 
 def _extraction(config: CalibrateConfig, backend: Any, pmap: Path, model: str | Path) -> dict[str, Any]:
