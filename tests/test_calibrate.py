@@ -205,6 +205,7 @@ class _FailingTrainer:
 
 @pytest.mark.parametrize("error, message", [
     (OSError(errno.ENOSPC, "No space left on device"), "no space left on the device"),
+    (ValueError("the model is not serializable"), "failed: ValueError: the model is not serializable"),
     (KeyboardInterrupt(), None),
 ])
 def test_a_failed_or_interrupted_finetune_leaves_no_model_folder(register_plugin, tmp_path, error, message):

@@ -111,6 +111,11 @@ def finetune_into(model: str, options: dict[str, Any], texts: Sequence[str], tar
             raise MiaError(f"no space left on the device while writing the fine-tuned model to {target.parent}: "
                            "nothing was kept (free some space or use --out on another disk)") from exc
         raise MiaError(f"cannot write the fine-tuned model to {target}: {exc}") from exc
+    except MiaError:
+        raise
+    except Exception as exc:  # a plugin's failure: one line, and nothing kept
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise MiaError(f"fine-tuning {model!r} failed: {type(exc).__name__}: {first}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after a rename; removed after any failure
     return dict(info or {})

@@ -67,6 +67,24 @@ def _adamw(params: list[Any], lr: float) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
 
+def _serializable(model: Any) -> Any:
+    """The model as a plain (unquantized) one that save_pretrained accepts. The dequantized copy of
+    a GGUF model keeps ``quantization_config`` (gguf) in its config, and transformers refuses to
+    save such a model: rebuild it from the config without it, with the trained weights."""
+    if getattr(model.config, "quantization_config", None) is None:
+        return model
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.config)
+    del config.quantization_config
+    dtype = next(model.parameters()).dtype
+    plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    plain.load_state_dict(model.state_dict())
+    return plain.eval()
+
+
 def _save_tokenizer(tokenizer: Any, folder: Path) -> None:
     hf = getattr(tokenizer, "hf", None)
     if hf is not None:
@@ -128,7 +146,7 @@ def finetune(name: str, options: dict[str, Any], texts: Sequence[str], folder: P
     seconds = time.perf_counter() - started
     if method == "lora":
         model = model.merge_and_unload()
-    model.eval()
+    model = _serializable(model.eval())
     with _quiet_loading():  # no "Writing model shards" bar: the fine-tuning bar was the long part
         model.save_pretrained(str(folder))
     _save_tokenizer(backend.tokenizer, folder)
