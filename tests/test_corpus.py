@@ -192,3 +192,34 @@ def test_cli_prefix_map_from_a_folder_and_bad_paths(byte_tokenizer, runner, in_t
     result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "corpus", "--dataset-option",
                                  "splt=member", "--quiet"])
     assert result.exit_code == 1 and "accepted: path, seed, split" in result.output
+
+
+def test_repeated_texts_come_first_each_with_its_source(corpus):
+    from mia_corpus.embedded import REPEATED, read_document
+
+    _, samples = corpus
+    members = [s for s in samples if s.label == "member"]
+    assert [s.id for s in members[:len(REPEATED)]] == [d.id for d in REPEATED]
+    assert {"repeated/mit", "repeated/lorem-ipsum", "repeated/kjv-genesis-1", "repeated/kjv-psalm-23",
+            "repeated/apache-2.0-notice", "repeated/gpl-3-notice", "repeated/declaration-paragraph-2"} <= \
+        {d.id for d in REPEATED}
+    for doc in REPEATED:
+        assert doc.source and read_document(doc).strip()
+    by_id = {s.id: s.text for s in samples}
+    assert by_id["repeated/lorem-ipsum"].startswith("Lorem ipsum dolor sit amet, consectetur adipiscing elit")
+    assert [len(by_id[f"repeated/kjv-{x}"].strip().splitlines()) for x in ("genesis-1", "psalm-23")] == [31, 6]
+
+
+def test_per_file_notices_are_the_license_appendices_dedented():
+    import textwrap
+
+    from mia_corpus.embedded import DOCUMENTS, read_document
+
+    docs = {d.id: read_document(d) for d in DOCUMENTS}
+    for notice, license_id in (("repeated/apache-2.0-notice", "license/Apache-2.0"),
+                               ("repeated/gpl-3-notice", "license/GPL-3"), ("repeated/gpl-2-notice", "license/GPL-2")):
+        indented = docs[notice].strip().splitlines()
+        body = docs[license_id]
+        assert all(line.strip() in body for line in indented if line.strip())
+        assert textwrap.dedent(docs[notice]) == docs[notice]
+    assert docs["repeated/declaration-paragraph-2"].strip() in docs["us/declaration-of-independence"]

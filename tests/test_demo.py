@@ -16,15 +16,16 @@ def test_demo_runs_prefix_prompt_score_and_writes_the_report(runner, in_tmp, met
     out = result.stdout
     assert "exact extraction (first k tokens)" in out
     assert "member" in out and "nonmember" in out
-    assert "longest matches with the true suffix (of 4 rows)" in out
+    assert "members vs non-members" in out and "token accuracy by suffix position" in out
+    assert "longest extractions" in out and "of 4 rows" in out
     paths = dict(line.split(":", 1) for line in out.splitlines() if line.startswith(("run:", "report:")))
     report, run = Path(paths["report"].strip()), Path(paths["run"].strip())
     assert report.is_file() and "<img" in report.read_text()
     with h5py.File(run) as f:
         assert f.attrs["method"] == method
         assert f["tokens"].shape[0] == 4
-    # The preamble is the first member sample: the model follows it for several tokens.
-    assert "us/constitution-preamble" in out or "license/" in out
+    # The repeated texts come first: the model follows the MIT and BSD bodies for several tokens.
+    assert "repeated/" in out
 
 
 def test_demo_rejects_a_non_positive_size(runner, in_tmp):
@@ -32,3 +33,14 @@ def test_demo_rejects_a_non_positive_size(runner, in_tmp):
     assert result.exit_code == 2
     assert "--size" in result.stderr
     assert not Path("Prefixes").exists()
+
+
+def test_per_position_accuracy_by_label():
+    import numpy as np
+
+    from mia_core.cli.demo_cmd import per_position_accuracy
+
+    generations = [np.array([1, 2, 9]), np.array([1, 8, 3]), np.array([5, 5, 5])]
+    suffixes = [np.array([1, 2, 3]), np.array([1, 2, 3]), np.array([5, 6])]
+    acc = per_position_accuracy(generations, suffixes, ["member", "member", "nonmember"])
+    assert acc == {"member": [1.0, 0.5, 0.5], "nonmember": [1.0, 0.0, None]}

@@ -12,7 +12,17 @@ from typing import Any
 import click
 
 from mia_core import __version__, plugins
-from mia_core.cli import attack_cmd, demo_cmd, index_cmd, merge_cmd, plugins_cmd, prefix_cmd, prompt_cmd, score_cmd
+from mia_core.cli import (
+    attack_cmd,
+    calibrate_cmd,
+    demo_cmd,
+    index_cmd,
+    merge_cmd,
+    plugins_cmd,
+    prefix_cmd,
+    prompt_cmd,
+    score_cmd,
+)
 from mia_core.errors import MiaError, UsageError
 
 
@@ -99,7 +109,8 @@ def cli() -> None:
     """
 
 
-for _module in (demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, merge_cmd, score_cmd, index_cmd, attack_cmd):
+for _module in (demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, merge_cmd, score_cmd, index_cmd, attack_cmd,
+                calibrate_cmd):
     for _command in _module.commands:
         cli.add_command(_command)
 

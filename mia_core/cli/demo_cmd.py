@@ -51,24 +51,109 @@ def demo(model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, size:
     summary = score_run(run_paths[0])
     report = write_report(run_paths, folder / "report.html")
     click.echo(format_summary(summary))
+    click.echo(_member_contrast(summary, run_paths[0]))
     click.echo(_longest_matches(run_paths[0], summary["scores_file"]))
     click.echo(f"\nprefix map: {folder}\nrun:        {run_paths[0]}\nreport:     {report}")
 
 
-def _longest_matches(run_path: Path, scores_file: str, top: int = 5) -> str:
-    """The rows whose continuation followed the true text longest: what a reader wants to see."""
+POSITION_BUCKETS = ((1, 1), (2, 5), (6, 10), (11, 20), (21, 30), (31, 50), (51, None))
+
+
+def per_position_accuracy(generations: list, suffixes: list, labels: list[str]) -> dict[str, list[float | None]]:
+    """By label, the fraction of rows whose generated token equals the true one at each suffix
+    position (over the rows whose true suffix reaches that position)."""
     import numpy as np
 
+    longest = max((len(s) for s in suffixes), default=0)
+    out: dict[str, list[float | None]] = {}
+    for label in sorted(set(labels)):
+        hits, rows = np.zeros(longest), np.zeros(longest)
+        for gen, true, lab in zip(generations, suffixes, labels, strict=True):
+            if lab != label:
+                continue
+            n = len(true)
+            rows[:n] += 1
+            m = min(n, len(gen))
+            hits[:m] += np.asarray(gen[:m]) == np.asarray(true[:m])
+        out[label] = [float(h / r) if r else None for h, r in zip(hits, rows, strict=True)]
+    return out
+
+
+def _member_contrast(summary: dict, run_path: Path) -> str:
+    """Members next to non-members, and by document group (the id's first part): matched length,
+    approximate memorization, token accuracy, and token accuracy by suffix position."""
+    import numpy as np
+
+    from mia_core.runs import open_run
+
+    run = open_run(run_path)
+    labels = [str(x) or "unlabelled" for x in run.map_column("sample_label")]
+    ids = [str(x) for x in run.map_column("sample_id")]
+    groups = [f"{lab}: {i.split('/')[0]}" for lab, i in zip(labels, ids, strict=True)]
+    generations, suffixes = run.tokens(), run.suffixes()
+    matched = np.array([_matched(g, t) for g, t in zip(generations, suffixes, strict=True)])
+    how = ("the model's most likely token at each position, given the true text before it"
+           if run.method == "teacher-forced" else "the greedy continuation against the true text")
+    lines = ["", f"members vs non-members ({how}):",
+             f"  {'label: document group':<24} {'rows':>5}  {'mean matched tokens':>19}  {'approximate':>11}  "
+             "token accuracy"]
+    for names, title in ((labels, None), (groups, "by document group")):
+        if title:
+            lines.append(f"  {title}:")
+        accuracy = per_position_accuracy(generations, suffixes, names)
+        for name in sorted(accuracy):
+            rows = np.array([n == name for n in names])
+            acc = [a for a in accuracy[name] if a is not None]
+            approx = summary["by_label"].get(name, {}).get("approximate") if title is None else None
+            lines.append(f"  {name:<24} {int(rows.sum()):>5}  {matched[rows].mean():>19.2f}  "
+                         f"{_rate(approx) if approx else '':>11}  {sum(acc) / len(acc) if acc else float('nan'):.3f}")
+    accuracy = per_position_accuracy(generations, suffixes, labels)
+    heads = [f"{lo}" if hi == lo else (f"{lo}-{hi}" if hi else f"{lo}+") for lo, hi in POSITION_BUCKETS]
+    lines += ["", "token accuracy by suffix position (fraction of rows with the true token there):",
+              "  label       " + "  ".join(f"{h:>6}" for h in heads)]
+    for label, acc in accuracy.items():
+        cells = []
+        for lo, hi in POSITION_BUCKETS:
+            part = [a for a in acc[lo - 1:hi] if a is not None]
+            cells.append(f"{sum(part) / len(part):>6.2f}" if part else f"{'-':>6}")
+        lines.append(f"  {label:<10}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def _matched(generated, true) -> int:
+    from mia_core.check import matched_length
+
+    return matched_length(list(generated), list(true))
+
+
+def _rate(r: dict) -> str:
+    return f"{r['count']}/{r['n']}" if r and r.get("n") else "n/a"
+
+
+def _longest_matches(run_path: Path, scores_file: str, top: int = 5) -> str:
+    """The rows whose continuation followed the true text longest, with the reproduced text."""
+    import numpy as np
+
+    from mia_core import registry
     from mia_core.runs import open_run
     from mia_core.scoring.store import read_scores
 
     run = open_run(run_path)
     matched = read_scores(scores_file)["match"]["matched_length"]
-    ids, labels, texts = run.map_column("sample_id"), run.map_column("sample_label"), run.read("text")
-    lines = [f"longest matches with the true suffix (of {len(matched)} rows):"]
-    for i in np.argsort(-matched, kind="stable")[:top]:
-        snippet = " ".join(str(texts[i]).split())[:70]
-        lines.append(f"  {int(matched[i]):3d} tokens  {ids[i]} ({labels[i] or 'unlabelled'}): {snippet!r}")
+    ids, labels = run.map_column("sample_id"), run.map_column("sample_label")
+    prefixes, tokens = run.prefixes(), run.tokens()
+    tokenizer = registry.tokenizers.create(run.prefix_map.tokenizer_name)
+    top_rows = [int(i) for i in np.argsort(-matched, kind="stable")[:top] if matched[i] > 0]
+    lines = [f"\nlongest extractions: the generated tokens equal to the true suffix from its start "
+             f"(top {len(top_rows)} of {len(matched)} rows; prefix in [brackets]):"]
+    if not top_rows:
+        lines.append("  none: no continuation starts with the true suffix's first token")
+    texts = tokenizer.decode_batch([list(map(int, prefixes[i][-12:])) for i in top_rows]
+                                   + [list(map(int, tokens[i][:matched[i]])) for i in top_rows])
+    for n, i in enumerate(top_rows):
+        prefix, body = " ".join(texts[n].split()), " ".join(texts[len(top_rows) + n].split())
+        lines.append(f"  {int(matched[i]):3d} tokens  {ids[i]} ({labels[i] or 'unlabelled'}): "
+                     f"[...{prefix}] {body[:300]}")
     return "\n".join(lines)
 
 

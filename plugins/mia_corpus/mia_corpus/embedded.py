@@ -32,7 +32,34 @@ class Document:
 LICENSES = ["Apache-2.0", "Artistic", "BSD", "CC0-1.0", "GFDL-1.3", "GPL-2", "GPL-3", "LGPL-2.1", "LGPL-3",
             "MPL-2.0"]
 
+# Texts copied verbatim across the web and code bases thousands of times: what a model has
+# most likely memorized. Each in its most common formatting (see docs/datasets.md).
+REPEATED: list[Document] = [
+    Document("repeated/mit", "repeated/mit.txt",
+             "MIT License body after the copyright line (opensource.org/license/mit, choosealicense.com)"),
+    Document("repeated/bsd-3-clause", "repeated/bsd-3-clause.txt",
+             "BSD 3-Clause License body after the copyright line (SPDX BSD-3-Clause, choosealicense.com)"),
+    Document("repeated/isc", "repeated/isc.txt", "ISC License body after the copyright line (SPDX ISC)"),
+    Document("repeated/apache-2.0-notice", "repeated/apache-2.0-notice.txt",
+             "Apache-2.0 per-file notice (the License's appendix, in licenses/Apache-2.0.txt), dedented"),
+    Document("repeated/gpl-3-notice", "repeated/gpl-3-notice.txt",
+             "GPL-3 per-file notice (\"How to Apply These Terms\", in licenses/GPL-3.txt), dedented"),
+    Document("repeated/gpl-2-notice", "repeated/gpl-2-notice.txt",
+             "GPL-2 per-file notice (\"How to Apply These Terms\", in licenses/GPL-2.txt), dedented"),
+    Document("repeated/lorem-ipsum", "repeated/lorem-ipsum.txt",
+             "Lorem ipsum, the standard typesetting filler paragraph (after Cicero, De finibus 1.10.32)"),
+    Document("repeated/kjv-genesis-1", "repeated/kjv-genesis-1.txt",
+             "King James Version (1769 Oxford text), Genesis 1:1-31, one verse per line, no verse numbers"),
+    Document("repeated/kjv-psalm-23", "repeated/kjv-psalm-23.txt",
+             "King James Version (1769 Oxford text), Psalm 23:1-6, one verse per line, no verse numbers"),
+    Document("repeated/declaration-paragraph-2", "repeated/declaration-paragraph-2.txt",
+             "Declaration of Independence, second paragraph (\"We hold these truths...\"), from us/"),
+    Document("repeated/sonnet-18", "repeated/sonnet-18.txt", "Shakespeare, Sonnet 18 (1609 Quarto, modern spelling)"),
+]
+
+# The repeated texts come first: `mia demo --size N` then starts with what the model knows by heart.
 DOCUMENTS: list[Document] = [
+    *REPEATED,
     *(Document(f"license/{name}", f"licenses/{name}.txt", f"/usr/share/common-licenses/{name} (Debian)")
       for name in LICENSES),
     Document("python/zen", "python/zen.txt", "Python standard library, module `this` (rot13-decoded)"),

@@ -37,4 +37,6 @@ def mia_register_tokenizers(register: Callable[..., None]) -> None:
 
 @hookimpl
 def mia_register_backends(register: Callable[..., None]) -> None:
-    _register_all(register, "mia_hf.loading:make_backend", capabilities=CAPABILITIES)
+    # ``finetune``: what `mia calibrate` trains with (docs/calibrate.md), lazily imported.
+    _register_all(register, "mia_hf.loading:make_backend", capabilities=CAPABILITIES,
+                  finetune="mia_hf.finetune:finetune")
