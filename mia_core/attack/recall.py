@@ -10,7 +10,7 @@ Cost: one more forward pass per string, over the prefix and the string.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,15 +41,16 @@ def prefix_tokens(backend: Backend, texts: Sequence[str]) -> list[int]:
     return list(ids)
 
 
-def recall_signal(backend: Backend, token_lists: Sequence[Sequence[int]], scores: Sequence[TokenScores],
-                  prefix: Sequence[int], score: Any, max_context: int | None) -> tuple[np.ndarray, int]:
+def recall_signal(token_lists: Sequence[Sequence[int]], scores: Sequence[TokenScores], prefix: Sequence[int],
+                  score: Callable[[list[list[int]]], list[TokenScores]],
+                  max_context: int | None) -> tuple[np.ndarray, int]:
     """LL(x | P) / LL(x) per string over the positions the unconditioned pass scored (aligned from the
     end, so a model without BOS compares the same tokens); NaN where prefix + string exceed
-    ``max_context`` or LL(x) = 0. ``score`` is the run's ``score_sequences``. Returns the values and
-    how many strings did not fit."""
+    ``max_context`` or LL(x) = 0. ``score`` scores whole sequences (the run's batched
+    ``score_sequences``). Returns the values and how many strings did not fit."""
     out = np.full(len(token_lists), np.nan)
     fits = [i for i, t in enumerate(token_lists) if max_context is None or len(prefix) + len(t) <= max_context]
-    conditioned = score([list(prefix) + list(token_lists[i]) for i in fits], len(prefix))
+    conditioned = score([list(prefix) + list(token_lists[i]) for i in fits])
     for i, cond in zip(fits, conditioned, strict=True):
         plain = np.asarray(scores[i].logprob, dtype=np.float64)
         plain = plain[np.isfinite(plain)]

@@ -498,11 +498,10 @@ def _recall(backend: Backend, items: Sequence[Item], scores: Sequence[TokenScore
         raise MiaError(f"the ReCaLL prefix has {len(prefix)} tokens, more than the {config.max_context} the model "
                        "scores at once: give a shorter one (--recall-prefix) or fewer --recall-shots")
 
-    def score(seqs: list[list[int]], start: int) -> list[TokenScores]:
-        # score_sequences scores from token 0; the prefix positions are simply not read.
+    def score(seqs: list[list[int]]) -> list[TokenScores]:  # the prefix's positions are scored but not read
         return score_sequences(backend, seqs, config.batch_size, config.quiet, desc="ReCaLL", distribution=False)
 
-    values, cut = recall_signal(backend, [it.tokens for it in items], scores, prefix, score, config.max_context)
+    values, cut = recall_signal([it.tokens for it in items], scores, prefix, score, config.max_context)
     if cut:
         say(f"{cut} string(s) do not fit after the {len(prefix)}-token ReCaLL prefix in the model's context: "
             "their recall signal is left out", config.quiet)
