@@ -129,3 +129,21 @@ def test_score_and_check_report_p_of_a_teacher_forced_run(tiny):
     checked = summarize(open_run(root / "tf.h5"))
     assert checked["probabilistic"]["discoverable"] == prob["discoverable"]
     assert "(n, p)-discoverable" in check_format(checked)
+
+
+def test_a_backend_without_sampled_scores_is_refused_in_one_line():
+    from test_attack_fakes import FakeLM
+
+    from mia_core.errors import MiaError
+
+    with pytest.raises(MiaError, match="cannot score under a sampling scheme"):
+        pe.probabilities(FakeLM("fake"), [[1, 2]], [[3]], SCHEME)
+    assert not scores_sampling(FakeLM("fake"))
+
+
+def test_greedy_scheme_is_refused_by_the_backend(tiny):
+    from mia_core.errors import MiaError
+
+    _, backend, ids = tiny
+    with pytest.raises(MiaError, match="temperature > 0"):
+        backend.score([ids[:6]], 2, sampling=Sampling(temperature=0.0))
