@@ -147,3 +147,49 @@ def test_greedy_scheme_is_refused_by_the_backend(tiny):
     _, backend, ids = tiny
     with pytest.raises(MiaError, match="temperature > 0"):
         backend.score([ids[:6]], 2, sampling=Sampling(temperature=0.0))
+
+
+def test_attack_on_a_map_gives_p_of_every_suffix_from_its_one_pass(tiny, runner, tmp_path):
+    from mia_core.attack import AttackConfig, attack
+    from mia_core.attack.run import load_map_items
+    from mia_core.prefixmap import PrefixMap
+
+    root, backend, ids = tiny
+    n, plen, slen = 6, 5, 3
+    w = PrefixMapWriter(root / "map_attack", plen, slen, {"tokenizer": backend.tokenizer.name,
+                                                           "tokenizer_fingerprint": backend.tokenizer.fingerprint},
+                        save_dataset=False)
+    starts = [4 * i for i in range(n)]
+    prefixes = [ids[a:a + plen] for a in starts]
+    suffixes = [ids[a + plen:a + plen + slen] for a in starts]
+    suffixes[1] = backend.generate([prefixes[1]], slen)[0]
+    w.add_rows(np.array(prefixes), suffixes, list(range(n)), [f"s{i}" for i in range(n)],
+               ["member", "nonmember"] * (n // 2), starts)
+    items, _ = load_map_items(PrefixMap(w.finish({})), backend, None, quiet=True)
+    out = attack(backend, items, AttackConfig(signals=["loss"], sampling=SCHEME, n_boot=0, quiet=True, blind=False),
+                 is_map=True)
+    expected = pe.probabilities(backend, prefixes, suffixes, SCHEME)
+    np.testing.assert_allclose(out.columns["extraction_p"], expected, rtol=1e-6)
+    assert out.attrs["probabilistic"]["rows"] == n and out.attrs["probabilistic"]["max_p"] == pytest.approx(
+        expected.max(), rel=1e-6)
+    from mia_core.cli import cli
+
+    result = runner.invoke(cli, ["attack", str(root / "map_attack"), "--model", str(root / "llama"), "--signals",
+                                 "loss", "--sampling", "temperature=0.7", "--sampling", "top_k=3", "--sampling",
+                                 "top_p=0.8", "--bootstrap", "0", "--no-plot", "--no-blind", "-q",
+                                 "--out-dir", str(tmp_path / "res")])
+    assert result.exit_code == 0, result.output
+    assert "probabilistic extraction (temperature 0.7, top-k 3, top-p 0.8, whole suffix" in result.stdout
+    assert f"max {expected.max():.3g}" in result.stdout
+
+
+@pytest.mark.parametrize("option, message", [("temperature=0", "temperature > 0"), ("top_q=1", "unknown key"),
+                                             ("top_k=x", "not a number")])
+def test_bad_sampling_option_is_one_line(runner, in_tmp, option, message):
+    from test_attack_cli import make_map
+
+    from mia_core.cli import cli
+
+    make_map(in_tmp / "Prefixes" / "m")
+    result = runner.invoke(cli, ["attack", "m", "--model", "fake-lm", "--sampling", option])
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output

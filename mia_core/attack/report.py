@@ -68,6 +68,7 @@ def summary_json(outcome: AttackOutcome) -> dict[str, Any]:
         "tokens_per_s": outcome.attrs.get("tokens_per_s"),
         "forward_passes_per_string": outcome.attrs.get("forward_passes_per_string"),
         "recall_prefix_ids": outcome.attrs.get("recall_prefix_ids"),
+        "probabilistic": outcome.attrs.get("probabilistic"),
         "label_message": outcome.label_message,
         "blind": outcome.attrs.get("blind"),
         "warnings": outcome.warnings,

@@ -50,6 +50,7 @@ class AttackConfig:
     quiet: bool = False
     blind: bool = True  # also score the strings with the model-free blind baseline
     require_labels: bool = True  # refuse unlabelled strings before scoring (the CLI always does)
+    sampling: Any = None  # map windows: also p of each suffix under this Sampling (probabilistic extraction)
     recall_prefix: str | None = None  # ReCaLL's non-member prefix; None: drawn from the data's non-members
     recall_shots: int = 1  # non-member strings drawn for the prefix (left out of the evaluation)
     neighbours: int = 10  # neighbourhood attack: neighbours per string
@@ -141,7 +142,7 @@ def effective_max_tokens(backend: Backend, max_tokens: int | None) -> int | None
 
 
 def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_size: int, quiet: bool = False,
-                    desc: str = "scoring", distribution: bool = True) -> list[TokenScores]:
+                    desc: str = "scoring", distribution: bool = True, sampling: Any = None) -> list[TokenScores]:
     """Teacher-forced scores of every sequence from its first token, in input order.
 
     Longest first, so each batch pads little; a batch that does not fit in memory is halved.
@@ -156,7 +157,8 @@ def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_
             idx = order[done:done + size]
             batch = [list(sequences[i]) for i in idx]
             try:
-                scored = backend.score(batch, 0, distribution=distribution)
+                extra = {"sampling": sampling} if sampling is not None else {}  # optional contract keyword
+                scored = backend.score(batch, 0, distribution=distribution, **extra)
             except BackendOutOfMemory:
                 if size == 1:
                     raise
@@ -407,8 +409,15 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
     if problem is not None and config.require_labels:
         raise MiaError(problem)
     started = time.perf_counter()
+    sampling = config.sampling if is_map else None
+    if sampling is not None:
+        from mia_core.types import scores_sampling
+
+        if not scores_sampling(backend):
+            raise MiaError(f"model {getattr(backend, 'name', '?')!r} cannot score under a sampling scheme, so "
+                           "probabilistic extraction (--sampling) is unavailable with it")
     raw = score_sequences(backend, [it.tokens for it in items], config.batch_size, config.quiet,
-                          distribution="minkpp" in config.signals)
+                          distribution="minkpp" in config.signals, sampling=sampling)
     elapsed = time.perf_counter() - started
     scores = [sig.scored_positions(s) for s in raw]  # verdicts use raw (aligned to the tokens)
     n_scored = sum(len(s.logprob) for s in scores)
@@ -465,6 +474,16 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
         counts["recall_prefix_strings"] = len(recall_prefix_ids)
     if is_map:
         counts["extracted"] = int(columns["extracted"].sum())
+    probabilistic = None
+    if sampling is not None:
+        from mia_core.scoring.probabilistic import suffix_probability, summarize
+
+        p = np.array([suffix_probability(s.sampled_logprob[len(s.sampled_logprob) - it.suffix_length:])
+                      if it.suffix_length else np.nan for s, it in zip(raw, items, strict=True)])
+        columns["extraction_p"] = p
+        probabilistic = summarize(p, labels, scheme=f"temperature {sampling.temperature:g}, top-k "
+                                  f"{sampling.top_k or 'none'}, top-p {sampling.top_p if sampling.top_p else 'none'}, "
+                                  "whole suffix")
     attrs = {
         "mia_version": __version__, "model": getattr(backend, "name", ""), "backend": _describe(backend),
         "tokenizer": getattr(backend.tokenizer, "name", ""), "tokenizer_fingerprint": backend.tokenizer.fingerprint,
@@ -479,6 +498,8 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
         "blind": blind_info, "warnings": warnings,
         "forward_passes_per_string": dict(passes, ref=1.0) if "ref" in config.signals else passes,
     }
+    if probabilistic is not None:
+        attrs["probabilistic"] = probabilistic
     if "recall" in config.signals:
         attrs.update(recall_prefix=recall_prefix_text, recall_prefix_ids=recall_prefix_ids)
     if "ne" in config.signals:

@@ -40,6 +40,9 @@ from mia_core.defaults import DEFAULT_MODEL
               help="Non-member strings drawn (with --seed) to make the ReCaLL prefix.")
 @click.option("--neighbours", "--neighbors", type=click.IntRange(min=1), default=10, show_default=True,
               help="Neighbours per string for the neighbourhood attack (ne); each costs one forward pass.")
+@click.option("--sampling", "sampling_options", multiple=True, metavar="KEY=VALUE",
+              help="Map windows: also the probability that this sampling scheme reproduces each suffix "
+                   "(temperature=T, top_k=K, top_p=P; probabilistic extraction, Hayes et al. 2024). Repeatable.")
 @click.option("--batch-size", "--batch_size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--max-tokens", "--max_tokens", type=click.IntRange(min=1), default=512, show_default=True,
               help="Longest string scored (tokens); longer ones are truncated (and the model's context caps it).")
@@ -60,8 +63,8 @@ from mia_core.defaults import DEFAULT_MODEL
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of the table.")
 @quiet_option
 def attack(map_argument, prefix_map, dataset, dataset_options, model, model_options, signals, reference,
-           reference_options, k, recall_prefix, recall_shots, neighbours, batch_size, max_tokens, limit, labels_file,
-           out, old_out, exports, bootstrap, seed,
+           reference_options, k, recall_prefix, recall_shots, neighbours, sampling_options, batch_size, max_tokens,
+           limit, labels_file, out, old_out, exports, bootstrap, seed,
            no_plot, no_blind, as_json, quiet) -> None:
     """Membership inference: score strings with MODEL and rank them by LOSS, zlib, Min-K%,
     Min-K%++ and reference-model signals (higher = more likely member).
@@ -110,6 +113,9 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         names.append("ref")
     if "ref" in names and not reference:
         raise click.UsageError("the ref signal needs a reference model: add --reference MODEL")
+    sampling = _parse_sampling(sampling_options) if sampling_options else None
+    if sampling is not None and prefix_map is None:
+        raise click.UsageError("--sampling is for prefix maps (it scores each window's suffix)")
     labels = read_label_file(labels_file) if labels_file else None
     pmap = PrefixMap(prefix_map) if prefix_map is not None else None  # fail on a bad map before loading models
     if pmap is not None:  # a map without both classes is refused before any model is loaded
@@ -157,7 +163,7 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         raise click.BadParameter("the prefix is empty", param_hint="--recall-prefix")
     config = ar.AttackConfig(signals=names, k=k, batch_size=batch_size, n_boot=bootstrap, seed=seed, quiet=quiet,
                              blind=not no_blind, recall_prefix=recall_prefix, recall_shots=recall_shots,
-                             neighbours=neighbours, max_context=ar.context_limit(backend))
+                             neighbours=neighbours, max_context=ar.context_limit(backend), sampling=sampling)
     outcome = ar.attack(backend, items, config, ref_backend, ref_limit, is_map=pmap is not None)
     outcome.attrs.update(source, model=model, reference=reference, max_tokens=limit_tokens)
     path = unique_path(folder, stem)
@@ -177,9 +183,34 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
     if pmap is not None:
         click.echo(f"extracted (teacher-forced, whole suffix): {outcome.counts['extracted']} of "
                    f"{outcome.counts['strings']} windows")
+    if outcome.attrs.get("probabilistic"):
+        from mia_core.scoring.probabilistic import format_summary
+
+        click.echo(format_summary(outcome.attrs["probabilistic"]))
     click.echo(f"results: {outcome.path}")
     for extra in ([outcome.plot] if outcome.plot else []) + outcome.exports:
         click.echo(f"         {extra}")
+
+
+def _parse_sampling(options: tuple[str, ...]):
+    """``temperature=0.8 top_k=40 top_p=0.95`` → a non-greedy ``Sampling`` (temperature 1 unless given)."""
+    from mia_core.cli.options import parse_key_values
+    from mia_core.types import Sampling
+
+    values = parse_key_values(options, "--sampling")
+    unknown = set(values) - {"temperature", "top_k", "top_p"}
+    if unknown:
+        raise click.BadParameter(f"unknown key(s) {', '.join(sorted(unknown))}; use temperature, top_k, top_p",
+                                 param_hint="--sampling")
+    try:
+        temperature = float(values.get("temperature", 1.0))
+        top_k = int(values["top_k"]) if "top_k" in values else None
+        top_p = float(values["top_p"]) if "top_p" in values else None
+    except ValueError as exc:
+        raise click.BadParameter(f"not a number: {exc}", param_hint="--sampling") from None
+    if not temperature > 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+        raise click.BadParameter("needs temperature > 0, top_k ≥ 1 and top_p in (0, 1]", param_hint="--sampling")
+    return Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
 
 
 commands = [attack]
