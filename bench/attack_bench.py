@@ -20,6 +20,14 @@ Repeats alternate raw and mia; the best run of each counts, in wall-clock time a
 time (process CPU seconds: robust to other load on a shared machine; the load average is
 printed). Target: mia ≥ 0.9 × raw tokens/s (and mia+minkpp ≥ 0.9 × raw+stats).
 
+The beyond-the-anchors signals (issue 17) are timed once each, after the repeats, as wall time
+relative to the one-pass ``mia`` path on the same strings, with the forward passes per string the
+attack records: a Min-K%/Min-K%++ sweep over 4 fractions (no extra pass: its time should equal
+mia+minkpp's), ReCaLL (``recall``: +1 pass over prefix + string, the prefix a fixed 30-word
+sentence), the neighbourhood attack (``ne``, ``--neighbours`` passes) and probabilistic extraction
+(p of each string's last 32 tokens under temperature 0.8/top-k 40/top-p 0.95, the first tokens as
+prefix: one pass). ``--no-extra`` skips them.
+
 ``--head-chunk-rows N`` is a what-if: the HF backend computes the LM head (262k-token vocabulary
 for Gemma) in chunks of positions, a module constant; this sets it to N positions.
 """
@@ -74,6 +82,8 @@ def main() -> None:
                         help="What-if: positions per LM-head chunk in the mia_hf backend (default: the backend's)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for both paths (1 is steadiest on a shared machine)")
+    parser.add_argument("--neighbours", type=int, default=4, help="Neighbours per string for the ne timing")
+    parser.add_argument("--no-extra", action="store_true", help="Skip timing the sweep, recall, ne and p")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -132,6 +142,7 @@ def main() -> None:
         results["mia"].append(timed(run_mia))
         results["raw+stats"].append(timed(run_raw_stats))
         results["mia+minkpp"].append(timed(run_mia_pp))
+    extra = {} if args.no_extra else extra_signals(backend, items, args, figures_base=results)
     figures = {}
     for name, runs in results.items():
         n = runs[0][2]
@@ -146,7 +157,7 @@ def main() -> None:
         "ratio_cpu": figures["mia"]["tokens_per_cpu_s"] / figures["raw"]["tokens_per_cpu_s"],
         "ratio_wall_minkpp": figures["mia+minkpp"]["tokens_per_s"] / figures["raw+stats"]["tokens_per_s"],
         "ratio_cpu_minkpp": figures["mia+minkpp"]["tokens_per_cpu_s"] / figures["raw+stats"]["tokens_per_cpu_s"],
-        "target": TARGET,
+        "target": TARGET, "extra": extra,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -163,6 +174,44 @@ def main() -> None:
     ok = "meets" if summary["ratio_wall_minkpp"] >= TARGET else "misses"
     print(f"  mia+minkpp/raw+stats: {summary['ratio_wall_minkpp']:.2f}x wall, "
           f"{summary['ratio_cpu_minkpp']:.2f}x CPU ({ok} the {TARGET}x target)")
+    if extra:
+        print("  new signals (timed once; time relative to the one-pass mia+minkpp path):")
+        for name, e in extra.items():
+            print(f"  {name:28s} {e['wall_s']:7.2f} s  {e['relative_time']:5.2f}x  "
+                  f"forward passes per string: {e['passes']}")
+
+
+def extra_signals(backend, items, args, figures_base) -> dict:
+    """Wall time of each new signal (one run each) and its forward passes per string."""
+    from mia_core.attack.run import AttackConfig, attack
+    from mia_core.scoring.probabilistic import probabilities
+    from mia_core.types import Sampling
+
+    base = min(r[0] for r in figures_base["mia+minkpp"])
+    common = {"batch_size": args.batch_size, "n_boot": 0, "quiet": True, "blind": False, "require_labels": False}
+    prefix = ("The committee met on a grey morning to discuss the budget for the coming year, and after a long "
+              "debate about roads, schools and the harbour it adjourned without a vote.")
+    runs = {
+        "sweep mink+minkpp x4 fractions": AttackConfig(signals=["loss", "mink", "minkpp"], k=[0.05, 0.1, 0.2, 0.5],
+                                                       **common),
+        "recall": AttackConfig(signals=["loss", "recall"], recall_prefix=prefix, **common),
+        f"ne ({args.neighbours} neighbours)": AttackConfig(signals=["loss", "ne"], neighbours=args.neighbours,
+                                                           **common),
+    }
+    out = {}
+    for name, config in runs.items():
+        wall = time.perf_counter()
+        outcome = attack(backend, items, config)
+        wall = time.perf_counter() - wall
+        out[name] = {"wall_s": wall, "relative_time": wall / base,
+                     "passes": outcome.attrs["forward_passes_per_string"]}
+    tail = 32
+    wall = time.perf_counter()
+    probabilities(backend, [it.tokens[:-tail] for it in items], [it.tokens[-tail:] for it in items],
+                  Sampling(temperature=0.8, top_k=40, top_p=0.95), args.batch_size)
+    wall = time.perf_counter() - wall
+    out["probabilistic extraction p"] = {"wall_s": wall, "relative_time": wall / base, "passes": {"target": 1.0}}
+    return out
 
 
 if __name__ == "__main__":

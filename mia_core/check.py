@@ -83,6 +83,9 @@ def summarize(run: Run, k: int | None = None) -> dict[str, Any]:
         mask = labels == label
         summary["by_label"][label or "unlabelled"] = {"eligible": int((mask & eligible).sum()),
                                                       "extracted": int(extracted[mask].sum())}
+    from mia_core.scoring.probabilistic import run_summary
+
+    summary["probabilistic"] = run_summary(run, k, eligible, labels)
     return summary
 
 
@@ -97,4 +100,8 @@ def format_summary(summary: dict[str, Any], max_length: int | None = None) -> st
              f"{'n/a' if mean is None else f'{mean:.2f}'} over the eligible rows"]
     for label, s in summary["by_label"].items():
         lines.append(f"  {label}: {s['extracted']} of {s['eligible']}")
+    if summary.get("probabilistic"):
+        from mia_core.scoring.probabilistic import format_summary as format_probabilistic
+
+        lines.append(format_probabilistic(summary["probabilistic"]))
     return "\n".join(lines)

@@ -77,12 +77,20 @@ class TokenScores:
       signals skip it;
     - ``mean``/``std`` are NaN everywhere when the caller passed ``distribution=False``;
     - nothing else is NaN.
+
+    ``sampled_logprob`` (only when the caller passed ``sampling=``, else None) is log q(token |
+    tokens before it), where q is the distribution that sampling scheme draws from: the model's
+    distribution at the scheme's temperature, restricted to its top-k and top-p (nucleus) tokens
+    and renormalised, in that order (as Hugging Face's ``generate`` applies them). A token outside
+    them has −inf; a position without context has NaN. Probabilistic extraction (Hayes et al.
+    2024) multiplies these over a suffix: ``mia_core.scoring.probabilistic``.
     """
 
     logprob: np.ndarray
     argmax: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    sampled_logprob: np.ndarray | None = None
 
 
 @dataclass
@@ -164,12 +172,17 @@ class Scorer(Backend, Protocol):
     and returns one ``TokenScores`` per sequence, following its NaN conventions. With
     ``distribution=False`` the caller needs no ``mean``/``std``, and the backend may skip
     them (NaN) to save a pass over the vocabulary.
+
+    Optional keyword ``sampling`` (a non-greedy ``Sampling``): also fill ``sampled_logprob``,
+    the log-probability of each true token under that sampling scheme's processed distribution
+    (``TokenScores``), from the same pass. A backend that cannot do it raises ``TypeError`` for
+    the unknown keyword; callers check with :func:`scores_sampling`.
     """
 
     tokenizer: Tokenizer
 
     def score(self, sequences: Sequence[Sequence[int]], start: int | Sequence[int] = 0, *,
-              distribution: bool = True) -> list[TokenScores]: ...
+              distribution: bool = True, sampling: Sampling | None = None) -> list[TokenScores]: ...
 
 
 @runtime_checkable
@@ -207,3 +220,13 @@ CAPABILITIES: dict[str, type] = {
 def capabilities(backend: object) -> frozenset[str]:
     """What ``backend`` can do: the names of ``CAPABILITIES`` whose protocol it satisfies."""
     return frozenset(name for name, protocol in CAPABILITIES.items() if isinstance(backend, protocol))
+
+
+def scores_sampling(backend: object) -> bool:
+    """Whether ``backend.score`` takes the optional ``sampling`` keyword (``Scorer``)."""
+    import inspect
+
+    try:
+        return "sampling" in inspect.signature(backend.score).parameters  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False

@@ -45,6 +45,15 @@ def format_table(metrics: list[SignalMetrics], level: float = 0.95) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def format_passes(passes: dict[str, float] | None) -> str | None:
+    """The cost line: forward passes per string by signal family, when any needs more than the one."""
+    if not passes or set(passes) == {"target"}:
+        return None
+    total = sum(passes.values())
+    return ("forward passes per string: " + ", ".join(f"{name} {value:g}" for name, value in passes.items())
+            + f" (total {total:g}; the target pass gives loss, zlib, Min-K%, Min-K%++)")
+
+
 def summary_json(outcome: AttackOutcome) -> dict[str, Any]:
     """What ``--json`` prints."""
     return {
@@ -57,6 +66,9 @@ def summary_json(outcome: AttackOutcome) -> dict[str, Any]:
         "k": outcome.attrs.get("k"),
         "counts": outcome.counts,
         "tokens_per_s": outcome.attrs.get("tokens_per_s"),
+        "forward_passes_per_string": outcome.attrs.get("forward_passes_per_string"),
+        "recall_prefix_ids": outcome.attrs.get("recall_prefix_ids"),
+        "probabilistic": outcome.attrs.get("probabilistic"),
         "label_message": outcome.label_message,
         "blind": outcome.attrs.get("blind"),
         "warnings": outcome.warnings,

@@ -43,13 +43,18 @@ class Item:
 @dataclass
 class AttackConfig:
     signals: list[str] = field(default_factory=lambda: list(sig.TARGET_SIGNALS))
-    k: float = sig.DEFAULT_K
+    k: float | list[float] = sig.DEFAULT_K  # one fraction, or several (a sweep: mink_0.1, mink_0.2, ...)
     batch_size: int = 8
     n_boot: int = 1000
     seed: int = 0
     quiet: bool = False
     blind: bool = True  # also score the strings with the model-free blind baseline
     require_labels: bool = True  # refuse unlabelled strings before scoring (the CLI always does)
+    sampling: Any = None  # map windows: also p of each suffix under this Sampling (probabilistic extraction)
+    recall_prefix: str | None = None  # ReCaLL's non-member prefix; None: drawn from the data's non-members
+    recall_shots: int = 1  # non-member strings drawn for the prefix (left out of the evaluation)
+    neighbours: int = 10  # neighbourhood attack: neighbours per string
+    max_context: int | None = None  # longest sequence the target scores (ReCaLL's prefix + string, neighbours)
 
 
 @dataclass
@@ -137,7 +142,7 @@ def effective_max_tokens(backend: Backend, max_tokens: int | None) -> int | None
 
 
 def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_size: int, quiet: bool = False,
-                    desc: str = "scoring", distribution: bool = True) -> list[TokenScores]:
+                    desc: str = "scoring", distribution: bool = True, sampling: Any = None) -> list[TokenScores]:
     """Teacher-forced scores of every sequence from its first token, in input order.
 
     Longest first, so each batch pads little; a batch that does not fit in memory is halved.
@@ -152,7 +157,8 @@ def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_
             idx = order[done:done + size]
             batch = [list(sequences[i]) for i in idx]
             try:
-                scored = backend.score(batch, 0, distribution=distribution)
+                extra = {"sampling": sampling} if sampling is not None else {}  # optional contract keyword
+                scored = backend.score(batch, 0, distribution=distribution, **extra)
             except BackendOutOfMemory:
                 if size == 1:
                     raise
@@ -387,19 +393,44 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
         raise MiaError("the ref signal needs a reference model (--reference MODEL)")
     if not items:
         raise MiaError("nothing to score: every string was empty")
+    recall_prefix_ids: list[str] = []
+    recall_prefix_text = config.recall_prefix
+    if "recall" in config.signals and recall_prefix_text is None:
+        from mia_core.attack.recall import SEPARATOR, choose_prefix_items
+
+        chosen = choose_prefix_items(items, config.recall_shots, config.seed)
+        recall_prefix_ids = [items[i].sample_id for i in chosen]
+        recall_prefix_text = SEPARATOR.join(items[i].text for i in chosen)
+        items = [it for i, it in enumerate(items) if i not in set(chosen)]
+        say(f"ReCaLL prefix: {len(chosen)} non-member string(s) drawn with seed {config.seed} "
+            f"({', '.join(recall_prefix_ids)}), left out of the evaluation", config.quiet)
     labels = [it.label for it in items]
     problem = label_problem(labels)
     if problem is not None and config.require_labels:
         raise MiaError(problem)
     started = time.perf_counter()
+    sampling = config.sampling if is_map else None
+    if sampling is not None:
+        from mia_core.types import scores_sampling
+
+        if not scores_sampling(backend):
+            raise MiaError(f"model {getattr(backend, 'name', '?')!r} cannot score under a sampling scheme, so "
+                           "probabilistic extraction (--sampling) is unavailable with it")
     raw = score_sequences(backend, [it.tokens for it in items], config.batch_size, config.quiet,
-                          distribution="minkpp" in config.signals)
+                          distribution="minkpp" in config.signals, sampling=sampling)
     elapsed = time.perf_counter() - started
     scores = [sig.scored_positions(s) for s in raw]  # verdicts use raw (aligned to the tokens)
     n_scored = sum(len(s.logprob) for s in scores)
     target_names = [s for s in config.signals if s != "ref"]
     per_item = [sig.target_signals(s, it.text, target_names, config.k) for s, it in zip(scores, items, strict=True)]
-    signals = {name: np.array([row[name] for row in per_item], dtype=np.float64) for name in target_names}
+    stored_names = sig.expand_signals(config.signals, config.k)
+    signals = {name: np.array([row[name] for row in per_item], dtype=np.float64)
+               for name in stored_names if name not in sig.EXTRA_PASS_SIGNALS}
+    passes = {"target": 1.0}  # forward passes per string, by signal family (the cost)
+    if "recall" in config.signals:
+        signals["recall"], passes["recall"] = _recall(backend, items, scores, recall_prefix_text, config)
+    if "ne" in config.signals:
+        signals["ne"], passes["ne"] = _neighbourhood(backend, items, scores, config)
     same_tokenizer = None
     if "ref" in config.signals:
         same_tokenizer = reference.tokenizer.fingerprint == backend.tokenizer.fingerprint
@@ -432,28 +463,94 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
     warnings: list[str] = []
     blind_info: dict[str, Any] | None = None
     if problem is None:
-        for name in config.signals:
+        for name in stored_names:
             m = evaluate_signal(name, labels, signals[name], config.n_boot, config.seed)
             if m is not None:
                 metrics.append(m)
         blind_info, warnings = _blind(items, labels, metrics, signals, config)
     counts = {"strings": len(items), "tokens_scored": n_scored,
               "truncated": int(columns["truncated"].sum())}
+    if recall_prefix_ids:
+        counts["recall_prefix_strings"] = len(recall_prefix_ids)
     if is_map:
         counts["extracted"] = int(columns["extracted"].sum())
+    probabilistic = None
+    if sampling is not None:
+        from mia_core.scoring.probabilistic import suffix_probability, summarize
+
+        p = np.array([suffix_probability(s.sampled_logprob[len(s.sampled_logprob) - it.suffix_length:])
+                      if it.suffix_length else np.nan for s, it in zip(raw, items, strict=True)])
+        columns["extraction_p"] = p
+        probabilistic = summarize(p, labels, scheme=f"temperature {sampling.temperature:g}, top-k "
+                                  f"{sampling.top_k or 'none'}, top-p {sampling.top_p if sampling.top_p else 'none'}, "
+                                  "whole suffix")
     attrs = {
         "mia_version": __version__, "model": getattr(backend, "name", ""), "backend": _describe(backend),
         "tokenizer": getattr(backend.tokenizer, "name", ""), "tokenizer_fingerprint": backend.tokenizer.fingerprint,
         "reference": getattr(reference, "name", None) if reference is not None else None,
-        "reference_same_tokenizer": same_tokenizer, "signals": list(config.signals), "k": config.k,
+        "reference_same_tokenizer": same_tokenizer, "signals": stored_names,
+        "k": config.k if isinstance(config.k, (int, float)) else list(config.k),
         "sign_convention": "higher score = more likely member", "batch_size": config.batch_size,
         "n_boot": config.n_boot, "seed": config.seed, "elapsed_s": elapsed,
         "tokens_per_s": n_scored / elapsed if elapsed > 0 else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": [m.to_dict() for m in metrics], "label_message": problem, "counts": counts,
         "blind": blind_info, "warnings": warnings,
+        "forward_passes_per_string": dict(passes, ref=1.0) if "ref" in config.signals else passes,
     }
+    if probabilistic is not None:
+        attrs["probabilistic"] = probabilistic
+    if "recall" in config.signals:
+        attrs.update(recall_prefix=recall_prefix_text, recall_prefix_ids=recall_prefix_ids)
+    if "ne" in config.signals:
+        from mia_core.attack.neighbours import DEFAULT_FRACTION
+
+        attrs.update(neighbours=config.neighbours, neighbour_word_fraction=DEFAULT_FRACTION)
     return AttackOutcome(None, signals, metrics, problem, counts, columns, attrs, warnings)
+
+
+def _recall(backend: Backend, items: Sequence[Item], scores: Sequence[TokenScores], prefix_text: str,
+            config: AttackConfig) -> tuple[np.ndarray, float]:
+    """ReCaLL for every item (mia_core.attack.recall): one more pass per string, over prefix + string."""
+    from mia_core.attack.recall import prefix_tokens, recall_signal
+
+    prefix = prefix_tokens(backend, [prefix_text])
+    if config.max_context is not None and len(prefix) >= config.max_context:
+        raise MiaError(f"the ReCaLL prefix has {len(prefix)} tokens, more than the {config.max_context} the model "
+                       "scores at once: give a shorter one (--recall-prefix) or fewer --recall-shots")
+
+    def score(seqs: list[list[int]]) -> list[TokenScores]:  # the prefix's positions are scored but not read
+        return score_sequences(backend, seqs, config.batch_size, config.quiet, desc="ReCaLL", distribution=False)
+
+    values, cut = recall_signal([it.tokens for it in items], scores, prefix, score, config.max_context)
+    if cut:
+        say(f"{cut} string(s) do not fit after the {len(prefix)}-token ReCaLL prefix in the model's context: "
+            "their recall signal is left out", config.quiet)
+    return values, 1.0
+
+
+def _neighbourhood(backend: Backend, items: Sequence[Item], scores: Sequence[TokenScores],
+                   config: AttackConfig) -> tuple[np.ndarray, float]:
+    """The neighbourhood signal (mia_core.attack.neighbours): ``config.neighbours`` passes per string."""
+    from mia_core.attack.neighbours import neighbour_signal, neighbours, word_pool
+
+    pool = word_pool([it.text for it in items])
+    texts = [neighbours(it.text, pool, config.neighbours, config.seed, i) for i, it in enumerate(items)]
+    flat = [t for group in texts for t in group]
+    encoded = backend.tokenizer.encode_batch(flat) if flat else []
+    if config.max_context is not None:
+        encoded = [ids[:config.max_context] for ids in encoded]
+    keep = [i for i, ids in enumerate(encoded) if ids]
+    scored = score_sequences(backend, [encoded[i] for i in keep], config.batch_size, config.quiet,
+                             desc="neighbours", distribution=False)
+    nll = np.full(len(flat), np.nan)
+    for i, sc in zip(keep, scored, strict=True):
+        nll[i] = sig.mean_nll(sig.scored_positions(sc).logprob)
+    out, at = np.full(len(items), np.nan), 0
+    for i, group in enumerate(texts):
+        out[i] = neighbour_signal(sig.mean_nll(scores[i].logprob), nll[at:at + len(group)])
+        at += len(group)
+    return out, float(len(flat) / max(len(items), 1))
 
 
 def _blind(items: Sequence[Item], labels: list[str], metrics: list[SignalMetrics], signals: dict[str, np.ndarray],

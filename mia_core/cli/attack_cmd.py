@@ -25,13 +25,24 @@ from mia_core.defaults import DEFAULT_MODEL
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Target model (registry name or path).")
 @model_option
 @click.option("--signals", default="loss,zlib,mink,minkpp", show_default=True,
-              help="Comma-separated: loss, zlib, mink, minkpp, ref (ref is added by --reference).")
+              help="Comma-separated: loss, zlib, mink, minkpp, ref (added by --reference), recall (ReCaLL: one more "
+                   "pass per string), ne (neighbourhood: --neighbours more passes per string).")
 @click.option("--reference", help="Reference model for the ref signal.")
 @click.option("--reference-option", "--reference_option", "reference_options", multiple=True, metavar="KEY=VALUE",
               help="Option for the reference backend (repeatable).")
-@click.option("--min-k-fraction", "--min_k_fraction", "k", type=click.FloatRange(0, 1, min_open=True), default=0.2,
-              show_default=True, help="Fraction of lowest-scoring tokens for Min-K% and Min-K%++.")
+@click.option("--min-k-fraction", "--min_k_fraction", "k", default="0.2", show_default=True,
+              help="Fraction of lowest-scoring tokens for Min-K% and Min-K%++; a comma-separated list sweeps "
+                   "them (signals mink_0.1, minkpp_0.1, ...), all from the one forward pass.")
 @renamed_option("--k", "--min-k-fraction", "(--k counts suffix tokens in mia score)")
+@click.option("--recall-prefix", "--recall_prefix", help="ReCaLL's non-member prefix text (default: drawn from the "
+              "data's non-members, which are then left out of the evaluation).")
+@click.option("--recall-shots", "--recall_shots", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Non-member strings drawn (with --seed) to make the ReCaLL prefix.")
+@click.option("--neighbours", "--neighbors", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Neighbours per string for the neighbourhood attack (ne); each costs one forward pass.")
+@click.option("--sampling", "sampling_options", multiple=True, metavar="KEY=VALUE",
+              help="Map windows: also the probability that this sampling scheme reproduces each suffix "
+                   "(temperature=T, top_k=K, top_p=P; probabilistic extraction, Hayes et al. 2024). Repeatable.")
 @click.option("--batch-size", "--batch_size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--max-tokens", "--max_tokens", type=click.IntRange(min=1), default=512, show_default=True,
               help="Longest string scored (tokens); longer ones are truncated (and the model's context caps it).")
@@ -52,7 +63,8 @@ from mia_core.defaults import DEFAULT_MODEL
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of the table.")
 @quiet_option
 def attack(map_argument, prefix_map, dataset, dataset_options, model, model_options, signals, reference,
-           reference_options, k, batch_size, max_tokens, limit, labels_file, out, old_out, exports, bootstrap, seed,
+           reference_options, k, recall_prefix, recall_shots, neighbours, sampling_options, batch_size, max_tokens,
+           limit, labels_file, out, old_out, exports, bootstrap, seed,
            no_plot, no_blind, as_json, quiet) -> None:
     """Membership inference: score strings with MODEL and rank them by LOSS, zlib, Min-K%,
     Min-K%++ and reference-model signals (higher = more likely member).
@@ -75,7 +87,7 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
     from mia_core.attack import run as ar
     from mia_core.attack.labels import read_label_file
     from mia_core.attack.results import unique_path
-    from mia_core.attack.signals import parse_signals
+    from mia_core.attack.signals import parse_fractions, parse_signals
     from mia_core.errors import MiaError
     from mia_core.prefixmap import PrefixMap, timestamp
 
@@ -92,10 +104,18 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         names = parse_signals(signals)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--signals") from None
+    try:
+        fractions = parse_fractions(k)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--min-k-fraction") from None
+    k = fractions[0] if len(fractions) == 1 else fractions
     if reference and "ref" not in names:
         names.append("ref")
     if "ref" in names and not reference:
         raise click.UsageError("the ref signal needs a reference model: add --reference MODEL")
+    sampling = _parse_sampling(sampling_options) if sampling_options else None
+    if sampling is not None and prefix_map is None:
+        raise click.UsageError("--sampling is for prefix maps (it scores each window's suffix)")
     labels = read_label_file(labels_file) if labels_file else None
     pmap = PrefixMap(prefix_map) if prefix_map is not None else None  # fail on a bad map before loading models
     if pmap is not None:  # a map without both classes is refused before any model is loaded
@@ -139,8 +159,11 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         source = {"dataset": dataset, "dataset_options": parse_key_values(dataset_options, "--dataset-option"),
                   "skipped_empty": read_counts["empty"], "labels_file": labels_file}
 
+    if recall_prefix is not None and not recall_prefix.strip():
+        raise click.BadParameter("the prefix is empty", param_hint="--recall-prefix")
     config = ar.AttackConfig(signals=names, k=k, batch_size=batch_size, n_boot=bootstrap, seed=seed, quiet=quiet,
-                             blind=not no_blind)
+                             blind=not no_blind, recall_prefix=recall_prefix, recall_shots=recall_shots,
+                             neighbours=neighbours, max_context=ar.context_limit(backend), sampling=sampling)
     outcome = ar.attack(backend, items, config, ref_backend, ref_limit, is_map=pmap is not None)
     outcome.attrs.update(source, model=model, reference=reference, max_tokens=limit_tokens)
     path = unique_path(folder, stem)
@@ -152,14 +175,42 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         return
     if outcome.metrics:
         click.echo(report.format_table(outcome.metrics))
+    cost = report.format_passes(outcome.attrs.get("forward_passes_per_string"))
+    if cost:
+        click.echo(cost)
     for warning in outcome.warnings:
         click.echo(f"warning: {warning}")
     if pmap is not None:
         click.echo(f"extracted (teacher-forced, whole suffix): {outcome.counts['extracted']} of "
                    f"{outcome.counts['strings']} windows")
+    if outcome.attrs.get("probabilistic"):
+        from mia_core.scoring.probabilistic import format_summary
+
+        click.echo(format_summary(outcome.attrs["probabilistic"]))
     click.echo(f"results: {outcome.path}")
     for extra in ([outcome.plot] if outcome.plot else []) + outcome.exports:
         click.echo(f"         {extra}")
+
+
+def _parse_sampling(options: tuple[str, ...]):
+    """``temperature=0.8 top_k=40 top_p=0.95`` → a non-greedy ``Sampling`` (temperature 1 unless given)."""
+    from mia_core.cli.options import parse_key_values
+    from mia_core.types import Sampling
+
+    values = parse_key_values(options, "--sampling")
+    unknown = set(values) - {"temperature", "top_k", "top_p"}
+    if unknown:
+        raise click.BadParameter(f"unknown key(s) {', '.join(sorted(unknown))}; use temperature, top_k, top_p",
+                                 param_hint="--sampling")
+    try:
+        temperature = float(values.get("temperature", 1.0))
+        top_k = int(values["top_k"]) if "top_k" in values else None
+        top_p = float(values["top_p"]) if "top_p" in values else None
+    except ValueError as exc:
+        raise click.BadParameter(f"not a number: {exc}", param_hint="--sampling") from None
+    if not temperature > 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+        raise click.BadParameter("needs temperature > 0, top_k ≥ 1 and top_p in (0, 1]", param_hint="--sampling")
+    return Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
 
 
 commands = [attack]

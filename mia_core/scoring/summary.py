@@ -296,6 +296,9 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
     summary["extracted_samples"] = {"unique": len(extracted),
                                     "frequency_of_frequencies": {str(r): n for r, n in
                                                                  sorted(Counter(extracted.values()).items())}}
+    from mia_core.scoring.probabilistic import run_summary
+
+    summary["probabilistic"] = run_summary(run, k, eligible, labels)  # None unless the run stores logprobs
     notes = []
     if method == "teacher-forced":
         notes.append("teacher-forced run: exact extraction and matched length equal greedy decoding; the "
@@ -414,6 +417,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines += ["", "most frequent memorized windows:"]
         lines += [f"  {w['count']}× (corpus {w['corpus_count']}×, {', '.join(w['documents']) or '?'}): "
                   f"{w['text']!r}" for w in c["top_windows"][:5]]
+    if s.get("probabilistic"):
+        from mia_core.scoring.probabilistic import format_summary as format_probabilistic
+
+        lines += ["", format_probabilistic(s["probabilistic"])]
     for note in s.get("notes", []):
         lines.append(f"note: {note}")
     if s.get("scores_file"):

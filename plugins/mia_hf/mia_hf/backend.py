@@ -195,7 +195,7 @@ class HFCausalLM:
 
     # --- scoring ---------------------------------------------------------------------------
     def score(self, sequences: Sequence[Sequence[int]], start: int | Sequence[int] = 0, *,
-              distribution: bool = True) -> list[TokenScores]:
+              distribution: bool = True, sampling: Sampling | None = None) -> list[TokenScores]:
         """Teacher-forced scores of each sequence at positions ``start..len-1``: one forward
         pass over the batch (right-padded), the LM head only at the positions scored.
 
@@ -203,7 +203,13 @@ class HFCausalLM:
         the model's next-token distribution (Min-K%++). NaN follows ``TokenScores``'
         conventions: ``distribution=False`` skips the moments (NaN), and position 0 of a
         model without BOS has no context (NaN, argmax -1).
+
+        ``sampling`` (non-greedy) also gives ``sampled_logprob``: log q(true token) under the
+        distribution ``generate`` samples from with that scheme (temperature, then top-k, then
+        top-p, renormalised), from the same logits.
         """
+        if sampling is not None and sampling.greedy:
+            raise MiaError("sampled log-probabilities need a sampling scheme with temperature > 0")
         n = len(sequences)
         if n == 0:
             return []
@@ -230,6 +236,7 @@ class HFCausalLM:
         argmax = np.full(total, -1, dtype=np.int64)
         mean = np.full(total, np.nan, dtype=np.float32)
         std = np.full(total, np.nan, dtype=np.float32)
+        sampled = np.full(total, np.nan, dtype=np.float64) if sampling is not None else None
         keep = [i for i in range(total) if pos_idx[i] >= 0]
         if keep and any(rows):
             # Right padding: causal attention never lets a pad influence an earlier position,
@@ -242,10 +249,13 @@ class HFCausalLM:
                 h = hidden[b_t, p_t]  # [K, H]
                 del hidden
                 tgt = torch.tensor([targets[i] for i in keep], device=self.device)
-                lp, am, mu, sd = self._head_stats(h, tgt, distribution)
+                lp, am, mu, sd, sq = self._head_stats(h, tgt, distribution, sampling)
             keep_a = np.asarray(keep)
             logprob[keep_a], argmax[keep_a], mean[keep_a], std[keep_a] = lp, am, mu, sd
-        return [TokenScores(logprob[a:b], argmax[a:b], mean[a:b], std[a:b]) for a, b in spans]
+            if sampled is not None:
+                sampled[keep_a] = sq
+        return [TokenScores(logprob[a:b], argmax[a:b], mean[a:b], std[a:b],
+                            sampled[a:b] if sampled is not None else None) for a, b in spans]
 
     def _hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
         """Final hidden states [B, T, H] from the model body (no LM head)."""
@@ -282,7 +292,8 @@ class HFCausalLM:
         tol = 1e-3 if self.dtype == torch.float32 else 5e-2
         return got.shape == ref.shape and bool(torch.allclose(got, ref, atol=tol * max(1.0, ref.abs().max().item())))
 
-    def _head_stats(self, h: torch.Tensor, tgt: torch.Tensor, distribution: bool = True) -> tuple[np.ndarray, ...]:
+    def _head_stats(self, h: torch.Tensor, tgt: torch.Tensor, distribution: bool = True,
+                    sampling: Sampling | None = None) -> tuple[np.ndarray, ...]:
         vocab = self.model.get_output_embeddings().weight.shape[0] if self._head_ok else h.shape[-1]
         step = max(1, HEAD_CHUNK_ELEMENTS // max(vocab, 1))
         parts: list[tuple[torch.Tensor, ...]] = []
@@ -291,16 +302,37 @@ class HFCausalLM:
             # max(-1).indices: the same index as argmax(-1) but about twice as fast on CPU.
             best = logits.max(-1).indices
             logp = torch.log_softmax(logits, dim=-1)
+            lp = logp.gather(-1, tgt[a:a + step, None])[:, 0]
+            sq = (sampled_logprob(logits, tgt[a:a + step], sampling) if sampling is not None
+                  else torch.full_like(lp, float("nan")))
             if not distribution:
-                lp = logp.gather(-1, tgt[a:a + step, None])[:, 0]
                 nan = torch.full_like(lp, float("nan"))
-                parts.append((lp, best, nan, nan))
+                parts.append((lp, best, nan, nan, sq))
                 continue
             p = logp.exp()
             mu = (p * logp).sum(-1)
             var = (p * logp.square()).sum(-1) - mu.square()
-            parts.append((logp.gather(-1, tgt[a:a + step, None])[:, 0], best, mu, var.clamp_min(0).sqrt()))
-        return tuple(torch.cat([part[i] for part in parts]).cpu().numpy() for i in range(4))
+            parts.append((lp, best, mu, var.clamp_min(0).sqrt(), sq))
+        return tuple(torch.cat([part[i] for part in parts]).cpu().numpy() for i in range(5))
+
+
+def sampled_logprob(logits: torch.Tensor, targets: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    """log q(target) per row, q the distribution ``generate`` samples from under ``sampling``:
+    logits / temperature, then top-k, then top-p (the smallest set of most likely tokens whose
+    mass reaches top_p, at least one token; transformers' TopPLogitsWarper), renormalised.
+    A filtered-out target gets −inf. Computed in float64 so a long suffix's product keeps its digits."""
+    scaled = logits.double() / float(sampling.temperature)
+    if sampling.top_k:
+        k = min(int(sampling.top_k), scaled.shape[-1])
+        kth = torch.topk(scaled, k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    if sampling.top_p is not None and float(sampling.top_p) < 1.0:
+        ordered, order = torch.sort(scaled, descending=False, dim=-1)
+        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulative <= (1 - float(sampling.top_p))
+        remove[:, -1] = False  # keep at least the most likely token
+        scaled = scaled.masked_fill(remove.scatter(1, order, remove), float("-inf"))
+    return torch.log_softmax(scaled, dim=-1).gather(-1, targets[:, None])[:, 0]
 
 
 def _cut_at_eos(row: list[int], eos: int | None) -> list[int]:

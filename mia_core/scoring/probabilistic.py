@@ -1,0 +1,147 @@
+"""Probabilistic extraction (Hayes et al. 2024, "Measuring memorization in language models via
+probabilistic extraction").
+
+A greedy verdict says whether one decoding reproduces a suffix. Under a sampling scheme (temperature,
+top-k, top-p) the model reproduces the true suffix s_1..s_k after the prefix with probability
+
+    p = ∏_t q(s_t | prefix, s_<t),
+
+q being the distribution the scheme samples from. One teacher-forced pass gives every factor. A
+suffix is *(n, target)-discoverable* when n independent queries reproduce it at least once with
+probability 1 − (1 − p)^n ≥ target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+DEFAULT_QUERIES = (1, 10, 100, 1000, 10000)
+DEFAULT_TARGET = 0.9
+P_QUANTILES = (0.5, 0.9, 0.99)
+
+
+def suffix_probability(sampled_logprob: Sequence[float]) -> float:
+    """p = exp(Σ log q(s_t)) over the given suffix positions; NaN when a position is unscored."""
+    values = np.asarray(sampled_logprob, dtype=np.float64)
+    if not len(values) or np.isnan(values).any():
+        return float("nan")
+    return float(np.exp(values.sum()))
+
+
+def discovery_probability(p: np.ndarray | float, n: int) -> np.ndarray:
+    """1 − (1 − p)^n, computed as −expm1(n·log1p(−p)) so a tiny p keeps its digits."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
+    with np.errstate(divide="ignore"):
+        return -np.expm1(n * np.log1p(-p))
+
+
+def queries_needed(p: float, target: float = DEFAULT_TARGET) -> float:
+    """The fewest queries n with 1 − (1 − p)^n ≥ target (inf when p = 0)."""
+    if not p > 0:
+        return math.inf
+    if p >= 1:
+        return 1
+    return max(1, math.ceil(math.log1p(-target) / math.log1p(-p) - 1e-12))
+
+
+def probabilities(backend: Any, prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[int]],
+                  sampling: Any, batch_size: int = 8) -> np.ndarray:
+    """p for each (prefix, suffix) from teacher-forced passes of ``backend.score(..., sampling=)``;
+    sequences of one prefix length share a call."""
+    from mia_core.errors import MiaError
+    from mia_core.types import scores_sampling
+
+    if not scores_sampling(backend):
+        raise MiaError(f"model {getattr(backend, 'name', '?')!r} cannot score under a sampling scheme "
+                       "(its score() has no sampling option), so probabilistic extraction is unavailable")
+    out = np.full(len(prefixes), np.nan)
+    groups: dict[int, list[int]] = {}
+    for i, (p, s) in enumerate(zip(prefixes, suffixes, strict=True)):
+        if len(s):
+            groups.setdefault(len(p), []).append(i)
+    for plen, rows in groups.items():
+        for a in range(0, len(rows), max(1, batch_size)):
+            chunk = rows[a:a + batch_size]
+            seqs = [list(map(int, prefixes[i])) + list(map(int, suffixes[i])) for i in chunk]
+            for i, sc in zip(chunk, backend.score(seqs, plen, distribution=False, sampling=sampling), strict=True):
+                out[i] = suffix_probability(sc.sampled_logprob)
+    return out
+
+
+def summarize(p: np.ndarray, labels: Sequence[str] | None = None, queries: Sequence[int] = DEFAULT_QUERIES,
+              target: float = DEFAULT_TARGET, scheme: str = "") -> dict[str, Any]:
+    """The distribution of p over the rows with a finite p, and the share that is (n, target)-
+    discoverable for each n, overall and per label."""
+    p = np.asarray(p, dtype=np.float64)
+
+    def block(values: np.ndarray) -> dict[str, Any]:
+        values = values[np.isfinite(values)]
+        n = len(values)
+        out: dict[str, Any] = {"rows": n}
+        if not n:
+            return out
+        out["mean_p"] = float(values.mean())
+        out["quantiles"] = {f"{q:g}": float(np.quantile(values, q)) for q in P_QUANTILES}
+        out["max_p"] = float(values.max())
+        out["p_zero"] = int((values == 0).sum())
+        out["expected_extracted_per_query"] = float(values.sum())
+        out["discoverable"] = {str(k): int((discovery_probability(values, k) >= target).sum()) for k in queries}
+        edges = [0.0, 1e-12, 1e-6, 1e-3, 1e-2, 0.1, 0.5, 1.0]
+        hist, _ = np.histogram(values, bins=edges)
+        out["histogram"] = {f"[{lo:g}, {hi:g}{']' if hi == 1 else ')'}": int(c)
+                            for lo, hi, c in zip(edges[:-1], edges[1:], hist, strict=True)}
+        return out
+
+    summary = {"scheme": scheme, "target": target, "queries": list(queries),
+               "definition": "p = product over the suffix of the sampling distribution's probability of the true "
+                             "token (teacher forcing); (n, target)-discoverable: 1 - (1 - p)^n >= target "
+                             "(Hayes et al. 2024)",
+               **block(p)}
+    if labels is not None:
+        labels = np.asarray([str(x) for x in labels], dtype=object)
+        summary["by_label"] = {(lab or "unlabelled"): block(p[labels == lab]) for lab in sorted(set(labels.tolist()))}
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few lines: the distribution of p, then the discoverable share at each n."""
+    n = summary.get("rows", 0)
+    head = f"probabilistic extraction ({summary['scheme']}; Hayes et al. 2024), over {n} rows with a finite p"
+    if not n:
+        return head + ": none"
+    q = summary["quantiles"]
+    lines = [head + ":",
+             f"  p: mean {summary['mean_p']:.3g}, median {q['0.5']:.3g}, 90th pct {q['0.9']:.3g}, "
+             f"99th pct {q['0.99']:.3g}, max {summary['max_p']:.3g}; p = 0 (a token outside the scheme) "
+             f"{summary['p_zero']}",
+             "  (n, p)-discoverable, 1 - (1 - p)^n >= " + f"{summary['target']:g}: " + ", ".join(
+                 f"n={k}: {c} ({c / n:.1%})" for k, c in summary["discoverable"].items())]
+    for label, b in (summary.get("by_label") or {}).items():
+        if b.get("rows"):
+            lines.append(f"  {label}: mean p {b['mean_p']:.3g}; discoverable " + ", ".join(
+                f"n={k}: {c}/{b['rows']}" for k, c in b["discoverable"].items()))
+    return "\n".join(lines)
+
+
+def run_summary(run: Any, k: int, eligible: np.ndarray, labels: Sequence[str]) -> dict[str, Any] | None:
+    """p of each eligible row of a run that stores the true tokens' log-probabilities (a
+    teacher-forced run), over its first k suffix tokens; None for a run without them (a generation
+    run's sampled tokens give no probability of the true suffix).
+
+    The stored ``logprobs`` are the model's own distribution, so p is that of pure sampling at
+    temperature 1 with no top-k/top-p; a run that also stores ``sampled_logprobs`` (with its
+    scheme in the ``sampling`` attribute) is summarised under that scheme instead."""
+    column, scheme = "logprobs", "pure sampling: temperature 1, no top-k/top-p"
+    if run.has("sampled_logprobs"):
+        column, scheme = "sampled_logprobs", str(run.attrs.get("sampling") or "the run's sampling scheme")
+    elif not run.has("logprobs"):
+        return None
+    stored = run.read(column)
+    p = np.full(len(eligible), np.nan)
+    for i in np.nonzero(eligible)[0]:
+        p[i] = suffix_probability(stored[i][:k])
+    return summarize(p[eligible], np.asarray(labels, dtype=object)[eligible], scheme=scheme + f", first k = {k}")
