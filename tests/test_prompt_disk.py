@@ -136,11 +136,11 @@ def test_prefix_on_a_full_or_read_only_disk(fake, in_tmp):
     args = ["prefix", "--model", "fake-tok-a", "--dataset", "files", "--dataset-option",
             f"path={in_tmp / 'docs.txt'}", "--prefix_tokens", "8", "-q"]
     with mounted(in_tmp / "disk", "size=1m") as disk:
-        line = one_line(mia(*args, "--out", str(disk), env=PREFIX_ENV))
+        line = one_line(mia(*args, "--out-dir", str(disk), env=PREFIX_ENV))
         assert line.startswith(f"Error: no space left on device writing {disk}/") and "no map was written" in line
         assert os.listdir(disk) == []  # the .partial folder is gone
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-        line = one_line(mia(*args, "--out", str(disk), env=PREFIX_ENV))
+        line = one_line(mia(*args, "--out-dir", str(disk), env=PREFIX_ENV))
         assert "the file system is read-only" in line
 
 

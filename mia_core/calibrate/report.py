@@ -71,7 +71,7 @@ def format_report(report: dict[str, Any]) -> str:
             g = by_label.get(label)
             if g:
                 rows.append([role, label, str(g["rows"]), _pct(g["extraction"]), _pct(g["approximate"]),
-                             _mean(g["mean_matched_length"]), _mean(g["mean_memorization_score"])])
+                             _mean(g["mean_matched_length"]), _mean(g[per_position_name("teacher-forced")[0]])])
     lines.append(_table(rows, ["model", "label", "rows", "exact extraction", "approximate", "mean matched tokens",
                                "per-token accuracy"]))
     if report.get("canaries"):
