@@ -119,3 +119,12 @@ def test_show_refuses_other_files(tmp_path, runner):
     res = runner.invoke(cli, ["show", str(tmp_path / "x.h5")])
     assert res.exit_code == 1 and "is not a mia map, run, scores or attack file" in res.stderr
     assert runner.invoke(cli, ["show", str(tmp_path / "nope")]).exit_code == 1
+
+
+def test_model_loading_shows_a_bar_unless_quiet(tiny_map, runner, tmp_path):
+    root, model, tok, folder, ids, starts = tiny_map
+    loud = _run(runner, ["check", "--prefix_map", str(folder), "--model", str(model), "--out", str(tmp_path / "a.h5")])
+    assert f"loading {model}" in loud.stderr and "2/2" in loud.stderr  # both stages done
+    quiet = _run(runner, ["check", "--prefix_map", str(folder), "--model", str(model), "--out", str(tmp_path / "b.h5"),
+                          "-q"])
+    assert "loading" not in quiet.stderr

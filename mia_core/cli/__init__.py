@@ -15,6 +15,7 @@ from mia_core import __version__, plugins
 from mia_core.cli import attack_cmd, demo_cmd, index_cmd, plugins_cmd, prefix_cmd, prompt_cmd, score_cmd, show_cmd
 from mia_core.cli.config import add_config_option
 from mia_core.errors import MiaError, UsageError
+from mia_core.progress import set_quiet
 from mia_core.provenance import record_invocation
 
 #: Option names of every command, so a config file's top-level key is checked against them all.
@@ -41,6 +42,7 @@ class MiaContext(click.Context):
             # the effective options (command line, config file, defaults), recorded in every file written
             record_invocation(self.command_path.partition(" ")[2] or self.command_path, self.params,
                               self.meta.get("mia_config_file"))
+            set_quiet(bool(self.params.get("quiet")))
         try:
             return super().invoke(callback, *args, **kwargs)
         except MiaError as exc:
