@@ -33,8 +33,9 @@ def sh(command: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_readme_pipeline_runs_verbatim(tmp_path):
     model = make_tiny_llama(tmp_path / "tiny-llama")
     commands = pipeline_commands()
-    assert [c.split()[1] for c in commands] == ["prefix", "prompt", "check", "score", "index", "score", "estimate",
-                                                "report", "attack"]
+    names = [c.split()[1] for c in commands]
+    assert names[:2] == ["prefix", "prompt"] and names.index("score") < names.index("report") < names.index("show")
+    assert {"check", "index", "estimate", "attack", "export"} <= set(names)
     work = tmp_path / "work"
     work.mkdir()
     subs: dict[str, str] = {}
@@ -61,11 +62,13 @@ def test_readme_pipeline_runs_verbatim(tmp_path):
     assert any(p.name.endswith(".scores.h5") for p in runs)  # the glob in the README did pick scores up
     report = (work / "report.html").read_text()
     assert report.count("<h2>Run ") == 2  # the prompt and the check runs, not their scores files
-    # mia report MAP: every run and the attack, then mia show on each kind of file
-    result = sh(f"mia report {subs['<map>']} --out map_report.md", work)
-    assert result.returncode == 0, result.stderr
-    text = (work / "map_report.md").read_text()
-    assert text.count("## Run ") == 2 and "## Attack 1" in text and "## Provenance" in text
+    study = (work / "study.html").read_text()  # mia report MAP: every run and the attack
+    assert study.count("<h2>Run ") == 2 and "<h2>Attack 1" in study and "<h2>Provenance" in study
+    assert "ROC curves" in study and "<dt>AUC</dt>" in study
+    exported = (work / "rows.csv").read_text().splitlines()
+    assert exported[0].startswith("index,prefix_index,sample_id,label,prefix_start,prefix_text,true_suffix_text")
+    assert "score_matched_length" in exported[0] and len(exported) > 100  # 100 generations (texts may span lines)
+    # mia show on each kind of file
     attack = next((map_folder / "attacks").glob("*.h5"))
     for path, kind in ((map_folder, "map"), (run, "run"), (run.with_name(run.stem + ".scores.h5"), "scores"),
                        (attack, "attack")):
