@@ -123,7 +123,9 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: i
                 n = sum(len(v) for v in by_label.values())
                 sec.notes.append(f"matched-length histogram not drawn: all {n} eligible rows matched "
                                  f"{distinct.pop()} tokens (one value)")
-            sec.examples = longest_extractions(run, s["k"], examples) if examples else []
+            if examples:
+                sec.examples, why_none = longest_extractions(run, s["k"], examples)
+                sec.notes += [why_none] if why_none else []
             sections.append(sec)
         by_model: dict[str, set[int]] = {}
         for s in summaries:

@@ -53,23 +53,22 @@ def matched_lengths_by_label(run_path: str | os.PathLike, k: int) -> dict[str, n
     return {lab: matched[eligible & (labels == lab)] for lab in sorted(set(labels[eligible]))}
 
 
-def longest_extractions(run_path: str | os.PathLike, k: int, n: int) -> list[dict[str, Any]]:
-    """The ``n`` eligible rows with the longest matched length (> 0), decoded with the map's tokenizer.
-    A teacher-forced run has no generation (``generation_rest`` None): its agreement is what greedy
-    decoding reproduces."""
+def longest_extractions(run_path: str | os.PathLike, k: int, n: int) -> tuple[list[dict[str, Any]], str | None]:
+    """The ``n`` eligible rows with the longest matched length (> 0), decoded with the map's tokenizer,
+    and a note when there are none to show. A teacher-forced run has no generation (``generation_rest``
+    None): its agreement is what greedy decoding reproduces."""
     from mia_core import registry
 
     run, eligible, matched, gens, truths = _per_row(run_path, k)
     order = [int(i) for i in np.argsort(-matched, kind="stable") if eligible[i] and matched[i] > 0][:n]
     if not order:
-        return []
+        return [], "no eligible row reproduced even the first token of its true suffix: no extraction to show"
     name = str(run.attrs.get("tokenizer") or run.prefix_map.tokenizer_name)
     try:
         tokenizer = registry.tokenizers.create(name)
     except MiaError as exc:
-        return [{"row": -1, "sample_id": "", "label": "", "matched": 0, "k": k, "prefix": "",
-                 "agreement": "", "suffix_rest": f"(examples withheld: tokenizer {name!r} cannot be loaded: "
-                                                 f"{str(exc).splitlines()[0]})", "generation_rest": None}]
+        return [], f"longest extractions withheld: the tokenizer {name!r} cannot be loaded to show them as text " \
+                   f"({str(exc).splitlines()[0]})"
     prefixes = run.prefixes()
     ids, labels = run.map_column("sample_id"), run.map_column("sample_label")
     teacher_forced = run.method == "teacher-forced"
@@ -85,7 +84,7 @@ def longest_extractions(run_path: str | os.PathLike, k: int, n: int) -> list[dic
         out.append({"row": i, "sample_id": str(ids[i]), "label": str(labels[i]), "matched": int(matched[i]), "k": k,
                     "prefix": pre, "agreement": agree, "suffix_rest": rest,
                     "generation_rest": None if teacher_forced else gen_rest})
-    return out
+    return out, None
 
 
 def _ci(low: float | None, high: float | None) -> str:
