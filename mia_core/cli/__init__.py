@@ -12,8 +12,9 @@ from typing import Any
 import click
 
 from mia_core import __version__, plugins
-from mia_core.cli import attack_cmd, demo_cmd, index_cmd, plugins_cmd, prefix_cmd, prompt_cmd, score_cmd, show_cmd
+from mia_core.cli import attack_cmd, demo_cmd, index_cmd, plugins_cmd, prefix_cmd, prompt_cmd, score_cmd
 from mia_core.cli.config import add_config_option
+from mia_core.cli.show_cmd import show_command
 from mia_core.errors import MiaError, UsageError
 from mia_core.progress import set_quiet
 from mia_core.provenance import record_invocation
@@ -118,7 +119,7 @@ def cli() -> None:
 for _module in (demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, score_cmd, index_cmd, attack_cmd):
     for _command in _module.commands:
         cli.add_command(_command)
-cli.add_command(show_cmd.show_command)
+cli.add_command(show_command)
 
 
 def main() -> None:
