@@ -21,6 +21,7 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
+from mia_core.provenance import provenance
 from mia_core.safeio import GuardedFile, disk_error, fsync_dir
 
 FORMAT_VERSION = 1
@@ -134,6 +135,7 @@ class PrefixMapWriter:
             self.dataset_group = g
         f.attrs.update(encode_attrs({**attrs, "format_version": FORMAT_VERSION, "mia_version": __version__,
                                       "prefix_tokens": prefix_tokens, "suffix_tokens": suffix_tokens,
+                                      "provenance": provenance(),
                                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
 
     def add_rows(self, prefixes: np.ndarray, suffixes: Sequence[Sequence[int]], sample_index: Sequence[int],

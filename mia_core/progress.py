@@ -2,9 +2,19 @@
 and one-line notes."""
 
 import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from tqdm.auto import tqdm
+
+#: Set by the CLI from the command's ``--quiet``: bars drawn by plugins (model loading) follow it.
+QUIET = {"value": False}
+
+
+def set_quiet(value: bool) -> None:
+    QUIET["value"] = bool(value)
 
 
 def progress(total: int | None = None, desc: str = "", unit: str = "it", quiet: bool = False,
@@ -18,3 +28,37 @@ def note(message: str) -> None:
     """One line for the user on stderr (a warning, a fallback taken): the one way the
     library speaks outside its results and errors."""
     print(message, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def stages(names: Sequence[str], desc: str, quiet: bool = False, tick_s: float = 1.0) -> Iterator[Callable[[], None]]:
+    """A bar over the named stages of one long step that cannot count finer work (loading weights,
+    converting a GGUF file). Yields ``advance()``, called as each stage ends. On a terminal the bar is
+    redrawn every ``tick_s`` seconds, so its elapsed time moves even while one stage lasts a minute."""
+    quiet = quiet or QUIET["value"]
+    bar = progress(total=len(names), desc=desc, unit="step", quiet=quiet)
+    done = [0]
+    bar.set_postfix_str(names[0] if names else "")
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(tick_s):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, daemon=True) if not quiet and sys.stderr.isatty() else None
+    if ticker is not None:
+        ticker.start()
+
+    def advance() -> None:
+        done[0] += 1
+        bar.update(1)
+        if done[0] < len(names):
+            bar.set_postfix_str(names[done[0]])
+
+    try:
+        yield advance
+    finally:
+        stop.set()
+        if ticker is not None:
+            ticker.join()
+        bar.close()

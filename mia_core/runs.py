@@ -50,6 +50,7 @@ from mia_core.prefixmap import (
     timestamp,
     unused_path,
 )
+from mia_core.provenance import provenance
 from mia_core.safeio import disk_error, write_hdf5_atomically
 
 NUL_SYMBOL = "\u2400"  # what a NUL character in a text column is stored as
@@ -219,7 +220,7 @@ class RunWriter:
             declared[name] = (kind, max_length if width == "max_length" else width)
         full = {**attrs, "format_version": RUN_FORMAT_VERSION, "mia_version": __version__,
                 "max_length": max_length, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "complete": False, "rows": 0, "journal_seq": 0}
+                "complete": False, "rows": 0, "journal_seq": 0, "provenance": provenance(attrs.get("backend"))}
 
         def fill(f: h5py.File) -> None:
             for name, (kind, width) in declared.items():

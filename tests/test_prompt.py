@@ -189,10 +189,10 @@ def test_teacher_forced_agrees_with_greedy(fake, runner):
 def test_export_jsonl_and_csv(fake, runner):
     out = fake / "r.h5"
     prompt("fakemap", "fake-lm", max_length=4, out=out, quiet=True)
-    result = runner.invoke(cli, ["export", str(out)])
+    result = runner.invoke(cli, ["export", str(out), "--tokens"])
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 7 and lines[0]["prefix_index"] == 0 and isinstance(lines[0]["generated_tokens"], list)
-    assert runner.invoke(cli, ["export", str(out), "--format", "csv", "--out", "r.csv"]).exit_code == 0
+    assert runner.invoke(cli, ["export", str(out), "--tokens", "--format", "csv", "--out", "r.csv"]).exit_code == 0
     rows = list(csv.DictReader(open("r.csv", encoding="utf-8")))
     assert len(rows) == 7 and rows[1]["generated_tokens"] == " ".join(map(str, lines[1]["generated_tokens"]))
     again = runner.invoke(cli, ["export", str(out), "--format", "csv", "--out", "r.csv"])

@@ -156,7 +156,7 @@ def test_torn_journal_record_is_ignored_and_counters_follow_rows(fake, in_tmp):
     assert run.attrs["cost_usd"] == pytest.approx(0.01 * BATCH) and not run.complete
     assert journal_path(out).stat().st_size > 0
     exported = in_tmp / "killed.jsonl"  # readers see the journal's rows before any resume
-    assert forked(["export", str(out), "--out", str(exported)]) == 0
+    assert forked(["export", str(out), "--tokens", "--out", str(exported)]) == 0
     rows = [json.loads(line) for line in exported.read_text().splitlines()]
     assert [r["index"] for r in rows] == list(range(BATCH)) and all(len(r["generated_tokens"]) == 5 for r in rows)
     fakes.CALLS.clear()

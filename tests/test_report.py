@@ -82,6 +82,60 @@ def test_report_names_teacher_forced_accuracy_and_withholds_a_greedy_estimate(tm
     assert res.exit_code == 0, res.output
     text = out.read_text()
     run1, run2 = text.split("## Run 2")
+    run2 = run2.split("\n## ")[0]  # up to the next top-level section (estimates, definitions)
     assert "| Pythia memorization score (mean) | 1.000 |" in run1 and "teacher-forced token accuracy" not in run1
     assert "| teacher-forced token accuracy (mean) | 1.000 |" in run2 and "Pythia memorization score" not in run2
     assert "not estimated" in text and "greedy" in text
+
+
+def test_report_by_label_histogram_longest_extractions_definitions(tmp_path, runner, register_plugin):
+    """Matched length by label as one plot, the longest extractions as text with the agreement marked,
+    the definitions and provenance sections; a single prefix length draws no rate-vs-length plot."""
+    from test_prompt_fakes import FakePlugin
+
+    register_plugin(FakePlugin(), name="fake-report")
+    docs = make_docs(6, 60)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
+    gens = [d[10:30] if i % 2 == 0 else np.r_[d[10:10 + i], np.zeros(20 - i, dtype=int)] for i, d in enumerate(docs)]
+    run = make_run(folder, gens, tokenizer="fake-tok-a")
+    out = tmp_path / "r.md"
+    res = runner.invoke(cli, ["report", str(folder), "--out", str(out), "--examples", "2"])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "### Longest extractions" in text and text.count("matched 20 of 20 tokens") == 2
+    first = docs[0][10:30]
+    assert f"**{' '.join(f't{int(t)}' for t in first)}**" in text  # the reproduced suffix, highlighted
+    assert "matched_length_1.png" in text and "rate_vs_prefix_length" not in text
+    assert "## Definitions" in text and "**exact extraction**" in text and "## Provenance" in text
+    assert "## Run 1" in text and "## Run 2" not in text  # the map's one run, not its scores file
+    assert run.with_name(run.stem + ".scores.h5").is_file()
+
+
+def test_single_valued_histogram_is_a_note_not_a_plot(tmp_path, runner):
+    docs = make_docs(4, 60)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
+    make_run(folder, [np.zeros(20, dtype=int) + 7 for _ in docs])  # nothing matches: every matched length is 0
+    out = tmp_path / "r.md"
+    res = runner.invoke(cli, ["report", str(folder), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "all 4 eligible rows matched 0 tokens (one value)" in text and "matched_length_1.png" not in text
+    assert "no eligible row reproduced even the first token" in text
+
+
+def test_report_paths_that_are_not_runs(tmp_path, runner):
+    docs = make_docs(4, 60)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
+    res = runner.invoke(cli, ["report", str(folder), "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 1 and "has no runs yet" in res.stderr
+    run = make_run(folder, [d[10:30] for d in docs])
+    assert runner.invoke(cli, ["score", str(run)]).exit_code == 0
+    only_scores = runner.invoke(cli, ["report", str(run.with_name(run.stem + ".scores.h5")), "--out",
+                                      str(tmp_path / "r.html")])
+    assert only_scores.exit_code == 1 and "no run files among the paths given" in only_scores.stderr
+    both = runner.invoke(cli, ["score", *map(str, sorted((folder / "runs").glob("*.h5"))), "--json"])
+    assert both.exit_code == 0 and "skipped 1 scores file(s)" in both.stderr
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    res = runner.invoke(cli, ["score", str(plain)])
+    assert res.exit_code == 1 and "not a prefix map folder" in res.stderr

@@ -20,6 +20,7 @@ import numpy as np
 
 from mia_core.errors import MiaError
 from mia_core.prefixmap import as_strings, decode_attr, encode_attrs
+from mia_core.provenance import provenance
 from mia_core.safeio import disk_error, open_atomically, write_hdf5_atomically
 
 STR_DTYPE = h5py.string_dtype("utf-8")
@@ -50,7 +51,7 @@ def write_results(path: Path, columns: dict[str, np.ndarray | list], signals: di
         g = f.create_group("signals")
         for name, values in signals.items():
             g.create_dataset(name, data=np.asarray(values, dtype=np.float64))
-        f.attrs.update(encode_attrs(attrs))
+        f.attrs.update(encode_attrs({**attrs, "provenance": provenance(attrs.get("backend"))}))
 
     try:
         return write_hdf5_atomically(path, fill, overwrite=False)

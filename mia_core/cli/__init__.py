@@ -23,7 +23,14 @@ from mia_core.cli import (
     prompt_cmd,
     score_cmd,
 )
+from mia_core.cli.config import add_config_option
+from mia_core.cli.show_cmd import show_command
 from mia_core.errors import MiaError, UsageError
+from mia_core.progress import set_quiet
+from mia_core.provenance import record_invocation
+
+#: Option names of every command, so a config file's top-level key is checked against them all.
+KNOWN_OPTIONS: set[str] = set()
 
 
 def to_click(exc: MiaError, ctx: click.Context | None) -> click.ClickException:
@@ -42,6 +49,11 @@ class MiaContext(click.Context):
     (so a usage error shows that command's usage line)."""
 
     def invoke(self, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.command.callback is not None and callback is self.command.callback:
+            # the effective options (command line, config file, defaults), recorded in every file written
+            record_invocation(self.command_path.partition(" ")[2] or self.command_path, self.params,
+                              self.meta.get("mia_config_file"))
+            set_quiet(bool(self.params.get("quiet")))
         try:
             return super().invoke(callback, *args, **kwargs)
         except MiaError as exc:
@@ -95,6 +107,11 @@ class MiaGroup(click.Group):
 def _translate_errors(cmd: click.Command) -> None:
     if cmd.context_class is click.Context:
         cmd.context_class = MiaContext
+    if not isinstance(cmd, click.Group):
+        KNOWN_OPTIONS.update(p.name for p in cmd.params if p.name)
+        for p in cmd.params:
+            KNOWN_OPTIONS.update(o.lstrip("-").replace("-", "_") for o in getattr(p, "opts", []) if o.startswith("--"))
+        add_config_option(cmd, KNOWN_OPTIONS)
     if isinstance(cmd, click.Group):
         for sub in cmd.commands.values():
             _translate_errors(sub)
@@ -113,6 +130,7 @@ for _module in (demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, merge_cmd, score_
                 calibrate_cmd):
     for _command in _module.commands:
         cli.add_command(_command)
+cli.add_command(show_command)
 
 
 def main() -> None:

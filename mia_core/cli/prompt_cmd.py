@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -150,49 +148,52 @@ def check_command(prefix_map, model, model_options, device, dtype, quiet, **kwar
     _report(path, quiet)
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, list):
-        return " ".join("" if v is None else str(v) for v in value)
-    return "" if value is None else value
-
-
 @click.command("export")
 @click.argument("run", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default stdout).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl", show_default=True)
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write (default stdout; parquet needs --out).")
+@click.option("--tokens", "with_tokens", is_flag=True,
+              help="Add the token ids (prefix, true suffix, generation) and per-position columns such as logprobs.")
+@click.option("--no-text", "--no_text", "no_text", is_flag=True,
+              help="Do not decode texts (no tokenizer is loaded).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def export_command(run: Path, fmt: str, out: Path | None, force: bool) -> None:
-    """Export a run file as JSON lines or CSV (one row per generated string).
+def export_command(run: Path, fmt: str, out: Path | None, with_tokens: bool, no_text: bool, force: bool) -> None:
+    """Export a run as one record per row: JSON lines, CSV or Parquet.
 
-    Token lists become JSON arrays (jsonl) or space-separated ids (csv).
+    Each record has the row, sample id, label, prefix start, the prefix, true suffix and
+    generation as text, and every per-row score when the run was scored (score_*, corpus_*).
+    A teacher-forced run has no generation: its argmax tokens appear only with --tokens, as
+    teacher_forced_argmax_tokens. In CSV, token lists are space-separated ids.
     """
     from mia_core.errors import MiaError
-    from mia_core.runs import open_run
-    from mia_core.safeio import disk_error, open_atomically
+    from mia_core.export import parquet_bytes, records, write_stream
+    from mia_core.filekinds import SCORES_SUFFIX
+    from mia_core.safeio import disk_error, open_atomically, write_atomically
 
+    if run.name.endswith(SCORES_SUFFIX):
+        raise MiaError(f"{run} is a scores file; export its run ({run.name[:-len(SCORES_SUFFIX)]}.h5): the scores "
+                       "are added to each record")
     if out is not None and out.exists() and not force:
         raise MiaError(f"{out} already exists; pass --force to overwrite it")
-    rows = open_run(run).to_dicts()
-
-    def write(stream: Any) -> None:
-        if fmt == "jsonl":
-            for row in rows:
-                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            fields = list(rows[0]) if rows else ["index", "prefix_index", "generated_tokens", "text"]
-            writer = csv.DictWriter(stream, fieldnames=fields)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: _cell(v) for k, v in row.items()})
-
-    if out is None:
-        write(sys.stdout)
+    if fmt == "parquet" and out is None:
+        raise click.UsageError("--format parquet writes a file: give --out FILE.parquet")
+    rows = list(records(run, tokens=with_tokens, text=not no_text))
+    if fmt == "parquet":
+        data = parquet_bytes(rows)
+        try:
+            write_atomically(out, data)
+        except OSError as exc:
+            raise disk_error(exc, out, "no export written") from None
+    elif out is None:
+        write_stream(rows, fmt, sys.stdout)
         return
-    try:  # the file appears whole or not at all
-        with open_atomically(out) as stream:
-            write(stream)
-    except OSError as exc:
-        raise disk_error(exc, out, "no export written") from None
+    else:
+        try:  # the file appears whole or not at all
+            with open_atomically(out) as stream:
+                write_stream(rows, fmt, stream)
+        except OSError as exc:
+            raise disk_error(exc, out, "no export written") from None
     click.echo(f"{len(rows)} rows written to {out}", err=True)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from mia_core.errors import MiaError
+from mia_core.filekinds import expand_runs
 
 
 def _echo_json(data: Any) -> None:
@@ -43,6 +44,8 @@ def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bo
           index: Path | None, window: int, decode: bool, no_save: bool, as_json: bool) -> None:
     """Score runs against their true suffixes (and a corpus index); store the scores beside each run.
 
+    RUNS are run files or map folders (all their runs); scores files among them are skipped.
+
     \b
     Example:
       mia score Prefixes/MAP/runs/gemma-3-270m_20261127_143015.h5
@@ -52,6 +55,7 @@ def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bo
 
     if not 0 <= edit_threshold <= 1 or not 0 <= bleu_threshold <= 1:
         raise click.BadParameter("thresholds lie between 0 and 1")
+    runs = tuple(expand_runs(runs, "mia score"))
     summaries = [score_run(run, k=k, edit_threshold=edit_threshold, bleu=bleu, bleu_threshold=bleu_threshold,
                            index=index, window=window, save=not no_save, decode=decode) for run in runs]
     if as_json:
@@ -101,7 +105,7 @@ def estimate(sources: tuple[Path, ...], table_file: Path | None, of: str, confid
         source = EstimateSource(table, what, "observation", None,
                                 ["the table's counts are independent draws (mia does not know their sampling unit)"])
     else:
-        source = table_from_runs(sources, of)
+        source = table_from_runs(expand_runs(sources, "mia estimate"), of)
     result = run_estimate(source.table, ts or (1, 2, 5, 10), confidence, source.units, source.unit)
     result["items"] = source.items
     result["assumptions"] = source.assumptions
@@ -122,27 +126,43 @@ def estimate(sources: tuple[Path, ...], table_file: Path | None, of: str, confid
 
 
 @click.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="report.html (self-contained, images embedded) or report.md (PNGs written beside it).")
 @click.option("--k", "k", type=int, default=None, help="As in mia score.")
 @click.option("--index", type=click.Path(path_type=Path), default=None, help="As in mia score.")
 @click.option("--window", type=int, default=50, show_default=True)
+@click.option("--examples", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Longest extractions shown as text per run.")
 @click.option("--force", is_flag=True, help="Overwrite an existing report file.")
-def report(runs: tuple[Path, ...], out: Path, k: int | None, index: Path | None, window: int, force: bool) -> None:
-    """Write an HTML or Markdown report (tables and plots) of one or more runs.
+def report(sources: tuple[Path, ...], out: Path, k: int | None, index: Path | None, window: int, examples: int,
+           force: bool) -> None:
+    """Write an HTML or Markdown report (tables and plots) of runs and attacks.
+
+    SOURCES are map folders (all their runs and attacks), run files and attack results files;
+    scores files among them are skipped (each run's scores are read beside it).
 
     \b
     Example:
-      mia report Prefixes/MAP/runs/*.h5 --out report.html
+      mia report Prefixes/MAP --out report.html
+      mia report Prefixes/MAP/runs/*.h5 --out report.md
     """
+    from mia_core.filekinds import file_kind, map_attacks, map_runs
     from mia_core.scoring.report import write_report
 
     if out.suffix.lower() not in (".html", ".htm", ".md"):
         raise click.BadParameter("the report must end in .html or .md", param_hint="--out")
     if out.exists() and not force:
         raise MiaError(f"{out} already exists; use --force to overwrite it")
-    path = write_report(list(runs), out, k=k, index=index, window=window)
+    attacks = [a for p in sources if p.is_dir() for a in map_attacks(p.parent if p.name == "runs" else p)]
+    attacks += [p for p in sources if p.is_file() and file_kind(p) == "attack"]
+    # a map folder with attacks but no runs yet is reported for its attacks alone
+    run_sources = [p for p in sources if p not in attacks
+                   and not (p.is_dir() and not map_runs(p.parent if p.name == "runs" else p) and attacks)]
+    runs = expand_runs(run_sources, "mia report") if run_sources else []
+    if not runs and not attacks:
+        raise MiaError("mia report: nothing to report (no runs or attack results among the paths given)")
+    path = write_report(runs, out, k=k, index=index, window=window, attacks=attacks, examples=examples)
     click.echo(f"report written to {path}", file=sys.stdout)
 
 

@@ -1,4 +1,4 @@
-"""PNG plots (matplotlib, Agg backend): matched lengths, extraction rate vs prefix length,
+"""PNG plots (matplotlib, Agg backend): matched lengths (overall and by label), extraction rate vs prefix length,
 Good-Turing extrapolation."""
 
 from __future__ import annotations
@@ -87,6 +87,32 @@ def extrapolation_plot(table: Mapping[int, int], out: str | os.PathLike, max_t: 
     ax.set_ylabel("distinct items")
     ax.set_xlim(0, max_t)
     ax.set_title(title + " — extrapolation (estimates)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return str(out)
+
+
+def matched_length_by_label(by_label: Mapping[str, Any], k: int, out: str | os.PathLike, title: str = "") -> str:
+    """Side-by-side bars per label: the share of each label's eligible rows that matched 0..k leading
+    suffix tokens (shares, so that labels of different sizes compare; counts are in the legend)."""
+    import numpy as np
+
+    plt = _pyplot()
+    labels = list(by_label)
+    width = 0.85 / max(len(labels), 1)
+    xs = np.arange(k + 1)
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=110)
+    for j, lab in enumerate(labels):
+        values = np.asarray(by_label[lab], dtype=np.int64)
+        counts = np.bincount(np.clip(values, 0, k), minlength=k + 1)
+        share = counts / max(len(values), 1)
+        ax.bar(xs - 0.425 + width * (j + 0.5), share, width=width, label=f"{lab} (n = {len(values)})")
+    ax.set_xlabel("matched length (leading tokens of the true suffix reproduced)")
+    ax.set_ylabel("share of the label's eligible rows")
+    ax.set_xlim(-0.8, k + 0.8)
+    ax.set_title((title + " — " if title else "") + f"matched length by label, k = {k}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out)

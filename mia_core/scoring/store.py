@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from mia_core.prefixmap import decode_attr, encode_attrs
+from mia_core.provenance import provenance
 from mia_core.safeio import disk_error, write_hdf5_atomically
 
 
@@ -34,7 +35,7 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
     keep_corpus = corpus is None and path.is_file()
 
     def fill(f: h5py.File) -> None:
-        f.attrs.update(encode_attrs(attrs))
+        f.attrs.update(encode_attrs({**attrs, "provenance": provenance()}))
         g = f.create_group("match")
         for name, values in match.items():
             if values is not None:

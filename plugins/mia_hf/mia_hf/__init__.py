@@ -7,7 +7,7 @@ and transformers load only when a model or tokenizer is created.
 from collections.abc import Callable
 
 from mia_core import hookimpl
-from mia_hf.sources import HUB_PREFIX, is_hf_folder
+from mia_hf.sources import HUB_PREFIX, is_hf_folder, is_hub_id
 
 CAPABILITIES = ("generate", "score")  # promised at registration; HFCausalLM has both methods
 
@@ -17,11 +17,11 @@ MODELS = {
     "gemma-2b": "google/gemma-2b from the local Hugging Face cache (offline)",
     "open_llama-3b": "openlm-research/open_llama_3b from the local HF cache; SentencePiece tokenizer",
 }
-OPEN_ENDED = ("hf:ID", "any Hugging Face causal LM: hf:HUB_ID (local HF cache) or a local folder path")
+OPEN_ENDED = ("hf:ID", "any Hugging Face causal LM: hf:HUB_ID or ORG/NAME (local HF cache) or a local folder path")
 
 
 def _open_ended(name: str) -> bool:
-    return name.lower().startswith(HUB_PREFIX) or is_hf_folder(name)
+    return name.lower().startswith(HUB_PREFIX) or is_hf_folder(name) or is_hub_id(name)
 
 
 def _register_all(register: Callable[..., None], factory: str, **info: object) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.errors import MiaError
-from mia_core.progress import note
+from mia_core.progress import note, stages
 from mia_hf import sources
 from mia_hf.tokenizer import HFTokenizer, SentencePieceTokenizer, gguf_tokenizer_dir, load_tokenizer
 
@@ -72,13 +72,20 @@ def gguf_model_dir(name: str) -> Path:
         tok_dir = gguf_tokenizer_dir(name)
         gguf = sources.gguf_file(name)
         _notice(f"dequantizing {name}'s GGUF weights once (a minute or two); cached in {tmp.parent}")
-        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        # A GGUF-loaded model refuses save_pretrained: rebuild it from its config.
-        model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
-        model.load_state_dict(loaded.state_dict())
-        del loaded
-        model.save_pretrained(str(tmp))
-        AutoTokenizer.from_pretrained(str(tok_dir)).save_pretrained(str(tmp))
+        with stages(["reading GGUF", "rebuilding", "saving weights", "saving tokenizer"],
+                    f"converting {name}") as advance:
+            loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                          dtype=torch.float32)
+            advance()
+            # A GGUF-loaded model refuses save_pretrained: rebuild it from its config.
+            model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+            model.load_state_dict(loaded.state_dict())
+            del loaded
+            advance()
+            model.save_pretrained(str(tmp))
+            advance()
+            AutoTokenizer.from_pretrained(str(tok_dir)).save_pretrained(str(tmp))
+            advance()
 
     return sources.build_atomically(sources.gguf_cache_dir(name) / "model", build)
 
@@ -116,16 +123,18 @@ def load_model(source: sources.Source, device: Any, dtype: Any) -> Any:
     else:
         location = source.location
     try:
-        with _quiet_loading():
+        with _quiet_loading(), stages(["reading weights", f"to {device}"], f"loading {source.name}") as advance:
             model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+            advance()
+            if device.type == "cpu":
+                model = model.to(device)
+            advance()
     except OSError as exc:
         if source.kind == "hub":
             raise MiaError(sources.offline_message(source.location)) from exc
         raise MiaError(f"cannot load a causal LM from {location}: {str(exc).splitlines()[0]}") from exc
     except ValueError as exc:  # e.g. a config of an architecture that is not a causal LM
         raise MiaError(f"cannot load {source.name!r} as a causal LM: {str(exc).splitlines()[0]}") from exc
-    if device.type == "cpu":
-        model = model.to(device)
     return model.eval()
 
 

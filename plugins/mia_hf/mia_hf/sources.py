@@ -19,6 +19,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -28,6 +29,13 @@ from pathlib import Path
 from mia_core.errors import MiaError
 
 HUB_PREFIX = "hf:"
+#: ``org/name`` as users copy it from the hub (EleutherAI/pythia-70m): one slash, hub-legal characters.
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def is_hub_id(name: str) -> bool:
+    """A bare hub id such as ``EleutherAI/pythia-70m`` (and not an existing path): read as ``hf:ID``."""
+    return bool(HUB_ID.match(name)) and not Path(name).expanduser().exists()
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,8 @@ def resolve(name: str) -> Source:
         return Source(name, "hub", ident, sentencepiece=ident in SENTENCEPIECE_MODELS)
     if is_local_folder(name):
         return Source(name, "path", str(Path(name).expanduser().resolve()))
+    if is_hub_id(name):  # no registered name matched (the registry asks those first): the hub id itself
+        return Source(name, "hub", name, sentencepiece=name in SENTENCEPIECE_MODELS)
     raise MiaError(f"{name!r} is neither a known model, hf:ID, nor an existing folder")
 
 
@@ -196,6 +206,7 @@ def offline_message(ident: str) -> str:
         f"(huggingface-cli download {ident}; gated models need their license accepted on the hub first) and "
         f"copy the HF cache (~/.cache/huggingface/hub) here, or pass a local folder: --model /path/to/folder "
         f"(set HF_HUB_OFFLINE=0 to let mia download it itself)."
+        + (f" If you meant a local folder: {ident} does not exist." if "/" in ident else "")
     )
 
 

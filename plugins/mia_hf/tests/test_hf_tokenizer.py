@@ -90,6 +90,7 @@ def test_mamba_folders_are_left_to_the_mamba_plugin(tmp_path):
 
 @pytest.mark.parametrize("name, ident", [
     ("hf:nobody-xyz/not-a-model", "nobody-xyz/not-a-model"),
+    ("nobody-xyz/not-a-model", "nobody-xyz/not-a-model"),  # ORG/NAME as copied from the hub: read as hf:ORG/NAME
     ("gemma-2b", "google/gemma-2b"),
     ("open_llama-3b", "openlm-research/open_llama_3b"),
 ])
@@ -100,9 +101,28 @@ def test_hub_model_not_available_offline(name, ident, monkeypatch):
         registry.tokenizers.create(name)
     message = err.value.format_message()
     assert ident in message and "not available offline" in message and "local folder" in message
+    assert "HF_HUB_OFFLINE=0" in message  # how to allow downloads
     with pytest.raises(MiaError, match="not available offline"):
         registry.backends.create(name, {"device": "cpu"})
     assert time.monotonic() - start < 30  # nothing waits on the network
+
+
+def test_bare_hub_ids_and_what_they_do_not_claim(tmp_path):
+    assert sources.is_hub_id("EleutherAI/pythia-70m") and sources.is_hub_id("org/model.v1_2")
+    assert not sources.is_hub_id("a/b/c") and not sources.is_hub_id("nohub") and not sources.is_hub_id("/abs/x")
+    (tmp_path / "org").mkdir()
+    (tmp_path / "org" / "name").mkdir()
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert not sources.is_hub_id("org/name")  # an existing relative path is a path, not a hub id
+    finally:
+        os.chdir(cwd)
+    assert registry.backends.get("EleutherAI/pythia-70m").name == "hf:ID"  # no registered name: the hf entry
+    with pytest.raises(MiaError):
+        registry.backends.create("gemma-3-270")  # a near miss of a registered name is still unknown
 
 
 def test_cli_reports_offline_hub_model_without_traceback(runner, in_tmp):

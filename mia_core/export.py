@@ -1,0 +1,156 @@
+"""``mia export``: one record per run row, with the texts a reader needs and every per-row score.
+
+A record holds the row (``index``), its map row (``prefix_index``), sample id and label, the
+prefix's start offset, the prefix and the true suffix as text (decoded with the map's tokenizer),
+the generation as text, and, when the run was scored (``<run>.scores.h5``), every per-row score as ``score_<name>`` and
+``corpus_<name>``. A teacher-forced run generated nothing: its per-position argmax tokens are not
+a generation and are exported only as ``teacher_forced_argmax_tokens`` with ``--tokens``
+(docs/report.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from mia_core.errors import MiaError
+
+FORMATS = ("jsonl", "csv", "parquet")
+PARQUET_HINT = "pip install pyarrow (installed by install.sh; listed in constraints.txt)"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _map_texts(run: Any, tokenizer: Any, prefix_rows: np.ndarray) -> tuple[dict[int, str], dict[int, str]]:
+    """Prefix and true-suffix texts of each distinct map row, decoded once."""
+    pmap = run.prefix_map
+    unique = np.unique(prefix_rows)
+    prefixes = pmap.read("prefixes", unique)
+    suffixes = pmap.read("suffixes", unique)
+    lengths = pmap.read("suffix_lengths", unique)
+    pre = tokenizer.decode_batch([[int(t) for t in p if t >= 0] for p in prefixes])
+    suf = tokenizer.decode_batch([[int(t) for t in s[:n]] for s, n in zip(suffixes, lengths, strict=True)])
+    return ({int(r): t for r, t in zip(unique, pre, strict=True)},
+            {int(r): t for r, t in zip(unique, suf, strict=True)})
+
+
+def _scores(run_path: Path, rows: int) -> dict[str, np.ndarray]:
+    """Per-row score columns of the run's scores file (none when it was not scored)."""
+    from mia_core.scoring.store import read_scores, scores_path
+
+    path = scores_path(run_path)
+    if not path.is_file():
+        return {}
+    try:
+        stored = read_scores(path)
+    except (OSError, KeyError) as exc:
+        raise MiaError(f"the scores file {path} cannot be read ({exc}); score the run again with mia score") from None
+    out = {f"score_{k}": v for k, v in stored["match"].items() if np.ndim(v) == 1 and len(v) == rows}
+    if stored["corpus"]:
+        out.update({f"corpus_{k}": v for k, v in stored["corpus"]["data"].items()
+                    if np.ndim(v) == 1 and len(v) == rows})
+    return out
+
+
+def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True) -> Iterator[dict[str, Any]]:
+    """The export records of a run, in row order."""
+    from mia_core import registry
+    from mia_core.runs import STANDARD_COLUMNS, open_run
+
+    run = open_run(run_path)
+    teacher_forced = run.method == "teacher-forced"
+    prefix_rows = run.prefix_rows()
+    pmap = run.prefix_map
+    ids, labels = pmap.read("sample_id", prefix_rows), pmap.read("sample_label", prefix_rows)
+    try:
+        starts = pmap.read("prefix_start", prefix_rows)
+    except KeyError:  # maps made before prefix_start was recorded
+        starts = None
+    prefix_text: dict[int, str] = {}
+    suffix_text: dict[int, str] = {}
+    if text:
+        try:
+            tokenizer = registry.tokenizers.create(pmap.tokenizer_name)
+        except MiaError as exc:
+            raise MiaError(f"the map's tokenizer {pmap.tokenizer_name!r} cannot be loaded to decode the prefixes "
+                           f"({str(exc).splitlines()[0]}); export token ids only with --no-text") from None
+        prefix_text, suffix_text = _map_texts(run, tokenizer, prefix_rows)
+    generations = run.read("text")
+    gen_tokens = run.tokens() if tokens else None
+    prefixes = run.prefixes() if tokens else None
+    suffixes = run.suffixes() if tokens else None
+    lengths = run.read("lengths")
+    extra = {c: run.read(c) for c in run.columns if c not in STANDARD_COLUMNS}
+    scores = _scores(run.path, len(run))
+    for i in range(len(run)):
+        r = int(prefix_rows[i])
+        rec: dict[str, Any] = {"index": i, "prefix_index": r, "sample_id": _plain(ids[i]),
+                               "label": _plain(labels[i]) or None,
+                               "prefix_start": None if starts is None else int(starts[i])}
+        if text:
+            rec["prefix_text"] = prefix_text[r]
+            rec["true_suffix_text"] = suffix_text[r]
+            if not teacher_forced:
+                rec["generation_text"] = str(generations[i])
+        if tokens:
+            rec["prefix_tokens"] = [int(t) for t in prefixes[i]]
+            rec["true_suffix_tokens"] = [int(t) for t in suffixes[i]]
+            name = "teacher_forced_argmax_tokens" if teacher_forced else "generated_tokens"
+            rec[name] = [int(t) for t in gen_tokens[i]]
+        for name, values in extra.items():
+            value = values[i]
+            if isinstance(value, np.ndarray):  # one value per position (logprobs...): only with the tokens
+                if tokens:
+                    rec[name] = _plain(value[:lengths[i]])
+                continue
+            rec[name] = _plain(value)
+        for name, values in scores.items():
+            rec[name] = _plain(values[i])
+        yield rec
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, list):
+        return " ".join("" if v is None else str(v) for v in value)
+    return "" if value is None else value
+
+
+def write_stream(rows: list[dict[str, Any]], fmt: str, stream: IO[str]) -> None:
+    """JSON lines or CSV (token lists as space-separated ids) to a text stream."""
+    if fmt == "jsonl":
+        for row in rows:
+            stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return
+    fields = list(rows[0]) if rows else ["index"]
+    writer = csv.DictWriter(stream, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+
+
+def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
+    """A Parquet file's bytes through pyarrow (token lists as list<int64> columns)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MiaError(f"--format parquet needs pyarrow, which is not installed: {PARQUET_HINT}") from None
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return sink.getvalue().to_pybytes()

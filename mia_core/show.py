@@ -1,0 +1,161 @@
+"""``mia show``: what is inside a map, run, scores or attack file, without h5py.
+
+:func:`describe_file` returns ``{"path", "kind", "attributes", "provenance", "counts", "columns",
+"rows"}`` (JSON-ready); :func:`format_description` prints it as tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mia_core.errors import MiaError
+from mia_core.filekinds import file_kind
+
+CELL_WIDTH = 60
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _label_counts(labels: Any) -> dict[str, int]:
+    return dict(sorted(Counter(str(v) or "(none)" for v in labels).items()))
+
+
+def _rows_from(columns: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    return [{name: _plain(values[i]) for name, values in columns.items()} for i in range(n)]
+
+
+def _describe_map(path: Path, n: int) -> dict[str, Any]:
+    from mia_core.prefixmap import PrefixMap
+
+    pmap = PrefixMap(path.parent if path.is_file() else path)
+    labels = pmap.read("sample_label")
+    first = slice(0, min(n, len(pmap)))
+    cols = {"sample_id": pmap.read("sample_id", first), "sample_label": pmap.read("sample_label", first),
+            "prefix_start": pmap.read("prefix_start", first), "prefixes": pmap.read("prefixes", first),
+            "suffix_lengths": pmap.read("suffix_lengths", first)}
+    counts = {"rows": len(pmap), "labels": _label_counts(labels), "saved_dataset": pmap.has_dataset}
+    return {"path": str(pmap.path), "attributes": pmap.attrs, "counts": counts,
+            "columns": list(cols), "rows": _rows_from(cols, first.stop)}
+
+
+def _describe_run(path: Path, n: int) -> dict[str, Any]:
+    from mia_core.runs import open_run
+
+    run = open_run(path)
+    first = slice(0, min(n, len(run)))
+    cols: dict[str, Any] = {"prefix_row": run.read("prefix_row", first), "lengths": run.read("lengths", first)}
+    if run.method == "teacher-forced":  # the argmax text is no generation; matched length says what happened
+        for name in ("matched_length",):
+            if run.has(name):
+                cols[name] = run.read(name, first)
+    else:
+        cols["text"] = run.read("text", first)
+    if run.has("error"):
+        cols["error"] = run.read("error", first)
+    counts: dict[str, Any] = {"rows": len(run), "complete": run.complete, "method": run.method}
+    if run.has("error"):
+        counts["failed"] = int(sum(bool(str(e).strip()) for e in run.read("error")))
+    return {"path": str(run.path), "attributes": run.attrs, "counts": counts,
+            "columns": run.columns, "rows": _rows_from(cols, first.stop)}
+
+
+def _describe_scores(path: Path, n: int) -> dict[str, Any]:
+    from mia_core.scoring.store import read_scores
+
+    stored = read_scores(path)
+    match = {k: v for k, v in stored["match"].items() if np.ndim(v) == 1}
+    rows = len(next(iter(match.values()))) if match else 0
+    counts: dict[str, Any] = {"rows": rows}
+    if "extracted" in match:
+        counts["exact extractions"] = int(np.sum(match["extracted"]))
+    if stored["corpus"]:
+        data = stored["corpus"]["data"]
+        if "memorized" in data:
+            counts["rows with a memorized corpus window"] = int(np.sum(data["memorized"]))
+    take = min(n, rows)
+    return {"path": str(path), "attributes": stored["attrs"], "counts": counts, "columns": list(match),
+            "rows": _rows_from({k: v[:take] for k, v in match.items()}, take)}
+
+
+def _describe_attack(path: Path, n: int) -> dict[str, Any]:
+    from mia_core.attack.results import AttackResults
+
+    res = AttackResults(path)
+    columns = {**res.columns, **{f"signal:{k}": v for k, v in res.signals.items()}}
+    size = len(res)
+    counts: dict[str, Any] = {"strings": size}
+    for name in ("label", "sample_label"):
+        if name in res.columns:
+            counts["labels"] = _label_counts(res.columns[name])
+            break
+    counts["AUC"] = {m["signal"]: m.get("auc") for m in res.attrs.get("metrics") or []}
+    take = min(n, size)
+    return {"path": str(path), "attributes": res.attrs, "counts": counts, "columns": list(columns),
+            "rows": _rows_from({k: v[:take] for k, v in columns.items()}, take)}
+
+
+DESCRIBERS = {"map": _describe_map, "run": _describe_run, "scores": _describe_scores, "attack": _describe_attack}
+
+
+def describe_file(path: str | os.PathLike, rows: int = 5) -> dict[str, Any]:
+    """The kind, attributes, provenance, counts and first ``rows`` rows of a mia file (or map folder)."""
+    p = Path(path)
+    if not p.exists():
+        raise MiaError(f"{p} not found")
+    kind = file_kind(p)
+    if kind is None:
+        raise MiaError(f"{p} is not a mia map, run, scores or attack file (mia show reads those)")
+    out = DESCRIBERS[kind](p, rows)
+    attrs = {k: _plain(v) for k, v in out["attributes"].items()}
+    out["provenance"] = attrs.pop("provenance", None)
+    attrs.pop("columns", None)
+    out["attributes"] = attrs
+    return {"kind": kind, **out}
+
+
+def _cell(value: Any, width: int = CELL_WIDTH) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = text.replace("\n", "⏎")
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def format_description(d: dict[str, Any]) -> str:
+    """Tables: attributes, provenance, counts, first rows."""
+    parts = [f"{d['kind']}: {d['path']}", "",
+             _table(["attribute", "value"], [[k, _cell(v, 90)] for k, v in d["attributes"].items()])]
+    if d.get("provenance"):
+        parts += ["", _table(["provenance", "value"], [[k, _cell(v, 90)] for k, v in d["provenance"].items()])]
+    else:
+        parts += ["", "provenance: not recorded (written by a mia older than this field)"]
+    parts += ["", _table(["count", "value"], [[k, _cell(v, 90)] for k, v in d["counts"].items()])]
+    if d["rows"]:
+        header = list(d["rows"][0])
+        parts += ["", f"first {len(d['rows'])} rows:",
+                  _table(header, [[_cell(r[h], 40) for h in header] for r in d["rows"]])]
+    return "\n".join(parts)
