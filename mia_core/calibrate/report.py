@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from mia_core.scoring.summary import _pct
+from mia_core.scoring.summary import _pct, per_position_name
 
 
 def canary_levels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
