@@ -25,15 +25,19 @@ FORMATS = ("jsonl", "csv", "parquet")
 PARQUET_HINT = "pip install pyarrow (installed by install.sh; listed in constraints.txt)"
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A JSON-ready Python value from what h5py/numpy return (arrays and lists element-wise,
+    bytes decoded, NaN as None)."""
     if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
+        return [plain(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, float) and value != value:
         return None
+    if isinstance(value, list):
+        return [plain(v) for v in value]
     return value
 
 
@@ -100,8 +104,8 @@ def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True
     scores = _scores(run.path, len(run))
     for i in range(len(run)):
         r = int(prefix_rows[i])
-        rec: dict[str, Any] = {"index": i, "prefix_index": r, "sample_id": _plain(ids[i]),
-                               "label": _plain(labels[i]) or None,
+        rec: dict[str, Any] = {"index": i, "prefix_index": r, "sample_id": plain(ids[i]),
+                               "label": plain(labels[i]) or None,
                                "prefix_start": None if starts is None else int(starts[i])}
         if text:
             rec["prefix_text"] = prefix_text[r]
@@ -117,11 +121,11 @@ def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True
             value = values[i]
             if isinstance(value, np.ndarray):  # one value per position (logprobs...): only with the tokens
                 if tokens:
-                    rec[name] = _plain(value[:lengths[i]])
+                    rec[name] = plain(value[:lengths[i]])
                 continue
-            rec[name] = _plain(value)
+            rec[name] = plain(value)
         for name, values in scores.items():
-            rec[name] = _plain(values[i])
+            rec[name] = plain(values[i])
         yield rec
 
 

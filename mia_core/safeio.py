@@ -109,14 +109,15 @@ def _remove_stale_temps(path: Path) -> None:
         if not (name.startswith(prefix) and name.endswith(TMP_SUFFIX)):
             continue
         pid = name[len(prefix):-len(TMP_SUFFIX)]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             try:
                 os.unlink(path.parent / name)
             except OSError:
                 pass
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a temporary file of a dead writer may be removed)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -15,23 +15,10 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
+from mia_core.export import plain
 from mia_core.filekinds import file_kind
 
 CELL_WIDTH = 60
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _label_counts(labels: Any) -> dict[str, int]:
@@ -39,7 +26,7 @@ def _label_counts(labels: Any) -> dict[str, int]:
 
 
 def _rows_from(columns: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    return [{name: _plain(values[i]) for name, values in columns.items()} for i in range(n)]
+    return [{name: plain(values[i]) for name, values in columns.items()} for i in range(n)]
 
 
 def _describe_map(path: Path, n: int) -> dict[str, Any]:
@@ -124,7 +111,7 @@ def describe_file(path: str | os.PathLike, rows: int = 5) -> dict[str, Any]:
     if kind is None:
         raise MiaError(f"{p} is not a mia map, run, scores or attack file (mia show reads those)")
     out = DESCRIBERS[kind](p, rows)
-    attrs = {k: _plain(v) for k, v in out["attributes"].items()}
+    attrs = {k: plain(v) for k, v in out["attributes"].items()}
     out["provenance"] = attrs.pop("provenance", None)
     attrs.pop("columns", None)
     out["attributes"] = attrs

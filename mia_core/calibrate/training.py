@@ -24,6 +24,7 @@ from typing import Any
 
 from mia_core.errors import MiaError
 from mia_core.prefixmap import PARTIAL_SUFFIX
+from mia_core.safeio import process_alive
 
 METHODS = ("auto", "full", "lora")
 
@@ -70,20 +71,10 @@ def remove_stale_partials(folder: Path) -> list[Path]:
     removed = []
     for path in folder.glob(f".*{PARTIAL_SUFFIX}-*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def require_free_space(folder: Path, needed_bytes: int) -> None:
