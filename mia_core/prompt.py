@@ -463,19 +463,24 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
     total = job.shard.size(job.num_strings)
     todo = len(retry_rows) + total - writer.rows_done
     bar = progress(total=todo, desc=f"{job.method} {job.model}", unit="str", quiet=quiet)
-    in_batch = 0  # rows the backend reported finished within the current batch (on_rows_done)
+    in_batch = 0  # whole rows shown on the bar within the current batch (reported through on_rows_done)
+    reported = 0.0  # rows the backend reported within the current batch (fractional: HF reports every step)
 
-    def on_rows_done(rows: int, new_tokens: int) -> None:
-        nonlocal in_batch
-        in_batch += rows
-        bar.update(rows)
+    def on_rows_done(rows: float, new_tokens: int) -> None:
+        nonlocal in_batch, reported
+        reported += rows
+        whole = min(int(reported), len_batch) - in_batch
+        if whole > 0:
+            in_batch += whole
+            bar.update(whole)
 
-    if hasattr(job.backend, "on_rows_done"):  # backends that report completion within a batch (vLLM)
+    len_batch = batch_size  # the bar never runs ahead of the batch being generated
+    if hasattr(job.backend, "on_rows_done"):  # backends that report progress within a batch (vLLM, HF)
         job.backend.on_rows_done = on_rows_done
 
     def record(cols: dict[str, list], replace: Sequence[int] | None = None) -> None:
         """Commit a batch with the counters it moves (one journal record: both or neither)."""
-        nonlocal tokens, spent, usage, in_batch
+        nonlocal tokens, spent, usage, in_batch, reported
         new_tokens = int(sum(len(t) for t in cols["tokens"]))
         if replace is not None:  # a retried row's earlier (failed) tokens no longer count
             new_tokens -= int(writer.read("lengths")[np.asarray(replace, dtype=np.int64)].sum())
@@ -489,7 +494,7 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
             writer.replace(replace, cols, **counters)
         tokens, spent, usage = tokens + new_tokens, new_spent, new_usage
         bar.update(len(cols["prefix_row"]) - in_batch)
-        in_batch = 0
+        in_batch, reported = 0, 0.0
         bar.set_postfix_str(f"{tokens / max(elapsed, 1e-9):.1f} tok/s" + (f", ${spent:.4f}" if extra else ""))
 
     def check_cost(rows: np.ndarray, done: str) -> None:
@@ -503,12 +508,13 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
                 f"continue with: {_resume_hint(writer.path)} --max-cost HIGHER", writer.path)
 
     def generate(rows: np.ndarray) -> dict[str, list] | None:
-        nonlocal size, in_batch
+        nonlocal size, in_batch, reported, len_batch
+        len_batch = len(rows)
         try:
             return _generate_batch(job, rows)
         except BackendOutOfMemory:
             bar.update(-in_batch)  # the batch is redone smaller
-            in_batch = 0
+            in_batch, reported = 0, 0.0
             if size == 1:
                 raise MiaError("out of memory even at batch size 1; try a smaller --max_length, "
                                "--dtype bfloat16 or another --device") from None
@@ -556,6 +562,9 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
         bar.close()
         _discard_if_empty(writer, fresh)
         raise
+    finally:
+        if hasattr(job.backend, "on_rows_done"):  # the hook points at this run's bar: not kept past it
+            job.backend.on_rows_done = None
     bar.close()
     elapsed = elapsed0 + time.perf_counter() - t0
     total_tokens = tokens0 + tokens

@@ -64,3 +64,26 @@ def test_reopened_run_appends_after_last_batch(tiny, tmp_path):
     prompt(folder, name, backend=backend, out=tmp_path / "r.h5", num_strings=4, max_length=3, quiet=True)
     RunWriter.reopen(tmp_path / "r.h5").close()
     assert len(prompt(resume=tmp_path / "r.h5", backend=backend, quiet=True)) == 4
+
+
+def test_progress_moves_within_a_batch(tiny, tmp_path, monkeypatch):
+    """One batch of 9 rows and 24 new tokens: the bar advances during the batch (the HF backend
+    reports every decoding step) in whole rows, and ends at exactly 9."""
+    import mia_core.prompt as prompt_module
+
+    path, backend, folder = tiny
+    updates: list[float] = []
+    real_progress = prompt_module.progress
+
+    def recording_progress(*args, **kwargs):
+        bar = real_progress(*args, **{**kwargs, "quiet": True})
+        update = bar.update
+        bar.update = lambda n=1: (updates.append(n), update(n))[1]
+        return bar
+
+    monkeypatch.setattr(prompt_module, "progress", recording_progress)
+    prompt(folder, path, num_strings=9, batch_size=9, max_length=24, backend=backend,
+           out=tmp_path / "run.h5", quiet=True)
+    assert len(updates) > 2 and all(float(n).is_integer() for n in updates)  # moved inside the batch
+    assert sum(updates) == 9
+    assert backend.on_rows_done is None  # the hook pointed at this run's bar only

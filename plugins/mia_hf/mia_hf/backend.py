@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,6 +93,9 @@ class HFCausalLM:
             bos_token_id=tokenizer.bos_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id
         )
         self._head_ok: bool | None = None  # does the split body/head path reproduce forward()?
+        # Set by the prompt loop: called as generation advances, with (rows, tokens) done since the
+        # last call; rows are fractional (a row at step s of n counts s/n) so the bar moves every step.
+        self.on_rows_done: Callable[[float, int], None] | None = None
 
     # --- description -----------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -188,8 +191,10 @@ class HFCausalLM:
             config.top_p = float(sampling.top_p) if sampling.top_p is not None else 1.0
             if sampling.seed is not None:
                 torch.manual_seed(int(sampling.seed))
+        report = {} if self.on_rows_done is None else {
+            "stopping_criteria": [_StepProgress(self.on_rows_done, len(rows), max_new_tokens, self.eos_id)]}
         with self._oom_guard(len(rows)), torch.inference_mode():
-            out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+            out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config, **report)
         new = out[:, width:].tolist()
         return [_cut_at_eos(row, self.eos_id) for row in new]
 
@@ -333,6 +338,27 @@ def sampled_logprob(logits: torch.Tensor, targets: torch.Tensor, sampling: Sampl
         remove[:, -1] = False  # keep at least the most likely token
         scaled = scaled.masked_fill(remove.scatter(1, order, remove), float("-inf"))
     return torch.log_softmax(scaled, dim=-1).gather(-1, targets[:, None])[:, 0]
+
+
+class _StepProgress:
+    """A stopping criterion that never stops: it reports progress after each decoding step
+    (rows that produced EOS count as done; the others as steps / max_new_tokens)."""
+
+    def __init__(self, report: Callable[[float, int], None], rows: int, max_new_tokens: int,
+                 eos: int | None) -> None:
+        self.report, self.rows, self.max_new, self.eos = report, rows, max_new_tokens, eos
+        self.step, self.done = 0, 0.0
+        self.ended = torch.zeros(rows, dtype=torch.bool)
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        self.step += 1
+        if self.eos is not None:
+            self.ended |= input_ids[:, -1].cpu() == self.eos
+        ended = int(self.ended.sum())
+        done = ended + (self.rows - ended) * min(self.step / self.max_new, 1.0)
+        self.report(done - self.done, self.rows - ended)
+        self.done = done
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 def _cut_at_eos(row: list[int], eos: int | None) -> list[int]:

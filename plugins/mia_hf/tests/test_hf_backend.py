@@ -210,3 +210,19 @@ def test_device_and_dtype_resolution():
     else:
         with pytest.raises(MiaError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_generation_reports_progress_every_step(tiny):
+    """The prompt loop's bar moves within a batch: the backend reports after every decoding step
+    (rows that produced EOS count whole, the others by steps done), adding up to the batch."""
+    backend, _, prefixes = tiny
+    calls: list[tuple[float, int]] = []
+    backend.on_rows_done = lambda rows, tokens: calls.append((rows, tokens))
+    try:
+        out = backend.generate(prefixes, 6, Sampling())
+    finally:
+        backend.on_rows_done = None
+    assert len(calls) >= max(len(t) for t in out)  # one report per decoding step
+    assert all(rows >= 0 for rows, _ in calls)
+    assert sum(rows for rows, _ in calls) == pytest.approx(len(prefixes))
+    assert backend.generate(prefixes, 6, Sampling()) == out  # reporting changes nothing
