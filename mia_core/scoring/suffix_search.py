@@ -39,7 +39,6 @@ class SuffixSearch:
 
         A suffix that ends first is smaller; a query padded with -1 behaves as the shorter query.
         """
-        tok, n = self.tok, len(self.tok)
         width = q.shape[1]
         out = np.zeros(len(q), dtype=np.int8)
         rows = np.arange(len(q))
@@ -47,9 +46,7 @@ class SuffixSearch:
             if rows.size == 0:
                 break
             cols = start + np.arange(min(CHUNK, width - start))
-            idx = pos[rows, None] + cols[None, :]
-            inside = idx < n
-            values = self.key(np.where(inside, tok[np.minimum(idx, n - 1)], 0))
+            values, inside = self._tokens_at(pos[rows], cols)
             values[~inside] = -1
             expected = q[rows[:, None], cols[None, :]]
             differ = values != expected
@@ -120,9 +117,16 @@ class SuffixSearch:
                 best[ok] = np.maximum(best[ok], self._common(self.suffix_at(rank[ok]), q[ok]))
         return best
 
+    def _tokens_at(self, starts: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sort keys of the tokens at ``starts + cols`` (one row per start) and where they lie inside
+        the token array (outside: key of token 0, to be masked by the caller)."""
+        tok, n = self.tok, len(self.tok)
+        idx = starts[:, None] + cols[None, :]
+        inside = idx < n
+        return self.key(np.where(inside, tok[np.minimum(idx, n - 1)], 0)), inside
+
     def _common(self, pos: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Length of the common prefix of each suffix and query row (padding never matches)."""
-        tok, n = self.tok, len(self.tok)
         out = np.zeros(len(q), dtype=np.int64)
         rows = np.arange(len(q))
         width = q.shape[1]
@@ -130,9 +134,7 @@ class SuffixSearch:
             if rows.size == 0:
                 break
             cols = start + np.arange(min(CHUNK, width - start))
-            idx = pos[rows, None] + cols[None, :]
-            inside = idx < n
-            values = self.key(np.where(inside, tok[np.minimum(idx, n - 1)], 0))
+            values, inside = self._tokens_at(pos[rows], cols)
             same = (values == q[rows[:, None], cols[None, :]]) & inside & (q[rows[:, None], cols[None, :]] >= 0)
             full = same.all(axis=1)
             out[rows] += np.where(full, len(cols), same.argmin(axis=1))
