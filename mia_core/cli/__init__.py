@@ -4,7 +4,8 @@ Command modules import heavy libraries only inside their commands, so ``mia --he
 and ``mia plugins`` never import torch. The library raises plain exceptions
 (``mia_core.errors``); this is the one place they become click's one-line errors and exit
 codes: ``MiaError`` 1 (or its ``exit_code``, e.g. 3 for a run stopped at its cost cap),
-``UsageError``/``UnknownNameError`` 2 with the command's usage line.
+``UsageError``/``UnknownNameError`` 2 with the command's usage line; a write refused by the
+system (no space, read-only, permission) that a command did not handle itself, 1.
 """
 
 from typing import Any
@@ -28,6 +29,7 @@ from mia_core.cli.show_cmd import show_command
 from mia_core.errors import MiaError, UsageError
 from mia_core.progress import set_quiet
 from mia_core.provenance import record_invocation
+from mia_core.safeio import disk_error, is_disk_error
 
 #: Option names of every command, so a config file's top-level key is checked against them all.
 KNOWN_OPTIONS: set[str] = set()
@@ -58,6 +60,12 @@ class MiaContext(click.Context):
             return super().invoke(callback, *args, **kwargs)
         except MiaError as exc:
             raise to_click(exc, self) from None
+        except OSError as exc:
+            # The net under every command: a write the command did not guard itself (a read-only
+            # or full output folder) still ends in one line, not a traceback.
+            if not is_disk_error(exc):
+                raise
+            raise to_click(disk_error(exc, exc.filename or "the output"), self) from None
 
 
 class MiaGroup(click.Group):
