@@ -5,7 +5,9 @@ as context, the model's argmax at each of those positions is the true next token
 forward pass over prefix + suffix therefore decides greedy extraction (Carlini et al.
 2022): ``matched_length`` = number of leading suffix positions where argmax == truth,
 ``extracted`` = ``matched_length == k``. Runs of this method store the argmax tokens in
-``tokens`` and the log-probabilities of the *true* tokens in ``logprobs``.
+``tokens`` and the log-probabilities of the *true* tokens in ``logprobs``; given a sampling
+scheme, also those of the true tokens under it in ``sampled_logprobs`` (probabilistic
+extraction, mia_core/scoring/probabilistic.py).
 """
 
 from __future__ import annotations
@@ -28,16 +30,21 @@ def matched_length(argmax: Sequence[int], truth: Sequence[int]) -> int:
 
 
 def teacher_forced_batch(backend: Any, prefixes: Sequence[np.ndarray], suffixes: Sequence[np.ndarray],
-                         max_length: int) -> dict[str, list]:
+                         max_length: int, sampling: Any = None) -> dict[str, list]:
     """Score prefix + (first ``max_length`` tokens of the) suffix for a batch of rows.
 
     Sequences of equal length go to ``backend.score`` together, so no padding is ever
     needed (a map's prefixes share one length; only suffixes cut by a document end differ).
+    A non-greedy ``sampling`` also gives ``sampled_logprobs``: log q(true token) under that scheme.
     """
     n = len(prefixes)
     truths = [np.asarray(s[:max_length]) for s in suffixes]
     out: dict[str, list] = {"tokens": [None] * n, "lengths": [0] * n, "logprobs": [None] * n,
                             "matched_length": [0] * n}
+    sampled = sampling is not None and not sampling.greedy
+    extra = {"sampling": sampling} if sampled else {}
+    if sampled:
+        out["sampled_logprobs"] = [np.zeros(0, dtype=np.float32)] * n
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i in range(n):
         if len(truths[i]):
@@ -46,13 +53,15 @@ def teacher_forced_batch(backend: Any, prefixes: Sequence[np.ndarray], suffixes:
             out["tokens"][i], out["logprobs"][i] = [], []
     for (plen, _), members in groups.items():
         seqs = [np.concatenate([np.asarray(prefixes[i]), truths[i]]).tolist() for i in members]
-        scores = backend.score(seqs, start=plen, distribution=False)  # no Min-K%++ moments needed
+        scores = backend.score(seqs, start=plen, distribution=False, **extra)  # no Min-K%++ moments needed
         for i, sc in zip(members, scores, strict=True):
             argmax = np.asarray(sc.argmax, dtype=np.int64)
             out["tokens"][i] = argmax
             out["lengths"][i] = len(truths[i])
             out["logprobs"][i] = np.asarray(sc.logprob, dtype=np.float32)
             out["matched_length"][i] = matched_length(argmax, truths[i])
+            if sampled:
+                out["sampled_logprobs"][i] = np.asarray(sc.sampled_logprob, dtype=np.float32)
     return out
 
 

@@ -36,7 +36,7 @@ from mia_core.prefixmap import PrefixMap, pad_rows
 from mia_core.progress import note, progress
 from mia_core.runs import API_COLUMNS, RunWriter, default_run_path, open_run
 from mia_core.shards import WHOLE, Shard, parse_shard, shard_of
-from mia_core.types import Sampling, TextResult, capabilities
+from mia_core.types import Sampling, TextResult, capabilities, scores_sampling
 
 DEFAULT_BATCH_SIZE = 10
 DEFAULT_MAX_LENGTH = 20
@@ -117,6 +117,9 @@ def _build_job(pmap: PrefixMap, backend: Any, model: str, method: str, num_strin
         if "score" not in caps:
             raise MiaError(f"model {model!r} cannot score sequences, so the teacher-forced check needs "
                            "generation instead (mia prompt --method generate)")
+        if not sampling.greedy and not scores_sampling(backend):
+            raise MiaError(f"model {model!r} cannot score under a sampling scheme (its score() has no sampling "
+                           "option), so a teacher-forced run cannot record p for --temperature/--top_k/--top_p")
         mode = "teacher-forced"
     elif "generate" in caps:
         mode = "tokens"
@@ -155,9 +158,12 @@ def _build_job(pmap: PrefixMap, backend: Any, model: str, method: str, num_strin
     return job
 
 
-def _columns(mode: str) -> dict[str, tuple[str, Any]]:
+def _columns(mode: str, sampling: Sampling) -> dict[str, tuple[str, Any]]:
     if mode == "teacher-forced":
-        return {"logprobs": ("float32", "max_length"), "matched_length": ("int32", None)}
+        columns = {"logprobs": ("float32", "max_length"), "matched_length": ("int32", None)}
+        if not sampling.greedy:  # p of the true suffix under this scheme (probabilistic extraction)
+            columns["sampled_logprobs"] = ("float32", "max_length")
+        return columns
     if mode == "text":
         return dict(API_COLUMNS)
     return {}
@@ -214,7 +220,7 @@ def _generate_batch(job: _Job, rows: np.ndarray) -> dict[str, list]:
     sampling = _batch_sampling(job.sampling, int(rows[0]))
     if job.mode == "teacher-forced":
         cols = teacher_forced_batch(job.backend, [job.prefixes[r] for r in prow],
-                                    [job.suffixes[r] for r in prow], job.max_length)
+                                    [job.suffixes[r] for r in prow], job.max_length, job.sampling)
         cols["text"] = job.backend.tokenizer.decode_batch([list(map(int, t)) for t in cols["tokens"]])
     elif job.mode == "text":
         results = job.backend.generate_text([job.prefix_texts[r] for r in prow], job.max_length, sampling)
@@ -349,7 +355,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         sampling = sampling or Sampling()
         shard = given_shard or WHOLE
-        if not sampling.greedy and sampling.seed is None:  # record a seed so the run can be reproduced
+        if not sampling.greedy and sampling.seed is None and method != "teacher-forced":
+            # record a seed so the run can be reproduced (teacher forcing samples nothing)
             sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, random.randrange(2**31))
     if len(pmap) == 0:
         raise MiaError(f"the prefix map {pmap.folder} holds no prefixes")
@@ -390,7 +397,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
                      "generated_tokens": 0, "cost_usd": 0.0, "usage": {}}
             if shard != WHOLE:
                 attrs["shard"] = str(shard)
-            writer = RunWriter.create(path, attrs, max_length, _columns(job.mode), _static(job))
+            writer = RunWriter.create(path, attrs, max_length, _columns(job.mode, sampling), _static(job))
         if on_path is not None:
             on_path(writer.path)
         _execute(job, writer, batch_size, quiet, max_cost, batch_api, retry_rows, fresh=resume is None)

@@ -193,3 +193,58 @@ def test_bad_sampling_option_is_one_line(runner, in_tmp, option, message):
     make_map(in_tmp / "Prefixes" / "m")
     result = runner.invoke(cli, ["attack", "m", "--model", "fake-lm", "--sampling", option])
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_check_records_p_under_the_given_scheme_and_score_counts_the_chosen_n_and_target(tiny, runner, tmp_path):
+    """`mia check --temperature/--top_k/--top_p` stores log q of the true tokens under that scheme;
+    `mia score --queries --target` counts the (n, target)-discoverable rows from it."""
+    import json
+
+    from mia_core.cli import cli
+    from mia_core.runs import open_run
+
+    root, backend, ids = tiny
+    n, plen, slen = 6, 5, 3
+    w = PrefixMapWriter(root / "map_check", plen, slen, {"tokenizer": backend.tokenizer.name,
+                                                          "tokenizer_fingerprint": backend.tokenizer.fingerprint},
+                        save_dataset=False)
+    starts = [7 * i for i in range(n)]
+    prefixes = [ids[a:a + plen] for a in starts]
+    suffixes = [ids[a + plen:a + plen + slen] for a in starts]
+    suffixes[2] = backend.generate([prefixes[2]], slen)[0]
+    w.add_rows(np.array(prefixes), suffixes, list(range(n)), [f"s{i}" for i in range(n)],
+               ["member", "nonmember"] * (n // 2), starts)
+    folder = w.finish({})
+    out = tmp_path / "tf_scheme.h5"
+    result = runner.invoke(cli, ["check", "--prefix_map", str(folder), "--model", str(root / "llama"), "--temperature",
+                                 "0.7", "--top_k", "3", "--top_p", "0.8", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output + result.stderr
+    run = open_run(out)
+    assert run.has("sampled_logprobs") and run.attrs["temperature"] == pytest.approx(0.7)
+    expected = pe.probabilities(backend, prefixes, suffixes, SCHEME)
+    scored = runner.invoke(cli, ["score", str(out), "--queries", "1,5", "--target", "0.5", "--no-save", "--json"])
+    assert scored.exit_code == 0, scored.output + scored.stderr
+    prob = json.loads(scored.stdout)["probabilistic"]
+    assert "temperature 0.7, top-k 3, top-p 0.8" in prob["scheme"] and prob["target"] == 0.5
+    assert prob["mean_p"] == pytest.approx(expected.mean(), rel=1e-5)
+    assert prob["discoverable"] == {q: int((1 - (1 - expected) ** int(q) >= 0.5).sum()) for q in ("1", "5")}
+    # the greedy verdicts are those of a plain check
+    plain = runner.invoke(cli, ["check", "--prefix_map", str(folder), "--model", str(root / "llama"), "--out",
+                                str(tmp_path / "tf_plain.h5"), "-q"])
+    assert plain.exit_code == 0 and not open_run(tmp_path / "tf_plain.h5").has("sampled_logprobs")
+    assert [t.tolist() for t in open_run(tmp_path / "tf_plain.h5").tokens()] == [t.tolist() for t in run.tokens()]
+
+
+def test_check_with_a_scheme_on_a_model_without_sampled_scores_is_one_line(register_plugin, runner, in_tmp):
+    from test_attack_cli import make_map
+    from test_attack_fakes import FakePlugin
+
+    from mia_core.cli import cli
+
+    register_plugin(FakePlugin(), name="fake-check-plugin")
+    make_map(in_tmp / "Prefixes" / "m")
+    result = runner.invoke(cli, ["check", "--prefix_map", "m", "--model", "fake-lm", "--temperature", "0.7"])
+    assert result.exit_code == 1 and "cannot score under a sampling scheme" in result.stderr
+    assert "Traceback" not in result.output and not list((in_tmp / "Prefixes" / "m").glob("runs/*.h5"))
+    bad = runner.invoke(cli, ["score", "x.h5", "--queries", "0,10"])
+    assert bad.exit_code == 2 and "positive integers" in bad.stderr

@@ -138,13 +138,24 @@ def prompt_command(prefix_map, model, model_options, device, dtype, temperature,
 
 @click.command("check")
 @_common_options("teacher-forced")
-def check_command(prefix_map, model, model_options, device, dtype, quiet, **kwargs) -> None:
+@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True),
+              help="Probabilistic extraction: also record p of each true suffix under this sampling scheme "
+                   "(nothing is sampled; the verdicts stay greedy).")
+@click.option("--top_k", "--top-k", "top_k", type=_POSITIVE, help="The scheme's top-k (with or without --temperature).")
+@click.option("--top_p", "--top-p", "top_p", type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+              help="The scheme's top-p.")
+def check_command(prefix_map, model, model_options, device, dtype, quiet, temperature, top_k, top_p,
+                  **kwargs) -> None:
     """Decide greedy extraction of each true suffix with one forward pass (teacher forcing).
 
     Same as `mia prompt --method teacher-forced`: records matched length (leading suffix
-    tokens where the model's argmax is the true token), argmax tokens and log-probabilities.
+    tokens where the model's argmax is the true token), argmax tokens and log-probabilities;
+    with --temperature/--top_k/--top_p also p under that scheme (Hayes et al. 2024), which
+    `mia score` summarises.
     """
-    path = _run("teacher-forced", prefix_map, model, model_options, device, dtype, {}, quiet=quiet, **kwargs)
+    sampling_args = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    path = _run("teacher-forced", prefix_map, model, model_options, device, dtype, sampling_args, quiet=quiet,
+                **kwargs)
     _report(path, quiet)
 
 

@@ -20,6 +20,16 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def _query_counts(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise click.BadParameter(f"expected positive integers separated by commas, got {value!r}")
+    return counts
+
+
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--k", "k", type=int, default=None,
@@ -38,10 +48,16 @@ def _echo_json(data: Any) -> None:
               help="Corpus membership: a verbatim match of at least this many tokens.")
 @click.option("--decode", is_flag=True,
               help="With --index: load the run's tokenizer and show the memorized windows as text.")
+@click.option("--queries", callback=_query_counts, default="1,10,100,1000,10000", show_default=True,
+              help="Probabilistic extraction (teacher-forced runs): the numbers of queries n at which the "
+                   "(n, target)-discoverable rows are counted.")
+@click.option("--target", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
+              show_default=True, help="Probabilistic extraction: the probability 1 - (1 - p)^n must reach this.")
 @click.option("--no-save", "--no_save", "no_save", is_flag=True, help="Do not write RUN.scores.h5.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bool, bleu_threshold: float,
-          index: Path | None, window: int, decode: bool, no_save: bool, as_json: bool) -> None:
+          index: Path | None, window: int, decode: bool, queries: tuple[int, ...], target: float, no_save: bool,
+          as_json: bool) -> None:
     """Score runs against their true suffixes (and a corpus index); store the scores beside each run.
 
     RUNS are run files or map folders (all their runs); scores files among them are skipped.
@@ -57,7 +73,8 @@ def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bo
         raise click.BadParameter("thresholds lie between 0 and 1")
     runs = tuple(expand_runs(runs, "mia score"))
     summaries = [score_run(run, k=k, edit_threshold=edit_threshold, bleu=bleu, bleu_threshold=bleu_threshold,
-                           index=index, window=window, save=not no_save, decode=decode) for run in runs]
+                           index=index, window=window, save=not no_save, decode=decode, queries=queries,
+                           target=target) for run in runs]
     if as_json:
         _echo_json(summaries[0] if len(summaries) == 1 else summaries)
     else:

@@ -127,21 +127,31 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_summary(run: Any, k: int, eligible: np.ndarray, labels: Sequence[str]) -> dict[str, Any] | None:
+def scheme_of(attrs: Any) -> str:
+    """The sampling scheme a run's ``sampled_logprobs`` were computed under, in words."""
+    parts = [f"temperature {float(attrs.get('temperature') or 0):g}"]
+    parts.append(f"top-k {attrs['top_k']}" if attrs.get("top_k") else "no top-k")
+    parts.append(f"top-p {float(attrs['top_p']):g}" if attrs.get("top_p") else "no top-p")
+    return ", ".join(parts)
+
+
+def run_summary(run: Any, k: int, eligible: np.ndarray, labels: Sequence[str],
+                queries: Sequence[int] = DEFAULT_QUERIES, target: float = DEFAULT_TARGET) -> dict[str, Any] | None:
     """p of each eligible row of a run that stores the true tokens' log-probabilities (a
     teacher-forced run), over its first k suffix tokens; None for a run without them (a generation
     run's sampled tokens give no probability of the true suffix).
 
     The stored ``logprobs`` are the model's own distribution, so p is that of pure sampling at
-    temperature 1 with no top-k/top-p; a run that also stores ``sampled_logprobs`` (with its
-    scheme in the ``sampling`` attribute) is summarised under that scheme instead."""
+    temperature 1 with no top-k/top-p; a run made with a sampling scheme (``mia check
+    --temperature/--top_k/--top_p``) also stores ``sampled_logprobs`` and is summarised under it."""
     column, scheme = "logprobs", "pure sampling: temperature 1, no top-k/top-p"
     if run.has("sampled_logprobs"):
-        column, scheme = "sampled_logprobs", str(run.attrs.get("sampling") or "the run's sampling scheme")
+        column, scheme = "sampled_logprobs", "sampling scheme: " + scheme_of(run.attrs)
     elif not run.has("logprobs"):
         return None
     stored = run.read(column)
     p = np.full(len(eligible), np.nan)
     for i in np.nonzero(eligible)[0]:
         p[i] = suffix_probability(stored[i][:k])
-    return summarize(p[eligible], np.asarray(labels, dtype=object)[eligible], scheme=scheme + f", first k = {k}")
+    return summarize(p[eligible], np.asarray(labels, dtype=object)[eligible], queries=queries, target=target,
+                     scheme=scheme + f", first k = {k}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -239,13 +240,15 @@ def _decode(values: np.ndarray | None, i: int) -> list[str]:
 
 def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: float = 0.1,
               bleu: bool = False, bleu_threshold: float = 0.75, index: str | os.PathLike | None = None,
-              window: int = 50, save: bool = True, decode: bool = False) -> dict[str, Any]:
+              window: int = 50, save: bool = True, decode: bool = False,
+              queries: Sequence[int] | None = None, target: float | None = None) -> dict[str, Any]:
     """Score one run and return its summary (a JSON-ready dict); writes ``<run>.scores.h5`` if ``save``.
 
     ``k`` defaults to min(the map's suffix length, the run's max_length) (:func:`resolve_k`).
     Every rate, mean and distribution is over the *eligible* rows: suffix of at least k tokens
     and request not failed. ``bleu`` decodes with the run's tokenizer (Ippolito et al. 2022).
     ``index``/``window`` add corpus membership; ``decode`` shows the memorized windows as text.
+    ``queries``/``target``: the (n, target)-discoverable counts of probabilistic extraction.
     """
     run = load_run(path)
     pmap = run.prefix_map
@@ -298,7 +301,9 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
                                                                  sorted(Counter(extracted.values()).items())}}
     from mia_core.scoring.probabilistic import run_summary
 
-    summary["probabilistic"] = run_summary(run, k, eligible, labels)  # None unless the run stores logprobs
+    chosen = {"queries": queries, "target": target}
+    summary["probabilistic"] = run_summary(run, k, eligible, labels,  # None unless the run stores logprobs
+                                           **{key: v for key, v in chosen.items() if v is not None})
     notes = []
     if method == "teacher-forced":
         notes.append("teacher-forced run: exact extraction and matched length equal greedy decoding; the "
