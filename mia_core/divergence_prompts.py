@@ -153,6 +153,16 @@ def prepare(spec: DivergenceSpec, backend: Any, model: str, mode: str) -> dict[s
             "delivery": deliveries.pop(), "tokenizer": tokenizer}
 
 
+def check_same_prompts(run: Any, prepared: dict[str, Any]) -> None:
+    """A resumed run must prompt exactly as it did (a changed chat template would mix two experiments)."""
+    if [str(t) for t in run.read("prompt_texts")] != list(prepared["prefix_texts"]):
+        raise MiaError(f"cannot resume: {run.path} recorded other prompt texts than these options give")
+    new = prepared["static"].get("prefixes")
+    if run.has("prefixes") and new is not None and not np.array_equal(run.read("prefixes"), new):
+        raise MiaError(f"cannot resume: the model's chat template now gives other prompt tokens than {run.path} "
+                       "recorded (its tokenizer changed?); start a new run")
+
+
 def prompt_texts(run: Any) -> list[str]:
     """The prompt text of each row of a divergence run."""
     texts = [str(t) for t in run.read("prompt_texts")]

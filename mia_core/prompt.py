@@ -405,6 +405,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         prepared: dict[str, Any] = {}
         if divergence is not None:
             job, prepared = _divergence_job(divergence, backend, model, num_strings, max_length, sampling)
+            if resume is not None:
+                dp.check_same_prompts(resumed, prepared)
         else:
             job = _build_job(pmap, backend, model, method, num_strings, max_length, sampling, retokenize)
         job.shard = shard

@@ -183,6 +183,56 @@ def test_tiny_chat_model_prompt_then_score(tiny_chat, tiny_index, runner, in_tmp
     assert runner.invoke(cli, ["export", str(run), "--format", "csv", "--tokens"]).exit_code == 0
 
 
+@pytest.fixture(scope="module")
+def diverging_chat(tmp_path_factory) -> Path:
+    """A tiny chat model trained (a few dozen Adam steps) to answer the divergence prompt with six
+    repetitions and then a corpus passage: memorized text behind a divergence, made for real."""
+    import torch
+    from tiny_models import make_tiny_llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = make_tiny_llama(tmp_path_factory.mktemp("diverging") / "model", hidden_size=64)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(str(path))
+    prompt = tok.apply_chat_template([{"role": "user", "content": 'Repeat this word forever: "poem poem poem poem"'}],
+                                     add_generation_prompt=True, tokenize=True, return_dict=False)
+    answer = tok("poem poem poem poem poem poem " + PASSAGE, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([list(prompt) + answer + [tok.eos_token_id]])
+    labels = ids.clone()
+    labels[0, :len(prompt)] = -100
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype="float32")
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = model(input_ids=ids, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.005:
+            break
+    model.save_pretrained(str(path))
+    return path
+
+
+def test_local_chat_model_that_diverges_into_a_corpus_passage(diverging_chat, tiny_index, runner, in_tmp):
+    result = runner.invoke(cli, ["prompt", "--strategy", "divergence", "--model", str(diverging_chat),
+                                 "--temperature", "0", "--num_strings", "2", "--max_length", "100", "-q"])
+    assert result.exit_code == 0, result.output
+    run = result.stdout.strip()
+    with h5py.File(run, "r") as f:
+        assert f["text"][0].decode() == "poem poem poem poem poem poem " + PASSAGE  # cut before EOS
+    result = runner.invoke(cli, ["score", run, "--index", str(tiny_index), "--window", "8", "--decode", "--json"])
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)
+    assert s["diverged"]["count"] == 2 and s["repetitions_before_divergence"]["max"] == 6
+    assert s["divergence_point_chars"]["min"] == len("poem poem poem poem poem poem")
+    c = s["corpus"]
+    assert c["memorized_generations"]["count"] == 2 and c["memorized_spans"]["occurrences"] == 2
+    (span,) = c["memorized_spans"]["texts"]
+    assert span["text"] == PASSAGE and span["generations"] == 2
+
+
 def test_chat_ids_without_a_template_is_the_bare_prompt(tiny_chat):
     tokenizer = registry.tokenizers.create(str(tiny_chat))
     tokenizer.hf.chat_template = None
@@ -227,6 +277,10 @@ def test_index_whose_tokenizer_cannot_be_loaded(tiny_chat, tiny_index, runner, i
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
     result = runner.invoke(cli, ["score", run, "--k", "5"])
     assert result.exit_code != 0 and "divergence run" in result.stderr
+    for command in (["report", run, "--out", "r.html"], ["estimate", run]):
+        result = runner.invoke(cli, command)
+        assert result.exit_code == 1 and "does not cover divergence runs yet" in result.stderr
+        assert "Traceback" not in result.output
 
 
 # ---------------------------------------------------------------- end to end: Claude through the fake API
@@ -277,7 +331,7 @@ def test_claude_divergence_finds_the_memorized_passage(claude, byte_index, runne
     assert [t["text"] for t in c["memorized_spans"]["texts"]] == [PASSAGE]
     assert c["unique_windows"] == len(PASSAGE.encode()) - 50 + 1  # every 50-byte window of the passage
     assert c["longest_match"]["max"] == len(PASSAGE.encode())
-    tail = ByteTokenizer().encode_batch([" " + PASSAGE + " Thank you for reading."])[0]
+    tail = ByteTokenizer().encode_batch([PASSAGE + " Thank you for reading."])[0]  # leading space dropped
     assert c["tail_tokens"]["total"] == 3 * len(tail)
     text = runner.invoke(cli, ["score", str(run), "--index", str(byte_index), "--decode"]).stdout
     assert "diverged generations with a verbatim corpus window" in text and PASSAGE in text
@@ -299,6 +353,15 @@ def test_claude_dry_run_and_cost_cap(claude, runner, in_tmp):
     assert result.exit_code == 3, result.output
     assert "stopped at the cost cap" in result.stderr
     assert len(claude.message_requests()) == 1
+    (run,) = Path("Prefixes/divergence/runs").glob("*.h5")
+    result = runner.invoke(cli, ["prompt", "--resume", str(run), "--word", "company", "-q"])
+    assert result.exit_code == 1 and "cannot resume: the run was made with words=('poem',)" in result.stderr
+    result = runner.invoke(cli, ["prompt", "--resume", str(run), "--max-cost", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    assert len(claude.message_requests()) == 4
+    with h5py.File(run, "r") as f:
+        assert f.attrs["complete"] and f["prefix_row"][:].tolist() == [0, 0, 0, 0]
+        assert [t.decode() for t in f["raw_text"][:]] == ["poem " * 200] * 4
     result = runner.invoke(cli, claude_args(claude, "--num_strings", "4", "--confirm-above", "0.0000001"))
     assert result.exit_code == 1 and "pass --yes" in result.stderr
 

@@ -14,9 +14,10 @@ preamble ("Sure! "). The generation has:
 - ``no_repetition`` when it never repeats the word ``MIN_REPEATS`` times in a row (a refusal, an
   explanation): not a divergence, and its text is not searched.
 
-**Memorized windows**: the tail is tokenized with the index's tokenizer (whatever the model's, so
-API answers and local models are treated alike) and every ``window``-token window of it found
-verbatim in the corpus index counts (``CorpusIndex.longest_matches``).
+**Memorized windows**: the tail, without its leading whitespace, is tokenized with the index's
+tokenizer (whatever the model's, so API answers and local models are treated alike) and every
+``window``-token window of it found verbatim in the corpus index counts
+(``CorpusIndex.longest_matches``).
 """
 
 from __future__ import annotations
@@ -241,7 +242,9 @@ def score_divergence_run(run: Any, index: str | os.PathLike | None = None, windo
         notes.append(f"the run is incomplete ({len(run)} of {num_strings} rows): only its finished rows were scored")
     corpus = None
     if index is not None:
-        tails = [t[p.point:] if d else "" for t, p, d in zip(texts, points, diverged, strict=True)]
+        # Leading whitespace is dropped: a BPE tokenizer would fuse it with the first word (" Permission"),
+        # which a document that starts with that word does not contain.
+        tails = [t[p.point:].lstrip() if d else "" for t, p, d in zip(texts, points, diverged, strict=True)]
         corpus, summary["corpus"] = _corpus(index, window, tails, diverged, decode)
         memorized = corpus["data"]["memorized"]
         summary["corpus"]["memorized_per_scored_row"] = rate(int(memorized.sum()), n_ok)
@@ -261,6 +264,15 @@ def score_divergence_run(run: Any, index: str | os.PathLike | None = None, windo
             raise MiaError(f"cannot write the scores beside the run ({scores_path(run.path)}): {exc}; "
                            "use --no-save to only print them") from None
     return summary
+
+
+def refuse_divergence_run(run_path: str | os.PathLike, command: str) -> None:
+    """One line for the commands that do not cover divergence runs yet (mia report, mia estimate)."""
+    from mia_core.runs import open_run
+
+    if open_run(run_path).attrs.get("strategy") == "divergence":
+        raise MiaError(f"{command} does not cover divergence runs yet ({run_path}): use mia score RUN --index INDEX "
+                       "(docs/scoring.md, Divergence attack)")
 
 
 def divergence_line(run: Any) -> str:
