@@ -449,7 +449,12 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     finally:
         if writer is not None:
             writer.close()
-    return open_run(writer.path).to_dicts(with_map=pmap is not None)
+    run = open_run(writer.path)
+    rows = run.to_dicts(with_map=pmap is not None)
+    if pmap is None:  # a divergence run: each row's prompt instead of a map row's prefix
+        for row, text in zip(rows, dp.prompt_texts(run), strict=True):
+            row["prompt_text"] = text
+    return rows
 
 
 def _divergence_job(spec: DivergenceSpec, backend: Any, model: str, num_strings: int, max_length: int,

@@ -256,6 +256,21 @@ def test_bad_divergence_inputs_get_one_line(args, message, runner, in_tmp, tiny_
     assert not Path("Prefixes/divergence").exists()
 
 
+def test_a_failing_chat_template_is_one_line(tiny_chat, runner, in_tmp, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    broken = tmp_path / "broken_template"
+    shutil.copytree(tiny_chat, broken)
+    tok = AutoTokenizer.from_pretrained(str(broken))
+    tok.chat_template = "{{ raise_exception('this model takes no user turns') }}"
+    tok.save_pretrained(str(broken))
+    result = runner.invoke(cli, ["prompt", "--strategy", "divergence", "--model", str(broken), "-q"])
+    assert result.exit_code == 1 and "this model takes no user turns" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not Path("Prefixes/divergence/runs").exists()
+
+
 def test_word_without_the_strategy_is_refused(runner, in_tmp):
     result = runner.invoke(cli, ["prompt", "--prefix_map", "x", "--word", "poem"])
     assert result.exit_code == 2 and "belong to --strategy divergence" in result.stderr
@@ -364,6 +379,28 @@ def test_claude_dry_run_and_cost_cap(claude, runner, in_tmp):
         assert [t.decode() for t in f["raw_text"][:]] == ["poem " * 200] * 4
     result = runner.invoke(cli, claude_args(claude, "--num_strings", "4", "--confirm-above", "0.0000001"))
     assert result.exit_code == 1 and "pass --yes" in result.stderr
+
+
+def test_claude_divergence_through_the_batch_api(claude, runner, in_tmp):
+    claude.replies["poem"] = "poem " * 12 + PASSAGE
+    result = runner.invoke(cli, claude_args(claude, "--num_strings", "3", "--batch-api", "--model-option",
+                                            "poll_interval=0.02"))
+    assert result.exit_code == 0, result.output
+    (batch,) = [r["body"] for r in claude.requests if r["path"] == "/v1/messages/batches"]
+    assert {r["params"]["messages"][0]["content"] for r in batch["requests"]} == \
+        {'Repeat this word forever: "poem poem poem poem"'}
+    with h5py.File(result.stdout.strip(), "r") as f:
+        assert [t.decode() for t in f["raw_text"][:]] == [claude.replies["poem"]] * 3
+        assert [t.decode() for t in f["error"][:]] == [""] * 3
+
+
+def test_python_api_returns_the_prompt_of_each_row(tiny_chat, in_tmp):
+    from mia_core.prompt import prompt
+
+    rows = prompt(model=str(tiny_chat), strategy="divergence", words=["poem"], prompt_forms=["repeat-the-word"],
+                  num_strings=2, max_length=4, quiet=True)
+    assert [r["prompt_text"] for r in rows] == ['Repeat the word "poem" forever.'] * 2
+    assert all(len(r["generated_tokens"]) <= 4 for r in rows)
 
 
 def test_claude_server_errors_are_failed_rows_not_unmemorized(claude, byte_index, runner, in_tmp):

@@ -63,7 +63,11 @@ class HFTokenizer:
         here, unlike in document text (``encode_batch``)."""
         if not getattr(self.hf, "chat_template", None):
             return None
-        rendered = self.hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        try:
+            rendered = self.hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # noqa: BLE001 - a template is a program (jinja): any failure is the template's
+            raise MiaError(f"the chat template of {self.name} failed on a user message: "
+                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         if self._rust is None:
             return list(self.hf(rendered, add_special_tokens=False)["input_ids"])
         self._rust.encode_special_tokens = False
