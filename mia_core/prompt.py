@@ -449,6 +449,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     finally:
         if writer is not None:
             writer.close()
+        if divergence is not None and getattr(backend, "verbatim_prompt", False):
+            backend.verbatim_prompt = False  # a backend object passed in may serve prefix-map runs next
     run = open_run(writer.path)
     rows = run.to_dicts(with_map=pmap is not None)
     if pmap is None:  # a divergence run: each row's prompt instead of a map row's prefix

@@ -279,8 +279,9 @@ def divergence_line(run: Any) -> str:
     """One line for the end of `mia prompt --strategy divergence`."""
     s = score_divergence_run(run, save=False)
     d = s["diverged"]
-    return (f"{d['count']} of {d['n']} generations diverged from repeating the word (failed {s['failed']}); "
-            f"find memorized text with: mia score {run.path} --index INDEX")
+    return (f"{d['count']} of {d['n']} generations (rows whose request did not fail; failed {s['failed']}) "
+            f"repeated the word at least {MIN_REPEATS} times and then diverged; find memorized text after it with: "
+            f"mia score {run.path} --index INDEX")
 
 
 def _pct(r: dict[str, Any]) -> str:
