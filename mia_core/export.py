@@ -78,6 +78,11 @@ def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True
     from mia_core.runs import STANDARD_COLUMNS, open_run
 
     run = open_run(run_path)
+    if run.attrs.get("strategy") == "divergence":  # no map: the prompt instead of a prefix and true suffix
+        from mia_core.divergence_prompts import records as divergence_records
+
+        yield from divergence_records(run, tokens, _scores(run.path, len(run)))
+        return
     teacher_forced = run.method == "teacher-forced"
     prefix_rows = run.prefix_rows()
     pmap = run.prefix_map

@@ -28,9 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from mia_core import divergence_prompts as dp
 from mia_core import registry
 from mia_core.check import teacher_forced_batch
 from mia_core.defaults import DEFAULT_MODEL
+from mia_core.divergence_prompts import DivergenceSpec
 from mia_core.errors import BackendOutOfMemory, DiskError, MiaError, UsageError
 from mia_core.prefixmap import PrefixMap, pad_rows
 from mia_core.progress import note, progress
@@ -43,6 +45,7 @@ DEFAULT_MAX_LENGTH = 20
 DEFAULT_CONFIRM_ABOVE = 1.0  # USD
 MAX_LENGTH_LIMIT = 2**20  # new tokens per string: above any model's context; the run stores a dense row
 METHODS = ("generate", "teacher-forced")
+STRATEGIES = (None, "prefix-map", "divergence")  # None = prefix-map
 
 # Options recorded in a run that a resume must not change (a change would mix two experiments).
 RESUME_KEYS = ("model", "method", "num_strings", "max_length", "temperature", "top_k", "top_p", "seed",
@@ -273,7 +276,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
            confirm_above: float = DEFAULT_CONFIRM_ABOVE, max_cost: float | None = None, batch_api: bool = False,
            prefixes_dir: str | Path = "Prefixes", on_path: Callable[[Path], None] | None = None,
            retry_failed: bool = False, confirm: Confirm | None = None,
-           shard: str | Shard | None = None) -> list[dict]:
+           shard: str | Shard | None = None, strategy: str | None = None, words: Sequence[str] | None = None,
+           prompt_forms: Sequence[str] | None = None, repeats: int | None = None) -> list[dict]:
     """Prompt ``model`` with the prefixes of ``prefix_map`` and store every continuation.
 
     Returns the seed's list of dictionaries, one per string (``index``, ``prefix_index``,
@@ -287,8 +291,18 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     asks the rows whose request failed again and replaces them in place. ``confirm`` asks the
     user a yes/no question (the CLI's prompt) when an API estimate is above ``confirm_above``;
     without it, or without a terminal, such a run needs ``yes``. ``shard`` (``"I/N"``) generates
-    only the rows ``i`` with ``i mod N == I`` (see ``mia_core.shards``, docs/scale.md). See docs/prompt.md.
+    only the rows ``i`` with ``i mod N == I`` (see ``mia_core.shards``, docs/scale.md). ``strategy``
+    ``"divergence"`` takes no map: it asks the model to repeat ``words`` forever (Nasr et al. 2023 §5) in
+    the ``prompt_forms`` with the word ``repeats`` times (``mia_core.divergence_prompts``). See docs/prompt.md.
     """
+    if strategy not in STRATEGIES:
+        raise UsageError(f"must be one of {', '.join(s for s in STRATEGIES if s)}, got {strategy!r}",
+                         param_hint="--strategy")
+    divergence: DivergenceSpec | None = None
+    divergence_given = {"words": tuple(words) if words else None,
+                        "forms": tuple(prompt_forms) if prompt_forms else None, "repeats": repeats}
+    if strategy != dp.STRATEGY and resume is None and any(v is not None for v in divergence_given.values()):
+        raise UsageError("--word, --prompt-form and --repeats belong to --strategy divergence")
     if method is not None and method not in METHODS:
         raise UsageError(f"must be one of {', '.join(METHODS)}, got {method!r}", param_hint="--method")
     for name, value in (("num_strings", num_strings), ("batch_size", batch_size), ("max_length", max_length)):
@@ -328,11 +342,24 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         if given_shard is not None and given_shard != shard_of(attrs):
             raise MiaError(f"cannot resume: the run is shard {shard_of(attrs)}, not {given_shard}")
         shard = shard_of(attrs)
-        if prefix_map is not None and PrefixMap(prefix_map, prefixes_dir).folder.resolve() != \
-                Path(attrs["prefix_map"]).resolve():
-            raise MiaError(f"cannot resume: the run was made from the map {attrs['prefix_map']}, not {prefix_map}")
-        pmap = PrefixMap(attrs["prefix_map"]) if Path(str(attrs["prefix_map"])).is_dir() \
-            else PrefixMap(resumed.path.resolve().parent.parent)
+        pmap: PrefixMap | None = None
+        if dp.is_divergence_run(attrs):
+            if prefix_map is not None:
+                raise MiaError(f"cannot resume: {resume} is a divergence run, which has no prefix map")
+            divergence = dp.DivergenceSpec.from_attrs(attrs)
+            for key, value in divergence_given.items():
+                if value is not None and value != getattr(divergence, key):
+                    raise MiaError(f"cannot resume: the run was made with {key}={getattr(divergence, key)!r}, "
+                                   f"not {value!r} (start a new run to change it)")
+        elif strategy == dp.STRATEGY or any(v is not None for v in divergence_given.values()):
+            raise MiaError(f"cannot resume: {resume} is not a divergence run (it was made from a prefix map)")
+        else:
+            if prefix_map is not None and PrefixMap(prefix_map, prefixes_dir).folder.resolve() != \
+                    Path(attrs["prefix_map"]).resolve():
+                raise MiaError(f"cannot resume: the run was made from the map {attrs['prefix_map']}, "
+                               f"not {prefix_map}")
+            pmap = PrefixMap(attrs["prefix_map"]) if Path(str(attrs["prefix_map"])).is_dir() \
+                else PrefixMap(resumed.path.resolve().parent.parent)
         model, method = str(attrs["model"]), str(attrs["method"])
         num_strings, max_length = int(attrs["num_strings"]), int(attrs["max_length"])
         sampling = Sampling(float(attrs["temperature"]), attrs["top_k"], attrs["top_p"], attrs["seed"])
@@ -344,6 +371,19 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
             # Its batch is paid for: fetch it, never ask the Messages API for the same rows again.
             batch_api = True
             _note("this run was started with --batch-api; resuming it with the batch API")
+    elif strategy == dp.STRATEGY:
+        dp.check_not_map_options(prefix_map, retokenize, method, given_shard)
+        divergence = dp.DivergenceSpec(divergence_given["words"] or (dp.DEFAULT_WORD,),
+                                       divergence_given["forms"] or (dp.DEFAULT_FORM,), repeats or dp.DEFAULT_REPEATS)
+        pmap = None
+        model, method = model or dp.DEFAULT_MODEL, "generate"
+        num_strings = num_strings or dp.DEFAULT_NUM_STRINGS
+        max_length = max_length or dp.DEFAULT_MAX_LENGTH
+        batch_size = batch_size or DEFAULT_BATCH_SIZE
+        sampling = sampling or Sampling(dp.DEFAULT_TEMPERATURE)
+        shard = WHOLE
+        if not sampling.greedy and sampling.seed is None:
+            sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, random.randrange(2**31))
     else:
         if prefix_map is None:
             raise UsageError("give a prefix map (--prefix_map) or a run to --resume")
@@ -358,17 +398,24 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         if not sampling.greedy and sampling.seed is None and method != "teacher-forced":
             # record a seed so the run can be reproduced (teacher forcing samples nothing)
             sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, random.randrange(2**31))
-    if len(pmap) == 0:
+    if pmap is not None and len(pmap) == 0:
         raise MiaError(f"the prefix map {pmap.folder} holds no prefixes")
     if max_length > MAX_LENGTH_LIMIT:
         raise UsageError(f"{max_length} is above {MAX_LENGTH_LIMIT} new tokens per string (the run stores "
                                  "max_length values per row)", param_hint="--max_length")
     # Everything this run will read from the map, read once now: a damaged map stops here, not mid-run.
-    pmap.verify(["prefixes", "sample_id", "sample_label"]
-                + (["suffixes", "suffix_lengths"] if method == "teacher-forced" or retokenize else []))
+    if pmap is not None:
+        pmap.verify(["prefixes", "sample_id", "sample_label"]
+                    + (["suffixes", "suffix_lengths"] if method == "teacher-forced" or retokenize else []))
     try:
         backend = backend if backend is not None else registry.backends.create(model, options)
-        job = _build_job(pmap, backend, model, method, num_strings, max_length, sampling, retokenize)
+        prepared: dict[str, Any] = {}
+        if divergence is not None:
+            job, prepared = _divergence_job(divergence, backend, model, num_strings, max_length, sampling)
+            if resume is not None:
+                dp.check_same_prompts(resumed, prepared)
+        else:
+            job = _build_job(pmap, backend, model, method, num_strings, max_length, sampling, retokenize)
         job.shard = shard
         if batch_api and shard != WHOLE:
             raise UsageError("--shard and --batch-api exclude each other (a provider batch is one job)")
@@ -383,13 +430,17 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         if resume is not None:
             writer = RunWriter.reopen(resume)
         else:
-            path = Path(out) if out is not None else default_run_path(pmap.folder, model)
+            folder = pmap.folder if pmap is not None else dp.runs_folder(prefixes_dir)
+            path = Path(out) if out is not None else default_run_path(folder, model)
             if path.suffix != ".h5":
                 raise UsageError(f"a run file name must end in .h5, got {path}", param_hint="--out")
             describe = backend.describe() if callable(getattr(backend, "describe", None)) else {}
-            attrs = {"model": model, "method": method, "backend": describe, "prefix_map": str(pmap.folder.resolve()),
-                     "map_size": len(pmap), "tokenizer": (job.map_tokenizer or backend.tokenizer).name,
-                     "tokenizer_fingerprint": (job.map_tokenizer or backend.tokenizer).fingerprint,
+            tokenizer = prepared.get("tokenizer") or job.map_tokenizer or backend.tokenizer
+            source = {"prefix_map": str(pmap.folder.resolve()), "map_size": len(pmap)} if pmap is not None else \
+                {"prefix_map": "", "map_size": len(job.prefixes), "strategy": dp.STRATEGY,
+                 dp.STRATEGY: divergence.attrs(prepared["delivery"])}
+            attrs = {"model": model, "method": method, "backend": describe, **source,
+                     "tokenizer": tokenizer.name, "tokenizer_fingerprint": tokenizer.fingerprint,
                      "num_strings": num_strings, "batch_size": batch_size, **_sampling_attrs(sampling),
                      "bos_prepended": describe.get("bos_prepended", getattr(backend, "bos_prepended", None)),
                      "retokenized": job.retokenized, "model_options": options, "batch_api": batch_api,
@@ -397,14 +448,36 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
                      "generated_tokens": 0, "cost_usd": 0.0, "usage": {}}
             if shard != WHOLE:
                 attrs["shard"] = str(shard)
-            writer = RunWriter.create(path, attrs, max_length, _columns(job.mode, sampling), _static(job))
+            static = prepared.get("static") or _static(job)
+            writer = RunWriter.create(path, attrs, max_length, _columns(job.mode, sampling), static)
         if on_path is not None:
             on_path(writer.path)
         _execute(job, writer, batch_size, quiet, max_cost, batch_api, retry_rows, fresh=resume is None)
     finally:
         if writer is not None:
             writer.close()
-    return open_run(writer.path).to_dicts()
+        if divergence is not None and getattr(backend, "verbatim_prompt", False):
+            backend.verbatim_prompt = False  # a backend object passed in may serve prefix-map runs next
+    run = open_run(writer.path)
+    rows = run.to_dicts(with_map=pmap is not None)
+    if pmap is None:  # a divergence run: each row's prompt instead of a map row's prefix
+        for row, text in zip(rows, dp.prompt_texts(run), strict=True):
+            row["prompt_text"] = text
+    return rows
+
+
+def _divergence_job(spec: DivergenceSpec, backend: Any, model: str, num_strings: int, max_length: int,
+                    sampling: Sampling) -> tuple[_Job, dict[str, Any]]:
+    """A job whose "map rows" are the divergence prompts (``mia_core.divergence_prompts``)."""
+    caps = capabilities(backend)
+    mode = "tokens" if "generate" in caps else "text" if "generate_text" in caps else None
+    if mode is None:
+        raise MiaError(f"model {model!r} can neither generate tokens nor text (capabilities: {sorted(caps)})")
+    prepared = dp.prepare(spec, backend, model, mode)
+    job = _Job(None, backend, model, "generate", mode, num_strings, max_length, sampling, prepared["prefixes"])
+    job.map_tokenizer = prepared["map_tokenizer"]
+    job.prefix_texts = prepared["prefix_texts"]
+    return job, prepared
 
 
 def failed_rows(run: Any) -> list[int]:

@@ -11,7 +11,8 @@ succeed. Steps: ``ok``, ``429[:retry_after]``, ``529``, ``500``, ``400``, ``echo
 (JSON, but no content or usage), ``refusal`` (stop_reason "refusal", no text), ``empty``
 (an answer with no text), ``403`` (permission_error), ``slow:SECONDS`` (answer after a
 delay). Once the list is used up the marker's requests succeed. ``delay`` slows every
-answer down. With ``valid_key`` set, any other key is answered 401 (a bad key).
+answer down; ``replies[MARKER] = TEXT`` makes TEXT the whole answer to prompts containing
+MARKER. With ``valid_key`` set, any other key is answered 401 (a bad key).
 """
 
 import json
@@ -45,6 +46,7 @@ class FakeAnthropic:
         self.max_requests = max_requests
         self.hold_batches = threading.Event()  # while set, batches stay in_progress
         self.valid_key: str | None = None  # when set, requests with another key get a 401
+        self.replies: dict[str, str] = {}  # marker -> the whole answer to prompts containing it (no preamble)
         self._scripts: dict[str, list[str]] = {}
         self._batches: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -101,7 +103,8 @@ class FakeAnthropic:
     def message(self, body: dict[str, Any]) -> dict[str, Any]:
         prompt = body["messages"][0]["content"]
         prompt = prompt if isinstance(prompt, str) else "".join(b.get("text", "") for b in prompt)
-        text = PREAMBLE + continuation_for(prefix_of(prompt))
+        reply = next((text for marker, text in self.replies.items() if marker in prompt), None)
+        text = reply if reply is not None else PREAMBLE + continuation_for(prefix_of(prompt))
         return {
             "id": f"msg_{len(self.requests)}", "type": "message", "role": "assistant", "model": body["model"],
             "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,

@@ -100,8 +100,11 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: i
     """Score the runs and write the report; returns its path. Scores are stored only for runs that
     have none yet: a scores file made with other options (``--k``, ``--bleu``) is never replaced."""
     from mia_core.scoring import plots
+    from mia_core.scoring.divergence import refuse_divergence_run
     from mia_core.scoring.goodturing import estimate
 
+    for r in runs:
+        refuse_divergence_run(r, "mia report")
     out = Path(out)
     summaries = [score_run(r, k=k, index=index, window=window, save=not scores_path(r).is_file()) for r in runs]
     markdown = out.suffix.lower() == ".md"

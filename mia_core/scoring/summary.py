@@ -251,6 +251,13 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
     ``queries``/``target``: the (n, target)-discoverable counts of probabilistic extraction.
     """
     run = load_run(path)
+    if run.attrs.get("strategy") == "divergence":  # no true suffixes: where it diverged, what it emitted after
+        from mia_core.scoring.divergence import score_divergence_run
+
+        if k is not None or bleu:
+            raise MiaError(f"{run.path.name} is a divergence run: it has no true suffixes, so --k and --bleu do "
+                           "not apply (give --index to find memorized text after the divergence)")
+        return score_divergence_run(run, index=index, window=window, save=save, decode=decode)
     pmap = run.prefix_map
     generations = run.tokens()
     suffixes = _true_suffixes(run)
@@ -378,6 +385,10 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary of :func:`score_run` as plain-text tables."""
     s = summary
+    if s.get("kind") == "divergence":
+        from mia_core.scoring.divergence import format_divergence
+
+        return format_divergence(s)
     key, pp_name = per_position_name(s["method"])
     ml = s["matched_length"]
     lines = [f"Run {s['run']}",

@@ -90,10 +90,12 @@ def table_from_runs(runs: Sequence[str | os.PathLike], of: str = "auto") -> Esti
     import numpy as np
 
     from mia_core.runs import open_run
+    from mia_core.scoring.divergence import refuse_divergence_run
     from mia_core.scoring.store import read_scores, scores_path
 
     opened, stored_all = [], []
     for run_path in runs:
+        refuse_divergence_run(run_path, "mia estimate")
         path = scores_path(run_path)
         if not path.is_file():
             raise MiaError(f"{run_path} has not been scored yet: run `mia score {run_path}` first")

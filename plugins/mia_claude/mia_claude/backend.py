@@ -28,6 +28,9 @@ class ClaudeBackend:
     ``mia_core.types``); prefixes arrive decoded with the map's tokenizer."""
 
     tokenizer = None
+    #: Set by the core for prompts that are whole user messages (``mia prompt --strategy divergence``):
+    #: no continuation template around them, the answer kept as received, max_tokens = max_length.
+    verbatim_prompt = False
 
     def __init__(self, name: str, config: ClaudeConfig) -> None:
         self.name = name
@@ -39,7 +42,8 @@ class ClaudeBackend:
     def describe(self) -> dict[str, Any]:
         c = self.config
         return {
-            "backend": "claude", "model": c.model, "base_url": c.base_url, "prompt": c.template,
+            "backend": "claude", "model": c.model, "base_url": c.base_url,
+            "prompt": "(each prompt sent verbatim as the user message)" if self.verbatim_prompt else c.template,
             "system": c.system, "max_tokens": c.max_tokens, "effort": c.effort,
             "send_sampling": c.send_sampling, "price_in_per_mtok": c.price.input,
             "price_out_per_mtok": c.price.output, "concurrency": c.concurrency,
@@ -50,6 +54,8 @@ class ClaudeBackend:
         """Output tokens to allow: Claude's tokens are not the map's, and a preamble may come first."""
         if self.config.max_tokens:
             return self.config.max_tokens
+        if self.verbatim_prompt:  # nothing to strip: max_length is counted in Claude's own tokens
+            return max_new_tokens
         return math.ceil(1.5 * max_new_tokens) + 16
 
     def render_request(self, text: str, max_new_tokens: int, sampling: Sampling | None = None) -> dict[str, Any]:
@@ -58,7 +64,7 @@ class ClaudeBackend:
         body: dict[str, Any] = {
             "model": c.model,
             "max_tokens": self.max_tokens_for(max_new_tokens),
-            "messages": [{"role": "user", "content": build_prompt(c.template, text)}],
+            "messages": [{"role": "user", "content": self.user_message(text)}],
         }
         if c.system:
             body["system"] = c.system
@@ -72,10 +78,14 @@ class ClaudeBackend:
                 body["top_p"] = sampling.top_p
         return body
 
+    def user_message(self, text: str) -> str:
+        """The user turn for one prompt: the continuation template around a prefix, or the prompt itself."""
+        return text if self.verbatim_prompt else build_prompt(self.config.template, text)
+
     def estimate_cost(self, texts: Sequence[str], max_new_tokens: int, batch: bool = False) -> float:
         """An upper-leaning USD estimate: input chars / chars_per_token, output = max_tokens each."""
         c = self.config
-        tokens_in = sum(estimate_input_tokens(build_prompt(c.template, t) + (c.system or ""),
+        tokens_in = sum(estimate_input_tokens(self.user_message(t) + (c.system or ""),
                                               c.chars_per_token) for t in texts)
         tokens_out = len(texts) * self.max_tokens_for(max_new_tokens)
         return cost_usd(c.price, tokens_in, tokens_out, batch=batch)
@@ -147,7 +157,7 @@ class ClaudeBackend:
         tokens_in = int(usage.input_tokens or 0) + int(getattr(usage, "cache_creation_input_tokens", 0) or 0) \
             + int(getattr(usage, "cache_read_input_tokens", 0) or 0)
         tokens_out = int(usage.output_tokens or 0)
-        text = join_continuation(prefix_text, strip_preamble(raw, prefix_text))
+        text = raw if self.verbatim_prompt else join_continuation(prefix_text, strip_preamble(raw, prefix_text))
         return TextResult(
             text=text, stop_reason=message.stop_reason, raw=raw,
             usage={"input_tokens": tokens_in, "output_tokens": tokens_out,

@@ -56,6 +56,26 @@ class HFTokenizer:
             return self.hf.batch_decode(_clean(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
         return self._rust.decode_batch(_clean(ids), skip_special_tokens=False)
 
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int] | None:
+        """``messages`` through the tokenizer's chat template, ending with the assistant's turn
+        opened (``add_generation_prompt``), as token ids; None when the tokenizer has no template.
+        Control tokens written by the template (``<|im_start|>``, ``<bos>``...) are parsed as such
+        here, unlike in document text (``encode_batch``)."""
+        if not getattr(self.hf, "chat_template", None):
+            return None
+        try:
+            rendered = self.hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # noqa: BLE001 - a template is a program (jinja): any failure is the template's
+            raise MiaError(f"the chat template of {self.name} failed on a user message: "
+                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if self._rust is None:
+            return list(self.hf(rendered, add_special_tokens=False)["input_ids"])
+        self._rust.encode_special_tokens = False
+        try:
+            return list(self._rust.encode(rendered, add_special_tokens=False).ids)
+        finally:
+            self._rust.encode_special_tokens = True
+
     @cached_property
     def fingerprint(self) -> str:
         """sha256 of the model type, vocabulary, merges and added tokens."""

@@ -67,9 +67,11 @@ class MambaBackend(HFCausalLM):
         return super().generate(prefixes, max_new_tokens, sampling)
 
     def score(self, sequences: Sequence[Sequence[int]], start: int | Sequence[int] = 0, *,
-              distribution: bool = True) -> list:
+              distribution: bool = True, sampling: Sampling | None = None) -> list:
+        """``HFCausalLM.score``; ``sampling`` (non-greedy) also gives ``sampled_logprob`` for probabilistic
+        extraction. The padded ids' logits are masked before it is computed, as in generation."""
         self._check_ids(sequences)
-        return super().score(sequences, start, distribution=distribution)
+        return super().score(sequences, start, distribution=distribution, sampling=sampling)
 
 
 class _SsmBody(torch.nn.Module):

@@ -141,6 +141,27 @@ def test_score_agrees_with_greedy_and_across_layouts(backends, prefixes):
     assert np.allclose(whole[0].logprob[3:], hf.score([prefixes[0]], 3)[0].logprob, atol=1e-5)
 
 
+@pytest.mark.parametrize("sampling", [Sampling(temperature=0.7), Sampling(temperature=1.3, top_k=5)])
+def test_score_gives_sampled_logprobs_under_the_sampling_scheme(backends, prefixes, sampling):
+    from mia_core.types import scores_sampling
+
+    hf, ssm = backends[HF], backends[MAMBA_SSM]
+    assert scores_sampling(hf) and scores_sampling(ssm)
+    seq = prefixes[1]
+    (s,) = hf.score([seq], 2, sampling=sampling)
+    # independently: the logits of transformers' model, padded ids excluded, at temperature T, top-k kept
+    with torch.no_grad():
+        logits = hf.model(torch.tensor([seq])).logits[0, 1:-1, :TOKENIZER_VOCAB].double() / sampling.temperature
+    if sampling.top_k:
+        kth = torch.topk(logits, sampling.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    expected = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(seq[2:])[:, None])[:, 0].numpy()
+    np.testing.assert_allclose(s.sampled_logprob, expected, rtol=1e-4, atol=1e-4)
+    (other,) = ssm.score([seq], 2, sampling=sampling)
+    np.testing.assert_allclose(other.sampled_logprob, s.sampled_logprob, rtol=1e-4, atol=1e-4)
+    assert hf.score([seq], 2)[0].sampled_logprob is None
+
+
 def test_kernel_selection_and_errors(monkeypatch, folders):
     assert kernel.select_kernel("auto") == "torch"  # no CUDA here
     assert kernel.select_kernel("torch") == "torch"
