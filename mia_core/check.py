@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mia_core.runs import Run
+from mia_core.formats.runs import Run
 
 
 def matched_length(argmax: Sequence[int], truth: Sequence[int]) -> int:

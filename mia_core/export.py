@@ -56,7 +56,7 @@ def _map_texts(run: Any, tokenizer: Any, prefix_rows: np.ndarray) -> tuple[dict[
 
 def _scores(run_path: Path, rows: int) -> dict[str, np.ndarray]:
     """Per-row score columns of the run's scores file (none when it was not scored)."""
-    from mia_core.scoring.store import read_scores, scores_path
+    from mia_core.formats.scores import read_scores, scores_path
 
     path = scores_path(run_path)
     if not path.is_file():
@@ -75,7 +75,7 @@ def _scores(run_path: Path, rows: int) -> dict[str, np.ndarray]:
 def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True) -> Iterator[dict[str, Any]]:
     """The export records of a run, in row order."""
     from mia_core import registry
-    from mia_core.runs import STANDARD_COLUMNS, open_run
+    from mia_core.formats.runs import STANDARD_COLUMNS, open_run
 
     run = open_run(run_path)
     teacher_forced = run.method == "teacher-forced"

@@ -1,7 +1,7 @@
 """Prefix-map generation (``mia prefix``): stream a dataset, tokenize it, cut prefix windows.
 
 Samples are read as a stream, tokenized in batches through ``Tokenizer.encode_batch`` and
-written batch by batch (``mia_core.prefixmap.PrefixMapWriter``), so memory stays flat
+written batch by batch (``mia_core.formats.prefixmap.PrefixMapWriter``), so memory stays flat
 however large the dataset is, unless the whole dataset is saved into the map.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from mia_core import registry
 from mia_core.defaults import DEFAULT_MODEL
 from mia_core.errors import MiaError, UnknownNameError
-from mia_core.prefixmap import MapNameTaken, PrefixMapWriter, timestamp, unused_path
+from mia_core.formats.prefixmap import MapNameTaken, PrefixMapWriter, timestamp, unused_path
 from mia_core.progress import note, progress
 from mia_core.types import Sample
 

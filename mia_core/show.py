@@ -16,7 +16,7 @@ import numpy as np
 
 from mia_core.errors import MiaError
 from mia_core.export import plain
-from mia_core.filekinds import file_kind
+from mia_core.formats.filekinds import file_kind
 
 CELL_WIDTH = 60
 
@@ -30,7 +30,7 @@ def _rows_from(columns: dict[str, Any], n: int) -> list[dict[str, Any]]:
 
 
 def _describe_map(path: Path, n: int) -> dict[str, Any]:
-    from mia_core.prefixmap import PrefixMap
+    from mia_core.formats.prefixmap import PrefixMap
 
     pmap = PrefixMap(path.parent if path.is_file() else path)
     labels = pmap.read("sample_label")
@@ -44,7 +44,7 @@ def _describe_map(path: Path, n: int) -> dict[str, Any]:
 
 
 def _describe_run(path: Path, n: int) -> dict[str, Any]:
-    from mia_core.runs import open_run
+    from mia_core.formats.runs import open_run
 
     run = open_run(path)
     first = slice(0, min(n, len(run)))
@@ -65,7 +65,7 @@ def _describe_run(path: Path, n: int) -> dict[str, Any]:
 
 
 def _describe_scores(path: Path, n: int) -> dict[str, Any]:
-    from mia_core.scoring.store import read_scores
+    from mia_core.formats.scores import read_scores
 
     stored = read_scores(path)
     match = {k: v for k, v in stored["match"].items() if np.ndim(v) == 1}
@@ -83,7 +83,7 @@ def _describe_scores(path: Path, n: int) -> dict[str, Any]:
 
 
 def _describe_attack(path: Path, n: int) -> dict[str, Any]:
-    from mia_core.attack.results import AttackResults
+    from mia_core.formats.attack_results import AttackResults
 
     res = AttackResults(path)
     columns = {**res.columns, **{f"signal:{k}": v for k, v in res.signals.items()}}

@@ -10,10 +10,10 @@ import pytest
 from test_attack_fakes import MEMBERS, NONMEMBERS, CharTokenizer, FakePlugin
 
 from mia_core import hookimpl
-from mia_core.attack.results import AttackResults, unique_path
 from mia_core.cli import cli
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PrefixMapWriter
+from mia_core.formats.attack_results import AttackResults, unique_path
+from mia_core.formats.prefixmap import PrefixMapWriter
 
 
 @pytest.fixture
@@ -245,7 +245,7 @@ def test_long_map_windows_keep_their_suffix(runner, in_tmp, fake_plugin):
 
 
 def test_export_rejects_unknown_format(tmp_path):
-    from mia_core.attack.results import export_results
+    from mia_core.formats.attack_results import export_results
 
     with pytest.raises(MiaError, match="unknown export format 'xml'"):
         export_results(tmp_path / "x.h5", "xml")

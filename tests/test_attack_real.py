@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mia_core import registry
-from mia_core.attack.results import AttackResults
 from mia_core.cli import cli
+from mia_core.formats.attack_results import AttackResults
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from scoring_fixtures import FP, make_docs, make_map, make_run
 from mia_core import hookimpl
 from mia_core.cli import cli
 from mia_core.errors import MiaError
-from mia_core.scoring.index import CorpusIndex, tokengrams_module
-from mia_core.scoring.shard_writer import build_index
-from mia_core.scoring.suffix_sort import suffix_array
+from mia_core.formats.corpus_index.reader import CorpusIndex, tokengrams_module
+from mia_core.formats.corpus_index.shard_writer import build_index
+from mia_core.formats.corpus_index.suffix_sort import suffix_array
 
 
 def _queries(docs, width, vocab, rng, n=400):
@@ -74,7 +74,7 @@ def test_fixed_window_membership_equals_suffix_table(tmp_path, corpus, hash_bits
 
 def test_fingerprints_collide_yet_answers_stay_exact(tmp_path):
     """With 5-bit fingerprints almost every lookup hits another window's fingerprint; verification catches all."""
-    from mia_core.scoring.window_table import WindowTable
+    from mia_core.formats.corpus_index.window_table import WindowTable
 
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, 50, 300) for _ in range(10)]
@@ -132,7 +132,7 @@ def test_shards_answer_as_one_index(tmp_path):
 RESUME_SCRIPT = """
 import sys, time
 import numpy as np
-from mia_core.scoring.shard_writer import build_index
+from mia_core.formats.corpus_index.shard_writer import build_index
 
 out, resume, delay = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3])
 

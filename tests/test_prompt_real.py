@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from mia_core.check import matched_length
-from mia_core.prefixmap import PrefixMapWriter
+from mia_core.formats.prefixmap import PrefixMapWriter
+from mia_core.formats.runs import open_run
 from mia_core.prompt import prompt
-from mia_core.runs import open_run
 
 pytestmark = pytest.mark.real_model
 

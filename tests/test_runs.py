@@ -1,12 +1,12 @@
-"""The run-file writer and reader (mia_core.runs)."""
+"""The run-file writer and reader (mia_core.formats.runs)."""
 
 import h5py
 import numpy as np
 import pytest
 
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PrefixMapWriter
-from mia_core.runs import API_COLUMNS, RunWriter, default_run_path, open_run, sanitize
+from mia_core.formats.prefixmap import PrefixMapWriter
+from mia_core.formats.runs import API_COLUMNS, RunWriter, default_run_path, open_run, sanitize
 
 
 def make_map(folder, n=4, p=3, s=5):
@@ -84,7 +84,7 @@ def test_bad_files(tmp_path):
 def test_default_run_path_keeps_dotted_model_names_and_numbers_clashes(tmp_path):
     from datetime import datetime
 
-    from mia_core.runs import default_run_path
+    from mia_core.formats.runs import default_run_path
 
     when = datetime(2026, 11, 27, 14, 30, 15)
     first = default_run_path(tmp_path, "hf:Qwen/Qwen2.5-0.5B", when)
@@ -95,7 +95,7 @@ def test_default_run_path_keeps_dotted_model_names_and_numbers_clashes(tmp_path)
 
 
 def test_journal_rows_are_read_before_compaction_and_replay_is_idempotent(tmp_path):
-    from mia_core.journal import journal_path
+    from mia_core.formats.journal import journal_path
 
     folder = make_map(tmp_path / "m")
     path = folder / "runs" / "j.h5"
@@ -120,7 +120,7 @@ def test_journal_rows_are_read_before_compaction_and_replay_is_idempotent(tmp_pa
 
 
 def test_torn_or_corrupt_journal_records_end_the_journal(tmp_path):
-    from mia_core.journal import journal_path, read_records
+    from mia_core.formats.journal import journal_path, read_records
 
     folder = make_map(tmp_path / "m")
     path = folder / "runs" / "t.h5"

@@ -6,8 +6,8 @@ from typing import Any
 
 from mia_core.attack.metrics import FPR_TARGETS, TPR_CONVENTION, SignalMetrics
 from mia_core.attack.plots import plot_roc
-from mia_core.attack.results import export_results, write_results
 from mia_core.attack.run import AttackOutcome
+from mia_core.formats.attack_results import export_results, write_results
 
 
 def save_outcome(outcome: AttackOutcome, path: Path, plot: bool = True, exports: tuple[str, ...] = (),

@@ -84,7 +84,7 @@ def _member_contrast(summary: dict, run_path: Path) -> str:
     approximate memorization, token accuracy, and token accuracy by suffix position."""
     import numpy as np
 
-    from mia_core.runs import open_run
+    from mia_core.formats.runs import open_run
 
     run = open_run(run_path)
     labels = [str(x) or "unlabelled" for x in run.map_column("sample_label")]
@@ -135,8 +135,8 @@ def _longest_matches(run_path: Path, scores_file: str, top: int = 5) -> str:
     import numpy as np
 
     from mia_core import registry
-    from mia_core.runs import open_run
-    from mia_core.scoring.store import read_scores
+    from mia_core.formats.runs import open_run
+    from mia_core.formats.scores import read_scores
 
     run = open_run(run_path)
     matched = read_scores(scores_file)["match"]["matched_length"]

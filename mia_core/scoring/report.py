@@ -20,6 +20,7 @@ from typing import Any
 
 from mia_core import __version__
 from mia_core.errors import MiaError
+from mia_core.formats.scores import scores_path
 from mia_core.scoring.report_parts import (
     DEFINITIONS,
     Section,
@@ -28,7 +29,6 @@ from mia_core.scoring.report_parts import (
     matched_lengths_by_label,
     provenance_rows,
 )
-from mia_core.scoring.store import scores_path
 from mia_core.scoring.summary import per_position_name, score_run
 from mia_core.scoring.tables import EstimateSource, table_from_runs
 

@@ -36,7 +36,7 @@ def _leading_agreement(generated: np.ndarray, truth: np.ndarray, k: int) -> int:
 def _per_row(run_path: str | os.PathLike, k: int) -> tuple[Any, np.ndarray, np.ndarray, list[np.ndarray],
                                                            list[np.ndarray]]:
     """(run, eligible mask, matched length per row, generations, true suffixes)."""
-    from mia_core.runs import open_run
+    from mia_core.formats.runs import open_run
     from mia_core.scoring.summary import failed_rows
 
     run = open_run(run_path)
@@ -98,7 +98,7 @@ def attack_sections(paths: list[str | os.PathLike] | tuple, img_dir: Path) -> li
     computed) and the ROC curves, recomputed from the stored signals and labels."""
     from mia_core.attack.metrics import FPR_TARGETS, TPR_CONVENTION, evaluate_signal
     from mia_core.attack.plots import plot_roc
-    from mia_core.attack.results import AttackResults
+    from mia_core.formats.attack_results import AttackResults
 
     sections = []
     for i, path in enumerate(paths, 1):

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.prefixmap import as_str
+from mia_core.formats.prefixmap import as_str
+from mia_core.formats.scores import scores_path, write_scores
 from mia_core.scoring.matching import MatchScores, score_matches
 from mia_core.scoring.stats import rate
-from mia_core.scoring.store import scores_path, write_scores
 
 START_BUCKETS = ((0, 0, "0 (document start)"), (1, 99, "1-99"), (100, 999, "100-999"),
                  (1000, None, "1000+"))
@@ -25,7 +25,7 @@ TOP_WINDOWS = 20
 
 def load_run(path: str | os.PathLike) -> Any:
     """Open a run and check it can be scored (rows present, true suffixes known)."""
-    from mia_core.runs import open_run
+    from mia_core.formats.runs import open_run
 
     run = open_run(path)
     if len(run) == 0:
@@ -114,7 +114,7 @@ def _bucket_starts(starts: np.ndarray) -> dict[str, np.ndarray]:
 
 def _corpus_scores(run: Any, generations: list[np.ndarray], index_path: str | os.PathLike, window: int,
                    labels: np.ndarray, failed: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
-    from mia_core.scoring.index import CorpusIndex
+    from mia_core.formats.corpus_index.reader import CorpusIndex
 
     if window < 1:
         raise MiaError("--window must be at least 1")
@@ -339,7 +339,7 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
 
 
 def _stored_corpus(run_path: Path, labels: np.ndarray, failed: np.ndarray) -> dict[str, Any] | None:
-    from mia_core.scoring.store import read_scores
+    from mia_core.formats.scores import read_scores
 
     stored = read_scores(scores_path(run_path))["corpus"]
     if stored is None:

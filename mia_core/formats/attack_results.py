@@ -4,7 +4,7 @@
 ``n_tokens``, ``truncated``, ``nll``, one ``signals/<name>`` per signal and, for prefix maps,
 ``row``, ``suffix_length``, ``matched_length``, ``extracted``, ``teacher_forced_token_accuracy``) and
 attributes (model, signals, k, metrics as JSON, ...). Written with
-``mia_core.safeio.write_hdf5_atomically`` (temporary name, fsync, link into place), so a
+``mia_core.formats.safeio.write_hdf5_atomically`` (temporary name, fsync, link into place), so a
 file with the final name is always whole and never overwritten.
 """
 
@@ -19,9 +19,9 @@ import h5py
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.prefixmap import as_strings, decode_attr, encode_attrs
-from mia_core.provenance import provenance
-from mia_core.safeio import disk_error, open_atomically, write_hdf5_atomically
+from mia_core.formats.prefixmap import as_strings, decode_attr, encode_attrs
+from mia_core.formats.provenance import provenance
+from mia_core.formats.safeio import disk_error, open_atomically, write_hdf5_atomically
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 EXPORT_FORMATS = ("csv", "jsonl")

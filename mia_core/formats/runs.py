@@ -3,8 +3,8 @@
 A run lives at ``Prefixes/<map>/runs/{model}_{timestamp}.h5``. Row ``i`` of a run used
 prefix row ``prefix_row[i]`` of the map (``i mod N`` with wraparound). Each finished
 batch is one fsynced record of the journal ``<run>.h5.journal`` (rows and counters
-together, see ``mia_core.journal``); the journal is folded into the HDF5 file by an atomic
-rewrite (``mia_core.safeio``) when it grows, when the run ends and when it is resumed.
+together, see ``mia_core.formats.journal``); the journal is folded into the HDF5 file by an atomic
+rewrite (``mia_core.formats.safeio``) when it grows, when the run ends and when it is resumed.
 Readers see the journal's rows too, so a killed run keeps every finished batch and
 ``--resume`` continues from exactly there.
 
@@ -38,8 +38,8 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
-from mia_core.journal import Journal, JournalBusy, Record, being_written, journal_path, read_records
-from mia_core.prefixmap import (
+from mia_core.formats.journal import Journal, JournalBusy, Record, being_written, journal_path, read_records
+from mia_core.formats.prefixmap import (
     PAD,
     STR_DTYPE,
     PrefixMap,
@@ -50,8 +50,8 @@ from mia_core.prefixmap import (
     timestamp,
     unused_path,
 )
-from mia_core.provenance import provenance
-from mia_core.safeio import disk_error, write_hdf5_atomically
+from mia_core.formats.provenance import provenance
+from mia_core.formats.safeio import disk_error, write_hdf5_atomically
 
 NUL_SYMBOL = "\u2400"  # what a NUL character in a text column is stored as
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from mia_core.safeio import fsync, fsync_dir, step, write_all
+from mia_core.formats.safeio import fsync, fsync_dir, step, write_all
 
 try:
     import fcntl

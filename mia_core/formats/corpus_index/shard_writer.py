@@ -26,8 +26,7 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
-from mia_core.progress import progress
-from mia_core.scoring.index import (
+from mia_core.formats.corpus_index.reader import (
     DOC_IDS_FILE,
     DOCS_FILE,
     INDEX_FORMAT,
@@ -39,8 +38,9 @@ from mia_core.scoring.index import (
     TOKENS_FILE,
     storage_for,
 )
-from mia_core.scoring.suffix_sort import suffix_array
-from mia_core.scoring.window_table import build_window_table, table_paths
+from mia_core.formats.corpus_index.suffix_sort import suffix_array
+from mia_core.formats.corpus_index.window_table import build_window_table, table_paths
+from mia_core.progress import progress
 
 BUILD_FILE = "build.json"
 DEFAULT_WINDOWS = (50,)

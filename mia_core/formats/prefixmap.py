@@ -3,7 +3,7 @@
 The writer streams rows into chunked, compressed, resizable datasets inside a folder
 with a ``.partial`` suffix and renames it only when complete (after an fsync), so an
 interrupted run never leaves a folder that looks finished. HDF5 writes through a
-``mia_core.safeio.GuardedFile``: a full disk or read-only folder is reported in one line
+``mia_core.formats.safeio.GuardedFile``: a full disk or read-only folder is reported in one line
 by mia, never met inside HDF5. Numeric columns carry Fletcher-32 checksums, and
 :meth:`PrefixMap.verify` reads the columns a command needs before it starts.
 """
@@ -21,8 +21,8 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
-from mia_core.provenance import provenance
-from mia_core.safeio import GuardedFile, disk_error, fsync_dir
+from mia_core.formats.provenance import provenance
+from mia_core.formats.safeio import GuardedFile, disk_error, fsync_dir
 
 FORMAT_VERSION = 1
 MAP_FILE = "prefix_map.h5"
