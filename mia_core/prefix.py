@@ -20,7 +20,8 @@ import numpy as np
 from mia_core import registry
 from mia_core.defaults import DEFAULT_MODEL
 from mia_core.errors import MiaError, UnknownNameError
-from mia_core.formats.prefixmap import MapNameTaken, PrefixMapWriter, timestamp, unused_path
+from mia_core.formats.names import timestamp, unused_path
+from mia_core.formats.prefixmap import MapNameTaken, PrefixMapWriter
 from mia_core.progress import note, progress
 from mia_core.types import Sample
 

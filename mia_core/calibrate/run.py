@@ -25,7 +25,7 @@ from mia_core.calibrate import canaries as cn
 from mia_core.calibrate.split import random_split, usable_samples
 from mia_core.calibrate.training import FinetuneConfig, finetune_into, finetuner_for
 from mia_core.errors import MiaError
-from mia_core.formats.prefixmap import timestamp, unused_path
+from mia_core.formats.names import timestamp, unused_path
 from mia_core.types import MEMBER, Sample
 
 ROLES = ("fine-tuned", "base")

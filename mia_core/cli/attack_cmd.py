@@ -89,7 +89,8 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
     from mia_core.attack.signals import parse_fractions, parse_signals
     from mia_core.errors import MiaError
     from mia_core.formats.attack_results import unique_path
-    from mia_core.formats.prefixmap import PrefixMap, timestamp
+    from mia_core.formats.names import timestamp
+    from mia_core.formats.prefixmap import PrefixMap
 
     prefix_map = one_prefix_map(map_argument, prefix_map)
     out = out or old_out

@@ -19,11 +19,10 @@ import h5py
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.formats.prefixmap import as_strings, decode_attr, encode_attrs
+from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs
 from mia_core.formats.provenance import provenance
 from mia_core.formats.safeio import disk_error, open_atomically, write_hdf5_atomically
 
-STR_DTYPE = h5py.string_dtype("utf-8")
 EXPORT_FORMATS = ("csv", "jsonl")
 
 

@@ -38,20 +38,13 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
+from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs
 from mia_core.formats.journal import Journal, JournalBusy, Record, being_written, journal_path, read_records
-from mia_core.formats.prefixmap import (
-    PAD,
-    STR_DTYPE,
-    PrefixMap,
-    as_strings,
-    decode_attr,
-    encode_attrs,
-    pad_rows,
-    timestamp,
-    unused_path,
-)
+from mia_core.formats.names import timestamp, unused_path
+from mia_core.formats.prefixmap import PrefixMap
 from mia_core.formats.provenance import provenance
 from mia_core.formats.safeio import disk_error, write_hdf5_atomically
+from mia_core.token_rows import PAD, pad_rows
 
 NUL_SYMBOL = "\u2400"  # what a NUL character in a text column is stored as
 

@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mia_core.formats.prefixmap import decode_attr, encode_attrs
+from mia_core.formats.hdf5 import STR_DTYPE, decode_attr, encode_attrs
 from mia_core.formats.provenance import provenance
 from mia_core.formats.safeio import disk_error, write_hdf5_atomically
 
@@ -45,7 +45,7 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
             c.attrs.update(encode_attrs(corpus["attrs"]))
             for name, values in corpus["data"].items():
                 if values.dtype == object:  # strings (document ids)
-                    c.create_dataset(name, data=[str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
+                    c.create_dataset(name, data=[str(v) for v in values], dtype=STR_DTYPE)
                 else:
                     c.create_dataset(name, data=values)
         elif keep_corpus:

@@ -14,7 +14,8 @@ import numpy as np
 
 from mia_core.errors import MiaError
 from mia_core.formats.corpus_index.shard_writer import IndexBuilder
-from mia_core.formats.prefixmap import PrefixMap, as_strings
+from mia_core.formats.hdf5 import as_strings
+from mia_core.formats.prefixmap import PrefixMap
 from mia_core.progress import progress
 
 MAP_CHUNK_DOCS = 4096

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mia_core.formats.prefixmap import pad_rows
+from mia_core.token_rows import pad_rows
 
 PAD_GEN = -2  # pads generations; differs from suffix padding so padding never "matches"
 PAD_SUF = -3

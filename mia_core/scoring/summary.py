@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.formats.prefixmap import as_str
+from mia_core.formats.hdf5 import as_str
 from mia_core.formats.scores import scores_path, write_scores
 from mia_core.scoring.matching import MatchScores, score_matches
 from mia_core.scoring.stats import rate
