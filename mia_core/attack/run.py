@@ -3,8 +3,6 @@ prefix-map windows) the teacher-forced memorization verdict from that single pas
 one row per string, and evaluate the signals against member/nonmember labels.
 """
 
-import os
-import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -77,13 +75,6 @@ def say(message: str, quiet: bool = False) -> None:
     """A note for the user on stderr (stdout stays clean for --json)."""
     if not quiet:
         print(message, file=sys.stderr)
-
-
-def safe_name(name: str) -> str:
-    """A model or dataset name usable in a file name (a local path contributes its last part)."""
-    if os.sep in name or "/" in name:
-        name = Path(name.rstrip("/")).name or name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
 
 
 # ---------------------------------------------------------------- backends

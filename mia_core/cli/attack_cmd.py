@@ -89,7 +89,7 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
     from mia_core.attack.signals import parse_fractions, parse_signals
     from mia_core.errors import MiaError
     from mia_core.formats.attack_results import unique_path
-    from mia_core.formats.names import timestamp
+    from mia_core.formats.names import safe_name, timestamp
     from mia_core.formats.prefixmap import PrefixMap
 
     prefix_map = one_prefix_map(map_argument, prefix_map)
@@ -147,7 +147,7 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
     if pmap is not None:
         items, _ = ar.load_map_items(pmap, backend, limit_tokens, limit, quiet)
         folder = Path(out) if out else pmap.folder / "attacks"
-        stem = f"{ar.safe_name(model)}_{timestamp()}"
+        stem = f"{safe_name(model)}_{timestamp()}"
         source = {"prefix_map": str(pmap.folder)}
     else:
         ds = registry.datasets.create(dataset, parse_key_values(dataset_options, "--dataset-option"))
@@ -156,7 +156,7 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         if not items:
             raise MiaError(f"nothing to score: all {read_counts['samples']} sample(s) of {dataset!r} are empty")
         folder = Path(out) if out else Path("Prefixes") / "attacks"
-        stem = f"{ar.safe_name(model)}_{ar.safe_name(dataset)}_{timestamp()}"
+        stem = f"{safe_name(model)}_{safe_name(dataset)}_{timestamp()}"
         source = {"dataset": dataset, "dataset_options": parse_key_values(dataset_options, "--dataset-option"),
                   "skipped_empty": read_counts["empty"], "labels_file": labels_file}
 

@@ -24,10 +24,8 @@ the difference and give one array per run row.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +38,7 @@ from mia_core import __version__
 from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs
 from mia_core.formats.journal import Journal, JournalBusy, Record, being_written, journal_path, read_records
-from mia_core.formats.names import timestamp, unused_path
+from mia_core.formats.names import safe_name, timestamp, unused_path
 from mia_core.formats.prefixmap import PrefixMap
 from mia_core.formats.provenance import provenance
 from mia_core.formats.safeio import disk_error, write_hdf5_atomically
@@ -80,19 +78,10 @@ API_COLUMNS: dict[str, tuple[str, int | str | None]] = {
 }
 
 
-def sanitize(name: str, limit: int = 96) -> str:
-    """A model name made safe for a file name (``hf:org/model`` → ``hf_org_model``); a very
-    long one (a local model path) keeps its end and a hash of the whole, within 255 bytes."""
-    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "model"
-    if len(cleaned) > limit:
-        cleaned = f"{cleaned[-(limit - 9):].lstrip('._')}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return cleaned
-
-
 def default_run_path(map_folder: Path, model: str, when: datetime | None = None) -> Path:
     """``<map>/runs/{model}_{timestamp}.h5``; a numbered suffix avoids clobbering a run made the same second."""
     # Names are built as strings: Path.with_suffix would cut a dotted model name (Qwen2.5-0.5B).
-    return unused_path(Path(map_folder) / RUNS_DIR, f"{sanitize(model)}_{timestamp(when)}", ".h5")
+    return unused_path(Path(map_folder) / RUNS_DIR, f"{safe_name(model)}_{timestamp(when)}", ".h5")
 
 
 def _dataset_layout(kind: str, width: int | None) -> dict[str, Any]:
