@@ -12,7 +12,8 @@ from test_attack_fakes import MEMBERS, NONMEMBERS, CharTokenizer, FakePlugin
 from mia_core import hookimpl
 from mia_core.cli import cli
 from mia_core.errors import MiaError
-from mia_core.formats.attack_results import AttackResults, unique_path
+from mia_core.formats.attack_results import AttackResults
+from mia_core.formats.names import unused_path
 from mia_core.formats.prefixmap import PrefixMapWriter
 
 
@@ -220,10 +221,10 @@ def test_bad_input_is_one_clear_line(runner, in_tmp, fake_plugin, args, code, me
 
 
 def test_results_are_never_overwritten(tmp_path):
-    first = unique_path(tmp_path, "m_x")
+    first = unused_path(tmp_path, "m_x", ".h5")
     first.write_text("taken")
-    second = unique_path(tmp_path, "m_x")
-    assert second.name == "m_x_1.h5" and first.read_text() == "taken"
+    second = unused_path(tmp_path, "m_x", ".h5")
+    assert second.name == "m_x_2.h5" and first.read_text() == "taken"  # the same _2, _3 as maps and runs
 
 
 def test_results_file_is_plain_hdf5(runner, in_tmp, fake_plugin):

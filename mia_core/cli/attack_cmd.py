@@ -88,8 +88,7 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
     from mia_core.attack.labels import read_label_file
     from mia_core.attack.signals import parse_fractions, parse_signals
     from mia_core.errors import MiaError
-    from mia_core.formats.attack_results import unique_path
-    from mia_core.formats.names import safe_name, timestamp
+    from mia_core.formats.names import safe_name, timestamp, unused_path
     from mia_core.formats.prefixmap import PrefixMap
 
     prefix_map = one_prefix_map(map_argument, prefix_map)
@@ -167,7 +166,8 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
                              neighbours=neighbours, max_context=ar.context_limit(backend), sampling=sampling)
     outcome = ar.attack(backend, items, config, ref_backend, ref_limit, is_map=pmap is not None)
     outcome.attrs.update(source, model=model, reference=reference, max_tokens=limit_tokens)
-    path = unique_path(folder, stem)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = unused_path(folder, stem, ".h5")
     report.save_outcome(outcome, path, plot=not no_plot, exports=tuple(dict.fromkeys(exports)),
                         title=f"{model} on {dataset or pmap.folder.name}")
 

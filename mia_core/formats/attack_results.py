@@ -26,17 +26,6 @@ from mia_core.formats.safeio import disk_error, open_atomically, write_hdf5_atom
 EXPORT_FORMATS = ("csv", "jsonl")
 
 
-def unique_path(folder: Path, stem: str, suffix: str = ".h5") -> Path:
-    """``folder/stem.h5``, or ``stem_1.h5``, ... when taken: results are never overwritten."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}{suffix}"
-    n = 1
-    while path.exists() or path.with_name(path.name + ".partial").exists():
-        path = folder / f"{stem}_{n}{suffix}"
-        n += 1
-    return path
-
-
 def write_results(path: Path, columns: dict[str, np.ndarray | list], signals: dict[str, np.ndarray],
                   attrs: dict[str, Any]) -> Path:
     """Write one results file atomically. ``columns`` hold one value per row: lists of str
