@@ -17,14 +17,7 @@ from typing import Any
 import numpy as np
 
 from mia_core.formats.runs import Run
-
-
-def matched_length(argmax: Sequence[int], truth: Sequence[int]) -> int:
-    """How many leading positions agree (the length greedy decoding would reproduce)."""
-    a, t = np.asarray(argmax), np.asarray(truth)
-    n = min(len(a), len(t))
-    mismatch = np.nonzero(a[:n] != t[:n])[0]
-    return int(mismatch[0]) if len(mismatch) else n
+from mia_core.token_rows import matched_lengths
 
 
 def teacher_forced_batch(backend: Any, prefixes: Sequence[np.ndarray], suffixes: Sequence[np.ndarray],
@@ -52,7 +45,7 @@ def teacher_forced_batch(backend: Any, prefixes: Sequence[np.ndarray], suffixes:
             out["tokens"][i] = argmax
             out["lengths"][i] = len(truths[i])
             out["logprobs"][i] = np.asarray(sc.logprob, dtype=np.float32)
-            out["matched_length"][i] = matched_length(argmax, truths[i])
+    out["matched_length"] = matched_lengths(out["tokens"], truths).tolist()
     return out
 
 

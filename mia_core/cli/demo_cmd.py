@@ -85,13 +85,14 @@ def _member_contrast(summary: dict, run_path: Path) -> str:
     import numpy as np
 
     from mia_core.formats.runs import open_run
+    from mia_core.token_rows import matched_lengths
 
     run = open_run(run_path)
     labels = [str(x) or "unlabelled" for x in run.map_column("sample_label")]
     ids = [str(x) for x in run.map_column("sample_id")]
     groups = [f"{lab}: {i.split('/')[0]}" for lab, i in zip(labels, ids, strict=True)]
     generations, suffixes = run.tokens(), run.suffixes()
-    matched = np.array([_matched(g, t) for g, t in zip(generations, suffixes, strict=True)])
+    matched = matched_lengths(generations, suffixes)
     how = ("the model's most likely token at each position, given the true text before it"
            if run.method == "teacher-forced" else "the greedy continuation against the true text")
     lines = ["", f"members vs non-members ({how}):",
@@ -118,12 +119,6 @@ def _member_contrast(summary: dict, run_path: Path) -> str:
             cells.append(f"{sum(part) / len(part):>6.2f}" if part else f"{'-':>6}")
         lines.append(f"  {label:<10}  " + "  ".join(cells))
     return "\n".join(lines)
-
-
-def _matched(generated, true) -> int:
-    from mia_core.check import matched_length
-
-    return matched_length(list(generated), list(true))
 
 
 def _rate(r: dict) -> str:

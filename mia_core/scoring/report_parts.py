@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
+from mia_core.token_rows import matched_lengths
 
 
 @dataclass
@@ -27,12 +28,6 @@ class Section:
     definitions: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _leading_agreement(generated: np.ndarray, truth: np.ndarray, k: int) -> int:
-    n = min(len(generated), len(truth), k)
-    diff = np.flatnonzero(np.asarray(generated[:n]) != np.asarray(truth[:n]))
-    return int(diff[0]) if len(diff) else n
-
-
 def _per_row(run_path: str | os.PathLike, k: int) -> tuple[Any, np.ndarray, np.ndarray, list[np.ndarray],
                                                            list[np.ndarray]]:
     """(run, eligible mask, matched length per row, generations, true suffixes)."""
@@ -41,7 +36,7 @@ def _per_row(run_path: str | os.PathLike, k: int) -> tuple[Any, np.ndarray, np.n
 
     run = open_run(run_path)
     gens, truths = run.tokens(), run.suffixes()
-    matched = np.array([_leading_agreement(g, t, k) for g, t in zip(gens, truths, strict=True)], dtype=np.int64)
+    matched = matched_lengths(gens, truths, k)
     eligible = np.array([len(t) >= k for t in truths], dtype=bool) & ~failed_rows(run)
     return run, eligible, matched, gens, truths
 
