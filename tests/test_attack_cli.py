@@ -44,12 +44,12 @@ def test_dataset_attack_prints_auc_table_and_stores_everything(runner, in_tmp, f
     assert result.exit_code == 0, result.output
     assert "skipped 1 empty sample" in result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["signal", "AUC", "95%"]
-    table = {line.split()[0]: line.split() for line in lines[1:5]}
+    assert lines[0].split()[:3] == ["signal", "AUC", "95%"] and set(lines[1]) == {"-", " "}
+    table = {line.split()[0]: line.split() for line in lines[2:6]}
     assert set(table) == {"loss", "zlib", "mink", "minkpp"}
     assert float(table["loss"][1]) > 0.95  # the fake LM was trained on the members
     # the fake set's members and nonmembers differ in wording: the blind baseline says so
-    assert lines[5].split()[0] == "blind" and float(lines[5].split()[1]) > 0.9
+    assert lines[6].split()[0] == "blind" and float(lines[6].split()[1]) > 0.9
     assert "warning: the split is separable without the model" in result.stdout
     h5 = next((in_tmp / "Prefixes" / "attacks").glob("fake-lm_fake-set_*.h5"))
     res = AttackResults(h5)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.scoring.summary import _pct, per_position_name
+from mia_core.text_table import text_table
 
 
 def canary_levels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -23,13 +24,6 @@ def canary_levels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "exposure_mean": sum(exposures) / len(exposures), "exposure_min": min(exposures),
                     "exposure_max": max(exposures), "ceiling": min(r["ceiling"] for r in g)})
     return out
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def _mean(value: Any) -> str:
@@ -72,8 +66,8 @@ def format_report(report: dict[str, Any]) -> str:
             if g:
                 rows.append([role, label, str(g["rows"]), _pct(g["extraction"]), _pct(g["approximate"]),
                              _mean(g["mean_matched_length"]), _mean(g[per_position_name("teacher-forced")[0]])])
-    lines.append(_table(rows, ["model", "label", "rows", "exact extraction", "approximate", "mean matched tokens",
-                               "per-token accuracy"]))
+    lines.append(text_table(["model", "label", "rows", "exact extraction", "approximate", "mean matched tokens",
+                             "per-token accuracy"], rows))
     if report.get("canaries"):
         c = report["canaries"]
         first = results["base"]["canaries"][0]
@@ -89,8 +83,8 @@ def format_report(report: dict[str, Any]) -> str:
             rows.append([str(t["repeats"]), str(t["canaries"]), f"{t['extracted']}/{t['canaries']}",
                          f"{t['exposure_mean']:.2f} [{t['exposure_min']:.1f}, {t['exposure_max']:.1f}]",
                          f"{b['extracted']}/{b['canaries']}", f"{b['exposure_mean']:.2f}"])
-        lines.append(_table(rows, ["repeats", "canaries", "fine-tuned extracted", "fine-tuned exposure mean [min, max]",
-                                   "base extracted", "base exposure mean"]))
+        lines.append(text_table(["repeats", "canaries", "fine-tuned extracted", "fine-tuned exposure mean [min, max]",
+                                 "base extracted", "base exposure mean"], rows))
     lines += ["", f"fine-tuned model: {report['fine_tuned_model']}  (any command takes it as --model)",
               f"report:           {report['folder']}/report.md"]
     return "\n".join(lines)

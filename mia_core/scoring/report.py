@@ -29,7 +29,7 @@ from mia_core.scoring.report_parts import (
     matched_lengths_by_label,
     provenance_rows,
 )
-from mia_core.scoring.summary import per_position_name, score_run
+from mia_core.scoring.summary import _num, per_position_name, score_run
 from mia_core.scoring.tables import EstimateSource, table_from_runs
 
 
@@ -40,10 +40,6 @@ def _fmt_rate(r: dict[str, Any]) -> str:
         return f"{r['count']}/{r['n']} (n/a: no eligible row)"
     lo, hi = r["wilson95"]
     return f"{r['count']}/{r['n']} ({100 * r['rate']:.1f}%, 95% CI {100 * lo:.1f}–{100 * hi:.1f}%)"
-
-
-def _num(value: float | None, fmt: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, fmt)
 
 
 def _tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:

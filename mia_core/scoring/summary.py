@@ -17,6 +17,7 @@ from mia_core.formats.hdf5 import as_str
 from mia_core.formats.scores import scores_path, write_scores
 from mia_core.scoring.matching import MatchScores, score_matches
 from mia_core.scoring.stats import rate
+from mia_core.text_table import text_table
 
 START_BUCKETS = ((0, 0, "0 (document start)"), (1, 99, "1-99"), (100, 999, "100-999"),
                  (1000, None, "1000+"))
@@ -362,14 +363,6 @@ def _num(value: float | None, fmt: str = ".2f") -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(out)
-
-
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary of :func:`score_run` as plain-text tables."""
     s = summary
@@ -386,14 +379,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             [pp_name, _num(s.get(key), ".3f")],
             ["matched prefix length mean / median / max",
              f"{_num(ml['mean'])} / {_num(ml['median'], '.0f')} / {_num(ml['max'], 'd')}"]]
-    lines += [_table(rows, ["measure", "value"]), ""]
+    lines += [text_table(["measure", "value"], rows), ""]
     for title, group_key in (("by label", "by_label"), ("by prefix location", "by_prefix_loc"),
                              ("by prefix start (token offset)", "by_prefix_start")):
         group = [[name, str(g["rows"]), str(g["failed"]), str(g["eligible"]), _pct(g["extraction"]),
                   _pct(g["approximate"]), _num(g["mean_matched_length"])]
                  for name, g in s[group_key].items()]
-        lines += [_table(group, [title, "rows", "failed", "eligible", "extraction", "approximate",
-                                 "mean matched"]), ""]
+        lines += [text_table([title, "rows", "failed", "eligible", "extraction", "approximate", "mean matched"],
+                             group), ""]
     hist = ml["histogram"]
     nonzero = [(int(k), v) for k, v in hist.items() if v]
     lines.append("matched length distribution (eligible rows): " + (", ".join(f"{k}:{v}" for k, v in nonzero)
@@ -402,7 +395,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if c:
         lines += ["", f"Corpus membership (window {c['window']} tokens, index {c['index']}, "
                       f"{c['index_tokens']} tokens)",
-                  _table([["generations with a verbatim corpus window", _pct(c["memorized"])],
+                  text_table(["measure", "value"], [["generations with a verbatim corpus window", _pct(c["memorized"])],
                           ["longest match mean / median / max",
                            f"{_num(c['longest_match']['mean'], '.1f')} / {_num(c['longest_match']['median'], '.0f')}"
                            f" / {_num(c['longest_match']['max'], 'd')}"],
@@ -411,8 +404,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                           ["distinct memorized spans, overlapping windows merged (occurrences)",
                            f"{c['memorized_spans']['distinct']} ({c['memorized_spans']['occurrences']})"
                            if c.get("memorized_spans") else "n/a (scored by an older mia: score again)"]]
-                         + [[f"  label {lab}", _pct(r)] for lab, r in c["by_label"].items()],
-                         ["measure", "value"])]
+                         + [[f"  label {lab}", _pct(r)] for lab, r in c["by_label"].items()])]
     if c and any("text" in w for w in c["top_windows"]):
         lines += ["", "most frequent memorized windows:"]
         lines += [f"  {w['count']}× (corpus {w['corpus_count']}×, {', '.join(w['documents']) or '?'}): "
