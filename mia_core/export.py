@@ -20,25 +20,10 @@ from typing import IO, Any
 import numpy as np
 
 from mia_core.errors import MiaError
+from mia_core.formats.hdf5 import plain
 
 FORMATS = ("jsonl", "csv", "parquet")
 PARQUET_HINT = "pip install pyarrow (installed by install.sh; listed in constraints.txt)"
-
-
-def plain(value: Any) -> Any:
-    """A JSON-ready Python value from what h5py/numpy return (arrays and lists element-wise,
-    bytes decoded, NaN as None)."""
-    if isinstance(value, np.ndarray):
-        return [plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 def _map_texts(run: Any, tokenizer: Any, prefix_rows: np.ndarray) -> tuple[dict[int, str], dict[int, str]]:

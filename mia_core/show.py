@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.export import plain
 from mia_core.formats.filekinds import file_kind
+from mia_core.formats.hdf5 import plain
 from mia_core.text_table import text_table
 
 CELL_WIDTH = 60

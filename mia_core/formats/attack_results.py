@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs
+from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs, plain
 from mia_core.formats.provenance import provenance
 from mia_core.formats.safeio import disk_error, open_atomically, write_hdf5_atomically
 
@@ -74,17 +74,10 @@ class AttackResults:
     def rows(self) -> Iterator[dict[str, Any]]:
         """One dict per row: the columns, then the signals."""
         for i in range(len(self)):
-            row = {name: _plain(values[i]) for name, values in self.columns.items()}
-            row.update({name: _plain(values[i]) for name, values in self.signals.items()})
+            # JSON has no NaN or infinity; an empty CSV cell reads as missing too
+            row = {name: plain(values[i], finite=True) for name, values in self.columns.items()}
+            row.update({name: plain(values[i], finite=True) for name, values in self.signals.items()})
             yield row
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None  # JSON has no NaN; an empty CSV cell reads as missing too
-    return value
 
 
 def export_results(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> Path:

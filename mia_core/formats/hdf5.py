@@ -45,3 +45,20 @@ def as_str(value: Any) -> str:
 def as_strings(values: Any) -> np.ndarray:
     """An array of HDF5 string values as an object array of ``str``."""
     return np.array([as_str(v) for v in values], dtype=object)
+
+
+def plain(value: Any, finite: bool = False) -> Any:
+    """A JSON-ready Python value from what h5py/numpy return (arrays and lists element-wise,
+    bytes decoded, NaN as None; with ``finite``, ±inf as None too, for files whose readers
+    expect strict JSON or an empty CSV cell)."""
+    if isinstance(value, np.ndarray):
+        return [plain(v, finite) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, float) and (value != value or (finite and value in (float("inf"), float("-inf")))):
+        return None
+    if isinstance(value, list):
+        return [plain(v, finite) for v in value]
+    return value

@@ -36,7 +36,7 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
-from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs
+from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs, plain
 from mia_core.formats.journal import Journal, JournalBusy, Record, being_written, journal_path, read_records
 from mia_core.formats.names import safe_name, timestamp, unused_path
 from mia_core.formats.prefixmap import PrefixMap
@@ -558,19 +558,9 @@ class Run:
             row.update(generated_tokens=[int(t) for t in tokens[i]], text=str(texts[i]))
             for c in extra:
                 value = extra_data[c][i]
-                if isinstance(value, np.ndarray):
-                    value = [_plain(v) for v in value[:lengths[i]]]
-                row[c] = _plain(value)
+                row[c] = plain(value[:lengths[i]] if isinstance(value, np.ndarray) else value)
             out.append(row)
         return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    return value
 
 
 def _clip(rows: slice, size: int) -> slice:
