@@ -4,6 +4,7 @@ a killed build resumes to the same index, repetitive text stays fast, infini-gra
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -397,3 +398,21 @@ def test_format_1_indexes_are_still_read(tmp_path):
     q = np.stack([docs[1][5:55], docs[2][60:110], np.arange(50)])
     assert a.contains_many(q).tolist() == b.contains_many(q).tolist() == [True, True, False]
     assert a.documents_of(docs[2][:10]) == b.documents_of(docs[2][:10]) == ["2"]
+
+
+def test_a_build_killed_while_recording_its_settings_starts_again(tmp_path):
+    """``build.json`` goes through the one atomic write: a killed build may leave only its temporary
+    file (``.build.json.PID.tmp``, or ``build.json.tmp`` from an older mia); that is mia's own, so the
+    next build starts again. A file mia did not write is still refused."""
+    out = tmp_path / "idx"
+    partial = tmp_path / "idx.partial"
+    for leftover in (".build.json.999999999.tmp", "build.json.tmp"):
+        partial.mkdir()
+        (partial / leftover).write_text("{")
+        build_index(out, [np.arange(5)], "toy", "fp", 500, {"corpus": "toy"}, shard_tokens=1000, windows=(5,))
+        assert (out / "index.json").is_file() and not partial.exists()
+        shutil.rmtree(out)
+    partial.mkdir()
+    (partial / "notes.txt").write_text("mine")
+    with pytest.raises(MiaError, match="holds files mia did not write"):
+        build_index(out, [np.arange(5)], "toy", "fp", 500, {"corpus": "toy"}, shard_tokens=1000, windows=(5,))

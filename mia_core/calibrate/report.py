@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mia_core.formats.safeio import write_atomically
 from mia_core.scoring.summary import _pct, per_position_name
 from mia_core.text_table import text_table
 
@@ -127,6 +128,4 @@ def write_report(report: dict[str, Any], folder: Path) -> None:
     report["text"] = text
     for name, content in (("report.json", json.dumps(report, indent=2, default=str)),
                           ("report.md", f"# mia calibrate\n\n```\n{text}\n```\n")):
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(content, encoding="utf-8")
-        tmp.replace(folder / name)
+        write_atomically(folder / name, content.encode("utf-8"))

@@ -26,6 +26,7 @@ from mia_core.calibrate.split import random_split, usable_samples
 from mia_core.calibrate.training import FinetuneConfig, finetune_into, finetuner_for
 from mia_core.errors import MiaError
 from mia_core.formats.names import safe_name, timestamp, unused_path
+from mia_core.formats.safeio import open_atomically
 from mia_core.types import MEMBER, Sample
 
 ROLES = ("fine-tuned", "base")
@@ -57,11 +58,9 @@ def say(message: str, quiet: bool) -> None:
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with open_atomically(path) as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path
 
 

@@ -41,7 +41,6 @@ TOKENS_FILE = "tokens.bin"
 TABLE_FILE = "table.bin"
 DOCS_FILE = "doc_offsets.npy"
 DOC_IDS_FILE = "doc_ids.json"
-PARTIAL_SUFFIX = ".partial"
 TABLE_ITEMSIZE = 8  # tokengrams stores suffix positions as u64
 BATCH_ROWS = 1 << 16  # windows searched together (bounds the temporary arrays)
 
