@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.formats.safeio import write_atomically
-from mia_core.scoring.summary import _pct, per_position_name
+from mia_core.scoring.summary import format_rate, per_position_name
 from mia_core.text_table import text_table
 
 
@@ -65,7 +65,7 @@ def format_report(report: dict[str, Any]) -> str:
         for label in ("member", "nonmember"):
             g = by_label.get(label)
             if g:
-                rows.append([role, label, str(g["rows"]), _pct(g["extraction"]), _pct(g["approximate"]),
+                rows.append([role, label, str(g["rows"]), format_rate(g["extraction"]), format_rate(g["approximate"]),
                              _mean(g["mean_matched_length"]), _mean(g[per_position_name("teacher-forced")[0]])])
     lines.append(text_table(["model", "label", "rows", "exact extraction", "approximate", "mean matched tokens",
                              "per-token accuracy"], rows))

@@ -350,7 +350,8 @@ def _stored_corpus(run_path: Path, labels: np.ndarray, failed: np.ndarray) -> di
     return out
 
 
-def _pct(r: dict[str, Any]) -> str:
+def format_rate(r: dict[str, Any]) -> str:
+    """``count/n = p%  [95% CI lo–hi%]`` (Wilson), or why the rate is withheld: every rate mia prints."""
     if r.get("withheld"):
         return f"n/a ({r['withheld']})"
     if r["rate"] is None:
@@ -359,7 +360,7 @@ def _pct(r: dict[str, Any]) -> str:
     return f"{r['count']}/{r['n']} = {100 * r['rate']:.1f}%  [95% CI {100 * lo:.1f}–{100 * hi:.1f}%]"
 
 
-def _num(value: float | None, fmt: str = ".2f") -> str:
+def format_number(value: float | None, fmt: str = ".2f") -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
@@ -374,16 +375,16 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"k = {s['k']}",
              f"  rows {s['rows']}, failed {s['failed']}, suffix shorter than k {s['skipped_short_suffix']}, "
              f"eligible {s['eligible']} (every figure below is over the eligible rows)", ""]
-    rows = [["exact extraction (first k tokens)", _pct(s["extraction"])],
-            [f"approximate ({s['approximate']['criterion']})", _pct(s["approximate"])],
-            [pp_name, _num(s.get(key), ".3f")],
+    rows = [["exact extraction (first k tokens)", format_rate(s["extraction"])],
+            [f"approximate ({s['approximate']['criterion']})", format_rate(s["approximate"])],
+            [pp_name, format_number(s.get(key), ".3f")],
             ["matched prefix length mean / median / max",
-             f"{_num(ml['mean'])} / {_num(ml['median'], '.0f')} / {_num(ml['max'], 'd')}"]]
+             f"{format_number(ml['mean'])} / {format_number(ml['median'], '.0f')} / {format_number(ml['max'], 'd')}"]]
     lines += [text_table(["measure", "value"], rows), ""]
     for title, group_key in (("by label", "by_label"), ("by prefix location", "by_prefix_loc"),
                              ("by prefix start (token offset)", "by_prefix_start")):
-        group = [[name, str(g["rows"]), str(g["failed"]), str(g["eligible"]), _pct(g["extraction"]),
-                  _pct(g["approximate"]), _num(g["mean_matched_length"])]
+        group = [[name, str(g["rows"]), str(g["failed"]), str(g["eligible"]), format_rate(g["extraction"]),
+                  format_rate(g["approximate"]), format_number(g["mean_matched_length"])]
                  for name, g in s[group_key].items()]
         lines += [text_table([title, "rows", "failed", "eligible", "extraction", "approximate", "mean matched"],
                              group), ""]
@@ -395,16 +396,18 @@ def format_summary(summary: dict[str, Any]) -> str:
     if c:
         lines += ["", f"Corpus membership (window {c['window']} tokens, index {c['index']}, "
                       f"{c['index_tokens']} tokens)",
-                  text_table(["measure", "value"], [["generations with a verbatim corpus window", _pct(c["memorized"])],
+                  text_table(["measure", "value"],
+                         [["generations with a verbatim corpus window", format_rate(c["memorized"])],
                           ["longest match mean / median / max",
-                           f"{_num(c['longest_match']['mean'], '.1f')} / {_num(c['longest_match']['median'], '.0f')}"
-                           f" / {_num(c['longest_match']['max'], 'd')}"],
+                           f"{format_number(c['longest_match']['mean'], '.1f')} / "
+                           f"{format_number(c['longest_match']['median'], '.0f')}"
+                           f" / {format_number(c['longest_match']['max'], 'd')}"],
                           ["unique memorized windows (occurrences)",
                            f"{c['unique_windows']} ({c['window_occurrences']})"],
                           ["distinct memorized spans, overlapping windows merged (occurrences)",
                            f"{c['memorized_spans']['distinct']} ({c['memorized_spans']['occurrences']})"
                            if c.get("memorized_spans") else "n/a (scored by an older mia: score again)"]]
-                         + [[f"  label {lab}", _pct(r)] for lab, r in c["by_label"].items()])]
+                         + [[f"  label {lab}", format_rate(r)] for lab, r in c["by_label"].items()])]
     if c and any("text" in w for w in c["top_windows"]):
         lines += ["", "most frequent memorized windows:"]
         lines += [f"  {w['count']}× (corpus {w['corpus_count']}×, {', '.join(w['documents']) or '?'}): "
