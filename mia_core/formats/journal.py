@@ -77,6 +77,8 @@ def encode(record: Record) -> bytes:
 
 
 def _plain(value: Any) -> Any:
+    """``json.dumps``'s hook for numpy values in a record: exact (NaN stays NaN), and anything else
+    refused; not ``formats.hdf5.plain``, which makes output for people and turns NaN into None."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
