@@ -82,7 +82,7 @@ def generations(tokens: np.ndarray, n: int, length: int, seed: int) -> list[np.n
 
 BUILD_CHILD = """
 import sys, numpy as np
-from mia_core.scoring.shard_writer import build_index
+from mia_core.formats.corpus_index.shard_writer import build_index
 tokens = np.load(sys.argv[1], mmap_mode="r")
 offsets = np.load(sys.argv[2])
 shard_tokens = int(sys.argv[4]) or None
@@ -116,7 +116,7 @@ def build(tmp: Path, name: str, shard_tokens: int | None) -> dict:
 
 
 def lookups(folder: Path, q: np.ndarray, gens: list[np.ndarray]) -> dict:
-    from mia_core.scoring.index import CorpusIndex
+    from mia_core.formats.corpus_index.reader import CorpusIndex
 
     index = CorpusIndex(folder)
     index.contains_many(q[:2000])  # warm the page cache a little, build the directories

@@ -61,7 +61,7 @@ RSS_CHILD = """
 import json, resource, sys, threading, time
 from mia_core import registry
 from mia_core.prefix import build_prefix_map
-from mia_core.prefixmap import PrefixMap
+from mia_core.formats.prefixmap import PrefixMap
 
 def rss_kb():
     with open("/proc/self/status") as f:

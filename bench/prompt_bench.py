@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mia_core import registry
-from mia_core.prefixmap import PrefixMap, PrefixMapWriter
+from mia_core.formats.prefixmap import PrefixMap, PrefixMapWriter
 from mia_core.prompt import prompt
 
 TEXTS = [Path("/usr/share/common-licenses") / n for n in ("Apache-2.0", "GPL-3", "MPL-2.0", "Artistic")]

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mia_core.runs import API_COLUMNS, RunWriter  # noqa: E402
+from mia_core.formats.runs import API_COLUMNS, RunWriter  # noqa: E402
 
 
 def batches(rows: int, batch: int, max_length: int, api: bool):

@@ -18,15 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from mia_core.runs import Run
-
-
-def matched_length(argmax: Sequence[int], truth: Sequence[int]) -> int:
-    """How many leading positions agree (the length greedy decoding would reproduce)."""
-    a, t = np.asarray(argmax), np.asarray(truth)
-    n = min(len(a), len(t))
-    mismatch = np.nonzero(a[:n] != t[:n])[0]
-    return int(mismatch[0]) if len(mismatch) else n
+from mia_core.formats.runs import Run
+from mia_core.token_rows import matched_lengths
 
 
 def teacher_forced_batch(backend: Any, prefixes: Sequence[np.ndarray], suffixes: Sequence[np.ndarray],
@@ -59,9 +52,9 @@ def teacher_forced_batch(backend: Any, prefixes: Sequence[np.ndarray], suffixes:
             out["tokens"][i] = argmax
             out["lengths"][i] = len(truths[i])
             out["logprobs"][i] = np.asarray(sc.logprob, dtype=np.float32)
-            out["matched_length"][i] = matched_length(argmax, truths[i])
             if sampled:
                 out["sampled_logprobs"][i] = np.asarray(sc.sampled_logprob, dtype=np.float32)
+    out["matched_length"] = matched_lengths(out["tokens"], truths).tolist()
     return out
 
 

@@ -145,7 +145,7 @@ def prepare(spec: DivergenceSpec, backend: Any, model: str, mode: str) -> dict[s
     prefixes = [np.asarray(ids, dtype=np.int32) for ids, _ in encoded]
     if any(len(p) == 0 for p in prefixes):
         raise MiaError("a divergence prompt encoded to no tokens")
-    from mia_core.prefixmap import pad_rows
+    from mia_core.token_rows import pad_rows
 
     padded, lengths = pad_rows(prefixes)
     static.update(prefixes=padded, prefix_lengths=lengths.astype(np.int32))
@@ -172,7 +172,7 @@ def prompt_texts(run: Any) -> list[str]:
 def records(run: Any, tokens: bool, scores: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """``mia export`` records of a divergence run: the prompt instead of a prefix and true suffix."""
     from mia_core.export import plain
-    from mia_core.runs import STANDARD_COLUMNS
+    from mia_core.formats.runs import STANDARD_COLUMNS
 
     prompts = prompt_texts(run)
     rows = run.prefix_rows()

@@ -20,25 +20,10 @@ from typing import IO, Any
 import numpy as np
 
 from mia_core.errors import MiaError
+from mia_core.formats.hdf5 import plain
 
 FORMATS = ("jsonl", "csv", "parquet")
 PARQUET_HINT = "pip install pyarrow (installed by install.sh; listed in constraints.txt)"
-
-
-def plain(value: Any) -> Any:
-    """A JSON-ready Python value from what h5py/numpy return (arrays and lists element-wise,
-    bytes decoded, NaN as None)."""
-    if isinstance(value, np.ndarray):
-        return [plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 def _map_texts(run: Any, tokenizer: Any, prefix_rows: np.ndarray) -> tuple[dict[int, str], dict[int, str]]:
@@ -56,7 +41,7 @@ def _map_texts(run: Any, tokenizer: Any, prefix_rows: np.ndarray) -> tuple[dict[
 
 def _scores(run_path: Path, rows: int) -> dict[str, np.ndarray]:
     """Per-row score columns of the run's scores file (none when it was not scored)."""
-    from mia_core.scoring.store import read_scores, scores_path
+    from mia_core.formats.scores import read_scores, scores_path
 
     path = scores_path(run_path)
     if not path.is_file():
@@ -75,7 +60,7 @@ def _scores(run_path: Path, rows: int) -> dict[str, np.ndarray]:
 def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True) -> Iterator[dict[str, Any]]:
     """The export records of a run, in row order."""
     from mia_core import registry
-    from mia_core.runs import STANDARD_COLUMNS, open_run
+    from mia_core.formats.runs import STANDARD_COLUMNS, open_run
 
     run = open_run(run_path)
     if run.attrs.get("strategy") == "divergence":  # no map: the prompt instead of a prefix and true suffix

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PARTIAL_SUFFIX
-from mia_core.runs import Run, RunWriter, default_run_path, open_run
+from mia_core.formats.names import PARTIAL_SUFFIX
+from mia_core.formats.runs import Run, RunWriter, default_run_path, open_run
 from mia_core.shards import shard_of
 
 # Attributes that make two shards one experiment: they must be equal in every shard.

@@ -1,11 +1,10 @@
 """Prefix-map generation (``mia prefix``): stream a dataset, tokenize it, cut prefix windows.
 
 Samples are read as a stream, tokenized in batches through ``Tokenizer.encode_batch`` and
-written batch by batch (``mia_core.prefixmap.PrefixMapWriter``), so memory stays flat
+written batch by batch (``mia_core.formats.prefixmap.PrefixMapWriter``), so memory stays flat
 however large the dataset is, unless the whole dataset is saved into the map.
 """
 
-import hashlib
 import re
 import signal
 import threading
@@ -20,7 +19,8 @@ import numpy as np
 from mia_core import registry
 from mia_core.defaults import DEFAULT_MODEL
 from mia_core.errors import MiaError, UnknownNameError
-from mia_core.prefixmap import MapNameTaken, PrefixMapWriter, timestamp, unused_path
+from mia_core.formats.names import safe_name, timestamp, unused_path
+from mia_core.formats.prefixmap import MapNameTaken, PrefixMapWriter
 from mia_core.progress import note, progress
 from mia_core.types import Sample
 
@@ -47,20 +47,6 @@ def parse_prefix_loc(value: str | int) -> str | int:
     if text.isdigit():
         return int(text)
     raise ValueError(f"prefix_loc must be 'start', 'random' or a non-negative integer, got {value!r}")
-
-
-NAME_PART_LIMIT = 64  # a folder name has 255 bytes at most; model paths can be longer
-
-
-def safe_name(name: str, limit: int = NAME_PART_LIMIT) -> str:
-    """A name usable in a folder name: ``hf:org/model`` → ``hf-org-model``. A name longer
-    than ``limit`` keeps its end (a path's most telling part) and a hash of the whole, so
-    a very long model folder name never makes the map's name too long for the file system."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
-    if len(cleaned) > limit:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        cleaned = f"{cleaned[-(limit - 9):].lstrip('-.')}-{digest}"
-    return cleaned or "unnamed"
 
 
 def map_folder(out: Path, model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int,

@@ -34,10 +34,11 @@ from mia_core.check import teacher_forced_batch
 from mia_core.defaults import DEFAULT_MODEL
 from mia_core.divergence_prompts import DivergenceSpec
 from mia_core.errors import BackendOutOfMemory, DiskError, MiaError, UsageError
-from mia_core.prefixmap import PrefixMap, pad_rows
+from mia_core.formats.prefixmap import PrefixMap
+from mia_core.formats.runs import API_COLUMNS, RunWriter, default_run_path, open_run
 from mia_core.progress import note, progress
-from mia_core.runs import API_COLUMNS, RunWriter, default_run_path, open_run
 from mia_core.shards import WHOLE, Shard, parse_shard, shard_of
+from mia_core.token_rows import pad_rows
 from mia_core.types import Sampling, TextResult, capabilities, scores_sampling
 
 DEFAULT_BATCH_SIZE = 10

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.export import plain
-from mia_core.filekinds import file_kind
+from mia_core.formats.filekinds import file_kind
+from mia_core.formats.hdf5 import plain
+from mia_core.text_table import text_table
 
 CELL_WIDTH = 60
 
@@ -30,7 +31,7 @@ def _rows_from(columns: dict[str, Any], n: int) -> list[dict[str, Any]]:
 
 
 def _describe_map(path: Path, n: int) -> dict[str, Any]:
-    from mia_core.prefixmap import PrefixMap
+    from mia_core.formats.prefixmap import PrefixMap
 
     pmap = PrefixMap(path.parent if path.is_file() else path)
     labels = pmap.read("sample_label")
@@ -44,7 +45,7 @@ def _describe_map(path: Path, n: int) -> dict[str, Any]:
 
 
 def _describe_run(path: Path, n: int) -> dict[str, Any]:
-    from mia_core.runs import open_run
+    from mia_core.formats.runs import open_run
 
     run = open_run(path)
     first = slice(0, min(n, len(run)))
@@ -65,7 +66,7 @@ def _describe_run(path: Path, n: int) -> dict[str, Any]:
 
 
 def _describe_scores(path: Path, n: int) -> dict[str, Any]:
-    from mia_core.scoring.store import read_scores
+    from mia_core.formats.scores import read_scores
 
     stored = read_scores(path)
     match = {k: v for k, v in stored["match"].items() if np.ndim(v) == 1}
@@ -83,7 +84,7 @@ def _describe_scores(path: Path, n: int) -> dict[str, Any]:
 
 
 def _describe_attack(path: Path, n: int) -> dict[str, Any]:
-    from mia_core.attack.results import AttackResults
+    from mia_core.formats.attack_results import AttackResults
 
     res = AttackResults(path)
     columns = {**res.columns, **{f"signal:{k}": v for k, v in res.signals.items()}}
@@ -124,25 +125,17 @@ def _cell(value: Any, width: int = CELL_WIDTH) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
-
-
 def format_description(d: dict[str, Any]) -> str:
     """Tables: attributes, provenance, counts, first rows."""
     parts = [f"{d['kind']}: {d['path']}", "",
-             _table(["attribute", "value"], [[k, _cell(v, 90)] for k, v in d["attributes"].items()])]
+             text_table(["attribute", "value"], [[k, _cell(v, 90)] for k, v in d["attributes"].items()])]
     if d.get("provenance"):
-        parts += ["", _table(["provenance", "value"], [[k, _cell(v, 90)] for k, v in d["provenance"].items()])]
+        parts += ["", text_table(["provenance", "value"], [[k, _cell(v, 90)] for k, v in d["provenance"].items()])]
     else:
         parts += ["", "provenance: not recorded (written by a mia older than this field)"]
-    parts += ["", _table(["count", "value"], [[k, _cell(v, 90)] for k, v in d["counts"].items()])]
+    parts += ["", text_table(["count", "value"], [[k, _cell(v, 90)] for k, v in d["counts"].items()])]
     if d["rows"]:
         header = list(d["rows"][0])
         parts += ["", f"first {len(d['rows'])} rows:",
-                  _table(header, [[_cell(r[h], 40) for h in header] for r in d["rows"]])]
+                  text_table(header, [[_cell(r[h], 40) for h in header] for r in d["rows"]])]
     return "\n".join(parts)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mia_core.prefixmap import PrefixMapWriter
-from mia_core.runs import RunWriter
+from mia_core.formats.prefixmap import PrefixMapWriter
+from mia_core.formats.runs import RunWriter
 
 FP = "toy-fingerprint"
 VOCAB = 500

@@ -10,10 +10,11 @@ import pytest
 from test_attack_fakes import MEMBERS, NONMEMBERS, CharTokenizer, FakePlugin
 
 from mia_core import hookimpl
-from mia_core.attack.results import AttackResults, unique_path
 from mia_core.cli import cli
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PrefixMapWriter
+from mia_core.formats.attack_results import AttackResults
+from mia_core.formats.names import unused_path
+from mia_core.formats.prefixmap import PrefixMapWriter
 
 
 @pytest.fixture
@@ -43,12 +44,12 @@ def test_dataset_attack_prints_auc_table_and_stores_everything(runner, in_tmp, f
     assert result.exit_code == 0, result.output
     assert "skipped 1 empty sample" in result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["signal", "AUC", "95%"]
-    table = {line.split()[0]: line.split() for line in lines[1:5]}
+    assert lines[0].split()[:3] == ["signal", "AUC", "95%"] and set(lines[1]) == {"-", " "}
+    table = {line.split()[0]: line.split() for line in lines[2:6]}
     assert set(table) == {"loss", "zlib", "mink", "minkpp"}
     assert float(table["loss"][1]) > 0.95  # the fake LM was trained on the members
     # the fake set's members and nonmembers differ in wording: the blind baseline says so
-    assert lines[5].split()[0] == "blind" and float(lines[5].split()[1]) > 0.9
+    assert lines[6].split()[0] == "blind" and float(lines[6].split()[1]) > 0.9
     assert "warning: the split is separable without the model" in result.stdout
     h5 = next((in_tmp / "Prefixes" / "attacks").glob("fake-lm_fake-set_*.h5"))
     res = AttackResults(h5)
@@ -220,10 +221,10 @@ def test_bad_input_is_one_clear_line(runner, in_tmp, fake_plugin, args, code, me
 
 
 def test_results_are_never_overwritten(tmp_path):
-    first = unique_path(tmp_path, "m_x")
+    first = unused_path(tmp_path, "m_x", ".h5")
     first.write_text("taken")
-    second = unique_path(tmp_path, "m_x")
-    assert second.name == "m_x_1.h5" and first.read_text() == "taken"
+    second = unused_path(tmp_path, "m_x", ".h5")
+    assert second.name == "m_x_2.h5" and first.read_text() == "taken"  # the same _2, _3 as maps and runs
 
 
 def test_results_file_is_plain_hdf5(runner, in_tmp, fake_plugin):
@@ -245,7 +246,7 @@ def test_long_map_windows_keep_their_suffix(runner, in_tmp, fake_plugin):
 
 
 def test_export_rejects_unknown_format(tmp_path):
-    from mia_core.attack.results import export_results
+    from mia_core.formats.attack_results import export_results
 
     with pytest.raises(MiaError, match="unknown export format 'xml'"):
         export_results(tmp_path / "x.h5", "xml")

@@ -10,8 +10,8 @@ import pytest
 from tiny_models import load_tiny, make_tiny_llama, training_text
 
 from mia_core import registry
-from mia_core.attack.results import AttackResults
 from mia_core.cli import cli
+from mia_core.formats.attack_results import AttackResults
 from mia_core.types import Sampling
 
 N_EACH = 32
@@ -111,7 +111,7 @@ def test_map_verdicts_match_greedy_generation(runner, in_tmp, ground_truth):
     assert res.columns["extracted"][~members].sum() == 0
     # The teacher-forced verdict of the attack's single pass equals real greedy decoding.
     backend = registry.backends.create(str(gt["trained"]))
-    from mia_core.prefixmap import PrefixMap
+    from mia_core.formats.prefixmap import PrefixMap
 
     pmap = PrefixMap(folder)
     prefixes, suffixes = pmap.read("prefixes"), pmap.suffixes()

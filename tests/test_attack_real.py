@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mia_core import registry
-from mia_core.attack.results import AttackResults
 from mia_core.cli import cli
+from mia_core.formats.attack_results import AttackResults
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_attack_on_the_corpus_prints_the_auc_table(runner, in_tmp, shared_gemma)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("signal  AUC")
-    rows = {line.split()[0]: line.split() for line in lines[1:5]}
+    rows = {line.split()[0]: line.split() for line in lines[2:6]}  # header, rule, rows
     assert set(rows) == {"loss", "zlib", "mink", "minkpp"}
     assert all(row[-2:] == ["4", "4"] for row in rows.values())  # members, nonmembers
     # Licenses and founding documents are far likelier under gemma than the generated controls.

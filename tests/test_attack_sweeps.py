@@ -9,9 +9,9 @@ from test_attack_fakes import MEMBERS, NONMEMBERS, FakeLM, FakePlugin
 
 from mia_core.attack import AttackConfig, attack
 from mia_core.attack import signals as sig
-from mia_core.attack.results import AttackResults
 from mia_core.attack.run import Item
 from mia_core.cli import cli
+from mia_core.formats.attack_results import AttackResults
 
 
 def direct_lowest_mean(values, k):

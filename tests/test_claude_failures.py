@@ -13,7 +13,7 @@ import pytest
 from test_claude_cli import KEY, plugin, prefix_map, prompt_args, runs_of, server  # noqa: F401 (fixtures)
 
 from mia_core.cli import cli
-from mia_core.runs import open_run
+from mia_core.formats.runs import open_run
 
 DOCS = ("We the People", "Beautiful", "Permission", "Four score")
 

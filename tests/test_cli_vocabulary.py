@@ -10,9 +10,9 @@ import pytest
 from test_attack_cli import make_map
 from test_attack_fakes import FakePlugin
 
-from mia_core.attack.results import AttackResults
 from mia_core.cli import cli
-from mia_core.prefixmap import PrefixMap
+from mia_core.formats.attack_results import AttackResults
+from mia_core.formats.prefixmap import PrefixMap
 
 
 @pytest.fixture

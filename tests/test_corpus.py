@@ -164,7 +164,7 @@ def byte_tokenizer(register_plugin):
 
 
 def test_cli_prefix_map_from_the_corpus(byte_tokenizer, runner, in_tmp):
-    from mia_core.prefixmap import PrefixMap
+    from mia_core.formats.prefixmap import PrefixMap
 
     result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "Corpus", "--prefix_tokens",
                                  "32", "--size", "10", "--quiet"])

@@ -9,7 +9,7 @@ from tiny_models import make_tiny_llama, training_text
 
 from mia_core import registry
 from mia_core.cli import cli
-from mia_core.prefixmap import PrefixMapWriter
+from mia_core.formats.prefixmap import PrefixMapWriter
 
 
 @pytest.fixture(scope="module")

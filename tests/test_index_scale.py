@@ -4,6 +4,7 @@ a killed build resumes to the same index, repetitive text stays fast, infini-gra
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +18,9 @@ from scoring_fixtures import FP, make_docs, make_map, make_run
 from mia_core import hookimpl
 from mia_core.cli import cli
 from mia_core.errors import MiaError
-from mia_core.scoring.index import CorpusIndex, tokengrams_module
-from mia_core.scoring.shard_writer import build_index
-from mia_core.scoring.suffix_sort import suffix_array
+from mia_core.formats.corpus_index.reader import CorpusIndex, tokengrams_module
+from mia_core.formats.corpus_index.shard_writer import build_index
+from mia_core.formats.corpus_index.suffix_sort import suffix_array
 
 
 def _queries(docs, width, vocab, rng, n=400):
@@ -74,7 +75,7 @@ def test_fixed_window_membership_equals_suffix_table(tmp_path, corpus, hash_bits
 
 def test_fingerprints_collide_yet_answers_stay_exact(tmp_path):
     """With 5-bit fingerprints almost every lookup hits another window's fingerprint; verification catches all."""
-    from mia_core.scoring.window_table import WindowTable
+    from mia_core.formats.corpus_index.window_table import WindowTable
 
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, 50, 300) for _ in range(10)]
@@ -132,7 +133,7 @@ def test_shards_answer_as_one_index(tmp_path):
 RESUME_SCRIPT = """
 import sys, time
 import numpy as np
-from mia_core.scoring.shard_writer import build_index
+from mia_core.formats.corpus_index.shard_writer import build_index
 
 out, resume, delay = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3])
 
@@ -397,3 +398,21 @@ def test_format_1_indexes_are_still_read(tmp_path):
     q = np.stack([docs[1][5:55], docs[2][60:110], np.arange(50)])
     assert a.contains_many(q).tolist() == b.contains_many(q).tolist() == [True, True, False]
     assert a.documents_of(docs[2][:10]) == b.documents_of(docs[2][:10]) == ["2"]
+
+
+def test_a_build_killed_while_recording_its_settings_starts_again(tmp_path):
+    """``build.json`` goes through the one atomic write: a killed build may leave only its temporary
+    file (``.build.json.PID.tmp``, or ``build.json.tmp`` from an older mia); that is mia's own, so the
+    next build starts again. A file mia did not write is still refused."""
+    out = tmp_path / "idx"
+    partial = tmp_path / "idx.partial"
+    for leftover in (".build.json.999999999.tmp", "build.json.tmp"):
+        partial.mkdir()
+        (partial / leftover).write_text("{")
+        build_index(out, [np.arange(5)], "toy", "fp", 500, {"corpus": "toy"}, shard_tokens=1000, windows=(5,))
+        assert (out / "index.json").is_file() and not partial.exists()
+        shutil.rmtree(out)
+    partial.mkdir()
+    (partial / "notes.txt").write_text("mine")
+    with pytest.raises(MiaError, match="holds files mia did not write"):
+        build_index(out, [np.arange(5)], "toy", "fp", 500, {"corpus": "toy"}, shard_tokens=1000, windows=(5,))

@@ -21,7 +21,7 @@ import pytest
 from mia_core import hookimpl, registry
 from mia_core.cli import cli
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PrefixMap
+from mia_core.formats.prefixmap import PrefixMap
 from mia_core.types import Sampling
 
 EXAMPLE = Path(__file__).parent / "plugins" / "mia_example"
@@ -132,7 +132,7 @@ def test_example_model_works_through_mia_prompt(example_env, tmp_path):
     `mia check` with it; its greedy tokens and log-probabilities equal mia-hf's on the same folder."""
     from tiny_models import make_tiny_llama
 
-    from mia_core.runs import open_run
+    from mia_core.formats.runs import open_run
 
     # seed 1: seed 0's greedy text holds a NUL byte, which run files cannot store yet (reported)
     folder = make_tiny_llama(tmp_path / "tiny", seed=1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PrefixMap, resolve_map
+from mia_core.formats.prefixmap import PrefixMap, resolve_map
 
 EXAMPLE = Path(__file__).parent / "plugins" / "mia_example"
 LAUNCHER = f"""

@@ -12,7 +12,7 @@ import pytest
 
 from mia_core import registry
 from mia_core.cli import cli
-from mia_core.prefixmap import PrefixMap
+from mia_core.formats.prefixmap import PrefixMap
 
 pytestmark = pytest.mark.real_model
 

@@ -11,7 +11,7 @@ import torch
 from tiny_models import make_tiny_llama, training_text
 
 from mia_core import registry
-from mia_core.prefixmap import PrefixMapWriter
+from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.scoring import probabilistic as pe
 from mia_core.types import Sampling, scores_sampling
 
@@ -97,8 +97,8 @@ def test_p_equals_monte_carlo_estimate_from_real_sampling(tiny):
 def test_score_and_check_report_p_of_a_teacher_forced_run(tiny):
     from mia_core.check import format_summary as check_format
     from mia_core.check import summarize
+    from mia_core.formats.runs import open_run
     from mia_core.prompt import prompt
-    from mia_core.runs import open_run
     from mia_core.scoring.summary import format_summary, score_run
 
     root, backend, ids = tiny
@@ -152,7 +152,7 @@ def test_greedy_scheme_is_refused_by_the_backend(tiny):
 def test_attack_on_a_map_gives_p_of_every_suffix_from_its_one_pass(tiny, runner, tmp_path):
     from mia_core.attack import AttackConfig, attack
     from mia_core.attack.run import load_map_items
-    from mia_core.prefixmap import PrefixMap
+    from mia_core.formats.prefixmap import PrefixMap
 
     root, backend, ids = tiny
     n, plen, slen = 6, 5, 3
@@ -201,7 +201,7 @@ def test_check_records_p_under_the_given_scheme_and_score_counts_the_chosen_n_an
     import json
 
     from mia_core.cli import cli
-    from mia_core.runs import open_run
+    from mia_core.formats.runs import open_run
 
     root, backend, ids = tiny
     n, plen, slen = 6, 5, 3

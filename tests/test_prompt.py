@@ -11,8 +11,8 @@ from test_prompt_fakes import FakePlugin, make_fake_map, next_token
 
 from mia_core.cli import cli
 from mia_core.errors import MiaError
+from mia_core.formats.runs import open_run
 from mia_core.prompt import prompt
-from mia_core.runs import open_run
 from mia_core.types import Sampling
 
 
@@ -135,7 +135,7 @@ def test_resume_refuses_other_options_and_completed_runs(fake, runner):
     with pytest.raises(MiaError, match="already complete"):
         prompt(resume=out, quiet=True)
     assert open_run(out).complete  # a refused resume leaves the file as it was
-    from mia_core.runs import RunWriter
+    from mia_core.formats.runs import RunWriter
 
     w = RunWriter.reopen(out)  # make it look unfinished
     w.close()
@@ -174,7 +174,7 @@ def test_teacher_forced_agrees_with_greedy(fake, runner):
                                "--model", "fake-lm", "-q"])
     assert open_run(same.stdout.strip()).read("matched_length").tolist() == run.read("matched_length").tolist()
     # an unfinished teacher-forced run resumes through either command; mixing methods is refused
-    from mia_core.runs import RunWriter
+    from mia_core.formats.runs import RunWriter
 
     RunWriter.reopen(same.stdout.strip()).close()
     resumed = runner.invoke(cli, ["prompt", "--resume", same.stdout.strip(), "-q"])

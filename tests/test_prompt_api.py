@@ -8,8 +8,8 @@ from test_prompt_fakes import FakePlugin, make_fake_map, next_token
 
 from mia_core.cli import cli
 from mia_core.errors import MiaError
+from mia_core.formats.runs import open_run
 from mia_core.prompt import RunStopped, prompt
-from mia_core.runs import open_run
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_text_backend_retokenized_with_map_tokenizer(fake):
 
 
 def test_error_items_recorded_without_losing_others(fake):
-    from mia_core.prefixmap import PrefixMap
+    from mia_core.formats.prefixmap import PrefixMap
 
     first = PrefixMap(fake).read("prefixes")[0]
     fakes_map = make_fake_map(fake.parent / "errmap", n=4)

@@ -20,9 +20,9 @@ import pytest
 import test_prompt_fakes as fakes
 from test_prompt_fakes import FakePlugin, make_fake_map
 
-from mia_core import safeio
-from mia_core.journal import journal_path
-from mia_core.runs import open_run
+from mia_core.formats import safeio
+from mia_core.formats.journal import journal_path
+from mia_core.formats.runs import open_run
 
 N_STRINGS, BATCH = 12, 2
 COUNTERS = ("rows", "generated_tokens", "cost_usd", "usage", "num_strings", "complete", "rows_failed")

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 import pytest
 from test_prompt_fakes import FakePlugin, cli_command, make_fake_map
 
-from mia_core.journal import journal_path
-from mia_core.runs import open_run
-from mia_core.safeio import FAULT_ENOSPC_ENV
+from mia_core.formats.journal import journal_path
+from mia_core.formats.runs import open_run
+from mia_core.formats.safeio import FAULT_ENOSPC_ENV
 
 ENV = {**os.environ, "MIA_LOAD_PLUGINS": ""}
 PROMPT = ["prompt", "--prefix_map", "fakemap", "--model", "fake-lm", "--num_strings", "200", "--batch_size", "2",

@@ -16,7 +16,7 @@ import numpy as np
 
 from mia_core import hookimpl
 from mia_core.errors import BackendOutOfMemory
-from mia_core.prefixmap import PrefixMapWriter
+from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.types import Sampling, TextResult, TokenScores
 
 VOCAB = 50

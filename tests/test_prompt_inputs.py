@@ -14,8 +14,8 @@ from test_prompt_fakes import FakePlugin, FakeTokenizer, cli_command, make_fake_
 from mia_core import hookimpl
 from mia_core.cli import cli
 from mia_core.errors import BackendOutOfMemory
+from mia_core.formats.runs import default_run_path, open_run
 from mia_core.prefix import map_folder
-from mia_core.runs import default_run_path, open_run
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_failure_before_the_first_row_leaves_no_run_file(fake, register_plugin, 
 
 def test_a_kill_just_after_creation_leaves_a_resumable_run(fake, runner, in_tmp):
     """The first record of a run is its creation: a run file that exists is whole (0 rows) and resumes."""
-    from mia_core.runs import RunWriter
+    from mia_core.formats.runs import RunWriter
 
     w = RunWriter.create(in_tmp / "r.h5", {"model": "fake-lm", "method": "generate", "num_strings": 7,
                                            "max_length": 4, "temperature": 0.0, "top_k": None, "top_p": None,
@@ -180,7 +180,7 @@ def test_unknown_encoding_is_one_line(fake, runner, in_tmp):
 
 
 def test_stale_temporary_files_of_killed_writers_are_removed(fake, in_tmp):
-    from mia_core.safeio import write_atomically
+    from mia_core.formats.safeio import write_atomically
 
     stale = in_tmp / ".x.bin.999999.tmp"  # pid 999999: not running
     stale.write_bytes(b"half")

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mia_core.check import matched_length
-from mia_core.prefixmap import PrefixMapWriter
+from mia_core.formats.prefixmap import PrefixMapWriter
+from mia_core.formats.runs import open_run
 from mia_core.prompt import prompt
-from mia_core.runs import open_run
+from mia_core.token_rows import matched_lengths
 
 pytestmark = pytest.mark.real_model
 
@@ -74,7 +74,7 @@ def test_gemma_teacher_forced_verdicts_equal_greedy_generation(gemma_map, gemma_
     tf = prompt(gemma_map, "gemma-3-270m", backend=gemma_backend, method="teacher-forced", batch_size=4, quiet=True)
     run = next(open_run(p) for p in (gemma_map / "runs").glob("*.h5") if open_run(p).method == "teacher-forced")
     suffixes = run.suffixes()
-    gen_matched = [matched_length(g["generated_tokens"], s) for g, s in zip(gen, suffixes, strict=True)]
+    gen_matched = matched_lengths([g["generated_tokens"] for g in gen], suffixes).tolist()
     tf_matched = [r["matched_length"] for r in tf]
     assert tf_matched == gen_matched
     assert [m == len(s) for m, s in zip(tf_matched, suffixes, strict=True)] == \

@@ -6,9 +6,9 @@ import pytest
 from tiny_models import make_tiny_llama, training_text
 
 from mia_core import registry
-from mia_core.prefixmap import PrefixMapWriter
+from mia_core.formats.prefixmap import PrefixMapWriter
+from mia_core.formats.runs import RunWriter, open_run
 from mia_core.prompt import prompt
-from mia_core.runs import RunWriter, open_run
 from mia_core.types import Sampling
 
 

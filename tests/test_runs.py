@@ -1,12 +1,13 @@
-"""The run-file writer and reader (mia_core.runs)."""
+"""The run-file writer and reader (mia_core.formats.runs)."""
 
 import h5py
 import numpy as np
 import pytest
 
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PrefixMapWriter
-from mia_core.runs import API_COLUMNS, RunWriter, default_run_path, open_run, sanitize
+from mia_core.formats.names import safe_name
+from mia_core.formats.prefixmap import PrefixMapWriter
+from mia_core.formats.runs import API_COLUMNS, RunWriter, default_run_path, open_run
 
 
 def make_map(folder, n=4, p=3, s=5):
@@ -21,7 +22,7 @@ def make_map(folder, n=4, p=3, s=5):
 def test_write_read_roundtrip(tmp_path):
     folder = make_map(tmp_path / "m")
     path = default_run_path(folder, "hf:org/x y")
-    assert path.parent == folder / "runs" and path.name.startswith("hf_org_x_y_")
+    assert path.parent == folder / "runs" and path.name.startswith("hf-org-x-y_")
     w = RunWriter.create(path, {"model": "x", "prefix_map": str(folder)}, max_length=4,
                          columns={"logprobs": ("float32", "max_length"), **API_COLUMNS})
     w.append({"tokens": [[1, 2], [3, 4, 5, 6, 7]], "prefix_row": [0, 1], "text": ["a", "b"],
@@ -78,24 +79,41 @@ def test_bad_files(tmp_path):
     (tmp_path / "junk.h5").write_text("not hdf5")
     with pytest.raises(MiaError, match="not a readable mia run file"):
         open_run(tmp_path / "junk.h5")
-    assert sanitize("../x") == "x"
+    assert safe_name("../x") == "x"
 
 
 def test_default_run_path_keeps_dotted_model_names_and_numbers_clashes(tmp_path):
     from datetime import datetime
 
-    from mia_core.runs import default_run_path
+    from mia_core.formats.runs import default_run_path
 
     when = datetime(2026, 11, 27, 14, 30, 15)
     first = default_run_path(tmp_path, "hf:Qwen/Qwen2.5-0.5B", when)
-    assert first.name == "hf_Qwen_Qwen2.5-0.5B_20261127_143015.h5"
+    assert first.name == "hf-Qwen-Qwen2.5-0.5B_20261127_143015.h5"
     first.parent.mkdir(parents=True)
     first.touch()
-    assert default_run_path(tmp_path, "hf:Qwen/Qwen2.5-0.5B", when).name == "hf_Qwen_Qwen2.5-0.5B_20261127_143015_2.h5"
+    assert default_run_path(tmp_path, "hf:Qwen/Qwen2.5-0.5B", when).name == "hf-Qwen-Qwen2.5-0.5B_20261127_143015_2.h5"
+
+
+def test_runs_named_by_an_older_mia_are_found_and_read(tmp_path):
+    """Names are never parsed back: runs named before safe_name was shared (``hf_org_model_...``)
+    stay runs of their map, read as before."""
+    from mia_core.formats.filekinds import expand_runs, file_kind
+
+    folder = make_map(tmp_path / "m")
+    old = folder / "runs" / "hf_org_x_y_20261127_143015.h5"
+    w = RunWriter.create(old, {"model": "hf:org/x y", "prefix_map": str(folder)}, max_length=2)
+    w.append({"tokens": [[1, 2]], "prefix_row": [0]})
+    w.finish()
+    w.close()
+    new = default_run_path(folder, "hf:org/x y")
+    assert new.name.startswith("hf-org-x-y_") and new != old
+    assert expand_runs([folder], "score") == [old] and file_kind(old) == "run"
+    assert open_run(old).tokens()[0].tolist() == [1, 2]
 
 
 def test_journal_rows_are_read_before_compaction_and_replay_is_idempotent(tmp_path):
-    from mia_core.journal import journal_path
+    from mia_core.formats.journal import journal_path
 
     folder = make_map(tmp_path / "m")
     path = folder / "runs" / "j.h5"
@@ -120,7 +138,7 @@ def test_journal_rows_are_read_before_compaction_and_replay_is_idempotent(tmp_pa
 
 
 def test_torn_or_corrupt_journal_records_end_the_journal(tmp_path):
-    from mia_core.journal import journal_path, read_records
+    from mia_core.formats.journal import journal_path, read_records
 
     folder = make_map(tmp_path / "m")
     path = folder / "runs" / "t.h5"

@@ -9,10 +9,10 @@ import pytest
 from scoring_fixtures import make_docs, make_map, make_run
 
 from mia_core.cli import cli
-from mia_core.runs import open_run
+from mia_core.formats.runs import open_run
+from mia_core.formats.scores import read_scores, scores_path
 from mia_core.scoring.matching import levenshtein_batch, score_matches
 from mia_core.scoring.stats import wilson_interval
-from mia_core.scoring.store import read_scores, scores_path
 from mia_core.scoring.summary import format_summary, score_run
 
 
@@ -193,7 +193,7 @@ def test_bad_inputs(tmp_path, runner):
 
 
 def test_retokenized_run_uses_its_own_suffixes(tmp_path):
-    from mia_core.runs import RunWriter
+    from mia_core.formats.runs import RunWriter
 
     docs = make_docs(2, 60)
     folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)

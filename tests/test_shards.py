@@ -18,10 +18,10 @@ from tiny_models import make_tiny_llama, training_text
 
 from mia_core import registry
 from mia_core.cli import cli
+from mia_core.formats.prefixmap import PrefixMapWriter
+from mia_core.formats.runs import open_run
 from mia_core.merge import merge_runs
-from mia_core.prefixmap import PrefixMapWriter
 from mia_core.prompt import prompt
-from mia_core.runs import open_run
 from mia_core.shards import Shard, parse_shard
 from mia_core.types import Sampling
 

@@ -6,8 +6,9 @@ from typing import Any
 
 from mia_core.attack.metrics import FPR_TARGETS, TPR_CONVENTION, SignalMetrics
 from mia_core.attack.plots import plot_roc
-from mia_core.attack.results import export_results, write_results
 from mia_core.attack.run import AttackOutcome
+from mia_core.formats.attack_results import export_results, write_results
+from mia_core.text_table import text_table
 
 
 def save_outcome(outcome: AttackOutcome, path: Path, plot: bool = True, exports: tuple[str, ...] = (),
@@ -38,11 +39,7 @@ def format_table(metrics: list[SignalMetrics], level: float = 0.95) -> str:
         ci = "-" if math.isnan(m.auc_low) else f"[{m.auc_low:.3f}, {m.auc_high:.3f}]"
         rows.append([m.signal, f"{m.auc:.3f}", ci, *(_tpr_cell(m, t) for t in FPR_TARGETS),
                      str(m.n_members), str(m.n_nonmembers)])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines.append(f"TPR@x%FPR: {TPR_CONVENTION}; [..]: {level * 100:g}% bootstrap interval")
-    return "\n".join(line.rstrip() for line in lines)
+    return text_table(heads, rows) + f"\nTPR@x%FPR: {TPR_CONVENTION}; [..]: {level * 100:g}% bootstrap interval"
 
 
 def format_passes(passes: dict[str, float] | None) -> str | None:

@@ -3,8 +3,6 @@ prefix-map windows) the teacher-forced memorization verdict from that single pas
 one row per string, and evaluate the signals against member/nonmember labels.
 """
 
-import os
-import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -21,6 +19,7 @@ from mia_core.attack.labels import normalize_label
 from mia_core.attack.metrics import SignalMetrics, evaluate_signal, label_problem
 from mia_core.errors import BackendOutOfMemory, MiaError
 from mia_core.progress import progress
+from mia_core.token_rows import matched_lengths
 from mia_core.types import Backend, Sample, TokenScores, capabilities
 
 DEFAULT_MAX_TOKENS = 512
@@ -77,13 +76,6 @@ def say(message: str, quiet: bool = False) -> None:
     """A note for the user on stderr (stdout stays clean for --json)."""
     if not quiet:
         print(message, file=sys.stderr)
-
-
-def safe_name(name: str) -> str:
-    """A model or dataset name usable in a file name (a local path contributes its last part)."""
-    if os.sep in name or "/" in name:
-        name = Path(name.rstrip("/")).name or name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
 
 
 # ---------------------------------------------------------------- backends
@@ -176,21 +168,24 @@ def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_
     return out  # type: ignore[return-value]
 
 
-def memorization_verdict(scores: TokenScores, tokens: Sequence[int], suffix_length: int) -> tuple[int, float]:
-    """Teacher-forced check on the trailing ``suffix_length`` tokens: the matched length (leading
+def memorization_verdicts(scores: Sequence[TokenScores], items: Sequence[Item]) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher-forced check on each item's trailing ``suffix_length`` tokens: the matched length (leading
     suffix positions where the argmax is the true token: greedy decoding reproduces exactly that
     many) and the teacher-forced token accuracy (fraction of suffix positions where the argmax is the
     true token given the true context: not the Pythia score of a generation, which stops helping
-    itself after its first wrong token).
+    itself after its first wrong token; NaN without suffix).
 
     Scores are aligned from the end: they cover the last ``len(scores.logprob)`` tokens.
     """
-    n = min(suffix_length, len(scores.argmax))
-    if n <= 0:
-        return 0, float("nan")
-    equal = np.asarray(scores.argmax[-n:]) == np.asarray(tokens[-n:])
-    matched = n if equal.all() else int(np.argmin(equal))
-    return matched, float(equal.mean())
+    argmax_tails, true_tails = [], []
+    for s, it in zip(scores, items, strict=True):
+        n = max(0, min(it.suffix_length, len(s.argmax)))
+        argmax_tails.append(np.asarray(s.argmax[len(s.argmax) - n:]))
+        true_tails.append(np.asarray(it.tokens[len(it.tokens) - n:]))
+    matched = matched_lengths(argmax_tails, true_tails).astype(np.int32)
+    accuracy = np.array([float(np.mean(a == b)) if len(a) else float("nan")
+                         for a, b in zip(argmax_tails, true_tails, strict=True)], dtype=np.float64)
+    return matched, accuracy
 
 
 # ---------------------------------------------------------------- inputs
@@ -449,15 +444,14 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
         "nll": np.array([sig.mean_nll(s.logprob) for s in scores], dtype=np.float64),
     }
     if is_map:
-        verdicts = [memorization_verdict(s, it.tokens, it.suffix_length) for s, it in zip(raw, items, strict=True)]
+        matched, accuracy = memorization_verdicts(raw, items)
         suffix_lengths = np.array([it.suffix_length for it in items], dtype=np.int32)
-        matched = np.array([v[0] for v in verdicts], dtype=np.int32)
         columns.update({
             "row": np.array([it.row for it in items], dtype=np.int64),
             "suffix_length": suffix_lengths,
             "matched_length": matched,
             "extracted": (matched == suffix_lengths) & (suffix_lengths > 0),
-            "teacher_forced_token_accuracy": np.array([v[1] for v in verdicts], dtype=np.float64),
+            "teacher_forced_token_accuracy": accuracy,
         })
     metrics: list[SignalMetrics] = []
     warnings: list[str] = []

@@ -7,7 +7,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from mia_core.scoring.summary import _pct, per_position_name
+from mia_core.formats.safeio import write_atomically
+from mia_core.scoring.summary import format_rate, per_position_name
+from mia_core.text_table import text_table
 
 
 def canary_levels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -23,13 +25,6 @@ def canary_levels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "exposure_mean": sum(exposures) / len(exposures), "exposure_min": min(exposures),
                     "exposure_max": max(exposures), "ceiling": min(r["ceiling"] for r in g)})
     return out
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def _mean(value: Any) -> str:
@@ -70,10 +65,10 @@ def format_report(report: dict[str, Any]) -> str:
         for label in ("member", "nonmember"):
             g = by_label.get(label)
             if g:
-                rows.append([role, label, str(g["rows"]), _pct(g["extraction"]), _pct(g["approximate"]),
+                rows.append([role, label, str(g["rows"]), format_rate(g["extraction"]), format_rate(g["approximate"]),
                              _mean(g["mean_matched_length"]), _mean(g[per_position_name("teacher-forced")[0]])])
-    lines.append(_table(rows, ["model", "label", "rows", "exact extraction", "approximate", "mean matched tokens",
-                               "per-token accuracy"]))
+    lines.append(text_table(["model", "label", "rows", "exact extraction", "approximate", "mean matched tokens",
+                             "per-token accuracy"], rows))
     if report.get("canaries"):
         c = report["canaries"]
         first = results["base"]["canaries"][0]
@@ -89,8 +84,8 @@ def format_report(report: dict[str, Any]) -> str:
             rows.append([str(t["repeats"]), str(t["canaries"]), f"{t['extracted']}/{t['canaries']}",
                          f"{t['exposure_mean']:.2f} [{t['exposure_min']:.1f}, {t['exposure_max']:.1f}]",
                          f"{b['extracted']}/{b['canaries']}", f"{b['exposure_mean']:.2f}"])
-        lines.append(_table(rows, ["repeats", "canaries", "fine-tuned extracted", "fine-tuned exposure mean [min, max]",
-                                   "base extracted", "base exposure mean"]))
+        lines.append(text_table(["repeats", "canaries", "fine-tuned extracted", "fine-tuned exposure mean [min, max]",
+                                 "base extracted", "base exposure mean"], rows))
     lines += ["", f"fine-tuned model: {report['fine_tuned_model']}  (any command takes it as --model)",
               f"report:           {report['folder']}/report.md"]
     return "\n".join(lines)
@@ -133,6 +128,4 @@ def write_report(report: dict[str, Any], folder: Path) -> None:
     report["text"] = text
     for name, content in (("report.json", json.dumps(report, indent=2, default=str)),
                           ("report.md", f"# mia calibrate\n\n```\n{text}\n```\n")):
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(content, encoding="utf-8")
-        tmp.replace(folder / name)
+        write_atomically(folder / name, content.encode("utf-8"))

@@ -25,7 +25,8 @@ from mia_core.calibrate import canaries as cn
 from mia_core.calibrate.split import random_split, usable_samples
 from mia_core.calibrate.training import FinetuneConfig, finetune_into, finetuner_for
 from mia_core.errors import MiaError
-from mia_core.prefixmap import timestamp, unused_path
+from mia_core.formats.names import safe_name, timestamp, unused_path
+from mia_core.formats.safeio import open_atomically
 from mia_core.types import MEMBER, Sample
 
 ROLES = ("fine-tuned", "base")
@@ -57,11 +58,9 @@ def say(message: str, quiet: bool) -> None:
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with open_atomically(path) as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path
 
 
@@ -91,7 +90,7 @@ def calibrate(config: CalibrateConfig) -> dict[str, Any]:
         if config.canaries else []
 
     config.out.mkdir(parents=True, exist_ok=True)
-    folder = unused_path(config.out, f"{ar.safe_name(config.model)}_{ar.safe_name(config.dataset)}_{timestamp()}")
+    folder = unused_path(config.out, f"{safe_name(config.model)}_{safe_name(config.dataset)}_{timestamp()}")
     folder.mkdir()
     split_file = _write_jsonl(folder / "split.jsonl",
                               [{"id": s.id, "label": s.label, "text": s.text} for s in labelled])

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PARTIAL_SUFFIX
-from mia_core.safeio import process_alive
+from mia_core.formats.names import PARTIAL_SUFFIX
+from mia_core.formats.safeio import process_alive
 
 METHODS = ("auto", "full", "lora")
 

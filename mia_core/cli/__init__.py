@@ -27,9 +27,9 @@ from mia_core.cli import (
 from mia_core.cli.config import add_config_option
 from mia_core.cli.show_cmd import show_command
 from mia_core.errors import MiaError, UsageError
+from mia_core.formats.provenance import record_invocation
+from mia_core.formats.safeio import disk_error, is_disk_error
 from mia_core.progress import set_quiet
-from mia_core.provenance import record_invocation
-from mia_core.safeio import disk_error, is_disk_error
 
 #: Option names of every command, so a config file's top-level key is checked against them all.
 KNOWN_OPTIONS: set[str] = set()

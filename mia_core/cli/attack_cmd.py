@@ -86,10 +86,10 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
     from mia_core.attack import report
     from mia_core.attack import run as ar
     from mia_core.attack.labels import read_label_file
-    from mia_core.attack.results import unique_path
     from mia_core.attack.signals import parse_fractions, parse_signals
     from mia_core.errors import MiaError
-    from mia_core.prefixmap import PrefixMap, timestamp
+    from mia_core.formats.names import safe_name, timestamp, unused_path
+    from mia_core.formats.prefixmap import PrefixMap
 
     prefix_map = one_prefix_map(map_argument, prefix_map)
     out = out or old_out
@@ -146,7 +146,7 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
     if pmap is not None:
         items, _ = ar.load_map_items(pmap, backend, limit_tokens, limit, quiet)
         folder = Path(out) if out else pmap.folder / "attacks"
-        stem = f"{ar.safe_name(model)}_{timestamp()}"
+        stem = f"{safe_name(model)}_{timestamp()}"
         source = {"prefix_map": str(pmap.folder)}
     else:
         ds = registry.datasets.create(dataset, parse_key_values(dataset_options, "--dataset-option"))
@@ -155,7 +155,7 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         if not items:
             raise MiaError(f"nothing to score: all {read_counts['samples']} sample(s) of {dataset!r} are empty")
         folder = Path(out) if out else Path("Prefixes") / "attacks"
-        stem = f"{ar.safe_name(model)}_{ar.safe_name(dataset)}_{timestamp()}"
+        stem = f"{safe_name(model)}_{safe_name(dataset)}_{timestamp()}"
         source = {"dataset": dataset, "dataset_options": parse_key_values(dataset_options, "--dataset-option"),
                   "skipped_empty": read_counts["empty"], "labels_file": labels_file}
 
@@ -166,7 +166,8 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
                              neighbours=neighbours, max_context=ar.context_limit(backend), sampling=sampling)
     outcome = ar.attack(backend, items, config, ref_backend, ref_limit, is_map=pmap is not None)
     outcome.attrs.update(source, model=model, reference=reference, max_tokens=limit_tokens)
-    path = unique_path(folder, stem)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = unused_path(folder, stem, ".h5")
     report.save_outcome(outcome, path, plot=not no_plot, exports=tuple(dict.fromkeys(exports)),
                         title=f"{model} on {dataset or pmap.folder.name}")
 

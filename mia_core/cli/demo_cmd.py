@@ -84,46 +84,42 @@ def _member_contrast(summary: dict, run_path: Path) -> str:
     approximate memorization, token accuracy, and token accuracy by suffix position."""
     import numpy as np
 
-    from mia_core.runs import open_run
+    from mia_core.formats.runs import open_run
+    from mia_core.text_table import text_table
+    from mia_core.token_rows import matched_lengths
 
     run = open_run(run_path)
     labels = [str(x) or "unlabelled" for x in run.map_column("sample_label")]
     ids = [str(x) for x in run.map_column("sample_id")]
     groups = [f"{lab}: {i.split('/')[0]}" for lab, i in zip(labels, ids, strict=True)]
     generations, suffixes = run.tokens(), run.suffixes()
-    matched = np.array([_matched(g, t) for g, t in zip(generations, suffixes, strict=True)])
+    matched = matched_lengths(generations, suffixes)
     how = ("the model's most likely token at each position, given the true text before it"
            if run.method == "teacher-forced" else "the greedy continuation against the true text")
-    lines = ["", f"members vs non-members ({how}):",
-             f"  {'label: document group':<24} {'rows':>5}  {'mean matched tokens':>19}  {'approximate':>11}  "
-             "token accuracy"]
-    for names, title in ((labels, None), (groups, "by document group")):
-        if title:
-            lines.append(f"  {title}:")
+    rows = []
+    for names, by_label in ((labels, True), (groups, False)):
         accuracy = per_position_accuracy(generations, suffixes, names)
         for name in sorted(accuracy):
-            rows = np.array([n == name for n in names])
+            mask = np.array([n == name for n in names])
             acc = [a for a in accuracy[name] if a is not None]
-            approx = summary["by_label"].get(name, {}).get("approximate") if title is None else None
-            lines.append(f"  {name:<24} {int(rows.sum()):>5}  {matched[rows].mean():>19.2f}  "
-                         f"{_rate(approx) if approx else '':>11}  {sum(acc) / len(acc) if acc else float('nan'):.3f}")
+            approx = summary["by_label"].get(name, {}).get("approximate") if by_label else None
+            rows.append([name, int(mask.sum()), f"{matched[mask].mean():.2f}", _rate(approx) if approx else "",
+                         f"{sum(acc) / len(acc):.3f}" if acc else "nan"])
+    lines = ["", f"members vs non-members, then by document group ({how}):",
+             text_table(["label: document group", "rows", "mean matched tokens", "approximate", "token accuracy"],
+                        rows, indent="  ", right=(1, 2, 3, 4))]
     accuracy = per_position_accuracy(generations, suffixes, labels)
     heads = [f"{lo}" if hi == lo else (f"{lo}-{hi}" if hi else f"{lo}+") for lo, hi in POSITION_BUCKETS]
-    lines += ["", "token accuracy by suffix position (fraction of rows with the true token there):",
-              "  label       " + "  ".join(f"{h:>6}" for h in heads)]
+    rows = []
     for label, acc in accuracy.items():
         cells = []
         for lo, hi in POSITION_BUCKETS:
             part = [a for a in acc[lo - 1:hi] if a is not None]
-            cells.append(f"{sum(part) / len(part):>6.2f}" if part else f"{'-':>6}")
-        lines.append(f"  {label:<10}  " + "  ".join(cells))
+            cells.append(f"{sum(part) / len(part):.2f}" if part else "-")
+        rows.append([label, *cells])
+    lines += ["", "token accuracy by suffix position (fraction of rows with the true token there):",
+              text_table(["label", *heads], rows, indent="  ", right=range(1, len(heads) + 1))]
     return "\n".join(lines)
-
-
-def _matched(generated, true) -> int:
-    from mia_core.check import matched_length
-
-    return matched_length(list(generated), list(true))
 
 
 def _rate(r: dict) -> str:
@@ -135,8 +131,8 @@ def _longest_matches(run_path: Path, scores_file: str, top: int = 5) -> str:
     import numpy as np
 
     from mia_core import registry
-    from mia_core.runs import open_run
-    from mia_core.scoring.store import read_scores
+    from mia_core.formats.runs import open_run
+    from mia_core.formats.scores import read_scores
 
     run = open_run(run_path)
     matched = read_scores(scores_file)["match"]["matched_length"]

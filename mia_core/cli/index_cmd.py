@@ -63,7 +63,7 @@ def index(out: Path, prefix_map: str | None, model: str | None, dataset: str | N
       mia index Prefixes/MAP_index --prefix_map Prefixes/gemma-3-270m_Corpus_10_start_20261127_143015
       mia index Prefixes/pileval_llama --infini-gram ~/v4_pileval_llama --model llama-2-7b
     """
-    from mia_core.scoring.shard_writer import shard_tokens_for
+    from mia_core.formats.corpus_index.shard_writer import shard_tokens_for
 
     sources = [x is not None for x in (prefix_map, dataset, infini_gram)]
     if sum(sources) != 1:
@@ -112,7 +112,7 @@ def index(out: Path, prefix_map: str | None, model: str | None, dataset: str | N
 
 def _link(out: Path, folder: Path, model: str | None, token_width: int, dataset_options: tuple[str, ...]) -> dict:
     from mia_core import registry
-    from mia_core.scoring.infinigram import link_infini_gram
+    from mia_core.formats.corpus_index.infinigram import link_infini_gram
 
     if model is None:
         raise click.UsageError("--infini-gram needs --model: the tokenizer that index was built with")

@@ -6,6 +6,7 @@ import click
 
 from mia_core import registry
 from mia_core.plugins import plugin_info
+from mia_core.text_table import text_table
 
 
 def _registered_by(plugin: str, commands: dict[str, str]) -> dict[str, list[str]]:
@@ -88,11 +89,7 @@ def _print_table(rows: list[dict], as_json: bool, columns: list[str]) -> None:
     if not rows:
         click.echo("Nothing registered: install a plugin (see `mia plugins`).")
         return
-    cells = [[_cell(r[c]) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    click.echo(text_table(columns, [[_cell(r[c]) for c in columns] for r in rows]))
 
 
 def _cell(value: object) -> str:

@@ -94,7 +94,7 @@ def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, 
 def _say_if_unlabelled(folder: Any) -> None:
     """One line on stderr when no row of the map has a member/nonmember label (mia attack needs them)."""
     from mia_core.attack.labels import normalize_label
-    from mia_core.prefixmap import PrefixMap
+    from mia_core.formats.prefixmap import PrefixMap
 
     labels = PrefixMap(folder).read("sample_label")
     if not any(normalize_label(v) for v in labels):

@@ -114,8 +114,8 @@ def _report(path: Path | None, quiet: bool) -> None:
     if path is None:
         return
     from mia_core.check import format_summary, summarize
+    from mia_core.formats.runs import open_run
     from mia_core.prompt import failed_rows
-    from mia_core.runs import open_run
 
     run = open_run(path)
     failed = len(failed_rows(run))
@@ -202,8 +202,8 @@ def export_command(run: Path, fmt: str, out: Path | None, with_tokens: bool, no_
     """
     from mia_core.errors import MiaError
     from mia_core.export import parquet_bytes, records, write_stream
-    from mia_core.filekinds import SCORES_SUFFIX
-    from mia_core.safeio import disk_error, open_atomically, write_atomically
+    from mia_core.formats.filekinds import SCORES_SUFFIX
+    from mia_core.formats.safeio import disk_error, open_atomically, write_atomically
 
     if run.name.endswith(SCORES_SUFFIX):
         raise MiaError(f"{run} is a scores file; export its run ({run.name[:-len(SCORES_SUFFIX)]}.h5): the scores "

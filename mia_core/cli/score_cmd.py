@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from mia_core.errors import MiaError
-from mia_core.filekinds import expand_runs
+from mia_core.formats.filekinds import expand_runs
 
 
 def _echo_json(data: Any) -> None:
@@ -164,7 +164,7 @@ def report(sources: tuple[Path, ...], out: Path, k: int | None, index: Path | No
       mia report Prefixes/MAP --out report.html
       mia report Prefixes/MAP/runs/*.h5 --out report.md
     """
-    from mia_core.filekinds import file_kind, map_attacks, map_runs
+    from mia_core.formats.filekinds import file_kind, map_attacks, map_runs
     from mia_core.scoring.report import write_report
 
     if out.suffix.lower() not in (".html", ".htm", ".md"):

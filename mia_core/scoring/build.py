@@ -1,6 +1,6 @@
 """``mia index`` sources: a dataset tokenized with a registered tokenizer, or a map's saved dataset.
 
-Both stream documents into the sharded builder (shard_writer.py) with a progress bar counting
+Both stream documents into the sharded builder (formats/corpus_index/shard_writer.py) with a progress bar counting
 tokens; a build interrupted between shards continues with ``resume=True``.
 """
 
@@ -13,9 +13,10 @@ import h5py
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.prefixmap import PrefixMap, as_strings
+from mia_core.formats.corpus_index.shard_writer import IndexBuilder
+from mia_core.formats.hdf5 import as_strings
+from mia_core.formats.prefixmap import PrefixMap
 from mia_core.progress import progress
-from mia_core.scoring.shard_writer import IndexBuilder
 
 MAP_CHUNK_DOCS = 4096
 

@@ -132,7 +132,7 @@ def _index_tokenizer(index: Any) -> Any:
 def _corpus(index_path: str | os.PathLike, window: int, tails: list[str], diverged: np.ndarray,
             decode: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """Memorized windows of the tails (diverged rows only): stored data and summary."""
-    from mia_core.scoring.index import CorpusIndex
+    from mia_core.formats.corpus_index.reader import CorpusIndex
     from mia_core.scoring.stats import rate
     from mia_core.scoring.summary import _span_counts, memorized_spans
 
@@ -201,8 +201,8 @@ def _corpus(index_path: str | os.PathLike, window: int, tails: list[str], diverg
 def score_divergence_run(run: Any, index: str | os.PathLike | None = None, window: int = 50, save: bool = True,
                          decode: bool = False, min_repeats: int = MIN_REPEATS) -> dict[str, Any]:
     """Summary of a divergence run (JSON-ready); writes ``<run>.scores.h5`` if ``save``."""
+    from mia_core.formats.scores import scores_path, write_scores
     from mia_core.scoring.stats import rate
-    from mia_core.scoring.store import scores_path, write_scores
     from mia_core.scoring.summary import failed_rows
 
     texts, words = generation_texts(run), row_words(run)
@@ -268,7 +268,7 @@ def score_divergence_run(run: Any, index: str | os.PathLike | None = None, windo
 
 def refuse_divergence_run(run_path: str | os.PathLike, command: str) -> None:
     """One line for the commands that do not cover divergence runs yet (mia report, mia estimate)."""
-    from mia_core.runs import open_run
+    from mia_core.formats.runs import open_run
 
     if open_run(run_path).attrs.get("strategy") == "divergence":
         raise MiaError(f"{command} does not cover divergence runs yet ({run_path}): use mia score RUN --index INDEX "
@@ -284,13 +284,6 @@ def divergence_line(run: Any) -> str:
             f"mia score {run.path} --index INDEX")
 
 
-def _pct(r: dict[str, Any]) -> str:
-    if r["rate"] is None:
-        return f"{r['count']}/{r['n']}  (n/a: no row)"
-    lo, hi = r["wilson95"]
-    return f"{r['count']}/{r['n']} = {100 * r['rate']:.1f}%  [95% CI {100 * lo:.1f}–{100 * hi:.1f}%]"
-
-
 def _five(st: dict[str, Any]) -> str:
     if not st["n"]:
         return "n/a (no diverged row)"
@@ -299,7 +292,8 @@ def _five(st: dict[str, Any]) -> str:
 
 def format_divergence(s: dict[str, Any]) -> str:
     """The summary of :func:`score_divergence_run` as plain text."""
-    from mia_core.scoring.summary import _table
+    from mia_core.scoring.summary import format_rate as rate
+    from mia_core.text_table import text_table
 
     lines = [f"Divergence run {s['run']}",
              f"  model {s['model']}, words {', '.join(s['words'] or [])}, prompt forms "
@@ -307,7 +301,7 @@ def format_divergence(s: dict[str, Any]) -> str:
              f"temperature {s['temperature']}",
              f"  rows {s['rows']}, failed {s['failed']}, scored {s['scored_rows']} (every figure below is over the "
              f"scored rows unless it says diverged rows)", ""]
-    rows = [[f"diverged (repeated the word >= {s['min_repeats']} times, then other text)", _pct(s["diverged"])],
+    rows = [[f"diverged (repeated the word >= {s['min_repeats']} times, then other text)", rate(s["diverged"])],
             ["repeated to the end (no divergence)", str(s["repeated_to_the_end"])],
             [f"never repeated the word {s['min_repeats']} times in a row", str(s["no_repetition"])],
             ["repetitions before divergence min / median / mean / max (diverged rows)",
@@ -316,15 +310,16 @@ def format_divergence(s: dict[str, Any]) -> str:
              ", ".join(f"{k}: {v}" for k, v in s["repetitions_before_divergence"]["histogram"].items())],
             ["divergence point in characters min / median / mean / max (diverged rows)",
              _five(s["divergence_point_chars"])]]
-    rows += [[f"  diverged, word {w}", _pct(r)] for w, r in s["by_word"].items()]
-    lines += [_table(rows, ["measure", "value"])]
+    rows += [[f"  diverged, word {w}", rate(r)] for w, r in s["by_word"].items()]
+    lines += [text_table(["measure", "value"], rows)]
     c = s.get("corpus")
     if c:
         spans = c["memorized_spans"]
         lines += ["", f"Memorized text after the divergence point (window {c['window']} tokens of "
                       f"{c['index_tokenizer']}, index {c['index']}, {c['index_tokens']} tokens)",
-                  _table([["diverged generations with a verbatim corpus window", _pct(c["memorized_generations"])],
-                          ["scored generations with a verbatim corpus window", _pct(c["memorized_per_scored_row"])],
+                  text_table(["measure", "value"], [
+                      ["diverged generations with a verbatim corpus window", rate(c["memorized_generations"])],
+                          ["scored generations with a verbatim corpus window", rate(c["memorized_per_scored_row"])],
                           ["tokens after the divergence point min / median / mean / max (diverged rows)",
                            _five(c["tail_tokens"])],
                           ["tokens after the divergence point, total (diverged rows)", str(c["tail_tokens"]["total"])],
@@ -334,7 +329,7 @@ def format_divergence(s: dict[str, Any]) -> str:
                           ["distinct memorized spans, overlapping windows merged (occurrences)",
                            f"{spans['distinct']} ({spans['occurrences']})"],
                           ["longest corpus match in a tail min / median / mean / max (diverged rows)",
-                           _five(c["longest_match"])]], ["measure", "value"])]
+                           _five(c["longest_match"])]])]
         if spans.get("texts"):
             lines += ["", "memorized spans (text after the divergence point found verbatim in the corpus):"]
             lines += [f"  {t['generations']}×: {t['text']!r}" for t in spans["texts"][:10]]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mia_core.prefixmap import pad_rows
+from mia_core.token_rows import leading_agreement, pad_rows
 
 PAD_GEN = -2  # pads generations; differs from suffix padding so padding never "matches"
 PAD_SUF = -3
@@ -100,10 +100,7 @@ def score_matches(generated: Sequence[np.ndarray], suffixes: Sequence[np.ndarray
     positions = np.arange(suf.shape[1])[None, :]
     in_suffix = positions < kk[:, None]
     equal = (gen == suf) & in_suffix
-    # leading run of matches: index of the first mismatch within the compared span
-    mismatch = ~equal | ~in_suffix
-    first_mismatch = np.where(mismatch.any(axis=1), mismatch.argmax(axis=1), suf.shape[1])
-    matched = np.minimum(first_mismatch, kk).astype(np.int32)
+    matched = leading_agreement(gen, suf, kk).astype(np.int32)
     denom = np.maximum(kk, 1)
     mem = (equal.sum(axis=1) / denom).astype(np.float32)
     exact = (matched == kk) & (kk > 0)

@@ -20,6 +20,7 @@ from typing import Any
 
 from mia_core import __version__
 from mia_core.errors import MiaError
+from mia_core.formats.scores import scores_path
 from mia_core.scoring.report_parts import (
     DEFINITIONS,
     Section,
@@ -28,22 +29,8 @@ from mia_core.scoring.report_parts import (
     matched_lengths_by_label,
     provenance_rows,
 )
-from mia_core.scoring.store import scores_path
-from mia_core.scoring.summary import per_position_name, score_run
+from mia_core.scoring.summary import format_number, format_rate, per_position_name, score_run
 from mia_core.scoring.tables import EstimateSource, table_from_runs
-
-
-def _fmt_rate(r: dict[str, Any]) -> str:
-    if r.get("withheld"):
-        return f"n/a ({r['withheld']})"
-    if r["rate"] is None:
-        return f"{r['count']}/{r['n']} (n/a: no eligible row)"
-    lo, hi = r["wilson95"]
-    return f"{r['count']}/{r['n']} ({100 * r['rate']:.1f}%, 95% CI {100 * lo:.1f}–{100 * hi:.1f}%)"
-
-
-def _num(value: float | None, fmt: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, fmt)
 
 
 def _tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -57,27 +44,28 @@ def _tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
         ["prefix / suffix tokens, location", f"{s['prefix_tokens']} / {s['suffix_tokens']}, {s['prefix_loc']}"],
         ["rows / failed / suffix shorter than k / eligible",
          f"{s['rows']} / {s['failed']} / {s['skipped_short_suffix']} / {s['eligible']} (figures below: eligible rows)"],
-        [f"exact extraction of the first {s['k']} tokens", _fmt_rate(s["extraction"])],
-        [f"approximate ({s['approximate']['criterion']})", _fmt_rate(s["approximate"])],
-        [pp_name, _num(s.get(key), ".3f")],
-        ["matched length mean / median / max", f"{_num(ml['mean'])} / {_num(ml['median'], '.0f')} / "
-         f"{_num(ml['max'], 'd')}"],
+        [f"exact extraction of the first {s['k']} tokens", format_rate(s["extraction"])],
+        [f"approximate ({s['approximate']['criterion']})", format_rate(s["approximate"])],
+        [pp_name, format_number(s.get(key), ".3f")],
+        ["matched length mean / median / max", f"{format_number(ml['mean'])} / {format_number(ml['median'], '.0f')} / "
+         f"{format_number(ml['max'], 'd')}"],
     ])]
     for title, group_key in (("By label", "by_label"), ("By prefix location", "by_prefix_loc"),
                              ("By prefix start (token offset)", "by_prefix_start")):
         out.append((title, ["group", "rows", "failed", "eligible", "exact extraction", "approximate",
                             "mean matched length"],
-                    [[name, str(g["rows"]), str(g["failed"]), str(g["eligible"]), _fmt_rate(g["extraction"]),
-                      _fmt_rate(g["approximate"]), _num(g["mean_matched_length"])]
+                    [[name, str(g["rows"]), str(g["failed"]), str(g["eligible"]), format_rate(g["extraction"]),
+                      format_rate(g["approximate"]), format_number(g["mean_matched_length"])]
                      for name, g in s[group_key].items()]))
     c = s.get("corpus")
     if c:
         rows = [["index", f"{c['index']} ({c['index_tokens']} tokens)"],
-                [f"generations with a verbatim ≥{c['window']}-token corpus window", _fmt_rate(c["memorized"])],
-                ["longest match mean / median / max", f"{_num(c['longest_match']['mean'], '.1f')} / "
-                 f"{_num(c['longest_match']['median'], '.0f')} / {_num(c['longest_match']['max'], 'd')}"],
+                [f"generations with a verbatim ≥{c['window']}-token corpus window", format_rate(c["memorized"])],
+                ["longest match mean / median / max", f"{format_number(c['longest_match']['mean'], '.1f')} / "
+                 f"{format_number(c['longest_match']['median'], '.0f')} / "
+                 f"{format_number(c['longest_match']['max'], 'd')}"],
                 ["unique memorized windows (occurrences)", f"{c['unique_windows']} ({c['window_occurrences']})"]]
-        rows += [[f"label {lab}", _fmt_rate(r)] for lab, r in c["by_label"].items()]
+        rows += [[f"label {lab}", format_rate(r)] for lab, r in c["by_label"].items()]
         out.append(("Corpus membership", ["measure", "value"], rows))
     return out
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
+from mia_core.token_rows import matched_lengths
 
 
 @dataclass
@@ -27,21 +28,15 @@ class Section:
     definitions: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _leading_agreement(generated: np.ndarray, truth: np.ndarray, k: int) -> int:
-    n = min(len(generated), len(truth), k)
-    diff = np.flatnonzero(np.asarray(generated[:n]) != np.asarray(truth[:n]))
-    return int(diff[0]) if len(diff) else n
-
-
 def _per_row(run_path: str | os.PathLike, k: int) -> tuple[Any, np.ndarray, np.ndarray, list[np.ndarray],
                                                            list[np.ndarray]]:
     """(run, eligible mask, matched length per row, generations, true suffixes)."""
-    from mia_core.runs import open_run
+    from mia_core.formats.runs import open_run
     from mia_core.scoring.summary import failed_rows
 
     run = open_run(run_path)
     gens, truths = run.tokens(), run.suffixes()
-    matched = np.array([_leading_agreement(g, t, k) for g, t in zip(gens, truths, strict=True)], dtype=np.int64)
+    matched = matched_lengths(gens, truths, k)
     eligible = np.array([len(t) >= k for t in truths], dtype=bool) & ~failed_rows(run)
     return run, eligible, matched, gens, truths
 
@@ -98,7 +93,7 @@ def attack_sections(paths: list[str | os.PathLike] | tuple, img_dir: Path) -> li
     computed) and the ROC curves, recomputed from the stored signals and labels."""
     from mia_core.attack.metrics import FPR_TARGETS, TPR_CONVENTION, evaluate_signal
     from mia_core.attack.plots import plot_roc
-    from mia_core.attack.results import AttackResults
+    from mia_core.formats.attack_results import AttackResults
 
     sections = []
     for i, path in enumerate(paths, 1):

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.prefixmap import as_str
+from mia_core.formats.hdf5 import as_str
+from mia_core.formats.scores import scores_path, write_scores
 from mia_core.scoring.matching import MatchScores, score_matches
 from mia_core.scoring.stats import rate
-from mia_core.scoring.store import scores_path, write_scores
+from mia_core.text_table import text_table
 
 START_BUCKETS = ((0, 0, "0 (document start)"), (1, 99, "1-99"), (100, 999, "100-999"),
                  (1000, None, "1000+"))
@@ -26,7 +27,7 @@ TOP_WINDOWS = 20
 
 def load_run(path: str | os.PathLike) -> Any:
     """Open a run and check it can be scored (rows present, true suffixes known)."""
-    from mia_core.runs import open_run
+    from mia_core.formats.runs import open_run
 
     run = open_run(path)
     if len(run) == 0:
@@ -115,7 +116,7 @@ def _bucket_starts(starts: np.ndarray) -> dict[str, np.ndarray]:
 
 def _corpus_scores(run: Any, generations: list[np.ndarray], index_path: str | os.PathLike, window: int,
                    labels: np.ndarray, failed: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
-    from mia_core.scoring.index import CorpusIndex
+    from mia_core.formats.corpus_index.reader import CorpusIndex
 
     if window < 1:
         raise MiaError("--window must be at least 1")
@@ -351,7 +352,7 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
 
 
 def _stored_corpus(run_path: Path, labels: np.ndarray, failed: np.ndarray) -> dict[str, Any] | None:
-    from mia_core.scoring.store import read_scores
+    from mia_core.formats.scores import read_scores
 
     stored = read_scores(scores_path(run_path))["corpus"]
     if stored is None:
@@ -361,7 +362,8 @@ def _stored_corpus(run_path: Path, labels: np.ndarray, failed: np.ndarray) -> di
     return out
 
 
-def _pct(r: dict[str, Any]) -> str:
+def format_rate(r: dict[str, Any]) -> str:
+    """``count/n = p%  [95% CI lo–hi%]`` (Wilson), or why the rate is withheld: every rate mia prints."""
     if r.get("withheld"):
         return f"n/a ({r['withheld']})"
     if r["rate"] is None:
@@ -370,16 +372,8 @@ def _pct(r: dict[str, Any]) -> str:
     return f"{r['count']}/{r['n']} = {100 * r['rate']:.1f}%  [95% CI {100 * lo:.1f}–{100 * hi:.1f}%]"
 
 
-def _num(value: float | None, fmt: str = ".2f") -> str:
+def format_number(value: float | None, fmt: str = ".2f") -> str:
     return "n/a" if value is None else format(value, fmt)
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(out)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -397,19 +391,19 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"k = {s['k']}",
              f"  rows {s['rows']}, failed {s['failed']}, suffix shorter than k {s['skipped_short_suffix']}, "
              f"eligible {s['eligible']} (every figure below is over the eligible rows)", ""]
-    rows = [["exact extraction (first k tokens)", _pct(s["extraction"])],
-            [f"approximate ({s['approximate']['criterion']})", _pct(s["approximate"])],
-            [pp_name, _num(s.get(key), ".3f")],
+    rows = [["exact extraction (first k tokens)", format_rate(s["extraction"])],
+            [f"approximate ({s['approximate']['criterion']})", format_rate(s["approximate"])],
+            [pp_name, format_number(s.get(key), ".3f")],
             ["matched prefix length mean / median / max",
-             f"{_num(ml['mean'])} / {_num(ml['median'], '.0f')} / {_num(ml['max'], 'd')}"]]
-    lines += [_table(rows, ["measure", "value"]), ""]
+             f"{format_number(ml['mean'])} / {format_number(ml['median'], '.0f')} / {format_number(ml['max'], 'd')}"]]
+    lines += [text_table(["measure", "value"], rows), ""]
     for title, group_key in (("by label", "by_label"), ("by prefix location", "by_prefix_loc"),
                              ("by prefix start (token offset)", "by_prefix_start")):
-        group = [[name, str(g["rows"]), str(g["failed"]), str(g["eligible"]), _pct(g["extraction"]),
-                  _pct(g["approximate"]), _num(g["mean_matched_length"])]
+        group = [[name, str(g["rows"]), str(g["failed"]), str(g["eligible"]), format_rate(g["extraction"]),
+                  format_rate(g["approximate"]), format_number(g["mean_matched_length"])]
                  for name, g in s[group_key].items()]
-        lines += [_table(group, [title, "rows", "failed", "eligible", "extraction", "approximate",
-                                 "mean matched"]), ""]
+        lines += [text_table([title, "rows", "failed", "eligible", "extraction", "approximate", "mean matched"],
+                             group), ""]
     hist = ml["histogram"]
     nonzero = [(int(k), v) for k, v in hist.items() if v]
     lines.append("matched length distribution (eligible rows): " + (", ".join(f"{k}:{v}" for k, v in nonzero)
@@ -418,17 +412,18 @@ def format_summary(summary: dict[str, Any]) -> str:
     if c:
         lines += ["", f"Corpus membership (window {c['window']} tokens, index {c['index']}, "
                       f"{c['index_tokens']} tokens)",
-                  _table([["generations with a verbatim corpus window", _pct(c["memorized"])],
+                  text_table(["measure", "value"],
+                         [["generations with a verbatim corpus window", format_rate(c["memorized"])],
                           ["longest match mean / median / max",
-                           f"{_num(c['longest_match']['mean'], '.1f')} / {_num(c['longest_match']['median'], '.0f')}"
-                           f" / {_num(c['longest_match']['max'], 'd')}"],
+                           f"{format_number(c['longest_match']['mean'], '.1f')} / "
+                           f"{format_number(c['longest_match']['median'], '.0f')}"
+                           f" / {format_number(c['longest_match']['max'], 'd')}"],
                           ["unique memorized windows (occurrences)",
                            f"{c['unique_windows']} ({c['window_occurrences']})"],
                           ["distinct memorized spans, overlapping windows merged (occurrences)",
                            f"{c['memorized_spans']['distinct']} ({c['memorized_spans']['occurrences']})"
                            if c.get("memorized_spans") else "n/a (scored by an older mia: score again)"]]
-                         + [[f"  label {lab}", _pct(r)] for lab, r in c["by_label"].items()],
-                         ["measure", "value"])]
+                         + [[f"  label {lab}", format_rate(r)] for lab, r in c["by_label"].items()])]
     if c and any("text" in w for w in c["top_windows"]):
         lines += ["", "most frequent memorized windows:"]
         lines += [f"  {w['count']}× (corpus {w['corpus_count']}×, {', '.join(w['documents']) or '?'}): "

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from mia_core.errors import MiaError
+from mia_core.formats.safeio import write_atomically
 from mia_core.progress import note
 from mia_hf import sources
 
@@ -163,12 +163,10 @@ def _reuse_fingerprint(tok: HFTokenizer, path: Path) -> HFTokenizer:
         return tok
     except OSError:
         pass
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(tok.fingerprint)
-        os.replace(tmp, path)
+        write_atomically(path, tok.fingerprint.encode())
     except OSError:  # a read-only cache: the fingerprint is simply computed each time
-        tmp.unlink(missing_ok=True)
+        pass
     return tok
 
 

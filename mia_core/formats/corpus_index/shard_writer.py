@@ -26,35 +26,28 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
-from mia_core.progress import progress
-from mia_core.scoring.index import (
+from mia_core.formats.corpus_index.reader import (
     DOC_IDS_FILE,
     DOCS_FILE,
     INDEX_FORMAT,
     META_FILE,
-    PARTIAL_SUFFIX,
     SHARD_META,
     SHARDS_DIR,
     TABLE_FILE,
     TOKENS_FILE,
     storage_for,
 )
-from mia_core.scoring.suffix_sort import suffix_array
-from mia_core.scoring.window_table import build_window_table, table_paths
+from mia_core.formats.corpus_index.suffix_sort import suffix_array
+from mia_core.formats.corpus_index.window_table import build_window_table, table_paths
+from mia_core.formats.names import PARTIAL_SUFFIX
+from mia_core.formats.safeio import fsync_dir, is_temporary, write_atomically
+from mia_core.progress import progress
 
 BUILD_FILE = "build.json"
 DEFAULT_WINDOWS = (50,)
 # peak bytes per buffered token while a shard is sorted and fingerprinted (measured 86-94: docs/index.md)
 BUILD_BYTES_PER_TOKEN = 96
 DEFAULT_MAX_MEMORY = 2 << 30
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_file(path: Path, data: bytes) -> None:
@@ -66,10 +59,8 @@ def write_file(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write_file(tmp, json.dumps(data, indent=2).encode())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    """``data`` as the JSON file ``path``, through the one atomic write (``formats.safeio``)."""
+    write_atomically(path, json.dumps(data, indent=2).encode())
 
 
 def shard_tokens_for(max_memory: int) -> int:
@@ -119,8 +110,9 @@ class IndexBuilder:
         build_path = self.partial / BUILD_FILE
         finished = self._finished_shards()
         if not build_path.is_file():
-            ours = {TOKENS_FILE, TABLE_FILE, META_FILE, DOCS_FILE, DOC_IDS_FILE, SHARDS_DIR, BUILD_FILE + ".tmp"}
-            if any(p.name not in ours for p in self.partial.iterdir()):
+            ours = {TOKENS_FILE, TABLE_FILE, META_FILE, DOCS_FILE, DOC_IDS_FILE, SHARDS_DIR,
+                    BUILD_FILE + ".tmp"}  # the temporary name of builds by mia before formats.safeio
+            if any(p.name not in ours and not is_temporary(p.name, BUILD_FILE) for p in self.partial.iterdir()):
                 raise MiaError(f"{self.partial} exists and holds files mia did not write; move it away first")
             shutil.rmtree(self.partial)  # an interrupted build that finished nothing: start again
             self._prepare(resume)

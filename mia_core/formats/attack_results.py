@@ -4,7 +4,7 @@
 ``n_tokens``, ``truncated``, ``nll``, one ``signals/<name>`` per signal and, for prefix maps,
 ``row``, ``suffix_length``, ``matched_length``, ``extracted``, ``teacher_forced_token_accuracy``) and
 attributes (model, signals, k, metrics as JSON, ...). Written with
-``mia_core.safeio.write_hdf5_atomically`` (temporary name, fsync, link into place), so a
+``mia_core.formats.safeio.write_hdf5_atomically`` (temporary name, fsync, link into place), so a
 file with the final name is always whole and never overwritten.
 """
 
@@ -19,23 +19,11 @@ import h5py
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.prefixmap import as_strings, decode_attr, encode_attrs
-from mia_core.provenance import provenance
-from mia_core.safeio import disk_error, open_atomically, write_hdf5_atomically
+from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs, plain
+from mia_core.formats.provenance import provenance
+from mia_core.formats.safeio import disk_error, open_atomically, write_hdf5_atomically
 
-STR_DTYPE = h5py.string_dtype("utf-8")
 EXPORT_FORMATS = ("csv", "jsonl")
-
-
-def unique_path(folder: Path, stem: str, suffix: str = ".h5") -> Path:
-    """``folder/stem.h5``, or ``stem_1.h5``, ... when taken: results are never overwritten."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}{suffix}"
-    n = 1
-    while path.exists() or path.with_name(path.name + ".partial").exists():
-        path = folder / f"{stem}_{n}{suffix}"
-        n += 1
-    return path
 
 
 def write_results(path: Path, columns: dict[str, np.ndarray | list], signals: dict[str, np.ndarray],
@@ -86,17 +74,10 @@ class AttackResults:
     def rows(self) -> Iterator[dict[str, Any]]:
         """One dict per row: the columns, then the signals."""
         for i in range(len(self)):
-            row = {name: _plain(values[i]) for name, values in self.columns.items()}
-            row.update({name: _plain(values[i]) for name, values in self.signals.items()})
+            # JSON has no NaN or infinity; an empty CSV cell reads as missing too
+            row = {name: plain(values[i], finite=True) for name, values in self.columns.items()}
+            row.update({name: plain(values[i], finite=True) for name, values in self.signals.items()})
             yield row
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None  # JSON has no NaN; an empty CSV cell reads as missing too
-    return value
 
 
 def export_results(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> Path:

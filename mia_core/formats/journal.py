@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from mia_core.safeio import fsync, fsync_dir, step, write_all
+from mia_core.formats.safeio import fsync, fsync_dir, step, write_all
 
 try:
     import fcntl
@@ -77,6 +77,8 @@ def encode(record: Record) -> bytes:
 
 
 def _plain(value: Any) -> Any:
+    """``json.dumps``'s hook for numpy values in a record: exact (NaN stays NaN), and anything else
+    refused; not ``formats.hdf5.plain``, which makes output for people and turns NaN into None."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -3,12 +3,11 @@
 The writer streams rows into chunked, compressed, resizable datasets inside a folder
 with a ``.partial`` suffix and renames it only when complete (after an fsync), so an
 interrupted run never leaves a folder that looks finished. HDF5 writes through a
-``mia_core.safeio.GuardedFile``: a full disk or read-only folder is reported in one line
+``mia_core.formats.safeio.GuardedFile``: a full disk or read-only folder is reported in one line
 by mia, never met inside HDF5. Numeric columns carry Fletcher-32 checksums, and
 :meth:`PrefixMap.verify` reads the columns a command needs before it starts.
 """
 
-import json
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -21,46 +20,19 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
-from mia_core.provenance import provenance
-from mia_core.safeio import GuardedFile, disk_error, fsync_dir
+from mia_core.formats.hdf5 import STR_DTYPE, as_str, as_strings, decode_attr, encode_attrs
+from mia_core.formats.names import PARTIAL_SUFFIX
+from mia_core.formats.provenance import provenance
+from mia_core.formats.safeio import GuardedFile, disk_error, fsync_dir
+from mia_core.token_rows import TOKEN_DTYPE, pad_rows
 
 FORMAT_VERSION = 1
 MAP_FILE = "prefix_map.h5"
-PARTIAL_SUFFIX = ".partial"
-PAD = -1  # suffix padding sentinel (token ids are never negative)
-TOKEN_DTYPE = np.int32
-STR_DTYPE = h5py.string_dtype("utf-8")
 CHUNK_ROWS = 4096
 
 
 class MapNameTaken(MiaError):
     """The folder's ``.partial`` name is taken (another run writing, or a killed one)."""
-
-
-def timestamp(now: datetime | None = None) -> str:
-    """The ``%Y%m%d_%H%M%S`` stamp in map, run and attack file names (local time)."""
-    return (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
-
-
-def unused_path(folder: Path, stem: str, suffix: str = "") -> Path:
-    """``folder/{stem}{suffix}``, else ``{stem}_2{suffix}``, ``_3``, ...: the first name that is
-    neither taken nor being written (a ``.partial`` twin), so nothing is ever overwritten."""
-    path, n = folder / f"{stem}{suffix}", 1
-    while path.exists() or path.with_name(path.name + PARTIAL_SUFFIX).exists():
-        n += 1
-        path = folder / f"{stem}_{n}{suffix}"
-    return path
-
-
-def pad_rows(rows: Sequence[Sequence[Any]] | np.ndarray, width: int | None = None, fill: Any = PAD,
-             dtype: Any = TOKEN_DTYPE) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged rows as one array of ``width`` columns (default: the longest row; at least 1),
-    longer rows cut, the rest filled with ``fill``; and the length kept of each row."""
-    lengths = np.array([len(r) if width is None else min(len(r), width) for r in rows], dtype=np.int64)
-    out = np.full((len(rows), max(1, int(lengths.max(initial=0)) if width is None else width)), fill, dtype=dtype)
-    for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
-        out[i, :n] = np.asarray(row)[:n]
-    return out, lengths
 
 
 def _growable(group: h5py.Group, name: str, width: int | None, dtype: Any) -> h5py.Dataset:
@@ -197,31 +169,6 @@ class PrefixMapWriter:
             shutil.rmtree(self.partial, ignore_errors=True)
 
 
-def encode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    """HDF5 attributes cannot hold None, dicts or lists of mixed types: store those as JSON text."""
-    out = {}
-    for key, value in attrs.items():
-        if value is None or isinstance(value, (dict, list, tuple)):
-            out[key] = json.dumps(value)
-        else:
-            out[key] = value
-    return out
-
-
-def decode_attr(value: Any) -> Any:
-    """An attribute as written by :func:`encode_attrs` (JSON text back to objects, numpy scalars to Python)."""
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, str) and value[:1] in "[{n":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
 def resolve_map(name: str | os.PathLike, prefixes_dir: str | os.PathLike = "Prefixes") -> Path:
     """A map folder from a path or a folder name under ``prefixes_dir``; checks it is complete."""
     candidates = [Path(name), Path(prefixes_dir) / name]
@@ -332,13 +279,3 @@ def _take(ds: h5py.Dataset, rows: slice | np.ndarray) -> np.ndarray:
     result = np.empty_like(out)
     result[order] = out
     return result
-
-
-def as_str(value: Any) -> str:
-    """An HDF5 string value (h5py returns variable-length UTF-8 strings as bytes) as ``str``."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def as_strings(values: Any) -> np.ndarray:
-    """An array of HDF5 string values as an object array of ``str``."""
-    return np.array([as_str(v) for v in values], dtype=object)

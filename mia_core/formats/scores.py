@@ -3,7 +3,7 @@
 Groups: ``match`` (suffix-match scores, one value per run row) and ``corpus`` (membership
 against a suffix-array index: ``longest_match``/``memorized`` per row, the memorized
 windows with their counts in the generations and in the corpus). Rescoring replaces the
-file atomically (``mia_core.safeio.write_hdf5_atomically``: built in memory, written to a
+file atomically (``mia_core.formats.safeio.write_hdf5_atomically``: built in memory, written to a
 temporary name, fsynced, renamed); a ``corpus`` group from an
 earlier scoring with an index is kept when the new scoring has none.
 """
@@ -17,9 +17,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mia_core.prefixmap import decode_attr, encode_attrs
-from mia_core.provenance import provenance
-from mia_core.safeio import disk_error, write_hdf5_atomically
+from mia_core.formats.hdf5 import STR_DTYPE, decode_attr, encode_attrs
+from mia_core.formats.provenance import provenance
+from mia_core.formats.safeio import disk_error, write_hdf5_atomically
 
 
 def scores_path(run_path: str | os.PathLike) -> Path:
@@ -45,7 +45,7 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
             c.attrs.update(encode_attrs(corpus["attrs"]))
             for name, values in corpus["data"].items():
                 if values.dtype == object:  # strings (document ids)
-                    c.create_dataset(name, data=[str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
+                    c.create_dataset(name, data=[str(v) for v in values], dtype=STR_DTYPE)
                 else:
                     c.create_dataset(name, data=values)
         elif keep_corpus:

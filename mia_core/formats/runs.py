@@ -3,8 +3,8 @@
 A run lives at ``Prefixes/<map>/runs/{model}_{timestamp}.h5``. Row ``i`` of a run used
 prefix row ``prefix_row[i]`` of the map (``i mod N`` with wraparound). Each finished
 batch is one fsynced record of the journal ``<run>.h5.journal`` (rows and counters
-together, see ``mia_core.journal``); the journal is folded into the HDF5 file by an atomic
-rewrite (``mia_core.safeio``) when it grows, when the run ends and when it is resumed.
+together, see ``mia_core.formats.journal``); the journal is folded into the HDF5 file by an atomic
+rewrite (``mia_core.formats.safeio``) when it grows, when the run ends and when it is resumed.
 Readers see the journal's rows too, so a killed run keeps every finished batch and
 ``--resume`` continues from exactly there.
 
@@ -24,10 +24,8 @@ the difference and give one array per run row.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,20 +36,13 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
-from mia_core.journal import Journal, JournalBusy, Record, being_written, journal_path, read_records
-from mia_core.prefixmap import (
-    PAD,
-    STR_DTYPE,
-    PrefixMap,
-    as_strings,
-    decode_attr,
-    encode_attrs,
-    pad_rows,
-    timestamp,
-    unused_path,
-)
-from mia_core.provenance import provenance
-from mia_core.safeio import disk_error, write_hdf5_atomically
+from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs, plain
+from mia_core.formats.journal import Journal, JournalBusy, Record, being_written, journal_path, read_records
+from mia_core.formats.names import safe_name, timestamp, unused_path
+from mia_core.formats.prefixmap import PrefixMap
+from mia_core.formats.provenance import provenance
+from mia_core.formats.safeio import disk_error, write_hdf5_atomically
+from mia_core.token_rows import PAD, pad_rows
 
 NUL_SYMBOL = "\u2400"  # what a NUL character in a text column is stored as
 
@@ -87,19 +78,10 @@ API_COLUMNS: dict[str, tuple[str, int | str | None]] = {
 }
 
 
-def sanitize(name: str, limit: int = 96) -> str:
-    """A model name made safe for a file name (``hf:org/model`` → ``hf_org_model``); a very
-    long one (a local model path) keeps its end and a hash of the whole, within 255 bytes."""
-    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "model"
-    if len(cleaned) > limit:
-        cleaned = f"{cleaned[-(limit - 9):].lstrip('._')}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return cleaned
-
-
 def default_run_path(map_folder: Path, model: str, when: datetime | None = None) -> Path:
     """``<map>/runs/{model}_{timestamp}.h5``; a numbered suffix avoids clobbering a run made the same second."""
     # Names are built as strings: Path.with_suffix would cut a dotted model name (Qwen2.5-0.5B).
-    return unused_path(Path(map_folder) / RUNS_DIR, f"{sanitize(model)}_{timestamp(when)}", ".h5")
+    return unused_path(Path(map_folder) / RUNS_DIR, f"{safe_name(model)}_{timestamp(when)}", ".h5")
 
 
 def _dataset_layout(kind: str, width: int | None) -> dict[str, Any]:
@@ -576,19 +558,9 @@ class Run:
             row.update(generated_tokens=[int(t) for t in tokens[i]], text=str(texts[i]))
             for c in extra:
                 value = extra_data[c][i]
-                if isinstance(value, np.ndarray):
-                    value = [_plain(v) for v in value[:lengths[i]]]
-                row[c] = _plain(value)
+                row[c] = plain(value[:lengths[i]] if isinstance(value, np.ndarray) else value)
             out.append(row)
         return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    return value
 
 
 def _clip(rows: slice, size: int) -> slice:

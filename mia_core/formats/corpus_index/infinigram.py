@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.scoring.suffix_search import SuffixSearch
+from mia_core.formats.corpus_index.suffix_search import SuffixSearch
 
 CHECK_TOKENS = 1 << 24  # tokens per shard checked against the tokenizer's vocabulary when linking
 
@@ -126,8 +126,8 @@ def link_infini_gram(out: Path, folder: Path, tokenizer: str, fingerprint: str, 
                      token_width: int) -> dict[str, Any]:
     """Write ``out/index.json`` pointing at the infini-gram index ``folder`` (nothing is copied)."""
     from mia_core import __version__
-    from mia_core.scoring.index import META_FILE
-    from mia_core.scoring.shard_writer import write_json_atomic
+    from mia_core.formats.corpus_index.reader import META_FILE
+    from mia_core.formats.corpus_index.shard_writer import write_json_atomic
 
     if out.exists():
         raise MiaError(f"{out} already exists; refusing to overwrite it")

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
-from mia_core.scoring.suffix_search import SuffixSearch
-from mia_core.scoring.window_table import WindowTable, query_fingerprints
+from mia_core.formats.corpus_index.suffix_search import SuffixSearch
+from mia_core.formats.corpus_index.window_table import WindowTable, query_fingerprints
 
 INDEX_FORMAT = 2
 META_FILE = "index.json"
@@ -41,7 +41,6 @@ TOKENS_FILE = "tokens.bin"
 TABLE_FILE = "table.bin"
 DOCS_FILE = "doc_offsets.npy"
 DOC_IDS_FILE = "doc_ids.json"
-PARTIAL_SUFFIX = ".partial"
 TABLE_ITEMSIZE = 8  # tokengrams stores suffix positions as u64
 BATCH_ROWS = 1 << 16  # windows searched together (bounds the temporary arrays)
 
@@ -219,7 +218,7 @@ class CorpusIndex:
             raise MiaError(f"index {str(folder)!r} not found")
         meta_path = self.folder / META_FILE
         if not meta_path.exists():
-            from mia_core.scoring.infinigram import looks_like_infini_gram
+            from mia_core.formats.corpus_index.infinigram import looks_like_infini_gram
 
             if looks_like_infini_gram(self.folder):
                 raise MiaError(f"{self.folder} is an infini-gram index, which does not record its tokenizer: "
@@ -230,7 +229,7 @@ class CorpusIndex:
                 raise MiaError(f"index metadata {meta_path} is corrupt: missing {key!r}")
         self.shards: list[Any]
         if self.meta.get("kind") == "infini-gram":
-            from mia_core.scoring.infinigram import open_infini_gram
+            from mia_core.formats.corpus_index.infinigram import open_infini_gram
 
             self.shards = open_infini_gram(self.meta)
             return
@@ -383,7 +382,7 @@ class CorpusIndex:
 def __getattr__(name: str) -> Any:
     # the builder lives in shard_writer.py (it imports this module); keep the old import path working
     if name in ("IndexBuilder", "build_index"):
-        from mia_core.scoring import shard_writer
+        from mia_core.formats.corpus_index import shard_writer
 
         return getattr(shard_writer, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

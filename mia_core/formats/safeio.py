@@ -98,6 +98,12 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
+def is_temporary(name: str, of: str) -> bool:
+    """Whether the file name ``name`` is a temporary file of :func:`write_atomically` writing ``of``."""
+    prefix = f".{of}."
+    return name.startswith(prefix) and name.endswith(TMP_SUFFIX) and name[len(prefix):-len(TMP_SUFFIX)].isdigit()
+
+
 def _remove_stale_temps(path: Path) -> None:
     """Temporary files of ``path`` left by killed processes (their pid no longer runs)."""
     prefix = f".{path.name}."
