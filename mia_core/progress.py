@@ -24,10 +24,12 @@ def progress(total: int | None = None, desc: str = "", unit: str = "it", quiet: 
                 dynamic_ncols=True, **kwargs)
 
 
-def note(message: str) -> None:
-    """One line for the user on stderr (a warning, a fallback taken): the one way the
-    library speaks outside its results and errors."""
-    print(message, file=sys.stderr, flush=True)
+def note(message: str, quiet: bool = False) -> None:
+    """One line for the user on stderr (a warning, a fallback taken, where output went): the one
+    way the library speaks outside its results and errors; stdout stays clean for --json.
+    ``quiet`` silences it (a command's ``-q`` for lines that are not warnings)."""
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -3,7 +3,6 @@ prefix-map windows) the teacher-forced memorization verdict from that single pas
 one row per string, and evaluate the signals against member/nonmember labels.
 """
 
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from mia_core.attack import signals as sig
 from mia_core.attack.labels import normalize_label
 from mia_core.attack.metrics import SignalMetrics, evaluate_signal, label_problem
 from mia_core.errors import BackendOutOfMemory, MiaError
-from mia_core.progress import progress
+from mia_core.progress import note, progress
 from mia_core.token_rows import matched_lengths
 from mia_core.types import Backend, Sample, TokenScores, capabilities
 
@@ -71,11 +70,6 @@ class AttackOutcome:
     plot: Path | None = None
     exports: list[Path] = field(default_factory=list)
 
-
-def say(message: str, quiet: bool = False) -> None:
-    """A note for the user on stderr (stdout stays clean for --json)."""
-    if not quiet:
-        print(message, file=sys.stderr)
 
 
 # ---------------------------------------------------------------- backends
@@ -155,7 +149,7 @@ def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_
                 if size == 1:
                     raise
                 size //= 2
-                say(f"out of memory: retrying with batch size {size}", quiet)
+                note(f"out of memory: retrying with batch size {size}", quiet)
                 continue
             if len(scored) != len(idx):
                 raise MiaError(f"the backend returned {len(scored)} scores for {len(idx)} sequences")
@@ -209,7 +203,7 @@ def load_map_items(prefix_map: Any, backend: Backend, max_tokens: int | None, li
         windows = [list(map(int, p)) + list(map(int, s)) for p, s in zip(prefixes, suffixes, strict=True)]
         suffix_lengths = [len(s) for s in suffixes]
     else:
-        say(f"the map was tokenized by {prefix_map.tokenizer_name!r}, not the model's tokenizer: "
+        note(f"the map was tokenized by {prefix_map.tokenizer_name!r}, not the model's tokenizer: "
             "retokenizing its prefixes and suffixes", quiet)
         map_tok = registry.tokenizers.create(prefix_map.tokenizer_name)
         p_text = map_tok.decode_batch([list(map(int, p)) for p in prefixes])
@@ -230,7 +224,7 @@ def load_map_items(prefix_map: Any, backend: Backend, max_tokens: int | None, li
     for item, text in zip(items, texts, strict=True):
         item.text = text
     if counts["truncated"]:
-        say(f"{counts['truncated']} window(s) longer than {max_tokens} tokens lost prefix tokens on the left", quiet)
+        note(f"{counts['truncated']} window(s) longer than {max_tokens} tokens lost prefix tokens on the left", quiet)
     return items, counts
 
 
@@ -278,14 +272,14 @@ def load_dataset_items(samples: Iterable[Sample], backend: Backend, max_tokens: 
         if pending:
             flush()
     if counts["empty"]:
-        say(f"skipped {counts['empty']} empty sample(s)", quiet)
+        note(f"skipped {counts['empty']} empty sample(s)", quiet)
     if counts["truncated"]:
-        say(f"{counts['truncated']} sample(s) longer than {max_tokens} tokens (--max-tokens, capped by the model's "
+        note(f"{counts['truncated']} sample(s) longer than {max_tokens} tokens (--max-tokens, capped by the model's "
             f"context) were truncated to their first {max_tokens} tokens", quiet)
     if labels is not None:
         unknown = sum(1 for it in items if not it.label)
         if unknown:
-            say(f"{unknown} sample(s) have no entry in the label file", quiet)
+            note(f"{unknown} sample(s) have no entry in the label file", quiet)
     return items, counts
 
 
@@ -358,7 +352,7 @@ def _reference_signal(reference: Backend, backend: Backend, items: Sequence[Item
         contexts.append(cut if ok else None)
     unusable = sum(c is None for c in contexts)
     if unusable:
-        say(f"{unusable} string(s) have a first token that is not a clean text prefix: their ref signal is left "
+        note(f"{unusable} string(s) have a first token that is not a clean text prefix: their ref signal is left "
             "out (the two models could not score the same bytes)", config.quiet)
     keep = [i for i, c in enumerate(contexts) if c is not None]
     ctx = [contexts[i] or "" for i in keep]
@@ -370,7 +364,7 @@ def _reference_signal(reference: Backend, backend: Backend, items: Sequence[Item
         tgt_sums, _ = _span_sums(backend, ctx, spans, config, "target, same span as the reference")
     cut = [max_tokens is not None and n > max_tokens for n in ref_lens]
     if any(cut):
-        say(f"{sum(cut)} string(s) are longer than the reference model's limit ({max_tokens} tokens): "
+        note(f"{sum(cut)} string(s) are longer than the reference model's limit ({max_tokens} tokens): "
             "their ref signal is left out (per-byte NLLs of different spans are not comparable)", config.quiet)
     out = np.full(len(items), np.nan)
     for j, i in enumerate(keep):
@@ -397,7 +391,7 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
         recall_prefix_ids = [items[i].sample_id for i in chosen]
         recall_prefix_text = SEPARATOR.join(items[i].text for i in chosen)
         items = [it for i, it in enumerate(items) if i not in set(chosen)]
-        say(f"ReCaLL prefix: {len(chosen)} non-member string(s) drawn with seed {config.seed} "
+        note(f"ReCaLL prefix: {len(chosen)} non-member string(s) drawn with seed {config.seed} "
             f"({', '.join(recall_prefix_ids)}), left out of the evaluation", config.quiet)
     labels = [it.label for it in items]
     problem = label_problem(labels)
@@ -430,7 +424,7 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
     if "ref" in config.signals:
         same_tokenizer = reference.tokenizer.fingerprint == backend.tokenizer.fingerprint
         if not same_tokenizer:
-            say("the reference model uses another tokenizer: it scores the same text retokenized, "
+            note("the reference model uses another tokenizer: it scores the same text retokenized, "
                 "and ref compares NLL per UTF-8 byte", config.quiet)
         signals["ref"] = _reference_signal(reference, backend, items, raw, same_tokenizer, config,
                                            reference_max_tokens)
@@ -518,7 +512,7 @@ def _recall(backend: Backend, items: Sequence[Item], scores: Sequence[TokenScore
 
     values, cut = recall_signal([it.tokens for it in items], scores, prefix, score, config.max_context)
     if cut:
-        say(f"{cut} string(s) do not fit after the {len(prefix)}-token ReCaLL prefix in the model's context: "
+        note(f"{cut} string(s) do not fit after the {len(prefix)}-token ReCaLL prefix in the model's context: "
             "their recall signal is left out", config.quiet)
     return values, 1.0
 

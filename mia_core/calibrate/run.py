@@ -9,7 +9,6 @@
 """
 
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from mia_core.calibrate.training import FinetuneConfig, finetune_into, finetuner
 from mia_core.errors import MiaError
 from mia_core.formats.names import safe_name, timestamp, unused_path
 from mia_core.formats.safeio import open_atomically
+from mia_core.progress import note
 from mia_core.types import MEMBER, Sample
 
 ROLES = ("fine-tuned", "base")
@@ -51,10 +51,6 @@ class CalibrateConfig:
     out: Path = Path("Calibrations")
     quiet: bool = False
 
-
-def say(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, file=sys.stderr)
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
@@ -98,7 +94,7 @@ def calibrate(config: CalibrateConfig) -> dict[str, Any]:
         _write_jsonl(folder / "canaries.jsonl", [{"id": c.id, "repeats": c.repeats, "prefix": c.prefix,
                                                   "secret": c.secret} for c in canaries])
     members = [s.text for s in labelled if s.label == MEMBER]
-    say(f"calibration folder {folder}: {len(members)} members, {len(labelled) - len(members)} non-members"
+    note(f"calibration folder {folder}: {len(members)} members, {len(labelled) - len(members)} non-members"
         + (f", {len(canaries)} canaries" if canaries else ""), config.quiet)
     model_dir = folder / "model"
     training = finetune_into(config.model, config.model_options, members + cn.training_texts(canaries), model_dir,
@@ -110,7 +106,7 @@ def calibrate(config: CalibrateConfig) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for role in ROLES:
         backend = backends[role]
-        say(f"evaluating the {role} model", config.quiet)
+        note(f"evaluating the {role} model", config.quiet)
         reference = backends["base"] if role == "fine-tuned" else None
         results[role] = {
             "attack": _attack(config, backend, labelled, reference, folder, role),
