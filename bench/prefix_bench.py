@@ -60,7 +60,7 @@ def raw_encode(rust, texts: list[str]) -> int:
 RSS_CHILD = """
 import json, resource, sys, threading, time
 from mia_core import registry
-from mia_core.prefix import build_prefix_map
+from mia_core.extraction.prefix import build_prefix_map
 from mia_core.formats.prefixmap import PrefixMap
 
 def rss_kb():
@@ -108,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mia_core import registry
-    from mia_core.prefix import build_prefix_map
+    from mia_core.extraction.prefix import build_prefix_map
 
     with tempfile.TemporaryDirectory(prefix="mia-prefix-bench-") as tmp:
         work = Path(tmp)

@@ -2,7 +2,7 @@
 
 One run, same model and prefixes, greedy decoding:
 
-- mia prompt (``mia_core.prompt.prompt`` at ``--batch-size``, run file written)
+- mia prompt (``mia_core.extraction.prompt.prompt`` at ``--batch-size``, run file written)
 - (a) a naive loop calling ``model.generate`` on one prefix at a time
 - (b) raw ``model.generate`` on the same batches (no mia around it)
 - the teacher-forced check (``method="teacher-forced"``) over the same prefixes and as
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from mia_core import registry
+from mia_core.extraction.prompt import prompt
 from mia_core.formats.prefixmap import PrefixMap, PrefixMapWriter
-from mia_core.prompt import prompt
 
 TEXTS = [Path("/usr/share/common-licenses") / n for n in ("Apache-2.0", "GPL-3", "MPL-2.0", "Artistic")]
 FALLBACK = ("We the People of the United States, in Order to form a more perfect Union, establish Justice, insure "

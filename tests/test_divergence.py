@@ -17,8 +17,8 @@ from test_claude_cli import DATASET, DOCS, KEY, TOKENIZER, ByteTokenizer, TestPl
 
 from mia_core import registry
 from mia_core.cli import cli
-from mia_core.divergence_prompts import DivergenceSpec, chat_ids
 from mia_core.errors import UsageError
+from mia_core.extraction.divergence_prompts import DivergenceSpec, chat_ids
 from mia_core.scoring.divergence import _corpus, divergence_point
 
 CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
@@ -395,7 +395,7 @@ def test_claude_divergence_through_the_batch_api(claude, runner, in_tmp):
 
 
 def test_python_api_returns_the_prompt_of_each_row(tiny_chat, in_tmp):
-    from mia_core.prompt import prompt
+    from mia_core.extraction.prompt import prompt
 
     rows = prompt(model=str(tiny_chat), strategy="divergence", words=["poem"], prompt_forms=["repeat-the-word"],
                   num_strings=2, max_length=4, quiet=True)

@@ -15,9 +15,9 @@ import pytest
 from mia_core import hookimpl
 from mia_core.cli import cli
 from mia_core.errors import MiaError
+from mia_core.extraction.prefix import build_prefix_map, map_folder, parse_prefix_loc
 from mia_core.formats.names import safe_name
 from mia_core.formats.prefixmap import PrefixMap, PrefixMapWriter
-from mia_core.prefix import build_prefix_map, map_folder, parse_prefix_loc
 from mia_core.token_rows import PAD
 from mia_core.types import Sample
 

@@ -95,10 +95,10 @@ def test_p_equals_monte_carlo_estimate_from_real_sampling(tiny):
 
 
 def test_score_and_check_report_p_of_a_teacher_forced_run(tiny):
-    from mia_core.check import format_summary as check_format
-    from mia_core.check import summarize
+    from mia_core.extraction.check import format_summary as check_format
+    from mia_core.extraction.check import summarize
+    from mia_core.extraction.prompt import prompt
     from mia_core.formats.runs import open_run
-    from mia_core.prompt import prompt
     from mia_core.scoring.summary import format_summary, score_run
 
     root, backend, ids = tiny

@@ -11,8 +11,8 @@ from test_prompt_fakes import FakePlugin, make_fake_map, next_token
 
 from mia_core.cli import cli
 from mia_core.errors import MiaError
+from mia_core.extraction.prompt import prompt
 from mia_core.formats.runs import open_run
-from mia_core.prompt import prompt
 from mia_core.types import Sampling
 
 

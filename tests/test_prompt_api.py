@@ -8,8 +8,8 @@ from test_prompt_fakes import FakePlugin, make_fake_map, next_token
 
 from mia_core.cli import cli
 from mia_core.errors import MiaError
+from mia_core.extraction.prompt import RunStopped, prompt
 from mia_core.formats.runs import open_run
-from mia_core.prompt import RunStopped, prompt
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from test_prompt_fakes import FakePlugin, FakeTokenizer, cli_command, make_fake_
 from mia_core import hookimpl
 from mia_core.cli import cli
 from mia_core.errors import BackendOutOfMemory
+from mia_core.extraction.prefix import map_folder
 from mia_core.formats.runs import default_run_path, open_run
-from mia_core.prefix import map_folder
 
 
 @pytest.fixture

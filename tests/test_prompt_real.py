@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mia_core.extraction.prompt import prompt
 from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.formats.runs import open_run
-from mia_core.prompt import prompt
 from mia_core.token_rows import matched_lengths
 
 pytestmark = pytest.mark.real_model

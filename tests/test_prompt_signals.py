@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from test_prompt_fakes import FakePlugin, cli_command, make_fake_map
 
+from mia_core.extraction.prompt import prompt
 from mia_core.formats.runs import open_run
-from mia_core.prompt import prompt
 
 N_STRINGS = 40
 

@@ -6,9 +6,9 @@ import pytest
 from tiny_models import make_tiny_llama, training_text
 
 from mia_core import registry
+from mia_core.extraction.prompt import prompt
 from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.formats.runs import RunWriter, open_run
-from mia_core.prompt import prompt
 from mia_core.types import Sampling
 
 
@@ -69,7 +69,7 @@ def test_reopened_run_appends_after_last_batch(tiny, tmp_path):
 def test_progress_moves_within_a_batch(tiny, tmp_path, monkeypatch):
     """One batch of 9 rows and 24 new tokens: the bar advances during the batch (the HF backend
     reports every decoding step) in whole rows, and ends at exactly 9."""
-    import mia_core.prompt as prompt_module
+    import mia_core.extraction.prompt as prompt_module
 
     path, backend, folder = tiny
     updates: list[float] = []

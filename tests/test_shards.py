@@ -18,11 +18,11 @@ from tiny_models import make_tiny_llama, training_text
 
 from mia_core import registry
 from mia_core.cli import cli
+from mia_core.extraction.merge import merge_runs
+from mia_core.extraction.prompt import prompt
+from mia_core.extraction.shards import Shard, parse_shard
 from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.formats.runs import open_run
-from mia_core.merge import merge_runs
-from mia_core.prompt import prompt
-from mia_core.shards import Shard, parse_shard
 from mia_core.types import Sampling
 
 N_MAP = 7
@@ -203,7 +203,7 @@ class ReportsRows:
 
 
 def test_bar_advances_within_a_batch_without_double_counting(tiny, tmp_path, monkeypatch):
-    import mia_core.prompt as prompt_module
+    import mia_core.extraction.prompt as prompt_module
 
     name, backend, folder = tiny
     wrapped = ReportsRows(backend)

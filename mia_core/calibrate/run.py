@@ -121,7 +121,7 @@ def calibrate(config: CalibrateConfig) -> dict[str, Any]:
 
 
 def _prefix_map(config: CalibrateConfig, split_file: Path, folder: Path) -> Path:
-    from mia_core.prefix import build_prefix_map
+    from mia_core.extraction.prefix import build_prefix_map
 
     return build_prefix_map(config.model, "files", config.prefix_tokens, "start", suffix_tokens=config.suffix_tokens,
                             out=folder / "Prefixes", quiet=config.quiet,
@@ -151,7 +151,7 @@ def _attack(config: CalibrateConfig, backend: Any, labelled: list[Sample], refer
 
 def _extraction(config: CalibrateConfig, backend: Any, pmap: Path, model: str | Path) -> dict[str, Any]:
     """prefix → prompt (teacher-forced greedy check) → score, as `mia prompt` and `mia score` do."""
-    from mia_core.prompt import prompt
+    from mia_core.extraction.prompt import prompt
     from mia_core.scoring.summary import score_run
 
     runs: list[Path] = []

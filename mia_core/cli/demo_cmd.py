@@ -33,8 +33,8 @@ def demo(model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, size:
     that model greedily with every prefix, scores the continuations against the true
     suffixes (member vs non-member) and writes report.html with the plots.
     """
-    from mia_core.prefix import build_prefix_map
-    from mia_core.prompt import prompt
+    from mia_core.extraction.prefix import build_prefix_map
+    from mia_core.extraction.prompt import prompt
     from mia_core.scoring.report import write_report
     from mia_core.scoring.summary import format_summary, score_run
 

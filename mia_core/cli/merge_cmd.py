@@ -24,8 +24,8 @@ def merge_command(runs: tuple[Path, ...], out: Path | None, quiet: bool) -> None
     Example (a Slurm job array of 8 shards, see docs/scale.md):
       mia merge Prefixes/<map>/runs/shard-*.h5
     """
+    from mia_core.extraction.merge import merge_runs
     from mia_core.formats.runs import open_run
-    from mia_core.merge import merge_runs
 
     path = merge_runs(runs, out)
     if not quiet:

@@ -14,7 +14,7 @@ class PrefixLocType(click.ParamType):
     name = "start|random|INT"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str | int:
-        from mia_core.prefix import parse_prefix_loc
+        from mia_core.extraction.prefix import parse_prefix_loc
 
         try:
             return parse_prefix_loc(value)
@@ -78,7 +78,7 @@ def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, 
     Example:
       mia prefix --model gemma-3-270m --dataset Corpus --prefix_tokens 32 --prefix_loc random --seed 1
     """
-    from mia_core.prefix import build_prefix_map
+    from mia_core.extraction.prefix import build_prefix_map
 
     if balance and size is None:
         raise click.UsageError("--balance draws --size N samples: give --size N")

@@ -85,7 +85,7 @@ def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Calla
 
 def _run(method: str, prefix_map: str | None, model: str | None, model_options: tuple[str, ...],
          device: str | None, dtype: str | None, sampling_args: dict[str, Any], **kwargs: Any) -> Path | None:
-    from mia_core.prompt import prompt
+    from mia_core.extraction.prompt import prompt
     from mia_core.types import Sampling
 
     options: dict[str, Any] = parse_key_values(model_options, "--model-option")
@@ -113,9 +113,9 @@ def _run(method: str, prefix_map: str | None, model: str | None, model_options: 
 def _report(path: Path | None, quiet: bool) -> None:
     if path is None:
         return
-    from mia_core.check import format_summary, summarize
+    from mia_core.extraction.check import format_summary, summarize
+    from mia_core.extraction.prompt import failed_rows
     from mia_core.formats.runs import open_run
-    from mia_core.prompt import failed_rows
 
     run = open_run(path)
     failed = len(failed_rows(run))
@@ -201,9 +201,9 @@ def export_command(run: Path, fmt: str, out: Path | None, with_tokens: bool, no_
     teacher_forced_argmax_tokens. In CSV, token lists are space-separated ids.
     """
     from mia_core.errors import MiaError
-    from mia_core.export import parquet_bytes, records, write_stream
     from mia_core.formats.filekinds import SCORES_SUFFIX
     from mia_core.formats.safeio import disk_error, open_atomically, write_atomically
+    from mia_core.inspection.export import parquet_bytes, records, write_stream
 
     if run.name.endswith(SCORES_SUFFIX):
         raise MiaError(f"{run} is a scores file; export its run ({run.name[:-len(SCORES_SUFFIX)]}.h5): the scores "

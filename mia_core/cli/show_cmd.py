@@ -26,7 +26,7 @@ def show_command(path: Path, n_rows: int, as_json: bool, reproduce: bool) -> Non
       mia show Prefixes/MAP/runs/RUN.h5 --rows 10
       mia show RUN.h5 --reproduce > run.toml && mia prompt --config run.toml
     """
-    from mia_core.show import describe_file, format_description
+    from mia_core.inspection.show import describe_file, format_description
 
     info = describe_file(path, rows=n_rows)
     if reproduce:

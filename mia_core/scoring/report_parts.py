@@ -139,7 +139,7 @@ def attack_sections(paths: list[str | os.PathLike] | tuple, img_dir: Path) -> li
 
 def provenance_rows(path: str | os.PathLike) -> list[list[str]]:
     """The provenance of a run or attack file as (field, value) rows."""
-    from mia_core.show import describe_file
+    from mia_core.inspection.show import describe_file
 
     try:
         prov = describe_file(path, rows=0).get("provenance")

@@ -15,8 +15,8 @@ from tiny_models import make_tiny_tokenizer
 from mia_core import registry
 from mia_core.cli import cli
 from mia_core.errors import MiaError
+from mia_core.extraction.prompt import prompt
 from mia_core.formats.runs import open_run
-from mia_core.prompt import prompt
 from mia_core.types import Sampling
 
 TEXTS = ["Beautiful is better than ugly.", "Explicit is better than implicit, said", "Simple is better than"]

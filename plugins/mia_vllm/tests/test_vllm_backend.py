@@ -21,10 +21,10 @@ from mia_vllm.loading import hf_name, make_backend, vllm_ready  # noqa: E402
 
 from mia_core.cli import cli
 from mia_core.errors import MiaError
+from mia_core.extraction.merge import merge_runs
+from mia_core.extraction.prompt import prompt
 from mia_core.formats.attack_results import AttackResults
 from mia_core.formats.runs import open_run
-from mia_core.merge import merge_runs
-from mia_core.prompt import prompt
 from mia_core.types import Sampling
 
 pytestmark = pytest.mark.real_model

@@ -64,7 +64,7 @@ def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True
 
     run = open_run(run_path)
     if run.attrs.get("strategy") == "divergence":  # no map: the prompt instead of a prefix and true suffix
-        from mia_core.divergence_prompts import records as divergence_records
+        from mia_core.extraction.divergence_prompts import records as divergence_records
 
         yield from divergence_records(run, tokens, _scores(run.path, len(run)))
         return

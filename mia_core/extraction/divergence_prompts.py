@@ -171,8 +171,8 @@ def prompt_texts(run: Any) -> list[str]:
 
 def records(run: Any, tokens: bool, scores: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """``mia export`` records of a divergence run: the prompt instead of a prefix and true suffix."""
-    from mia_core.export import plain
     from mia_core.formats.runs import STANDARD_COLUMNS
+    from mia_core.inspection.export import plain
 
     prompts = prompt_texts(run)
     rows = run.prefix_rows()

@@ -3,7 +3,7 @@
 A run of ``num_strings`` rows is split round-robin, so every shard gets the same mix of
 map rows and (with wraparound) the same share of work. Shard ``I`` stores its rows in
 order, so its ``k``-th row is run row ``I + k*N``: nothing but ``shard`` (recorded in the
-run's attributes) is needed to put the rows back in place (``mia merge``, ``mia_core.merge``).
+run's attributes) is needed to put the rows back in place (``mia merge``, ``mia_core.extraction.merge``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Three kinds of backend work here (see docs/prompt.md):
 - ``generate_text`` (text in, text out): API models; prefixes are decoded with the map's
   tokenizer and the answers re-tokenized with it, so every score works unchanged. Cost
   estimates, confirmation, a hard cost cap and provider batch APIs are handled here.
-- ``score`` (teacher-forced check, ``method="teacher-forced"``, see ``mia_core.check``).
+- ``score`` (teacher-forced check, ``method="teacher-forced"``, see ``mia_core.extraction.check``).
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from mia_core import divergence_prompts as dp
 from mia_core import registry
-from mia_core.check import teacher_forced_batch
 from mia_core.defaults import DEFAULT_MODEL
-from mia_core.divergence_prompts import DivergenceSpec
 from mia_core.errors import BackendOutOfMemory, DiskError, MiaError, UsageError
+from mia_core.extraction import divergence_prompts as dp
+from mia_core.extraction.check import teacher_forced_batch
+from mia_core.extraction.divergence_prompts import DivergenceSpec
+from mia_core.extraction.shards import WHOLE, Shard, parse_shard, shard_of
 from mia_core.formats.prefixmap import PrefixMap
 from mia_core.formats.runs import API_COLUMNS, RunWriter, default_run_path, open_run
 from mia_core.progress import note, progress
-from mia_core.shards import WHOLE, Shard, parse_shard, shard_of
 from mia_core.token_rows import pad_rows
 from mia_core.types import Sampling, TextResult, capabilities, scores_sampling
 
@@ -288,13 +288,14 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     map's suffix length), greedy decoding, ``model`` gemma-3-270m. ``resume`` continues a
     run file; options given then must equal the recorded ones. ``on_path`` is called with
     the run path as soon as it is known. ``method`` is ``"generate"`` (default) or
-    ``"teacher-forced"`` (see ``mia_core.check``). ``retry_failed`` (with ``resume``)
+    ``"teacher-forced"`` (see ``mia_core.extraction.check``). ``retry_failed`` (with ``resume``)
     asks the rows whose request failed again and replaces them in place. ``confirm`` asks the
     user a yes/no question (the CLI's prompt) when an API estimate is above ``confirm_above``;
     without it, or without a terminal, such a run needs ``yes``. ``shard`` (``"I/N"``) generates
-    only the rows ``i`` with ``i mod N == I`` (see ``mia_core.shards``, docs/scale.md). ``strategy``
+    only the rows ``i`` with ``i mod N == I`` (see ``mia_core.extraction.shards``, docs/scale.md). ``strategy``
     ``"divergence"`` takes no map: it asks the model to repeat ``words`` forever (Nasr et al. 2023 §5) in
-    the ``prompt_forms`` with the word ``repeats`` times (``mia_core.divergence_prompts``). See docs/prompt.md.
+    the ``prompt_forms`` with the word ``repeats`` times (``mia_core.extraction.divergence_prompts``).
+    See docs/prompt.md.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"must be one of {', '.join(s for s in STRATEGIES if s)}, got {strategy!r}",
@@ -469,7 +470,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
 
 def _divergence_job(spec: DivergenceSpec, backend: Any, model: str, num_strings: int, max_length: int,
                     sampling: Sampling) -> tuple[_Job, dict[str, Any]]:
-    """A job whose "map rows" are the divergence prompts (``mia_core.divergence_prompts``)."""
+    """A job whose "map rows" are the divergence prompts (``mia_core.extraction.divergence_prompts``)."""
     caps = capabilities(backend)
     mode = "tokens" if "generate" in caps else "text" if "generate_text" in caps else None
     if mode is None:

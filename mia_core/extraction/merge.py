@@ -1,6 +1,6 @@
 """``mia merge``: the shards of one run (``mia prompt --shard I/N``) put back into one run file.
 
-Shard ``I`` of ``N`` holds run rows ``I, I+N, I+2N, ...`` in order (``mia_core.shards``).
+Shard ``I`` of ``N`` holds run rows ``I, I+N, I+2N, ...`` in order (``mia_core.extraction.shards``).
 Merging checks that the shards are one experiment (same map, model and decoding options),
 that together they hold every row exactly once (no shard twice, none missing, each one
 finished), and writes a run whose rows are in run order: with greedy decoding it equals the
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
+from mia_core.extraction.shards import shard_of
 from mia_core.formats.names import PARTIAL_SUFFIX
 from mia_core.formats.runs import Run, RunWriter, default_run_path, open_run
-from mia_core.shards import shard_of
 
 # Attributes that make two shards one experiment: they must be equal in every shard.
 SAME_KEYS = ("prefix_map", "map_size", "model", "method", "num_strings", "max_length", "temperature", "top_k",
