@@ -169,40 +169,6 @@ def prompt_texts(run: Any) -> list[str]:
     return [texts[int(r)] for r in run.prefix_rows()]
 
 
-def records(run: Any, tokens: bool, scores: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """``mia export`` records of a divergence run: the prompt instead of a prefix and true suffix."""
-    from mia_core.formats.runs import STANDARD_COLUMNS
-    from mia_core.inspection.export import plain
-
-    prompts = prompt_texts(run)
-    rows = run.prefix_rows()
-    words = (run.attrs.get(STRATEGY) or {}).get("prompt_word") or []
-    generations = run.read("text")
-    gen_tokens = run.tokens() if tokens else None
-    prompt_tokens = run.prefixes() if tokens and run.has("prefixes") else None
-    lengths = run.read("lengths")
-    extra = {c: run.read(c) for c in run.columns if c not in STANDARD_COLUMNS}
-    out = []
-    for i in range(len(run)):
-        r = int(rows[i])
-        rec: dict[str, Any] = {"index": i, "prompt_index": r, "word": words[r] if r < len(words) else None,
-                               "prompt_text": prompts[i], "generation_text": str(generations[i])}
-        if tokens:
-            rec["prompt_tokens"] = None if prompt_tokens is None else [int(t) for t in prompt_tokens[i]]
-            rec["generated_tokens"] = [int(t) for t in gen_tokens[i]]
-        for name, values in extra.items():
-            value = values[i]
-            if isinstance(value, np.ndarray):
-                if tokens:
-                    rec[name] = plain(value[:lengths[i]])
-                continue
-            rec[name] = plain(value)
-        for name, values in scores.items():
-            rec[name] = plain(values[i])
-        out.append(rec)
-    return out
-
-
 def check_not_map_options(prefix_map: Any, retokenize: bool, method: str | None, shard: Sequence[Any] | Any) -> None:
     """Options of prefix-map runs that mean nothing here: one line each."""
     if prefix_map is not None:

@@ -64,9 +64,7 @@ def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True
 
     run = open_run(run_path)
     if run.attrs.get("strategy") == "divergence":  # no map: the prompt instead of a prefix and true suffix
-        from mia_core.extraction.divergence_prompts import records as divergence_records
-
-        yield from divergence_records(run, tokens, _scores(run.path, len(run)))
+        yield from _divergence_records(run, tokens, _scores(run.path, len(run)))
         return
     teacher_forced = run.method == "teacher-forced"
     prefix_rows = run.prefix_rows()
@@ -107,15 +105,45 @@ def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True
             rec["true_suffix_tokens"] = [int(t) for t in suffixes[i]]
             name = "teacher_forced_argmax_tokens" if teacher_forced else "generated_tokens"
             rec[name] = [int(t) for t in gen_tokens[i]]
-        for name, values in extra.items():
-            value = values[i]
-            if isinstance(value, np.ndarray):  # one value per position (logprobs...): only with the tokens
-                if tokens:
-                    rec[name] = plain(value[:lengths[i]])
-                continue
-            rec[name] = plain(value)
-        for name, values in scores.items():
-            rec[name] = plain(values[i])
+        _add_columns(rec, i, extra, scores, lengths, tokens)
+        yield rec
+
+
+def _add_columns(rec: dict[str, Any], i: int, extra: dict[str, np.ndarray], scores: dict[str, np.ndarray],
+                 lengths: np.ndarray, tokens: bool) -> None:
+    """Row ``i``'s other run columns and stored scores; per-position values (logprobs...) only with the tokens."""
+    for name, values in extra.items():
+        value = values[i]
+        if isinstance(value, np.ndarray):
+            if tokens:
+                rec[name] = plain(value[:lengths[i]])
+            continue
+        rec[name] = plain(value)
+    for name, values in scores.items():
+        rec[name] = plain(values[i])
+
+
+def _divergence_records(run: Any, tokens: bool, scores: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
+    """Records of a divergence run: the prompt instead of a prefix and true suffix."""
+    from mia_core.extraction.divergence_prompts import STRATEGY, prompt_texts
+    from mia_core.formats.runs import STANDARD_COLUMNS
+
+    prompts = prompt_texts(run)
+    rows = run.prefix_rows()
+    words = (run.attrs.get(STRATEGY) or {}).get("prompt_word") or []
+    generations = run.read("text")
+    gen_tokens = run.tokens() if tokens else None
+    prompt_tokens = run.prefixes() if tokens and run.has("prefixes") else None
+    lengths = run.read("lengths")
+    extra = {c: run.read(c) for c in run.columns if c not in STANDARD_COLUMNS}
+    for i in range(len(run)):
+        r = int(rows[i])
+        rec: dict[str, Any] = {"index": i, "prompt_index": r, "word": words[r] if r < len(words) else None,
+                               "prompt_text": prompts[i], "generation_text": str(generations[i])}
+        if tokens:
+            rec["prompt_tokens"] = None if prompt_tokens is None else [int(t) for t in prompt_tokens[i]]
+            rec["generated_tokens"] = [int(t) for t in gen_tokens[i]]
+        _add_columns(rec, i, extra, scores, lengths, tokens)
         yield rec
 
 
