@@ -21,7 +21,6 @@ import psutil
 from mia_vllm.backend import engine_settings
 from mia_vllm.replicas import balance, replica_environments, replica_settings
 
-from conftest import ENGINE_OPTIONS
 from mia_core import registry
 from mia_core.errors import MiaError
 from mia_core.prompt import prompt
@@ -36,15 +35,17 @@ PREFIXES = [[818, 5279, 529, 506], [4123, 563, 496, 1588, 236764], [818, 5279], 
             529, 506, 1902, 236764, 818], [4123, 563], [818, 5279, 529, 506, 4123, 563, 496], [669, 563, 496]]
 
 
-# Per replica: float32 weights and activations take about 3.3 GiB, the rest is KV cache.
-DP_OPTIONS = {**ENGINE_OPTIONS, "data_parallel_size": "2",
-              "gpu_memory_utilization": os.environ.get("MIA_TEST_VLLM_DP_MEMORY", "0.16")}
+@pytest.fixture(scope="session")
+def dp_options(engine_options) -> dict:
+    # Per replica: float32 weights and activations take about 3.3 GiB of RAM, the rest is KV cache.
+    return {**engine_options, "data_parallel_size": "2",
+            "gpu_memory_utilization": os.environ.get("MIA_TEST_VLLM_DP_MEMORY", "0.16")}
 
 
 @pytest.fixture(scope="module")
-def dp_gemma():
+def dp_gemma(dp_options):
     """vllm:gemma-3-270m with data_parallel_size=2: two engines, one core each."""
-    backend = registry.backends.create("vllm:gemma-3-270m", dict(DP_OPTIONS))
+    backend = registry.backends.create("vllm:gemma-3-270m", dict(dp_options))
     yield backend
     backend.close()
 
@@ -158,9 +159,9 @@ def test_a_killed_replica_is_one_error_and_stops_the_others(dp_gemma):
         dp_gemma.generate(PREFIXES, 2)
 
 
-def _start_mia_prompt(tmp_path, dp_map) -> subprocess.Popen:
+def _start_mia_prompt(tmp_path, dp_map, dp_options) -> subprocess.Popen:
     mia = os.path.join(os.path.dirname(sys.executable), "mia")
-    options = sum((["--model-option", f"{k}={v}"] for k, v in DP_OPTIONS.items()),
+    options = sum((["--model-option", f"{k}={v}"] for k, v in dp_options.items()),
                   [])
     return subprocess.Popen([mia, "prompt", "--prefix_map", dp_map, "--model", "vllm:gemma-3-270m", "--max_length",
                              "8", "-q", "--out", str(tmp_path / "run.h5"), *options],
@@ -181,8 +182,8 @@ def _wait_for_engines(process: subprocess.Popen, timeout_s: float = 300) -> list
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
-def test_no_replica_outlives_a_killed_mia(how, dp_map, tmp_path):
-    process = _start_mia_prompt(tmp_path, dp_map)
+def test_no_replica_outlives_a_killed_mia(how, dp_map, dp_options, tmp_path):
+    process = _start_mia_prompt(tmp_path, dp_map, dp_options)
     family = _wait_for_engines(process)
     process.send_signal(getattr(signal, how))
     _, stderr = process.communicate(timeout=60)
