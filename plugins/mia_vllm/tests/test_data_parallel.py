@@ -6,9 +6,11 @@ Runs in the vLLM environment (bash install.sh --vllm); starts two more engines (
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -51,7 +53,7 @@ def dp_gemma(dp_options):
 
 
 @pytest.fixture(scope="module")
-def dp_map(tmp_path_factory, dp_gemma):
+def dp_map(tmp_path_factory):
     from click.testing import CliRunner
 
     from mia_core.cli import cli
@@ -159,20 +161,19 @@ def test_a_killed_replica_is_one_error_and_stops_the_others(dp_gemma):
         dp_gemma.generate(PREFIXES, 2)
 
 
-def _start_mia_prompt(tmp_path, dp_map, dp_options) -> subprocess.Popen:
+def _start_mia_prompt(tmp_path, dp_map, dp_options, *extra: str) -> subprocess.Popen:
     mia = os.path.join(os.path.dirname(sys.executable), "mia")
-    options = sum((["--model-option", f"{k}={v}"] for k, v in dp_options.items()),
-                  [])
+    options = sum((["--model-option", f"{k}={v}"] for k, v in dp_options.items()), [])
     return subprocess.Popen([mia, "prompt", "--prefix_map", dp_map, "--model", "vllm:gemma-3-270m", "--max_length",
-                             "8", "-q", "--out", str(tmp_path / "run.h5"), *options],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "8", "--out", str(tmp_path / "run.h5"), *options, *(extra or ("-q",))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _wait_for_engines(process: subprocess.Popen, timeout_s: float = 300) -> list:
     """The replicas of a running ``mia``, once each has started its engine's process."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
+        assert process.poll() is None, process.communicate()[1].decode(errors="replace")[-2000:]
         workers = [c for c in psutil.Process(process.pid).children() if "resource_tracker" not in " ".join(c.cmdline())]
         if len(workers) == 2 and all(w.children() for w in workers):
             return [psutil.Process(process.pid), *_descendants(process.pid)]
@@ -187,9 +188,33 @@ def test_no_replica_outlives_a_killed_mia(how, dp_map, dp_options, tmp_path):
     family = _wait_for_engines(process)
     process.send_signal(getattr(signal, how))
     _, stderr = process.communicate(timeout=60)
+    stderr = stderr.decode(errors="replace")
     if how == "SIGINT":  # Ctrl-C while the engines start: mia's exit status for an interrupt, no traceback
         assert process.returncode == 130 and "Traceback" not in stderr, stderr
     else:
         assert process.returncode == -signal.SIGKILL
     left = _gone(family[1:], 30)
     assert not left, f"left behind after {how}: {[(p.pid, p.cmdline()[:3]) for p in left]}"
+
+
+def test_ctrl_c_within_a_run_keeps_its_rows_and_leaves_no_replica(dp_map, dp_options, tmp_path):
+    """Ctrl-C once the replicas are generating: the finished rows are kept, the run says how to
+    resume, and the replicas' processes are gone."""
+    process = _start_mia_prompt(tmp_path, dp_map, dp_options, "--num_strings", "400", "--batch_size", "2")
+    stderr = bytearray()
+    reader = threading.Thread(target=lambda: [stderr.extend(chunk) for chunk in iter(
+        lambda: os.read(process.stderr.fileno(), 4096), b"")], daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300
+    while not re.search(rb"\b[1-9][0-9]*/400 \[", bytes(stderr)):  # the bar has counted a row
+        assert process.poll() is None and time.monotonic() < deadline, bytes(stderr)[-2000:]
+        time.sleep(0.5)
+    family = [psutil.Process(process.pid), *_descendants(process.pid)]
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 130
+    reader.join(10)
+    text = bytes(stderr).decode(errors="replace")
+    assert "Traceback" not in text and "rows kept in" in text and "mia prompt --resume" in text, text[-2000:]
+    left = _gone(family[1:], 30)
+    assert not left, f"left behind after Ctrl-C: {[(p.pid, p.cmdline()[:3]) for p in left]}"
+    assert 1 <= len(open_run(tmp_path / "run.h5")) < 400
