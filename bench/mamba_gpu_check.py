@@ -12,6 +12,7 @@ teacher-forced argmax agreement of the two paths' ``score``.
 
 Not run by CI. Without a CUDA GPU it says so and exits 0 (``--cpu`` times the torch path
 alone); without mamba-ssm it says what to install and times the torch path alone.
+``--require-gpu`` (bench/gpu_check.sh) makes both of these a failure, exit status 2.
 Synthetic mode writes a random Mamba checkpoint in the mamba_ssm layout (hidden 768 and 24
 layers by default, about the size of mamba-130m) with the tiny test tokenizer.
 """
@@ -85,6 +86,8 @@ def main() -> int:
     parser.add_argument("--prefix-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--cpu", action="store_true", help="without a GPU, time the torch path on the CPU")
+    parser.add_argument("--require-gpu", action="store_true",
+                        help="exit 2 (not 0) without a CUDA GPU or without mamba-ssm: for bench/gpu_check.sh")
     args = parser.parse_args()
 
     import torch
@@ -96,6 +99,10 @@ def main() -> int:
     problem = mamba_ssm_import_error()
     print(f"torch {torch.__version__}; CUDA: {torch.cuda.get_device_name(0) if gpu else 'none'}; "
           f"mamba-ssm: {'ok' if problem is None else problem}")
+    if args.require_gpu and (not gpu or problem is not None):
+        print(f"FAILED: --require-gpu, but {'torch sees no CUDA GPU' if not gpu else 'mamba-ssm does not import'}; "
+              f"{INSTALL_HINT if gpu else 'run it on a GPU machine'}", file=sys.stderr)
+        return 2
     if not gpu and not args.cpu:
         print("no CUDA GPU here: nothing to compare (the torch path is tested on CPU by tests/test_mamba.py; "
               "--cpu times it)")

@@ -11,7 +11,10 @@ way), one call per batch size:
 - score: teacher-forced prompt tokens (prefix + suffix, ``--score-tokens`` each) per second,
   HF ``score`` vs vLLM ``prompt_logprobs`` (Min-K%++ moments off for both: vLLM has none).
 
-Each line prints both rates and the ratio vLLM/HF. A batch size is skipped for a backend whose
+Each line prints both rates and the ratio vLLM/HF. With ``--data-parallel N`` (N GPUs, or N
+cores on CPU), the single engine is then stopped and ``data_parallel_size=N`` measured on the
+same calls: one more line per batch and task, its rate against the single engine's and how
+many rows equal the single engine's. A batch size is skipped for a backend whose
 call at the previous (smaller) batch size took longer than ``--budget-s``, and the line says so.
 vLLM's engine start (about a minute on CPU) is timed separately and not in the rates; each
 backend does one untimed warm-up call first. Needs the vLLM environment (bash install.sh --vllm).
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import time
+
+TARGET_BATCH, TARGET_RATIO = 256, 2.0  # the GPU target of docs/scale.md: vLLM >= 2x HF at batch 256
 
 
 def corpus_windows(tokenizer, count: int, length: int) -> list[list[int]]:
@@ -52,6 +57,7 @@ def main() -> None:
     parser.add_argument("--memory", default=None, help="vLLM gpu_memory_utilization (default 0.2 on CPU, 0.9 GPU)")
     parser.add_argument("--eager", action="store_true", help="vLLM enforce_eager (on CPU: starts in half the time)")
     parser.add_argument("--budget-s", type=float, default=300.0, help="skip a batch whose HF call would take longer")
+    parser.add_argument("--data-parallel", type=int, default=1, help="also measure vLLM with data_parallel_size=N")
     args = parser.parse_args()
 
     from mia_core import registry
@@ -75,6 +81,14 @@ def main() -> None:
           f"{v_d['device']} ({v_d['dtype']}{', eager' if args.eager else ''}); "
           f"vLLM engine start {start_s:.1f} s (not in the rates)")
     v_results = measure(vllm, batches, prefixes, sequences, args)
+    dp_results = None
+    if args.data_parallel > 1:
+        vllm.close()  # its memory (on a GPU, its share of GPU 0) goes to the replicas
+        dp_start_s, dp = timed(registry.backends.create, f"vllm:{args.model}",
+                               {**options, "data_parallel_size": str(args.data_parallel)})
+        print(f"vLLM data_parallel_size={args.data_parallel}: replicas started in {dp_start_s:.1f} s (not timed)")
+        dp_results = measure(dp, batches, prefixes, sequences, args)
+        dp.close()
     for batch in batches:
         for task in ("generate", "score"):
             (hf_rate, hf_out), (v_rate, v_out) = hf_results[batch, task], v_results[batch, task]
@@ -86,6 +100,25 @@ def main() -> None:
             if isinstance(hf_rate, float) and isinstance(v_rate, float):
                 line += f"ratio vLLM/HF {v_rate / hf_rate:5.2f}x  "
             print(line + what + ")", flush=True)
+            if dp_results is not None:
+                print(dp_line(batch, task, v_results[batch, task], dp_results[batch, task], args), flush=True)
+    hf_rate, v_rate = (results.get((TARGET_BATCH, "generate"), (None,))[0] for results in (hf_results, v_results))
+    if isinstance(hf_rate, float) and isinstance(v_rate, float):
+        verdict = "met" if v_rate >= TARGET_RATIO * hf_rate else "NOT met"
+        print(f"target on a GPU, vLLM >= {TARGET_RATIO:g}x HF new tokens/s at batch {TARGET_BATCH}: {verdict} "
+              f"({v_rate / hf_rate:.2f}x on {v_d['device']})")
+
+
+def dp_line(batch: int, task: str, single: tuple, replicated: tuple, args) -> str:  # noqa: ANN001
+    """One figure: data_parallel_size=N against the single engine on the same call."""
+    (one_rate, one_out), (dp_rate, dp_out) = single, replicated
+    line = f"batch {batch:4d} {task:8s}: vLLM DP={args.data_parallel} {_rate(dp_rate)}  vLLM DP=1 {_rate(one_rate)}  "
+    if isinstance(one_rate, float) and isinstance(dp_rate, float):
+        line += f"ratio DP={args.data_parallel}/DP=1 {dp_rate / one_rate:5.2f}x  "
+    line += "(new tokens/s" if task == "generate" else "(prompt tokens/s scored"
+    if one_out is not None and dp_out is not None:
+        line += f"; rows identical to DP=1 {sum(a == b for a, b in zip(one_out, dp_out, strict=True))}/{batch}"
+    return line + ")"
 
 
 def _rate(rate: float | str | None) -> str:

@@ -15,7 +15,8 @@ the same conventions, so runs and attacks do not depend on which backend made th
 ``score`` asks vLLM for ``prompt_logprobs=1``: the log-probability of each given token and
 the most likely token at each position. vLLM does not return the mean and variance of
 log p over the vocabulary, so Min-K%++ is refused with one line (``distribution=True``).
-vLLM is imported only when a backend is created.
+vLLM is imported only when a backend is created. ``data_parallel_size`` > 1 runs the engines in
+worker processes, one per replica (``mia_vllm.replicas.DataParallelBackend``, a subclass).
 """
 
 from __future__ import annotations
@@ -108,12 +109,6 @@ def engine_settings(options: dict[str, Any]) -> EngineSettings:
     if executor not in (None, "mp", "ray"):
         raise MiaError(f"option distributed_executor_backend must be mp or ray, got {executor!r}")
     replicas = _int_option(options, "data_parallel_size", 1) or 1
-    if replicas > 1:
-        # vLLM's offline engine refuses data_parallel_size > 1 in one process (it needs one process
-        # per replica): that is what shards are.
-        raise MiaError(f"data_parallel_size={replicas}: vLLM runs data parallelism offline as one process per "
-                       f"replica; run {replicas} shards instead (CUDA_VISIBLE_DEVICES=I mia prompt --shard "
-                       f"I/{replicas} ..., then mia merge; docs/scale.md)")
     return EngineSettings(
         device=device, dtype=dtype, seed=_int_option(options, "seed", 0, low=0) or 0,
         tensor_parallel_size=_int_option(options, "tensor_parallel_size", 1) or 1,
@@ -122,6 +117,47 @@ def engine_settings(options: dict[str, Any]) -> EngineSettings:
         enforce_eager=eager in ("1", "true", "yes", "on"),
         pipeline_parallel_size=_int_option(options, "pipeline_parallel_size", 1) or 1, executor=executor,
     )
+
+
+def start_llm(name: str, model_path: str, settings: EngineSettings) -> Any:
+    """A ``vllm.LLM`` for one replica (a failure to start: one-line ``MiaError``)."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # mia draws its own progress, not vLLM's INFO lines
+    from vllm import LLM
+
+    s = settings
+    kwargs: dict[str, Any] = dict(
+        model=model_path, skip_tokenizer_init=True, dtype=s.dtype, seed=s.seed,
+        tensor_parallel_size=s.tensor_parallel_size, gpu_memory_utilization=s.gpu_memory_utilization,
+        enforce_eager=s.enforce_eager,
+        # Decoding is decided by the Sampling mia passes, never by the model's generation_config.json.
+        generation_config="vllm",
+    )
+    if s.max_model_len is not None:
+        kwargs["max_model_len"] = s.max_model_len
+    if s.pipeline_parallel_size > 1:
+        kwargs["pipeline_parallel_size"] = s.pipeline_parallel_size
+    if s.executor is not None:
+        kwargs["distributed_executor_backend"] = s.executor
+    try:
+        return LLM(**kwargs)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        hint = (" (its engine's log above says why; on CPU, gpu_memory_utilization is the fraction of RAM "
+                "vLLM takes for weights and KV cache: raise it, or lower max_model_len)")
+        raise MiaError(f"vLLM could not start {name} from {model_path}: {first}{hint}") from exc
+
+
+def shutdown_llm(llm: Any) -> None:
+    """Stop a ``vllm.LLM``'s engine processes now rather than when it is collected."""
+    shutdown = getattr(getattr(llm.llm_engine, "engine_core", None), "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+
+
+def engine_limits(llm: Any) -> tuple[int, int]:
+    """(max_model_len, vocabulary size) of a started ``vllm.LLM``."""
+    config = llm.llm_engine.model_config
+    return int(config.max_model_len), int(config.get_vocab_size())
 
 
 class VLLMBackend:
@@ -145,35 +181,21 @@ class VLLMBackend:
         self.eos_id: int | None = tokenizer.eos_id
         self.on_rows_done: Callable[[int, int], None] | None = None
         self.llm = self._start_engine()
-        config = self.llm.llm_engine.model_config
-        self.max_context: int | None = int(config.max_model_len)
-        self.vocab_size: int = int(config.get_vocab_size())
+        context, self.vocab_size = self._limits()
+        self.max_context: int | None = context
 
     def _start_engine(self) -> Any:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # mia draws its own progress, not vLLM's INFO lines
-        from vllm import LLM
+        return start_llm(self.name, self.model_path, self.settings)
 
-        s = self.settings
-        kwargs: dict[str, Any] = dict(
-            model=self.model_path, skip_tokenizer_init=True, dtype=s.dtype, seed=s.seed,
-            tensor_parallel_size=s.tensor_parallel_size, gpu_memory_utilization=s.gpu_memory_utilization,
-            enforce_eager=s.enforce_eager,
-            # Decoding is decided by the Sampling mia passes, never by the model's generation_config.json.
-            generation_config="vllm",
-        )
-        if s.max_model_len is not None:
-            kwargs["max_model_len"] = s.max_model_len
-        if s.pipeline_parallel_size > 1:
-            kwargs["pipeline_parallel_size"] = s.pipeline_parallel_size
-        if s.executor is not None:
-            kwargs["distributed_executor_backend"] = s.executor
-        try:
-            return LLM(**kwargs)
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            hint = (" (its engine's log above says why; on CPU, gpu_memory_utilization is the fraction of RAM "
-                    "vLLM takes for weights and KV cache: raise it, or lower max_model_len)")
-            raise MiaError(f"vLLM could not start {self.name} from {self.model_path}: {first}{hint}") from exc
+    def _limits(self) -> tuple[int, int]:
+        """(longest prompt + generation, vocabulary size) of the started engine."""
+        return engine_limits(self.llm)
+
+    def close(self) -> None:
+        """Stop the engine (its processes and the memory it holds) now; the backend is unusable after."""
+        if self.llm is not None:
+            shutdown_llm(self.llm)
+            self.llm = None
 
     # --- description -----------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

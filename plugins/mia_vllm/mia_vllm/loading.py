@@ -27,7 +27,8 @@ BACKEND_OPTIONS = {
     "dtype": "auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16",
     "seed": "the engine's seed (default 0); sampling seeds come from --seed",
     "tensor_parallel_size": "GPUs one model is split across (default 1)",
-    "data_parallel_size": "model replicas the engine spreads requests over (default 1; see docs/scale.md)",
+    "data_parallel_size": "model replicas, one engine process each, that share every call's requests "
+                          "(default 1; see docs/scale.md)",
     "gpu_memory_utilization": "fraction of GPU memory (of RAM on CPU) vLLM may take (default 0.9 GPU, 0.2 CPU)",
     "pipeline_parallel_size": "pipeline stages, across nodes with Ray (default 1; see docs/scale.md)",
     "distributed_executor_backend": "mp (one node) or ray (several nodes); default: vLLM's choice",
@@ -123,6 +124,8 @@ def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:
     source = sources.resolve(hf_name(name))
     tokenizer = load_tokenizer(source)
     settings = engine_settings(options)
-    return VLLMBackend(name, model_folder(source), tokenizer, source=source.describe(), settings=settings,
-                       add_bos=_parse_bool(options.get("add_bos"), "add_bos"))
-
+    backend_class = VLLMBackend
+    if settings.data_parallel_size > 1:  # one engine per replica, each in its own process
+        from mia_vllm.replicas import DataParallelBackend as backend_class
+    return backend_class(name, model_folder(source), tokenizer, source=source.describe(), settings=settings,
+                         add_bos=_parse_bool(options.get("add_bos"), "add_bos"))

@@ -16,6 +16,12 @@ ENGINE_OPTIONS = {"dtype": "float32", "gpu_memory_utilization": os.environ.get("
                   "max_model_len": "512", "enforce_eager": "true"}
 
 
+@pytest.fixture(scope="session")
+def engine_options() -> dict:
+    """ENGINE_OPTIONS, for test modules (which cannot import conftest reliably)."""
+    return dict(ENGINE_OPTIONS)
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

@@ -176,8 +176,8 @@ def test_bad_options_fail_before_the_engine_starts():
         engine_settings({"tensor_parallel_size": "0"})
     with pytest.raises(MiaError, match="distributed_executor_backend must be mp or ray"):
         engine_settings({"distributed_executor_backend": "slurm"})
-    with pytest.raises(MiaError, match="run 2 shards instead.*--shard I/2"):
-        engine_settings({"data_parallel_size": "2"})
+    with pytest.raises(MiaError, match="data_parallel_size must be an integer >= 1"):
+        engine_settings({"data_parallel_size": "0"})
     assert engine_settings({"pipeline_parallel_size": "2", "distributed_executor_backend": "ray"}).executor == "ray"
     with pytest.raises(MiaError, match="installed for cpu"):
         engine_settings({"device": "cuda"})
