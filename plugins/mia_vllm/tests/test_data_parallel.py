@@ -25,8 +25,8 @@ from mia_vllm.replicas import balance, replica_environments, replica_settings
 
 from mia_core import registry
 from mia_core.errors import MiaError
-from mia_core.prompt import prompt
-from mia_core.runs import open_run
+from mia_core.extraction.prompt import prompt
+from mia_core.formats.runs import open_run
 from mia_core.types import Sampling
 
 pytestmark = pytest.mark.real_model
