@@ -6,8 +6,9 @@
 #   MIA_VLLM=vllm bash install.sh --vllm                         # .venv-vllm with the CUDA build of vLLM
 #   bash install.sh && .venv/bin/pip install -e 'plugins/mia_mamba[cuda]'   # .venv with mamba-ssm
 # Steps: (1) vLLM vs the HF backend in bfloat16, batch 1/32/256 (target: vLLM >= 2x HF generated
-# tokens/s at batch 256), and with 2 or more GPUs vLLM data_parallel_size=2 against one engine;
-# (2) mamba-ssm vs transformers (bench/mamba_gpu_check.py).
+# tokens/s at batch 256), and with 2 or more GPUs vLLM data_parallel_size=2 against one engine (that
+# step alone may then take 9 minutes); (2) mamba-ssm vs transformers (bench/mamba_gpu_check.py);
+# (3) the default `mia calibrate` on the GPU (bench/calibrate_check.py): its time and LOSS AUCs.
 # Every line starts with its step's label; a step that fails (or is missing what it needs) prints a
 # FAILED line with the end of its stderr, and the script exits 1; the last line says PASSED or FAILED.
 set -uo pipefail
@@ -49,13 +50,18 @@ else
     else
         echo "[vllm] data_parallel_size=2 not measured: it needs 2 GPUs, this machine has $count"
     fi
-    run $((count >= 2 ? 540 : 360)) vllm .venv-vllm/bin/python bench/vllm_bench.py --dtype bfloat16 --device cuda \
+    run $((count >= 2 ? 540 : 300)) vllm .venv-vllm/bin/python bench/vllm_bench.py --dtype bfloat16 --device cuda \
         --batches 1,32,256 --memory 0.5 --budget-s 120 ${dp[@]+"${dp[@]}"}
 fi
 if [[ -x .venv/bin/python ]]; then
-    run 180 mamba .venv/bin/python bench/mamba_gpu_check.py --require-gpu --dtype bfloat16 --batch-size 16 --batches 4
+    run 150 mamba .venv/bin/python bench/mamba_gpu_check.py --require-gpu --dtype bfloat16 --batch-size 16 --batches 4
 else
     failed mamba "no .venv (make it with: bash install.sh, then .venv/bin/pip install -e 'plugins/mia_mamba[cuda]')"
+fi
+if [[ -x .venv/bin/mia ]]; then
+    run 120 calibrate .venv/bin/python bench/calibrate_check.py --device cuda
+else
+    failed calibrate "no .venv (make it with: bash install.sh)"
 fi
 [[ $status -eq 0 ]] && echo "PASSED" || echo "FAILED"
 exit $status
