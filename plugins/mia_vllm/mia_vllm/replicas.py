@@ -38,6 +38,7 @@ from mia_vllm.backend import EngineSettings, VLLMBackend, _row_bar, engine_limit
 
 STOP_GRACE_S = 10.0  # an idle worker shuts its engine down within this; a busy one is killed at once
 PARENT_POLL_S = 0.5
+EXIT_STATUS_WAIT_S = 5.0  # how long a worker whose pipe closed is given to be reaped
 
 
 def balance(lengths: Sequence[int], parts: int) -> list[list[int]]:
@@ -233,6 +234,9 @@ class ReplicaPool:
             closed = not self.processes[replica].is_alive()
         if out or not closed:
             return out
+        # The pipe can close a moment before the process is reaped: wait for its exit status so the
+        # message says how it ended (killed by a signal, an error) rather than "not answering".
+        self.processes[replica].join(EXIT_STATUS_WAIT_S)
         self._break(f"vLLM replica {replica + 1} of {self.count} of {self.name} (pid {self.processes[replica].pid}) "
                     f"{_exit_description(self.processes[replica])}; the other replicas were stopped")
         return out  # not reached: _break raises
