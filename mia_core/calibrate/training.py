@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mia_core.defaults import FINETUNE_EXAMPLE
 from mia_core.errors import MiaError
 from mia_core.formats.names import PARTIAL_SUFFIX
 from mia_core.formats.safeio import process_alive
@@ -62,7 +63,7 @@ def finetuner_for(model: str) -> Callable[..., dict]:
         why = ("an API model is served remotely" if "generate_text" in (entry.capabilities or ())
                else "it registers no fine-tuning")
         raise MiaError(f"model {model!r} cannot be fine-tuned: plugin {entry.plugin!r} offers no training for it "
-                       f"({why}); use a local Hugging Face model, e.g. smollm2-135m")
+                       f"({why}); use a local Hugging Face model, e.g. {FINETUNE_EXAMPLE}")
     return dataclasses.replace(entry, factory=finetune).load_factory()
 
 

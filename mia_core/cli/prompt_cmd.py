@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from mia_core.cli.options import model_option, parse_key_values, quiet_option
+from mia_core.defaults import DEFAULT_CHAT_MODEL, DEFAULT_MODEL
 
 _POSITIVE = click.IntRange(min=1)
 
@@ -19,7 +20,7 @@ def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Calla
     options = [
         click.option("--prefix_map", "--prefix-map", "prefix_map", metavar="MAP",
                      help="Prefix map: a folder name under Prefixes/ or a path."),
-        click.option("--model", "-m", default=None, help="Model name (default gemma-3-270m; see `mia models`)."),
+        click.option("--model", "-m", default=None, help=f"Model name (default {DEFAULT_MODEL}; see `mia models`)."),
         click.option("--num_strings", "--num-strings", "num_strings", type=_POSITIVE,
                      help="Strings to generate (default: one per prefix; wraps around from the start when larger)."),
         click.option("--batch_size", "--batch-size", "batch_size", type=_POSITIVE,
@@ -61,8 +62,9 @@ def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Calla
                          help="Use the provider's batch API (cheaper, asynchronous; resumable)."),
             click.option("--strategy", type=click.Choice(["prefix-map", "divergence"]), default=None,
                          help="prefix-map (default): continue the map's prefixes; divergence: ask a chat model to "
-                              "repeat --word forever (Nasr et al. 2023 §5; no map; default model smollm2-135m, "
-                              "max_length 1024, 10 strings, temperature 1). See docs/prompt.md."),
+                              f"repeat --word forever (Nasr et al. 2023 §5; no map; default model "
+                              f"{DEFAULT_CHAT_MODEL}, max_length 1024, 10 strings, temperature 1). "
+                              "See docs/prompt.md."),
             click.option("--word", "words", multiple=True,
                          help="Divergence: the word to repeat (default poem; repeatable: one prompt per word and "
                               "form)."),

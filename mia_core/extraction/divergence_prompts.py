@@ -26,7 +26,6 @@ import numpy as np
 from mia_core.errors import MiaError, UsageError
 
 STRATEGY = "divergence"
-DEFAULT_MODEL = "smollm2-135m"  # a chat model (SmolLM2-135M-Instruct); the embedded default is a base model
 DEFAULT_WORD = "poem"  # the paper's Figure 5 word
 DEFAULT_REPEATS = 4  # "poem poem poem poem" in the paper's Figure 5
 DEFAULT_MAX_LENGTH = 1024  # new tokens per generation (docs/prompt.md says why)

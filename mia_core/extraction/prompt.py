@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mia_core import registry
-from mia_core.defaults import DEFAULT_MODEL
+from mia_core.defaults import DEFAULT_CHAT_MODEL, DEFAULT_MODEL
 from mia_core.errors import BackendOutOfMemory, DiskError, MiaError, UsageError
 from mia_core.extraction import divergence_prompts as dp
 from mia_core.extraction.check import teacher_forced_batch
@@ -285,7 +285,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     ``sample_id``, ``sample_label``, ``prefix_tokens``, ``generated_tokens``, ``text`` and
     the run's extra columns). Defaults: ``num_strings`` = number of prefixes (wraparound
     when larger), ``batch_size`` 10, ``max_length`` 20 new tokens (teacher-forced: the
-    map's suffix length), greedy decoding, ``model`` gemma-3-270m. ``resume`` continues a
+    map's suffix length), greedy decoding, ``model`` ``defaults.DEFAULT_MODEL``. ``resume`` continues a
     run file; options given then must equal the recorded ones. ``on_path`` is called with
     the run path as soon as it is known. ``method`` is ``"generate"`` (default) or
     ``"teacher-forced"`` (see ``mia_core.extraction.check``). ``retry_failed`` (with ``resume``)
@@ -378,7 +378,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         divergence = dp.DivergenceSpec(divergence_given["words"] or (dp.DEFAULT_WORD,),
                                        divergence_given["forms"] or (dp.DEFAULT_FORM,), repeats or dp.DEFAULT_REPEATS)
         pmap = None
-        model, method = model or dp.DEFAULT_MODEL, "generate"
+        model, method = model or DEFAULT_CHAT_MODEL, "generate"  # the embedded default is a base model
         num_strings = num_strings or dp.DEFAULT_NUM_STRINGS
         max_length = max_length or dp.DEFAULT_MAX_LENGTH
         batch_size = batch_size or DEFAULT_BATCH_SIZE
