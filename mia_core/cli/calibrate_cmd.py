@@ -5,18 +5,7 @@ from pathlib import Path
 
 import click
 
-from mia_core.cli.options import dataset_option, model_option, parse_key_values, quiet_option
-
-
-def _repeats(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values or any(v < 1 for v in values):
-        raise click.BadParameter(f"expects positive integers separated by commas, got {text!r}",
-                                 param_hint="--canary-repeats")
-    return tuple(sorted(set(values)))
+from mia_core.cli.options import dataset_option, model_option, parse_key_values, positive_ints, quiet_option
 
 
 @click.command()
@@ -45,6 +34,7 @@ def _repeats(text: str) -> tuple[int, ...]:
 @click.option("--canaries", type=click.IntRange(min=0), default=0, show_default=True,
               help="Random canaries per repetition count (plus as many never inserted, as control).")
 @click.option("--canary-repeats", "--canary_repeats", "canary_repeats", default="1,2,4,8,16", show_default=True,
+              callback=positive_ints,
               help="How many times each group of canaries is inserted.")
 @click.option("--canary-digits", "--canary_digits", "canary_digits", type=click.IntRange(1, 12), default=6,
               show_default=True, help="Random digits per canary secret (|R| = 10^digits).")
@@ -88,7 +78,7 @@ def calibrate(model, model_options, dataset, dataset_options, seed, epochs, lear
     config = CalibrateConfig(model=model, dataset=dataset,
                              dataset_options=parse_key_values(dataset_options, "--dataset-option"),
                              model_options=parse_key_values(model_options, "--model-option"), seed=seed,
-                             finetune=finetune, canaries=canaries, canary_repeats=_repeats(canary_repeats),
+                             finetune=finetune, canaries=canaries, canary_repeats=tuple(sorted(set(canary_repeats))),
                              canary_digits=canary_digits, canary_candidates=canary_candidates,
                              prefix_tokens=prefix_tokens, suffix_tokens=suffix_tokens, batch_size=batch_size,
                              n_boot=bootstrap, out=out, quiet=quiet)

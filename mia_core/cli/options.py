@@ -8,6 +8,17 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def positive_ints(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    """Click callback: ``"1,10,100"`` → ``(1, 10, 100)``, in the order given; anything else is a usage error."""
+    try:
+        values = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"expects positive integers separated by commas, got {value!r}")
+    return values
+
+
 def parse_key_values(pairs: Iterable[str], flag: str) -> dict[str, str]:
     """``("a=1", "b=x")`` → ``{"a": "1", "b": "x"}``; a pair without ``=`` is a usage error."""
     options: dict[str, str] = {}

@@ -12,22 +12,13 @@ from typing import Any
 
 import click
 
+from mia_core.cli.options import positive_ints
 from mia_core.errors import MiaError
 from mia_core.formats.filekinds import expand_runs
 
 
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _query_counts(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        counts = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        counts = ()
-    if not counts or min(counts) < 1:
-        raise click.BadParameter(f"expected positive integers separated by commas, got {value!r}")
-    return counts
 
 
 @click.command()
@@ -48,7 +39,7 @@ def _query_counts(ctx: click.Context, param: click.Parameter, value: str) -> tup
               help="Corpus membership: a verbatim match of at least this many tokens.")
 @click.option("--decode", is_flag=True,
               help="With --index: load the run's tokenizer and show the memorized windows as text.")
-@click.option("--queries", callback=_query_counts, default="1,10,100,1000,10000", show_default=True,
+@click.option("--queries", callback=positive_ints, default="1,10,100,1000,10000", show_default=True,
               help="Probabilistic extraction (teacher-forced runs): the numbers of queries n at which the "
                    "(n, target)-discoverable rows are counted.")
 @click.option("--target", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
