@@ -27,6 +27,22 @@ def tiny(tmp_path_factory):
     return root, backend, ids
 
 
+def _map_of(tiny, name: str, n: int, plen: int, slen: int, step: int, greedy_row: int):
+    """A map of ``n`` windows of the training text, ``step`` tokens apart; row ``greedy_row``'s suffix
+    is the model's own greedy continuation (a row with a sizeable p). Returns (folder, prefixes, suffixes)."""
+    root, backend, ids = tiny
+    w = PrefixMapWriter(root / name, plen, slen, {"tokenizer": backend.tokenizer.name,
+                                                  "tokenizer_fingerprint": backend.tokenizer.fingerprint},
+                        save_dataset=False)
+    starts = [step * i for i in range(n)]
+    prefixes = [ids[a:a + plen] for a in starts]
+    suffixes = [ids[a + plen:a + plen + slen] for a in starts]
+    suffixes[greedy_row] = backend.generate([prefixes[greedy_row]], slen)[0]
+    w.add_rows(np.array(prefixes), suffixes, list(range(n)), [f"s{i}" for i in range(n)],
+               ["member", "nonmember"] * (n // 2), starts)
+    return w.finish({}), prefixes, suffixes
+
+
 def test_discovery_probability_and_queries_needed():
     p = np.array([0.0, 1e-12, 0.01, 0.5, 1.0])
     for n in (1, 10, 1000):
@@ -103,16 +119,7 @@ def test_score_and_check_report_p_of_a_teacher_forced_run(tiny):
 
     root, backend, ids = tiny
     n, plen, slen = 8, 6, 4
-    w = PrefixMapWriter(root / "map", plen, slen, {"tokenizer": backend.tokenizer.name,
-                                                    "tokenizer_fingerprint": backend.tokenizer.fingerprint},
-                        save_dataset=False)
-    starts = [5 * i for i in range(n)]
-    prefixes = [ids[a:a + plen] for a in starts]
-    suffixes = [ids[a + plen:a + plen + slen] for a in starts]
-    suffixes[0] = backend.generate([prefixes[0]], slen)[0]  # one row with a large p
-    w.add_rows(np.array(prefixes), suffixes, list(range(n)), [f"s{i}" for i in range(n)],
-               ["member", "nonmember"] * (n // 2), starts)
-    folder = w.finish({})
+    folder, prefixes, suffixes = _map_of(tiny, "map", n, plen, slen, step=5, greedy_row=0)
     prompt(folder, str(root / "llama"), backend=backend, out=root / "tf.h5", method="teacher-forced",
            max_length=slen, quiet=True)
     raw = [sc.logprob for sc in backend.score([list(p) + list(s) for p, s in zip(prefixes, suffixes, strict=True)],
@@ -155,17 +162,9 @@ def test_attack_on_a_map_gives_p_of_every_suffix_from_its_one_pass(tiny, runner,
     from mia_core.formats.prefixmap import PrefixMap
 
     root, backend, ids = tiny
-    n, plen, slen = 6, 5, 3
-    w = PrefixMapWriter(root / "map_attack", plen, slen, {"tokenizer": backend.tokenizer.name,
-                                                           "tokenizer_fingerprint": backend.tokenizer.fingerprint},
-                        save_dataset=False)
-    starts = [4 * i for i in range(n)]
-    prefixes = [ids[a:a + plen] for a in starts]
-    suffixes = [ids[a + plen:a + plen + slen] for a in starts]
-    suffixes[1] = backend.generate([prefixes[1]], slen)[0]
-    w.add_rows(np.array(prefixes), suffixes, list(range(n)), [f"s{i}" for i in range(n)],
-               ["member", "nonmember"] * (n // 2), starts)
-    items, _ = load_map_items(PrefixMap(w.finish({})), backend, None, quiet=True)
+    n = 6
+    folder, prefixes, suffixes = _map_of(tiny, "map_attack", n, 5, 3, step=4, greedy_row=1)
+    items, _ = load_map_items(PrefixMap(folder), backend, None, quiet=True)
     out = attack(backend, items, AttackConfig(signals=["loss"], sampling=SCHEME, n_boot=0, quiet=True, blind=False),
                  is_map=True)
     expected = pe.probabilities(backend, prefixes, suffixes, SCHEME)
@@ -204,17 +203,7 @@ def test_check_records_p_under_the_given_scheme_and_score_counts_the_chosen_n_an
     from mia_core.formats.runs import open_run
 
     root, backend, ids = tiny
-    n, plen, slen = 6, 5, 3
-    w = PrefixMapWriter(root / "map_check", plen, slen, {"tokenizer": backend.tokenizer.name,
-                                                          "tokenizer_fingerprint": backend.tokenizer.fingerprint},
-                        save_dataset=False)
-    starts = [7 * i for i in range(n)]
-    prefixes = [ids[a:a + plen] for a in starts]
-    suffixes = [ids[a + plen:a + plen + slen] for a in starts]
-    suffixes[2] = backend.generate([prefixes[2]], slen)[0]
-    w.add_rows(np.array(prefixes), suffixes, list(range(n)), [f"s{i}" for i in range(n)],
-               ["member", "nonmember"] * (n // 2), starts)
-    folder = w.finish({})
+    folder, prefixes, suffixes = _map_of(tiny, "map_check", 6, 5, 3, step=7, greedy_row=2)
     out = tmp_path / "tf_scheme.h5"
     result = runner.invoke(cli, ["check", "--prefix_map", str(folder), "--model", str(root / "llama"), "--temperature",
                                  "0.7", "--top_k", "3", "--top_p", "0.8", "--out", str(out), "-q"])
