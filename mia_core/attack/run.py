@@ -464,14 +464,13 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
         counts["extracted"] = int(columns["extracted"].sum())
     probabilistic = None
     if sampling is not None:
-        from mia_core.scoring.probabilistic import suffix_probability, summarize
+        from mia_core.scoring.probabilistic import describe_scheme, suffix_probability, summarize
 
         p = np.array([suffix_probability(s.sampled_logprob[len(s.sampled_logprob) - it.suffix_length:])
                       if it.suffix_length else np.nan for s, it in zip(raw, items, strict=True)])
         columns["extraction_p"] = p
-        probabilistic = summarize(p, labels, scheme=f"temperature {sampling.temperature:g}, top-k "
-                                  f"{sampling.top_k or 'none'}, top-p {sampling.top_p if sampling.top_p else 'none'}, "
-                                  "whole suffix")
+        probabilistic = summarize(p, labels, scheme=describe_scheme(sampling.temperature, sampling.top_k,
+                                                                    sampling.top_p) + ", whole suffix")
     attrs = {
         "mia_version": __version__, "model": getattr(backend, "name", ""), "backend": _describe(backend),
         "tokenizer": getattr(backend.tokenizer, "name", ""), "tokenizer_fingerprint": backend.tokenizer.fingerprint,

@@ -127,11 +127,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def scheme_of(attrs: Any) -> str:
-    """The sampling scheme a run's ``sampled_logprobs`` were computed under, in words."""
-    parts = [f"temperature {float(attrs.get('temperature') or 0):g}"]
-    parts.append(f"top-k {attrs['top_k']}" if attrs.get("top_k") else "no top-k")
-    parts.append(f"top-p {float(attrs['top_p']):g}" if attrs.get("top_p") else "no top-p")
+def describe_scheme(temperature: float | None, top_k: int | None, top_p: float | None) -> str:
+    """A sampling scheme in words, as every probabilistic-extraction summary names it."""
+    parts = [f"temperature {float(temperature or 0):g}"]
+    parts.append(f"top-k {top_k}" if top_k else "no top-k")
+    parts.append(f"top-p {float(top_p):g}" if top_p else "no top-p")
     return ", ".join(parts)
 
 
@@ -146,7 +146,8 @@ def run_summary(run: Any, k: int, eligible: np.ndarray, labels: Sequence[str],
     --temperature/--top_k/--top_p``) also stores ``sampled_logprobs`` and is summarised under it."""
     column, scheme = "logprobs", "pure sampling: temperature 1, no top-k/top-p"
     if run.has("sampled_logprobs"):
-        column, scheme = "sampled_logprobs", "sampling scheme: " + scheme_of(run.attrs)
+        column, scheme = "sampled_logprobs", "sampling scheme: " + describe_scheme(
+            run.attrs.get("temperature"), run.attrs.get("top_k"), run.attrs.get("top_p"))
     elif not run.has("logprobs"):
         return None
     stored = run.read(column)
