@@ -27,6 +27,9 @@ def test_demo_runs_prefix_prompt_score_and_writes_the_report(runner, in_tmp, met
         assert f["tokens"].shape[0] == 4
     # The repeated texts come first: the model follows the MIT and BSD bodies for several tokens.
     assert "repeated/" in out
+    assert "None" not in out  # a withheld rate is n/a with its reason, never a missing number
+    if method == "teacher-forced":
+        assert "approximate n/a: teacher-forced runs have no generated text to compare" in out
 
 
 def test_demo_rejects_a_non_positive_size(runner, in_tmp):

@@ -108,6 +108,9 @@ def _member_contrast(summary: dict, run_path: Path) -> str:
     lines = ["", f"members vs non-members, then by document group ({how}):",
              text_table(["label: document group", "rows", "mean matched tokens", "approximate", "token accuracy"],
                         rows, indent="  ", right=(1, 2, 3, 4))]
+    withheld = {r["approximate"]["withheld"] for r in summary["by_label"].values()
+                if (r.get("approximate") or {}).get("withheld")}
+    lines += [f"  approximate n/a: {why}" for why in sorted(withheld)]
     accuracy = per_position_accuracy(generations, suffixes, labels)
     heads = [f"{lo}" if hi == lo else (f"{lo}-{hi}" if hi else f"{lo}+") for lo, hi in POSITION_BUCKETS]
     rows = []
@@ -123,7 +126,8 @@ def _member_contrast(summary: dict, run_path: Path) -> str:
 
 
 def _rate(r: dict) -> str:
-    return f"{r['count']}/{r['n']}" if r and r.get("n") else "n/a"
+    """``count/n``, or n/a where the rate is withheld (the reason is printed below the table) or has no row."""
+    return f"{r['count']}/{r['n']}" if r and r.get("n") and not r.get("withheld") else "n/a"
 
 
 def _longest_matches(run_path: Path, scores_file: str, top: int = 5) -> str:
