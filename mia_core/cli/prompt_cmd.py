@@ -33,6 +33,9 @@ def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Calla
                      help="Continue this unfinished run file (options must match the recorded ones)."),
         click.option("--retry-failed", "--retry_failed", "retry_failed", is_flag=True,
                      help="With --resume: ask the rows whose request failed again and replace them in place."),
+        click.option("--salvage", is_flag=True,
+                     help="With --resume, when the run's journal is damaged: keep every intact record (a copy of the "
+                          "journal is kept beside the run) and ask only the damaged records' rows again."),
         click.option("--shard", metavar="I/N",
                      help="Generate only rows i with i mod N == I (its own resumable run; mia merge joins them)."),
         click.option("--retokenize", is_flag=True,
