@@ -110,7 +110,7 @@ def map_rows(server: FakeAnthropic) -> int:
 def one_error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("estimated cost")]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     return lines[0]
 

@@ -38,6 +38,7 @@ from mia_core.extraction.shards import WHOLE, Shard, parse_shard, shard_of
 from mia_core.formats.prefixmap import PrefixMap
 from mia_core.formats.runs import API_COLUMNS, RunWriter, Salvage, default_run_path, open_run
 from mia_core.progress import note, progress
+from mia_core.redact import REDACTED
 from mia_core.token_rows import pad_rows
 from mia_core.types import Sampling, TextResult, capabilities, scores_sampling
 
@@ -274,7 +275,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
            out: str | Path | None = None, resume: str | Path | None = None, retokenize: bool = False,
            model_options: dict[str, Any] | None = None, quiet: bool = False, *, method: str | None = None,
            backend: Any = None, dry_run: bool = False, yes: bool = False,
-           confirm_above: float = DEFAULT_CONFIRM_ABOVE, max_cost: float | None = None, batch_api: bool = False,
+           confirm_above: float = DEFAULT_CONFIRM_ABOVE, max_cost: float | None = None,
+           batch_api: bool | None = None,
            prefixes_dir: str | Path = "Prefixes", on_path: Callable[[Path], None] | None = None,
            retry_failed: bool = False, salvage: bool = False, confirm: Confirm | None = None,
            shard: str | Shard | None = None, strategy: str | None = None, words: Sequence[str] | None = None,
@@ -360,9 +362,13 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         sampling = Sampling(float(attrs["temperature"]), attrs["top_k"], attrs["top_p"], attrs["seed"])
         retokenize = bool(attrs["retokenized"])
         options = {**(attrs.get("model_options") or {}), **options}
+        _refuse_redacted(options, resume)
         batch_size = batch_size or int(attrs["batch_size"])
-        batch_api = batch_api or bool(attrs.get("batch_api"))  # never abandon a submitted batch
-        if (attrs.get("batch_state") or {}).get("batch_id") and not batch_api and not dry_run:
+        if batch_api is None:  # as recorded (--no-batch-api: retried rows go through the Messages API)
+            batch_api = bool(attrs.get("batch_api"))
+        state = attrs.get("batch_state") or {}
+        if state.get("batch_id") and not state.get("collected") and start_row < num_strings and not batch_api \
+                and not dry_run:
             # Its batch is paid for: fetch it, never ask the Messages API for the same rows again.
             batch_api = True
             _note("this run was started with --batch-api; resuming it with the batch API")
@@ -393,6 +399,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         if not sampling.greedy and sampling.seed is None and method != "teacher-forced":
             # record a seed so the run can be reproduced (teacher forcing samples nothing)
             sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, random.randrange(2**31))
+    batch_api = bool(batch_api)
     if pmap is not None and len(pmap) == 0:
         raise MiaError(f"the prefix map {pmap.folder} holds no prefixes")
     if max_length > MAX_LENGTH_LIMIT:
@@ -483,6 +490,14 @@ def failed_rows(run: Any) -> list[int]:
     if not run.has("error"):
         return []
     return [int(i) for i in np.flatnonzero([bool(e) for e in run.read("error")])]
+
+
+def _refuse_redacted(options: Mapping[str, Any], run: str | Path) -> None:
+    """A recorded model option whose secret was redacted (``***``) must be given again on resume."""
+    for key, value in options.items():
+        if REDACTED in str(value):
+            raise MiaError(f"the run {run} recorded --model-option {key} without its secret ({value}); give it "
+                           f"again: mia prompt --resume {run} --model-option {key}=...")
 
 
 def _rows_to_ask_again(resumed: Any, retry_failed: bool, salvage: bool) -> list[int]:
@@ -659,7 +674,7 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
 
     size = batch_size  # halved on out-of-memory; the size in use is recorded
     try:
-        pending = list(retry_rows)
+        pending = [] if batch_api else list(retry_rows)
         while pending:  # failed rows asked again, replaced in place
             local = np.asarray(pending[:size], dtype=np.int64)  # rows of this run file
             rows = job.shard.index + local * job.shard.count  # rows of the whole run
@@ -668,8 +683,8 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
             if cols is not None:
                 record(cols, replace=local.tolist())
                 pending = pending[len(local):]
-        if batch_api and writer.rows_done < job.num_strings:  # (all written: no batch to poll)
-            _execute_batch_api(job, writer, record)
+        if batch_api and (retry_rows or writer.rows_done < job.num_strings):  # (else: no batch to poll)
+            _execute_batch_api(job, writer, record, retry_rows)
         else:
             while writer.rows_done < total:
                 start = writer.rows_done
@@ -721,17 +736,41 @@ def _discard_if_empty(writer: RunWriter, fresh: bool) -> bool:
     return True
 
 
-def _execute_batch_api(job: _Job, writer: RunWriter, record: Callable[[dict[str, list]], None]) -> None:
-    """Hand all remaining rows to ``backend.run_batch``; results may arrive in any order
-    (and again after a resume): rows are written in order as soon as they are contiguous."""
-    state = dict(writer.attrs.get("batch_state") or {})
+def _execute_batch_api(job: _Job, writer: RunWriter, record: Callable[..., None],
+                       retry_rows: Sequence[int] = ()) -> None:
+    """Ask ``retry_rows`` again and the unwritten rows through ``backend.run_batch`` (half price).
+
+    A batch not fully fetched yet (``batch_state`` without ``collected``) is paid for: it is fetched,
+    never submitted again; but the stored batch of the first pass holds the failed answers of the
+    rows to retry, so the retry goes into a new batch (after that batch's unwritten rows are fetched)."""
+    stored = dict(writer.attrs.get("batch_state") or {})
+    paid = {} if stored.get("collected") else stored
+    if retry_rows and paid and not paid.get("retry"):
+        if writer.rows_done < job.num_strings:
+            _run_batch(job, writer, record, [], paid)  # the unwritten rows' paid batch first
+        paid = {}
+    _run_batch(job, writer, record, retry_rows, paid)
+
+
+def _run_batch(job: _Job, writer: RunWriter, record: Callable[..., None], retry_rows: Sequence[int],
+               state: dict[str, Any]) -> None:
+    """One ``run_batch`` call: results may arrive in any order (and again after a resume); retried rows
+    are replaced as they come, new rows written in order as soon as they are contiguous."""
+    retry = {int(r) for r in retry_rows}
     pending: dict[int, TextResult] = {}
-    items = [(int(i), job.prefix_texts[int(i % len(job.prefixes))]) for i in range(writer.rows_done, job.num_strings)]
+    rows = sorted(retry) + list(range(writer.rows_done, job.num_strings))
+    items = [(int(i), job.prefix_texts[int(i % len(job.prefixes))]) for i in rows]
 
     def save_state(new_state: dict) -> None:
-        writer.set_attrs(batch_state=dict(new_state))
+        writer.set_attrs(batch_state={**new_state, "retry": bool(retry_rows)})
 
     def on_results(results: list[tuple[int, TextResult]]) -> None:
+        replaced = [(int(row), result) for row, result in results if int(row) in retry]
+        if replaced:
+            cols = _text_columns(job, [result for _, result in replaced])
+            cols["prefix_row"] = np.array([row for row, _ in replaced]) % len(job.prefixes)
+            record(cols, replace=[row for row, _ in replaced])
+            retry.difference_update(row for row, _ in replaced)
         for row, result in results:
             if writer.rows_done <= row < job.num_strings:
                 pending[int(row)] = result
@@ -744,5 +783,7 @@ def _execute_batch_api(job: _Job, writer: RunWriter, record: Callable[[dict[str,
             record(cols)
 
     job.backend.run_batch(items, job.max_length, job.sampling, state, save_state, on_results)
+    if writer.attrs.get("batch_state"):  # every result of it is written: a later call submits anew
+        writer.set_attrs(batch_state={**writer.attrs["batch_state"], "collected": True})
     if writer.rows_done < job.num_strings:
         raise MiaError(f"the batch ended without results for rows {writer.rows_done}..{job.num_strings - 1}")

@@ -43,6 +43,7 @@ from mia_core.formats.names import safe_name, timestamp, unused_path
 from mia_core.formats.prefixmap import PrefixMap
 from mia_core.formats.provenance import provenance
 from mia_core.formats.safeio import disk_error, write_atomically, write_hdf5_atomically
+from mia_core.redact import redact
 from mia_core.token_rows import PAD, pad_rows
 
 NUL_SYMBOL = "\u2400"  # what a NUL character in a text column is stored as
@@ -609,7 +610,8 @@ class RunWriter:
 
 
 def _jsonable(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
+    """Attributes for a journal record: plain Python, no secret (``mia_core.redact``)."""
+    return redact({k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()})
 
 
 class Run:
