@@ -38,7 +38,7 @@ from mia_core.extraction.shards import WHOLE, Shard, parse_shard, shard_of
 from mia_core.formats.prefixmap import PrefixMap
 from mia_core.formats.runs import API_COLUMNS, RunWriter, Salvage, default_run_path, open_run
 from mia_core.progress import note, progress
-from mia_core.redact import REDACTED
+from mia_core.redact import redact
 from mia_core.token_rows import pad_rows
 from mia_core.types import Sampling, TextResult, capabilities, scores_sampling
 
@@ -361,8 +361,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         num_strings, max_length = int(attrs["num_strings"]), int(attrs["max_length"])
         sampling = Sampling(float(attrs["temperature"]), attrs["top_k"], attrs["top_p"], attrs["seed"])
         retokenize = bool(attrs["retokenized"])
+        _refuse_redacted(attrs, options, resume)
         options = {**(attrs.get("model_options") or {}), **options}
-        _refuse_redacted(options, resume)
         batch_size = batch_size or int(attrs["batch_size"])
         if batch_api is None:  # as recorded (--no-batch-api: retried rows go through the Messages API)
             batch_api = bool(attrs.get("batch_api"))
@@ -449,6 +449,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
                      "num_strings": num_strings, "batch_size": batch_size, **_sampling_attrs(sampling),
                      "bos_prepended": describe.get("bos_prepended", getattr(backend, "bos_prepended", None)),
                      "retokenized": job.retokenized, "model_options": options, "batch_api": batch_api,
+                     "model_options_redacted": sorted(k for k, v in options.items() if redact({k: v})[k] != v),
                      "elapsed_s": 0.0,
                      "generated_tokens": 0, "cost_usd": 0.0, "usage": {}}
             if shard != WHOLE:
@@ -492,12 +493,13 @@ def failed_rows(run: Any) -> list[int]:
     return [int(i) for i in np.flatnonzero([bool(e) for e in run.read("error")])]
 
 
-def _refuse_redacted(options: Mapping[str, Any], run: str | Path) -> None:
-    """A recorded model option whose secret was redacted (``***``) must be given again on resume."""
-    for key, value in options.items():
-        if REDACTED in str(value):
-            raise MiaError(f"the run {run} recorded --model-option {key} without its secret ({value}); give it "
-                           f"again: mia prompt --resume {run} --model-option {key}=...")
+def _refuse_redacted(attrs: Mapping[str, Any], given: Mapping[str, Any], run: str | Path) -> None:
+    """A model option recorded without its secret (``mia_core.redact``) must be given again on resume."""
+    recorded = attrs.get("model_options") or {}
+    for key in attrs.get("model_options_redacted") or []:
+        if key not in given:
+            raise MiaError(f"the run {run} recorded --model-option {key} without its secret ({recorded.get(key)}); "
+                           f"give it again: mia prompt --resume {run} --model-option {key}=...")
 
 
 def _rows_to_ask_again(resumed: Any, retry_failed: bool, salvage: bool) -> list[int]:
