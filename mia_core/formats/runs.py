@@ -148,7 +148,7 @@ def _pending(path: Path, seq: int, base_rows: int) -> Pending:
     if not (groups or trailing or found.damage):
         return pending
     pending.lost_rows = [row for _, rows in groups for row in rows]
-    appended = _appended_rows(records, base_rows)
+    appended = _appended_rows(records)
     if trailing:
         pending.lost_from = max([base_rows] + [r.start + r.size for r in records if r.op == "append"])
     parts = [_describe_group(seqs, rows, found.conflicts, [r for r in appended if r >= rows.stop]
@@ -187,7 +187,7 @@ def _lost_groups(records: list[Record], seq: int, base_rows: int) -> list[tuple[
     return groups
 
 
-def _appended_rows(records: list[Record], base_rows: int) -> list[int]:
+def _appended_rows(records: list[Record]) -> list[int]:
     return [row for r in records if r.op == "append" for row in range(r.start, r.start + r.size)]
 
 
