@@ -137,8 +137,9 @@ def test_a_flipped_byte_in_any_record_stops_resume_and_salvage_asks_only_its_row
     if damaged < RECORDS - 1:  # the record, the rows it held and the intact rows after it
         assert f"record {damaged + 1} is damaged (it held rows {held}; intact after it: rows " \
                f"{BATCH * damaged + BATCH}..{ROWS - 1})" in line
-    else:  # nothing intact after it: what it held is named from the last intact record
-        assert f"damaged after record {RECORDS - 1} (rows from {BATCH * damaged} on" in line
+    else:  # nothing intact after it: its first row is where the intact records end
+        assert f"record {RECORDS} is damaged (it held rows from {BATCH * damaged} on; no intact record after it)" \
+            in line
     assert len(server.message_requests()) == sent and path.read_bytes() == bytes(data)  # nothing asked or changed
 
     shown = mia(["show", str(run)], run.parent)  # every reader stops with the same line

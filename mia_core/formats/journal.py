@@ -106,13 +106,15 @@ def decode(payload: bytes) -> Record:
 class Scan:
     """What a journal holds: ``records`` are the intact ones in file order (``offsets[i]`` is
     where record ``i`` starts; an identical duplicate is kept once), ``damaged`` the byte ranges
-    holding no intact record, ``conflicts`` the sequence numbers found twice with different
+    holding no intact record (``framed[i]``: how many record headers whose length fits lie in range
+    ``i``, i.e. records failing their checksum), ``conflicts`` the sequence numbers found twice with different
     contents (neither copy is in ``records``), ``torn`` the offset of a record cut short at the
     end (None when there is none) and ``end`` where the intact data ends."""
 
     records: list[Record] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     damaged: list[tuple[int, int]] = field(default_factory=list)
+    framed: list[int] = field(default_factory=list)
     conflicts: list[int] = field(default_factory=list)
     torn: int | None = None
     end: int = 0
@@ -160,7 +162,7 @@ def scan(path: str | os.PathLike) -> Scan:
         if isinstance(found, tuple):
             record, payload, end = found
             if torn is not None or bad_from is not None:
-                out.damaged.append((min(x for x in (torn, bad_from) if x is not None), offset))
+                _damaged(out, data, min(x for x in (torn, bad_from) if x is not None), offset)
                 torn = bad_from = None
             _keep(out, payloads, record, payload, offset)
             out.end = offset = end
@@ -172,10 +174,25 @@ def scan(path: str | os.PathLike) -> Scan:
         following = data.find(MAGIC, offset + 1)
         offset = len(data) if following < 0 else following
     if bad_from is not None:
-        out.damaged.append((min(x for x in (torn, bad_from) if x is not None), len(data)))
+        _damaged(out, data, min(x for x in (torn, bad_from) if x is not None), len(data))
     else:
         out.torn = torn
     return out
+
+
+def _damaged(out: Scan, data: bytes, start: int, stop: int) -> None:
+    """Record the damaged range ``start..stop`` and how many framed records (header and length intact) it holds."""
+    framed, offset = 0, start
+    while 0 <= offset < stop:
+        if offset + HEADER.size <= stop:
+            magic, length, _ = HEADER.unpack_from(data, offset)
+            if magic == MAGIC and offset + HEADER.size + length <= stop:
+                framed += 1
+                offset += HEADER.size + length
+                continue
+        offset = data.find(MAGIC, offset + 1, stop)
+    out.damaged.append((start, stop))
+    out.framed.append(framed)
 
 
 def _keep(out: Scan, payloads: dict[int, bytes], record: Record, payload: bytes, offset: int) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 from mia_core import __version__
 from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs, plain
-from mia_core.formats.journal import Journal, JournalBusy, Record, being_written, journal_path, scan
+from mia_core.formats.journal import Journal, JournalBusy, Record, Scan, being_written, journal_path, scan
 from mia_core.formats.names import safe_name, timestamp, unused_path
 from mia_core.formats.prefixmap import PrefixMap
 from mia_core.formats.provenance import provenance
@@ -155,9 +155,7 @@ def _pending(path: Path, seq: int, base_rows: int) -> Pending:
                              if len(rows) else _rows_after(records, max(seqs)))
              for seqs, rows in groups]
     if trailing:
-        after = f"after record {records[-1].seq}" if records else "from its start"
-        parts.append(f"the journal is damaged {after} (rows from {pending.lost_from} on, if they were journaled, "
-                     "are lost)")
+        parts.append(_describe_tail(found, records, seq, pending.lost_from))
     if not parts:
         first, stop = found.damaged[0]
         parts.append(f"{stop - first} unreadable bytes at offset {first} (no record lost; journaled rows "
@@ -185,6 +183,18 @@ def _lost_groups(records: list[Record], seq: int, base_rows: int) -> list[tuple[
     if missing:  # records missing before a replace/attrs record, with no append after them
         groups.append((missing, range(expected_row, expected_row)))
     return groups
+
+
+def _describe_tail(found: Scan, records: list[Record], seq: int, lost_from: int) -> str:
+    """Damage after the last intact record: the records it frames by number, when their headers hold."""
+    last = records[-1].seq if records else seq
+    last_offset = max(found.offsets, default=-1)
+    framed = sum(n for (start, _), n in zip(found.damaged, found.framed, strict=True) if start > last_offset)
+    if framed:
+        which = f"record {last + 1} is" if framed == 1 else f"records {last + 1}..{last + framed} are"
+        return (f"{which} damaged ({'it' if framed == 1 else 'they'} held rows from {lost_from} on; "
+                f"no intact record after {'it' if framed == 1 else 'them'})")
+    return f"the journal is damaged after record {last} (rows from {lost_from} on, if they were journaled, are lost)"
 
 
 def _appended_rows(records: list[Record]) -> list[int]:
