@@ -214,3 +214,39 @@ def test_a_conflicting_duplicate_record_is_one_line_and_salvage_asks_its_rows(ru
     assert asked_rows(server, sent) == sorted(r % map_rows(server) for r in range(6, 9))
     with check_rows(run, ROWS) as f:
         assert f.attrs["complete"]
+
+
+def test_a_salvage_killed_before_asking_again_is_finished_by_a_plain_resume(killed, tmp_path, server):
+    def damaged_copy(name: str) -> Path:
+        shutil.copytree(killed, tmp_path / name)
+        run = tmp_path / name / "RUN.h5"
+        start, end = spans(journal_path(run))[1]
+        data = bytearray(journal_path(run).read_bytes())
+        data[(start + end) // 2] ^= 0x01
+        journal_path(run).write_bytes(bytes(data))
+        return run
+
+    log = tmp_path / "steps.log"
+    logged = damaged_copy("logged")
+    env = {"MIA_FAULT_NO_FSYNC": "1"}
+    salvage = ["prompt", "--resume", "RUN.h5", "--salvage", "--yes", "-q", "--model-option", f"base_url={server.url}"]
+    assert mia(salvage, logged.parent, {**env, "MIA_FAULT_LOG": str(log)}).returncode == 0
+    steps = [line.split(maxsplit=1) for line in log.read_text().splitlines()]
+    first_record = next(int(n) for n, what in steps if what == "journal record")  # the first row asked again
+
+    run = damaged_copy("killed")
+    sent = len(server.message_requests())
+    killed_salvage = mia(salvage, run.parent, {**env, "MIA_FAULT_KILL_AT": str(first_record)})
+    assert killed_salvage.returncode == -9, killed_salvage.stderr
+    assert (run.parent / "RUN.h5.journal.damaged").exists()
+    with h5py.File(run, "r") as f:  # compacted: intact rows kept, the lost ones waiting, marked
+        assert json.loads(f.attrs["salvage_rows"]) == [3, 4, 5] and not f.attrs["complete"]
+        assert [e.decode().startswith("lost in a damaged journal record") for e in f["error"][:]] == \
+            [3 <= i <= 5 for i in range(ROWS)]
+    asked_before = asked_rows(server, sent)
+    finished = resume(run, server)  # no --salvage: the recorded salvage_rows are asked first
+    assert finished.returncode == 0, finished.stderr
+    assert sorted(asked_before + asked_rows(server, sent + len(asked_before))) == \
+        sorted([r % map_rows(server) for r in (3, 4, 5)] * 2)  # once by the killed salvage, once now
+    with check_rows(run, ROWS) as f:
+        assert f.attrs["complete"] and json.loads(f.attrs["salvage_rows"]) == []
