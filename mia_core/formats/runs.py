@@ -37,16 +37,18 @@ import numpy as np
 from mia_core import __version__
 from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs, plain
+from mia_core.formats.integrity import DamagedFile, open_hdf5
 from mia_core.formats.journal import Journal, JournalBusy, Record, being_written, journal_path, read_records
 from mia_core.formats.names import safe_name, timestamp, unused_path
 from mia_core.formats.prefixmap import PrefixMap
 from mia_core.formats.provenance import provenance
-from mia_core.formats.safeio import disk_error, write_hdf5_atomically
+from mia_core.formats.safeio import disk_error, remove_stale_temps, write_hdf5_atomically
 from mia_core.token_rows import PAD, pad_rows
 
 NUL_SYMBOL = "\u2400"  # what a NUL character in a text column is stored as
 
 RUN_FORMAT_VERSION = 1
+DAMAGED_RUN = "restore it from a copy, or delete it and start a new run"
 RUNS_DIR = "runs"
 
 # kind -> (numpy dtype, fill value for padding / missing values)
@@ -98,7 +100,8 @@ def _base(f: h5py.File) -> tuple[dict[str, Any], dict[str, tuple[str, int | None
     """A run file's attributes, declared columns, rows and last compacted journal record."""
     attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
     if "columns" not in f.attrs or "rows" not in f.attrs or "tokens" not in f:
-        raise KeyError("not a mia run file")
+        raise MiaError(f"{f.filename} is not a mia run file (it has no run columns); give a run made by mia prompt "
+                       "or mia check")
     columns = {k: (v[0], v[1]) for k, v in json.loads(f.attrs["columns"]).items()}
     rows = min([int(attrs["rows"])] + [f[c].shape[0] for c in columns])
     return attrs, columns, rows, int(attrs.get("journal_seq", 0))
@@ -141,17 +144,12 @@ def _replay_attrs(attrs: dict[str, Any], records: list[Record]) -> tuple[dict[st
     return attrs, int(attrs["rows"]), int(attrs.get("journal_seq", 0))
 
 
-def _unreadable(path: Path, exc: BaseException) -> MiaError:
-    return MiaError(f"{path} is not a readable mia run file ({exc}); if it was killed while being created, "
-                    "nothing was kept: delete it and start a new run")
-
-
 def _exists(path: Path) -> MiaError:
     """Never overwrite: say whether the file there can be resumed or must be removed by hand."""
     try:
-        with h5py.File(path, "r") as f:
+        with open_hdf5(path) as f:
             _base(f)
-    except (OSError, KeyError, ValueError):
+    except MiaError:
         return MiaError(f"{path} exists but is not a readable mia run (a run killed while being created by an "
                         "older mia?); nothing in it can be resumed: delete it or choose another --out")
     return MiaError(f"{path} already exists; refusing to overwrite it (use --resume to continue it)")
@@ -240,11 +238,8 @@ class RunWriter:
         except OSError as exc:
             raise disk_error(exc, journal_path(path), "the run is unchanged") from None
         try:
-            try:
-                with h5py.File(path, "r") as f:
-                    attrs, columns, rows, seq = _base(f)
-            except (OSError, KeyError, ValueError) as exc:
-                raise _unreadable(path, exc) from None
+            with open_hdf5(path, DAMAGED_RUN) as f:
+                attrs, columns, rows, seq = _base(f)
             records, good = _pending(path, seq)
             # A torn last record (killed mid-write) is dropped; records already in the file too.
             journal.cut(good if records else 0)
@@ -261,6 +256,20 @@ class RunWriter:
             journal.close(remove=journal.size == 0)  # no empty journal left beside a refused file
             raise
         return writer
+
+    @classmethod
+    def finish_compaction(cls, path: str | os.PathLike) -> bool:
+        """Finish what a writer killed during its last compaction left: fold its journal into the run
+        and remove its temporary files, changing no row or attribute. True if anything was done."""
+        path = Path(path)
+        removed = remove_stale_temps(path)
+        if not journal_path(path).exists():
+            return removed > 0
+        writer = cls.reopen(path)
+        if writer.was_complete:
+            writer.set_attrs(complete=True)  # reopen marked it incomplete, as for a resumed run
+        writer.close()
+        return True
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -351,7 +360,7 @@ class RunWriter:
 
     def read(self, name: str) -> np.ndarray:
         """One column as committed so far (file and journal)."""
-        with h5py.File(self.path, "r") as f:
+        with open_hdf5(self.path, DAMAGED_RUN) as f:
             attrs, columns, rows, seq = _base(f)
             records, _ = _pending(self.path, seq)
             return _merge(f, columns, rows, records, [name])[name]
@@ -360,7 +369,7 @@ class RunWriter:
         """Rewrite the run file with the journal's records folded in, atomically; then empty the journal."""
         if self.journal.size == 0:
             return
-        with h5py.File(self.path, "r") as f:
+        with open_hdf5(self.path, DAMAGED_RUN) as f:
             _, columns, rows, seq = _base(f)
             records, _ = _pending(self.path, seq)
             merged = _merge(f, columns, rows, records)
@@ -434,22 +443,19 @@ class Run:
             raise MiaError(f"{self.path} is being written by a running mia process; wait for it to end "
                            "(or stop it: its finished rows are kept and it can be resumed)")
         self._merged: dict[str, np.ndarray] | None = None
-        try:
-            with h5py.File(self.path, "r") as f:
-                attrs, columns, base_rows, seq = _base(f)
-                records, _ = _pending(self.path, seq)
-                self.attrs: dict[str, Any] = _replay_attrs({**attrs, "rows": base_rows}, records)[0]
-                self.columns: list[str] = list(columns)
-                self.datasets: list[str] = list(f.keys())
-                if records:  # a killed writer's journal: its finished rows are part of the run
-                    self._merged = _merge(f, columns, base_rows, records)
-                    self.size = int(self.attrs["rows"])
-                else:
-                    self.size = base_rows
-                    for name in self.columns:  # every column is readable (checksums hold) before any work
-                        f[name][:base_rows]
-        except (OSError, KeyError, ValueError) as exc:
-            raise _unreadable(self.path, exc) from None
+        with open_hdf5(self.path, DAMAGED_RUN) as f:
+            attrs, columns, base_rows, seq = _base(f)
+            records, _ = _pending(self.path, seq)
+            self.attrs: dict[str, Any] = _replay_attrs({**attrs, "rows": base_rows}, records)[0]
+            self.columns: list[str] = list(columns)
+            self.datasets: list[str] = list(f.keys())
+            if records:  # a killed writer's journal: its finished rows are part of the run
+                self._merged = _merge(f, columns, base_rows, records)
+                self.size = int(self.attrs["rows"])
+            else:
+                self.size = base_rows
+                for name in self.columns:  # every column is readable (checksums hold) before any work
+                    f[name][:base_rows]
         self._map: PrefixMap | None = None
 
     def __len__(self) -> int:
@@ -475,7 +481,7 @@ class Run:
         if self._merged is not None and name in self._merged:
             rows = slice(0, self.size) if rows is None else _clip(rows, self.size)
             return self._merged[name][rows]
-        with h5py.File(self.path, "r") as f:
+        with open_hdf5(self.path, DAMAGED_RUN) as f:
             ds = f[name]
             if name in self.columns:
                 rows = slice(0, self.size) if rows is None else _clip(rows, self.size)
@@ -506,6 +512,8 @@ class Run:
                 try:
                     self._map = PrefixMap(folder)
                     break
+                except DamagedFile:
+                    raise  # there, but damaged: not "missing"
                 except MiaError as exc:
                     last = exc
             else:
