@@ -6,6 +6,8 @@ from pathlib import Path
 import click
 
 from mia_core.cli.options import (
+    SEED,
+    Count,
     dataset_option,
     model_option,
     one_prefix_map,
@@ -36,17 +38,17 @@ from mia_core.defaults import DEFAULT_MODEL
 @renamed_option("--k", "--min-k-fraction", "(--k counts suffix tokens in mia score)")
 @click.option("--recall-prefix", "--recall_prefix", help="ReCaLL's non-member prefix text (default: drawn from the "
               "data's non-members, which are then left out of the evaluation).")
-@click.option("--recall-shots", "--recall_shots", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--recall-shots", "--recall_shots", type=Count(min=1), default=1, show_default=True,
               help="Non-member strings drawn (with --seed) to make the ReCaLL prefix.")
-@click.option("--neighbours", "--neighbors", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--neighbours", "--neighbors", type=Count(min=1), default=10, show_default=True,
               help="Neighbours per string for the neighbourhood attack (ne); each costs one forward pass.")
 @click.option("--sampling", "sampling_options", multiple=True, metavar="KEY=VALUE",
               help="Map windows: also the probability that this sampling scheme reproduces each suffix "
                    "(temperature=T, top_k=K, top_p=P; probabilistic extraction, Hayes et al. 2024). Repeatable.")
-@click.option("--batch-size", "--batch_size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--max-tokens", "--max_tokens", type=click.IntRange(min=1), default=512, show_default=True,
+@click.option("--batch-size", "--batch_size", type=Count(min=1), default=8, show_default=True)
+@click.option("--max-tokens", "--max_tokens", type=Count(min=1), default=512, show_default=True,
               help="Longest string scored (tokens); longer ones are truncated (and the model's context caps it).")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N windows or samples.")
+@click.option("--limit", type=Count(min=1), help="Only the first N windows or samples.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
               help="CSV/TSV/JSONL with id and label columns (member/nonmember) for a dataset without labels.")
 @click.option("--out-dir", "--out_dir", "out", type=click.Path(file_okay=False),
@@ -54,9 +56,9 @@ from mia_core.defaults import DEFAULT_MODEL
 @renamed_option("--out", "--out-dir", "(--out names the exact file or folder a command writes)", dest="old_out")
 @click.option("--export", "exports", type=click.Choice(["csv", "jsonl"]), multiple=True,
               help="Also write the per-string results as CSV or JSONL (repeatable).")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+@click.option("--bootstrap", type=Count(min=0), default=1000, show_default=True,
               help="Bootstrap resamples for the AUC interval (0: none).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--no-plot", is_flag=True, help="Do not write the ROC plot.")
 @click.option("--no-blind", is_flag=True,
               help="Skip the blind baseline (a model-free bag-of-n-grams classifier on the same strings).")
