@@ -42,6 +42,8 @@ def main() -> int:
             verdicts = ", ".join(f"{v}: {n}" for v, n in sorted(r.verdicts.items()))
             print(f"{kind:7s} {r.trials} trials, {r.runs} command runs in {r.seconds:.1f} s "
                   f"({r.seconds / max(r.runs, 1):.2f} s per run): {verdicts}", flush=True)
+            if r.same_after:
+                print(f"        unchanged results after: {dict(r.same_after)}", flush=True)
             for failure in r.failures:
                 print("  FAILED " + failure, flush=True)
             failures += len(r.failures)

@@ -251,6 +251,7 @@ class Report:
     runs: int = 0
     seconds: float = 0.0
     verdicts: Counter = field(default_factory=Counter)
+    same_after: Counter = field(default_factory=Counter)  # which damages left a command's result unchanged
     failures: list[str] = field(default_factory=list)
 
 
@@ -275,6 +276,8 @@ def fuzz(kind: str, trials: int, fixtures: Path, work: Path, seed: int = 0, limi
             outcome = run_forked(args, work, limit_s)
             result = verdict(outcome, baselines[tuple(args)])
             report.verdicts[result] += 1
+            if result == "same":
+                report.same_after[what.split()[0] if what[0].isalpha() else "bit flips"] += 1
             report.runs += 1
             if result not in ("same", "refused"):
                 report.failures.append(f"{kind} trial {trial} ({target}: {what}) mia {' '.join(args)}: {result}\n"
