@@ -134,3 +134,10 @@ def test_a_binary_labels_file_is_one_line(register_plugin, runner, in_tmp):
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     (line,) = result.stderr.strip().splitlines()
     assert "label file labels.csv is not UTF-8 text" in line and "give a CSV, TSV or JSONL file" in line
+
+
+def test_the_largest_seed_runs_to_the_end(fake):
+    """Batch seeds are the run's seed plus the batch's first row, wrapped below 2**63."""
+    rows = prompt("fakemap", "fake-lm", sampling=Sampling(1.0, seed=2**63 - 1), batch_size=2, max_length=3,
+                  quiet=True)
+    assert len(rows) == 7

@@ -238,8 +238,10 @@ def _static(job: _Job) -> dict[str, np.ndarray]:
 
 def _batch_sampling(s: Sampling, start: int) -> Sampling:
     # One seed per batch, derived from the run's seed and the batch's first row, so a
-    # resumed run samples what the uninterrupted run would have.
-    return s if s.seed is None or s.greedy else Sampling(s.temperature, s.top_k, s.top_p, s.seed + start)
+    # resumed run samples what the uninterrupted run would have. Wrapped below 2**63: every seed a run
+    # accepts (up to 2**63-1) gives valid batch seeds, and smaller sums are unchanged.
+    return s if s.seed is None or s.greedy else Sampling(s.temperature, s.top_k, s.top_p,
+                                                         (s.seed + start) % (INT64_MAX + 1))
 
 
 def _text_columns(job: _Job, results: Sequence[TextResult]) -> dict[str, list]:
