@@ -46,7 +46,8 @@ TARGETS: dict[str, str] = {"map": f"{MAP}/prefix_map.h5", "run": RUN, "scores": 
 COMMANDS: dict[str, list[list[str]]] = {
     "map": [["show", MAP], ["score", RUN], ["prompt", "--resume", RUN, "-q"]],
     "run": [["show", RUN], ["score", RUN], ["export", RUN], ["prompt", "--resume", RUN, "-q"]],
-    "scores": [["show", SCORES], ["export", RUN], ["estimate", RUN]],
+    # mia report scores the runs afresh but reads the scores files for its estimates
+    "scores": [["show", SCORES], ["export", RUN], ["estimate", RUN], ["report", RUN, "--out", "out.md"]],
     "attack": [["show", "attack.h5"], ["report", "attack.h5", "--out", "out.md"]],
     "index": [["score", RUN, "--index", INDEX, "--window", "10", "--no-save"]],
 }
@@ -160,6 +161,9 @@ def run_forked(args: list[str], folder: Path, limit_s: float) -> Outcome:
             os.chdir(folder)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
+            # new streams on the pipes (a test runner's captured sys.stdout writes elsewhere)
+            sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
             integrity._verified.clear()  # nothing the parent checked is trusted
             from mia_core.cli import cli
 

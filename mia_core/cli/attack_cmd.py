@@ -198,6 +198,7 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
 def _parse_sampling(options: tuple[str, ...]):
     """``temperature=0.8 top_k=40 top_p=0.95`` → a non-greedy ``Sampling`` (temperature 1 unless given)."""
     from mia_core.cli.options import parse_key_values
+    from mia_core.errors import UsageError
     from mia_core.types import Sampling
 
     values = parse_key_values(options, "--sampling")
@@ -213,7 +214,10 @@ def _parse_sampling(options: tuple[str, ...]):
         raise click.BadParameter(f"not a number: {exc}", param_hint="--sampling") from None
     if not temperature > 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
         raise click.BadParameter("needs temperature > 0, top_k ≥ 1 and top_p in (0, 1]", param_hint="--sampling")
-    return Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    try:  # Sampling refuses infinity and integers beyond int64
+        return Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    except UsageError as exc:
+        raise click.BadParameter(f"{exc.param_hint.lstrip('-')} {exc.message}", param_hint="--sampling") from None
 
 
 commands = [attack]
