@@ -21,6 +21,7 @@ import numpy as np
 
 from mia_core.errors import MiaError
 from mia_core.extraction.shards import shard_of
+from mia_core.formats.journal import being_written
 from mia_core.formats.names import PARTIAL_SUFFIX
 from mia_core.formats.runs import RUNS_DIR, Run, RunWriter, default_run_path, open_run
 
@@ -199,6 +200,9 @@ def _interrupted_merges(first: Run, paths: Sequence[str | os.PathLike], target: 
     for candidate in candidates:
         if not candidate.is_file():
             continue
+        if being_written(candidate):
+            raise MiaError(f"{candidate} is being written by a running mia merge; wait for it to end (or stop it, "
+                           "then finish it with mia merge --resume)")
         try:
             merged_from = open_run(candidate).attrs.get("merged_from")
         except MiaError:
