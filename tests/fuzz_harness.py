@@ -90,15 +90,31 @@ def build_fixtures(fixtures: Path, work: Path) -> None:
     shutil.move(str(work), str(fixtures))
 
 
-def register_fakes() -> None:
+def register_fakes() -> object | None:
     """The fake token model (tests/test_prompt_fakes.py) in this process's plugin manager (the trials'
-    children inherit it): `mia prompt --resume` needs the run's model."""
+    children inherit it): `mia prompt --resume` needs the run's model. Returns the plugin if it was
+    registered now (a test unregisters it with :func:`unregister_fakes`), None if it already was."""
     from test_prompt_fakes import FakePlugin
 
+    from mia_core import registry
+    from mia_core.plugins import load_plugins, pm
+
+    load_plugins()
+    if any(isinstance(p, FakePlugin) for p in pm.get_plugins()):
+        return None
+    plugin = FakePlugin()
+    pm.register(plugin, name="fuzz-fakes")
+    registry.refresh()
+    return plugin
+
+
+def unregister_fakes(plugin: object | None) -> None:
+    from mia_core import registry
     from mia_core.plugins import pm
 
-    if not any(isinstance(p, FakePlugin) for p in pm.get_plugins()):
-        pm.register(FakePlugin())
+    if plugin is not None:
+        pm.unregister(plugin)
+        registry.refresh()
 
 
 def warm_imports() -> None:

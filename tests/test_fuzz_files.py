@@ -20,8 +20,12 @@ ENV = {**os.environ, "MIA_LOAD_PLUGINS": ""}
 def folders(tmp_path_factory):
     """(fixtures, work): the undamaged files and the folder every trial copies them to."""
     root = tmp_path_factory.mktemp("fuzz")
-    fuzz_harness.build_fixtures(root / "fixtures", root / "work")
-    return root / "fixtures", root / "work"
+    plugin = fuzz_harness.register_fakes()  # for this module only: other tests register their own fakes
+    try:
+        fuzz_harness.build_fixtures(root / "fixtures", root / "work")
+        yield root / "fixtures", root / "work"
+    finally:
+        fuzz_harness.unregister_fakes(plugin)
 
 
 @pytest.fixture
