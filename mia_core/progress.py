@@ -9,6 +9,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from mia_core.redact import redact_text
+
 #: Set by the CLI from the command's ``--quiet``: bars drawn by plugins (model loading) follow it.
 QUIET = {"value": False}
 
@@ -19,8 +21,9 @@ def set_quiet(value: bool) -> None:
 
 def progress(total: int | None = None, desc: str = "", unit: str = "it", quiet: bool = False,
              **kwargs: Any) -> tqdm:
-    """A bar for known (``total``) or unknown (``None``) lengths, written to stderr."""
-    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr,
+    """A bar for known (``total``) or unknown (``None``) lengths, written to stderr; none at all when
+    ``quiet`` or the command's ``-q`` (:func:`set_quiet`): bars drawn by plugins follow it too."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=quiet or QUIET["value"], file=sys.stderr,
                 dynamic_ncols=True, **kwargs)
 
 
@@ -29,7 +32,7 @@ def note(message: str, quiet: bool = False) -> None:
     way the library speaks outside its results and errors; stdout stays clean for --json.
     ``quiet`` silences it (a command's ``-q`` for lines that are not warnings)."""
     if not quiet:
-        print(message, file=sys.stderr, flush=True)
+        print(redact_text(message), file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -7,14 +7,18 @@ Nothing here calls the real API.
 Behaviour is scripted per prefix: ``server.script("MARKER", ["429:1", "ok"])`` makes the
 next requests whose prompt contains MARKER answer 429 with ``retry-after: 1``, then
 succeed. Steps: ``ok``, ``429[:retry_after]``, ``529``, ``500``, ``400``, ``echo_key``
-(a 401 repeating the key), ``malformed`` (a 200 whose body is not JSON), ``badshape``
+(a 401 repeating the key), ``401`` (a plain authentication_error), ``malformed`` (a 200 whose
+body is not JSON), ``badshape``
 (JSON, but no content or usage), ``refusal`` (stop_reason "refusal", no text), ``empty``
 (an answer with no text), ``403`` (permission_error), ``slow:SECONDS`` (answer after a
-delay). Once the list is used up the marker's requests succeed. ``delay`` slows every
+delay); in a Message Batch's results, ``batch_error`` makes the request errored. Once the
+list is used up the marker's requests succeed. ``delay`` slows every
 answer down; ``replies[MARKER] = TEXT`` makes TEXT the whole answer to prompts containing
-MARKER. With ``valid_key`` set, any other key is answered 401 (a bad key).
+MARKER; the marker "" matches every prompt. With ``valid_key`` set, any other key is answered
+401 (a bad key).
 """
 
+import base64
 import json
 import re
 import threading
@@ -87,9 +91,13 @@ class FakeAnthropic:
 
     @staticmethod
     def api_key_of(headers: Any) -> str | None:
-        """The key a request carried (this SDK sends ``Authorization: Bearer``, older ones ``x-api-key``)."""
-        bearer = headers.get("Authorization") or headers.get("authorization") or ""
-        return headers.get("x-api-key") or (bearer[7:] if bearer.startswith("Bearer ") else None)
+        """The key a request carried (this SDK sends ``Authorization: Bearer``, older ones ``x-api-key``;
+        a base_url with ``user:password@`` makes httpx send those as ``Basic`` credentials instead,
+        as to a proxy in front of the API, which this fake accepts as the key)."""
+        authorization = headers.get("Authorization") or headers.get("authorization") or ""
+        if authorization.startswith("Basic "):
+            return base64.b64decode(authorization[6:]).decode(errors="replace")
+        return headers.get("x-api-key") or (authorization[7:] if authorization.startswith("Bearer ") else None)
 
     def count(self, method: str, path_prefix: str) -> int:
         with self._lock:
@@ -140,7 +148,7 @@ class FakeAnthropic:
         lines = []
         for request in reversed(self._batches[batch_id]["requests"]):  # out of order on purpose
             prompt = request["params"]["messages"][0]["content"]
-            if "BATCHERR" in prompt:
+            if "BATCHERR" in prompt or self.next_step(json.dumps(request["params"]["messages"])) == "batch_error":
                 result = {"type": "errored", "error": {"type": "error", "error": {
                     "type": "invalid_request_error", "message": "prompt is too long"}}}
             else:
@@ -213,6 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(500, "api_error", "Internal server error")
         if kind == "400":
             return self._error(400, "invalid_request_error", "prompt rejected")
+        if kind == "401":
+            return self._error(401, "authentication_error", "invalid x-api-key")
         if kind == "403":
             return self._error(403, "permission_error", "this key has no access to the model")
         if kind in ("refusal", "empty"):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from run_equality import greedy_mismatches
 
 from mia_core.extraction.prompt import prompt
 from mia_core.formats.prefixmap import PrefixMapWriter
@@ -63,7 +64,9 @@ def gemma_batched(gemma_map, gemma_backend):
 def test_gemma_batched_greedy_equals_one_at_a_time(gemma_map, gemma_backend, gemma_batched):
     batched = gemma_batched
     single = prompt(gemma_map, "gemma-3-270m", backend=gemma_backend, batch_size=1, max_length=SUFFIX, quiet=True)
-    assert [r["generated_tokens"] for r in batched] == [r["generated_tokens"] for r in single]
+    # Equal except at a near-tie (tests/run_equality.py): another batch shape sums in another order.
+    assert not greedy_mismatches(gemma_backend, [r["prefix_tokens"] for r in batched],
+                                 [r["generated_tokens"] for r in batched], [r["generated_tokens"] for r in single])
     assert all(len(r["generated_tokens"]) > 0 for r in batched)
     run = open_run(sorted((gemma_map / "runs").glob("gemma-3-270m_*.h5"))[0])
     assert run.attrs["bos_prepended"] is True and run.attrs["backend"]["bos_prepended"] is True
@@ -92,6 +95,7 @@ def test_smollm2_retokenized_batched_equals_one_at_a_time(gemma_map, smollm2_bac
                      retokenize=True, quiet=True)
     single = prompt(gemma_map, "smollm2-135m", backend=smollm2_backend, batch_size=1, max_length=6,
                     retokenize=True, quiet=True)
-    assert [r["generated_tokens"] for r in batched] == [r["generated_tokens"] for r in single]
+    assert not greedy_mismatches(smollm2_backend, [r["prefix_tokens"] for r in batched],
+                                 [r["generated_tokens"] for r in batched], [r["generated_tokens"] for r in single])
     texts = smollm2_backend.tokenizer.decode_batch([r["prefix_tokens"] for r in batched])
     assert texts[0].startswith("We the People")

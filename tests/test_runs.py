@@ -1,5 +1,7 @@
 """The run-file writer and reader (mia_core.formats.runs)."""
 
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -142,8 +144,12 @@ def test_journal_rows_are_read_before_compaction_and_replay_is_idempotent(tmp_pa
     assert len(again) == 3 and [t.tolist() for t in again.tokens()] == [[1], [4, 5, 6], [7]]
 
 
-def test_torn_or_corrupt_journal_records_end_the_journal(tmp_path):
+def test_a_torn_tail_is_dropped_but_a_corrupt_record_stops_every_reader_until_salvaged(tmp_path):
+    """A record cut short at the end is what a kill leaves: dropped silently. A record failing its
+    checksum is damage a kill cannot make: it used to end the journal, silently dropping the intact
+    records after it (paid rows); now every reader and writer stops with one line until --salvage."""
     from mia_core.formats.journal import journal_path, read_records
+    from mia_core.formats.runs import Salvage
 
     folder = make_map(tmp_path / "m")
     path = folder / "runs" / "t.h5"
@@ -161,12 +167,21 @@ def test_torn_or_corrupt_journal_records_end_the_journal(tmp_path):
     corrupt = bytearray(data)
     corrupt[second - 3] ^= 0xFF  # a flipped byte inside the second record: its checksum fails
     journal_path(path).write_bytes(bytes(corrupt))
-    assert len(open_run(path)) == 1
-    w = RunWriter.reopen(path)  # the resumed writer cuts the journal at the last whole record
-    assert w.rows_done == 1
-    w.append({"tokens": [[9]], "prefix_row": [1]})
+    line = "record 2 is damaged (it held rows 1; intact after it: rows 2)"
+    with pytest.raises(MiaError, match=re.escape(line)):
+        open_run(path)
+    with pytest.raises(MiaError, match=re.escape(line)):
+        RunWriter.reopen(path)
+    assert journal_path(path).read_bytes() == bytes(corrupt)  # refused: nothing cut
+    salvage = Salvage(lambda rows: {"tokens": [[7]] * len(rows), "prefix_row": rows},
+                      lambda columns: {"generated_tokens": int(columns["lengths"].sum())})
+    w = RunWriter.reopen(path, salvage=salvage)
+    assert w.rows_done == 3 and w.attrs["salvage_rows"] == [1] and w.attrs["generated_tokens"] == 3
+    assert (path.parent / "t.h5.journal.damaged").read_bytes() == bytes(corrupt)
+    w.append({"tokens": [[9]], "prefix_row": [3]})
     w.close()
-    assert open_run(path).prefix_rows().tolist() == [0, 1]
+    run = open_run(path)
+    assert run.prefix_rows().tolist() == [0, 1, 2, 3] and [t.tolist() for t in run.tokens()] == [[0], [7], [2], [9]]
 
 
 def test_text_with_nul_is_stored_visibly(tmp_path):

@@ -30,13 +30,15 @@ from mia_core.errors import MiaError, UsageError
 from mia_core.formats.provenance import record_invocation
 from mia_core.formats.safeio import disk_error, is_disk_error
 from mia_core.progress import set_quiet
+from mia_core.redact import redact_text
 
 #: Option names of every command, so a config file's top-level key is checked against them all.
 KNOWN_OPTIONS: set[str] = set()
 
 
 def to_click(exc: MiaError, ctx: click.Context | None) -> click.ClickException:
-    """The click exception that prints ``exc`` in one line and exits with its code."""
+    """The click exception that prints ``exc`` in one line (no secret in it) and exits with its code."""
+    exc.message = redact_text(exc.message)
     if isinstance(exc, UsageError):
         if exc.param_hint:
             return click.BadParameter(exc.message, ctx, param_hint=exc.param_hint)

@@ -33,6 +33,9 @@ def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Calla
                      help="Continue this unfinished run file (options must match the recorded ones)."),
         click.option("--retry-failed", "--retry_failed", "retry_failed", is_flag=True,
                      help="With --resume: ask the rows whose request failed again and replace them in place."),
+        click.option("--salvage", is_flag=True,
+                     help="With --resume, when the run's journal is damaged: keep every intact record (a copy of the "
+                          "journal is kept beside the run) and ask only the damaged records' rows again."),
         click.option("--shard", metavar="I/N",
                      help="Generate only rows i with i mod N == I (its own resumable run; mia merge joins them)."),
         click.option("--retokenize", is_flag=True,
@@ -58,8 +61,10 @@ def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Calla
                          default=1.0, show_default=True, help="Ask before starting above this estimate (USD)."),
             click.option("--max-cost", "--max_cost", "max_cost", type=Number(min=0.0, min_open=True),
                          help="Hard cost cap in USD: stop before a batch would exceed it (resumable)."),
-            click.option("--batch-api", "--batch_api", "batch_api", is_flag=True,
-                         help="Use the provider's batch API (cheaper, asynchronous; resumable)."),
+            click.option("--batch-api/--no-batch-api", "--batch_api/--no_batch_api", "batch_api", default=None,
+                         help="Use the provider's batch API (cheaper, asynchronous; resumable). A resumed run "
+                              "keeps its choice (--retry-failed included) unless told; a batch not yet fetched "
+                              "is always fetched."),
             click.option("--strategy", type=click.Choice(["prefix-map", "divergence"]), default=None,
                          help="prefix-map (default): continue the map's prefixes; divergence: ask a chat model to "
                               f"repeat --word forever (Nasr et al. 2023 §5; no map; default model "

@@ -23,7 +23,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,9 @@ from mia_core.extraction.check import teacher_forced_batch
 from mia_core.extraction.divergence_prompts import DivergenceSpec
 from mia_core.extraction.shards import WHOLE, Shard, parse_shard, shard_of
 from mia_core.formats.prefixmap import PrefixMap
-from mia_core.formats.runs import API_COLUMNS, RunWriter, default_run_path, open_run
+from mia_core.formats.runs import API_COLUMNS, RunWriter, Salvage, default_run_path, open_run
 from mia_core.progress import note, progress
+from mia_core.redact import redact
 from mia_core.token_rows import pad_rows
 from mia_core.types import INT64_MAX, Sampling, TextResult, capabilities, scores_sampling
 
@@ -330,9 +331,10 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
            out: str | Path | None = None, resume: str | Path | None = None, retokenize: bool = False,
            model_options: dict[str, Any] | None = None, quiet: bool = False, *, method: str | None = None,
            backend: Any = None, dry_run: bool = False, yes: bool = False,
-           confirm_above: float = DEFAULT_CONFIRM_ABOVE, max_cost: float | None = None, batch_api: bool = False,
+           confirm_above: float = DEFAULT_CONFIRM_ABOVE, max_cost: float | None = None,
+           batch_api: bool | None = None,
            prefixes_dir: str | Path = "Prefixes", on_path: Callable[[Path], None] | None = None,
-           retry_failed: bool = False, confirm: Confirm | None = None,
+           retry_failed: bool = False, salvage: bool = False, confirm: Confirm | None = None,
            shard: str | Shard | None = None, strategy: str | None = None, words: Sequence[str] | None = None,
            prompt_forms: Sequence[str] | None = None, repeats: int | None = None) -> list[dict]:
     """Prompt ``model`` with the prefixes of ``prefix_map`` and store every continuation.
@@ -345,7 +347,9 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     run file; options given then must equal the recorded ones. ``on_path`` is called with
     the run path as soon as it is known. ``method`` is ``"generate"`` (default) or
     ``"teacher-forced"`` (see ``mia_core.extraction.check``). ``retry_failed`` (with ``resume``)
-    asks the rows whose request failed again and replaces them in place. ``confirm`` asks the
+    asks the rows whose request failed again and replaces them in place. ``salvage`` (with ``resume``)
+    continues a run whose journal is damaged: every intact record is kept, a copy of the journal is
+    kept beside the run, and only the rows of damaged records are asked again. ``confirm`` asks the
     user a yes/no question (the CLI's prompt) when an API estimate is above ``confirm_above``;
     without it, or without a terminal, such a run needs ``yes``. ``shard`` (``"I/N"``) generates
     only the rows ``i`` with ``i mod N == I`` (see ``mia_core.extraction.shards``, docs/scale.md). ``strategy``
@@ -374,28 +378,19 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     retry_rows: list[int] = []
     if retry_failed and resume is None:
         raise UsageError("--retry-failed needs --resume RUN (the run whose failed rows to ask again)")
+    if salvage and resume is None:
+        raise UsageError("--salvage needs --resume RUN (the run whose damaged journal to salvage)")
     if resume is not None:
         if out is not None:
             raise UsageError("--out and --resume exclude each other (the resumed run is the output)")
         # Checked read-only: a refused resume (or a dry run) leaves the file exactly as it was.
-        resumed = open_run(resume)
+        resumed = open_run(resume, salvage=salvage)
         if resumed.complete and RunWriter.finish_compaction(resume):  # killed at its final compaction
             _note(f"{resume}: finished the compaction a killed run left (journal folded in, temporary files "
                   "removed); its rows are unchanged")
-            resumed = open_run(resume)
+            resumed = open_run(resume, salvage=salvage)
         attrs, start_row = resumed.attrs, len(resumed)
-        failed = failed_rows(resumed)
-        if retry_failed:
-            if not resumed.has("error"):
-                raise MiaError(f"{resume} records no request errors (not an API run); nothing to retry")
-            if not failed and (resumed.complete or start_row >= int(attrs["num_strings"])):
-                raise MiaError(f"{resume} has no failed rows; nothing to retry")
-            retry_rows = failed
-        elif resumed.complete:
-            raise MiaError(f"{resume} is already complete ({start_row} rows); nothing to resume")
-        elif failed and start_row >= int(attrs["num_strings"]):
-            raise MiaError(f"all {start_row} rows of {resume} are written, {len(failed)} of them failed; ask those "
-                           f"again with: mia prompt --resume {resume} --retry-failed")
+        retry_rows = _rows_to_ask_again(resumed, retry_failed, salvage)
         given = {"model": model, "method": method, "num_strings": num_strings, "max_length": max_length,
                  "retokenized": True if retokenize else None}
         if sampling is not None:
@@ -426,10 +421,14 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         num_strings, max_length = int(attrs["num_strings"]), int(attrs["max_length"])
         sampling = Sampling(float(attrs["temperature"]), attrs["top_k"], attrs["top_p"], attrs["seed"])
         retokenize = bool(attrs["retokenized"])
+        _refuse_redacted(attrs, options, resume)
         options = {**(attrs.get("model_options") or {}), **options}
         batch_size = batch_size or int(attrs["batch_size"])
-        batch_api = batch_api or bool(attrs.get("batch_api"))  # never abandon a submitted batch
-        if (attrs.get("batch_state") or {}).get("batch_id") and not batch_api and not dry_run:
+        if batch_api is None:  # as recorded (--no-batch-api: retried rows go through the Messages API)
+            batch_api = bool(attrs.get("batch_api"))
+        state = attrs.get("batch_state") or {}
+        if state.get("batch_id") and not state.get("collected") and start_row < num_strings and not batch_api \
+                and not dry_run:
             # Its batch is paid for: fetch it, never ask the Messages API for the same rows again.
             batch_api = True
             _note("this run was started with --batch-api; resuming it with the batch API")
@@ -460,6 +459,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         if not sampling.greedy and sampling.seed is None and method != "teacher-forced":
             # record a seed so the run can be reproduced (teacher forcing samples nothing)
             sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, random.randrange(2**31))
+    batch_api = bool(batch_api)
     if pmap is not None and len(pmap) == 0:
         raise MiaError(f"the prefix map {pmap.folder} holds no prefixes")
     if max_length > MAX_LENGTH_LIMIT:
@@ -491,7 +491,10 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
             return []
         _estimate_and_confirm(job, start_row, confirm_above, yes, confirm, max_cost, batch_api, retry_rows)
         if resume is not None:
-            writer = RunWriter.reopen(resume)
+            writer = RunWriter.reopen(resume, salvage=_salvage_for(job) if salvage else None)
+            if salvage and resumed.damage is not None:
+                copy = writer.path.parent / writer.attrs["salvaged"][-1]["journal_copy"]
+                _note(f"the damaged journal is kept as {copy}")
         else:
             folder = pmap.folder if pmap is not None else dp.runs_folder(prefixes_dir)
             path = Path(out) if out is not None else default_run_path(folder, model)
@@ -507,6 +510,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
                      "num_strings": num_strings, "batch_size": batch_size, **_sampling_attrs(sampling),
                      "bos_prepended": describe.get("bos_prepended", getattr(backend, "bos_prepended", None)),
                      "retokenized": job.retokenized, "model_options": options, "batch_api": batch_api,
+                     "model_options_redacted": sorted(k for k, v in options.items() if redact({k: v})[k] != v),
                      "elapsed_s": 0.0,
                      "generated_tokens": 0, "cost_usd": 0.0, "usage": {}}
             if shard != WHOLE:
@@ -550,6 +554,69 @@ def failed_rows(run: Any) -> list[int]:
     return [int(i) for i in np.flatnonzero([bool(e) for e in run.read("error")])]
 
 
+def _refuse_redacted(attrs: Mapping[str, Any], given: Mapping[str, Any], run: str | Path) -> None:
+    """A model option recorded without its secret (``mia_core.redact``) must be given again on resume."""
+    recorded = attrs.get("model_options") or {}
+    for key in attrs.get("model_options_redacted") or []:
+        if key not in given:
+            raise MiaError(f"the run {run} recorded --model-option {key} without its secret ({recorded.get(key)}); "
+                           f"give it again: mia prompt --resume {run} --model-option {key}=...")
+
+
+def _rows_to_ask_again(resumed: Any, retry_failed: bool, salvage: bool) -> list[int]:
+    """The rows of a resumed run to ask again in place: rows of damaged journal records (found now by
+    ``--salvage``, or left by an interrupted salvage), and the failed rows with ``--retry-failed``;
+    refuses a resume that has nothing to do."""
+    path, attrs, written = resumed.path, resumed.attrs, len(resumed)
+    failed = failed_rows(resumed)
+    lost = sorted(set(resumed.lost_rows) | {int(r) for r in attrs.get("salvage_rows") or []})
+    if salvage and resumed.damage is None:
+        _note(f"the journal of {path} is intact: nothing to salvage")
+    if resumed.damage is not None:
+        _note(f"salvaging {path}: {len(lost)} rows of damaged journal records asked again, "
+              f"{written - len(lost)} intact rows kept")
+    elif lost:
+        _note(f"{len(lost)} rows of damaged journal records (from an interrupted --salvage) are asked again")
+    if retry_failed:
+        if not resumed.has("error"):
+            raise MiaError(f"{path} records no request errors (not an API run); nothing to retry")
+        if not failed and not lost and (resumed.complete or written >= int(attrs["num_strings"])):
+            raise MiaError(f"{path} has no failed rows; nothing to retry")
+        return sorted(set(lost) | set(failed))
+    if lost or resumed.damage is not None:
+        return lost
+    if resumed.complete:
+        raise MiaError(f"{path} is already complete ({written} rows); nothing to resume")
+    if failed and written >= int(attrs["num_strings"]):
+        raise MiaError(f"all {written} rows of {path} are written, {len(failed)} of them failed; ask those "
+                       f"again with: mia prompt --resume {path} --retry-failed")
+    return []
+
+
+LOST_ROW_ERROR = "lost in a damaged journal record; asked again by mia prompt --resume (--salvage)"
+
+
+def _salvage_for(job: _Job) -> Salvage:
+    """How a salvaged run fills the rows of its damaged journal records until they are asked again:
+    no tokens, the right prefix row, and (API runs) an error saying why; counters from the rows kept."""
+
+    def placeholders(rows: np.ndarray) -> dict[str, Any]:
+        whole = job.shard.index + rows * job.shard.count
+        cols: dict[str, Any] = {"tokens": [[] for _ in rows], "prefix_row": whole % len(job.prefixes)}
+        if job.mode == "text":
+            cols["error"] = [LOST_ROW_ERROR] * len(rows)
+        return cols
+
+    def counters(columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        out: dict[str, Any] = {"generated_tokens": int(np.sum(columns["lengths"]))}
+        if "cost_usd" in columns:
+            usage = _sum_usage({}, {"usage": [raw for raw in columns["usage"] if raw]})
+            out.update(cost_usd=float(np.nansum(columns["cost_usd"])), usage=usage)
+        return out
+
+    return Salvage(placeholders, counters)
+
+
 def _pending_rows(job: _Job, start_row: int, retry_rows: Sequence[int]) -> np.ndarray:
     """The run rows still to ask: failed rows asked again (given as rows of this run file), then the rest."""
     retried = job.shard.index + np.asarray(retry_rows, dtype=np.int64) * job.shard.count
@@ -585,7 +652,7 @@ def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: 
     estimate = _estimate(job, rows)
     if estimate is None:
         return
-    retried = f" ({len(retry_rows)} failed rows asked again)" if len(retry_rows) else ""
+    retried = f" ({len(retry_rows)} of them asked again in place)" if len(retry_rows) else ""
     _note(f"estimated cost: ${estimate:.4f} for {len(rows)} requests to {job.model}{retried}")
     if batch_api and max_cost is not None and estimate > max_cost:
         raise MiaError(f"the estimated cost {usd(estimate)} is above --max-cost {usd(max_cost)}, and a provider "
@@ -631,6 +698,9 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
         elapsed = time.perf_counter() - t0
         extra = {"cost_usd": new_spent, "usage": new_usage} if job.mode == "text" else {}
         counters = {"elapsed_s": elapsed0 + elapsed, "generated_tokens": tokens0 + tokens + new_tokens, **extra}
+        lost = writer.attrs.get("salvage_rows") or []
+        if replace is not None and lost:  # rows of damaged journal records, now asked again
+            counters["salvage_rows"] = sorted(set(lost) - set(replace))
         if replace is None:
             writer.append(cols, **counters)
         else:
@@ -672,7 +742,7 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
 
     size = batch_size  # halved on out-of-memory; the size in use is recorded
     try:
-        pending = list(retry_rows)
+        pending = [] if batch_api else list(retry_rows)
         while pending:  # failed rows asked again, replaced in place
             local = np.asarray(pending[:size], dtype=np.int64)  # rows of this run file
             rows = job.shard.index + local * job.shard.count  # rows of the whole run
@@ -681,8 +751,8 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
             if cols is not None:
                 record(cols, replace=local.tolist())
                 pending = pending[len(local):]
-        if batch_api and writer.rows_done < job.num_strings:  # (all written: no batch to poll)
-            _execute_batch_api(job, writer, record)
+        if batch_api and (retry_rows or writer.rows_done < job.num_strings):  # (else: no batch to poll)
+            _execute_batch_api(job, writer, record, retry_rows)
         else:
             while writer.rows_done < total:
                 start = writer.rows_done
@@ -734,17 +804,41 @@ def _discard_if_empty(writer: RunWriter, fresh: bool) -> bool:
     return True
 
 
-def _execute_batch_api(job: _Job, writer: RunWriter, record: Callable[[dict[str, list]], None]) -> None:
-    """Hand all remaining rows to ``backend.run_batch``; results may arrive in any order
-    (and again after a resume): rows are written in order as soon as they are contiguous."""
-    state = dict(writer.attrs.get("batch_state") or {})
+def _execute_batch_api(job: _Job, writer: RunWriter, record: Callable[..., None],
+                       retry_rows: Sequence[int] = ()) -> None:
+    """Ask ``retry_rows`` again and the unwritten rows through ``backend.run_batch`` (half price).
+
+    A batch not fully fetched yet (``batch_state`` without ``collected``) is paid for: it is fetched,
+    never submitted again; but the stored batch of the first pass holds the failed answers of the
+    rows to retry, so the retry goes into a new batch (after that batch's unwritten rows are fetched)."""
+    stored = dict(writer.attrs.get("batch_state") or {})
+    paid = {} if stored.get("collected") else stored
+    if retry_rows and paid and not paid.get("retry"):
+        if writer.rows_done < job.num_strings:
+            _run_batch(job, writer, record, [], paid)  # the unwritten rows' paid batch first
+        paid = {}
+    _run_batch(job, writer, record, retry_rows, paid)
+
+
+def _run_batch(job: _Job, writer: RunWriter, record: Callable[..., None], retry_rows: Sequence[int],
+               state: dict[str, Any]) -> None:
+    """One ``run_batch`` call: results may arrive in any order (and again after a resume); retried rows
+    are replaced as they come, new rows written in order as soon as they are contiguous."""
+    retry = {int(r) for r in retry_rows}
     pending: dict[int, TextResult] = {}
-    items = [(int(i), job.prefix_texts[int(i % len(job.prefixes))]) for i in range(writer.rows_done, job.num_strings)]
+    rows = sorted(retry) + list(range(writer.rows_done, job.num_strings))
+    items = [(int(i), job.prefix_texts[int(i % len(job.prefixes))]) for i in rows]
 
     def save_state(new_state: dict) -> None:
-        writer.set_attrs(batch_state=dict(new_state))
+        writer.set_attrs(batch_state={**new_state, "retry": bool(retry_rows)})
 
     def on_results(results: list[tuple[int, TextResult]]) -> None:
+        replaced = [(int(row), result) for row, result in results if int(row) in retry]
+        if replaced:
+            cols = _text_columns(job, [result for _, result in replaced])
+            cols["prefix_row"] = np.array([row for row, _ in replaced]) % len(job.prefixes)
+            record(cols, replace=[row for row, _ in replaced])
+            retry.difference_update(row for row, _ in replaced)
         for row, result in results:
             if writer.rows_done <= row < job.num_strings:
                 pending[int(row)] = result
@@ -757,5 +851,7 @@ def _execute_batch_api(job: _Job, writer: RunWriter, record: Callable[[dict[str,
             record(cols)
 
     job.backend.run_batch(items, job.max_length, job.sampling, state, save_state, on_results)
+    if writer.attrs.get("batch_state"):  # every result of it is written: a later call submits anew
+        writer.set_attrs(batch_state={**writer.attrs["batch_state"], "collected": True})
     if writer.rows_done < job.num_strings:
         raise MiaError(f"the batch ended without results for rows {writer.rows_done}..{job.num_strings - 1}")

@@ -9,13 +9,16 @@ from typing import Any
 import h5py
 import numpy as np
 
+from mia_core.redact import redact
+
 STR_DTYPE = h5py.string_dtype("utf-8")
 
 
 def encode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    """HDF5 attributes cannot hold None, dicts or lists of mixed types: store those as JSON text."""
+    """HDF5 attributes cannot hold None, dicts or lists of mixed types: store those as JSON text.
+    No secret is ever written (``mia_core.redact``)."""
     out = {}
-    for key, value in attrs.items():
+    for key, value in redact(attrs).items():
         if value is None or isinstance(value, (dict, list, tuple)):
             out[key] = json.dumps(value)
         else:

@@ -3,10 +3,15 @@
 One record per finished batch (or attribute change), each framed as
 ``MIAJ | payload length (u64) | crc32 (u32) | payload`` and fsynced before the batch is
 reported. A record holds the batch's rows *and* the run's counters after it, so the two
-are committed together. A record cut short by a kill, or one whose checksum does not
-match, ends the journal: it and anything after it are ignored (and cut off by the next
-writer). Records carry increasing sequence numbers; the run file records the last one
-compacted into it (``journal_seq``), so replaying a journal twice is harmless.
+are committed together. Records carry increasing sequence numbers; the run file records
+the last one compacted into it (``journal_seq``), so replaying a journal twice is harmless.
+
+:func:`scan` reads every intact record and says what else it found: a record cut short at
+the end (what a kill leaves: ignored, and cut off by the next writer), and damage a kill
+cannot make (a record failing its checksum, bytes that are no record, the same record twice
+with different contents). The scan resynchronises on the next ``MIAJ`` header whose checksum
+holds, so one damaged record never hides the intact ones after it; what to do about the
+damage is the run's business (``mia_core.formats.runs``).
 
 The process writing a run holds an exclusive ``flock`` on its journal; readers and a
 second writer test it, so a run being written is recognised as such (a killed writer's
@@ -97,27 +102,116 @@ def decode(payload: bytes) -> Record:
     return Record(int(meta["seq"]), meta["op"], int(meta["start"]), meta["rows"], columns, meta["attrs"])
 
 
-def read_records(path: str | os.PathLike) -> tuple[list[Record], int]:
-    """Every whole record of a journal, and the offset where the whole records end."""
+@dataclass
+class Scan:
+    """What a journal holds: ``records`` are the intact ones in file order (``offsets[i]`` is
+    where record ``i`` starts; an identical duplicate is kept once), ``damaged`` the byte ranges
+    holding no intact record (``framed[i]``: how many record headers whose length fits lie in range
+    ``i``, i.e. records failing their checksum), ``conflicts`` the sequence numbers found twice with different
+    contents (neither copy is in ``records``), ``torn`` the offset of a record cut short at the
+    end (None when there is none) and ``end`` where the intact data ends."""
+
+    records: list[Record] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    damaged: list[tuple[int, int]] = field(default_factory=list)
+    framed: list[int] = field(default_factory=list)
+    conflicts: list[int] = field(default_factory=list)
+    torn: int | None = None
+    end: int = 0
+    size: int = 0
+
+    @property
+    def damage(self) -> bool:
+        return bool(self.damaged or self.conflicts)
+
+
+def _record_at(data: bytes, offset: int) -> tuple[Record, bytes, int] | str:
+    """The intact record starting at ``offset`` (record, payload, end), else ``"torn"`` when the
+    bytes there are the start of a record running past the end of the data, else ``"bad"``."""
+    rest = len(data) - offset
+    if rest < HEADER.size:
+        return "torn" if MAGIC.startswith(data[offset:offset + len(MAGIC)]) else "bad"
+    magic, length, crc = HEADER.unpack_from(data, offset)
+    if magic != MAGIC:
+        return "bad"
+    end = offset + HEADER.size + length
+    if end > len(data):
+        return "torn"
+    payload = data[offset + HEADER.size:end]
+    if zlib.crc32(payload) != crc:
+        return "bad"
+    try:
+        return decode(payload), payload, end
+    except (ValueError, KeyError, TypeError, struct.error, OSError):
+        return "bad"
+
+
+def scan(path: str | os.PathLike) -> Scan:
+    """Read a journal whole, keeping every intact record, wherever the damage is (see the module doc)."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        return [], 0
-    records, offset = [], 0
-    while offset + HEADER.size <= len(data):
-        magic, length, crc = HEADER.unpack_from(data, offset)
-        end = offset + HEADER.size + length
-        if magic != MAGIC or end > len(data):
-            break
-        payload = data[offset + HEADER.size:end]
-        if zlib.crc32(payload) != crc:
-            break
-        try:
-            records.append(decode(payload))
-        except (ValueError, KeyError, TypeError, struct.error, OSError):
-            break
-        offset = end
-    return records, offset
+        return Scan()
+    out = Scan(size=len(data))
+    payloads: dict[int, bytes] = {}
+    bad_from: int | None = None  # start of the damaged bytes being skipped
+    torn: int | None = None  # a record cut short: a kill's work unless an intact record follows
+    offset = 0
+    while offset < len(data):
+        found = _record_at(data, offset)
+        if isinstance(found, tuple):
+            record, payload, end = found
+            if torn is not None or bad_from is not None:
+                _damaged(out, data, min(x for x in (torn, bad_from) if x is not None), offset)
+                torn = bad_from = None
+            _keep(out, payloads, record, payload, offset)
+            out.end = offset = end
+            continue
+        if found == "torn" and bad_from is None and torn is None:
+            torn = offset
+        elif bad_from is None and torn is None:
+            bad_from = offset
+        following = data.find(MAGIC, offset + 1)
+        offset = len(data) if following < 0 else following
+    if bad_from is not None:
+        _damaged(out, data, min(x for x in (torn, bad_from) if x is not None), len(data))
+    else:
+        out.torn = torn
+    return out
+
+
+def _damaged(out: Scan, data: bytes, start: int, stop: int) -> None:
+    """Record the damaged range ``start..stop`` and how many framed records (header and length intact) it holds."""
+    framed, offset = 0, start
+    while 0 <= offset < stop:
+        if offset + HEADER.size <= stop:
+            magic, length, _ = HEADER.unpack_from(data, offset)
+            if magic == MAGIC and offset + HEADER.size + length <= stop:
+                framed += 1
+                offset += HEADER.size + length
+                continue
+        offset = data.find(MAGIC, offset + 1, stop)
+    out.damaged.append((start, stop))
+    out.framed.append(framed)
+
+
+def _keep(out: Scan, payloads: dict[int, bytes], record: Record, payload: bytes, offset: int) -> None:
+    """Add an intact record; the same sequence number again is dropped when identical, a conflict if not."""
+    seen = payloads.get(record.seq)
+    if seen is None:
+        payloads[record.seq] = payload
+        out.records.append(record)
+        out.offsets.append(offset)
+    elif seen != payload and record.seq not in out.conflicts:
+        out.conflicts.append(record.seq)
+        index = next(i for i, r in enumerate(out.records) if r.seq == record.seq)
+        del out.records[index], out.offsets[index]
+
+
+def read_records(path: str | os.PathLike) -> tuple[list[Record], int]:
+    """Every intact record of a journal, and the offset where the intact data ends."""
+    found = scan(path)
+    return found.records, found.end
 
 
 def being_written(run_path: str | os.PathLike) -> bool:

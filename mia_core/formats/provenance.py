@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core import __version__
+from mia_core.redact import redact, redact_text
 
 #: Libraries whose version is recorded when the process has imported them (never imported here).
 LIBRARIES = ("torch", "transformers", "vllm", "mamba_ssm", "anthropic", "tokengrams", "h5py", "numpy")
@@ -30,7 +31,7 @@ _invocation: dict[str, Any] = {}
 def record_invocation(command: str, options: Mapping[str, Any], from_config: str | None = None) -> None:
     """Called by the CLI once the command's options are resolved (command line, config file, defaults)."""
     _invocation.clear()
-    _invocation.update(command=command, options={k: _jsonable(v) for k, v in options.items()},
+    _invocation.update(command=command, options=redact({k: _jsonable(v) for k, v in options.items()}),
                        config_file=from_config)
 
 
@@ -87,7 +88,7 @@ def provenance(backend: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The provenance record of a file being written now; ``backend`` is the backend's ``describe()``."""
     backend = backend or {}
     return {
-        "command_line": shlex.join(["mia", *sys.argv[1:]]) if _invocation else shlex.join(sys.argv),
+        "command_line": redact_text(shlex.join(["mia", *sys.argv[1:]]) if _invocation else shlex.join(sys.argv)),
         "command": _invocation.get("command"),
         "options": _invocation.get("options"),
         "config_file": _invocation.get("config_file"),

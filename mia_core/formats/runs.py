@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,12 @@ from mia_core import __version__
 from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs, plain
 from mia_core.formats.integrity import DamagedFile, open_hdf5
-from mia_core.formats.journal import Journal, JournalBusy, Record, being_written, journal_path, read_records
+from mia_core.formats.journal import Journal, JournalBusy, Record, Scan, being_written, journal_path, scan
 from mia_core.formats.names import safe_name, timestamp, unused_path
 from mia_core.formats.prefixmap import PrefixMap
 from mia_core.formats.provenance import provenance
-from mia_core.formats.safeio import disk_error, remove_stale_temps, write_hdf5_atomically
+from mia_core.formats.safeio import disk_error, remove_stale_temps, write_atomically, write_hdf5_atomically
+from mia_core.redact import redact
 from mia_core.token_rows import PAD, pad_rows
 
 NUL_SYMBOL = "\u2400"  # what a NUL character in a text column is stored as
@@ -107,10 +109,170 @@ def _base(f: h5py.File) -> tuple[dict[str, Any], dict[str, tuple[str, int | None
     return attrs, columns, rows, int(attrs.get("journal_seq", 0))
 
 
-def _pending(path: Path, seq: int) -> tuple[list[Record], int]:
-    """Journal records not yet compacted into the run file (and where the whole records end)."""
-    records, good = read_records(journal_path(path))
-    return [r for r in records if r.seq > seq], good
+@dataclass
+class Salvage:
+    """How ``RunWriter.reopen`` fills the rows of damaged journal records it drops (``mia prompt --salvage``):
+    ``placeholders(rows)`` gives the columns of those rows (at least ``tokens`` and ``prefix_row``),
+    ``counters(columns)`` the run's counters recomputed from the rows kept."""
+
+    placeholders: Callable[[np.ndarray], Mapping[str, Any]]
+    counters: Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]]
+
+
+@dataclass
+class Pending:
+    """The journal records not yet compacted into the run file, in sequence order, and their damage:
+    ``lost_rows`` are rows of damaged records (intact rows follow them), ``lost_from`` the first row
+    that damage at the end of the journal may have held, ``problem`` the one line saying so (None
+    when every record is intact; a record cut short at the end by a kill is no damage)."""
+
+    records: list[Record]
+    end: int
+    base_rows: int
+    lost_rows: list[int] = field(default_factory=list)
+    lost_from: int | None = None
+    problem: str | None = None
+
+
+def _pending(path: Path, seq: int, base_rows: int) -> Pending:
+    """Journal records not yet compacted into the run file (see :class:`Pending`)."""
+    found = scan(journal_path(path))
+    if any(r.seq <= seq for r in found.records):
+        # Left by a kill between compaction's rename and the journal's cut: every record (the damaged
+        # ones too, since one journal never mixes compacted and new records) is in the file already.
+        return Pending([], found.end, base_rows)
+    order = sorted(range(len(found.records)), key=lambda i: found.records[i].seq)
+    records = [found.records[i] for i in order]
+    pending = Pending(records, found.end, base_rows)
+    groups = _lost_groups(records, seq, base_rows)
+    last_offset = max(found.offsets, default=-1)
+    trailing = any(start > last_offset for start, _ in found.damaged) or \
+        any(c > max((r.seq for r in records), default=seq) for c in found.conflicts)
+    if not (groups or trailing or found.damage):
+        return pending
+    pending.lost_rows = [row for _, rows in groups for row in rows]
+    appended = _appended_rows(records)
+    if trailing:
+        pending.lost_from = max([base_rows] + [r.start + r.size for r in records if r.op == "append"])
+    parts = [_describe_group(seqs, rows, found.conflicts, [r for r in appended if r >= rows.stop]
+                             if len(rows) else _rows_after(records, max(seqs)))
+             for seqs, rows in groups]
+    if trailing:
+        parts.append(_describe_tail(found, records, seq, pending.lost_from))
+    if not parts:
+        first, stop = found.damaged[0]
+        parts.append(f"{stop - first} unreadable bytes at offset {first} (no record lost; journaled rows "
+                     f"{_ranges(appended)} intact)")
+    pending.problem = (f"damaged journal {journal_path(path)}: {'; '.join(parts)}; the run is unchanged and nothing "
+                       f"was asked again. Keep every intact record and ask only the lost rows again with: "
+                       f"mia prompt --resume {path} --salvage")
+    return pending
+
+
+def _lost_groups(records: list[Record], seq: int, base_rows: int) -> list[tuple[list[int], range]]:
+    """Missing sequence numbers before each intact record, with the rows missing before it."""
+    groups: list[tuple[list[int], range]] = []
+    expected_seq, expected_row, missing = seq + 1, base_rows, []
+    for r in records:
+        missing += list(range(expected_seq, r.seq))
+        expected_seq = r.seq + 1
+        if r.op != "append":
+            continue
+        gap = range(expected_row, max(expected_row, r.start))
+        if missing or len(gap):
+            groups.append((missing, gap))
+            missing = []
+        expected_row = max(expected_row, r.start + r.size)
+    if missing:  # records missing before a replace/attrs record, with no append after them
+        groups.append((missing, range(expected_row, expected_row)))
+    return groups
+
+
+def _describe_tail(found: Scan, records: list[Record], seq: int, lost_from: int) -> str:
+    """Damage after the last intact record: the records it frames by number, when their headers hold."""
+    last = records[-1].seq if records else seq
+    last_offset = max(found.offsets, default=-1)
+    framed = sum(n for (start, _), n in zip(found.damaged, found.framed, strict=True) if start > last_offset)
+    if framed:
+        which = f"record {last + 1} is" if framed == 1 else f"records {last + 1}..{last + framed} are"
+        return (f"{which} damaged ({'it' if framed == 1 else 'they'} held rows from {lost_from} on; "
+                f"no intact record after {'it' if framed == 1 else 'them'})")
+    return f"the journal is damaged after record {last} (rows from {lost_from} on, if they were journaled, are lost)"
+
+
+def _appended_rows(records: list[Record]) -> list[int]:
+    return [row for r in records if r.op == "append" for row in range(r.start, r.start + r.size)]
+
+
+def _rows_after(records: list[Record], seq: int) -> list[int]:
+    return [row for r in records if r.op == "append" and r.seq > seq for row in range(r.start, r.start + r.size)]
+
+
+def _ranges(rows: Sequence[int]) -> str:
+    """``0..5, 9, 12..13``: sorted rows as ranges."""
+    rows = sorted(set(int(r) for r in rows))
+    if not rows:
+        return "none"
+    out, start = [], rows[0]
+    for prev, row in zip(rows, rows[1:] + [None], strict=True):
+        if row != prev + 1:
+            out.append(str(start) if start == prev else f"{start}..{prev}")
+            start = row
+    return ", ".join(out)
+
+
+def _describe_group(seqs: list[int], rows: range, conflicts: list[int], intact_after: list[int]) -> str:
+    many = len(seqs) > 1
+    which = f"record{'s' if many else ''} {_ranges(seqs)}" if seqs else "a record"
+    clash = [s for s in seqs if s in conflicts]
+    what = f"appear{'' if many else 's'} twice with different contents" if clash and len(clash) == len(seqs) \
+        else f"{'are' if many else 'is'} damaged"
+    held = f"held rows {_ranges(rows)}" if len(rows) else \
+        "appended no rows (attributes, or retried rows, which stay as they were before)"
+    return f"{which} {what} ({'they' if many else 'it'} {held}; intact after {'them' if many else 'it'}: " \
+        f"rows {_ranges(intact_after)})"
+
+
+def _placeholder_records(columns: dict[str, tuple[str, int | None]], rows: Sequence[int],
+                         given: Callable[[np.ndarray], Mapping[str, Any]] | None) -> list[Record]:
+    """One ``append`` record per contiguous block of lost ``rows``: the columns ``given`` returns,
+    fill values (-1, NaN, "") for the others."""
+    out: list[Record] = []
+    for block in _blocks(rows):
+        n = len(block)
+        values = dict(given(np.asarray(block, dtype=np.int64))) if given else {}
+        if "tokens" in values:
+            values.setdefault("lengths", [len(t) for t in values["tokens"]])
+        data: dict[str, Any] = {}
+        for name, (kind, width) in columns.items():
+            dtype, fill = KINDS[kind]
+            if name in values:
+                value = values[name]
+                data[name] = pad_rows(value, width, fill, dtype)[0] if width is not None else (
+                    [str(v) for v in value] if kind == "str" else np.asarray(value, dtype=dtype))
+            else:
+                data[name] = [fill] * n if kind == "str" else np.full((n,) if width is None else (n, width), fill,
+                                                                      dtype)
+        if "lengths" not in values:  # no tokens (not the -1 fill)
+            data["lengths"] = np.zeros(n, dtype=np.int32)
+        out.append(Record(0, "append", start=block[0], columns=data))
+    return out
+
+
+def _blocks(rows: Sequence[int]) -> list[list[int]]:
+    blocks: list[list[int]] = []
+    for row in sorted(rows):
+        if blocks and row == blocks[-1][-1] + 1:
+            blocks[-1].append(row)
+        else:
+            blocks.append([row])
+    return blocks
+
+
+def _with_placeholders(records: list[Record], placeholders: list[Record]) -> list[Record]:
+    """The appends in row order (placeholders in the gaps), then the other records in sequence order."""
+    appends = sorted([r for r in records if r.op == "append"] + placeholders, key=lambda r: r.start)
+    return appends + [r for r in records if r.op != "append"]
 
 
 def _merge(f: h5py.File, columns: dict[str, tuple[str, int | None]], rows: int, records: list[Record],
@@ -136,12 +298,23 @@ def _merge(f: h5py.File, columns: dict[str, tuple[str, int | None]], rows: int, 
     return out
 
 
+def _intact(path: Path, seq: int, base_rows: int) -> list[Record]:
+    """The pending records of a journal that must be intact (one line when it is not)."""
+    pending = _pending(path, seq, base_rows)
+    if pending.problem is not None:
+        raise MiaError(pending.problem)
+    return pending.records
+
+
 def _replay_attrs(attrs: dict[str, Any], records: list[Record]) -> tuple[dict[str, Any], int, int]:
-    """Attributes after the journal, rows and last sequence number."""
+    """Attributes after the journal, rows and last sequence number (of the file or of its records: a
+    reopened writer numbers on from there, and its compaction records it, so a copy of the old journal
+    left by a kill before the journal was emptied is not replayed twice)."""
     attrs = dict(attrs)
     for r in records:
         attrs.update(r.attrs)
-    return attrs, int(attrs["rows"]), int(attrs.get("journal_seq", 0))
+    seq = max([int(attrs.get("journal_seq", 0))] + [r.seq for r in records])
+    return attrs, int(attrs["rows"]), seq
 
 
 def _exists(path: Path) -> MiaError:
@@ -225,8 +398,12 @@ class RunWriter:
         return cls(path, journal, {k: decode_attr(v) for k, v in encode_attrs(full).items()}, declared)
 
     @classmethod
-    def reopen(cls, path: str | os.PathLike) -> RunWriter:
-        """Reopen a run to continue it: the journal of a killed writer is replayed and compacted."""
+    def reopen(cls, path: str | os.PathLike, salvage: Salvage | None = None) -> RunWriter:
+        """Reopen a run to continue it: the journal of a killed writer is replayed and compacted.
+        A damaged journal is refused with one line (nothing changed) unless ``salvage`` says how to
+        fill the rows of its damaged records: then a copy of the journal is kept beside the run
+        (``RUN.h5.journal.damaged``, never overwriting an earlier copy), every intact record is
+        compacted into the run, and the lost rows are listed in the ``salvage_rows`` attribute."""
         path = Path(path)
         if not path.is_file():
             raise MiaError(f"run {str(path)!r} not found")
@@ -240,13 +417,19 @@ class RunWriter:
         try:
             with open_hdf5(path, DAMAGED_RUN) as f:
                 attrs, columns, rows, seq = _base(f)
-            records, good = _pending(path, seq)
-            # A torn last record (killed mid-write) is dropped; records already in the file too.
-            journal.cut(good if records else 0)
+            pending = _pending(path, seq, rows)
+            if pending.problem is not None and salvage is None:
+                raise MiaError(pending.problem)
+            records = pending.records
+            if pending.problem is None:
+                # A torn last record (killed mid-write) is dropped; records already in the file too.
+                journal.cut(pending.end if records else 0)
             attrs, rows, seq = _replay_attrs({**attrs, "rows": rows, "journal_seq": seq}, records)
-            writer = cls(path, journal, attrs, columns)
+            writer = cls(path, journal, {**attrs, "journal_seq": seq}, columns)
             writer.was_complete = bool(attrs.get("complete", False))
-            if writer.was_complete:
+            if pending.problem is not None:
+                writer._salvage(pending, salvage)
+            elif writer.was_complete:
                 writer.set_attrs(complete=False)
             writer._compact()
         except OSError as exc:
@@ -270,6 +453,24 @@ class RunWriter:
             writer.set_attrs(complete=True)  # reopen marked it incomplete, as for a resumed run
         writer.close()
         return True
+
+    def _salvage(self, pending: Pending, salvage: Salvage) -> None:
+        """Keep a copy of the damaged journal, then compact the intact records with placeholders in the
+        lost rows, the counters recomputed and the lost rows recorded (``salvage_rows``), and empty it."""
+        copy = unused_path(self.path.parent, self.path.name + ".journal", ".damaged")
+        write_atomically(copy, self.journal.path.read_bytes(), overwrite=False)
+        placeholders = _placeholder_records(self.columns, pending.lost_rows, salvage.placeholders)
+        records = _with_placeholders(pending.records, placeholders)
+        with open_hdf5(self.path, DAMAGED_RUN) as f:
+            merged = _merge(f, self.columns, pending.base_rows, records)
+        earlier = [int(r) for r in self._attrs.get("salvage_rows") or []]
+        self.rows_done = len(merged["prefix_row"])
+        self._attrs.update(salvage.counters(merged))
+        self._attrs.update(rows=self.rows_done, complete=False,
+                           salvage_rows=sorted(set(earlier) | set(pending.lost_rows)),
+                           salvaged=[*(self._attrs.get("salvaged") or []), {"journal_copy": copy.name,
+                                     "rows_lost": pending.lost_rows, "rows_lost_from": pending.lost_from}])
+        self._compact(records)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -362,17 +563,16 @@ class RunWriter:
         """One column as committed so far (file and journal)."""
         with open_hdf5(self.path, DAMAGED_RUN) as f:
             attrs, columns, rows, seq = _base(f)
-            records, _ = _pending(self.path, seq)
-            return _merge(f, columns, rows, records, [name])[name]
+            return _merge(f, columns, rows, _intact(self.path, seq, rows), [name])[name]
 
-    def _compact(self) -> None:
-        """Rewrite the run file with the journal's records folded in, atomically; then empty the journal."""
-        if self.journal.size == 0:
+    def _compact(self, records: list[Record] | None = None) -> None:
+        """Rewrite the run file with the journal's records (or ``records``) folded in, atomically; then
+        empty the journal."""
+        if self.journal.size == 0 and records is None:
             return
         with open_hdf5(self.path, DAMAGED_RUN) as f:
             _, columns, rows, seq = _base(f)
-            records, _ = _pending(self.path, seq)
-            merged = _merge(f, columns, rows, records)
+            merged = _merge(f, columns, rows, _intact(self.path, seq, rows) if records is None else records)
             static = {k: f[k][()] for k in f if k not in columns}
         attrs = {**self._attrs, "rows": self.rows_done, "journal_seq": self.seq}
 
@@ -429,13 +629,16 @@ class RunWriter:
 
 
 def _jsonable(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
+    """Attributes for a journal record: plain Python, no secret (``mia_core.redact``)."""
+    return redact({k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()})
 
 
 class Run:
     """Read access to a run file. Arrays are read from the file on demand."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, salvage: bool = False) -> None:
+        """``salvage``: a damaged journal is read instead of refused: its intact records are the run,
+        ``lost_rows`` the rows of damaged records (filled with -1/NaN/""), ``damage`` the line describing it."""
         self.path = Path(path)
         if not self.path.is_file():
             raise MiaError(f"run {str(path)!r} not found")
@@ -443,15 +646,25 @@ class Run:
             raise MiaError(f"{self.path} is being written by a running mia process; wait for it to end "
                            "(or stop it: its finished rows are kept and it can be resumed)")
         self._merged: dict[str, np.ndarray] | None = None
+        self.damage: str | None = None
+        self.lost_rows: list[int] = []
         with open_hdf5(self.path, DAMAGED_RUN) as f:
             attrs, columns, base_rows, seq = _base(f)
-            records, _ = _pending(self.path, seq)
+            pending = _pending(self.path, seq, base_rows)
+            if pending.problem is not None and not salvage:
+                raise MiaError(pending.problem)
+            records = pending.records
+            if pending.problem is not None:
+                self.damage, self.lost_rows = pending.problem, pending.lost_rows
+                records = _with_placeholders(records, _placeholder_records(columns, self.lost_rows, None))
             self.attrs: dict[str, Any] = _replay_attrs({**attrs, "rows": base_rows}, records)[0]
+            if self.damage is not None:
+                self.attrs["complete"] = False
             self.columns: list[str] = list(columns)
             self.datasets: list[str] = list(f.keys())
             if records:  # a killed writer's journal: its finished rows are part of the run
                 self._merged = _merge(f, columns, base_rows, records)
-                self.size = int(self.attrs["rows"])
+                self.size = len(self._merged["prefix_row"])
             else:
                 self.size = base_rows
                 for name in self.columns:  # every column is readable (checksums hold) before any work
@@ -576,6 +789,7 @@ def _clip(rows: slice, size: int) -> slice:
     return slice(start, stop, step)
 
 
-def open_run(path: str | os.PathLike) -> Run:
-    """Open a run file for reading (a clear error when it is missing or not a run)."""
-    return Run(path)
+def open_run(path: str | os.PathLike, salvage: bool = False) -> Run:
+    """Open a run file for reading (a clear error when it is missing or not a run, or its journal is
+    damaged; with ``salvage`` such a run is read from its intact records, see :class:`Run`)."""
+    return Run(path, salvage)

@@ -7,6 +7,7 @@ retryable one that outlasts the retries, fails only that item with its reason.
 """
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,6 +16,7 @@ from mia_claude.config import ClaudeConfig, parse_config
 from mia_claude.pricing import cost_usd, estimate_input_tokens
 from mia_claude.prompting import build_prompt, join_continuation, strip_preamble
 from mia_core.errors import MiaError
+from mia_core.redact import redact_text
 from mia_core.types import Sampling, TextResult
 
 
@@ -36,7 +38,9 @@ class ClaudeBackend:
         self.name = name
         self.config = config
         self._client: Any = None
-        self._key_accepted = False  # set by the first request the API answers without 401/403
+        self._key_accepted = False  # set by the first request the API answers with success
+        self._refusal: str | None = None  # the first 401/403 of the run, as the line that stops it
+        self._refusal_lock = threading.Lock()
 
     # ---- what the core records and shows ------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -96,36 +100,51 @@ class ClaudeBackend:
         if self._client is None:
             import anthropic  # lazy: mia --help must not import it
 
+            from mia_claude.keygate import KeyGate
+
             c = self.config
-            self._client = anthropic.Anthropic(api_key=c.api_key, base_url=c.base_url,
-                                               timeout=c.timeout, max_retries=c.max_retries)
+            self._client = anthropic.Anthropic(api_key=c.api_key, base_url=c.base_url, timeout=c.timeout,
+                                               max_retries=c.max_retries, middleware=[KeyGate()])
         return self._client
 
     def generate_text(self, prompts: Sequence[str], max_new_tokens: int,
                       sampling: Sampling) -> list[TextResult]:
-        """One answer per prefix text, ``concurrency`` requests at a time, in input order."""
+        """One answer per prefix text, ``concurrency`` requests at a time, in input order.
+
+        Until the API has answered one request with success, requests go one at a time, so a bad key
+        stops the run at its first 401/403 whatever failed before it; later, the key gate
+        (``keygate.py``) sends nothing after a 401/403 and the run stops once the batch's requests in
+        flight have returned: at once when none of them was answered, else at the next call, so that
+        the answers already paid for are kept (the others are failed rows, for ``--retry-failed``)."""
+        self._stop_if_refused()
         bodies = [self.render_request(t, max_new_tokens, sampling) for t in prompts]
-        if not bodies:
-            return []
         results: list[TextResult] = []
-        if not self._key_accepted:  # the first request alone: a bad key stops the run after one request
+        while bodies and not self._key_accepted:
             results.append(self._one(prompts[0], bodies[0]))
             prompts, bodies = prompts[1:], bodies[1:]
+            self._stop_if_refused()
         if not bodies:
             return results
         pool = ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(bodies)))
         try:
             futures = [pool.submit(self._one, p, b) for p, b in zip(prompts, bodies, strict=True)]
-            return results + [f.result() for f in futures]
+            results += [f.result() for f in futures]
         finally:
             # On Ctrl-C, drop what has not started instead of waiting for the whole batch.
             pool.shutdown(wait=False, cancel_futures=True)
+        if not any(r.text and not r.error for r in results):
+            self._stop_if_refused()
+        return results
+
+    def _stop_if_refused(self) -> None:
+        if self._refusal is not None:
+            raise MiaError(self._refusal)
 
     def _one(self, prefix_text: str, body: dict[str, Any]) -> TextResult:
         try:
             message = self._send(body)
         except Exception as exc:  # noqa: BLE001 - any failure fails this item only, with its reason
-            self.stop_if_refused(exc)
+            self._note_refusal(exc)
             return TextResult(text="", error=self.describe_error(exc))
         self._key_accepted = True
         try:
@@ -133,14 +152,16 @@ class ClaudeBackend:
         except Exception as exc:  # noqa: BLE001
             return TextResult(text="", error=self.describe_error(exc))
 
-    def stop_if_refused(self, exc: BaseException) -> None:
-        """A rejected key (401) or a key without access (403) fails every request alike:
-        stop the run at once, with one line, instead of sending the rest."""
+    def _note_refusal(self, exc: BaseException) -> None:
+        """A rejected key (401) or a key without access (403) fails every request alike: the first one
+        becomes the line that stops the run (the key gate has already stopped all sending)."""
         import anthropic
 
         if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError)):
-            raise MiaError(f"the Anthropic API refused the key: {self.describe_error(exc)}; set a valid "
-                           "ANTHROPIC_API_KEY (or key_file=...) and run again") from None
+            with self._refusal_lock:
+                self._refusal = self._refusal or (
+                    f"the Anthropic API refused the key: {self.describe_error(exc)}; set a valid "
+                    "ANTHROPIC_API_KEY (or key_file=...) and run again")
 
     def _send(self, body: dict[str, Any]) -> Any:
         standard = {k: v for k, v in body.items() if k not in ("temperature", "top_k", "top_p")}
@@ -191,8 +212,9 @@ class ClaudeBackend:
         return self.scrub(" ".join(reason.split())[:500])
 
     def scrub(self, text: str) -> str:
+        """``text`` without the API key (whatever it looks like) or any other secret (``mia_core.redact``)."""
         key = self.config.api_key
-        return text.replace(key, "[redacted]") if key else text
+        return redact_text(text.replace(key, "[redacted]") if key else text)
 
     # ---- the Message Batches API --------------------------------------------------------
     def run_batch(self, items: list[tuple[int, str]], max_new_tokens: int, sampling: Sampling,
