@@ -4,11 +4,14 @@ Plugins return objects that satisfy these protocols from the factories they regi
 (see ``mia_core.hookspecs``). Nothing here imports torch.
 """
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from mia_core.errors import UsageError
 
 MEMBER = "member"
 NONMEMBER = "nonmember"
@@ -57,9 +60,33 @@ class Sampling:
     top_p: float | None = None
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse what no decoder can use (NaN, infinity, a seed numpy and HDF5 cannot hold) in one line."""
+        if not _is_number(self.temperature) or not 0 <= self.temperature < math.inf:
+            raise UsageError(f"must be a finite number >= 0, got {self.temperature!r}", param_hint="--temperature")
+        if self.top_k is not None and not (_is_int(self.top_k) and 1 <= self.top_k <= INT64_MAX):
+            raise UsageError(f"must be an integer from 1 to 2**63-1, got {self.top_k!r}", param_hint="--top_k")
+        if self.top_p is not None and not (_is_number(self.top_p) and 0 < self.top_p <= 1):
+            raise UsageError(f"must be a number in (0, 1], got {self.top_p!r}", param_hint="--top_p")
+        if self.seed is not None and not (_is_int(self.seed) and 0 <= self.seed <= INT64_MAX):
+            raise UsageError(f"must be an integer from 0 to 2**63-1, got {self.seed!r}", param_hint="--seed")
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+INT64_MAX = 2**63 - 1
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A real number that is not NaN (infinity is left to the range checks)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and value == value
 
 
 @dataclass

@@ -13,6 +13,7 @@ from mia_core import hookimpl
 from mia_core.cli import cli
 from mia_core.errors import MiaError
 from mia_core.formats.attack_results import AttackResults
+from mia_core.formats.integrity import edit_hdf5
 from mia_core.formats.names import unused_path
 from mia_core.formats.prefixmap import PrefixMapWriter
 
@@ -162,9 +163,8 @@ def test_unlabelled_dataset_is_refused_with_how_to_label(runner, in_tmp, fake_pl
 
 def test_unlabelled_map_is_refused_before_loading_a_model(runner, in_tmp, fake_plugin):
     folder = make_map(in_tmp / "Prefixes" / "bare_map")
-    import h5py
 
-    with h5py.File(folder / "prefix_map.h5", "r+") as f:
+    with edit_hdf5(folder / "prefix_map.h5") as f:
         f["sample_label"][:] = [b""] * len(f["sample_label"])
     result = run(runner, ["bare_map", "--model", "fake-lm"])
     assert result.exit_code == 1 and "prefix map bare_map: no member/nonmember labels" in result.stderr

@@ -63,7 +63,7 @@ def test_sigkill_leaves_only_a_partial_folder_that_is_refused(tmp_path):
         resolve_map(partial.name.removesuffix(".partial"), prefixes_dir=tmp_path)
     # Even renamed by hand it is refused: the file lacks the `complete` mark (or is unreadable).
     renamed = partial.rename(tmp_path / "renamed")
-    with pytest.raises(MiaError, match="not a complete prefix map|not a readable HDF5 file"):
+    with pytest.raises(MiaError, match="not a complete prefix map|damaged HDF5 file|not an HDF5 file"):
         resolve_map(renamed)
 
 

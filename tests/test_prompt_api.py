@@ -9,6 +9,7 @@ from test_prompt_fakes import FakePlugin, make_fake_map, next_token
 from mia_core.cli import cli
 from mia_core.errors import MiaError
 from mia_core.extraction.prompt import RunStopped, prompt
+from mia_core.formats.integrity import edit_hdf5
 from mia_core.formats.runs import open_run
 
 
@@ -39,9 +40,8 @@ def test_error_items_recorded_without_losing_others(fake):
 
     first = PrefixMap(fake).read("prefixes")[0]
     fakes_map = make_fake_map(fake.parent / "errmap", n=4)
-    import h5py
 
-    with h5py.File(fakes_map / "prefix_map.h5", "r+") as f:  # prefix of row 2 starts with t13: the API fails it
+    with edit_hdf5(fakes_map / "prefix_map.h5") as f:  # prefix of row 2 starts with t13: the API fails it
         f["prefixes"][2] = [13, *first[1:]]
     rows = prompt("errmap", "fake-api", max_length=3, quiet=True, yes=True)
     assert rows[2]["error"].startswith("fake API error") and rows[2]["generated_tokens"] == []

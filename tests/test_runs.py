@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mia_core.errors import MiaError
+from mia_core.formats.integrity import seal_file
 from mia_core.formats.names import safe_name
 from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.formats.runs import API_COLUMNS, RunWriter, default_run_path, open_run
@@ -54,6 +55,10 @@ def test_reopen_cuts_unflushed_rows_and_never_overwrites(tmp_path):
     w.close()
     with h5py.File(path, "r+") as f:  # simulate rows written after the last recorded batch
         f["tokens"].resize(5, axis=0)
+    with pytest.raises(MiaError, match="damaged HDF5 file .*checksum does not match"):
+        RunWriter.reopen(path)  # a change made outside mia is damage
+    with open(path, "r+b") as fh:  # as a writer of mia would have sealed it
+        seal_file(fh)
     w = RunWriter.reopen(path)
     assert w.rows_done == 2
     w.append({"tokens": [[3]], "prefix_row": [2]})
@@ -79,7 +84,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(MiaError, match="not found"):
         open_run(tmp_path / "nope.h5")
     (tmp_path / "junk.h5").write_text("not hdf5")
-    with pytest.raises(MiaError, match="not a readable mia run file"):
+    with pytest.raises(MiaError, match="junk.h5 is not an HDF5 file"):
         open_run(tmp_path / "junk.h5")
     assert safe_name("../x") == "x"
 

@@ -9,6 +9,7 @@ import pytest
 from scoring_fixtures import make_docs, make_map, make_run
 
 from mia_core.cli import cli
+from mia_core.formats.integrity import edit_hdf5
 from mia_core.formats.runs import open_run
 from mia_core.formats.scores import read_scores, scores_path
 from mia_core.scoring.matching import levenshtein_batch, score_matches
@@ -230,9 +231,8 @@ def test_one_denominator_for_every_figure(tmp_path):
     is in none of them (brute force over the rows by hand)."""
     docs = make_docs(3, 60)
     folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
-    import h5py
 
-    with h5py.File(folder / "prefix_map.h5", "r+") as f:  # row 2's suffix is cut to 5 tokens (document end)
+    with edit_hdf5(folder / "prefix_map.h5") as f:  # row 2's suffix is cut to 5 tokens (document end)
         f["suffix_lengths"][2] = 5
     gens = [docs[0][10:30], np.r_[docs[1][10:14], 7, docs[1][15:30]], docs[2][10:15]]
     s = score_run(make_run(folder, gens))
@@ -246,12 +246,11 @@ def test_one_denominator_for_every_figure(tmp_path):
 def test_api_run_with_a_failed_reply_reports_failed_1(register_plugin, in_tmp, runner):
     """An API run where one request fails (the fake text backend answers prompts starting with t13 with an
     error): the row is recorded with its error, reported as failed 1 and left out of every rate."""
-    import h5py
     from test_prompt_fakes import FakePlugin, make_fake_map
 
     register_plugin(FakePlugin(), name="fake-score-api")
     folder = make_fake_map(in_tmp / "Prefixes" / "errmap", n=6)
-    with h5py.File(folder / "prefix_map.h5", "r+") as f:
+    with edit_hdf5(folder / "prefix_map.h5") as f:
         row = f["prefixes"][2]
         f["prefixes"][2] = [13, *row[1:]]
     res = runner.invoke(cli, ["prompt", "--prefix_map", "errmap", "--model", "fake-api", "--max_length", "6",

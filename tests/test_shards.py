@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from run_equality import LOGPROB_ATOL, assert_same_bytes, assert_same_rows, run_columns
@@ -22,6 +21,7 @@ from mia_core.cli import cli
 from mia_core.extraction.merge import merge_runs
 from mia_core.extraction.prompt import prompt
 from mia_core.extraction.shards import Shard, parse_shard
+from mia_core.formats.integrity import edit_hdf5
 from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.formats.runs import open_run
 from mia_core.types import Sampling
@@ -130,7 +130,7 @@ def _unfinished(path: Path, tmp_path: Path) -> Path:
     """A copy of a shard cut back to 3 rows, as a shard killed mid-way leaves it."""
     cut = tmp_path / "unfinished.h5"
     cut.write_bytes(path.read_bytes())
-    with h5py.File(cut, "r+") as f:
+    with edit_hdf5(cut) as f:
         f.attrs["rows"] = 3
         f.attrs["complete"] = False
     return cut

@@ -23,6 +23,20 @@ def normalize_label(value: Any) -> str:
     return ""
 
 
+def _label_rows(path: Path) -> list:
+    with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: CSVs saved by Excel start with a BOM
+        if path.suffix.lower() not in (".jsonl", ".json"):
+            return list(csv.DictReader(fh, dialect="excel-tab" if path.suffix.lower() == ".tsv" else "excel"))
+        rows = []
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    raise MiaError(f"{path}:{n} is not a JSON object") from None
+        return rows
+
+
 def read_label_file(path: str | Path) -> dict[str, str]:
     """Sample id → label from a CSV/TSV with ``id`` and ``label`` columns, or JSONL with
     ``{"id": ..., "label": ...}`` per line."""
@@ -30,17 +44,13 @@ def read_label_file(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise MiaError(f"label file {str(path)!r} not found")
     labels: dict[str, str] = {}
-    with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: CSVs saved by Excel start with a BOM
-        if path.suffix.lower() in (".jsonl", ".json"):
-            rows = []
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except ValueError:
-                        raise MiaError(f"{path}:{n} is not a JSON object") from None
-        else:
-            rows = list(csv.DictReader(fh, dialect="excel-tab" if path.suffix.lower() == ".tsv" else "excel"))
+    try:
+        rows = _label_rows(path)
+    except UnicodeDecodeError as exc:
+        raise MiaError(f"label file {path} is not UTF-8 text (byte {exc.start} cannot be decoded; a binary "
+                       "file?); give a CSV, TSV or JSONL file") from None
+    except csv.Error as exc:
+        raise MiaError(f"label file {path} is not a readable CSV/TSV file ({exc})") from None
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict) or "id" not in row or "label" not in row:
             raise MiaError(f"{path}: entry {n} lacks an 'id' or a 'label' field")

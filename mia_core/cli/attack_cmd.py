@@ -6,6 +6,8 @@ from pathlib import Path
 import click
 
 from mia_core.cli.options import (
+    SEED,
+    Count,
     dataset_option,
     model_option,
     one_prefix_map,
@@ -36,17 +38,17 @@ from mia_core.defaults import DEFAULT_MODEL
 @renamed_option("--k", "--min-k-fraction", "(--k counts suffix tokens in mia score)")
 @click.option("--recall-prefix", "--recall_prefix", help="ReCaLL's non-member prefix text (default: drawn from the "
               "data's non-members, which are then left out of the evaluation).")
-@click.option("--recall-shots", "--recall_shots", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--recall-shots", "--recall_shots", type=Count(min=1), default=1, show_default=True,
               help="Non-member strings drawn (with --seed) to make the ReCaLL prefix.")
-@click.option("--neighbours", "--neighbors", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--neighbours", "--neighbors", type=Count(min=1), default=10, show_default=True,
               help="Neighbours per string for the neighbourhood attack (ne); each costs one forward pass.")
 @click.option("--sampling", "sampling_options", multiple=True, metavar="KEY=VALUE",
               help="Map windows: also the probability that this sampling scheme reproduces each suffix "
                    "(temperature=T, top_k=K, top_p=P; probabilistic extraction, Hayes et al. 2024). Repeatable.")
-@click.option("--batch-size", "--batch_size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--max-tokens", "--max_tokens", type=click.IntRange(min=1), default=512, show_default=True,
+@click.option("--batch-size", "--batch_size", type=Count(min=1), default=8, show_default=True)
+@click.option("--max-tokens", "--max_tokens", type=Count(min=1), default=512, show_default=True,
               help="Longest string scored (tokens); longer ones are truncated (and the model's context caps it).")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N windows or samples.")
+@click.option("--limit", type=Count(min=1), help="Only the first N windows or samples.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
               help="CSV/TSV/JSONL with id and label columns (member/nonmember) for a dataset without labels.")
 @click.option("--out-dir", "--out_dir", "out", type=click.Path(file_okay=False),
@@ -54,9 +56,9 @@ from mia_core.defaults import DEFAULT_MODEL
 @renamed_option("--out", "--out-dir", "(--out names the exact file or folder a command writes)", dest="old_out")
 @click.option("--export", "exports", type=click.Choice(["csv", "jsonl"]), multiple=True,
               help="Also write the per-string results as CSV or JSONL (repeatable).")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+@click.option("--bootstrap", type=Count(min=0), default=1000, show_default=True,
               help="Bootstrap resamples for the AUC interval (0: none).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--no-plot", is_flag=True, help="Do not write the ROC plot.")
 @click.option("--no-blind", is_flag=True,
               help="Skip the blind baseline (a model-free bag-of-n-grams classifier on the same strings).")
@@ -196,6 +198,7 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
 def _parse_sampling(options: tuple[str, ...]):
     """``temperature=0.8 top_k=40 top_p=0.95`` → a non-greedy ``Sampling`` (temperature 1 unless given)."""
     from mia_core.cli.options import parse_key_values
+    from mia_core.errors import UsageError
     from mia_core.types import Sampling
 
     values = parse_key_values(options, "--sampling")
@@ -211,7 +214,10 @@ def _parse_sampling(options: tuple[str, ...]):
         raise click.BadParameter(f"not a number: {exc}", param_hint="--sampling") from None
     if not temperature > 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
         raise click.BadParameter("needs temperature > 0, top_k ≥ 1 and top_p in (0, 1]", param_hint="--sampling")
-    return Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    try:  # Sampling refuses infinity and integers beyond int64
+        return Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    except UsageError as exc:
+        raise click.BadParameter(f"{exc.param_hint.lstrip('-')} {exc.message}", param_hint="--sampling") from None
 
 
 commands = [attack]

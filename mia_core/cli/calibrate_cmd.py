@@ -5,7 +5,16 @@ from pathlib import Path
 
 import click
 
-from mia_core.cli.options import dataset_option, model_option, parse_key_values, positive_ints, quiet_option
+from mia_core.cli.options import (
+    SEED,
+    Count,
+    Number,
+    dataset_option,
+    model_option,
+    parse_key_values,
+    positive_ints,
+    quiet_option,
+)
 
 
 @click.command()
@@ -14,35 +23,35 @@ from mia_core.cli.options import dataset_option, model_option, parse_key_values,
 @click.option("--dataset", default="corpus", show_default=True,
               help="Dataset whose samples are split at random (its own labels are ignored).")
 @dataset_option
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, canaries and training.")
-@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--lr", "--learning-rate", "learning_rate", type=click.FloatRange(min=0, min_open=True),
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the split, canaries and training.")
+@click.option("--epochs", type=Count(min=1), default=3, show_default=True)
+@click.option("--lr", "--learning-rate", "learning_rate", type=Number(min=0, min_open=True),
               help="Learning rate (default 2e-4 for full fine-tuning, 1e-3 for LoRA).")
-@click.option("--train-batch-size", "--train_batch_size", "train_batch_size", type=click.IntRange(min=1), default=8,
+@click.option("--train-batch-size", "--train_batch_size", "train_batch_size", type=Count(min=1), default=8,
               show_default=True, help="Texts per optimizer step.")
 @click.option("--method", type=click.Choice(["auto", "full", "lora"]), default="auto", show_default=True,
               help="Full fine-tuning, LoRA (peft), or auto: full up to --full-max-params parameters, LoRA above.")
-@click.option("--lora-rank", "--lora_rank", "lora_rank", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--full-max-params", "--full_max_params", "full_max_params", type=click.IntRange(min=1),
+@click.option("--lora-rank", "--lora_rank", "lora_rank", type=Count(min=1), default=16, show_default=True)
+@click.option("--full-max-params", "--full_max_params", "full_max_params", type=Count(min=1),
               default=1_000_000_000, show_default=True, help="Largest model auto fine-tunes fully.")
-@click.option("--max-tokens", "--max_tokens", "max_tokens", type=click.IntRange(min=2), default=64,
+@click.option("--max-tokens", "--max_tokens", "max_tokens", type=Count(min=2), default=64,
               show_default=True, help="Tokens of each sample trained on and scored (its start).")
-@click.option("--prefix-tokens", "--prefix_tokens", "prefix_tokens", type=click.IntRange(min=1), default=32,
+@click.option("--prefix-tokens", "--prefix_tokens", "prefix_tokens", type=Count(min=1), default=32,
               show_default=True, help="Extraction check: prefix length at each sample's start.")
-@click.option("--suffix-tokens", "--suffix_tokens", "suffix_tokens", type=click.IntRange(min=1), default=32,
+@click.option("--suffix-tokens", "--suffix_tokens", "suffix_tokens", type=Count(min=1), default=32,
               show_default=True, help="Extraction check: tokens that must follow the prefix.")
-@click.option("--canaries", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--canaries", type=Count(min=0), default=0, show_default=True,
               help="Random canaries per repetition count (plus as many never inserted, as control).")
 @click.option("--canary-repeats", "--canary_repeats", "canary_repeats", default="1,2,4,8,16", show_default=True,
               callback=positive_ints,
               help="How many times each group of canaries is inserted.")
-@click.option("--canary-digits", "--canary_digits", "canary_digits", type=click.IntRange(1, 12), default=6,
+@click.option("--canary-digits", "--canary_digits", "canary_digits", type=Count(1, 12), default=6,
               show_default=True, help="Random digits per canary secret (|R| = 10^digits).")
-@click.option("--canary-candidates", "--canary_candidates", "canary_candidates", type=click.IntRange(min=1),
+@click.option("--canary-candidates", "--canary_candidates", "canary_candidates", type=Count(min=1),
               default=1000, show_default=True, help="Candidate secrets each canary is ranked against.")
-@click.option("--batch-size", "--batch_size", "batch_size", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--batch-size", "--batch_size", "batch_size", type=Count(min=1), default=8, show_default=True,
               help="Batch size of scoring.")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+@click.option("--bootstrap", type=Count(min=0), default=1000, show_default=True,
               help="Bootstrap resamples for the AUC intervals.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("Calibrations"),
               show_default=True, help="Folder for the calibration folder (split, model, maps, attacks, report).")

@@ -39,7 +39,8 @@ def _param_names(command: click.Command) -> dict[str, str]:
     return names
 
 
-def load_config(path: Path, command: click.Command, command_name: str, known_anywhere: set[str]) -> dict[str, Any]:
+def load_config(path: Path, command: click.Command, command_name: str, known_anywhere: set[str],
+                sections: set[str] = frozenset()) -> dict[str, Any]:
     """The default_map ``path`` gives ``command``; a one-line error for a bad file or an unknown key."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -51,6 +52,8 @@ def load_config(path: Path, command: click.Command, command_name: str, known_any
     out: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
+            if _key(key) in known_anywhere and key not in sections:  # an option given a table: `max_length = {a=1}`
+                raise click.BadParameter(f"{path}: {key!r} must be a value, not a table", param_hint="--config")
             continue
         if _key(key) in names:
             out[names[_key(key)]] = value
@@ -64,6 +67,9 @@ def load_config(path: Path, command: click.Command, command_name: str, known_any
             choices = ", ".join(sorted(set(names.values())))
             raise click.BadParameter(f"{path}: [{command_name}] {key!r} is not an option of mia {command_name} "
                                      f"(options: {choices})", param_hint="--config")
+        if isinstance(value, dict):
+            raise click.BadParameter(f"{path}: [{command_name}] {key!r} must be a value, not a table",
+                                     param_hint="--config")
         out[names[_key(key)]] = value
     return out
 
@@ -75,7 +81,9 @@ def add_config_option(command: click.Command, known_anywhere: set[str]) -> None:
 
     def callback(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
         if value is not None:
-            loaded = load_config(value, ctx.command, ctx.info_name or command.name or "", known_anywhere)
+            root = ctx.find_root()
+            sections = set(root.command.list_commands(root)) if isinstance(root.command, click.Group) else set()
+            loaded = load_config(value, ctx.command, ctx.info_name or command.name or "", known_anywhere, sections)
             ctx.default_map = {**(ctx.default_map or {}), **loaded}
             ctx.meta["mia_config_file"] = str(value)
         return value

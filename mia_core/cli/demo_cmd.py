@@ -4,19 +4,19 @@ from pathlib import Path
 
 import click
 
-from mia_core.cli.options import quiet_option, renamed_option
+from mia_core.cli.options import Count, quiet_option, renamed_option
 from mia_core.defaults import DEFAULT_DATASET, DEFAULT_MODEL
 
 
 @click.command()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model (tokenizer and backend).")
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Dataset name.")
-@click.option("--prefix-tokens", "--prefix_tokens", "prefix_tokens", type=click.IntRange(min=1), default=32,
+@click.option("--prefix-tokens", "--prefix_tokens", "prefix_tokens", type=Count(min=1), default=32,
               show_default=True, help="Prefix length in tokens.")
-@click.option("--suffix-tokens", "--suffix_tokens", "suffix_tokens", type=click.IntRange(min=1), default=50,
+@click.option("--suffix-tokens", "--suffix_tokens", "suffix_tokens", type=Count(min=1), default=50,
               show_default=True, help="True continuation kept, and tokens generated.")
-@click.option("--size", type=click.IntRange(min=1), default=None, help="Number of samples (default all).")
-@click.option("--batch-size", "--batch_size", "batch_size", type=click.IntRange(min=1), default=16,
+@click.option("--size", type=Count(min=1), default=None, help="Number of samples (default all).")
+@click.option("--batch-size", "--batch_size", "batch_size", type=Count(min=1), default=16,
               show_default=True)
 @click.option("--method", type=click.Choice(["generate", "teacher-forced"]), default="generate",
               show_default=True, help="Greedy generation, or the one-pass teacher-forced check (same verdicts).")

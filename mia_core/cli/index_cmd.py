@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from mia_core.cli.options import dataset_option, parse_key_values, quiet_option
+from mia_core.cli.options import Count, dataset_option, parse_key_values, quiet_option
 
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -36,14 +36,14 @@ def parse_size(text: str) -> int:
               help="Link an existing infini-gram index folder (tokenized.N, table.N, offset.N) instead of building.")
 @click.option("--token-width", "--token_width", type=click.Choice(["1", "2", "4"]), default="2", show_default=True,
               help="With --infini-gram: bytes per token of that index (u8/u16/u32).")
-@click.option("--batch-size", "--batch_size", type=int, default=256, show_default=True,
+@click.option("--batch-size", "--batch_size", type=Count(), default=256, show_default=True,
               help="Documents tokenized per batch.")
-@click.option("--window", "windows", type=int, multiple=True,
+@click.option("--window", "windows", type=Count(), multiple=True,
               help="Window length with a fingerprint table for fast fixed-window membership (repeatable; "
                    "default 50).")
 @click.option("--max-memory", "--max_memory", default="2G", show_default=True,
               help="Memory for building one shard (sets the shard size; see docs/index.md).")
-@click.option("--shard-tokens", "--shard_tokens", type=int, default=None,
+@click.option("--shard-tokens", "--shard_tokens", type=Count(), default=None,
               help="Tokens per shard (overrides --max-memory).")
 @click.option("--resume", is_flag=True, help="Continue a build interrupted between shards (OUT.partial).")
 @click.option("--json", "as_json", is_flag=True, help="Print the index metadata as JSON.")

@@ -1,11 +1,65 @@
-"""Options and parameter types shared by several commands."""
+"""Options and parameter types shared by several commands.
 
+Every numeric option uses one of the validating types here (:class:`Number`, :class:`Count`), so the
+command line and ``--config`` files (whose values arrive as TOML types) are checked the same way:
+a table, a list or a boolean where a number belongs, NaN, ±infinity, and an integer beyond what
+int64 holds (2**63 − 1: numpy arrays, HDF5 attributes, seeds) are one usage line naming the option.
+"""
+
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+INT64_MAX = 2**63 - 1
+
+
+def _scalar_or_fail(kind: click.ParamType, value: Any, param: click.Parameter | None,
+                    ctx: click.Context | None) -> None:
+    """A config file can give any TOML value: only strings and numbers can be numbers."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        what = "a table" if isinstance(value, dict) else "a list" if isinstance(value, (list, tuple)) \
+            else f"a {type(value).__name__}"
+        kind.fail(f"expects a number, got {what} ({value!r})", param, ctx)
+
+
+class Number(click.FloatRange):
+    """A finite float within optional bounds: NaN and ±infinity are refused (``--max-cost nan`` would
+    turn the cap off, ``--temperature inf`` is no distribution)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _scalar_or_fail(self, value, param, ctx)
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number (NaN and infinity are refused)", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+class Count(click.IntRange):
+    """An integer within bounds, at most 2**63 − 1 (what an int64 array, an HDF5 attribute and a seed
+    hold); a float with a fractional part is refused rather than cut."""
+
+    name = "integer"
+
+    def __init__(self, min: int | None = None, max: int | None = None, **kwargs: Any) -> None:
+        super().__init__(min=min, max=INT64_MAX if max is None else max, **kwargs)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _scalar_or_fail(self, value, param, ctx)
+        if isinstance(value, float) and not value.is_integer():
+            self.fail(f"{value!r} is not an integer", param, ctx)
+        if isinstance(value, float):
+            value = int(value)
+        return super().convert(value, param, ctx)
+
+
+#: A seed: what numpy, torch and an int64 attribute all take.
+SEED = Count(0, INT64_MAX)
 
 
 def positive_ints(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:

@@ -4,7 +4,7 @@ from typing import Any
 
 import click
 
-from mia_core.cli.options import dataset_option, parse_key_values, quiet_option, renamed_option
+from mia_core.cli.options import SEED, Count, dataset_option, parse_key_values, quiet_option, renamed_option
 from mia_core.defaults import DEFAULT_DATASET, DEFAULT_MODEL
 
 
@@ -43,13 +43,13 @@ class SizeType(click.ParamType):
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="Model whose tokenizer is used (see `mia models`).")
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Dataset to load (see `mia datasets`).")
-@click.option("--prefix_tokens", "--prefix-tokens", "prefix_tokens", type=click.IntRange(min=1), default=10,
+@click.option("--prefix_tokens", "--prefix-tokens", "prefix_tokens", type=Count(min=1), default=10,
               show_default=True, help="Length of each prefix in tokens.")
 @click.option("--prefix_loc", "--prefix-loc", "prefix_loc", type=PrefixLocType(), default="start",
               show_default=True,
               help="Where the prefix starts: start, random, or a token offset (clamped to "
                    "sample length - prefix_tokens).")
-@click.option("--suffix_tokens", "--suffix-tokens", "suffix_tokens", type=click.IntRange(min=0), default=50,
+@click.option("--suffix_tokens", "--suffix-tokens", "suffix_tokens", type=Count(min=0), default=50,
               show_default=True, help="Tokens of true continuation kept after each prefix (for scoring).")
 @click.option("--size", type=SizeType(), default="all", show_default=True,
               help="Number of usable samples in the map: all, or N.")
@@ -60,7 +60,7 @@ class SizeType(click.ParamType):
                    "(else the whole dataset).")
 @click.option("--balance", is_flag=True,
               help="With --size N: draw the N samples at random (--seed), balanced over member/nonmember labels.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --prefix_loc random and --balance.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of --prefix_loc random and --balance.")
 @click.option("--out-dir", "--out_dir", "out", type=click.Path(file_okay=False), default="Prefixes",
               show_default=True, help="Folder the map folder is created in.")
 @renamed_option("--out", "--out-dir", "(--out names the exact file or folder a command writes)", dest="old_out")

@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
-from mia_core.cli.options import model_option, parse_key_values, quiet_option
+from mia_core.cli.options import SEED, Count, Number, model_option, parse_key_values, quiet_option
 from mia_core.defaults import DEFAULT_CHAT_MODEL, DEFAULT_MODEL
 
-_POSITIVE = click.IntRange(min=1)
+_POSITIVE = Count(min=1)
 
 
 def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -49,17 +49,17 @@ def _common_options(default_method: str) -> Callable[[Callable[..., Any]], Calla
         options += [
             click.option("--method", type=click.Choice(["generate", "teacher-forced"]),
                          help="generate (default), or teacher-forced: decide greedy extraction in one forward pass."),
-            click.option("--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature (0 = greedy)."),
+            click.option("--temperature", type=Number(min=0.0), help="Sampling temperature (0 = greedy)."),
             click.option("--top_k", "--top-k", "top_k", type=_POSITIVE, help="Sample from the k most likely tokens."),
-            click.option("--top_p", "--top-p", "top_p", type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+            click.option("--top_p", "--top-p", "top_p", type=Number(min=0.0, max=1.0, min_open=True),
                          help="Nucleus sampling threshold."),
-            click.option("--seed", type=int, help="Sampling seed (recorded; random when sampling without one)."),
+            click.option("--seed", type=SEED, help="Sampling seed (recorded; random when sampling without one)."),
             click.option("--dry-run", "--dry_run", "dry_run", is_flag=True,
                          help="Print the requests (and estimated cost) without sending or writing anything."),
             click.option("--yes", "-y", is_flag=True, help="Do not ask before spending more than --confirm-above."),
-            click.option("--confirm-above", "--confirm_above", "confirm_above", type=click.FloatRange(min=0.0),
+            click.option("--confirm-above", "--confirm_above", "confirm_above", type=Number(min=0.0),
                          default=1.0, show_default=True, help="Ask before starting above this estimate (USD)."),
-            click.option("--max-cost", "--max_cost", "max_cost", type=click.FloatRange(min=0.0, min_open=True),
+            click.option("--max-cost", "--max_cost", "max_cost", type=Number(min=0.0, min_open=True),
                          help="Hard cost cap in USD: stop before a batch would exceed it (resumable)."),
             click.option("--batch-api/--no-batch-api", "--batch_api/--no_batch_api", "batch_api", default=None,
                          help="Use the provider's batch API (cheaper, asynchronous; resumable). A resumed run "
@@ -168,11 +168,11 @@ def prompt_command(prefix_map, model, model_options, device, dtype, temperature,
 
 @click.command("check")
 @_common_options("teacher-forced")
-@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True),
+@click.option("--temperature", type=Number(min=0.0, min_open=True),
               help="Probabilistic extraction: also record p of each true suffix under this sampling scheme "
                    "(nothing is sampled; the verdicts stay greedy).")
 @click.option("--top_k", "--top-k", "top_k", type=_POSITIVE, help="The scheme's top-k (with or without --temperature).")
-@click.option("--top_p", "--top-p", "top_p", type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+@click.option("--top_p", "--top-p", "top_p", type=Number(min=0.0, max=1.0, min_open=True),
               help="The scheme's top-p.")
 def check_command(prefix_map, model, model_options, device, dtype, quiet, temperature, top_k, top_p,
                   **kwargs) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from mia_core.cli.options import positive_ints
+from mia_core.cli.options import Count, Number, positive_ints
 from mia_core.errors import MiaError
 from mia_core.formats.filekinds import expand_runs
 
@@ -23,26 +23,26 @@ def _echo_json(data: Any) -> None:
 
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--k", "k", type=int, default=None,
+@click.option("--k", "k", type=Count(), default=None,
               help="Compare the first K suffix tokens (default: the map's suffix length, or the run's "
                    "--max_length when smaller).")
-@click.option("--edit-threshold", "--edit_threshold", type=float, default=0.1, show_default=True,
+@click.option("--edit-threshold", "--edit_threshold", type=Number(), default=0.1, show_default=True,
               help="Approximate memorization: normalized token edit distance at most this.")
 @click.option("--bleu", is_flag=True,
               help="Approximate memorization as Ippolito et al. 2022: sacrebleu BLEU of the detokenized texts "
                    "(instead of mia's token edit distance).")
-@click.option("--bleu-threshold", "--bleu_threshold", type=float, default=0.75, show_default=True,
+@click.option("--bleu-threshold", "--bleu_threshold", type=Number(), default=0.75, show_default=True,
               help="With --bleu: approximate memorization means sentence BLEU/100 at least this.")
 @click.option("--index", "index", type=click.Path(path_type=Path), default=None,
               help="Corpus index folder (mia index) for verbatim-membership scoring.")
-@click.option("--window", type=int, default=50, show_default=True,
+@click.option("--window", type=Count(), default=50, show_default=True,
               help="Corpus membership: a verbatim match of at least this many tokens.")
 @click.option("--decode", is_flag=True,
               help="With --index: load the run's tokenizer and show the memorized windows as text.")
 @click.option("--queries", callback=positive_ints, default="1,10,100,1000,10000", show_default=True,
               help="Probabilistic extraction (teacher-forced runs): the numbers of queries n at which the "
                    "(n, target)-discoverable rows are counted.")
-@click.option("--target", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
+@click.option("--target", type=Number(0, 1, min_open=True, max_open=True), default=0.9,
               show_default=True, help="Probabilistic extraction: the probability 1 - (1 - p)^n must reach this.")
 @click.option("--no-save", "--no_save", "no_save", is_flag=True, help="Do not write RUN.scores.h5.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -78,9 +78,9 @@ def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bo
               help="Text file of 'r n_r' pairs (one per line) or of one count per item.")
 @click.option("--of", "of", type=click.Choice(["auto", "windows", "samples"]), default="auto", show_default=True,
               help="From scored runs: memorized corpus windows, or extracted samples.")
-@click.option("--confidence", "-C", type=float, default=1.96, show_default=True,
+@click.option("--confidence", "-C", type=Number(), default=1.96, show_default=True,
               help="Simple Good-Turing switch criterion (1.96 as Sampson's code; the paper used 1.65).")
-@click.option("--t", "ts", type=float, multiple=True,
+@click.option("--t", "ts", type=Number(), multiple=True,
               help="Extrapolate to t× more sampling units: prompts for greedy runs, generations for sampled "
                    "runs (repeatable; default 1 2 5 10).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -137,10 +137,10 @@ def estimate(sources: tuple[Path, ...], table_file: Path | None, of: str, confid
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="report.html (self-contained, images embedded) or report.md (PNGs written beside it).")
-@click.option("--k", "k", type=int, default=None, help="As in mia score.")
+@click.option("--k", "k", type=Count(), default=None, help="As in mia score.")
 @click.option("--index", type=click.Path(path_type=Path), default=None, help="As in mia score.")
-@click.option("--window", type=int, default=50, show_default=True)
-@click.option("--examples", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--window", type=Count(), default=50, show_default=True)
+@click.option("--examples", type=Count(min=0), default=5, show_default=True,
               help="Longest extractions shown as text per run.")
 @click.option("--force", is_flag=True, help="Overwrite an existing report file.")
 def report(sources: tuple[Path, ...], out: Path, k: int | None, index: Path | None, window: int, examples: int,

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
+from mia_core.cli.options import Count
 from mia_core.errors import MiaError
 
 
 @click.command("show")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--rows", "n_rows", type=click.IntRange(min=0), default=5, show_default=True, help="First rows shown.")
+@click.option("--rows", "n_rows", type=Count(min=0), default=5, show_default=True, help="First rows shown.")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 @click.option("--reproduce", is_flag=True,
               help="Print the config file (TOML, for --config) of the command that wrote PATH, with its effective "

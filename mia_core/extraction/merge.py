@@ -5,12 +5,14 @@ Merging checks that the shards are one experiment (same map, model and decoding 
 that together they hold every row exactly once (no shard twice, none missing, each one
 finished), and writes a run whose rows are in run order: with greedy decoding it equals the
 run made without ``--shard``. It reads shards through the public run reader and writes with
-``RunWriter``, under a ``.partial`` name renamed when complete. See docs/scale.md.
+``RunWriter``, under a ``.partial`` name renamed when complete; a killed merge is finished by
+``mia merge --resume`` with the same shards. See docs/scale.md.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,9 @@ import numpy as np
 
 from mia_core.errors import MiaError
 from mia_core.extraction.shards import shard_of
+from mia_core.formats.journal import being_written
 from mia_core.formats.names import PARTIAL_SUFFIX
-from mia_core.formats.runs import Run, RunWriter, default_run_path, open_run
+from mia_core.formats.runs import RUNS_DIR, Run, RunWriter, default_run_path, open_run
 
 # Attributes that make two shards one experiment: they must be equal in every shard.
 SAME_KEYS = ("prefix_map", "map_size", "model", "method", "num_strings", "max_length", "temperature", "top_k",
@@ -116,45 +119,101 @@ def _merged_attrs(runs: Sequence[Run], paths: Sequence[str | os.PathLike]) -> di
     return attrs
 
 
-def merge_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> Path:
+def merge_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None,
+               resume: bool = False) -> Path:
     """Merge the shard run files ``paths`` into one run (default: a new run file next to the
-    shards' map runs, named like a run of the model); returns its path."""
+    shards' map runs, named like a run of the model); returns its path. A merge that was killed
+    leaves ``<target>.partial`` (with its journal): ``resume`` finishes it; without ``resume`` such
+    a leftover of the same shards is an error naming the command that finishes it."""
     runs, count = check_shards(paths)
     first = runs[0]
-    num_strings, max_length = int(first.attrs["num_strings"]), int(first.attrs["max_length"])
-    if out is None:
-        target = default_run_path(first.prefix_map.folder, str(first.attrs["model"]))
+    target = None if out is None else Path(out)
+    if target is not None and target.suffix != ".h5":
+        raise MiaError(f"a run file name must end in .h5, got {target}")
+    leftovers = _interrupted_merges(first, paths, target)
+    if resume:
+        if not leftovers:
+            raise MiaError("no interrupted merge of these shards to resume (no .partial run made from them in "
+                           f"{_merge_folder(first, target)}); run mia merge without --resume")
+        partial = leftovers[0]
+        target = partial.with_name(partial.name.removesuffix(PARTIAL_SUFFIX))
+        writer = RunWriter.reopen(partial)
     else:
-        target = Path(out)
-        if target.suffix != ".h5":
-            raise MiaError(f"a run file name must end in .h5, got {target}")
+        if leftovers:
+            raise MiaError(f"a merge of these shards was interrupted and left {leftovers[0]}; finish it with: "
+                           f"mia merge --resume {_shell_args(paths, out)} (or delete it and its journal)")
+        if target is None:
+            target = default_run_path(first.prefix_map.folder, str(first.attrs["model"]))
+        partial = target.with_name(target.name + PARTIAL_SUFFIX)
+        if partial.exists():
+            raise MiaError(f"{partial} exists but is not a merge of these shards; delete it (and its .journal) or "
+                           "choose another --out")
         if target.exists():
             raise MiaError(f"{target} already exists; refusing to overwrite it")
-    declared = {name: (kind, width) for name, (kind, width) in first.attrs["columns"].items()}
-    static = {name: first.read(name) for name in _static_names(first)}
-    partial = target.with_name(target.name + PARTIAL_SUFFIX)
-    writer = RunWriter.create(partial, _merged_attrs(runs, paths), max_length, declared, static)
+        declared = {name: (kind, width) for name, (kind, width) in first.attrs["columns"].items()}
+        static = {name: first.read(name) for name in _static_names(first)}
+        writer = RunWriter.create(partial, _merged_attrs(runs, paths), int(first.attrs["max_length"]), declared,
+                                  static)
     try:
-        # Run row g is row g // N of shard g % N.
-        for lo in range(0, num_strings, CHUNK_ROWS):
-            rows = np.arange(lo, min(lo + CHUNK_ROWS, num_strings))
-            shard_rows = {i: rows[rows % count == i] // count for i in range(count)}
-            parts = {}
-            for name in first.columns:
-                pieces = [runs[i].read(name, slice(int(r[0]), int(r[-1]) + 1)) if len(r) else None
-                          for i, r in shard_rows.items()]
-                parts[name] = _interleave(pieces, rows, count)
-            writer.append(parts)
+        _copy_rows(runs, count, writer)
         writer.finish()
     except BaseException:
-        writer.discard()  # the partial run and its journal
+        if not resume:
+            writer.discard()  # the partial run and its journal
+        else:
+            writer.close()  # a resumed merge keeps what it had
         raise
     writer.close()
     if target.exists():
-        partial.unlink(missing_ok=True)
-        raise MiaError(f"{target} appeared while merging; refusing to overwrite it")
+        raise MiaError(f"{target} appeared while merging; refusing to overwrite it (the merged rows are kept in "
+                       f"{partial})")
     os.rename(partial, target)
     return target
+
+
+def _copy_rows(runs: Sequence[Run], count: int, writer: RunWriter) -> None:
+    """Append the run rows the writer does not hold yet, in run order (run row g is row g // N of shard g % N)."""
+    first = runs[0]
+    num_strings = int(first.attrs["num_strings"])
+    for lo in range(writer.rows_done, num_strings, CHUNK_ROWS):
+        rows = np.arange(lo, min(lo + CHUNK_ROWS, num_strings))
+        shard_rows = {i: rows[rows % count == i] // count for i in range(count)}
+        parts = {}
+        for name in first.columns:
+            pieces = [runs[i].read(name, slice(int(r[0]), int(r[-1]) + 1)) if len(r) else None
+                      for i, r in shard_rows.items()]
+            parts[name] = _interleave(pieces, rows, count)
+        writer.append(parts)
+
+
+def _merge_folder(first: Run, target: Path | None) -> Path:
+    return target.parent if target is not None else first.prefix_map.folder / RUNS_DIR
+
+
+def _interrupted_merges(first: Run, paths: Sequence[str | os.PathLike], target: Path | None) -> list[Path]:
+    """Partial merged runs (killed ``mia merge``) made from exactly these shards."""
+    folder = _merge_folder(first, target)
+    candidates = [target.with_name(target.name + PARTIAL_SUFFIX)] if target is not None \
+        else sorted(folder.glob(f"*.h5{PARTIAL_SUFFIX}"))
+    shards = sorted(str(Path(p).resolve()) for p in paths)
+    found = []
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        if being_written(candidate):
+            raise MiaError(f"{candidate} is being written by a running mia merge; wait for it to end (or stop it, "
+                           "then finish it with mia merge --resume)")
+        try:
+            merged_from = open_run(candidate).attrs.get("merged_from")
+        except MiaError:
+            continue  # not a readable run: reported when its name is needed
+        if isinstance(merged_from, list) and sorted(merged_from) == shards:
+            found.append(candidate)
+    return found
+
+
+def _shell_args(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None) -> str:
+    return " ".join([shlex.quote(str(p)) for p in paths] + ([f"--out {shlex.quote(str(out))}"] if out else []))
 
 
 def _interleave(pieces: list[np.ndarray | None], rows: np.ndarray, count: int) -> list[Any] | np.ndarray:

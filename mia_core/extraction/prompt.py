@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import os
 import random
 import sys
 import time
@@ -40,7 +42,7 @@ from mia_core.formats.runs import API_COLUMNS, RunWriter, Salvage, default_run_p
 from mia_core.progress import note, progress
 from mia_core.redact import redact
 from mia_core.token_rows import pad_rows
-from mia_core.types import Sampling, TextResult, capabilities, scores_sampling
+from mia_core.types import INT64_MAX, Sampling, TextResult, capabilities, scores_sampling
 
 DEFAULT_BATCH_SIZE = 10
 DEFAULT_MAX_LENGTH = 20
@@ -89,8 +91,60 @@ class _Job:
 
 
 def _positive(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-        raise UsageError(f"must be a positive integer, got {value!r}", param_hint=f"--{name}")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                              or not 1 <= value <= INT64_MAX):
+        raise UsageError(f"must be an integer from 1 to 2**63-1, got {value!r}", param_hint=f"--{name}")
+
+
+def usd(amount: float) -> str:
+    """A sum in US dollars with the digits that make it readable: cents from $1 up, three significant
+    digits below (a cap of $0.0004 is not printed as $0.00)."""
+    return f"${amount:,.2f}" if abs(amount) >= 1 or amount == 0 else f"${amount:.3g}"
+
+
+def _dollars(flag: str, value: float | None, positive: bool) -> None:
+    """A cost limit must be a finite number (``nan`` would compare false and turn the limit off)."""
+    if value is None:
+        return
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        raise UsageError(f"must be a finite number {'> 0' if positive else '>= 0'} (USD), got {value!r}",
+                         param_hint=flag)
+
+
+def run_bytes_per_row(max_length: int, method: str) -> int:
+    """Memory one run row takes when its columns are read whole (tokens, logprobs when teacher-forced,
+    lengths, prefix row, matched length; text not counted)."""
+    per_token = 4 + (4 if method == "teacher-forced" else 0)
+    return max_length * per_token + 4 + 8 + 4
+
+
+def _check_run_fits(num_strings: int, max_length: int, method: str) -> None:
+    """Refuse a run whose columns could never be read back on this machine (every reader loads them
+    whole), saying how much memory it would take."""
+    needed = num_strings * run_bytes_per_row(max_length, method)
+    available = physical_memory()
+    if available and needed > available:
+        raise UsageError(f"{num_strings} strings of {max_length} tokens would take {_bytes(needed)} of memory to "
+                         f"read back (more than this machine's {_bytes(available)}); lower --num_strings or "
+                         "split the run with --shard", param_hint="--num_strings")
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def _sampling_attrs(s: Sampling) -> dict[str, Any]:
@@ -185,8 +239,10 @@ def _static(job: _Job) -> dict[str, np.ndarray]:
 
 def _batch_sampling(s: Sampling, start: int) -> Sampling:
     # One seed per batch, derived from the run's seed and the batch's first row, so a
-    # resumed run samples what the uninterrupted run would have.
-    return s if s.seed is None or s.greedy else Sampling(s.temperature, s.top_k, s.top_p, s.seed + start)
+    # resumed run samples what the uninterrupted run would have. Wrapped below 2**63: every seed a run
+    # accepts (up to 2**63-1) gives valid batch seeds, and smaller sums are unchanged.
+    return s if s.seed is None or s.greedy else Sampling(s.temperature, s.top_k, s.top_p,
+                                                         (s.seed + start) % (INT64_MAX + 1))
 
 
 def _text_columns(job: _Job, results: Sequence[TextResult]) -> dict[str, list]:
@@ -264,9 +320,9 @@ def _confirm_cost(estimate: float, confirm_above: float, yes: bool, confirm: Con
     if estimate <= confirm_above or yes:
         return
     if confirm is None or not sys.stdin.isatty():
-        raise MiaError(f"the estimated cost ${estimate:.2f} is above --confirm-above ${confirm_above:.2f}; "
+        raise MiaError(f"the estimated cost {usd(estimate)} is above --confirm-above {usd(confirm_above)}; "
                        "pass --yes to go ahead")
-    if not confirm(f"Estimated cost ${estimate:.2f}. Continue?"):
+    if not confirm(f"Estimated cost {usd(estimate)}. Continue?"):
         raise MiaError("cancelled; nothing was sent")
 
 
@@ -313,8 +369,8 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
         raise UsageError(f"must be one of {', '.join(METHODS)}, got {method!r}", param_hint="--method")
     for name, value in (("num_strings", num_strings), ("batch_size", batch_size), ("max_length", max_length)):
         _positive(name, value)
-    if max_cost is not None and max_cost <= 0:
-        raise UsageError("must be positive", param_hint="--max-cost")
+    _dollars("--max-cost", max_cost, positive=True)
+    _dollars("--confirm-above", confirm_above, positive=False)
     options = dict(model_options or {})
     given_shard = shard if isinstance(shard, Shard) or shard is None else parse_shard(shard)
     writer: RunWriter | None = None
@@ -329,6 +385,10 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
             raise UsageError("--out and --resume exclude each other (the resumed run is the output)")
         # Checked read-only: a refused resume (or a dry run) leaves the file exactly as it was.
         resumed = open_run(resume, salvage=salvage)
+        if resumed.complete and RunWriter.finish_compaction(resume):  # killed at its final compaction
+            _note(f"{resume}: finished the compaction a killed run left (journal folded in, temporary files "
+                  "removed); its rows are unchanged")
+            resumed = open_run(resume, salvage=salvage)
         attrs, start_row = resumed.attrs, len(resumed)
         retry_rows = _rows_to_ask_again(resumed, retry_failed, salvage)
         given = {"model": model, "method": method, "num_strings": num_strings, "max_length": max_length,
@@ -405,6 +465,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     if max_length > MAX_LENGTH_LIMIT:
         raise UsageError(f"{max_length} is above {MAX_LENGTH_LIMIT} new tokens per string (the run stores "
                                  "max_length values per row)", param_hint="--max_length")
+    _check_run_fits(shard.size(num_strings), max_length, method)
     # Everything this run will read from the map, read once now: a damaged map stops here, not mid-run.
     if pmap is not None:
         pmap.verify(["prefixes", "sample_id", "sample_label"]
@@ -594,7 +655,7 @@ def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: 
     retried = f" ({len(retry_rows)} of them asked again in place)" if len(retry_rows) else ""
     _note(f"estimated cost: ${estimate:.4f} for {len(rows)} requests to {job.model}{retried}")
     if batch_api and max_cost is not None and estimate > max_cost:
-        raise MiaError(f"the estimated cost ${estimate:.2f} is above --max-cost ${max_cost:.2f}, and a provider "
+        raise MiaError(f"the estimated cost {usd(estimate)} is above --max-cost {usd(max_cost)}, and a provider "
                        "batch cannot be stopped part-way; lower --num_strings or raise --max-cost")
     _confirm_cost(estimate, confirm_above, yes, confirm)
 
@@ -654,9 +715,14 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
             return
         next_cost = _estimate(job, rows) or 0.0
         if spent + next_cost > max_cost or spent >= max_cost:
+            if fresh and writer.rows_done == 0 and not retry_rows:  # nothing paid, nothing to resume
+                raise RunStopped(
+                    f"stopped before the first batch: it would cost about {usd(next_cost)}, above --max-cost "
+                    f"{usd(max_cost)}; nothing was sent or written (no run file); raise --max-cost or lower "
+                    "--batch_size", writer.path)
             raise RunStopped(
                 f"stopped at the cost cap: ${spent:.4f} spent, the next batch would cost about "
-                f"${next_cost:.4f} (--max-cost ${max_cost:.2f}); {done} in {writer.path}; "
+                f"${next_cost:.4f} (--max-cost {usd(max_cost)}); {done} in {writer.path}; "
                 f"continue with: {_resume_hint(writer.path)} --max-cost HIGHER", writer.path)
 
     def generate(rows: np.ndarray) -> dict[str, list] | None:
@@ -705,7 +771,7 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
         raise
     except MiaError as exc:
         bar.close()
-        if _discard_if_empty(writer, fresh):
+        if _discard_if_empty(writer, fresh) and not isinstance(exc, RunStopped):
             exc.message += f" (nothing was written; no run file left at {writer.path})"
         elif not isinstance(exc, (RunStopped, DiskError)) and writer.rows_done:
             exc.message += f" ({writer.rows_done} rows kept; continue with: {_resume_hint(writer.path)})"

@@ -32,7 +32,7 @@ class Shard:
     def run_rows(self, done: int, batch_size: int, num_strings: int) -> np.ndarray:
         """The run rows of the next batch after ``done`` rows of this shard were written."""
         first = self.index + done * self.count
-        return np.arange(first, num_strings, self.count)[:batch_size]
+        return np.arange(first, min(num_strings, first + batch_size * self.count), self.count)
 
 
 WHOLE = Shard(0, 1)

@@ -20,10 +20,12 @@ import numpy as np
 
 from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs, plain
+from mia_core.formats.integrity import NotHDF5, open_hdf5, verify
 from mia_core.formats.provenance import provenance
 from mia_core.formats.safeio import disk_error, open_atomically, write_hdf5_atomically
 
 EXPORT_FORMATS = ("csv", "jsonl")
+AGAIN = "run mia attack again"
 
 
 def write_results(path: Path, columns: dict[str, np.ndarray | list], signals: dict[str, np.ndarray],
@@ -35,10 +37,10 @@ def write_results(path: Path, columns: dict[str, np.ndarray | list], signals: di
             if isinstance(values, list):  # text columns come as lists of str
                 f.create_dataset(name, data=list(values), dtype=STR_DTYPE)
             else:
-                f.create_dataset(name, data=np.asarray(values), compression="gzip")
+                f.create_dataset(name, data=np.asarray(values), compression="gzip", fletcher32=True)
         g = f.create_group("signals")
         for name, values in signals.items():
-            g.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+            g.create_dataset(name, data=np.asarray(values, dtype=np.float64), fletcher32=True)
         f.attrs.update(encode_attrs({**attrs, "provenance": provenance(attrs.get("backend"))}))
 
     try:
@@ -54,19 +56,24 @@ class AttackResults:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        if not self.path.is_file():
+            raise MiaError(f"{self.path} is not a readable attack results file: not found")
         try:
-            with h5py.File(self.path, "r") as f:
-                self.attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
-                self.columns: dict[str, np.ndarray] = {}
-                for name, ds in f.items():
-                    if isinstance(ds, h5py.Dataset):
-                        data = ds[()]
-                        if ds.dtype.kind == "O":
-                            data = as_strings(data)
-                        self.columns[name] = data
-                self.signals = {name: ds[()] for name, ds in f["signals"].items()}
-        except (OSError, KeyError) as exc:
-            raise MiaError(f"{self.path} is not a readable attack results file: {exc}") from None
+            verify(self.path, AGAIN)
+        except NotHDF5:
+            raise MiaError(f"{self.path} is not a readable attack results file: not an HDF5 file") from None
+        with open_hdf5(self.path, AGAIN) as f:
+            if "signals" not in f:
+                raise MiaError(f"{self.path} is not a readable attack results file: it has no signals")
+            self.attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
+            self.columns: dict[str, np.ndarray] = {}
+            for name, ds in f.items():
+                if isinstance(ds, h5py.Dataset):
+                    data = ds[()]
+                    if ds.dtype.kind == "O":
+                        data = as_strings(data)
+                    self.columns[name] = data
+            self.signals = {name: ds[()] for name, ds in f["signals"].items()}
 
     def __len__(self) -> int:
         return len(self.columns.get("sample_id", []))

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mia_core.errors import MiaError
+from mia_core.formats.integrity import READ_ERRORS, NotHDF5, verify
 from mia_core.progress import note
 
 SCORES_SUFFIX = ".scores.h5"
@@ -19,12 +20,17 @@ KINDS = ("map", "run", "scores", "attack")
 
 
 def file_kind(path: str | os.PathLike) -> str | None:
-    """``map``, ``run``, ``scores``, ``attack`` or None (not a mia HDF5 file). A map folder is ``map``."""
+    """``map``, ``run``, ``scores``, ``attack`` or None (not a mia HDF5 file). A map folder is ``map``.
+    A mia file whose checksum fails is :class:`~mia_core.formats.integrity.DamagedFile`, not None."""
     import h5py
 
     p = Path(path)
     if p.is_dir():
         p = p / "prefix_map.h5"
+    try:
+        verify(p, remedy_for(p))  # a damaged mia file is DamagedFile (raised), not "some other file"
+    except (OSError, NotHDF5):
+        return None
     try:
         with h5py.File(p, "r") as f:
             if "prefixes" in f and "suffixes" in f:
@@ -35,9 +41,18 @@ def file_kind(path: str | os.PathLike) -> str | None:
                 return "scores"
             if "signals" in f:
                 return "attack"
-    except (OSError, ValueError):
+    except READ_ERRORS:
         return None
     return None
+
+
+def remedy_for(path: Path) -> str:
+    """How to recover a damaged file, as far as its name tells what it is."""
+    if path.name.endswith(SCORES_SUFFIX):
+        return "score the run again with mia score"
+    if path.name == "prefix_map.h5":
+        return "remake the map with mia prefix"
+    return "restore it from a copy, or make it again with the command that wrote it"
 
 
 def map_runs(folder: Path) -> list[Path]:

@@ -21,6 +21,7 @@ import numpy as np
 from mia_core import __version__
 from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import STR_DTYPE, as_str, as_strings, decode_attr, encode_attrs
+from mia_core.formats.integrity import READ_ERRORS, USERBLOCK_SIZE, DamagedFile, describe_error, open_hdf5, seal_file
 from mia_core.formats.names import PARTIAL_SUFFIX
 from mia_core.formats.provenance import provenance
 from mia_core.formats.safeio import GuardedFile, disk_error, fsync_dir
@@ -29,6 +30,7 @@ from mia_core.token_rows import TOKEN_DTYPE, pad_rows
 FORMAT_VERSION = 1
 MAP_FILE = "prefix_map.h5"
 CHUNK_ROWS = 4096
+REMAKE = "remake the map with mia prefix"
 
 
 class MapNameTaken(MiaError):
@@ -86,7 +88,7 @@ class PrefixMapWriter:
         prefix_tokens, suffix_tokens = self.prefix_tokens, self.suffix_tokens
         # Written through a GuardedFile: a full disk is reported by mia, never met inside HDF5.
         self._guard = GuardedFile(self.partial / MAP_FILE, "w+b")
-        self.file = h5py.File(self._guard, "w")
+        self.file = h5py.File(self._guard, "w", userblock_size=USERBLOCK_SIZE)
         f = self.file
         self._prefixes = _growable(f, "prefixes", prefix_tokens, TOKEN_DTYPE)
         self._suffixes = _growable(f, "suffixes", max(suffix_tokens, 1), TOKEN_DTYPE)
@@ -145,6 +147,11 @@ class PrefixMapWriter:
         """Record the counts, close the file and give the folder its final name."""
         self.file.attrs.update(encode_attrs({**counts, "size": int(self._prefixes.shape[0]), "complete": True}))
         self.file.close()
+        self._check()
+        try:  # the checksum of the whole file, in its user block (formats.integrity)
+            seal_file(self._guard)
+        except OSError as exc:
+            raise disk_error(exc, self.partial / MAP_FILE, "no map was written") from None
         self._guard.sync()
         self._guard.close()
         self._check()
@@ -181,11 +188,8 @@ def resolve_map(name: str | os.PathLike, prefixes_dir: str | os.PathLike = "Pref
         raise MiaError(f"prefix map {str(name)!r} not found (looked for {candidates[0]} and {candidates[1]})")
     if folder.name.endswith(PARTIAL_SUFFIX) or not (folder / MAP_FILE).is_file():
         raise MiaError(f"{folder} is not a complete prefix map (interrupted while being written?)")
-    try:
-        with h5py.File(folder / MAP_FILE, "r") as f:
-            complete = bool(f.attrs.get("complete", False))
-    except OSError as exc:
-        raise MiaError(f"{folder / MAP_FILE} is not a readable HDF5 file: {exc}") from None
+    with open_hdf5(folder / MAP_FILE, REMAKE) as f:
+        complete = bool(f.attrs.get("complete", False))
     if not complete:
         raise MiaError(f"{folder} is not a complete prefix map (interrupted while being written?)")
     return folder
@@ -197,29 +201,23 @@ class PrefixMap:
     def __init__(self, folder: str | os.PathLike, prefixes_dir: str | os.PathLike = "Prefixes") -> None:
         self.folder = resolve_map(folder, prefixes_dir)
         self.path = self.folder / MAP_FILE
-        try:
-            with h5py.File(self.path, "r") as f:
-                self.attrs: dict[str, Any] = {k: decode_attr(v) for k, v in f.attrs.items()}
-                self.size = int(f["prefixes"].shape[0])
-                self.has_dataset = "dataset" in f
-        except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise self._damaged("prefixes", exc) from None
-
-    def _damaged(self, name: str, exc: BaseException) -> MiaError:
-        return MiaError(f"{self.path} is damaged: dataset {name!r} cannot be read ({exc}); remake the map "
-                        "with mia prefix")
+        with open_hdf5(self.path, REMAKE) as f:
+            self.attrs: dict[str, Any] = {k: decode_attr(v) for k, v in f.attrs.items()}
+            self.size = int(f["prefixes"].shape[0])
+            self.has_dataset = "dataset" in f
 
     def verify(self, names: Sequence[str]) -> None:
         """Read each named dataset once, whole (checksums, decompression), so a damaged map is
         refused before any work starts rather than in the middle of it."""
-        try:
-            with h5py.File(self.path, "r") as f:
-                for name in names:
+        with open_hdf5(self.path, REMAKE) as f:
+            for name in names:
+                try:
                     ds = f[name]
                     for start in range(0, ds.shape[0], 65536):
                         ds[start:start + 65536]
-        except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise self._damaged(name, exc) from None
+                except READ_ERRORS as exc:  # an older map without the file checksum: say which dataset
+                    raise DamagedFile(self.path, f"dataset {name!r} cannot be read ({describe_error(exc)})",
+                                      REMAKE) from None
 
     @property
     def prefix_tokens(self) -> int:
@@ -242,12 +240,9 @@ class PrefixMap:
 
     def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
         """One dataset of the map (``prefixes``, ``suffixes``, ``sample_id``, ...), optionally some rows."""
-        try:
-            with h5py.File(self.path, "r") as f:
-                ds = f[name]
-                data = ds[()] if rows is None else _take(ds, rows)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise self._damaged(name, exc) from None
+        with open_hdf5(self.path, REMAKE) as f:
+            ds = f[name]
+            data = ds[()] if rows is None else _take(ds, rows)
         return as_strings(data) if data.dtype.kind == "O" else data
 
     def suffixes(self, rows: slice | np.ndarray | None = None) -> list[np.ndarray]:
@@ -260,7 +255,7 @@ class PrefixMap:
         """Saved dataset samples as ``(id, text, label, tokens)`` (needs a map made with --save)."""
         if not self.has_dataset:
             raise MiaError(f"{self.folder} holds no saved dataset (it was made with --no-save)")
-        with h5py.File(self.path, "r") as f:
+        with open_hdf5(self.path, REMAKE) as f:
             g = f["dataset"]
             offsets = g["offsets"][()]
             for i in range(len(offsets) - 1):

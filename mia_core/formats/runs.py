@@ -38,17 +38,19 @@ import numpy as np
 from mia_core import __version__
 from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs, plain
+from mia_core.formats.integrity import DamagedFile, open_hdf5
 from mia_core.formats.journal import Journal, JournalBusy, Record, Scan, being_written, journal_path, scan
 from mia_core.formats.names import safe_name, timestamp, unused_path
 from mia_core.formats.prefixmap import PrefixMap
 from mia_core.formats.provenance import provenance
-from mia_core.formats.safeio import disk_error, write_atomically, write_hdf5_atomically
+from mia_core.formats.safeio import disk_error, remove_stale_temps, write_atomically, write_hdf5_atomically
 from mia_core.redact import redact
 from mia_core.token_rows import PAD, pad_rows
 
 NUL_SYMBOL = "\u2400"  # what a NUL character in a text column is stored as
 
 RUN_FORMAT_VERSION = 1
+DAMAGED_RUN = "restore it from a copy, or delete it and start a new run"
 RUNS_DIR = "runs"
 
 # kind -> (numpy dtype, fill value for padding / missing values)
@@ -100,7 +102,8 @@ def _base(f: h5py.File) -> tuple[dict[str, Any], dict[str, tuple[str, int | None
     """A run file's attributes, declared columns, rows and last compacted journal record."""
     attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
     if "columns" not in f.attrs or "rows" not in f.attrs or "tokens" not in f:
-        raise KeyError("not a mia run file")
+        raise MiaError(f"{f.filename} is not a mia run file (it has no run columns); give a run made by mia prompt "
+                       "or mia check")
     columns = {k: (v[0], v[1]) for k, v in json.loads(f.attrs["columns"]).items()}
     rows = min([int(attrs["rows"])] + [f[c].shape[0] for c in columns])
     return attrs, columns, rows, int(attrs.get("journal_seq", 0))
@@ -314,17 +317,12 @@ def _replay_attrs(attrs: dict[str, Any], records: list[Record]) -> tuple[dict[st
     return attrs, int(attrs["rows"]), seq
 
 
-def _unreadable(path: Path, exc: BaseException) -> MiaError:
-    return MiaError(f"{path} is not a readable mia run file ({exc}); if it was killed while being created, "
-                    "nothing was kept: delete it and start a new run")
-
-
 def _exists(path: Path) -> MiaError:
     """Never overwrite: say whether the file there can be resumed or must be removed by hand."""
     try:
-        with h5py.File(path, "r") as f:
+        with open_hdf5(path) as f:
             _base(f)
-    except (OSError, KeyError, ValueError):
+    except MiaError:
         return MiaError(f"{path} exists but is not a readable mia run (a run killed while being created by an "
                         "older mia?); nothing in it can be resumed: delete it or choose another --out")
     return MiaError(f"{path} already exists; refusing to overwrite it (use --resume to continue it)")
@@ -417,11 +415,8 @@ class RunWriter:
         except OSError as exc:
             raise disk_error(exc, journal_path(path), "the run is unchanged") from None
         try:
-            try:
-                with h5py.File(path, "r") as f:
-                    attrs, columns, rows, seq = _base(f)
-            except (OSError, KeyError, ValueError) as exc:
-                raise _unreadable(path, exc) from None
+            with open_hdf5(path, DAMAGED_RUN) as f:
+                attrs, columns, rows, seq = _base(f)
             pending = _pending(path, seq, rows)
             if pending.problem is not None and salvage is None:
                 raise MiaError(pending.problem)
@@ -445,6 +440,20 @@ class RunWriter:
             raise
         return writer
 
+    @classmethod
+    def finish_compaction(cls, path: str | os.PathLike) -> bool:
+        """Finish what a writer killed during its last compaction left: fold its journal into the run
+        and remove its temporary files, changing no row or attribute. True if anything was done."""
+        path = Path(path)
+        removed = remove_stale_temps(path)
+        if not journal_path(path).exists():
+            return removed > 0
+        writer = cls.reopen(path)
+        if writer.was_complete:
+            writer.set_attrs(complete=True)  # reopen marked it incomplete, as for a resumed run
+        writer.close()
+        return True
+
     def _salvage(self, pending: Pending, salvage: Salvage) -> None:
         """Keep a copy of the damaged journal, then compact the intact records with placeholders in the
         lost rows, the counters recomputed and the lost rows recorded (``salvage_rows``), and empty it."""
@@ -452,7 +461,7 @@ class RunWriter:
         write_atomically(copy, self.journal.path.read_bytes(), overwrite=False)
         placeholders = _placeholder_records(self.columns, pending.lost_rows, salvage.placeholders)
         records = _with_placeholders(pending.records, placeholders)
-        with h5py.File(self.path, "r") as f:
+        with open_hdf5(self.path, DAMAGED_RUN) as f:
             merged = _merge(f, self.columns, pending.base_rows, records)
         earlier = [int(r) for r in self._attrs.get("salvage_rows") or []]
         self.rows_done = len(merged["prefix_row"])
@@ -552,7 +561,7 @@ class RunWriter:
 
     def read(self, name: str) -> np.ndarray:
         """One column as committed so far (file and journal)."""
-        with h5py.File(self.path, "r") as f:
+        with open_hdf5(self.path, DAMAGED_RUN) as f:
             attrs, columns, rows, seq = _base(f)
             return _merge(f, columns, rows, _intact(self.path, seq, rows), [name])[name]
 
@@ -561,7 +570,7 @@ class RunWriter:
         empty the journal."""
         if self.journal.size == 0 and records is None:
             return
-        with h5py.File(self.path, "r") as f:
+        with open_hdf5(self.path, DAMAGED_RUN) as f:
             _, columns, rows, seq = _base(f)
             merged = _merge(f, columns, rows, _intact(self.path, seq, rows) if records is None else records)
             static = {k: f[k][()] for k in f if k not in columns}
@@ -639,30 +648,27 @@ class Run:
         self._merged: dict[str, np.ndarray] | None = None
         self.damage: str | None = None
         self.lost_rows: list[int] = []
-        try:
-            with h5py.File(self.path, "r") as f:
-                attrs, columns, base_rows, seq = _base(f)
-                pending = _pending(self.path, seq, base_rows)
-                if pending.problem is not None and not salvage:
-                    raise MiaError(pending.problem)
-                records = pending.records
-                if pending.problem is not None:
-                    self.damage, self.lost_rows = pending.problem, pending.lost_rows
-                    records = _with_placeholders(records, _placeholder_records(columns, self.lost_rows, None))
-                self.attrs: dict[str, Any] = _replay_attrs({**attrs, "rows": base_rows}, records)[0]
-                if self.damage is not None:
-                    self.attrs["complete"] = False
-                self.columns: list[str] = list(columns)
-                self.datasets: list[str] = list(f.keys())
-                if records:  # a killed writer's journal: its finished rows are part of the run
-                    self._merged = _merge(f, columns, base_rows, records)
-                    self.size = len(self._merged["prefix_row"])
-                else:
-                    self.size = base_rows
-                    for name in self.columns:  # every column is readable (checksums hold) before any work
-                        f[name][:base_rows]
-        except (OSError, KeyError, ValueError) as exc:
-            raise _unreadable(self.path, exc) from None
+        with open_hdf5(self.path, DAMAGED_RUN) as f:
+            attrs, columns, base_rows, seq = _base(f)
+            pending = _pending(self.path, seq, base_rows)
+            if pending.problem is not None and not salvage:
+                raise MiaError(pending.problem)
+            records = pending.records
+            if pending.problem is not None:
+                self.damage, self.lost_rows = pending.problem, pending.lost_rows
+                records = _with_placeholders(records, _placeholder_records(columns, self.lost_rows, None))
+            self.attrs: dict[str, Any] = _replay_attrs({**attrs, "rows": base_rows}, records)[0]
+            if self.damage is not None:
+                self.attrs["complete"] = False
+            self.columns: list[str] = list(columns)
+            self.datasets: list[str] = list(f.keys())
+            if records:  # a killed writer's journal: its finished rows are part of the run
+                self._merged = _merge(f, columns, base_rows, records)
+                self.size = len(self._merged["prefix_row"])
+            else:
+                self.size = base_rows
+                for name in self.columns:  # every column is readable (checksums hold) before any work
+                    f[name][:base_rows]
         self._map: PrefixMap | None = None
 
     def __len__(self) -> int:
@@ -688,7 +694,7 @@ class Run:
         if self._merged is not None and name in self._merged:
             rows = slice(0, self.size) if rows is None else _clip(rows, self.size)
             return self._merged[name][rows]
-        with h5py.File(self.path, "r") as f:
+        with open_hdf5(self.path, DAMAGED_RUN) as f:
             ds = f[name]
             if name in self.columns:
                 rows = slice(0, self.size) if rows is None else _clip(rows, self.size)
@@ -719,6 +725,8 @@ class Run:
                 try:
                     self._map = PrefixMap(folder)
                     break
+                except DamagedFile:
+                    raise  # there, but damaged: not "missing"
                 except MiaError as exc:
                     last = exc
             else:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.errors import DiskError
+from mia_core.formats.integrity import USERBLOCK_SIZE, seal_image
 
 FAULT_KILL_ENV = "MIA_FAULT_KILL_AT"
 FAULT_ENOSPC_ENV = "MIA_FAULT_ENOSPC_AT"
@@ -104,13 +105,15 @@ def is_temporary(name: str, of: str) -> bool:
     return name.startswith(prefix) and name.endswith(TMP_SUFFIX) and name[len(prefix):-len(TMP_SUFFIX)].isdigit()
 
 
-def _remove_stale_temps(path: Path) -> None:
-    """Temporary files of ``path`` left by killed processes (their pid no longer runs)."""
+def remove_stale_temps(path: Path) -> int:
+    """Remove the temporary files of ``path`` left by killed processes (their pid no longer runs);
+    returns how many were removed."""
     prefix = f".{path.name}."
+    removed = 0
     try:
         names = os.listdir(path.parent)
     except OSError:
-        return
+        return 0
     for name in names:
         if not (name.startswith(prefix) and name.endswith(TMP_SUFFIX)):
             continue
@@ -118,8 +121,10 @@ def _remove_stale_temps(path: Path) -> None:
         if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             try:
                 os.unlink(path.parent / name)
+                removed += 1
             except OSError:
                 pass
+    return removed
 
 
 def process_alive(pid: int) -> bool:
@@ -153,7 +158,7 @@ def open_atomically(path: str | os.PathLike, overwrite: bool = True) -> Iterator
 
 
 def _write_atomically(path: Path, write: Callable[[int], None], overwrite: bool) -> Path:
-    _remove_stale_temps(path)
+    remove_stale_temps(path)
     tmp = _temp_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -194,13 +199,14 @@ def _link_new(tmp: Path, path: Path) -> None:
 
 
 def hdf5_image(fill: Callable[[Any], None]) -> bytes:
-    """The bytes of an HDF5 file built in memory by ``fill(h5py_file)``."""
+    """The bytes of an HDF5 file built in memory by ``fill(h5py_file)``, sealed with its checksum
+    (``formats.integrity``: verified before any later read lets libhdf5 near the bytes)."""
     import h5py
 
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as f:
+    with h5py.File(buffer, "w", userblock_size=USERBLOCK_SIZE) as f:
         fill(f)
-    return buffer.getvalue()
+    return seal_image(buffer.getvalue())
 
 
 def write_hdf5_atomically(path: str | os.PathLike, fill: Callable[[Any], None], overwrite: bool = True) -> Path:

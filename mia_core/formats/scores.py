@@ -17,9 +17,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import STR_DTYPE, decode_attr, encode_attrs
+from mia_core.formats.integrity import open_hdf5
 from mia_core.formats.provenance import provenance
 from mia_core.formats.safeio import disk_error, write_hdf5_atomically
+
+RESCORE = "score the run again with mia score"
 
 
 def scores_path(run_path: str | os.PathLike) -> Path:
@@ -39,7 +43,7 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
         g = f.create_group("match")
         for name, values in match.items():
             if values is not None:
-                g.create_dataset(name, data=values, compression="gzip")
+                g.create_dataset(name, data=values, compression="gzip", fletcher32=True)
         if corpus is not None:
             c = f.create_group("corpus")
             c.attrs.update(encode_attrs(corpus["attrs"]))
@@ -50,11 +54,11 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
                     c.create_dataset(name, data=values)
         elif keep_corpus:
             try:
-                with h5py.File(path, "r") as old:
+                with open_hdf5(path) as old:
                     if "corpus" in old and old["corpus"]["longest_match"].shape[0] == attrs.get("rows"):
                         old.copy("corpus", f)
-            except (OSError, KeyError):
-                pass  # an unreadable old scores file is simply replaced
+            except MiaError:
+                pass  # a damaged or unreadable old scores file is simply replaced
 
     try:  # the old scores file stays as it was unless the new one is whole
         return write_hdf5_atomically(path, fill)
@@ -63,8 +67,9 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
 
 
 def read_scores(path: str | os.PathLike) -> dict[str, Any]:
-    """``{"attrs", "match": {...}, "corpus": {"attrs", "data"} | None}``."""
-    with h5py.File(path, "r") as f:
+    """``{"attrs", "match": {...}, "corpus": {"attrs", "data"} | None}``; a damaged file is one
+    :class:`~mia_core.formats.integrity.DamagedFile` line."""
+    with open_hdf5(path, RESCORE) as f:
         out: dict[str, Any] = {"attrs": {k: decode_attr(v) for k, v in f.attrs.items()},
                                "match": {k: v[()] for k, v in f["match"].items()}, "corpus": None}
         if "corpus" in f:

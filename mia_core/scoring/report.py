@@ -20,6 +20,7 @@ from typing import Any
 
 from mia_core import __version__
 from mia_core.errors import MiaError
+from mia_core.formats.integrity import DamagedFile
 from mia_core.formats.scores import scores_path
 from mia_core.scoring.report_parts import (
     DEFINITIONS,
@@ -77,6 +78,8 @@ def _estimate_table(runs: Sequence[str | os.PathLike]) -> tuple[EstimateSource |
         source = table_from_runs(runs, "auto")
         if not source.table and source.items.startswith("memorized corpus"):
             source = table_from_runs(runs, "samples")
+    except DamagedFile:
+        raise  # a damaged scores file is not a reason to withhold an estimate: the report is refused
     except MiaError as exc:
         return None, str(exc)
     return (source, None) if source.table else (None, None)

@@ -32,6 +32,7 @@ import numpy as np
 from mia_core.errors import MiaError
 from mia_core.formats.corpus_index.suffix_search import SuffixSearch
 from mia_core.formats.corpus_index.window_table import WindowTable, query_fingerprints
+from mia_core.formats.integrity import sha256_file
 
 INDEX_FORMAT = 2
 META_FILE = "index.json"
@@ -113,8 +114,10 @@ class Shard:
     """One mia shard folder, opened read-only (memory-mapped)."""
 
     def __init__(self, folder: Path, n_tokens: int, dtype: np.dtype, vocab_size: int, tokengrams_vocab: int,
-                 windows: Sequence[int] = (), hash_bits: int = 64, doc_base: int = 0) -> None:
+                 windows: Sequence[int] = (), hash_bits: int = 64, doc_base: int = 0,
+                 checksums: dict[str, str] | None = None) -> None:
         self.folder, self.tokens, self.dtype, self.vocab_size = folder, n_tokens, dtype, vocab_size
+        self.checksums = checksums  # file name -> SHA-256, recorded at build (None: an older index)
         self.tokengrams_vocab, self.hash_bits, self.doc_base = tokengrams_vocab, hash_bits, doc_base
         for name, size in ((TOKENS_FILE, n_tokens * dtype.itemsize), (TABLE_FILE, n_tokens * TABLE_ITEMSIZE)):
             path = folder / name
@@ -130,9 +133,26 @@ class Shard:
                 self.windows[int(w)] = WindowTable(folder, int(w), n_tokens, hash_bits)
             except ValueError as exc:
                 raise MiaError(f"index {folder} is corrupt: {exc}") from None
+    def check_files(self) -> None:
+        """Compare every file of the shard with the checksum its build recorded, once, before its first use:
+        one read of the shard (a damaged index file is one line, never a wrong match)."""
+        if not self.checksums:
+            return
+        for name, expected in self.checksums.items():
+            try:
+                actual = sha256_file(self.folder / name)
+            except OSError as exc:
+                raise MiaError(f"index {self.folder} is corrupt: {name} cannot be read ({exc.strerror or exc})") \
+                    from None
+            if actual != expected:
+                raise MiaError(f"index {self.folder} is corrupt: {name} does not match the checksum its build "
+                               "recorded (bytes changed on disk); build the index again with mia index")
+        self.checksums = None
+
     def _arrays(self) -> tuple[np.ndarray, SuffixSearch]:
         """Memory-mapped tokens and a vectorised search over the suffix table."""
         if not hasattr(self, "_search"):
+            self.check_files()
             tok = np.asarray(np.memmap(self.folder / TOKENS_FILE, dtype=self.dtype, mode="r")) if self.tokens \
                 else np.zeros(0, dtype=self.dtype)
             table = np.asarray(np.memmap(self.folder / TABLE_FILE, dtype="<u8", mode="r")) if self.tokens \
@@ -170,6 +190,7 @@ class Shard:
 
     def contains_windows(self, q: np.ndarray, fingerprints: np.ndarray | None = None) -> np.ndarray:
         """Membership of equal-length windows of valid ids: fingerprint table when one fits, else suffix table."""
+        self.check_files()
         table = self.windows.get(q.shape[1])
         if table is None:
             return self.search_windows(q)
@@ -191,6 +212,7 @@ class Shard:
 
     def document_ids(self) -> tuple[list[str], np.ndarray]:
         if not hasattr(self, "_doc_ids"):
+            self.check_files()
             try:
                 self._doc_ids = json.loads((self.folder / DOC_IDS_FILE).read_text())
                 self._doc_starts = np.load(self.folder / DOCS_FILE)
@@ -247,7 +269,7 @@ class CorpusIndex:
         docs = 0
         for entry in self.meta["shards"]:
             self.shards.append(Shard(self.folder / SHARDS_DIR / entry["name"], int(entry["tokens"]), **common,
-                                     doc_base=docs))
+                                     doc_base=docs, checksums=entry.get("sha256")))
             docs += int(entry["documents"])
         if sum(s.tokens for s in self.shards) != int(self.meta["tokens"]):
             raise MiaError(f"index metadata {meta_path} is corrupt: its shards do not add up to its tokens")

@@ -39,6 +39,7 @@ from mia_core.formats.corpus_index.reader import (
 )
 from mia_core.formats.corpus_index.suffix_sort import suffix_array
 from mia_core.formats.corpus_index.window_table import build_window_table, table_paths
+from mia_core.formats.integrity import sha256_file
 from mia_core.formats.names import PARTIAL_SUFFIX
 from mia_core.formats.safeio import fsync_dir, is_temporary, write_atomically
 from mia_core.progress import progress
@@ -205,7 +206,9 @@ class IndexBuilder:
             for path in table_paths(tmp, w):
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
-        entry = {"name": final.name, "tokens": int(len(tokens)), "documents": len(self._ids)}
+        # the checksum of every file, checked by the reader on the shard's first use (formats.integrity)
+        checksums = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        entry = {"name": final.name, "tokens": int(len(tokens)), "documents": len(self._ids), "sha256": checksums}
         write_file(tmp / SHARD_META, json.dumps(entry).encode())
         fsync_dir(tmp)
         os.replace(tmp, final)
