@@ -360,3 +360,14 @@ def test_reference_without_bos_scores_the_same_bytes(runner, in_tmp, fake_plugin
     ids = CharTokenizer().encode_batch([MEMBERS[1]])[0]
     first_token_bias = -lm.score([ids])[0].logprob[0] / len(MEMBERS[1].encode())
     assert first_token_bias > 1e-3
+
+
+def test_float_labels_are_member_and_nonmember(tmp_path):
+    """Labels written as floats (pandas, Parquet: 1.0/0.0) or as that text are labels, not 'unlabelled'."""
+    from mia_core.attack.labels import normalize_label, read_label_file
+
+    assert [normalize_label(v) for v in (1.0, 0.0, "1.0", "0.0", " 1.0 ")] == [
+        "member", "nonmember", "member", "nonmember", "member"]
+    f = tmp_path / "labels.csv"
+    f.write_text("id,label\na,1.0\nb,0.0\n")
+    assert read_label_file(f) == {"a": "member", "b": "nonmember"}
