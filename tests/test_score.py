@@ -232,7 +232,7 @@ def test_default_k_is_the_runs_max_length(tmp_path, runner):
 
 
 def test_one_denominator_for_every_figure(tmp_path):
-    """Mean matched length, Pythia score and rates are over the same eligible rows; a short suffix
+    """Mean matched length, position agreement and rates are over the same eligible rows; a short suffix
     is in none of them (brute force over the rows by hand)."""
     docs = make_docs(3, 60)
     folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
@@ -247,6 +247,10 @@ def test_one_denominator_for_every_figure(tmp_path):
     assert s["position_agreement"] == pytest.approx((1.0 + 19 / 20) / 2)
     assert sum(s["matched_length"]["histogram"].values()) == 2
     assert s["by_label"]["member"]["mean_matched_length"] == pytest.approx(20)  # row 2 (member) left out
+    # the eligible rows per label are printed next to the rates, and each group table names its figure
+    text = format_summary(s)
+    assert "eligible rows by label: member 1 of 2, nonmember 1 of 1" in text
+    assert "(rates and means over each group's eligible rows)" in text and "position agreement (generated)" in text
 
 
 def test_api_run_with_a_failed_reply_reports_failed_1(register_plugin, in_tmp, runner):
