@@ -53,7 +53,8 @@ def _labels(rng: np.random.Generator, n: int) -> list[str]:
     return list(rng.permutation(["member"] * (n // 2) + ["nonmember"] * (n - n // 2)))
 
 
-def run_size(n: int, splits: int, permutations: int, seed: int, shifted: bool = False) -> dict:
+def run_size(n: int, splits: int, permutations: int, seed: int, shifted: bool = False,
+             progress: bool = False) -> dict:
     vocabulary = [f"w{i}" for i in range(VOCABULARY)]
     other = [f"x{i}" for i in range(40)]
     warned, run, aucs, started = 0, 0, [], time.process_time()
@@ -69,6 +70,9 @@ def run_size(n: int, splits: int, permutations: int, seed: int, shifted: bool = 
         warned += bool(test and test.separable)
         run += test.run if test else 0
         aucs.append(test.auc if test else float("nan"))
+        if progress and (split + 1) % 25 == 0:
+            print(f"    n {n}: {split + 1} splits, {warned} warned, {time.process_time() - started:.0f} CPU s",
+                  file=sys.stderr, flush=True)
     ci = binomtest(warned, splits).proportion_ci(0.95, method="exact")
     return {"n": n, "splits": splits, "warned": warned, "rate": warned / splits, "low": ci.low, "high": ci.high,
             "max_auc": float(np.nanmax(aucs)), "sd_auc": float(np.nanstd(aucs)), "mean_run": run / splits,
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'sd AUC':>7} {'perms run':>9} {'CPU s':>7}")
     above = []  # sizes whose interval lies wholly above the target
     for n in sizes:
-        r = run_size(n, args.splits, args.permutations, args.seed)
+        r = run_size(n, args.splits, args.permutations, args.seed, progress=True)
         if r["low"] > LEVEL:
             above.append(n)
         print(f"  {n:>5} {r['splits']:>6} {r['warned']:>6} {r['rate'] * 100:>9.1f}% [{r['low'] * 100:.1f}%, "
