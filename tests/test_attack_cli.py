@@ -360,3 +360,34 @@ def test_reference_without_bos_scores_the_same_bytes(runner, in_tmp, fake_plugin
     ids = CharTokenizer().encode_batch([MEMBERS[1]])[0]
     first_token_bias = -lm.score([ids])[0].logprob[0] / len(MEMBERS[1].encode())
     assert first_token_bias > 1e-3
+
+
+def test_float_labels_are_member_and_nonmember(tmp_path):
+    """Labels written as floats (pandas, Parquet: 1.0/0.0) or as that text are labels, not 'unlabelled'."""
+    from mia_core.attack.labels import normalize_label, read_label_file
+
+    assert [normalize_label(v) for v in (1.0, 0.0, "1.0", "0.0", " 1.0 ")] == [
+        "member", "nonmember", "member", "nonmember", "member"]
+    f = tmp_path / "labels.csv"
+    f.write_text("id,label\na,1.0\nb,0.0\n")
+    assert read_label_file(f) == {"a": "member", "b": "nonmember"}
+
+
+def test_a_signal_below_chance_is_flagged(runner, in_tmp, fake_plugin, register_plugin):
+    """Labels swapped on the i.i.d. split: the model's members are called nonmembers, so LOSS ranks
+    them the wrong way round. Its AUC interval lies below 0.5: the table and a warning say so."""
+    register_plugin(IIDPlugin(), name="fake-iid-plugin")
+    swapped = in_tmp / "swapped.csv"
+    swapped.write_text("id,label\n" + "".join(f"m{i},0\n" for i in range(40)) + "".join(
+        f"n{i},1\n" for i in range(40)))
+    args = ["--dataset", "fake-iid", "--model", "fake-iid-lm", "--signals", "loss", "--labels", str(swapped)]
+    summary = json.loads(run(runner, [*args, "--json", "-q"]).stdout)
+    loss = next(m for m in summary["metrics"] if m["signal"] == "loss")
+    assert loss["auc_high"] < 0.5
+    below = [w for w in summary["warnings"] if w.startswith("loss is below chance")]
+    assert len(below) == 1 and f"[{loss['auc_low']:.3f}, {loss['auc_high']:.3f}] lies wholly below 0.5" in below[0]
+    assert "over 40 members and 40 nonmembers" in below[0]
+    table = run(runner, [*args, "-q"]).stdout
+    loss_line = next(line for line in table.splitlines() if line.lstrip().startswith("loss"))
+    assert "below chance" in loss_line
+    assert "rows: 80 strings (member 40, nonmember 40)" in table

@@ -90,6 +90,18 @@ def test_exposure_formula_by_hand():
     assert cn.exposure_ceiling(10**6, 9, exact=False) == pytest.approx(math.log2(10))
 
 
+def test_exposure_counts_ties_against_the_canary():
+    """Pessimistic rank: 999 candidates tied with the canary (|R| = 1000, exact) rank it 1000th,
+    log2(1000) − log2(1 + 999) = 0 bits, not the maximum log2(1000) ≈ 9.97."""
+    assert cn.exposure(2.0, np.full(999, 2.0), 1000, exact=True) == pytest.approx(0.0, abs=1e-12)
+    # 500 tied, 499 worse: rank 501, log2(1000 / 501)
+    nll = np.array([2.0] * 500 + [3.0] * 499)
+    assert cn.exposure(2.0, nll, 1000, exact=True) == pytest.approx(math.log2(1000 / 501))
+    # sampled: 9 candidates, 2 tied and 1 below: fraction (3 + 1) / 10, log2(10) - log2(4)
+    assert cn.exposure(1.0, np.array([0.5, 1.0, 1.0] + [3.0] * 6), 10**6, exact=False) == pytest.approx(
+        math.log2(10 / 4))
+
+
 def test_canaries_are_seeded_and_inserted_as_often_as_said():
     made = cn.make_canaries(2, seed=3, repeats=(1, 4), digits=3)
     assert made == cn.make_canaries(2, seed=3, repeats=(1, 4), digits=3)

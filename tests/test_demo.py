@@ -16,8 +16,13 @@ def test_demo_runs_prefix_prompt_score_and_writes_the_report(runner, in_tmp, met
     out = result.stdout
     assert "exact extraction (first k tokens)" in out
     assert "member" in out and "nonmember" in out
-    assert "members vs non-members" in out and "token accuracy by suffix position" in out
-    assert "longest extractions" in out and "of 4 rows" in out
+    # one name per quantity: the per-position figure is named by run kind, and every table says its rows
+    name = "next-token accuracy (teacher-forced)" if method == "teacher-forced" else "position agreement (generated)"
+    other = "position agreement (generated)" if method == "teacher-forced" else "next-token accuracy (teacher"
+    assert "members vs non-members" in out and f"{name} by suffix position" in out and other not in out
+    assert "token accuracy |" not in out and "Pythia" not in out
+    assert "eligible rows only" in out
+    assert "longest extractions" in out and "eligible rows; prefix in [brackets]" in out
     paths = dict(line.split(":", 1) for line in out.splitlines() if line.startswith(("run:", "report:")))
     report, run = Path(paths["report"].strip()), Path(paths["run"].strip())
     text = report.read_text()  # a plot, or the note that replaces a plot of one value

@@ -128,3 +128,56 @@ def test_model_loading_shows_a_bar_unless_quiet(tiny_map, runner, tmp_path):
     quiet = _run(runner, ["check", "--prefix_map", str(folder), "--model", str(model), "--out", str(tmp_path / "b.h5"),
                           "-q"])
     assert "loading" not in quiet.stderr
+
+
+def test_exports_hold_no_figure_the_summary_withholds(tiny_map, runner, tmp_path):
+    """A teacher-forced run's records have no approximate/edit-distance/BLEU field (the summary prints n/a)
+    and call the per-row figure next-token accuracy; the metadata says why, in each format."""
+    root, model, tok, folder, ids, starts = tiny_map
+    tf = tmp_path / "tf.h5"
+    _run(runner, ["check", "--prefix_map", str(folder), "--model", str(model), "--out", str(tf), "-q"])
+    summary = json.loads(_run(runner, ["score", str(tf), "--json"]).stdout)
+    assert summary["approximate"]["rate"] is None
+    res = _run(runner, ["export", str(tf), "--tokens"])
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    for r in rows:
+        assert not {"score_approximate", "score_edit_distance", "score_bleu", "score_position_agreement"} & set(r)
+        argmax, truth = r["teacher_forced_argmax_tokens"], r["true_suffix_tokens"]
+        assert r["score_next_token_accuracy"] == pytest.approx(np.mean(np.array(argmax) == np.array(truth)))
+    assert res.stderr.count("is absent: teacher-forced run") == 3
+    _run(runner, ["export", str(tf), "--format", "csv", "--out", str(tmp_path / "tf.csv")])
+    meta = json.loads((tmp_path / "tf.csv.meta.json").read_text())
+    assert meta["method"] == "teacher-forced" and set(meta["absent_fields"]) == {
+        "score_approximate", "score_edit_distance", "score_bleu"}
+    assert "score_approximate" not in next(csv.DictReader(open(tmp_path / "tf.csv", encoding="utf-8")))
+    again = runner.invoke(cli, ["export", str(tf), "--format", "csv", "--out", str(tmp_path / "tf2.csv")])
+    assert again.exit_code == 0
+    (tmp_path / "tf2.csv").unlink()  # the data file gone, its metadata left: still never overwritten silently
+    refused = runner.invoke(cli, ["export", str(tf), "--format", "csv", "--out", str(tmp_path / "tf2.csv")])
+    assert refused.exit_code == 1 and "tf2.csv.meta.json already exists" in refused.stderr
+    pq = pytest.importorskip("pyarrow.parquet")
+    _run(runner, ["export", str(tf), "--format", "parquet", "--out", str(tmp_path / "tf.parquet")])
+    stored = json.loads(pq.read_schema(tmp_path / "tf.parquet").metadata[b"mia"])
+    assert stored["absent_fields"] == meta["absent_fields"]
+
+
+def test_generated_export_names_position_agreement_and_reads_old_scores_files(tiny_map, runner, tmp_path):
+    import h5py
+
+    root, model, tok, folder, ids, starts = tiny_map
+    gen = tmp_path / "gen.h5"
+    _run(runner, ["prompt", "--prefix_map", str(folder), "--model", str(model), "--max_length", "6", "--out", str(gen),
+                  "-q"])
+    _run(runner, ["score", str(gen)])
+    rows = [json.loads(line) for line in _run(runner, ["export", str(gen), "--tokens"]).stdout.splitlines()]
+    for r in rows:
+        gen_tokens, truth = r["generated_tokens"], r["true_suffix_tokens"]
+        agree = sum(a == b for a, b in zip(gen_tokens, truth, strict=False)) / len(truth)
+        assert r["score_position_agreement"] == pytest.approx(agree) and "score_next_token_accuracy" not in r
+        assert "score_approximate" in r
+    # a scores file of an older mia, with the column called memorization_score, exports under today's name
+    with h5py.File(tmp_path / "gen.scores.h5", "r+") as f:
+        f["match"].move("position_agreement", "memorization_score")
+    old = [json.loads(line) for line in _run(runner, ["export", str(gen)]).stdout.splitlines()]
+    assert [r["score_position_agreement"] for r in old] == [r["score_position_agreement"] for r in rows]
+    assert "score_memorization_score" not in old[0]

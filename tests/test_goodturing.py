@@ -102,11 +102,26 @@ def test_good_toulmin_and_efron_thisted():
 
 
 def test_chao1():
+    """Chao1 = S_obs + (T − 1)/T · f1²/(2 f2), T = N = Σ r f_r for a table (Chao et al. 2014)."""
     c = chao1({1: 10, 2: 5, 3: 1})
-    assert c["observed"] == 16 and c["total_lower_bound"] == pytest.approx(16 + 100 / 10)
-    c0 = chao1({1: 4, 3: 1})
-    assert c0["total_lower_bound"] == pytest.approx(5 + 6) and "n2 = 0" in c0["formula"]
+    n = 10 + 2 * 5 + 3
+    assert c["observed"] == 16 and c["total_lower_bound"] == pytest.approx(16 + (n - 1) / n * 100 / 10)
+    c0 = chao1({1: 4, 3: 1})  # f2 = 0: the bias-corrected (T − 1)/T · f1 (f1 − 1)/2, T = 7
+    assert c0["total_lower_bound"] == pytest.approx(5 + 6 / 7 * 6) and "f2 = 0" in c0["formula"]
     assert "lower bound" in c["label"]
+    assert chao1({1: 9, 2: 2}, units=40)["total_lower_bound"] == pytest.approx(11 + 39 / 40 * 81 / 4)
+
+
+@pytest.mark.parametrize("table, expected", [
+    ({1: 3, 2: 1}, 4 + 4 / 5 * 9 / 2),  # the issue's table: S_obs 4, N 5, f1 3, f2 1 -> 7.6
+    ({1: 7}, 7 + 6 / 7 * 7 * 6 / 2),  # all singletons: S_obs 7, N 7, f2 = 0 -> 25
+])
+def test_chao1_is_the_limit_of_the_extrapolation(table, expected):
+    """The bound the table prints is the curve's own limit, and the curve never passes it."""
+    assert chao1(table)["total_lower_bound"] == pytest.approx(expected)
+    distinct = sum(table.values())
+    assert distinct + chao_extrapolation(table, 1e6)["new"] == pytest.approx(expected)
+    assert distinct + chao_extrapolation(table, 10)["new"] <= expected + 1e-12
 
 
 def test_freq_of_freqs():

@@ -367,7 +367,7 @@ def test_balance_draws_n_samples_balanced_over_labels(plugins, runner, in_tmp):
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["--dataset", "example-counting", "--balance"], 2, "--balance draws --size N samples"),
     (["--dataset", "test-varying", "--size", "2", "--balance", "--prefix_tokens", "3"], 1,
-     "--balance needs usable samples of at least two labels"),
+     "--balance needs eligible samples (at least prefix + 50 suffix tokens) of at least two labels"),
     (["--dataset", "example-counting", "--size", "30", "--balance"], 1, "the largest balanced size is 20"),
 ])
 def test_balance_errors_are_one_line(plugins, runner, in_tmp, args, code, message):
@@ -383,3 +383,66 @@ def test_a_map_without_labels_is_said_in_one_line(plugins, runner, in_tmp):
     assert len(notes) == 1 and "label_field=FIELD" in notes[0]
     result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "example-counting"])
     assert "no member/nonmember labels" not in result.stderr
+
+
+class StudyPlugin:
+    """The issue's study: 30 members and 30 nonmembers, of which 1 member and 18 nonmembers are too short
+    for a full 20-byte suffix after an 8-byte prefix."""
+
+    @hookimpl
+    def mia_register_datasets(self, register) -> None:
+        def study(name, options):
+            samples = [Sample(f"m{i}", f"member text {i:02d} " + "m" * (30 if i else 2), "member") for i in range(30)]
+            samples += [Sample(f"n{i}", f"nonmember {i:02d} " + "n" * (2 if i < 18 else 30), "nonmember")
+                        for i in range(30)]
+            return StudyDataset(name, samples)
+
+        register("test-study", study)
+
+
+class StudyDataset:
+    def __init__(self, name, samples):
+        self.name, self.samples, self.length = name, samples, len(samples)
+
+    def __iter__(self):
+        return iter(self.samples)
+
+
+def test_prefix_prints_eligible_rows_per_label_and_warns_of_a_shifted_balance(plugins, register_plugin, runner,
+                                                                             in_tmp):
+    register_plugin(StudyPlugin(), name="study")
+    args = ["prefix", "--model", "example-bytes", "--dataset", "test-study", "--prefix_tokens", "8",
+            "--suffix_tokens", "20", "--no-save"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    pm = PrefixMap(Path(result.stdout.strip()))
+    full = pm.read("suffix_lengths") == 20
+    labels = pm.read("sample_label").astype(str)
+    # counted independently from the map's own rows: 29 of 30 members, 12 of 30 nonmembers have a full suffix
+    assert (full & (labels == "member")).sum() == 29 and (full & (labels == "nonmember")).sum() == 12
+    assert pm.attrs["rows_by_label"] == {"member": {"rows": 30, "full_suffix": 29},
+                                         "nonmember": {"rows": 30, "full_suffix": 12}}
+    assert "member" in result.stderr and "29" in result.stderr and "12" in result.stderr
+    shift = 29 / 41 - 30 / 60  # the member share among full-suffix rows against all rows: +20.7 points
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and f"{shift * 100:+.1f} points, more than 5" in warning[0]
+    assert "50.0% of the labelled rows but 70.7%" in warning[0]
+
+    # --min-suffix-tokens 20 keeps only full suffixes: every row counts, nothing shifts any more
+    dropped = runner.invoke(cli, [*args, "--min-suffix-tokens", "20"])
+    pm = PrefixMap(Path(dropped.stdout.strip()))
+    assert len(pm) == 41 and (pm.read("suffix_lengths") == 20).all() and pm.attrs["samples_short_suffix"] == 19
+    assert "warning:" not in dropped.stderr and "19 samples skipped by --min-suffix-tokens" in dropped.stderr
+
+    # --balance draws among the full-suffix samples: 12 + 12, all eligible, seeded
+    balanced = runner.invoke(cli, [*args, "--balance", "--size", "24", "--seed", "1"])
+    pm = PrefixMap(Path(balanced.stdout.strip()))
+    labels = pm.read("sample_label").astype(str).tolist()
+    assert labels.count("member") == 12 and labels.count("nonmember") == 12
+    assert (pm.read("suffix_lengths") == 20).all() and "warning:" not in balanced.stderr
+    too_many = runner.invoke(cli, [*args, "--balance", "--size", "26"])
+    assert too_many.exit_code == 1 and "only 12 eligible 'nonmember' samples" in too_many.output
+    assert "the largest balanced size is 24" in too_many.output
+
+    bad = runner.invoke(cli, [*args, "--min-suffix-tokens", "21"])
+    assert bad.exit_code == 2 and "--min-suffix-tokens 21 is more than --suffix_tokens 20" in bad.output

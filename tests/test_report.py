@@ -70,9 +70,9 @@ def test_report_keeps_scores_made_with_other_options(tmp_path, runner):
 
 def test_report_names_teacher_forced_accuracy_and_withholds_a_greedy_estimate(tmp_path, runner):
     """A generated and a teacher-forced run side by side: the generated run's per-position figure is the
-    Pythia score, the teacher-forced run's is teacher-forced token accuracy (never pooled, never the same
-    name); both are greedy runs of a map holding every document's start prefix, so the estimate is refused
-    with its reason instead of a number."""
+    position agreement (generated), the teacher-forced run's the next-token accuracy (teacher-forced) (never
+    pooled, never the same name; issue #31 renamed both); both are greedy runs of a map holding every
+    document's start prefix, so the estimate is refused with its reason instead of a number."""
     docs = make_docs(4, 60)
     folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
     gen = make_run(folder, [d[10:30] for d in docs], name="gen.h5")
@@ -83,8 +83,9 @@ def test_report_names_teacher_forced_accuracy_and_withholds_a_greedy_estimate(tm
     text = out.read_text()
     run1, run2 = text.split("## Run 2")
     run2 = run2.split("\n## ")[0]  # up to the next top-level section (estimates, definitions)
-    assert "| Pythia memorization score (mean) | 1.000 |" in run1 and "teacher-forced token accuracy" not in run1
-    assert "| teacher-forced token accuracy (mean) | 1.000 |" in run2 and "Pythia memorization score" not in run2
+    assert "| position agreement (generated), mean | 1.000 |" in run1 and "next-token accuracy (" not in run1
+    assert "| next-token accuracy (teacher-forced), mean | 1.000 |" in run2 and "position agreement (" not in run2
+    assert "| eligible rows by label | member 2 of 2, nonmember 2 of 2 |" in run1
     assert "not estimated" in text and "greedy" in text
 
 

@@ -48,7 +48,7 @@ def test_score_matches_definitions():
     s = score_matches(gens, [suffix] * 5, k=10)
     assert s.exact.tolist() == [True, False, False, False, True]
     assert s.matched_length.tolist() == [10, 7, 4, 0, 10]
-    assert np.allclose(s.memorization_score, [1, 0.9, 0.4, 0.0, 1])
+    assert np.allclose(s.agreement, [1, 0.9, 0.4, 0.0, 1])
     assert np.allclose(s.edit_distance, [0, 0.1, 0.6, 0.2, 0])
     assert s.approximate.tolist() == [True, True, False, False, True]
     k5 = score_matches(gens, [suffix] * 5, k=5)
@@ -155,13 +155,19 @@ def test_teacher_forced_run_is_scored(tmp_path, runner):
     s = score_run(run)
     assert s["method"] == "teacher-forced" and s["extraction"]["count"] == 2
     assert s["matched_length"]["histogram"]["5"] == 1 and any("teacher-forced" in n for n in s["notes"])
-    # the per-position figure is teacher-forced token accuracy, never a Pythia score
-    assert s["teacher_forced_token_accuracy"] == pytest.approx((20 + 19 + 19 + 20) / 80)
-    assert "mean_memorization_score" not in s and "memorized_pythia" not in s
+    # the per-position figure is the next-token accuracy (teacher-forced), never a generation's position agreement
+    assert s["next_token_accuracy"] == pytest.approx((20 + 19 + 19 + 20) / 80)
+    assert "position_agreement" not in s and "memorized_pythia" not in s
     assert s["approximate"]["rate"] is None and "teacher-forced" in s["approximate"]["withheld"]
     text = format_summary(s)
-    assert re.search(r"teacher-forced token accuracy \(mean\)\s+0\.975", text)
-    assert "Pythia memorization score" not in text
+    assert re.search(r"next-token accuracy \(teacher-forced\), mean\s+0\.975", text)
+    assert "position agreement (generated)" not in text and "Pythia" not in text
+    # the scores file holds the per-row figure under the same name, never under the other kind's
+    from mia_core.formats.scores import read_scores
+
+    stored = read_scores(s["scores_file"])["match"]
+    assert "next_token_accuracy" in stored and "position_agreement" not in stored
+    assert stored["next_token_accuracy"].tolist() == pytest.approx([1.0, 19 / 20, 19 / 20, 1.0])
 
 
 def test_wraparound_rows_use_prefix_row(tmp_path):
@@ -227,7 +233,7 @@ def test_default_k_is_the_runs_max_length(tmp_path, runner):
 
 
 def test_one_denominator_for_every_figure(tmp_path):
-    """Mean matched length, Pythia score and rates are over the same eligible rows; a short suffix
+    """Mean matched length, position agreement and rates are over the same eligible rows; a short suffix
     is in none of them (brute force over the rows by hand)."""
     docs = make_docs(3, 60)
     folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
@@ -238,9 +244,13 @@ def test_one_denominator_for_every_figure(tmp_path):
     s = score_run(make_run(folder, gens))
     assert s["eligible"] == 2 and s["skipped_short_suffix"] == 1
     assert s["matched_length"]["mean"] == pytest.approx((20 + 4) / 2)
-    assert s["mean_memorization_score"] == pytest.approx((1.0 + 19 / 20) / 2)
+    assert s["position_agreement"] == pytest.approx((1.0 + 19 / 20) / 2)
     assert sum(s["matched_length"]["histogram"].values()) == 2
     assert s["by_label"]["member"]["mean_matched_length"] == pytest.approx(20)  # row 2 (member) left out
+    # the eligible rows per label are printed next to the rates, and each group table names its figure
+    text = format_summary(s)
+    assert "eligible rows by label: member 1 of 2, nonmember 1 of 1" in text
+    assert "(rates and means over each group's eligible rows)" in text and "position agreement (generated)" in text
 
 
 def test_api_run_with_a_failed_reply_reports_failed_1(register_plugin, in_tmp, runner):

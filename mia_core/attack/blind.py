@@ -3,15 +3,22 @@
 Das et al. 2024 ("Blind baselines beat membership inference attacks for foundation models") and
 Duan et al. 2024 show that many member/nonmember splits differ in distribution (dates, topics,
 style), so an attack "succeeds" without any membership signal. mia scores the same strings with a
-model-free classifier: a bag of word 1-2-grams and a logistic regression (scikit-learn), whose
-scores are out-of-fold (stratified k-fold cross-validation, the vectorizer fitted inside each fold),
-so every string is scored by a classifier that never saw it. Its ROC-AUC sits in the table as the
-``blind`` row; when it is high, the signals' AUCs do not measure membership.
+model-free classifier: a bag of word 1-2-grams and a multinomial naive Bayes classifier
+(scikit-learn), whose scores are out-of-fold (stratified k-fold cross-validation), so every string is scored by a
+classifier that never saw it. Its ROC-AUC sits in the table as the ``blind`` row.
+
+Whether the split is separable without the model is a **permutation test** (:func:`permutation_test`):
+the whole cross-validation is refitted on ``PERMUTATIONS`` random relabellings of the same strings,
+and the split is called separable when the observed AUC is reached by at most ``LEVEL`` of them
+(p = (1 + #{permuted AUC ≥ observed}) / (1 + permutations)). This controls the false-warning rate
+at ``LEVEL`` whatever the sample size, which a fixed AUC threshold does not (its rate depends on n),
+and it includes the classifier's own variance, which a bootstrap of out-of-fold scores ignores.
 
 Exact duplicate strings are counted too: duplicates within a class inflate the sample size, and a
 string that is both member and nonmember is a labelling error.
 """
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,8 +30,8 @@ from mia_core.types import MEMBER, NONMEMBER
 
 BLIND = "blind"
 FOLDS = 5
-SEPARABLE_AUC = 0.6  # blind AUC above this: the split is separable without the model
-MARGIN = 0.05  # blind AUC within this of the best signal: the model adds nothing the text does not show
+PERMUTATIONS = 99  # label permutations of the separability test: p-values in steps of 1/100
+LEVEL = 0.05  # the test's level: the share of truly random splits it calls separable
 
 
 @dataclass
@@ -69,51 +76,155 @@ class BlindResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+FEATURES = "word 1-2-grams (counts), multinomial naive Bayes (Laplace smoothing), stratified k-fold, " \
+           "out-of-fold log-odds as within-fold rank percentiles"
+
+
 def blind_scores(texts: Sequence[str], labels: Sequence[str], seed: int = 0, folds: int = FOLDS) -> BlindResult:
-    """Cross-validated bag-of-n-grams logistic regression on the labelled strings."""
-    labelled = np.array([lab in (MEMBER, NONMEMBER) for lab in labels], dtype=bool)
+    """Cross-validated bag-of-n-grams naive Bayes classifier on the labelled strings."""
+    labelled = _labelled(labels)
     y = np.array([lab == MEMBER for lab in labels], dtype=bool)[labelled]
-    x = [t for t, keep in zip(texts, labelled, strict=True) if keep]
     scores = np.full(len(texts), np.nan)
-    features = ("word 1-2-grams (counts), logistic regression (C = 1), stratified k-fold, out-of-fold scores "
-                "as within-fold rank percentiles")
     duplicates = count_duplicates(texts, labels)
-    smallest = int(min(y.sum(), (~y).sum())) if len(y) else 0
-    k = min(folds, smallest)
+    k = _fold_count(y, folds)
     if k < 2:
-        return BlindResult(scores, 0, features, duplicates, "fewer than 2 strings in a class: no cross-validation")
-    from scipy.stats import rankdata
-    from sklearn.base import clone
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-
-    model = make_pipeline(CountVectorizer(ngram_range=(1, 2), token_pattern=r"(?u)\b\w+\b", lowercase=True),
-                          LogisticRegression(C=1.0, max_iter=2000))
-    oof = np.empty(len(x))
+        return BlindResult(scores, 0, FEATURES, duplicates, "fewer than 2 strings in a class: no cross-validation")
     try:
-        for train, test in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
-            fitted = clone(model).fit([x[i] for i in train], y[train])
-            p = fitted.predict_proba([x[i] for i in test])[:, 1]
-            # Ranks within the fold: each fold's classifier has its own intercept, and pooling raw
-            # probabilities across folds pushes a null split's AUC below 0.5 (the held-out fold's
-            # class balance is the mirror of its training folds').
-            oof[test] = (rankdata(p) - 0.5) / len(p)
+        x = _features([t for t, keep in zip(texts, labelled, strict=True) if keep])
+        scores[labelled] = _out_of_fold(x, y, k, seed)
     except ValueError as exc:  # e.g. no word at all in the strings of a fold
-        return BlindResult(scores, k, features, duplicates, f"the classifier could not be fitted ({exc})")
-    scores[labelled] = oof
-    return BlindResult(scores, k, features, duplicates)
+        return BlindResult(scores, k, FEATURES, duplicates, f"the classifier could not be fitted ({exc})")
+    return BlindResult(scores, k, FEATURES, duplicates)
 
 
-def blind_warning(blind_auc: float, best_signal: str | None, best_auc: float | None) -> str | None:
-    """The warning the table prints when the split is separable without the model, else None."""
-    if blind_auc > SEPARABLE_AUC:
-        return (f"the split is separable without the model: the blind baseline (no model, word n-grams) reaches "
-                f"AUC {blind_auc:.3f} > {SEPARABLE_AUC}, so members and nonmembers differ in their text and the "
-                "signals' AUCs do not measure membership")
-    if best_auc is not None and blind_auc >= best_auc - MARGIN:
-        return (f"the blind baseline (no model) reaches AUC {blind_auc:.3f}, within {MARGIN} of the best signal "
-                f"({best_signal}, {best_auc:.3f}): the split is as separable without the model, so the signals' "
-                "AUCs do not measure membership")
-    return None
+def _labelled(labels: Sequence[str]) -> np.ndarray:
+    return np.array([lab in (MEMBER, NONMEMBER) for lab in labels], dtype=bool)
+
+
+def _fold_count(y: np.ndarray, folds: int) -> int:
+    smallest = int(min(y.sum(), (~y).sum())) if len(y) else 0
+    return min(folds, smallest)
+
+
+def _features(texts: Sequence[str]) -> Any:
+    """Word 1-2-gram counts over the vocabulary of all strings, counted once so that the permutation
+    test refits only the classifier; each fold keeps the columns its training strings use
+    (:func:`_out_of_fold`), which is a vocabulary fitted inside the fold."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    return CountVectorizer(ngram_range=(1, 2), token_pattern=r"(?u)\b\w+\b", lowercase=True).fit_transform(texts)
+
+
+def _out_of_fold(x: Any, y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from scipy.stats import rankdata
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.naive_bayes import MultinomialNB
+
+    oof = np.empty(len(y))
+    for train, test in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
+        # Naive Bayes: fitted by counting (a logistic regression took ~4 s CPU per cross-validation at
+        # 1,000 strings, too slow to refit on 99 permutations); log-odds, not probabilities, which
+        # saturate at 0 and 1 on long strings and would tie
+        # the training strings' n-grams only: an n-gram seen only in held-out strings would otherwise
+        # add a term set by the training classes' sizes, ranking held-out strings by their unseen n-grams
+        seen = np.flatnonzero(np.asarray(x[train].sum(axis=0)).ravel())
+        log_p = MultinomialNB(alpha=1.0).fit(x[train][:, seen], y[train]).predict_log_proba(x[test][:, seen])
+        p = log_p[:, 1] - log_p[:, 0]
+        # Ranks within the fold: each fold's classifier has its own intercept, and pooling raw
+        # probabilities across folds pushes a null split's AUC below 0.5 (the held-out fold's
+        # class balance is the mirror of its training folds').
+        oof[test] = (rankdata(p) - 0.5) / len(p)
+    return oof
+
+
+@dataclass
+class PermutationTest:
+    """Is the blind AUC higher than relabelling the same strings at random gives?"""
+
+    auc: float  # the blind baseline's out-of-fold AUC on the true labels
+    p_value: float  # (1 + #{permuted AUC >= auc}) / (1 + permutations); a lower bound when stopped early
+    permutations: int  # planned
+    run: int  # done: fewer when the answer was already "not separable"
+    level: float
+    null_mean: float  # mean AUC over the permutations run (about 0.5)
+
+    @property
+    def separable(self) -> bool:
+        return self.p_value <= self.level
+
+    def describe(self) -> str:
+        if self.run < self.permutations:
+            return (f"permutation test: p ≥ {self.p_value:.3f} > level {self.level:g}, stopped after {self.run} of "
+                    f"{self.permutations} label permutations")
+        return (f"permutation test: p = {self.p_value:.3f} over {self.permutations} label permutations, "
+                f"level {self.level:g}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self), separable=self.separable)
+
+
+def permutation_test(texts: Sequence[str], labels: Sequence[str], seed: int = 0,
+                     permutations: int = PERMUTATIONS, level: float = LEVEL,
+                     folds: int = FOLDS) -> PermutationTest | None:
+    """Refit the cross-validated classifier on ``permutations`` seeded shuffles of the labels
+    (the same strings, folds drawn the same way) and compare the observed AUC with theirs.
+
+    Stops as soon as enough permuted AUCs reach the observed one for p to exceed ``level`` whatever
+    the rest give (the verdict of the full test, so the error rate is the same); on a null split
+    that is after about a dozen permutations. None when no classifier can be fitted (a class with
+    fewer than 2 strings, no words)."""
+    from mia_core.attack.metrics import roc_auc
+
+    labelled = _labelled(labels)
+    y = np.array([lab == MEMBER for lab in labels], dtype=bool)[labelled]
+    k = _fold_count(y, folds)
+    if k < 2 or permutations < 1:
+        return None
+    try:
+        x = _features([t for t, keep in zip(texts, labelled, strict=True) if keep])
+        observed = roc_auc(y, _out_of_fold(x, y, k, seed))
+        rng = np.random.default_rng([seed, 0x5EED])
+        enough = math.floor(level * (1 + permutations) + 1e-9)  # this many reaching it: p > level
+        null: list[float] = []
+        reached = 0
+        while len(null) < permutations and reached < enough:
+            yp = rng.permutation(y)
+            null.append(roc_auc(yp, _out_of_fold(x, yp, k, seed)))
+            reached += null[-1] >= observed - 1e-12  # ties count against separability
+    except ValueError:
+        return None
+    return PermutationTest(auc=observed, p_value=(1 + reached) / (1 + permutations), permutations=permutations,
+                           run=len(null), level=level, null_mean=float(np.mean(null)))
+
+
+@dataclass
+class Comparison:
+    """The best signal's AUC minus the blind baseline's, with a paired bootstrap interval."""
+
+    signal: str
+    difference: float
+    low: float
+    high: float
+    level: float
+
+    def describe(self) -> str:
+        return (f"{self.signal} − blind = {self.difference:+.3f} [{self.level * 100:g}% paired bootstrap interval "
+                f"{self.low:+.3f}, {self.high:+.3f}]")
+
+
+def blind_warning(test: PermutationTest, comparison: Comparison | None, signals_separate: bool | None) -> str | None:
+    """What the summary says about the blind baseline, or None when there is nothing to warn of.
+
+    ``signals_separate``: whether any signal's AUC interval excludes 0.5 (None: no intervals)."""
+    blind = f"the blind baseline (no model, word n-grams) reaches AUC {test.auc:.3f} ({test.describe()})"
+    if not test.separable:
+        if signals_separate is False:
+            return (f"neither the blind baseline nor any signal separates the halves: {blind}, and every "
+                    "signal's AUC interval contains 0.5")
+        return None
+    if comparison is not None and comparison.low > 0:
+        return (f"the split is separable without the model: {blind}; the best signal exceeds it "
+                f"({comparison.describe()}), so only that excess can measure membership")
+    beaten = f" ({comparison.describe()}: not above 0)" if comparison is not None else ""
+    return (f"the split is separable without the model: {blind}, so members and nonmembers differ in their "
+            f"text and the signals' AUCs do not measure membership{beaten}")

@@ -8,13 +8,14 @@ from typing import Any
 from mia_core.errors import MiaError
 from mia_core.types import MEMBER, NONMEMBER
 
-_MEMBER = {"member", "members", "1", "true", "yes", "in", "train"}
-_NONMEMBER = {"nonmember", "nonmembers", "non-member", "non_member", "0", "false", "no", "out", "test"}
+# "1.0"/"0.0": labels written as floats (pandas, Parquet) and read back as text
+_MEMBER = {"member", "members", "1", "1.0", "true", "yes", "in", "train"}
+_NONMEMBER = {"nonmember", "nonmembers", "non-member", "non_member", "0", "0.0", "false", "no", "out", "test"}
 
 
 def normalize_label(value: Any) -> str:
-    """``member``/``nonmember`` from the spellings label files use (1/0, true/false, in/out,
-    train/test); ``""`` for anything else (unlabelled)."""
+    """``member``/``nonmember`` from the spellings label files use (1/0, 1.0/0.0, true/false,
+    in/out, train/test); ``""`` for anything else (unlabelled)."""
     text = str(value).strip().lower() if value is not None else ""
     if text in _MEMBER:
         return MEMBER

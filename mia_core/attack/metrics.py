@@ -111,6 +111,26 @@ def bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, level: 
     return _interval([_rank_auc(y[idx], scores[idx]) for idx in _resamples(y, n_boot, seed)], level)
 
 
+def bootstrap_auc_difference(y: np.ndarray, a: np.ndarray, b: np.ndarray, n_boot: int = 1000, level: float = 0.95,
+                             seed: int = 0) -> tuple[float, float, float]:
+    """AUC(a) − AUC(b) on the same strings, with a paired percentile bootstrap interval (each
+    resample scores both on the same strings, so what they share cancels)."""
+    diffs = [_rank_auc(y[idx], a[idx]) - _rank_auc(y[idx], b[idx]) for idx in _resamples(y, n_boot, seed)]
+    return _rank_auc(y, a) - _rank_auc(y, b), *_interval(diffs, level)
+
+
+def below_chance(m: "SignalMetrics") -> bool:
+    """The signal's AUC interval lies wholly below 0.5: it ranks nonmembers above members."""
+    return bool(np.isfinite(m.auc_high) and m.auc_high < 0.5)
+
+
+def below_chance_warning(m: "SignalMetrics", level: float = 0.95) -> str:
+    return (f"{m.signal} is below chance: AUC {m.auc:.3f}, its {level * 100:g}% interval [{m.auc_low:.3f}, "
+            f"{m.auc_high:.3f}] lies wholly below 0.5 (over {m.n_members} members and {m.n_nonmembers} nonmembers): "
+            "it ranks nonmembers above members, an inverted direction (the convention is higher = member) or a "
+            "real effect of the split; it is no evidence of membership as listed")
+
+
 def bootstrap_tpr(y: np.ndarray, scores: np.ndarray, targets: Sequence[float], n_boot: int = 1000,
                   level: float = 0.95, seed: int = 0) -> dict[float, tuple[float, float]]:
     """Percentile bootstrap intervals of TPR at each FPR target (same resamples as the AUC's for one seed)."""

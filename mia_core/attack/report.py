@@ -4,7 +4,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mia_core.attack.metrics import FPR_TARGETS, TPR_CONVENTION, SignalMetrics
+from mia_core.attack.metrics import FPR_TARGETS, TPR_CONVENTION, SignalMetrics, below_chance
 from mia_core.attack.plots import plot_roc
 from mia_core.attack.run import AttackOutcome
 from mia_core.formats.attack_results import export_results, write_results
@@ -37,9 +37,26 @@ def format_table(metrics: list[SignalMetrics], level: float = 0.95) -> str:
     rows = []
     for m in metrics:
         ci = "-" if math.isnan(m.auc_low) else f"[{m.auc_low:.3f}, {m.auc_high:.3f}]"
+        ci += " below chance" if below_chance(m) else ""
         rows.append([m.signal, f"{m.auc:.3f}", ci, *(_tpr_cell(m, t) for t in FPR_TARGETS),
                      str(m.n_members), str(m.n_nonmembers)])
     return text_table(heads, rows) + f"\nTPR@x%FPR: {TPR_CONVENTION}; [..]: {level * 100:g}% bootstrap interval"
+
+
+def format_rows(counts: dict[str, Any]) -> str:
+    """The row set of the table: strings per label, and which of them every figure counts."""
+    by_label = counts.get("by_label") or {}
+    listed = ", ".join(f"{lab} {c['strings']}" for lab, c in by_label.items())
+    return (f"rows: {counts.get('strings', 0)} strings ({listed}); each signal's AUC and TPR are over its members "
+            "and nonmembers columns: the labelled strings it gave a finite score")
+
+
+def format_extracted(counts: dict[str, Any]) -> str:
+    """A map's teacher-forced verdicts per label, over every window (each on its own suffix)."""
+    by_label = counts.get("by_label") or {}
+    per = ", ".join(f"{lab} {c['extracted']} of {c['strings']}" for lab, c in by_label.items())
+    return (f"extracted (teacher-forced, whole suffix): {counts['extracted']} of {counts['strings']} "
+            f"windows ({per}; all windows, whatever their suffix length)")
 
 
 def format_passes(passes: dict[str, float] | None) -> str | None:

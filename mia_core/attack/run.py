@@ -15,7 +15,13 @@ import numpy as np
 from mia_core import __version__
 from mia_core.attack import signals as sig
 from mia_core.attack.labels import normalize_label
-from mia_core.attack.metrics import SignalMetrics, evaluate_signal, label_problem
+from mia_core.attack.metrics import (
+    SignalMetrics,
+    below_chance,
+    below_chance_warning,
+    evaluate_signal,
+    label_problem,
+)
 from mia_core.errors import BackendOutOfMemory, MiaError
 from mia_core.progress import note, progress
 from mia_core.token_rows import matched_lengths
@@ -47,6 +53,7 @@ class AttackConfig:
     seed: int = 0
     quiet: bool = False
     blind: bool = True  # also score the strings with the model-free blind baseline
+    blind_permutations: int = 99  # label permutations of its separability test (attack.blind.PERMUTATIONS)
     require_labels: bool = True  # refuse unlabelled strings before scoring (the CLI always does)
     sampling: Any = None  # map windows: also p of each suffix under this Sampling (probabilistic extraction)
     recall_prefix: str | None = None  # ReCaLL's non-member prefix; None: drawn from the data's non-members
@@ -165,9 +172,9 @@ def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_
 def memorization_verdicts(scores: Sequence[TokenScores], items: Sequence[Item]) -> tuple[np.ndarray, np.ndarray]:
     """Teacher-forced check on each item's trailing ``suffix_length`` tokens: the matched length (leading
     suffix positions where the argmax is the true token: greedy decoding reproduces exactly that
-    many) and the teacher-forced token accuracy (fraction of suffix positions where the argmax is the
-    true token given the true context: not the Pythia score of a generation, which stops helping
-    itself after its first wrong token; NaN without suffix).
+    many) and the next-token accuracy (teacher-forced: fraction of suffix positions where the argmax
+    is the true token given the true context; not a generation's position agreement, which stops
+    helping itself after its first wrong token; NaN without suffix).
 
     Scores are aligned from the end: they cover the last ``len(scores.logprob)`` tokens.
     """
@@ -445,7 +452,7 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
             "suffix_length": suffix_lengths,
             "matched_length": matched,
             "extracted": (matched == suffix_lengths) & (suffix_lengths > 0),
-            "teacher_forced_token_accuracy": accuracy,
+            "next_token_accuracy": accuracy,
         })
     metrics: list[SignalMetrics] = []
     warnings: list[str] = []
@@ -456,10 +463,12 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
             if m is not None:
                 metrics.append(m)
         blind_info, warnings = _blind(items, labels, metrics, signals, config)
+        warnings += [below_chance_warning(m) for m in metrics if below_chance(m)]
     counts = {"strings": len(items), "tokens_scored": n_scored,
               "truncated": int(columns["truncated"].sum())}
     if recall_prefix_ids:
         counts["recall_prefix_strings"] = len(recall_prefix_ids)
+    counts["by_label"] = _label_counts(labels, columns if is_map else None)
     if is_map:
         counts["extracted"] = int(columns["extracted"].sum())
     probabilistic = None
@@ -494,6 +503,17 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
 
         attrs.update(neighbours=config.neighbours, neighbour_word_fraction=DEFAULT_FRACTION)
     return AttackOutcome(None, signals, metrics, problem, counts, columns, attrs, warnings)
+
+
+def _label_counts(labels: Sequence[str], columns: dict[str, Any] | None) -> dict[str, dict[str, int]]:
+    """Strings per label (unlabelled apart); for a map also the windows extracted per label."""
+    out: dict[str, dict[str, int]] = {}
+    for i, label in enumerate(labels):
+        c = out.setdefault(label or "unlabelled", {"strings": 0} if columns is None else {"strings": 0, "extracted": 0})
+        c["strings"] += 1
+        if columns is not None:
+            c["extracted"] += int(columns["extracted"][i])
+    return dict(sorted(out.items()))
 
 
 def _recall(backend: Backend, items: Sequence[Item], scores: Sequence[TokenScores], prefix_text: str,
@@ -543,24 +563,51 @@ def _neighbourhood(backend: Backend, items: Sequence[Item], scores: Sequence[Tok
 def _blind(items: Sequence[Item], labels: list[str], metrics: list[SignalMetrics], signals: dict[str, np.ndarray],
            config: AttackConfig) -> tuple[dict[str, Any], list[str]]:
     """The blind baseline's row (added to ``metrics`` and ``signals``) and the warnings it raises."""
-    from mia_core.attack.blind import BLIND, blind_scores, blind_warning
+    from mia_core.attack.blind import BLIND, blind_scores, blind_warning, permutation_test
 
-    result = blind_scores([it.text for it in items], labels, config.seed) if config.blind else None
+    texts = [it.text for it in items]
+    result = blind_scores(texts, labels, config.seed) if config.blind else None
     warnings = result.duplicates.warnings() if result is not None else []
     info: dict[str, Any] = {"computed": False, "reason": "--no-blind"}
     if result is None:
         return info, warnings
     info = {"computed": result.skipped is None, "reason": result.skipped, "folds": result.folds,
             "features": result.features, "duplicates": vars(result.duplicates)}
-    if result.skipped is None:
-        best = max(metrics, key=lambda m: m.auc, default=None)
-        m = evaluate_signal(BLIND, labels, result.scores, config.n_boot, config.seed)
-        if m is not None:
-            metrics.append(m)
-            signals[BLIND] = result.scores
-            info["auc"] = m.auc
-            warning = blind_warning(m.auc, best.signal if best else None, best.auc if best else None)
-            info["separable"] = warning is not None
-            if warning:
-                warnings.insert(0, warning)
+    if result.skipped is not None:
+        return info, warnings
+    best = max(metrics, key=lambda m: m.auc, default=None)
+    m = evaluate_signal(BLIND, labels, result.scores, config.n_boot, config.seed)
+    if m is None:
+        return info, warnings
+    metrics.append(m)
+    signals[BLIND] = result.scores
+    info["auc"] = m.auc
+    test = permutation_test(texts, labels, config.seed, config.blind_permutations)
+    info["separable"] = bool(test and test.separable)
+    if test is None:
+        return info, warnings
+    info["permutation_test"] = test.to_dict()
+    comparison = _compare(best, signals, result.scores, labels, config) if best is not None else None
+    if comparison is not None:
+        info["best_minus_blind"] = vars(comparison)
+    intervals = [x for x in metrics if x.signal != BLIND and np.isfinite(x.auc_low)]
+    separate = any(x.auc_low > 0.5 or x.auc_high < 0.5 for x in intervals) if intervals else None
+    warning = blind_warning(test, comparison, separate)
+    if warning:
+        warnings.insert(0, warning)
     return info, warnings
+
+
+def _compare(best: SignalMetrics, signals: dict[str, np.ndarray], blind: np.ndarray, labels: list[str],
+             config: AttackConfig) -> Any:
+    """The best signal's AUC minus the blind baseline's on the strings both scored (paired bootstrap)."""
+    from mia_core.attack.blind import Comparison
+    from mia_core.attack.metrics import bootstrap_auc_difference, label_mask, labels_to_bool
+
+    a = np.asarray(signals[best.signal], dtype=np.float64)
+    keep = label_mask(labels) & np.isfinite(a) & np.isfinite(blind)
+    y = labels_to_bool(labels)[keep]
+    if config.n_boot <= 0 or y.all() or not y.any():
+        return None
+    diff, low, high = bootstrap_auc_difference(y, a[keep], blind[keep], config.n_boot, 0.95, config.seed)
+    return Comparison(best.signal, diff, low, high, 0.95)

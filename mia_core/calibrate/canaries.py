@@ -76,17 +76,19 @@ def candidate_secrets(canary: Canary, digits: int, n_candidates: int, seed: int)
 def exposure(canary_nll: float, candidate_nll: np.ndarray, space: int, exact: bool) -> float:
     """Exposure of a secret whose log-perplexity is ``canary_nll``, ranked among candidates.
 
-    Exact (``candidate_nll`` holds every other secret of R): rank = 1 + the number of candidates
-    with a strictly lower NLL, and exposure = log2|R| − log2(rank). Sampled (M candidates drawn
-    uniformly from R): the fraction of R ranked at or above the secret is estimated as
-    (below + 1) / (M + 1), so exposure = log2(M + 1) − log2(below + 1), the same formula with
-    M + 1 = |R| when exact. A sampled estimate cannot exceed log2(M + 1): a secret ranked above
-    every sample is reported at that ceiling (a lower bound of its true exposure).
+    Ties count against the canary (pessimistic rank): a candidate with an NLL lower than *or
+    equal to* the canary's ranks above it, so a model that cannot tell the secret from the others
+    shows no exposure. Exact (``candidate_nll`` holds every other secret of R): rank = 1 + the
+    number of candidates with NLL ≤ the canary's, and exposure = log2|R| − log2(rank). Sampled (M
+    candidates drawn uniformly from R): the fraction of R ranked at or above the secret is
+    estimated as (at_or_above + 1) / (M + 1), so exposure = log2(M + 1) − log2(at_or_above + 1),
+    the same formula with M + 1 = |R| when exact. A sampled estimate cannot exceed log2(M + 1): a
+    secret ranked above every sample is reported at that ceiling (a lower bound of its true exposure).
     """
     candidate_nll = np.asarray(candidate_nll, dtype=np.float64)
-    below = int(np.sum(candidate_nll < canary_nll))
+    at_or_above = int(np.sum(candidate_nll <= canary_nll))
     ranked = space if exact else len(candidate_nll) + 1
-    return math.log2(ranked) - math.log2(below + 1)
+    return math.log2(ranked) - math.log2(at_or_above + 1)
 
 
 def exposure_ceiling(space: int, n_candidates: int, exact: bool) -> float:

@@ -68,7 +68,8 @@ def format_report(report: dict[str, Any]) -> str:
                 rows.append([role, label, str(g["rows"]), format_rate(g["extraction"]), format_rate(g["approximate"]),
                              _mean(g["mean_matched_length"]), _mean(g[per_position_name("teacher-forced")[0]])])
     lines.append(text_table(["model", "label", "rows", "exact extraction", "approximate", "mean matched tokens",
-                             "per-token accuracy"], rows))
+                             per_position_name("teacher-forced")[1]], rows))
+    lines.append("  (rates and means over the eligible rows: true suffix of the full length)")
     if report.get("canaries"):
         c = report["canaries"]
         first = results["base"]["canaries"][0]

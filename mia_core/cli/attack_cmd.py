@@ -178,14 +178,14 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         return
     if outcome.metrics:
         click.echo(report.format_table(outcome.metrics))
+        click.echo(report.format_rows(outcome.counts))
     cost = report.format_passes(outcome.attrs.get("forward_passes_per_string"))
     if cost:
         click.echo(cost)
     for warning in outcome.warnings:
         click.echo(f"warning: {warning}")
     if pmap is not None:
-        click.echo(f"extracted (teacher-forced, whole suffix): {outcome.counts['extracted']} of "
-                   f"{outcome.counts['strings']} windows")
+        click.echo(report.format_extracted(outcome.counts))
     if outcome.attrs.get("probabilistic"):
         from mia_core.scoring.probabilistic import format_summary
 

@@ -31,7 +31,9 @@ def demo(model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, size:
 
     Builds a prefix map of the embedded corpus with the default model's tokenizer, prompts
     that model greedily with every prefix, scores the continuations against the true
-    suffixes (member vs non-member) and writes report.html with the plots.
+    suffixes (member vs non-member) and writes report.html with the plots. Every table counts the
+    eligible rows (true suffix of full length) and names its per-position figure by run kind:
+    position agreement (generated) or next-token accuracy (teacher-forced).
     """
     from mia_core.extraction.prefix import build_prefix_map
     from mia_core.extraction.prompt import prompt
@@ -60,8 +62,8 @@ POSITION_BUCKETS = ((1, 1), (2, 5), (6, 10), (11, 20), (21, 30), (31, 50), (51, 
 
 
 def per_position_accuracy(generations: list, suffixes: list, labels: list[str]) -> dict[str, list[float | None]]:
-    """By label, the fraction of rows whose generated token equals the true one at each suffix
-    position (over the rows whose true suffix reaches that position)."""
+    """By label, the fraction of rows whose run token equals the true one at each suffix position
+    (over the rows whose true suffix reaches that position)."""
     import numpy as np
 
     longest = max((len(s) for s in suffixes), default=0)
@@ -80,38 +82,47 @@ def per_position_accuracy(generations: list, suffixes: list, labels: list[str]) 
 
 
 def _member_contrast(summary: dict, run_path: Path) -> str:
-    """Members next to non-members, and by document group (the id's first part): matched length,
-    approximate memorization, token accuracy, and token accuracy by suffix position."""
+    """Members next to non-members, and by document group (the id's first part), over the eligible
+    rows the summary counts: matched length, approximate memorization, the per-position figure named
+    by run kind, and that figure by suffix position. The label rows equal the summary's by-label figures."""
     import numpy as np
 
     from mia_core.formats.runs import open_run
+    from mia_core.formats.scores import read_scores
+    from mia_core.scoring.summary import per_position_name
     from mia_core.text_table import text_table
-    from mia_core.token_rows import matched_lengths
 
     run = open_run(run_path)
+    stored = read_scores(summary["scores_file"])["match"]
+    key, name = per_position_name(run.method)
+    eligible = np.asarray(stored["eligible"], dtype=bool)
+    matched, agreement = np.asarray(stored["matched_length"]), np.asarray(stored[key])
     labels = [str(x) or "unlabelled" for x in run.map_column("sample_label")]
     ids = [str(x) for x in run.map_column("sample_id")]
     groups = [f"{lab}: {i.split('/')[0]}" for lab, i in zip(labels, ids, strict=True)]
-    generations, suffixes = run.tokens(), run.suffixes()
-    matched = matched_lengths(generations, suffixes)
     how = ("the model's most likely token at each position, given the true text before it"
            if run.method == "teacher-forced" else "the greedy continuation against the true text")
     rows = []
     for names, by_label in ((labels, True), (groups, False)):
-        accuracy = per_position_accuracy(generations, suffixes, names)
-        for name in sorted(accuracy):
-            mask = np.array([n == name for n in names])
-            acc = [a for a in accuracy[name] if a is not None]
-            approx = summary["by_label"].get(name, {}).get("approximate") if by_label else None
-            rows.append([name, int(mask.sum()), f"{matched[mask].mean():.2f}", _rate(approx) if approx else "",
-                         f"{sum(acc) / len(acc):.3f}" if acc else "nan"])
-    lines = ["", f"members vs non-members, then by document group ({how}):",
-             text_table(["label: document group", "rows", "mean matched tokens", "approximate", "token accuracy"],
+        for group in sorted(set(names)):
+            mask = np.array([n == group for n in names]) & eligible
+            approx = summary["by_label"].get(group, {}).get("approximate") if by_label else None
+            rows.append([group, int(mask.sum()), f"{matched[mask].mean():.2f}" if mask.any() else "n/a",
+                         _rate(approx) if approx else "", f"{agreement[mask].mean():.3f}" if mask.any() else "n/a"])
+    left_out = int((~eligible).sum())
+    lines = ["", f"members vs non-members, then by document group ({how}); eligible rows only ({int(eligible.sum())} "
+                 f"of {len(eligible)}: true suffix of {summary['k']} tokens"
+                 + (f"; {left_out} row(s) with a shorter suffix or a failed request left out" if left_out else "")
+                 + "):",
+             text_table(["label: document group", "eligible rows", "mean matched tokens", "approximate", name],
                         rows, indent="  ", right=(1, 2, 3, 4))]
     withheld = {r["approximate"]["withheld"] for r in summary["by_label"].values()
                 if (r.get("approximate") or {}).get("withheld")}
     lines += [f"  approximate n/a: {why}" for why in sorted(withheld)]
-    accuracy = per_position_accuracy(generations, suffixes, labels)
+    keep = [i for i in range(len(eligible)) if eligible[i]]
+    generations, suffixes = run.tokens(), run.suffixes()
+    accuracy = per_position_accuracy([generations[i] for i in keep], [suffixes[i][:summary["k"]] for i in keep],
+                                     [labels[i] for i in keep])
     heads = [f"{lo}" if hi == lo else (f"{lo}-{hi}" if hi else f"{lo}+") for lo, hi in POSITION_BUCKETS]
     rows = []
     for label, acc in accuracy.items():
@@ -120,7 +131,7 @@ def _member_contrast(summary: dict, run_path: Path) -> str:
             part = [a for a in acc[lo - 1:hi] if a is not None]
             cells.append(f"{sum(part) / len(part):.2f}" if part else "-")
         rows.append([label, *cells])
-    lines += ["", "token accuracy by suffix position (fraction of rows with the true token there):",
+    lines += ["", f"{name} by suffix position (fraction of the eligible rows with the true token there):",
               text_table(["label", *heads], rows, indent="  ", right=range(1, len(heads) + 1))]
     return "\n".join(lines)
 
@@ -131,7 +142,7 @@ def _rate(r: dict) -> str:
 
 
 def _longest_matches(run_path: Path, scores_file: str, top: int = 5) -> str:
-    """The rows whose continuation followed the true text longest, with the reproduced text."""
+    """The eligible rows whose continuation followed the true text longest, with the reproduced text."""
     import numpy as np
 
     from mia_core import registry
@@ -139,15 +150,16 @@ def _longest_matches(run_path: Path, scores_file: str, top: int = 5) -> str:
     from mia_core.formats.scores import read_scores
 
     run = open_run(run_path)
-    matched = read_scores(scores_file)["match"]["matched_length"]
+    stored = read_scores(scores_file)["match"]
+    matched, eligible = stored["matched_length"], np.asarray(stored["eligible"], dtype=bool)
     ids, labels = run.map_column("sample_id"), run.map_column("sample_label")
     prefixes, tokens = run.prefixes(), run.tokens()
     tokenizer = registry.tokenizers.create(run.prefix_map.tokenizer_name)
-    top_rows = [int(i) for i in np.argsort(-matched, kind="stable")[:top] if matched[i] > 0]
-    lines = [f"\nlongest extractions: the generated tokens equal to the true suffix from its start "
-             f"(top {len(top_rows)} of {len(matched)} rows; prefix in [brackets]):"]
+    top_rows = [int(i) for i in np.argsort(-matched, kind="stable") if eligible[i] and matched[i] > 0][:top]
+    lines = [f"\nlongest extractions: the run's tokens equal to the true suffix from its start "
+             f"(top {len(top_rows)} of the {int(eligible.sum())} eligible rows; prefix in [brackets]):"]
     if not top_rows:
-        lines.append("  none: no continuation starts with the true suffix's first token")
+        lines.append("  none: no eligible row starts with the true suffix's first token")
     texts = tokenizer.decode_batch([list(map(int, prefixes[i][-12:])) for i in top_rows]
                                    + [list(map(int, tokens[i][:matched[i]])) for i in top_rows])
     for n, i in enumerate(top_rows):

@@ -51,6 +51,10 @@ class SizeType(click.ParamType):
                    "sample length - prefix_tokens).")
 @click.option("--suffix_tokens", "--suffix-tokens", "suffix_tokens", type=Count(min=0), default=50,
               show_default=True, help="Tokens of true continuation kept after each prefix (for scoring).")
+@click.option("--min-suffix-tokens", "--min_suffix_tokens", "min_suffix_tokens", type=Count(min=0),
+              default=0, show_default=True,
+              help="Skip samples whose true suffix would be shorter than N tokens (N <= --suffix_tokens); "
+                   "with N = --suffix_tokens every row counts in mia score.")
 @click.option("--size", type=SizeType(), default="all", show_default=True,
               help="Number of usable samples in the map: all, or N.")
 @click.option("--save/--no-save", default=True, show_default=True,
@@ -59,7 +63,8 @@ class SizeType(click.ParamType):
               help="With --save, store only the samples read until the map holds --size rows "
                    "(else the whole dataset).")
 @click.option("--balance", is_flag=True,
-              help="With --size N: draw the N samples at random (--seed), balanced over member/nonmember labels.")
+              help="With --size N: draw the N samples at random (--seed), balanced over member/nonmember labels, "
+                   "among the samples with a full suffix (so every row counts in mia score).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of --prefix_loc random and --balance.")
 @click.option("--out-dir", "--out_dir", "out", type=click.Path(file_okay=False), default="Prefixes",
               show_default=True, help="Folder the map folder is created in.")
@@ -67,12 +72,14 @@ class SizeType(click.ParamType):
 @dataset_option
 @quiet_option
 def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, suffix_tokens: int,
-           size: int | None, save: bool, crop: bool, balance: bool, seed: int, out: str, old_out: str | None,
-           dataset_options: tuple[str, ...], quiet: bool) -> None:
+           min_suffix_tokens: int, size: int | None, save: bool, crop: bool, balance: bool, seed: int, out: str,
+           old_out: str | None, dataset_options: tuple[str, ...], quiet: bool) -> None:
     """Build a prefix map: tokenized prefixes (and their true suffixes) cut from a dataset.
 
     Writes OUT_DIR/{model}_{dataset}_{prefix_tokens}_{prefix_loc}_{timestamp}/prefix_map.h5 and
-    prints the folder's path.
+    prints the folder's path. On stderr: per label, the rows and those with a full suffix (the rows
+    mia score counts), and a warning when leaving out the others shifts a label's share by more
+    than 5 percentage points.
 
     \b
     Example:
@@ -82,12 +89,17 @@ def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, 
 
     if balance and size is None:
         raise click.UsageError("--balance draws --size N samples: give --size N")
+    if min_suffix_tokens > suffix_tokens:
+        raise click.UsageError(f"--min-suffix-tokens {min_suffix_tokens} is more than --suffix_tokens "
+                               f"{suffix_tokens}: a suffix is never longer than what is kept")
     options = parse_key_values(dataset_options, "--dataset-option")
     out = old_out or out
     folder = build_prefix_map(model, dataset, prefix_tokens, prefix_loc=prefix_loc, size=size, save=save,
                               crop=crop, suffix_tokens=suffix_tokens, seed=seed, out=out,
-                              dataset_options=options, quiet=quiet, balance=balance)
+                              dataset_options=options, quiet=quiet, balance=balance,
+                              min_suffix_tokens=min_suffix_tokens)
     _say_if_unlabelled(folder)
+    _say_eligibility(folder, quiet)
     click.echo(str(folder))
 
 
@@ -101,6 +113,25 @@ def _say_if_unlabelled(folder: Any) -> None:
         click.echo("mia prefix: the map has no member/nonmember labels (mia attack needs them): give them with "
                    "--dataset-option label_field=FIELD, label=member|nonmember, or member/ and nonmember/ folders",
                    err=True)
+
+
+def _say_eligibility(folder: Any, quiet: bool) -> None:
+    """Per label, rows and rows with a full suffix (on stderr), and the balance warning (even with -q)."""
+    from mia_core.extraction.prefix import eligibility_table, label_shift_warning
+    from mia_core.formats.prefixmap import PrefixMap
+
+    pmap = PrefixMap(folder)
+    by_label = pmap.attrs.get("rows_by_label") or {}
+    if not by_label:
+        return
+    if not quiet:
+        dropped = int(pmap.attrs.get("samples_short_suffix") or 0)
+        click.echo("rows per label (mia score counts the rows with a full suffix"
+                   + (f"; {dropped} samples skipped by --min-suffix-tokens" if dropped else "") + "):", err=True)
+        click.echo(eligibility_table(by_label, pmap.suffix_tokens), err=True)
+    warning = label_shift_warning(by_label)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
 
 
 commands = [prefix]

@@ -205,12 +205,17 @@ def export_command(run: Path, fmt: str, out: Path | None, with_tokens: bool, no_
     Each record has the row, sample id, label, prefix start, the prefix, true suffix and
     generation as text, and every per-row score when the run was scored (score_*, corpus_*).
     A teacher-forced run has no generation: its argmax tokens appear only with --tokens, as
-    teacher_forced_argmax_tokens. In CSV, token lists are space-separated ids.
+    teacher_forced_argmax_tokens, and the generation-only scores (approximate, edit distance,
+    BLEU) are absent. What the export holds and why a field is absent is its metadata: in a
+    Parquet file's schema (key "mia"), beside a CSV/JSONL file as FILE.meta.json, on stderr for stdout.
+    In CSV, token lists are space-separated ids.
     """
+    import json
+
     from mia_core.errors import MiaError
     from mia_core.formats.filekinds import SCORES_SUFFIX
     from mia_core.formats.safeio import disk_error, open_atomically, write_atomically
-    from mia_core.inspection.export import parquet_bytes, records, write_stream
+    from mia_core.inspection.export import metadata, parquet_bytes, records, write_stream
 
     if run.name.endswith(SCORES_SUFFIX):
         raise MiaError(f"{run} is a scores file; export its run ({run.name[:-len(SCORES_SUFFIX)]}.h5): the scores "
@@ -220,19 +225,26 @@ def export_command(run: Path, fmt: str, out: Path | None, with_tokens: bool, no_
     if fmt == "parquet" and out is None:
         raise click.UsageError("--format parquet writes a file: give --out FILE.parquet")
     rows = list(records(run, tokens=with_tokens, text=not no_text))
+    meta = metadata(run)
+    sidecar = out.with_name(out.name + ".meta.json") if out is not None and fmt != "parquet" else None
+    if sidecar is not None and sidecar.exists() and not force:
+        raise MiaError(f"{sidecar} already exists; pass --force to overwrite it")
     if fmt == "parquet":
-        data = parquet_bytes(rows)
+        data = parquet_bytes(rows, meta)
         try:
             write_atomically(out, data)
         except OSError as exc:
             raise disk_error(exc, out, "no export written") from None
     elif out is None:
         write_stream(rows, fmt, sys.stdout)
+        for name, why in meta["absent_fields"].items():
+            click.echo(f"mia: {name} is absent: {why}", err=True)
         return
     else:
         try:  # the file appears whole or not at all
             with open_atomically(out) as stream:
                 write_stream(rows, fmt, stream)
+            write_atomically(sidecar, (json.dumps(meta, indent=2) + "\n").encode())
         except OSError as exc:
             raise disk_error(exc, out, "no export written") from None
     click.echo(f"{len(rows)} rows written to {out}", err=True)

@@ -22,6 +22,7 @@ from mia_core.errors import MiaError, UnknownNameError
 from mia_core.formats.names import safe_name, timestamp, unused_path
 from mia_core.formats.prefixmap import MapNameTaken, PrefixMapWriter
 from mia_core.progress import note, progress
+from mia_core.text_table import text_table
 from mia_core.types import Sample
 
 # A tokenizer batch is cut at whichever limit comes first: large enough for the fast
@@ -150,31 +151,77 @@ def _window_start(length: int, prefix_tokens: int, suffix_tokens: int, loc: str 
     return min(int(loc), last)
 
 
-def balanced_selection(data: Any, tokenizer: Any, prefix_tokens: int, size: int, seed: int) -> set[int]:
-    """Stream positions of ``size`` usable samples drawn at random (seeded), balanced over labels.
+def suffix_length_at(length: int, prefix_tokens: int, suffix_tokens: int, loc: str | int) -> int:
+    """Length of the true suffix a sample of ``length`` tokens yields (``length >= prefix_tokens``):
+    ``start`` and ``random`` (which leaves room for a full suffix when the sample has it) give
+    min(length − P, S); an offset, clamped as :func:`_window_start` does, what follows its window."""
+    start = 0 if loc in ("start", "random") else min(int(loc), length - prefix_tokens)
+    return max(0, min(length - start - prefix_tokens, suffix_tokens))
 
-    One pass over the dataset finds the usable (at least ``prefix_tokens`` tokens), labelled samples of
-    each label; each label gets ``size // L`` of them (the first ``size % L`` labels in sorted order one
-    more), drawn without replacement. Unlabelled samples are not drawn."""
+
+#: A change of a label's share larger than this, when the rows without a full suffix are left out,
+#: is warned about by ``mia prefix`` (docs/prefix.md).
+BALANCE_SHIFT = 0.05
+
+
+def label_shift_warning(rows_by_label: dict[str, dict[str, int]]) -> str | None:
+    """One line when leaving out the rows without a full suffix (which scoring does) changes the share
+    of a label among the labelled rows by more than ``BALANCE_SHIFT``, else None."""
+    labelled = {lab: c for lab, c in rows_by_label.items() if lab != "unlabelled"}
+    rows, full = sum(c["rows"] for c in labelled.values()), sum(c["full_suffix"] for c in labelled.values())
+    if len(labelled) < 2 or not rows or not full:
+        return None
+    shifts = {lab: c["full_suffix"] / full - c["rows"] / rows for lab, c in labelled.items()}
+    if max(abs(v) for v in shifts.values()) <= BALANCE_SHIFT:
+        return None
+    # the member share when there are members (two labels: the nonmember share moves by as much)
+    label = "member" if "member" in shifts else max(shifts, key=lambda lab: abs(shifts[lab]))
+    shift = shifts[label]
+    c = labelled[label]
+    return (f"rows without a full suffix change the label balance: {label} is {100 * c['rows'] / rows:.1f}% of the "
+            f"labelled rows but {100 * c['full_suffix'] / full:.1f}% of those with a full suffix ({shift * 100:+.1f} "
+            f"points, more than {BALANCE_SHIFT * 100:g}); scores count only the latter: use --min-suffix-tokens N "
+            "and/or --balance")
+
+
+def eligibility_table(rows_by_label: dict[str, dict[str, int]], suffix_tokens: int) -> str:
+    """Per label: rows in the map and rows whose suffix is full (eligible at mia score's default k)."""
+    rows = [[lab, str(c["rows"]), str(c["full_suffix"]), str(c["rows"] - c["full_suffix"])]
+            for lab, c in sorted(rows_by_label.items())]
+    return text_table(["label", "rows", f"full suffix ({suffix_tokens} tokens): eligible", "shorter suffix"], rows)
+
+
+def balanced_selection(data: Any, tokenizer: Any, prefix_tokens: int, size: int, seed: int,
+                       suffix_tokens: int = 0, loc: str | int = "start") -> set[int]:
+    """Stream positions of ``size`` eligible samples drawn at random (seeded), balanced over labels.
+
+    One pass over the dataset finds the eligible labelled samples of each label: at least
+    ``prefix_tokens`` tokens and a full suffix (``suffix_tokens``) at the window ``loc`` gives, so
+    every row of the map counts in scoring; each label gets ``size // L`` of them (the first
+    ``size % L`` labels in sorted order one more), drawn without replacement (a count-matched draw).
+    Unlabelled samples are not drawn."""
     by_label: dict[str, list[int]] = {}
     position = 0
     for batch in _batches(iter(data), lambda: float("inf")):
         texts, _ = _valid_texts(batch)
         for sample, toks in zip(batch, tokenizer.encode_batch(texts), strict=True):
-            if sample.label and len(toks) >= prefix_tokens:
+            if (sample.label and len(toks) >= prefix_tokens
+                    and suffix_length_at(len(toks), prefix_tokens, suffix_tokens, loc) >= suffix_tokens):
                 by_label.setdefault(str(sample.label), []).append(position)
             position += 1
     labels = sorted(by_label)
     if len(labels) < 2:
         found = ", ".join(f"{lab}: {len(by_label[lab])}" for lab in labels) or "no labelled sample"
-        raise MiaError(f"--balance needs usable samples of at least two labels; the dataset has {found} "
-                       "(give labels with --dataset-option label_field=FIELD)")
+        raise MiaError(f"--balance needs eligible samples (at least prefix + {suffix_tokens} suffix tokens) of at "
+                       f"least two labels; the dataset has {found} (give labels with --dataset-option "
+                       "label_field=FIELD)")
     quotas = {lab: size // len(labels) + (i < size % len(labels)) for i, lab in enumerate(labels)}
     short = [lab for lab in labels if len(by_label[lab]) < quotas[lab]]
     if short:
         largest = len(labels) * min(len(v) for v in by_label.values())
-        raise MiaError(f"--balance --size {size}: only {len(by_label[short[0]])} usable {short[0]!r} samples "
-                       f"(needs {quotas[short[0]]}); the largest balanced size is {largest}")
+        raise MiaError(f"--balance --size {size}: only {len(by_label[short[0]])} eligible {short[0]!r} samples "
+                       f"(prefix + {suffix_tokens} suffix tokens; needs {quotas[short[0]]}); the largest balanced "
+                       f"size is {largest}")
     rng = np.random.default_rng(seed)
     return {int(p) for lab in labels for p in rng.choice(by_label[lab], size=quotas[lab], replace=False)}
 
@@ -182,14 +229,17 @@ def balanced_selection(data: Any, tokenizer: Any, prefix_tokens: int, size: int,
 def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int = "start",
                      size: int | None = None, save: bool = True, crop: bool = False, suffix_tokens: int = 50,
                      seed: int = 0, out: str | Path = "Prefixes", dataset_options: dict | None = None,
-                     quiet: bool = False, balance: bool = False) -> Path:
+                     quiet: bool = False, balance: bool = False, min_suffix_tokens: int = 0) -> Path:
     """Build a prefix map and return its folder.
 
     ``model`` names the tokenizer (``mia models``), ``dataset`` the loader (``mia datasets``).
     ``size`` limits the map to the first ``size`` usable samples (``None``: all). With
     ``save`` the dataset's tokens and texts are stored in the map too: the whole dataset,
     or with ``crop`` only the samples read until the map was full. ``balance`` (with ``size``)
-    draws the ``size`` samples at random (``seed``), balanced over labels (:func:`balanced_selection`).
+    draws the ``size`` samples at random (``seed``), balanced over labels, among those with a full
+    suffix (:func:`balanced_selection`). A sample whose suffix would be shorter than
+    ``min_suffix_tokens`` is skipped like a too-short one (counted in ``samples_short_suffix``).
+    The map records, per label, its rows and those with a full suffix (``rows_by_label``).
     """
     if prefix_tokens <= 0:
         raise ValueError(f"prefix_tokens must be a positive integer, got {prefix_tokens}")
@@ -199,6 +249,9 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
         raise ValueError(f"size must be a positive integer or None (all), got {size}")
     if balance and size is None:
         raise ValueError("balance needs a size (the number of samples to draw)")
+    if not 0 <= min_suffix_tokens <= suffix_tokens:
+        raise MiaError(f"--min-suffix-tokens {min_suffix_tokens} must be between 0 and --suffix-tokens "
+                       f"{suffix_tokens}")
     loc = parse_prefix_loc(prefix_loc)
     options = dict(dataset_options or {})
 
@@ -223,16 +276,18 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
         "prefix_loc": str(loc),
         "size_requested": "all" if size is None else int(size),
         "balance": bool(balance),
+        "min_suffix_tokens": int(min_suffix_tokens),
         "seed": int(seed),
         "save": bool(save),
         "crop": bool(crop),
         "pad": -1,
     }
     save_all = save and not crop  # the seed: without crop the whole dataset is saved
-    selected = balanced_selection(data, tokenizer, prefix_tokens, size, seed) if balance else None
+    selected = balanced_selection(data, tokenizer, prefix_tokens, size, seed, suffix_tokens, loc) if balance else None
     with _interruptible() as check:
         rng = np.random.default_rng(seed)
-        read = used = too_short = short_suffix = repaired = 0
+        read = used = too_short = short_suffix = repaired = dropped_short_suffix = 0
+        rows_by_label: dict[str, dict[str, int]] = {}
         length = getattr(data, "length", None)
         # The bar counts what decides the end of the run: usable samples when --size stops it.
         by_used = size is not None and not save_all
@@ -270,11 +325,17 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
                     if n < prefix_tokens:
                         too_short += 1
                         continue
+                    if suffix_length_at(n, prefix_tokens, suffix_tokens, loc) < min_suffix_tokens:
+                        dropped_short_suffix += 1  # --min-suffix-tokens
+                        continue
                     start = _window_start(n, prefix_tokens, suffix_tokens, loc, rng)
                     end = start + prefix_tokens
                     rows_p.append(toks[start:end])
                     suffix = toks[end:end + suffix_tokens]
                     short_suffix += len(suffix) < suffix_tokens
+                    tally = rows_by_label.setdefault(sample.label or "unlabelled", {"rows": 0, "full_suffix": 0})
+                    tally["rows"] += 1
+                    tally["full_suffix"] += len(suffix) >= suffix_tokens
                     rows_s.append(suffix)
                     index.append(read + j)
                     ids.append(sample.id)
@@ -294,10 +355,12 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
             check()
             bar.close()
             counts = {"samples_read": read, "samples_used": used, "samples_skipped": too_short,
-                      "rows_short_suffix": short_suffix, "samples_repaired": repaired,
+                      "rows_short_suffix": short_suffix, "samples_short_suffix": dropped_short_suffix,
+                      "rows_by_label": rows_by_label, "samples_repaired": repaired,
                       "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             if used == 0:
-                raise MiaError(_no_usable_message(dataset, read, prefix_tokens))
+                raise MiaError(_no_usable_message(dataset, read, prefix_tokens, dropped_short_suffix,
+                                                  min_suffix_tokens))
             if repaired:
                 note(f"mia prefix: {repaired} samples held invalid Unicode (lone surrogates), replaced by U+FFFD")
             if size is not None and used < size:
@@ -320,8 +383,12 @@ def _open_writer(out: Path, model: str, dataset: str, prefix_tokens: int, suffix
     raise MiaError(f"could not claim a new map folder under {out}")
 
 
-def _no_usable_message(dataset: str, read: int, prefix_tokens: int) -> str:
+def _no_usable_message(dataset: str, read: int, prefix_tokens: int, dropped: int = 0, min_suffix: int = 0) -> str:
     if read == 0:
         return f"dataset {dataset!r} yielded no samples: no prefix map written"
+    if dropped:
+        return (f"no usable sample in dataset {dataset!r}: of {read} samples read, {dropped} have a suffix shorter "
+                f"than --min-suffix-tokens {min_suffix} and the rest fewer than prefix_tokens={prefix_tokens} "
+                "tokens; no prefix map written")
     return (f"no usable sample in dataset {dataset!r}: all {read} samples read are shorter than "
             f"prefix_tokens={prefix_tokens} tokens; no prefix map written")

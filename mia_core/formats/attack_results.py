@@ -2,7 +2,7 @@
 
 ``{model}_{timestamp}.h5`` holds per-row columns (``sample_id``, ``label``, ``text``,
 ``n_tokens``, ``truncated``, ``nll``, one ``signals/<name>`` per signal and, for prefix maps,
-``row``, ``suffix_length``, ``matched_length``, ``extracted``, ``teacher_forced_token_accuracy``) and
+``row``, ``suffix_length``, ``matched_length``, ``extracted``, ``next_token_accuracy``) and
 attributes (model, signals, k, metrics as JSON, ...). Written with
 ``mia_core.formats.safeio.write_hdf5_atomically`` (temporary name, fsync, link into place), so a
 file with the final name is always whole and never overwritten.
@@ -26,6 +26,8 @@ from mia_core.formats.safeio import disk_error, open_atomically, write_hdf5_atom
 
 EXPORT_FORMATS = ("csv", "jsonl")
 AGAIN = "run mia attack again"
+#: Columns an older mia wrote under another name, read under today's (one name per quantity).
+LEGACY_COLUMNS = {"teacher_forced_token_accuracy": "next_token_accuracy"}
 
 
 def write_results(path: Path, columns: dict[str, np.ndarray | list], signals: dict[str, np.ndarray],
@@ -72,7 +74,7 @@ class AttackResults:
                     data = ds[()]
                     if ds.dtype.kind == "O":
                         data = as_strings(data)
-                    self.columns[name] = data
+                    self.columns[LEGACY_COLUMNS.get(name, name)] = data
             self.signals = {name: ds[()] for name, ds in f["signals"].items()}
 
     def __len__(self) -> int:

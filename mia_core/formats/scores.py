@@ -66,12 +66,23 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
         raise disk_error(exc, path, "the previous scores file (if any) is unchanged") from None
 
 
+#: The per-row agreement column an older mia wrote as ``memorization_score`` for both run kinds is
+#: read under its own name: position agreement (generated) or next-token accuracy (teacher-forced).
+LEGACY_AGREEMENT = "memorization_score"
+
+
+def _agreement_name(method: Any) -> str:
+    return "next_token_accuracy" if method == "teacher-forced" else "position_agreement"
+
+
 def read_scores(path: str | os.PathLike) -> dict[str, Any]:
     """``{"attrs", "match": {...}, "corpus": {"attrs", "data"} | None}``; a damaged file is one
     :class:`~mia_core.formats.integrity.DamagedFile` line."""
     with open_hdf5(path, RESCORE) as f:
         out: dict[str, Any] = {"attrs": {k: decode_attr(v) for k, v in f.attrs.items()},
                                "match": {k: v[()] for k, v in f["match"].items()}, "corpus": None}
+        if LEGACY_AGREEMENT in out["match"]:
+            out["match"][_agreement_name(out["attrs"].get("method"))] = out["match"].pop(LEGACY_AGREEMENT)
         if "corpus" in f:
             c = f["corpus"]
             out["corpus"] = {"attrs": {k: decode_attr(v) for k, v in c.attrs.items()},

@@ -4,8 +4,9 @@ A record holds the row (``index``), its map row (``prefix_index``), sample id an
 prefix's start offset, the prefix and the true suffix as text (decoded with the map's tokenizer),
 the generation as text, and, when the run was scored (``<run>.scores.h5``), every per-row score as ``score_<name>`` and
 ``corpus_<name>``. A teacher-forced run generated nothing: its per-position argmax tokens are not
-a generation and are exported only as ``teacher_forced_argmax_tokens`` with ``--tokens``
-(docs/report.md).
+a generation and are exported only as ``teacher_forced_argmax_tokens`` with ``--tokens``, and the
+scores that compare a generated text (approximate memorization, edit distance, BLEU) are absent,
+as the summary withholds them; :func:`metadata` says why (docs/report.md).
 """
 
 from __future__ import annotations
@@ -57,6 +58,28 @@ def _scores(run_path: Path, rows: int) -> dict[str, np.ndarray]:
     return out
 
 
+#: Scores that compare a generated text with the true one: a teacher-forced run has none.
+GENERATION_ONLY = ("score_approximate", "score_edit_distance", "score_bleu")
+TEACHER_FORCED_REASON = ("teacher-forced run: no generated text to compare, so approximate memorization (and its "
+                         "edit distance and BLEU) does not apply; the summary withholds it too")
+
+
+def metadata(run_path: str | os.PathLike) -> dict[str, Any]:
+    """What an export says about itself: the run, its kind, and the fields absent for that kind with why."""
+    from mia_core.formats.runs import open_run
+
+    run = open_run(run_path)
+    teacher_forced = run.method == "teacher-forced"
+    absent = {name: TEACHER_FORCED_REASON for name in GENERATION_ONLY} if teacher_forced else {}
+    agreement = ("score_next_token_accuracy: fraction of the k positions where the model's argmax given the true "
+                 "context is the true token (teacher-forced)" if teacher_forced else
+                 "score_position_agreement: fraction of the k positions where the generated token is the true one "
+                 "(Biderman et al. 2023's Pythia memorization score)")
+    return {"run": run.path.name, "method": run.method, "absent_fields": absent, "per_position_figure": agreement,
+            "rows": "every run row; score_eligible marks the rows the summary's figures count (true suffix of at "
+                    "least k tokens, request not failed)"}
+
+
 def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True) -> Iterator[dict[str, Any]]:
     """The export records of a run, in row order."""
     from mia_core import registry
@@ -90,6 +113,8 @@ def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True
     lengths = run.read("lengths")
     extra = {c: run.read(c) for c in run.columns if c not in STANDARD_COLUMNS}
     scores = _scores(run.path, len(run))
+    if teacher_forced:  # withheld by the summary, so never exported either
+        scores = {k: v for k, v in scores.items() if k not in GENERATION_ONLY}
     for i in range(len(run)):
         r = int(prefix_rows[i])
         rec: dict[str, Any] = {"index": i, "prefix_index": r, "sample_id": plain(ids[i]),
@@ -166,13 +191,17 @@ def write_stream(rows: list[dict[str, Any]], fmt: str, stream: IO[str]) -> None:
         writer.writerow({k: _csv_cell(v) for k, v in row.items()})
 
 
-def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
-    """A Parquet file's bytes through pyarrow (token lists as list<int64> columns)."""
+def parquet_bytes(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> bytes:
+    """A Parquet file's bytes through pyarrow (token lists as list<int64> columns); ``meta`` goes
+    into the schema's metadata under the key ``mia`` (JSON)."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise MiaError(f"--format parquet needs pyarrow, which is not installed: {PARQUET_HINT}") from None
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows), sink)
+    table = pa.Table.from_pylist(rows)
+    if meta is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"mia": json.dumps(meta).encode()})
+    pq.write_table(table, sink)
     return sink.getvalue().to_pybytes()

@@ -181,20 +181,26 @@ def good_toulmin(table: Mapping[int, int], t: float) -> dict[str, Any]:
     return {"t": t, "new": u, "method": method, "warnings": warnings}
 
 
-def chao1(table: Mapping[int, int]) -> dict[str, Any]:
-    """Chao1 lower bound on the total number of distinct items (seen + unseen).
+def _chao_f0(f1: int, f2: int, T: int) -> tuple[float, str]:
+    """Chao et al. (2014)'s estimate of the items not yet seen, with the (T − 1)/T correction:
+    (T − 1)/T · f1²/(2 f2) when f2 > 0, else the bias-corrected (T − 1)/T · f1 (f1 − 1)/2."""
+    factor = (T - 1) / T if T > 0 else 0.0
+    if f2 > 0:
+        return factor * f1 * f1 / (2.0 * f2), "(T-1)/T * f1^2/(2 f2)"
+    return factor * f1 * (f1 - 1) / 2.0, "(T-1)/T * f1(f1-1)/2 (bias-corrected, f2 = 0)"
 
-    S = S_obs + n1²/(2 n2); when n2 = 0 the bias-corrected S_obs + n1(n1−1)/2 is used.
+
+def chao1(table: Mapping[int, int], units: int | None = None) -> dict[str, Any]:
+    """Chao1 lower bound on the total number of distinct items (seen + unseen): S_obs + f0, with
+    f0 as in :func:`chao_extrapolation` (T = ``units``, or N = Σ r f_r without it), so the bound is
+    the limit of the extrapolation curve as t → ∞.
     """
     tab = _clean_table(table)
     s_obs = sum(tab.values())
-    n1, n2 = tab.get(1, 0), tab.get(2, 0)
-    if n2 > 0:
-        unseen, form = n1 * n1 / (2.0 * n2), "n1^2/(2 n2)"
-    else:
-        unseen, form = n1 * (n1 - 1) / 2.0, "n1(n1-1)/2 (bias-corrected, n2 = 0)"
+    T = int(units) if units else sum(r * n for r, n in tab.items())
+    unseen, form = _chao_f0(tab.get(1, 0), tab.get(2, 0), T)
     return {"observed": s_obs, "unseen_lower_bound": unseen, "total_lower_bound": s_obs + unseen,
-            "formula": form,
+            "formula": form, "units": T,
             "label": "estimate (lower bound): assumes independent draws; heterogeneous detectability "
                      "makes the true number larger"}
 
@@ -208,7 +214,7 @@ def chao_extrapolation(table: Mapping[int, int], t: float, units: int | None = N
 
     where f_r = items found in exactly r units and T = sampling units (prompts or generations,
     those that found nothing included); without ``units``, T = N = Σ r f_r (abundance data).
-    new(0) = 0, it never decreases in t, and it tends to f0 (the Chao1-type bound) as t → ∞.
+    new(0) = 0, it never decreases in t, and it tends to f0 (:func:`chao1`'s unseen part) as t → ∞.
     """
     if t < 0:
         raise ValueError("t must be non-negative")
@@ -218,8 +224,7 @@ def chao_extrapolation(table: Mapping[int, int], t: float, units: int | None = N
     f1, f2 = tab.get(1, 0), tab.get(2, 0)
     if T <= 1 or f1 == 0 or t == 0:
         return {"t": t, "new": 0.0, "f0": 0.0, "units": T, "method": "chao-2014", "warnings": []}
-    factor = (T - 1) / T
-    f0 = factor * (f1 * f1 / (2.0 * f2) if f2 > 0 else f1 * (f1 - 1) / 2.0)
+    f0, _ = _chao_f0(f1, f2, T)
     if f0 <= 0:
         return {"t": t, "new": 0.0, "f0": 0.0, "units": T, "method": "chao-2014", "warnings": []}
     new = f0 * (1.0 - (1.0 - f1 / (T * f0 + f1)) ** (t * T))
@@ -253,6 +258,6 @@ def estimate(table: Mapping[int, int], ts: Iterable[float] = (1, 2, 5, 10),
                                    "made (Chao et al. 2014 extrapolation: continuous, never decreasing in t, "
                                    "bounded by its f0; Good–Toulmin beside it for t ≤ 1); assumes the "
                                    f"{unit}s are independent draws from one fixed distribution"},
-        "chao1": chao1(tab),
+        "chao1": chao1(tab, units),
         "warnings": sgt.warnings + [w for c in curve for w in c["warnings"]],
     }

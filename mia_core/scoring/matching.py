@@ -4,8 +4,11 @@ All scores look at the first ``k`` tokens of the true suffix:
 
 - ``exact``: the generation starts with those k tokens (greedy extraction, Carlini et al. 2022);
 - ``matched_length``: number of leading generated tokens equal to the suffix (capped at k);
-- ``memorization_score``: fraction of the k positions where generated == true (Pythia,
-  Biderman et al. 2023); memorized iff 1;
+- ``agreement``: fraction of the k positions where the run's token == the true one. For a
+  generated run it is the **position agreement (generated)**, Biderman et al. 2023's Pythia
+  memorization score (memorized iff 1); for a teacher-forced run, whose tokens are argmaxes given
+  the true context, it is the **next-token accuracy (teacher-forced)**, another quantity
+  (``scoring.summary.per_position_name`` names it by run kind);
 - ``edit_distance``: token Levenshtein distance between the first k generated tokens and
   the k suffix tokens, divided by k; approximate iff ≤ threshold. This criterion is mia's
   own (a token-level variant), not Ippolito et al.'s;
@@ -38,7 +41,7 @@ class MatchScores:
     eligible: np.ndarray  # bool: suffix has at least k tokens
     exact: np.ndarray  # bool
     matched_length: np.ndarray  # int32
-    memorization_score: np.ndarray  # float32
+    agreement: np.ndarray  # float32: position agreement (generated) or next-token accuracy (teacher-forced)
     edit_distance: np.ndarray  # float32, normalised by k
     approximate: np.ndarray  # bool
     bleu: np.ndarray | None = None  # float32 in [0, 1]

@@ -80,7 +80,7 @@ def extrapolation_plot(table: Mapping[int, int], out: str | os.PathLike, max_t: 
     ax.plot(gt_ts, [distinct + good_toulmin(table, t)["new"] for t in gt_ts], color="#9bbb59", ls=":",
             label="Good–Toulmin, t ≤ 1 (estimate)")
     ax.axhline(distinct, color="grey", lw=0.8, label=f"observed: {distinct}")
-    c = chao1(table)
+    c = chao1(table, units)
     ax.axhline(c["total_lower_bound"], color="#c0504d", ls="--", lw=1,
                label=f"Chao1 lower bound: {c['total_lower_bound']:.1f}")
     ax.set_xlabel(f"additional {unit}s t, as a multiple of those made")

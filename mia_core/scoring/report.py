@@ -30,13 +30,13 @@ from mia_core.scoring.report_parts import (
     matched_lengths_by_label,
     provenance_rows,
 )
-from mia_core.scoring.summary import format_number, format_rate, per_position_name, score_run
+from mia_core.scoring.summary import eligible_by_label, format_number, format_rate, per_position_name, score_run
 from mia_core.scoring.tables import EstimateSource, table_from_runs
 
 
 def _tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of one run's summary. A teacher-forced run's per-position figure is
-    named teacher-forced token accuracy, never the Pythia score of a generated run."""
+    named next-token accuracy (teacher-forced), never a generated run's position agreement."""
     key, pp_name = per_position_name(s["method"])
     ml = s["matched_length"]
     out = [("Summary", ["measure", "value"], [
@@ -45,18 +45,21 @@ def _tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
         ["prefix / suffix tokens, location", f"{s['prefix_tokens']} / {s['suffix_tokens']}, {s['prefix_loc']}"],
         ["rows / failed / suffix shorter than k / eligible",
          f"{s['rows']} / {s['failed']} / {s['skipped_short_suffix']} / {s['eligible']} (figures below: eligible rows)"],
+        ["eligible rows by label", eligible_by_label(s)],
         [f"exact extraction of the first {s['k']} tokens", format_rate(s["extraction"])],
         [f"approximate ({s['approximate']['criterion']})", format_rate(s["approximate"])],
-        [pp_name, format_number(s.get(key), ".3f")],
+        [f"{pp_name}, mean", format_number(s.get(key), ".3f")],
         ["matched length mean / median / max", f"{format_number(ml['mean'])} / {format_number(ml['median'], '.0f')} / "
          f"{format_number(ml['max'], 'd')}"],
     ])]
     for title, group_key in (("By label", "by_label"), ("By prefix location", "by_prefix_loc"),
                              ("By prefix start (token offset)", "by_prefix_start")):
-        out.append((title, ["group", "rows", "failed", "eligible", "exact extraction", "approximate",
-                            "mean matched length"],
+        out.append((f"{title} (figures over each group's eligible rows)",
+                    ["group", "rows", "failed", "eligible", "exact extraction", "approximate",
+                     "mean matched length", pp_name],
                     [[name, str(g["rows"]), str(g["failed"]), str(g["eligible"]), format_rate(g["extraction"]),
-                      format_rate(g["approximate"]), format_number(g["mean_matched_length"])]
+                      format_rate(g["approximate"]), format_number(g["mean_matched_length"]),
+                      format_number(g.get(key), ".3f")]
                      for name, g in s[group_key].items()]))
     c = s.get("corpus")
     if c:

@@ -85,7 +85,7 @@ def longest_extractions(run_path: str | os.PathLike, k: int, n: int) -> tuple[li
 def _ci(low: float | None, high: float | None) -> str:
     if low is None or high is None or (isinstance(low, float) and math.isnan(low)):
         return "n/a (no bootstrap interval)"
-    return f"[{low:.3f}, {high:.3f}]"
+    return f"[{low:.3f}, {high:.3f}]" + (" below chance" if high < 0.5 else "")
 
 
 def attack_sections(paths: list[str | os.PathLike] | tuple, img_dir: Path) -> list[Section]:
@@ -123,6 +123,8 @@ def attack_sections(paths: list[str | os.PathLike] | tuple, img_dir: Path) -> li
         if rows:
             sec.tables.append(("AUC (higher score = more likely member)", heads, rows))
             sec.notes.append(f"TPR@x%FPR: {TPR_CONVENTION}")
+            sec.notes.append("rows: each signal's labelled strings with a finite score (members and nonmembers "
+                             "columns); below chance: the AUC interval lies wholly below 0.5")
         else:
             sec.notes.append(a.get("label_message") or "no signal could be evaluated: both member and nonmember "
                                                        "labels are needed")
@@ -171,9 +173,13 @@ DEFINITIONS: list[tuple[str, str]] = [
                        "(0 to k)"),
     ("approximate memorization", "normalized token edit distance between generation and true suffix at most the "
                                  "threshold (or BLEU at least the threshold with --bleu; Ippolito et al. 2022)"),
-    ("Pythia memorization score", "fraction of the k positions where the generated token equals the true one "
-                                  "(Biderman et al. 2023); teacher-forced runs report teacher-forced token "
-                                  "accuracy instead"),
+    ("position agreement (generated)", "fraction of the k positions where the generated token equals the true "
+                                       "one (Biderman et al. 2023's Pythia memorization score); generated runs only"),
+    ("next-token accuracy (teacher-forced)", "fraction of the k positions where the model's most likely token, "
+                                             "given the true text before it, is the true one; teacher-forced runs "
+                                             "only, and much higher than the position agreement of a generation"),
+    ("eligible rows", "rows whose true suffix has at least k tokens and whose request did not fail; every rate "
+                      "and mean of a run is over them (the tables give rows, failed and eligible)"),
     ("corpus membership", "a generation contains a verbatim window of at least W tokens that occurs in the "
                           "indexed corpus (Nasr et al. 2023)"),
     ("AUC", "area under the ROC curve of a membership signal (higher score = more likely member); 0.5 is "

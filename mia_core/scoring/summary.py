@@ -79,13 +79,18 @@ def failed_rows(run: Any) -> np.ndarray:
     return np.array([bool(str(e).strip()) for e in run.read("error")], dtype=bool)
 
 
+#: (JSON key and per-row column, printed name) of the per-position figure, by run kind: the two
+#: are different quantities (docs/scoring.md) and never share a name.
+POSITION_AGREEMENT = ("position_agreement", "position agreement (generated)")
+NEXT_TOKEN_ACCURACY = ("next_token_accuracy", "next-token accuracy (teacher-forced)")
+
+
 def per_position_name(method: str) -> tuple[str, str]:
-    """(JSON key, printed name) of the per-position figure: a generated run's Pythia memorization
-    score, or a teacher-forced run's token accuracy (argmax = truth with the true context),
-    which is a different quantity and never takes the Pythia name."""
-    if method == "teacher-forced":
-        return "teacher_forced_token_accuracy", "teacher-forced token accuracy (mean)"
-    return "mean_memorization_score", "Pythia memorization score (mean)"
+    """(JSON key, printed name) of the per-position figure: a generated run's position agreement
+    (the fraction of the k positions where the generated token is the true one: Biderman et al.
+    2023's Pythia memorization score), or a teacher-forced run's next-token accuracy (argmax =
+    truth given the true context), a different and much higher quantity."""
+    return NEXT_TOKEN_ACCURACY if method == "teacher-forced" else POSITION_AGREEMENT
 
 
 def _group_rates(mask: np.ndarray, s: MatchScores, failed: np.ndarray, method: str) -> dict[str, Any]:
@@ -102,7 +107,7 @@ def _group_rates(mask: np.ndarray, s: MatchScores, failed: np.ndarray, method: s
             "extraction": rate(int((s.exact & el).sum()), n),
             "approximate": approximate,
             "mean_matched_length": float(s.matched_length[el].mean()) if n else None,
-            key: float(s.memorization_score[el].mean()) if n else None}
+            key: float(s.agreement[el].mean()) if n else None}
 
 
 def _bucket_starts(starts: np.ndarray) -> dict[str, np.ndarray]:
@@ -295,7 +300,7 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
                                  "max": int(ml.max()) if len(ml) else None,
                                  "histogram": {str(i): int(c) for i, c in enumerate(hist)}}
     if method != "teacher-forced":
-        summary["memorized_pythia"] = int((scores.memorization_score[eligible] == 1).sum())
+        summary["memorized_pythia"] = int((scores.agreement[eligible] == 1).sum())
     summary["by_label"] = {(lab or "unlabelled"): _group_rates(labels == lab, scores, failed, method)
                            for lab in sorted(set(labels.tolist()))}
     loc = str(pmap.attrs.get("prefix_loc", "?"))
@@ -315,8 +320,8 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
     notes = []
     if method == "teacher-forced":
         notes.append("teacher-forced run: exact extraction and matched length equal greedy decoding; the "
-                     "per-position figure is teacher-forced token accuracy (argmax = truth given the true "
-                     "context), not the Pythia score of a generation; approximate memorization is withheld")
+                     "per-position figure is the next-token accuracy (teacher-forced: argmax = truth given the "
+                     "true context), not a generation's position agreement; approximate memorization is withheld")
     if summary["failed"]:
         notes.append(f"{summary['failed']} row(s) failed (their error is in the run's error column): they are "
                      "left out of every figure; `mia prompt --resume RUN --retry-failed` asks them again")
@@ -339,7 +344,7 @@ def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: flo
                  "bleu_threshold": bleu_threshold if bleu else None, "method": method, "rows": len(generations),
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         match = {"k": scores.k, "eligible": scores.eligible, "failed": failed, "exact": scores.exact,
-                 "matched_length": scores.matched_length, "memorization_score": scores.memorization_score,
+                 "matched_length": scores.matched_length, per_position_name(method)[0]: scores.agreement,
                  "edit_distance": scores.edit_distance, "approximate": scores.approximate, "bleu": scores.bleu}
         try:
             write_scores(run.path, attrs, match, corpus)
@@ -372,6 +377,11 @@ def format_rate(r: dict[str, Any]) -> str:
     return f"{r['count']}/{r['n']} = {100 * r['rate']:.1f}%  [95% CI {100 * lo:.1f}–{100 * hi:.1f}%]"
 
 
+def eligible_by_label(summary: dict[str, Any]) -> str:
+    """``member 29 of 30, nonmember 12 of 30``: the eligible rows of each label, which every rate counts."""
+    return ", ".join(f"{name} {g['eligible']} of {g['rows']}" for name, g in summary.get("by_label", {}).items())
+
+
 def format_number(value: float | None, fmt: str = ".2f") -> str:
     return "n/a" if value is None else format(value, fmt)
 
@@ -390,20 +400,24 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"({s['prefix_loc']}), suffix {s['suffix_tokens']} tokens, max_length {s.get('max_length')}, "
              f"k = {s['k']}",
              f"  rows {s['rows']}, failed {s['failed']}, suffix shorter than k {s['skipped_short_suffix']}, "
-             f"eligible {s['eligible']} (every figure below is over the eligible rows)", ""]
+             f"eligible {s['eligible']} (every figure below is over the eligible rows: true suffix of at least k "
+             "tokens, request not failed)",
+             f"  eligible rows by label: {eligible_by_label(s)}", ""]
     rows = [["exact extraction (first k tokens)", format_rate(s["extraction"])],
             [f"approximate ({s['approximate']['criterion']})", format_rate(s["approximate"])],
-            [pp_name, format_number(s.get(key), ".3f")],
+            [f"{pp_name}, mean", format_number(s.get(key), ".3f")],
             ["matched prefix length mean / median / max",
              f"{format_number(ml['mean'])} / {format_number(ml['median'], '.0f')} / {format_number(ml['max'], 'd')}"]]
     lines += [text_table(["measure", "value"], rows), ""]
     for title, group_key in (("by label", "by_label"), ("by prefix location", "by_prefix_loc"),
                              ("by prefix start (token offset)", "by_prefix_start")):
         group = [[name, str(g["rows"]), str(g["failed"]), str(g["eligible"]), format_rate(g["extraction"]),
-                  format_rate(g["approximate"]), format_number(g["mean_matched_length"])]
+                  format_rate(g["approximate"]), format_number(g["mean_matched_length"]),
+                  format_number(g.get(key), ".3f")]
                  for name, g in s[group_key].items()]
-        lines += [text_table([title, "rows", "failed", "eligible", "extraction", "approximate", "mean matched"],
-                             group), ""]
+        lines += [text_table([title, "rows", "failed", "eligible", "extraction", "approximate", "mean matched",
+                              pp_name], group),
+                  "  (rates and means over each group's eligible rows)", ""]
     hist = ml["histogram"]
     nonzero = [(int(k), v) for k, v in hist.items() if v]
     lines.append("matched length distribution (eligible rows): " + (", ".join(f"{k}:{v}" for k, v in nonzero)

@@ -29,6 +29,16 @@ _FOLDER_LABELS = {"member": MEMBER, "nonmember": NONMEMBER}
 
 #: Fields read as the membership label without options (in this order), unless label_field=none.
 LABEL_FIELDS = ("label", "is_member", "member", "membership")
+#: Fields read as the sample id without options (in this order), unless id_field=none.
+ID_FIELDS = ("id", "_id", "doc_id", "sample_id")
+
+
+def _field_option(options: dict[str, Any], key: str) -> tuple[bool, str | None]:
+    """(found automatically?, the field named): no option means automatic, ``none`` means no field."""
+    field = options.get(key)
+    if field is None:
+        return True, None
+    return False, None if str(field).strip().lower() in ("", "none") else str(field)
 
 
 class Settings:
@@ -37,14 +47,13 @@ class Settings:
     def __init__(self, options: dict[str, Any]) -> None:
         self.by = parse_choice(options.get("by", "file"), "by", BY)
         self.text_field = str(options.get("text_field", "text"))
-        self.id_field = options.get("id_field") or None
-        field = options.get("label_field")
-        # No label_field option: a common label field is found on its own; label_field=none turns that off.
-        self.label_field_auto = field is None
-        self.label_field = None if field is None or str(field).strip().lower() in ("", "none") else field
+        # No id_field/label_field option: a common field is found on its own; =none turns that off.
+        self.id_field_auto, self.id_field = _field_option(options, "id_field")
+        self.label_field_auto, self.label_field = _field_option(options, "label_field")
         self.label = normalize_label(options.get("label"), "option label")
         self.encoding = str(options.get("encoding", "utf-8"))
         self.detected: str | None = None  # the label field found automatically (said once on stderr)
+        self.id_detected: str | None = None  # the id field found automatically (said once on stderr)
         try:  # an unknown name fails here, in one line, not at the first file read
             codecs.lookup(self.encoding)
         except LookupError:
@@ -55,12 +64,22 @@ class Settings:
         """The explicit label field, or the first common one among ``fields`` when none was given."""
         if self.label_field or not self.label_field_auto:
             return self.label_field
-        present = set(fields)
-        found = next((f for f in LABEL_FIELDS if f in present), None)
+        found = next((f for f in LABEL_FIELDS if f in set(fields)), None)
         if found and self.detected is None:
             self.detected = found
             print(f"mia: membership labels read from field {found!r} (found automatically; "
                   "--dataset-option label_field=none ignores it)", file=sys.stderr)
+        return found
+
+    def id_field_of(self, fields: Iterable[str]) -> str | None:
+        """The explicit id field, or the first common one among ``fields`` when none was given."""
+        if self.id_field or not self.id_field_auto:
+            return self.id_field
+        found = next((f for f in ID_FIELDS if f in set(fields)), None)
+        if found and self.id_detected is None:
+            self.id_detected = found
+            print(f"mia: sample ids read from field {found!r} (found automatically; "
+                  "--dataset-option id_field=none numbers the records instead)", file=sys.stderr)
         return found
 
 
@@ -125,6 +144,7 @@ class LocalFiles:
                          "empty files, or lines/paragraphs that are all blank")
 
     def _samples(self) -> Iterator[Sample]:
+        seen_ids: dict[str, str] = {}  # id → record, per pass: a repeated id is an error
         for f in self.files:
             rel = self._relative(f)
             default_label = self.settings.label or self._folder_label(rel)
@@ -134,7 +154,7 @@ class LocalFiles:
                     yield from _read_txt(f, rel, default_label, self.settings)
                 else:
                     records = _READERS[suffix](f, self.settings)
-                    yield from _records_to_samples(records, rel, default_label, self.settings)
+                    yield from _records_to_samples(records, rel, default_label, self.settings, seen_ids)
             except UnicodeDecodeError as e:
                 raise MiaError(f"{f}: not {self.settings.encoding} text ({e.reason} at byte {e.start}); "
                                "set --dataset-option encoding=NAME") from None
@@ -218,7 +238,7 @@ def _read_parquet(f: Path, s: Settings) -> Iterator[tuple[str, Any]]:
     pf = _parquet_file(f)
     names = pf.schema_arrow.names
     _require_fields(f, names, s)
-    columns = [c for c in (s.text_field, s.id_field, s.label_field_of(names)) if c]
+    columns = [c for c in (s.text_field, s.id_field_of(names), s.label_field_of(names)) if c]
     index = 0
     for batch in pf.iter_batches(batch_size=1024, columns=list(dict.fromkeys(columns))):
         for record in batch.to_pylist():
@@ -237,8 +257,13 @@ _READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, 
             ".tsv": _read_csv, ".parquet": _read_parquet}
 
 
-def record_sample(record: Any, where: str, default_id: str, default_label: str | None, s: Settings) -> Sample:
-    """One record (a mapping, or a bare string) as a Sample, with errors that name the fields present."""
+def record_sample(record: Any, where: str, default_id: str, default_label: str | None, s: Settings,
+                  seen_ids: dict[str, str] | None = None) -> Sample:
+    """One record (a mapping, or a bare string) as a Sample, with errors that name the fields present.
+
+    ``seen_ids`` (id → where it was read) makes a repeated id from an id field an error naming both
+    records: a label file or an export keyed by id could not tell them apart. (Position ids are
+    unique by construction and not held, so a dataset without ids is still read in constant memory.)"""
     if isinstance(record, str):
         record = {s.text_field: record}
     if not isinstance(record, dict):
@@ -252,7 +277,12 @@ def record_sample(record: Any, where: str, default_id: str, default_label: str |
         text = ""
     elif not isinstance(text, str):
         raise MiaError(f"{where}: field {s.text_field!r} holds {type(text).__name__}, not text")
-    sample_id = str(record[s.id_field]) if s.id_field else default_id
+    sample_id = _record_id(record, s.id_field_of(record), default_id)
+    if seen_ids is not None and sample_id != default_id:
+        if sample_id in seen_ids:
+            raise MiaError(f"duplicate sample id {sample_id!r}: {seen_ids[sample_id]} and {where} "
+                           "(ids must be unique; --dataset-option id_field=none numbers the records instead)")
+        seen_ids[sample_id] = where
     label_field = s.label_field_of(record)
     label = None
     if label_field:
@@ -266,10 +296,20 @@ def record_sample(record: Any, where: str, default_id: str, default_label: str |
     return Sample(sample_id, text, label or default_label)
 
 
+def _record_id(record: dict, id_field: str | None, default_id: str) -> str:
+    """The record's id as text (an integer-valued float 3.0 as ``3``); its position when it has none."""
+    value = record.get(id_field) if id_field else None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default_id
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _records_to_samples(records: Iterator[tuple[str, Any]], rel: str, label: str | None,
-                        s: Settings) -> Iterator[Sample]:
+                        s: Settings, seen_ids: dict[str, str]) -> Iterator[Sample]:
     for position, record in records:
-        yield record_sample(record, f"{rel}:{position}", f"{rel}:{position}", label, s)
+        yield record_sample(record, f"{rel}:{position}", f"{rel}:{position}", label, s, seen_ids)
 
 
 def create_files(name: str, options: dict[str, Any]) -> LocalFiles:

@@ -52,9 +52,10 @@ class HFDataset:
         return non_empty(self._samples(), f"dataset {self._label!r}")
 
     def _samples(self) -> Iterator[Sample]:
+        seen_ids: dict[str, str] = {}  # id → record, per pass: a repeated id is an error
         for index, record in enumerate(self._data):
             where = f"{self._label}:{index}"
-            yield record_sample(record, where, where, None, self._settings)
+            yield record_sample(record, where, where, None, self._settings, seen_ids)
 
 
 def _pick_split(data: Any, split: str, target: str) -> Any:

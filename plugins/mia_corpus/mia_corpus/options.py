@@ -8,8 +8,10 @@ from mia_core.types import MEMBER, NONMEMBER, Sample
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_MEMBER_VALUES = {"member", "members", "1", "true", "yes", "in", "seen"}
-_NONMEMBER_VALUES = {"nonmember", "nonmembers", "non-member", "non_member", "0", "false", "no", "out", "unseen"}
+# "1.0"/"0.0": labels pandas and Parquet write as floats (a float 1.0 reads as the text "1.0")
+_MEMBER_VALUES = {"member", "members", "1", "1.0", "true", "yes", "in", "seen"}
+_NONMEMBER_VALUES = {"nonmember", "nonmembers", "non-member", "non_member", "0", "0.0", "false", "no", "out",
+                     "unseen"}
 
 
 def check_options(dataset: str, options: Mapping[str, Any], accepted: Iterable[str]) -> None:
@@ -58,7 +60,7 @@ def normalize_label(value: Any, where: str) -> str | None:
     if text in _NONMEMBER_VALUES:
         return NONMEMBER
     raise MiaError(f"{where}: label {value!r} is neither member nor nonmember (accepted: member/nonmember, "
-                   "1/0, true/false, yes/no)")
+                   "1/0, 1.0/0.0, true/false, yes/no)")
 
 
 def non_empty(samples: Iterable[Sample], what: str, hint: str = "") -> Iterator[Sample]:

@@ -5,7 +5,8 @@
 For each sample of the ``repeated/`` group and its length-matched generated control: the first
 ``prefix-tokens`` tokens are the prefix, the rest of the text (at most 480 tokens) the
 continuation, scored in one teacher-forced pass. Printed per sample: continuation tokens,
-token accuracy (fraction of positions where the model's argmax is the true token), and the
+next-token accuracy (teacher-forced: fraction of positions where the model's argmax given the true
+text before it is the true token), and the
 greedy exact-match length (leading positions all correct: what greedy decoding reproduces).
 """
 
@@ -32,7 +33,8 @@ def main() -> int:
     encoded = backend.tokenizer.encode_batch([s.text for s in rows])
     windows = [e[: args.prefix_tokens + MAX_CONTINUATION] for e in encoded]
     scores = backend.score(windows, 0, distribution=False)
-    print("| sample | label | continuation tokens | token accuracy | greedy exact match (tokens) |")
+    print("| sample | label | continuation tokens | next-token accuracy (teacher-forced) "
+          "| greedy exact match (tokens) |")
     print("|---|---|---:|---:|---:|")
     summary = {"member": [], "nonmember": []}
     for sample, tokens, s in zip(rows, windows, scores, strict=True):
@@ -43,7 +45,8 @@ def main() -> int:
         print(f"| {sample.id} | {sample.label} | {n} | {equal.mean():.2f} | {matched} |")
     for label, values in summary.items():
         acc = np.array([v[0] for v in values])
-        print(f"{label}: mean token accuracy {acc.mean():.3f} (min {acc.min():.2f}, max {acc.max():.2f}); "
+        print(f"{label}: mean next-token accuracy (teacher-forced) {acc.mean():.3f} "
+              f"(min {acc.min():.2f}, max {acc.max():.2f}); "
               f"mean greedy match {np.mean([v[1] for v in values]):.1f} tokens over {len(values)} samples")
     return 0
 

@@ -207,3 +207,55 @@ def test_an_unreadable_automatic_label_says_how_to_ignore_it(tmp_path):
     with pytest.raises(MiaError, match="label_field=none ignores it"):
         list(load(f))
     assert [s.label for s in load(f, label_field="none")] == [None]
+
+
+@pytest.mark.parametrize("field", ["id", "_id", "doc_id", "sample_id"])
+def test_common_id_fields_are_read_without_options(tmp_path, field, capsys):
+    f = tmp_path / "study.jsonl"
+    f.write_text(json.dumps({"text": "a", field: "doc-7", "label": 1}) + "\n"
+                 + json.dumps({"text": "b", field: 12}) + "\n" + json.dumps({"text": "c"}) + "\n")
+    # an id present is the sample id; a record without one keeps its position
+    assert [s.id for s in load(f)] == ["doc-7", "12", "study.jsonl:3"]
+    assert f"sample ids read from field {field!r}" in capsys.readouterr().err
+    assert [s.id for s in load(f, id_field="none")] == ["study.jsonl:1", "study.jsonl:2", "study.jsonl:3"]
+    c = tmp_path / "study.csv"
+    c.write_text(f"{field},text\nx1,a\nx2,b\n")
+    assert [s.id for s in load(c)] == ["x1", "x2"]
+
+
+def test_id_field_priority_and_parquet_float_ids(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"text": "a", "sample_id": "s", "doc_id": "d", "_id": "u", "id": "i"}) + "\n"
+                 + json.dumps({"text": "b", "sample_id": "s2", "doc_id": "d2"}) + "\n")
+    # per record, the first of id, _id, doc_id, sample_id that it has
+    assert [s.id for s in load(f)] == ["i", "d2"]
+    pq.write_table(pa.table({"text": ["a", "b"], "doc_id": [3.0, 4.0], "label": [1.0, 0.0]}), tmp_path / "d.parquet")
+    assert [(s.id, s.label) for s in load(tmp_path / "d.parquet")] == [("3", "member"), ("4", "nonmember")]
+
+
+def test_duplicate_ids_name_both_records(tmp_path):
+    f = tmp_path / "study.jsonl"
+    f.write_text("\n".join(json.dumps({"text": t, "id": i}) for t, i in
+                           [("a", "x"), ("b", "y"), ("c", "x")]) + "\n")
+    with pytest.raises(MiaError, match=r"duplicate sample id 'x': study.jsonl:1 and study.jsonl:3"):
+        list(load(f))
+    # across the files of a folder too, and with an explicit id_field
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "a.csv").write_text("key,text\nk,one\n")
+    (tmp_path / "more" / "b.csv").write_text("key,text\nk,two\n")
+    with pytest.raises(MiaError, match=r"duplicate sample id 'k': a.csv:1 and b.csv:1"):
+        list(load(tmp_path / "more", id_field="key"))
+
+
+@pytest.mark.parametrize("member, nonmember", [(1.0, 0.0), ("1.0", "0.0"), (1, 0)])
+def test_float_labels_are_member_and_nonmember(tmp_path, member, nonmember):
+    """Labels written as floats (pandas, Parquet) or as their text are read, not refused."""
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"text": "a", "label": member}) + "\n" + json.dumps({"text": "b", "label": nonmember}))
+    assert [s.label for s in load(f)] == ["member", "nonmember"]
+    c = tmp_path / "d.csv"
+    c.write_text(f"text,is_member\na,{member}\nb,{nonmember}\n")
+    assert [s.label for s in load(c)] == ["member", "nonmember"]
