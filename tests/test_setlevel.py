@@ -305,7 +305,7 @@ def test_bad_inputs_are_one_line_errors(memorized, tmp_path):
     overlap = write_jsonl(tmp_path / "overlap.jsonl", memorized["texts"][N_EACH - 3:])
     error = one_line_error(mia("dataset-inference", "--suspect", memorized["suspect"], "--validation", overlap,
                                "--model", model, "-q", cwd=tmp_path))
-    assert "3 text(s) are in both the suspect and the validation set" in error
+    assert "3 string(s) are in both the suspect and the validation set as scored" in error
     small = write_jsonl(tmp_path / "small.jsonl", memorized["texts"][N_EACH:N_EACH + di.MIN_PER_SET - 1])
     error = one_line_error(mia("dataset-inference", "--suspect", memorized["suspect"], "--validation", small,
                                "--model", model, "-q", cwd=tmp_path))

@@ -94,8 +94,6 @@ def dataset_inference(suspect, validation, prefix_map, dataset_options, model, m
         folder, source = Path("Prefixes") / "setlevel", {"suspect": suspect, "validation": validation,
                                                           "dataset_options": options}
         stem = f"{safe_name(model)}_{safe_name(suspect)}_dataset-inference_{timestamp()}"
-    sr.check_disjoint(suspect_items, validation_items)
-    sr.check_sizes(len(suspect_items), len(validation_items))
     config = sr.FeatureConfig(signals=names, fractions=fractions, neighbours=neighbours, batch_size=batch_size,
                               seed=seed, quiet=quiet)
     features = sr.set_features(backend, suspect_items, validation_items, config, ref_backend, ref_limit)

@@ -52,12 +52,14 @@ class SetFeatures:
 
 
 def check_disjoint(suspect: Sequence[ar.Item], validation: Sequence[ar.Item]) -> None:
-    """A text in both sets is a member and a non-member at once: refuse it in one line."""
+    """A string in both sets (as scored: texts that open alike are alike once truncated) is a member and a
+    non-member at once: refuse it in one line."""
     shared = {it.text.strip() for it in suspect} & {it.text.strip() for it in validation}
     if shared:
         example = next(iter(sorted(shared)))
-        raise MiaError(f"{len(shared)} text(s) are in both the suspect and the validation set (e.g. "
-                       f"{example[:40]!r}): the sets must be disjoint; remove them from one set")
+        raise MiaError(f"{len(shared)} string(s) are in both the suspect and the validation set as scored (after "
+                       f"truncation to --max-tokens), e.g. {example[:40]!r}: the sets must be disjoint; remove them "
+                       "from one set")
 
 
 def check_sizes(n_suspect: int, n_validation: int) -> None:
