@@ -161,7 +161,7 @@ def test_dataset_inference_null_false_positive_rate_and_detection():
     shifted = rng.normal(size=(40, 4))
     shifted[:, 1] += 1.5
     result = di.dataset_inference(shifted, rng.normal(size=(40, 4)), list("abcd"), splits=5, seed=0)
-    assert result.p_value < 1e-3
+    assert result.p_value < 0.01
     assert max(result.weights, key=result.weights.get) == "b"
     assert result.n_fit == (20, 20) and result.n_test == (20, 20)
 
@@ -337,3 +337,22 @@ def test_order_log_likelihoods_sum_the_scored_tokens_once(memorized):
         expected += float(np.nansum(backend.score([seq[start:end]], 0, distribution=False)[0].logprob[first_new:]))
     totals, _, passes = sr.order_log_likelihoods(backend, [seq], 16, 8, 8, quiet=True)
     assert totals[0] == pytest.approx(expected, rel=1e-5) and passes == len(ct.windows(len(seq), 16, 8)) > 1
+
+
+def test_a_labelled_prefix_map_takes_members_as_the_suspect_set(memorized, tmp_path):
+    from mia_core.extraction.prefix import build_prefix_map
+
+    labelled = tmp_path / "labelled.jsonl"
+    with open(labelled, "w") as fh:
+        for i, text in enumerate(memorized["texts"]):
+            fh.write(json.dumps({"id": f"s{i}", "text": text,
+                                 "label": "member" if i < N_EACH else "nonmember"}) + "\n")
+    folder = build_prefix_map(str(memorized["trained"]), "files", 8, suffix_tokens=8, out=tmp_path / "Prefixes",
+                              dataset_options={"path": str(labelled), "label_field": "label"}, quiet=True)
+    proc = mia("dataset-inference", "--prefix_map", folder, "--model", memorized["trained"], "--signals", "loss,mink",
+               "--min-k-fraction", "0.2", "--splits", "3", "-q", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert (record["result"]["n_suspect"], record["result"]["n_validation"]) == (N_EACH, N_VALIDATION)
+    assert record["result"]["p_value"] < 0.01 and record["prefix_map"] == str(folder)
+    assert record["results"].startswith(str(folder / "setlevel"))
