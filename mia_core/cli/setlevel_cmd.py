@@ -5,7 +5,16 @@ from pathlib import Path
 
 import click
 
-from mia_core.cli.options import dataset_option, model_option, parse_key_values, prefix_map_option, quiet_option
+from mia_core.cli.options import (
+    SEED,
+    Count,
+    Number,
+    dataset_option,
+    model_option,
+    parse_key_values,
+    prefix_map_option,
+    quiet_option,
+)
 from mia_core.defaults import DEFAULT_MODEL
 
 DEFAULT_SIGNALS = "loss,zlib,mink,minkpp,recall,ne"
@@ -13,7 +22,7 @@ DEFAULT_FRACTIONS = "0.05,0.1,0.2,0.3,0.4,0.5,0.6"
 DEFAULT_ALPHA = 0.05
 DEFAULT_MAX_SHARDS = 50  # Oren et al.'s default
 
-alpha_option = click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+alpha_option = click.option("--alpha", type=Number(0, 1, min_open=True, max_open=True),
                             default=DEFAULT_ALPHA, show_default=True,
                             help="Level of the verdict line (the p-value is printed whatever it is).")
 out_dir_option = click.option("--out-dir", "--out_dir", "out", type=click.Path(file_okay=False),
@@ -37,16 +46,16 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
               help="Option for the reference backend (repeatable).")
 @click.option("--min-k-fraction", "--min_k_fraction", "k", default=DEFAULT_FRACTIONS, show_default=True,
               help="Fractions of the Min-K% and Min-K%++ sweeps (one feature each).")
-@click.option("--neighbours", "--neighbors", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--neighbours", "--neighbors", type=Count(min=1), default=5, show_default=True,
               help="Neighbours per string for the ne feature (one forward pass each).")
-@click.option("--splits", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--splits", type=Count(min=1), default=10, show_default=True,
               help="Seeded fitting/testing splits, their p-values merged into one.")
 @alpha_option
-@click.option("--batch-size", "--batch_size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--max-tokens", "--max_tokens", type=click.IntRange(min=1), default=512, show_default=True,
+@click.option("--batch-size", "--batch_size", type=Count(min=1), default=8, show_default=True)
+@click.option("--max-tokens", "--max_tokens", type=Count(min=1), default=512, show_default=True,
               help="Longest string scored (tokens); longer ones are truncated.")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N strings of each set.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the splits and of ReCaLL's prefix.")
+@click.option("--limit", type=Count(min=1), help="Only the first N strings of each set.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the splits and of ReCaLL's prefix.")
 @out_dir_option
 @json_option
 @quiet_option
@@ -110,16 +119,16 @@ def dataset_inference(suspect, validation, prefix_map, dataset_options, model, m
 @dataset_option
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Target model (registry name or path).")
 @model_option
-@click.option("--permutations", type=click.IntRange(min=1), default=99, show_default=True,
+@click.option("--permutations", type=Count(min=1), default=99, show_default=True,
               help="Seeded permutations of each shard; the p-value's resolution is 1/(N+1).")
-@click.option("--shards", type=click.IntRange(min=1),
+@click.option("--shards", type=Count(min=1),
               help="Shards of consecutive examples (default: min(50, examples // 2)).")
-@click.option("--context", type=click.IntRange(min=2),
+@click.option("--context", type=Count(min=2),
               help="Tokens per scoring window (default: the model's context); longer shards slide with half of it.")
 @alpha_option
-@click.option("--batch-size", "--batch_size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N examples.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the permutations.")
+@click.option("--batch-size", "--batch_size", type=Count(min=1), default=8, show_default=True)
+@click.option("--limit", type=Count(min=1), help="Only the first N examples.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the permutations.")
 @out_dir_option
 @json_option
 @quiet_option
