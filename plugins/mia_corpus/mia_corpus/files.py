@@ -67,8 +67,7 @@ class Settings:
         found = next((f for f in LABEL_FIELDS if f in set(fields)), None)
         if found and self.detected is None:
             self.detected = found
-            print(f"mia: membership labels read from field {found!r} (found automatically; "
-                  "--dataset-option label_field=none ignores it)", file=sys.stderr)
+            _said_found("membership labels", found, "label_field=none ignores it")
         return found
 
     def id_field_of(self, fields: Iterable[str]) -> str | None:
@@ -78,9 +77,14 @@ class Settings:
         found = next((f for f in ID_FIELDS if f in set(fields)), None)
         if found and self.id_detected is None:
             self.id_detected = found
-            print(f"mia: sample ids read from field {found!r} (found automatically; "
-                  "--dataset-option id_field=none numbers the records instead)", file=sys.stderr)
+            _said_found("sample ids", found, "id_field=none numbers the records instead")
         return found
+
+
+def _said_found(what: str, field: str, opt_out: str) -> None:
+    """Say once on stderr which field was picked up without being named, and how to turn it off."""
+    print(f"mia: {what} read from field {field!r} (found automatically; --dataset-option {opt_out})",
+          file=sys.stderr)
 
 
 def list_files(root: Path) -> list[Path]:
