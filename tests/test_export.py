@@ -162,7 +162,7 @@ def test_exports_hold_no_figure_the_summary_withholds(tiny_map, runner, tmp_path
 
 
 def test_generated_export_names_position_agreement_and_reads_old_scores_files(tiny_map, runner, tmp_path):
-    import h5py
+    from mia_core.formats.integrity import edit_hdf5
 
     root, model, tok, folder, ids, starts = tiny_map
     gen = tmp_path / "gen.h5"
@@ -176,7 +176,8 @@ def test_generated_export_names_position_agreement_and_reads_old_scores_files(ti
         assert r["score_position_agreement"] == pytest.approx(agree) and "score_next_token_accuracy" not in r
         assert "score_approximate" in r
     # a scores file of an older mia, with the column called memorization_score, exports under today's name
-    with h5py.File(tmp_path / "gen.scores.h5", "r+") as f:
+    # (renamed in place and sealed again: the checksum of docs/report.md's "Damaged files" is not the point here)
+    with edit_hdf5(tmp_path / "gen.scores.h5") as f:
         f["match"].move("position_agreement", "memorization_score")
     old = [json.loads(line) for line in _run(runner, ["export", str(gen)]).stdout.splitlines()]
     assert [r["score_position_agreement"] for r in old] == [r["score_position_agreement"] for r in rows]
