@@ -5,11 +5,17 @@ an engine takes about a minute to start.
 """
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from mia_core import registry
+
+# This folder's pyproject.toml makes it pytest's rootdir, so the repository's conftest.py (which puts
+# tests/ on the path) is not loaded: the shared helpers (tests/run_equality.py) are added here.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 
 # Little of a shared machine's RAM for the KV cache, a short context (the tests use < 200 tokens).
 ENGINE_OPTIONS = {"dtype": "float32", "gpu_memory_utilization": os.environ.get("MIA_TEST_VLLM_MEMORY", "0.25"),
