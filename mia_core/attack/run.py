@@ -134,6 +134,31 @@ def effective_max_tokens(backend: Backend, max_tokens: int | None) -> int | None
     return min(max_tokens, limit) if limit else max_tokens
 
 
+def load_scoring_models(model: str, model_options: dict[str, str], reference: str | None = None,
+                        reference_options: dict[str, str] | None = None, max_tokens: int | None = None,
+                        ) -> tuple[Backend, Backend | None, int | None, int | None]:
+    """The target backend and the optional reference, both refused before loading unless they score,
+    and the longest string each may be given: ``max_tokens`` capped by the model's context. The target's
+    limit is also capped by the reference's, so both see the same text (and a shorter reference context
+    fails here, not after the whole target pass). Returns (backend, reference backend, limit, reference limit)."""
+    from mia_core import registry
+
+    check_registered_scoring(model)
+    if reference:
+        check_registered_scoring(reference)
+    backend = registry.backends.create(model, model_options)
+    require_scoring(backend, model)
+    ref_backend = None
+    if reference:
+        ref_backend = registry.backends.create(reference, reference_options or {})
+        require_scoring(ref_backend, reference)
+    limit = effective_max_tokens(backend, max_tokens)
+    ref_limit = effective_max_tokens(ref_backend, max_tokens) if ref_backend is not None else None
+    if ref_limit is not None and limit is not None:
+        limit = min(limit, ref_limit)
+    return backend, ref_backend, limit, ref_limit
+
+
 def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_size: int, quiet: bool = False,
                     desc: str = "scoring", distribution: bool = True, sampling: Any = None) -> list[TokenScores]:
     """Teacher-forced scores of every sequence from its first token, in input order.

@@ -129,21 +129,9 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         if problem:
             raise MiaError(f"prefix map {pmap.folder.name}: {problem}")
 
-    ar.check_registered_scoring(model)
-    if reference:
-        ar.check_registered_scoring(reference)
-    backend = registry.backends.create(model, parse_key_values(model_options, "--model-option"))
-    ar.require_scoring(backend, model)
-    ref_backend = None
-    if reference:
-        ref_backend = registry.backends.create(reference, parse_key_values(reference_options, "--reference-option"))
-        ar.require_scoring(ref_backend, reference)
-    limit_tokens = ar.effective_max_tokens(backend, max_tokens)  # --max-tokens, capped by the model's context
-    ref_limit = ar.effective_max_tokens(ref_backend, max_tokens) if ref_backend is not None else None
-    if ref_limit is not None and limit_tokens is not None:
-        # Strings are cut to what both models can score, so the reference sees the same text
-        # (and a shorter reference context fails here, not after the whole target pass).
-        limit_tokens = min(limit_tokens, ref_limit)
+    backend, ref_backend, limit_tokens, ref_limit = ar.load_scoring_models(
+        model, parse_key_values(model_options, "--model-option"), reference,
+        parse_key_values(reference_options, "--reference-option"), max_tokens)
 
     if pmap is not None:
         items, _ = ar.load_map_items(pmap, backend, limit_tokens, limit, quiet)

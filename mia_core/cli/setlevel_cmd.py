@@ -88,8 +88,9 @@ def dataset_inference(suspect, validation, prefix_map, dataset_options, model, m
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     pmap = _labelled_map(prefix_map) if prefix_map is not None else None
-    backend, ref_backend, limit_tokens, ref_limit = _load_models(model, model_options, reference, reference_options,
-                                                                 max_tokens)
+    backend, ref_backend, limit_tokens, ref_limit = ar.load_scoring_models(
+        model, parse_key_values(model_options, "--model-option"), reference,
+        parse_key_values(reference_options, "--reference-option"), max_tokens)
     if pmap is not None:
         items, _ = ar.load_map_items(pmap, backend, limit_tokens, None, quiet)
         suspect_items = [it for it in items if it.label == "member"][:limit]
@@ -188,25 +189,6 @@ def _labelled_map(prefix_map: str):
                        "inference takes members as the suspect set and non-members as the validation set; use "
                        "--suspect DATA --validation DATA instead")
     return pmap
-
-
-def _load_models(model, model_options, reference, reference_options, max_tokens):
-    from mia_core import registry
-    from mia_core.attack import run as ar
-
-    ar.check_registered_scoring(model)
-    if reference:
-        ar.check_registered_scoring(reference)
-    backend = registry.backends.create(model, parse_key_values(model_options, "--model-option"))
-    ar.require_scoring(backend, model)
-    ref_backend, ref_limit = None, None
-    limit_tokens = ar.effective_max_tokens(backend, max_tokens)
-    if reference:
-        ref_backend = registry.backends.create(reference, parse_key_values(reference_options, "--reference-option"))
-        ar.require_scoring(ref_backend, reference)
-        ref_limit = ar.effective_max_tokens(ref_backend, max_tokens)
-        limit_tokens = min(limit_tokens, ref_limit) if limit_tokens and ref_limit else limit_tokens
-    return backend, ref_backend, limit_tokens, ref_limit
 
 
 def _dataset_items(name, options, backend, limit_tokens, limit, quiet):
