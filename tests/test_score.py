@@ -12,8 +12,8 @@ from mia_core.cli import cli
 from mia_core.formats.integrity import edit_hdf5
 from mia_core.formats.runs import open_run
 from mia_core.formats.scores import read_scores, scores_path
+from mia_core.formatting import wilson_interval
 from mia_core.scoring.matching import levenshtein_batch, score_matches
-from mia_core.scoring.stats import wilson_interval
 from mia_core.scoring.summary import format_summary, score_run
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.formats.safeio import write_atomically
-from mia_core.scoring.summary import format_rate, per_position_name
+from mia_core.formatting import format_rate, per_position_name
 from mia_core.text_table import text_table
 
 

@@ -89,7 +89,7 @@ def _member_contrast(summary: dict, run_path: Path) -> str:
 
     from mia_core.formats.runs import open_run
     from mia_core.formats.scores import read_scores
-    from mia_core.scoring.summary import per_position_name
+    from mia_core.formatting import per_position_name
     from mia_core.text_table import text_table
 
     run = open_run(run_path)

@@ -133,7 +133,7 @@ def _corpus(index_path: str | os.PathLike, window: int, tails: list[str], diverg
             decode: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """Memorized windows of the tails (diverged rows only): stored data and summary."""
     from mia_core.formats.corpus_index.reader import CorpusIndex
-    from mia_core.scoring.stats import rate
+    from mia_core.formatting import rate
     from mia_core.scoring.summary import _span_counts, memorized_spans
 
     if window < 1:
@@ -202,7 +202,7 @@ def score_divergence_run(run: Any, index: str | os.PathLike | None = None, windo
                          decode: bool = False, min_repeats: int = MIN_REPEATS) -> dict[str, Any]:
     """Summary of a divergence run (JSON-ready); writes ``<run>.scores.h5`` if ``save``."""
     from mia_core.formats.scores import scores_path, write_scores
-    from mia_core.scoring.stats import rate
+    from mia_core.formatting import rate
     from mia_core.scoring.summary import failed_rows
 
     texts, words = generation_texts(run), row_words(run)
@@ -292,7 +292,7 @@ def _five(st: dict[str, Any]) -> str:
 
 def format_divergence(s: dict[str, Any]) -> str:
     """The summary of :func:`score_divergence_run` as plain text."""
-    from mia_core.scoring.summary import format_rate as rate
+    from mia_core.formatting import format_rate as rate
     from mia_core.text_table import text_table
 
     lines = [f"Divergence run {s['run']}",

@@ -8,7 +8,7 @@ All scores look at the first ``k`` tokens of the true suffix:
   generated run it is the **position agreement (generated)**, Biderman et al. 2023's Pythia
   memorization score (memorized iff 1); for a teacher-forced run, whose tokens are argmaxes given
   the true context, it is the **next-token accuracy (teacher-forced)**, another quantity
-  (``scoring.summary.per_position_name`` names it by run kind);
+  (``formatting.per_position_name`` names it by run kind);
 - ``edit_distance``: token Levenshtein distance between the first k generated tokens and
   the k suffix tokens, divided by k; approximate iff ≤ threshold. This criterion is mia's
   own (a token-level variant), not Ippolito et al.'s;

@@ -22,6 +22,7 @@ from mia_core import __version__
 from mia_core.errors import MiaError
 from mia_core.formats.integrity import DamagedFile
 from mia_core.formats.scores import scores_path
+from mia_core.formatting import format_number, format_rate, per_position_name
 from mia_core.scoring.report_parts import (
     DEFINITIONS,
     Section,
@@ -30,7 +31,7 @@ from mia_core.scoring.report_parts import (
     matched_lengths_by_label,
     provenance_rows,
 )
-from mia_core.scoring.summary import eligible_by_label, format_number, format_rate, per_position_name, score_run
+from mia_core.scoring.summary import eligible_by_label, score_run
 from mia_core.scoring.tables import EstimateSource, table_from_runs
 
 

@@ -16,8 +16,8 @@ import numpy as np
 from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import as_str
 from mia_core.formats.scores import scores_path, write_scores
+from mia_core.formatting import format_number, format_rate, per_position_name, rate
 from mia_core.scoring.matching import MatchScores, score_matches
-from mia_core.scoring.stats import rate
 from mia_core.text_table import text_table
 
 START_BUCKETS = ((0, 0, "0 (document start)"), (1, 99, "1-99"), (100, 999, "100-999"),
@@ -77,20 +77,6 @@ def failed_rows(run: Any) -> np.ndarray:
     if not run.has("error"):
         return np.zeros(len(run), dtype=bool)
     return np.array([bool(str(e).strip()) for e in run.read("error")], dtype=bool)
-
-
-#: (JSON key and per-row column, printed name) of the per-position figure, by run kind: the two
-#: are different quantities (docs/scoring.md) and never share a name.
-POSITION_AGREEMENT = ("position_agreement", "position agreement (generated)")
-NEXT_TOKEN_ACCURACY = ("next_token_accuracy", "next-token accuracy (teacher-forced)")
-
-
-def per_position_name(method: str) -> tuple[str, str]:
-    """(JSON key, printed name) of the per-position figure: a generated run's position agreement
-    (the fraction of the k positions where the generated token is the true one: Biderman et al.
-    2023's Pythia memorization score), or a teacher-forced run's next-token accuracy (argmax =
-    truth given the true context), a different and much higher quantity."""
-    return NEXT_TOKEN_ACCURACY if method == "teacher-forced" else POSITION_AGREEMENT
 
 
 def _group_rates(mask: np.ndarray, s: MatchScores, failed: np.ndarray, method: str) -> dict[str, Any]:
@@ -367,23 +353,9 @@ def _stored_corpus(run_path: Path, labels: np.ndarray, failed: np.ndarray) -> di
     return out
 
 
-def format_rate(r: dict[str, Any]) -> str:
-    """``count/n = p%  [95% CI lo–hi%]`` (Wilson), or why the rate is withheld: every rate mia prints."""
-    if r.get("withheld"):
-        return f"n/a ({r['withheld']})"
-    if r["rate"] is None:
-        return f"{r['count']}/{r['n']}  (n/a: no eligible row)"
-    lo, hi = r["wilson95"]
-    return f"{r['count']}/{r['n']} = {100 * r['rate']:.1f}%  [95% CI {100 * lo:.1f}–{100 * hi:.1f}%]"
-
-
 def eligible_by_label(summary: dict[str, Any]) -> str:
     """``member 29 of 30, nonmember 12 of 30``: the eligible rows of each label, which every rate counts."""
     return ", ".join(f"{name} {g['eligible']} of {g['rows']}" for name, g in summary.get("by_label", {}).items())
-
-
-def format_number(value: float | None, fmt: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, fmt)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
