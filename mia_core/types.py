@@ -63,13 +63,13 @@ class Sampling:
     def __post_init__(self) -> None:
         """Refuse what no decoder can use (NaN, infinity, a seed numpy and HDF5 cannot hold) in one line."""
         if not _is_number(self.temperature) or not 0 <= self.temperature < math.inf:
-            raise UsageError(f"must be a finite number >= 0, got {self.temperature!r}", param_hint="--temperature")
+            raise UsageError(f"must be a finite number >= 0, got {self.temperature!r}", option="temperature")
         if self.top_k is not None and not (_is_int(self.top_k) and 1 <= self.top_k <= INT64_MAX):
-            raise UsageError(f"must be an integer from 1 to 2**63-1, got {self.top_k!r}", param_hint="--top_k")
+            raise UsageError(f"must be an integer from 1 to 2**63-1, got {self.top_k!r}", option="top_k")
         if self.top_p is not None and not (_is_number(self.top_p) and 0 < self.top_p <= 1):
-            raise UsageError(f"must be a number in (0, 1], got {self.top_p!r}", param_hint="--top_p")
+            raise UsageError(f"must be a number in (0, 1], got {self.top_p!r}", option="top_p")
         if self.seed is not None and not (_is_int(self.seed) and 0 <= self.seed <= INT64_MAX):
-            raise UsageError(f"must be an integer from 0 to 2**63-1, got {self.seed!r}", param_hint="--seed")
+            raise UsageError(f"must be an integer from 0 to 2**63-1, got {self.seed!r}", option="seed")
 
     @property
     def greedy(self) -> bool:

@@ -384,7 +384,7 @@ class Commands:
 
         @cli.command(name="fail-usage")
         def fail_usage() -> None:
-            raise UsageError("must be positive, got -1", param_hint="--count")
+            raise UsageError("must be positive, got -1", option="count")
 
         @cli.command(name="fail-error")
         def fail_error() -> None:

@@ -41,12 +41,21 @@ def to_click(exc: MiaError, ctx: click.Context | None) -> click.ClickException:
     """The click exception that prints ``exc`` in one line (no secret in it) and exits with its code."""
     exc.message = redact_text(exc.message)
     if isinstance(exc, UsageError):
-        if exc.param_hint:
-            return click.BadParameter(exc.message, ctx, param_hint=exc.param_hint)
+        if exc.option:
+            return click.BadParameter(exc.message, ctx, param_hint=option_flag(exc.option, ctx))
         return click.UsageError(exc.message, ctx)
     translated = click.ClickException(exc.message)
     translated.exit_code = exc.exit_code
     return translated
+
+
+def option_flag(option: str, ctx: click.Context | None) -> str:
+    """The flag the user typed for the library keyword ``option`` (``max_cost`` -> ``--max-cost``): the
+    first spelling the command declares, else ``--option`` (a plugin command's own names)."""
+    for param in ctx.command.params if ctx is not None else ():
+        if param.name == option and param.opts:
+            return param.opts[0]
+    return f"--{option}"
 
 
 class MiaContext(click.Context):

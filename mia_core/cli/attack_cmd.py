@@ -205,7 +205,7 @@ def _parse_sampling(options: tuple[str, ...]):
     try:  # Sampling refuses infinity and integers beyond int64
         return Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     except UsageError as exc:
-        raise click.BadParameter(f"{exc.param_hint.lstrip('-')} {exc.message}", param_hint="--sampling") from None
+        raise click.BadParameter(f"{exc.option} {exc.message}", param_hint="--sampling") from None
 
 
 commands = [attack]

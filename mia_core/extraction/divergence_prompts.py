@@ -51,19 +51,19 @@ class DivergenceSpec:
 
     def __post_init__(self) -> None:
         if not self.words:
-            raise UsageError("give at least one word", param_hint="--word")
+            raise UsageError("give at least one word", option="words")
         for word in self.words:
             if not isinstance(word, str) or not word.strip():
-                raise UsageError("the word to repeat must not be empty", param_hint="--word")
+                raise UsageError("the word to repeat must not be empty", option="words")
             if any(c.isspace() for c in word):
                 raise UsageError(f"give one word without spaces, got {word!r} (repeat --word for several words)",
-                                 param_hint="--word")
+                                 option="words")
         unknown = [f for f in self.forms if f not in PROMPT_FORMS]
         if unknown or not self.forms:
             raise UsageError(f"unknown prompt form {unknown[0] if unknown else ''!r}; one of "
-                             f"{', '.join(PROMPT_FORMS)}", param_hint="--prompt-form")
+                             f"{', '.join(PROMPT_FORMS)}", option="prompt_forms")
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
-            raise UsageError(f"must be a positive integer, got {self.repeats!r}", param_hint="--repeats")
+            raise UsageError(f"must be a positive integer, got {self.repeats!r}", option="repeats")
 
     @property
     def prompts(self) -> list[tuple[str, str, str]]:
@@ -152,11 +152,12 @@ def prepare(spec: DivergenceSpec, backend: Any, model: str, mode: str) -> dict[s
             "delivery": deliveries.pop(), "tokenizer": tokenizer}
 
 
-def check_same_prompts(run: Any, prepared: dict[str, Any]) -> None:
-    """A resumed run must prompt exactly as it did (a changed chat template would mix two experiments)."""
-    if [str(t) for t in run.read("prompt_texts")] != list(prepared["prefix_texts"]):
+def check_same_prompts(run: Any, prompt_texts: Sequence[str], static: dict[str, np.ndarray]) -> None:
+    """A resumed run must prompt exactly as it did (a changed chat template would mix two experiments):
+    ``prompt_texts`` and ``static`` are what :func:`prepare` gives now."""
+    if [str(t) for t in run.read("prompt_texts")] != list(prompt_texts):
         raise MiaError(f"cannot resume: {run.path} recorded other prompt texts than these options give")
-    new = prepared["static"].get("prefixes")
+    new = static.get("prefixes")
     if run.has("prefixes") and new is not None and not np.array_equal(run.read("prefixes"), new):
         raise MiaError(f"cannot resume: the model's chat template now gives other prompt tokens than {run.path} "
                        "recorded (its tokenizer changed?); start a new run")
