@@ -110,7 +110,7 @@ class TokenScores:
     distribution at the scheme's temperature, restricted to its top-k and top-p (nucleus) tokens
     and renormalised, in that order (as Hugging Face's ``generate`` applies them). A token outside
     them has −inf; a position without context has NaN. Probabilistic extraction (Hayes et al.
-    2024) multiplies these over a suffix: ``mia_core.scoring.probabilistic``.
+    2024) multiplies these over a suffix: ``mia_core.matching.probabilistic``.
     """
 
     logprob: np.ndarray

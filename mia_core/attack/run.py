@@ -498,7 +498,7 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
         counts["extracted"] = int(columns["extracted"].sum())
     probabilistic = None
     if sampling is not None:
-        from mia_core.scoring.probabilistic import describe_scheme, suffix_probability, summarize
+        from mia_core.matching.probabilistic import describe_scheme, suffix_probability, summarize
 
         p = np.array([suffix_probability(s.sampled_logprob[len(s.sampled_logprob) - it.suffix_length:])
                       if it.suffix_length else np.nan for s, it in zip(raw, items, strict=True)])

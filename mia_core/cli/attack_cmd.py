@@ -175,7 +175,7 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
     if pmap is not None:
         click.echo(report.format_extracted(outcome.counts))
     if outcome.attrs.get("probabilistic"):
-        from mia_core.scoring.probabilistic import format_summary
+        from mia_core.matching.probabilistic import format_summary
 
         click.echo(format_summary(outcome.attrs["probabilistic"]))
     click.echo(f"results: {outcome.path}")

@@ -36,8 +36,8 @@ import numpy as np
 
 from mia_core import registry
 from mia_core.defaults import DEFAULT_CHAT_MODEL, DEFAULT_MODEL
+from mia_core.divergence import prompts as dp
 from mia_core.errors import BackendOutOfMemory, DiskError, MiaError, UsageError
-from mia_core.extraction import divergence_prompts as dp
 from mia_core.extraction.check import teacher_forced_batch
 from mia_core.extraction.spec import Confirm, PromptOptions, RunSpec, batch_api_forced
 from mia_core.formats.prefixmap import PrefixMap
@@ -218,7 +218,7 @@ def _retokenized_static(prefixes: list[np.ndarray], suffixes: list[np.ndarray]) 
 
 
 def _divergence_job(spec: RunSpec, backend: Any) -> _Job:
-    """A job whose "map rows" are the divergence prompts (``mia_core.extraction.divergence_prompts``)."""
+    """A job whose "map rows" are the divergence prompts (``mia_core.divergence.prompts``)."""
     mode = _mode(spec, backend)
     prepared = dp.prepare(spec.divergence, backend, spec.model, mode)
     source = {"prefix_map": "", "map_size": len(prepared["prefixes"]), "strategy": dp.STRATEGY,
@@ -347,7 +347,7 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, **opt
     without it, or without a terminal, such a run needs ``yes``. ``shard`` (``"I/N"``) generates
     only the rows ``i`` with ``i mod N == I`` (see ``mia_core.extraction.shards``, docs/scale.md). ``strategy``
     ``"divergence"`` takes no map: it asks the model to repeat ``words`` forever (Nasr et al. 2023 §5) in
-    the ``prompt_forms`` with the word ``repeats`` times (``mia_core.extraction.divergence_prompts``).
+    the ``prompt_forms`` with the word ``repeats`` times (``mia_core.divergence.prompts``).
     ``backend`` is a loaded backend to use instead of loading ``model``; ``dry_run`` prints the requests;
     ``max_cost``/``confirm_above``/``yes``/``batch_api`` are the cost controls of API models.
     See docs/prompt.md.
@@ -484,18 +484,11 @@ def _run_attrs(job: _Job) -> dict[str, Any]:
 
 
 def _rows_of(run: Run) -> list[dict]:
-    rows = run.to_dicts(with_map=not dp.is_divergence_run(run.attrs))
-    if dp.is_divergence_run(run.attrs):  # each row's prompt instead of a map row's prefix
+    rows = run.to_dicts(with_map=run.kind.has_map)
+    if not run.kind.has_map:  # each row's prompt instead of a map row's prefix
         for row, text in zip(rows, dp.prompt_texts(run), strict=True):
             row["prompt_text"] = text
     return rows
-
-
-def failed_rows(run: Any) -> list[int]:
-    """Rows whose request failed (a non-empty ``error``: API error, malformed body, refusal, empty reply)."""
-    if not run.has("error"):
-        return []
-    return [int(i) for i in np.flatnonzero([bool(e) for e in run.read("error")])]
 
 
 def _rows_to_ask_again(resumed: Any, retry_failed: bool, salvage: bool) -> list[int]:
@@ -503,7 +496,7 @@ def _rows_to_ask_again(resumed: Any, retry_failed: bool, salvage: bool) -> list[
     ``--salvage``, or left by an interrupted salvage), and the failed rows with ``--retry-failed``;
     refuses a resume that has nothing to do."""
     path, attrs, written = resumed.path, resumed.attrs, len(resumed)
-    failed = failed_rows(resumed)
+    failed = np.flatnonzero(resumed.failed_rows()).tolist()
     lost = sorted(set(resumed.lost_rows) | {int(r) for r in attrs.get("salvage_rows") or []})
     if salvage and resumed.damage is None:
         _note(f"the journal of {path} is intact: nothing to salvage")
@@ -772,7 +765,7 @@ class _PromptLoop:
         writer = self.writer
         elapsed = self.elapsed0 + time.perf_counter() - self.t0
         total_tokens = self.tokens0 + self.tokens
-        failed = len(failed_rows(writer))
+        failed = int(writer.failed_rows().sum())
         writer.finish(elapsed_s=elapsed, generated_tokens=total_tokens, rows_failed=failed, complete=failed == 0,
                       tokens_per_s=total_tokens / elapsed if elapsed > 0 else 0.0, batch_size_used=self.batch_size)
         if failed and failed == writer.rows_done:

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from mia_core.divergence import prompts as dp
+from mia_core.divergence.prompts import DivergenceSpec
 from mia_core.errors import MiaError, UsageError
-from mia_core.extraction import divergence_prompts as dp
-from mia_core.extraction.divergence_prompts import DivergenceSpec
 from mia_core.extraction.shards import WHOLE, Shard, parse_shard, shard_of
 from mia_core.types import INT64_MAX, Sampling
 

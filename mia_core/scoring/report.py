@@ -94,8 +94,8 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: i
                  attacks: Sequence[str | os.PathLike] = (), examples: int = 5) -> Path:
     """Score the runs and write the report; returns its path. Scores are stored only for runs that
     have none yet: a scores file made with other options (``--k``, ``--bleu``) is never replaced."""
+    from mia_core.divergence.scoring import refuse_divergence_run
     from mia_core.scoring import plots
-    from mia_core.scoring.divergence import refuse_divergence_run
     from mia_core.scoring.goodturing import estimate
 
     for r in runs:

@@ -32,12 +32,11 @@ def _per_row(run_path: str | os.PathLike, k: int) -> tuple[Any, np.ndarray, np.n
                                                            list[np.ndarray]]:
     """(run, eligible mask, matched length per row, generations, true suffixes)."""
     from mia_core.formats.runs import open_run
-    from mia_core.scoring.summary import failed_rows
 
     run = open_run(run_path)
     gens, truths = run.tokens(), run.suffixes()
     matched = matched_lengths(gens, truths, k)
-    eligible = np.array([len(t) >= k for t in truths], dtype=bool) & ~failed_rows(run)
+    eligible = np.array([len(t) >= k for t in truths], dtype=bool) & ~run.failed_rows()
     return run, eligible, matched, gens, truths
 
 

@@ -89,9 +89,9 @@ def table_from_runs(runs: Sequence[str | os.PathLike], of: str = "auto") -> Esti
     more prompts drawn the same way from the same dataset (refused when none can be drawn)."""
     import numpy as np
 
+    from mia_core.divergence.scoring import refuse_divergence_run
     from mia_core.formats.runs import open_run
     from mia_core.formats.scores import read_scores, scores_path
-    from mia_core.scoring.divergence import refuse_divergence_run
 
     opened, stored_all = [], []
     for run_path in runs:

@@ -2,7 +2,7 @@
 
 A chat model is asked to repeat one word forever; after a while it may stop repeating
 ("diverge") and emit other text, some of it memorized training data (found by
-``mia score RUN --index IDX``, ``mia_core.scoring.divergence``). There is no prefix map:
+``mia score RUN --index IDX``, ``mia_core.divergence.scoring``). There is no prefix map:
 the run's "map rows" are its prompts, stored in the run itself (docs/prompt.md,
 "The divergence attack"):
 
