@@ -235,6 +235,61 @@ class BatchRunner(Protocol):
                   on_results: Callable[[list[tuple[int, TextResult]]], None]) -> None: ...
 
 
+# ---- optional protocols: what else the core may ask of a backend ---------------------------
+# None of these is a capability: a backend without them works, the core falls back as each says.
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """Progress within a batch (HF, vLLM): while a run lasts, the core points ``on_rows_done`` at its
+    progress bar (and back to ``None`` after it); the backend calls it with the rows finished since the
+    last call (fractional: a generation step of a batch of 10 is 0.1 row) and the new tokens. Without
+    it, the bar moves once per batch."""
+
+    on_rows_done: Callable[[float, int], None] | None
+
+
+@runtime_checkable
+class ChatEncoder(Protocol):
+    """A tokenizer with a chat template (the divergence attack's prompts to a local chat model):
+    ``encode_chat(messages)`` gives the ids of the conversation followed by the opened assistant turn,
+    or ``None`` when the model has no template (the prompt is then sent as plain text)."""
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int] | None: ...
+
+
+@runtime_checkable
+class VerbatimPrompts(Protocol):
+    """A text backend that can send a prompt as the whole user message (the divergence attack), instead
+    of wrapping a prefix in its continuation template. The core sets ``verbatim_prompt`` for the run
+    that needs it and clears it afterwards; without the attribute, that run is refused in one line."""
+
+    verbatim_prompt: bool
+
+
+@runtime_checkable
+class KnowsContext(Protocol):
+    """What a token model tells about its input, as attributes or in ``describe()`` (which wins):
+    ``bos_prepended`` (recorded in every run) and ``context_length`` (``max_context`` in ``describe()``),
+    the longest sequence it takes, BOS included (``mia attack`` caps its strings to it)."""
+
+    bos_prepended: bool
+    context_length: int
+
+
+def bos_prepended(backend: object) -> bool | None:
+    """Whether the backend prepends BOS: ``describe()["bos_prepended"]``, else its attribute (``KnowsContext``),
+    else unknown (None)."""
+    describe = getattr(backend, "describe", None)
+    described = describe() if callable(describe) else {}
+    return described.get("bos_prepended", getattr(backend, "bos_prepended", None))
+
+
+def reports_progress(backend: object) -> bool:
+    """Whether the backend reports progress within a batch (``ReportsProgress``)."""
+    return hasattr(backend, "on_rows_done")
+
+
 CAPABILITIES: dict[str, type] = {
     "generate": TokenGenerator,
     "generate_text": TextGenerator,

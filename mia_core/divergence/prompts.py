@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError, UsageError
+from mia_core.types import ChatEncoder, VerbatimPrompts, bos_prepended
 
 STRATEGY = "divergence"
 DEFAULT_WORD = "poem"  # the paper's Figure 5 word
@@ -93,12 +94,11 @@ def runs_folder(prefixes_dir: str | Path) -> Path:
 def chat_ids(tokenizer: Any, text: str, bos_prepended: bool) -> tuple[list[int], str]:
     """The token ids a local model is prompted with, and how the prompt was delivered.
 
-    With a chat template (``tokenizer.encode_chat``): the prompt as a user message followed by
-    the opened assistant turn (``"chat_template"``). Without one: the bare prompt text
+    With a chat template (``tokenizer.encode_chat``, ``mia_core.types.ChatEncoder``): the prompt as a
+    user message followed by the opened assistant turn (``"chat_template"``). Without one: the bare prompt text
     (``"plain"``; a base model then simply continues it). A BOS the template writes is dropped
     when the backend prepends its own, so the model never sees two."""
-    encode_chat = getattr(tokenizer, "encode_chat", None)
-    ids = encode_chat([{"role": "user", "content": text}]) if callable(encode_chat) else None
+    ids = tokenizer.encode_chat([{"role": "user", "content": text}]) if isinstance(tokenizer, ChatEncoder) else None
     if ids is None:
         return [int(t) for t in tokenizer.encode_batch([text])[0]], "plain"
     bos = getattr(tokenizer, "bos_id", None)
@@ -126,7 +126,7 @@ def prepare(spec: DivergenceSpec, backend: Any, model: str, mode: str) -> dict[s
     texts = [t for _, _, t in spec.prompts]
     static: dict[str, np.ndarray] = {"prompt_texts": np.array(texts, dtype=object)}
     if mode == "text":
-        if not hasattr(backend, "verbatim_prompt"):
+        if not isinstance(backend, VerbatimPrompts):
             raise MiaError(f"model {model!r} cannot send a prompt as a whole user message (its backend has no "
                            "verbatim_prompt switch), so it cannot run the divergence attack")
         backend.verbatim_prompt = True
@@ -137,8 +137,7 @@ def prepare(spec: DivergenceSpec, backend: Any, model: str, mode: str) -> dict[s
     tokenizer = getattr(backend, "tokenizer", None)
     if tokenizer is None:
         raise MiaError(f"model {model!r} has no tokenizer, so it cannot take token prompts")
-    bos = bool(backend.describe().get("bos_prepended", getattr(backend, "bos_prepended", False))) \
-        if callable(getattr(backend, "describe", None)) else bool(getattr(backend, "bos_prepended", False))
+    bos = bool(bos_prepended(backend))
     encoded = [chat_ids(tokenizer, t, bos) for t in texts]
     deliveries = {d for _, d in encoded}
     prefixes = [np.asarray(ids, dtype=np.int32) for ids, _ in encoded]

@@ -45,7 +45,15 @@ from mia_core.formats.runs import API_COLUMNS, Run, RunWriter, Salvage, default_
 from mia_core.progress import note, progress
 from mia_core.redact import redact
 from mia_core.token_rows import pad_rows
-from mia_core.types import INT64_MAX, Sampling, TextResult, capabilities, scores_sampling
+from mia_core.types import (
+    INT64_MAX,
+    Sampling,
+    TextResult,
+    bos_prepended,
+    capabilities,
+    reports_progress,
+    scores_sampling,
+)
 
 
 class RunStopped(MiaError):
@@ -477,7 +485,7 @@ def _run_attrs(job: _Job) -> dict[str, Any]:
     options = dict(job.spec.model_options)
     return {**job.spec.attrs(), "backend": describe, **job.source,
             "tokenizer": job.tokenizer.name, "tokenizer_fingerprint": job.tokenizer.fingerprint,
-            "bos_prepended": describe.get("bos_prepended", getattr(backend, "bos_prepended", None)),
+            "bos_prepended": bos_prepended(backend),
             "retokenized": job.retokenized,
             "model_options_redacted": sorted(k for k, v in options.items() if redact({k: v})[k] != v),
             "elapsed_s": 0.0, "generated_tokens": 0, "cost_usd": 0.0, "usage": {}}
@@ -775,18 +783,18 @@ class _PromptLoop:
 
 
 class _ProgressHook:
-    """Points a backend's ``on_rows_done`` (vLLM, HF: progress within a batch) at this run's bar while
+    """Points a backend's ``on_rows_done`` (``mia_core.types.ReportsProgress``) at this run's bar while
     the run lasts: never kept past it."""
 
     def __init__(self, backend: Any, callback: Callable[[float, int], None]) -> None:
         self.backend, self.callback = backend, callback
 
     def __enter__(self) -> None:
-        if hasattr(self.backend, "on_rows_done"):
+        if reports_progress(self.backend):
             self.backend.on_rows_done = self.callback
 
     def __exit__(self, *exc: object) -> None:
-        if hasattr(self.backend, "on_rows_done"):
+        if reports_progress(self.backend):
             self.backend.on_rows_done = None
 
 
