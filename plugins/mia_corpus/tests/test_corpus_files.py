@@ -175,7 +175,7 @@ def test_errors(tmp_path):
     assert [s.text for s in load(latin, encoding="latin-1")] == ["café"]
     with pytest.raises(MiaError, match="needs --dataset-option path="):
         registry.datasets.create("files", {})
-    with pytest.raises(MiaError, match="does not accept option.*textfield.*accepted: by, encoding"):
+    with pytest.raises(MiaError, match="unknown option.*textfield. Did you mean .text_field.*accepted: by, encoding"):
         load(f, textfield="body")
     with pytest.raises(MiaError, match="expected one of file, line, paragraph"):
         load(f, by="sentence")
