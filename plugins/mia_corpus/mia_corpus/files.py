@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.errors import MiaError
+from mia_core.progress import note
 from mia_core.types import MEMBER, NONMEMBER, Sample
 from mia_corpus.options import non_empty, normalize_label
 
@@ -81,8 +82,7 @@ class Settings:
 
 def _said_found(what: str, field: str, opt_out: str) -> None:
     """Say once on stderr which field was picked up without being named, and how to turn it off."""
-    print(f"mia: {what} read from field {field!r} (found automatically; --dataset-option {opt_out})",
-          file=sys.stderr)
+    note(f"mia: {what} read from field {field!r} (found automatically; --dataset-option {opt_out})")
 
 
 def list_files(root: Path) -> list[Path]:
