@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mia_core.errors import MiaError
+from mia_core.redact import is_secret_name
 
 TYPES = (str, int, float, bool)
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -120,6 +121,11 @@ def validate(values: Mapping[str, Any], schema: Sequence[Option], owner: str, li
     (``model 'hf:gpt2'``), ``listing`` is where the table is (``mia models --options hf:ID``)."""
     by_name = {o.name: o for o in schema}
     unknown = [k for k in values if k not in by_name]
+    secrets = [k for k in unknown if is_secret_name(k)]
+    if secrets:  # not merely unknown: typed on a command line, a secret leaks into shell history
+        raise MiaError(f"option {secrets[0]}=… for {owner} is refused: a secret on the command line leaks into "
+                       f"shell history and the run's recorded options; give it as the plugin documents "
+                       f"(an environment variable or a file: see {listing})")
     if unknown:
         raise MiaError(unknown_message(unknown, schema, owner, listing))
     return {key: by_name[key].convert(value, owner) for key, value in values.items()}
