@@ -10,7 +10,8 @@ table shows them).
 
 Values arrive as the strings typed on the command line, or already typed from Python and from
 a run's recorded options, so each conversion accepts both. ``auto`` (or an empty value) stands
-for "let the plugin decide" when an option's default is ``None``.
+for the default: ``None`` ("let the plugin decide") when that is the default, and the default
+number or boolean of a numeric or boolean option.
 """
 
 from __future__ import annotations
@@ -50,18 +51,23 @@ class Option:
         return "choice" if self.choices else self.type.__name__
 
     @property
+    def accepts_auto(self) -> bool:
+        """Whether ``auto`` (or an empty value) stands for the default: always when the default is
+        None ("let the plugin decide"), and for numbers and booleans, which no text can be."""
+        return self.default is None or (self.type is not str and not self.choices)
+
+    @property
     def expected(self) -> str:
         """The accepted values, as the table and the errors say them."""
-        auto = ["auto"] if self.default is None else []
         if self.choices:
-            return "one of " + ", ".join([*auto, *self.choices])
+            return "one of " + ", ".join([*(["auto"] if self.default is None else []), *self.choices])
         described = {bool: "true or false", int: "an integer", float: "a number", str: "any text"}[self.type]
-        return described + (" (or auto)" if auto else "")
+        return described + (" (or auto)" if self.accepts_auto else "")
 
     def convert(self, value: Any, owner: str) -> Any:
         """``value`` as this option's type; a one-line ``MiaError`` naming the option otherwise."""
-        if self.default is None and (value is None or str(value).strip().lower() in AUTO_WORDS):
-            return None
+        if self.accepts_auto and (value is None or str(value).strip().lower() in AUTO_WORDS):
+            return self.default
         converted = _CONVERTERS[self.type_name](self, value)
         if converted is _INVALID:
             if self.choices:

@@ -460,7 +460,8 @@ def test_options_are_checked_typed_and_listed_by_the_core(example_env, tmp_path)
     assert typo == ("Error: unknown option(s) for dataset 'example-counting': nn. Did you mean 'n'? "
                     "Options accepted: n, words (see mia datasets --options example-counting)")
     wrong = one_error_line(mia(example_env, *make, "--dataset-option", "n=three", cwd=tmp_path))
-    assert wrong == "Error: option n='three' for dataset 'example-counting' is not an integer: expected an integer"
+    assert wrong == ("Error: option n='three' for dataset 'example-counting' is not an integer: expected an integer "
+                     "(or auto)")
     assert not (tmp_path / "Prefixes").exists()  # refused before the dataset was read
     made = mia(example_env, *make, "--dataset-option", "n=3", "--dataset-option", "words=5", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
@@ -470,11 +471,12 @@ def test_options_are_checked_typed_and_listed_by_the_core(example_env, tmp_path)
     assert table.returncode == 0, table.stderr
     rows = [line.split() for line in table.stdout.splitlines()]
     assert rows[0] == ["dataset", "example-counting", "(--dataset-option", "KEY=VALUE;", "plugin", "example):"]
-    assert ["n", "int", "20", "an", "integer", "number", "of", "samples"] in rows
+    assert ["n", "int", "20", "an", "integer", "(or", "auto)", "number", "of", "samples"] in rows
     listed = json.loads(mia(example_env, "datasets", "--options", "example-counting", "--json").stdout)
     assert listed == {"dataset": [
-        {"option": "n", "type": "int", "default": 20, "accepts": "an integer", "help": "number of samples"},
-        {"option": "words", "type": "int", "default": 30, "accepts": "an integer", "help": "words per sample"}]}
+        {"option": "n", "type": "int", "default": 20, "accepts": "an integer (or auto)", "help": "number of samples"},
+        {"option": "words", "type": "int", "default": 30, "accepts": "an integer (or auto)",
+         "help": "words per sample"}]}
     none = mia(example_env, "models", "--options", "example-hf:some/model")
     assert none.returncode == 0 and "takes no option" in none.stdout
     undeclared = mia(example_env, "models", "--options", "example-bytes")
@@ -516,6 +518,11 @@ def test_options_are_refused_before_the_factory_is_imported(register_plugin):
     typed = registry.backends.check_options(
         "lazy-model", {"dtype": "BFloat16", "trust_remote_code": "yes", "threads": "auto", "temperature": "0.5"})
     assert typed == {"dtype": "bfloat16", "trust_remote_code": True, "threads": None, "temperature": 0.5}
+    # auto is the default: None ("the plugin decides") or the default number or boolean
+    assert registry.backends.check_options("lazy-model", {"temperature": "auto", "trust_remote_code": ""}) == \
+        {"temperature": 1.0, "trust_remote_code": False}
+    with pytest.raises(MiaError, match="unknown dtype 'auto'"):  # a choice with a default: auto is no choice
+        registry.backends.check_options("lazy-model", {"dtype": "auto"})
     # typed values (from Python, or a run's recorded options) pass unchanged
     assert registry.backends.check_options("lazy-model", typed) == typed
     assert registry.backends.check_options("lazy-model", {"threads": 4}) == {"threads": 4}
