@@ -635,3 +635,21 @@ def rendered(line: str) -> str:
         cells[at:at + 1] = [char]
         at += 1
     return "".join(cells)
+
+
+def test_the_vllm_plugins_options_are_declared_for_the_core(register_plugin, monkeypatch):
+    """mia-vllm's tests need the vLLM environment; its registration and option schema need only the core."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "plugins" / "mia_vllm"))
+    import mia_vllm
+
+    register_plugin(mia_vllm, name="vllm-for-test")
+    typed = registry.backends.check_options("vllm:gemma-3-270m", {
+        "seed": "auto", "enforce_eager": "yes", "gpu_memory_utilization": "0.5",
+        "distributed_executor_backend": "RAY", "tensor_parallel_size": "2", "add_bos": "auto"})
+    assert typed == {"seed": 0, "enforce_eager": True, "gpu_memory_utilization": 0.5,
+                     "distributed_executor_backend": "ray", "tensor_parallel_size": 2, "add_bos": None}
+    with pytest.raises(MiaError, match=r"unknown option\(s\) for model 'vllm:org/model': bogus\. Options accepted: "
+                                       r"dtype, seed, .* \(see mia models --options vllm:ID\)"):
+        registry.backends.create("vllm:org/model", {"bogus": "1"})
+    with pytest.raises(MiaError, match="option max_model_len='long' .* is not an integer"):
+        registry.tokenizers.create("vllm:gemma-3-270m", {"max_model_len": "long"})
