@@ -30,7 +30,7 @@ from mia_core.cli.show_cmd import show_command
 from mia_core.errors import MiaError, UsageError
 from mia_core.formats.provenance import record_invocation
 from mia_core.formats.safeio import disk_error, is_disk_error
-from mia_core.progress import set_quiet
+from mia_core.progress import clear_bars, set_quiet
 from mia_core.redact import redact_text
 
 #: Option names of every command, so a config file's top-level key is checked against them all.
@@ -38,7 +38,9 @@ KNOWN_OPTIONS: set[str] = set()
 
 
 def to_click(exc: MiaError, ctx: click.Context | None) -> click.ClickException:
-    """The click exception that prints ``exc`` in one line (no secret in it) and exits with its code."""
+    """The click exception that prints ``exc`` in one line (no secret in it) and exits with its code;
+    bars the error interrupted are erased first, so the line starts clean."""
+    clear_bars()
     exc.message = redact_text(exc.message)
     if isinstance(exc, UsageError):
         if exc.option:

@@ -588,12 +588,13 @@ def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: 
     estimate = _estimate(job, rows)
     if estimate is None:
         return
-    retried = f" ({len(retry_rows)} of them asked again in place)" if len(retry_rows) else ""
-    _note(f"estimated cost: ${estimate:.4f} for {len(rows)} requests to {job.model}{retried}")
     if batch_api and max_cost is not None and estimate > max_cost:
         raise MiaError(f"the estimated cost {usd(estimate)} is above --max-cost {usd(max_cost)}, and a provider "
                        "batch cannot be stopped part-way; lower --num_strings or raise --max-cost")
     _confirm_cost(estimate, confirm_above, yes, confirm)
+    # Said once the run goes ahead: a refusal above is the command's only line (it names the estimate).
+    retried = f" ({len(retry_rows)} of them asked again in place)" if len(retry_rows) else ""
+    _note(f"estimated cost: ${estimate:.4f} for {len(rows)} requests to {job.model}{retried}")
 
 
 def _resume_hint(path: Path) -> str:
