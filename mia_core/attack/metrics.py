@@ -198,14 +198,15 @@ HOW_TO_LABEL = ("give labels with --labels FILE (id,label columns) or --dataset-
                 "--dataset, or rebuild the map with `mia prefix` from a labelled dataset")
 
 
-def label_problem(labels: Sequence[str | None]) -> str | None:
-    """Why no AUC can be computed from these labels (with how to fix it), or None when both classes are present."""
+def label_problem(labels: Sequence[str | None], task: str = "mia attack", needs: str = "an AUC",
+                  how_to: str = HOW_TO_LABEL) -> str | None:
+    """Why ``task`` cannot use these labels (with how to fix it), or None when both classes are present."""
     mask = label_mask(labels)
     if not mask.any():
-        return (f"no member/nonmember labels on the {len(labels)} strings: mia attack cannot evaluate membership "
-                f"without them; {HOW_TO_LABEL}")
+        return (f"no member/nonmember labels on the {len(labels)} strings: {task} cannot evaluate membership "
+                f"without them; {how_to}")
     y = labels_to_bool(labels)[mask]
     if y.all() or not y.any():
         only, other = (MEMBER, NONMEMBER) if y.all() else (NONMEMBER, MEMBER)
-        return (f"all {int(mask.sum())} labelled samples are {only}s: an AUC needs {other}s too; {HOW_TO_LABEL}")
+        return f"all {int(mask.sum())} labelled samples are {only}s: {needs} needs {other}s too; {how_to}"
     return None
