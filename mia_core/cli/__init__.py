@@ -22,6 +22,7 @@ from mia_core.cli import (
     plugins_cmd,
     prefix_cmd,
     prompt_cmd,
+    report_cmd,
     score_cmd,
     setlevel_cmd,
 )
@@ -148,7 +149,7 @@ def cli() -> None:
     """
 
 
-for _module in (demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, merge_cmd, score_cmd, index_cmd, attack_cmd,
+for _module in (demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, merge_cmd, score_cmd, report_cmd, index_cmd, attack_cmd,
                 calibrate_cmd, setlevel_cmd):
     for _command in _module.commands:
         cli.add_command(_command)
