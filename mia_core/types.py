@@ -261,10 +261,11 @@ class ChatEncoder(Protocol):
 @runtime_checkable
 class VerbatimPrompts(Protocol):
     """A text backend that can send a prompt as the whole user message (the divergence attack), instead
-    of wrapping a prefix in its continuation template. The core sets ``verbatim_prompt`` for the run
-    that needs it and clears it afterwards; without the attribute, that run is refused in one line."""
+    of wrapping a prefix in its continuation template: ``with_verbatim_prompts()`` returns a backend that
+    does (a copy: the object the caller holds is never changed, so it may serve prefix-map runs next).
+    Without the method, that run is refused in one line."""
 
-    verbatim_prompt: bool
+    def with_verbatim_prompts(self) -> Any: ...
 
 
 @runtime_checkable

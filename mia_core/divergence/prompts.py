@@ -122,18 +122,18 @@ def answer_tokenizer(model: str) -> Any:
 
 def prepare(spec: DivergenceSpec, backend: Any, model: str, mode: str) -> dict[str, Any]:
     """What the prompt loop needs for a divergence job: ``prefixes`` (token ids per prompt),
-    ``prefix_texts``, ``map_tokenizer`` (text mode), the run's ``static`` datasets and ``delivery``."""
+    ``prefix_texts``, ``map_tokenizer`` (text mode), the run's ``static`` datasets, ``delivery`` and the
+    ``backend`` to send them to (a text model's verbatim copy)."""
     texts = [t for _, _, t in spec.prompts]
     static: dict[str, np.ndarray] = {"prompt_texts": np.array(texts, dtype=object)}
     if mode == "text":
         if not isinstance(backend, VerbatimPrompts):
             raise MiaError(f"model {model!r} cannot send a prompt as a whole user message (its backend has no "
-                           "verbatim_prompt switch), so it cannot run the divergence attack")
-        backend.verbatim_prompt = True
+                           "with_verbatim_prompts()), so it cannot run the divergence attack")
         tokenizer = answer_tokenizer(model)
         prefixes = [np.asarray(ids, dtype=np.int32) for ids in tokenizer.encode_batch(texts)]
         return {"prefixes": prefixes, "prefix_texts": texts, "map_tokenizer": tokenizer, "static": static,
-                "delivery": "api", "tokenizer": tokenizer}
+                "delivery": "api", "tokenizer": tokenizer, "backend": backend.with_verbatim_prompts()}
     tokenizer = getattr(backend, "tokenizer", None)
     if tokenizer is None:
         raise MiaError(f"model {model!r} has no tokenizer, so it cannot take token prompts")
@@ -148,7 +148,7 @@ def prepare(spec: DivergenceSpec, backend: Any, model: str, mode: str) -> dict[s
     padded, lengths = pad_rows(prefixes)
     static.update(prefixes=padded, prefix_lengths=lengths.astype(np.int32))
     return {"prefixes": prefixes, "prefix_texts": texts, "map_tokenizer": None, "static": static,
-            "delivery": deliveries.pop(), "tokenizer": tokenizer}
+            "delivery": deliveries.pop(), "tokenizer": tokenizer, "backend": backend}
 
 
 def check_same_prompts(run: Any, prompt_texts: Sequence[str], static: dict[str, np.ndarray]) -> None:

@@ -231,7 +231,7 @@ def _divergence_job(spec: RunSpec, backend: Any) -> _Job:
     prepared = dp.prepare(spec.divergence, backend, spec.model, mode)
     source = {"prefix_map": "", "map_size": len(prepared["prefixes"]), "strategy": dp.STRATEGY,
               dp.STRATEGY: spec.divergence.attrs(prepared["delivery"])}
-    return _Job(spec, backend, mode, prepared["prefixes"], prepared["tokenizer"],
+    return _Job(spec, prepared["backend"], mode, prepared["prefixes"], prepared["tokenizer"],
                 map_tokenizer=prepared["map_tokenizer"], prefix_texts=prepared["prefix_texts"],
                 static=prepared["static"], source=source)
 
@@ -366,22 +366,18 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, **opt
     _check_source(spec, pmap)
     backend = given.backend if given.backend is not None else registry.backends.create(spec.model,
                                                                                        dict(spec.model_options))
-    try:
-        job = _divergence_job(spec, backend) if spec.divergence is not None else _map_job(spec, pmap, backend)
-        _check_batch_api(job)
-        if resumed is not None and spec.divergence is not None:
-            dp.check_same_prompts(resumed.run, job.prefix_texts, job.static)
-        retry_rows = resumed.retry_rows if resumed is not None else []
-        start_row = len(resumed.run) if resumed is not None else 0
-        if given.dry_run:
-            _dry_run(job, start_row, spec.batch_size, retry_rows)
-            return []
-        _estimate_and_confirm(job, start_row, given.confirm_above, given.yes, given.confirm, given.max_cost,
-                              spec.batch_api, retry_rows)
-        path = _write_run(job, given, resumed, retry_rows)
-    finally:
-        if spec.divergence is not None and getattr(backend, "verbatim_prompt", False):
-            backend.verbatim_prompt = False  # a backend object passed in may serve prefix-map runs next
+    job = _divergence_job(spec, backend) if spec.divergence is not None else _map_job(spec, pmap, backend)
+    _check_batch_api(job)
+    if resumed is not None and spec.divergence is not None:
+        dp.check_same_prompts(resumed.run, job.prefix_texts, job.static)
+    retry_rows = resumed.retry_rows if resumed is not None else []
+    start_row = len(resumed.run) if resumed is not None else 0
+    if given.dry_run:
+        _dry_run(job, start_row, spec.batch_size, retry_rows)
+        return []
+    _estimate_and_confirm(job, start_row, given.confirm_above, given.yes, given.confirm, given.max_cost,
+                          spec.batch_api, retry_rows)
+    path = _write_run(job, given, resumed, retry_rows)
     return _rows_of(open_run(path))
 
 

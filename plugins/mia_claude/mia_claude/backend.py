@@ -6,6 +6,7 @@ Retries are the SDK's own (``max_retries``): exponential backoff from 0.5 s capp
 retryable one that outlasts the retries, fails only that item with its reason.
 """
 
+import copy
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -30,8 +31,9 @@ class ClaudeBackend:
     ``mia_core.types``); prefixes arrive decoded with the map's tokenizer."""
 
     tokenizer = None
-    #: Set by the core for prompts that are whole user messages (``mia prompt --strategy divergence``):
-    #: no continuation template around them, the answer kept as received, max_tokens = max_length.
+    #: True in the copy ``with_verbatim_prompts()`` returns, for prompts that are whole user messages
+    #: (``mia prompt --strategy divergence``): no continuation template around them, the answer kept as
+    #: received, max_tokens = max_length.
     verbatim_prompt = False
 
     def __init__(self, name: str, config: ClaudeConfig) -> None:
@@ -41,6 +43,13 @@ class ClaudeBackend:
         self._key_accepted = False  # set by the first request the API answers with success
         self._refusal: str | None = None  # the first 401/403 of the run, as the line that stops it
         self._refusal_lock = threading.Lock()
+
+    def with_verbatim_prompts(self) -> "ClaudeBackend":
+        """This backend sending each prompt as the whole user message (``mia_core.types.VerbatimPrompts``):
+        a copy sharing the client, so the object the caller holds keeps its continuation template."""
+        clone = copy.copy(self)
+        clone.verbatim_prompt = True
+        return clone
 
     # ---- what the core records and shows ------------------------------------------------
     def describe(self) -> dict[str, Any]:
