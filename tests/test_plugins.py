@@ -584,6 +584,8 @@ def test_a_newcomers_mistakes_get_one_line_that_says_what_is_wrong(example_env, 
                         "attack file"), command
     line = one_error_line(mia(example_env, "attack", "data.jsonl", "--model", "example-hf:x", cwd=tmp_path))
     assert line.startswith("Error: data.jsonl is a JSONL file, not a prefix map")
+    line = one_error_line(mia(example_env, "show", "data.jsonl", cwd=tmp_path))
+    assert line == "Error: data.jsonl is a JSONL file, not a mia map, run, scores or attack file (mia show reads those)"
     assert (tmp_path / "data.jsonl").read_text() == '{"text": "a sample of a dataset"}\n'  # untouched
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from mia_core.errors import MiaError
 from mia_core.formats.filekinds import file_kind
 from mia_core.formats.hdf5 import plain
+from mia_core.formats.sniff import describe_file as describe_content
 from mia_core.text_table import text_table
 
 CELL_WIDTH = 60
@@ -110,7 +111,8 @@ def describe_file(path: str | os.PathLike, rows: int = 5) -> dict[str, Any]:
         raise MiaError(f"{p} not found")
     kind = file_kind(p)
     if kind is None:
-        raise MiaError(f"{p} is not a mia map, run, scores or attack file (mia show reads those)")
+        what = "a folder" if p.is_dir() else describe_content(p)
+        raise MiaError(f"{p} is {what}, not a mia map, run, scores or attack file (mia show reads those)")
     out = DESCRIBERS[kind](p, rows)
     attrs = {k: plain(v) for k, v in out["attributes"].items()}
     out["provenance"] = attrs.pop("provenance", None)
