@@ -74,7 +74,7 @@ def score(runs: tuple[Path, ...], k: int | None, edit_threshold: float, bleu: bo
 @click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--table", "table_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Text file of 'r n_r' pairs (one per line) or of one count per item.")
-@click.option("--of", "of", type=click.Choice(["auto", "windows", "samples"]), default="auto", show_default=True,
+@click.option("--of", type=click.Choice(["auto", "windows", "samples"]), default="auto", show_default=True,
               help="From scored runs: memorized corpus windows, or extracted samples.")
 @click.option("--confidence", "-C", type=Number(), default=1.96, show_default=True,
               help="Simple Good-Turing switch criterion (1.96 as Sampson's code; the paper used 1.65).")

@@ -31,6 +31,11 @@ out_dir_option = click.option("--out-dir", "--out_dir", "out", type=click.Path(f
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the results record as JSON.")
 
 
+def output_options(command: Any) -> Any:
+    """Where the results go and how they are printed: --out-dir, --json, -q (both set-level tests)."""
+    return out_dir_option(json_option(quiet_option(command)))
+
+
 @click.command("dataset-inference")
 @click.option("--suspect", help="The suspect set: a dataset (name or path) whose training you test.")
 @click.option("--validation", help="The validation set: a dataset from the same distribution, known not trained on.")
@@ -56,9 +61,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
               help="Longest string scored (tokens); longer ones are truncated.")
 @click.option("--limit", type=Count(min=1), help="Only the first N strings of each set.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the splits and of ReCaLL's prefix.")
-@out_dir_option
-@json_option
-@quiet_option
+@output_options
 def dataset_inference(**options: Any) -> None:
     """Dataset inference (Maini et al. 2024): was the SUSPECT set trained on?
 
@@ -118,9 +121,7 @@ def _dataset_inference_request(o: dict[str, Any]) -> Any:
 @click.option("--batch-size", "--batch_size", type=Count(min=1), default=8, show_default=True)
 @click.option("--limit", type=Count(min=1), help="Only the first N examples.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the permutations.")
-@out_dir_option
-@json_option
-@quiet_option
+@output_options
 def contamination(**options: Any) -> None:
     """Test-set contamination (Oren et al. 2024): did the model see DATASET in its canonical order?
 

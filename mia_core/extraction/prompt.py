@@ -86,30 +86,6 @@ class _Job:
     source: dict[str, Any] = field(default_factory=dict)  # run attributes: where the prompts came from
     map: PrefixMap | None = None  # None: a divergence run
 
-    @property
-    def model(self) -> str:
-        return self.spec.model
-
-    @property
-    def method(self) -> str:
-        return self.spec.method
-
-    @property
-    def num_strings(self) -> int:
-        return self.spec.num_strings
-
-    @property
-    def max_length(self) -> int:
-        return self.spec.max_length
-
-    @property
-    def sampling(self) -> Sampling:
-        return self.spec.sampling
-
-    @property
-    def shard(self) -> Any:
-        return self.spec.shard
-
 
 def usd(amount: float) -> str:
     """A sum in US dollars with the digits that make it readable: cents from $1 up, three significant
@@ -260,7 +236,7 @@ def _text_columns(job: _Job, results: Sequence[TextResult]) -> dict[str, list]:
     errors = [_failure(r) for r in results]
     answers = ["" if e else r.text or "" for r, e in zip(results, errors, strict=True)]
     ids = job.map_tokenizer.encode_batch(answers) if answers else []
-    tokens = [t[:job.max_length] for t in ids]
+    tokens = [t[:job.spec.max_length] for t in ids]
     return {
         "tokens": tokens,
         "text": job.map_tokenizer.decode_batch(tokens) if tokens else [],
@@ -288,15 +264,15 @@ def _failure(result: TextResult) -> str:
 def _generate_batch(job: _Job, rows: np.ndarray) -> dict[str, list]:
     n_map = len(job.prefixes)
     prow = rows % n_map
-    sampling = _batch_sampling(job.sampling, int(rows[0]))
+    sampling = _batch_sampling(job.spec.sampling, int(rows[0]))
     if job.mode == "teacher-forced":
         cols = teacher_forced_batch(job.backend, [job.prefixes[r] for r in prow],
-                                    [job.suffixes[r] for r in prow], job.max_length, job.sampling)
+                                    [job.suffixes[r] for r in prow], job.spec.max_length, job.spec.sampling)
         cols["text"] = job.backend.tokenizer.decode_batch([list(map(int, t)) for t in cols["tokens"]])
     elif job.mode == "text":
-        results = job.backend.generate_text([job.prefix_texts[r] for r in prow], job.max_length, sampling)
+        results = job.backend.generate_text([job.prefix_texts[r] for r in prow], job.spec.max_length, sampling)
         if len(results) != len(prow):
-            raise MiaError(f"backend {job.model!r} returned {len(results)} answers for {len(prow)} prompts")
+            raise MiaError(f"backend {job.spec.model!r} returned {len(results)} answers for {len(prow)} prompts")
         cols = _text_columns(job, results)
     else:
         # Group by prefix length: equal-length prefixes need no padding (always one group
@@ -306,9 +282,9 @@ def _generate_batch(job: _Job, rows: np.ndarray) -> dict[str, list]:
         for i, r in enumerate(prow):
             groups.setdefault(len(job.prefixes[r]), []).append(i)
         for members in groups.values():
-            new = job.backend.generate([job.prefixes[prow[i]].tolist() for i in members], job.max_length, sampling)
+            new = job.backend.generate([job.prefixes[prow[i]].tolist() for i in members], job.spec.max_length, sampling)
             for i, t in zip(members, new, strict=True):
-                tokens[i] = list(t)[:job.max_length]
+                tokens[i] = list(t)[:job.spec.max_length]
         cols = {"tokens": tokens, "text": job.backend.tokenizer.decode_batch(tokens)}
     cols["prefix_row"] = prow
     return cols
@@ -443,7 +419,7 @@ def _check_batch_api(job: _Job) -> None:
     if job.mode != "text":
         raise UsageError("--batch-api is for API (text) models only")
     if not callable(getattr(job.backend, "run_batch", None)):
-        raise MiaError(f"model {job.model!r} has no batch API (its backend does not implement run_batch)")
+        raise MiaError(f"model {job.spec.model!r} has no batch API (its backend does not implement run_batch)")
 
 
 def _write_run(job: _Job, given: PromptOptions, resumed: _Resumed | None, retry_rows: list[int]) -> Path:
@@ -468,10 +444,11 @@ def _reopen(job: _Job, given: PromptOptions, resumed: _Resumed) -> RunWriter:
 
 def _create(job: _Job, given: PromptOptions) -> RunWriter:
     folder = job.map.folder if job.map is not None else dp.runs_folder(given.prefixes_dir)
-    path = Path(given.out) if given.out is not None else default_run_path(folder, job.model)
+    path = Path(given.out) if given.out is not None else default_run_path(folder, job.spec.model)
     if path.suffix != ".h5":
         raise UsageError(f"a run file name must end in .h5, got {path}", option="out")
-    return RunWriter.create(path, _run_attrs(job), job.max_length, _columns(job.mode, job.sampling), job.static)
+    return RunWriter.create(path, _run_attrs(job), job.spec.max_length, _columns(job.mode, job.spec.sampling),
+                            job.static)
 
 
 def _run_attrs(job: _Job) -> dict[str, Any]:
@@ -533,7 +510,7 @@ def _salvage_for(job: _Job) -> Salvage:
     no tokens, the right prefix row, and (API runs) an error saying why; counters from the rows kept."""
 
     def placeholders(rows: np.ndarray) -> dict[str, Any]:
-        whole = job.shard.index + rows * job.shard.count
+        whole = job.spec.shard.index + rows * job.spec.shard.count
         cols: dict[str, Any] = {"tokens": [[] for _ in rows], "prefix_row": whole % len(job.prefixes)}
         if job.mode == "text":
             cols["error"] = [LOST_ROW_ERROR] * len(rows)
@@ -551,8 +528,8 @@ def _salvage_for(job: _Job) -> Salvage:
 
 def _pending_rows(job: _Job, start_row: int, retry_rows: Sequence[int]) -> np.ndarray:
     """The run rows still to ask: failed rows asked again (given as rows of this run file), then the rest."""
-    retried = job.shard.index + np.asarray(retry_rows, dtype=np.int64) * job.shard.count
-    return np.concatenate([retried, job.shard.run_rows(start_row, job.num_strings, job.num_strings)])
+    retried = job.spec.shard.index + np.asarray(retry_rows, dtype=np.int64) * job.spec.shard.count
+    return np.concatenate([retried, job.spec.shard.run_rows(start_row, job.spec.num_strings, job.spec.num_strings)])
 
 
 def _dry_run(job: _Job, start_row: int, batch_size: int, retry_rows: Sequence[int] = ()) -> None:
@@ -562,20 +539,21 @@ def _dry_run(job: _Job, start_row: int, batch_size: int, retry_rows: Sequence[in
         r = int(i % len(job.prefixes))
         if job.mode == "text":
             text = job.prefix_texts[r]
-            request = render(text, job.max_length) if callable(render) else {"prompt": text}
+            request = render(text, job.spec.max_length) if callable(render) else {"prompt": text}
         else:
             request = {"prefix_tokens": job.prefixes[r].tolist()}
         print(json.dumps({"row": int(i), "prefix_index": r, "request": request}, default=str), flush=True)
     estimate = _estimate(job, rows)
     cost = f"; estimated cost ${estimate:.4f}" if estimate is not None else ""
-    _note(f"dry run: {len(rows)} requests in batches of {batch_size} to {job.model}{cost}; nothing sent or written")
+    _note(f"dry run: {len(rows)} requests in batches of {batch_size} to {job.spec.model}{cost}; nothing sent or "
+          "written")
 
 
 def _estimate(job: _Job, rows: np.ndarray) -> float | None:
     estimate = getattr(job.backend, "estimate_cost", None)
     if job.mode != "text" or not callable(estimate) or len(rows) == 0:
         return None
-    return float(estimate([job.prefix_texts[int(i % len(job.prefixes))] for i in rows], job.max_length))
+    return float(estimate([job.prefix_texts[int(i % len(job.prefixes))] for i in rows], job.spec.max_length))
 
 
 def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: bool, confirm: Confirm | None,
@@ -590,7 +568,7 @@ def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: 
     _confirm_cost(estimate, confirm_above, yes, confirm)
     # Said once the run goes ahead: a refusal above is the command's only line (it names the estimate).
     retried = f" ({len(retry_rows)} of them asked again in place)" if len(retry_rows) else ""
-    _note(f"estimated cost: ${estimate:.4f} for {len(rows)} requests to {job.model}{retried}")
+    _note(f"estimated cost: ${estimate:.4f} for {len(rows)} requests to {job.spec.model}{retried}")
 
 
 def _resume_hint(path: Path) -> str:
@@ -602,7 +580,7 @@ class _ProgressBar:
     fractional: HF reports every step), and by each committed batch; never ahead of the batch asked."""
 
     def __init__(self, job: _Job, todo: int, quiet: bool) -> None:
-        self.bar = progress(total=todo, desc=f"{job.method} {job.model}", unit="str", quiet=quiet)
+        self.bar = progress(total=todo, desc=f"{job.spec.method} {job.spec.model}", unit="str", quiet=quiet)
         self.batch_rows = 0  # rows in the batch being asked
         self.shown = 0  # whole rows of it shown on the bar
         self.reported = 0.0  # rows of it the backend reported
@@ -642,7 +620,7 @@ class _PromptLoop:
         self.elapsed0, self.tokens0 = float(attrs.get("elapsed_s") or 0.0), int(attrs.get("generated_tokens") or 0)
         self.spent, self.usage = float(attrs.get("cost_usd") or 0.0), dict(attrs.get("usage") or {})
         self.t0, self.tokens = time.perf_counter(), 0
-        self.total = job.shard.size(job.num_strings)
+        self.total = job.spec.shard.size(job.spec.num_strings)
         self.batch_size = job.spec.batch_size  # halved on out-of-memory; the size in use is recorded
         self.bar = _ProgressBar(job, len(self.retry_rows) + self.total - writer.rows_done, quiet)
 
@@ -669,14 +647,14 @@ class _PromptLoop:
         batch_api = self.job.spec.batch_api
         if not batch_api:
             self._ask_again(self.retry_rows)
-        if batch_api and (self.retry_rows or self.writer.rows_done < self.job.num_strings):  # else nothing to poll
+        if batch_api and (self.retry_rows or self.writer.rows_done < self.job.spec.num_strings):  # else nothing to poll
             _execute_batch_api(self.job, self.writer, self.record, self.retry_rows)
         elif not batch_api:
             self._ask_new_rows()
 
     def _ask_again(self, retry_rows: list[int]) -> None:
         """Failed rows asked again, replaced in place."""
-        pending, shard = list(retry_rows), self.job.shard
+        pending, shard = list(retry_rows), self.job.spec.shard
         while pending:
             local = np.asarray(pending[:self.batch_size], dtype=np.int64)  # rows of this run file
             rows = shard.index + local * shard.count  # rows of the whole run
@@ -689,7 +667,7 @@ class _PromptLoop:
     def _ask_new_rows(self) -> None:
         while self.writer.rows_done < self.total:
             start = self.writer.rows_done
-            rows = self.job.shard.run_rows(start, self.batch_size, self.job.num_strings)
+            rows = self.job.spec.shard.run_rows(start, self.batch_size, self.job.spec.num_strings)
             self._check_cost(rows, f"{start} of {self.total} rows kept")
             cols = self._generate(rows)
             if cols is not None:
@@ -814,7 +792,7 @@ def _execute_batch_api(job: _Job, writer: RunWriter, record: Callable[..., None]
     stored = dict(writer.attrs.get("batch_state") or {})
     paid = {} if stored.get("collected") else stored
     if retry_rows and paid and not paid.get("retry"):
-        if writer.rows_done < job.num_strings:
+        if writer.rows_done < job.spec.num_strings:
             _run_batch(job, writer, record, [], paid)  # the unwritten rows' paid batch first
         paid = {}
     _run_batch(job, writer, record, retry_rows, paid)
@@ -826,7 +804,7 @@ def _run_batch(job: _Job, writer: RunWriter, record: Callable[..., None], retry_
     are replaced as they come, new rows written in order as soon as they are contiguous."""
     retry = {int(r) for r in retry_rows}
     pending: dict[int, TextResult] = {}
-    rows = sorted(retry) + list(range(writer.rows_done, job.num_strings))
+    rows = sorted(retry) + list(range(writer.rows_done, job.spec.num_strings))
     items = [(int(i), job.prefix_texts[int(i % len(job.prefixes))]) for i in rows]
 
     def save_state(new_state: dict) -> None:
@@ -840,7 +818,7 @@ def _run_batch(job: _Job, writer: RunWriter, record: Callable[..., None], retry_
             record(cols, replace=[row for row, _ in replaced])
             retry.difference_update(row for row, _ in replaced)
         for row, result in results:
-            if writer.rows_done <= row < job.num_strings:
+            if writer.rows_done <= row < job.spec.num_strings:
                 pending[int(row)] = result
         ready: list[int] = []
         while writer.rows_done + len(ready) in pending:
@@ -850,8 +828,8 @@ def _run_batch(job: _Job, writer: RunWriter, record: Callable[..., None], retry_
             cols["prefix_row"] = np.array(ready) % len(job.prefixes)
             record(cols)
 
-    job.backend.run_batch(items, job.max_length, job.sampling, state, save_state, on_results)
+    job.backend.run_batch(items, job.spec.max_length, job.spec.sampling, state, save_state, on_results)
     if writer.attrs.get("batch_state"):  # every result of it is written: a later call submits anew
         writer.set_attrs(batch_state={**writer.attrs["batch_state"], "collected": True})
-    if writer.rows_done < job.num_strings:
-        raise MiaError(f"the batch ended without results for rows {writer.rows_done}..{job.num_strings - 1}")
+    if writer.rows_done < job.spec.num_strings:
+        raise MiaError(f"the batch ended without results for rows {writer.rows_done}..{job.spec.num_strings - 1}")

@@ -65,3 +65,4 @@ def plain(value: Any, finite: bool = False) -> Any:
     if isinstance(value, list):
         return [plain(v, finite) for v in value]
     return value
+

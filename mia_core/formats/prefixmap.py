@@ -24,6 +24,7 @@ from mia_core.formats.hdf5 import STR_DTYPE, as_str, as_strings, decode_attr, en
 from mia_core.formats.integrity import READ_ERRORS, USERBLOCK_SIZE, DamagedFile, describe_error, open_hdf5, seal_file
 from mia_core.formats.names import PARTIAL_SUFFIX
 from mia_core.formats.provenance import provenance
+from mia_core.formats.recorded import recorded
 from mia_core.formats.safeio import GuardedFile, disk_error, fsync_dir
 from mia_core.formats.sniff import describe_file
 from mia_core.token_rows import TOKEN_DTYPE, pad_rows
@@ -223,21 +224,10 @@ class PrefixMap:
                     raise DamagedFile(self.path, f"dataset {name!r} cannot be read ({describe_error(exc)})",
                                       REMAKE) from None
 
-    @property
-    def prefix_tokens(self) -> int:
-        return int(self.attrs["prefix_tokens"])
-
-    @property
-    def suffix_tokens(self) -> int:
-        return int(self.attrs["suffix_tokens"])
-
-    @property
-    def tokenizer_name(self) -> str:
-        return str(self.attrs["tokenizer"])
-
-    @property
-    def tokenizer_fingerprint(self) -> str:
-        return str(self.attrs["tokenizer_fingerprint"])
+    prefix_tokens = recorded("prefix_tokens", int)
+    suffix_tokens = recorded("suffix_tokens", int)
+    tokenizer_name = recorded("tokenizer", str)
+    tokenizer_fingerprint = recorded("tokenizer_fingerprint", str)
 
     def __len__(self) -> int:
         return self.size

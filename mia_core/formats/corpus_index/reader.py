@@ -41,6 +41,7 @@ from mia_core.formats.corpus_index.layout import (
 from mia_core.formats.corpus_index.suffix_search import SuffixSearch
 from mia_core.formats.corpus_index.window_table import WindowTable, query_fingerprints
 from mia_core.formats.integrity import sha256_file
+from mia_core.formats.recorded import recorded
 
 TABLE_ITEMSIZE = 8  # tokengrams stores suffix positions as u64
 BATCH_ROWS = 1 << 16  # windows searched together (bounds the temporary arrays)
@@ -262,13 +263,8 @@ class CorpusIndex:
         if sum(s.tokens for s in self.shards) != int(self.meta["tokens"]):
             raise MiaError(f"index metadata {meta_path} is corrupt: its shards do not add up to its tokens")
 
-    @property
-    def tokens(self) -> int:
-        return int(self.meta["tokens"])
-
-    @property
-    def fingerprint(self) -> str:
-        return str(self.meta["tokenizer_fingerprint"])
+    tokens = recorded("tokens", int, "meta")
+    fingerprint = recorded("tokenizer_fingerprint", str, "meta")
 
     @property
     def vocab_size(self) -> int:
