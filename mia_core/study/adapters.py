@@ -38,6 +38,11 @@ def prompt_run(prefix_map: Path, config: dict[str, dict[str, Any]], method: str,
     if method == "generate":
         common.update(max_length=table["max_length"], sampling=sampling, max_cost=table["max_cost"])
     if run.is_file():
+        from mia_core.formats.runs import RunWriter, open_run
+
+        if open_run(run).complete:  # killed after the run finished, before the study recorded it
+            RunWriter.finish_compaction(run)
+            return run
         prompt(resume=run, **common)
     else:
         prompt(prefix_map, out=run, **common)
