@@ -114,7 +114,7 @@ def test_config_file_with_every_table(study, tiny):
     if results["steps"]["estimate"]["status"] == "skipped":  # withheld with its reason, never a failure
         assert results["estimate"]["withheld"].startswith("estimates withheld: ")
     env = results["environment"]
-    assert env["device"] == "cpu" and env["mia_version"] and "torch" in env["libraries"]
+    assert env["device"] == "cpu" and env["mia_version"] and "git_commit" in env and "torch" in env["libraries"]
     assert set(results["timings_s"]) == set(results["steps"])
     assert (folder / "report.html").is_file() and "<h2>Attack 1" in (folder / "report.html").read_text()
 
@@ -211,3 +211,13 @@ def test_killed_at_random_instants_resumes_to_the_same_results(tmp_path, tiny):
     assert final.returncode == 0, final.stderr
     got = figures(json.loads((killed / "studies/k/results.json").read_text().replace(str(killed), str(whole))))
     assert differences(got, expected) == []
+
+
+def test_docs_list_every_configuration_key():
+    """docs/study.md's schema table names every key of the schema with its command-line spelling."""
+    from mia_core.study.config import SCHEMA
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "study.md").read_text(encoding="utf-8")
+    for table, keys in SCHEMA.items():
+        for name, key in keys.items():
+            assert f"| `[{table}]` | `{name}` |" in doc and f"`{key.flag}`" in doc, (table, name)

@@ -52,7 +52,7 @@ def _environment(study: "Study") -> dict[str, Any]:
     from mia_core.formats.provenance import provenance
 
     here = provenance()
-    env = {key: here.get(key) for key in ("mia_version", "python", "libraries", "plugins", "git", "host")}
+    env = {key: here.get(key) for key in ("mia_version", "python", "libraries", "plugins", "git_commit", "host")}
     env["device"] = None
     for run in study.done_runs():
         from mia_core.formats.runs import open_run

@@ -21,6 +21,7 @@ from mia_core.study.state import STEPS, StudyState, downstream, step_config
 
 ESTIMATE_FILE = "estimate.json"
 REPORT_FILE = "report.html"
+MODEL_STEPS = ("generate", "check", "attack")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ def run_study(request: StudyRequest) -> Path:
     _refuse_changes(study, forced)
     for step in STEPS:
         _run_step(study, step, step in forced)
+        if step == "prefix" and any((study.state.step(s) or {}).get("status") != "done" for s in MODEL_STEPS):
+            _plan(study)
     write_results(study)
     return study.folder
 
@@ -162,12 +165,12 @@ def _prefix(study: Study) -> dict[str, Any]:
     built = adapters.build_map(study.config, staging, study.request.quiet)
     built.rename(study.map)
     shutil.rmtree(staging, ignore_errors=True)
-    _plan(study)
     return {"prefix_map": str(study.map)}
 
 
 def _plan(study: Study) -> None:
-    """Before any model runs: the prompts and tokens of each model step."""
+    """Before any model runs: the prompts and tokens of each model step (the API cost estimate and its
+    confirmation come from `mia prompt`'s own controls; progress bars give the ETA from the first batch)."""
     from mia_core.formats.prefixmap import PrefixMap
 
     rows = len(PrefixMap(study.map))
