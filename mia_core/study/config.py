@@ -162,8 +162,12 @@ def _typed(kind: str, value: Any) -> Any:
 
 
 def _did_you_mean(name: str, choices: Any) -> str:
+    """A close name, with its command-line spelling when the choices are keys."""
     close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    if not close:
+        return ""
+    flag = choices[close[0]].flag if isinstance(choices[close[0]], Key) else None
+    return f" (did you mean {close[0]!r}" + (f", {flag}" if flag else "") + "?)"
 
 
 def resolve(file_values: dict[str, dict[str, Any]], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
