@@ -185,6 +185,13 @@ def test_refusals(study, tiny):
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stderr.count("before with the same configuration; kept") == 7
     assert differences(figures(json.loads((study / "studies/every/results.json").read_text())), figures(before)) == []
+    forced = mia(["study", "changed.toml", "--model", str(tiny), "--resume", "--force-step", "generate"], study)
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stderr.count("before with the same configuration; kept") == 3  # prefix, check, attack
+    redone = json.loads((study / "studies/every/results.json").read_text())
+    assert redone["configuration"]["prompt"]["max_length"] == 10 and redone["extraction"]["generate"]["k"] == 10
+    assert redone["extraction"]["check"] == before["extraction"]["check"]
+    assert redone["attack"]["metrics"] == before["attack"]["metrics"]
 
 
 def test_killed_at_random_instants_resumes_to_the_same_results(tmp_path, tiny):
