@@ -184,7 +184,7 @@ def main() -> None:
 def extra_signals(backend, items, args, figures_base) -> dict:
     """Wall time of each new signal (one run each) and its forward passes per string."""
     from mia_core.attack.run import AttackConfig, attack
-    from mia_core.scoring.probabilistic import probabilities
+    from mia_core.matching.probabilistic import probabilities
     from mia_core.types import Sampling
 
     base = min(r[0] for r in figures_base["mia+minkpp"])

@@ -25,13 +25,13 @@ def by_hand(config: dict, work: Path) -> None:
     from mia_core.errors import MiaError
     from mia_core.extraction.prefix import build_prefix_map
     from mia_core.extraction.prompt import prompt
+    from mia_core.report.build import write_report
     from mia_core.scoring.goodturing import estimate
-    from mia_core.scoring.report import write_report
     from mia_core.scoring.summary import score_run
     from mia_core.scoring.tables import table_from_runs
 
     study, prefix, attack = config["study"], config["prefix"], config["attack"]
-    folder = build_prefix_map(study["model"], study["dataset"], prefix["prefix_tokens"], "start",
+    folder = build_prefix_map(study["model"], study["dataset"], prefix["prefix_tokens"], prefix_loc="start",
                               size=study["limit"], suffix_tokens=prefix["suffix_tokens"], seed=study["seed"],
                               out=work / "Prefixes", quiet=True, balance=True)
     runs: list[Path] = []
@@ -54,7 +54,8 @@ def by_hand(config: dict, work: Path) -> None:
 
 
 def with_study(config: dict, work: Path) -> None:
-    from mia_core.study.run import StudyRequest, run_study
+    from mia_core.study.folder import StudyRequest
+    from mia_core.study.run import run_study
 
     run_study(StudyRequest(config=config, root=work / "studies", quiet=True))
 

@@ -23,14 +23,15 @@ class MiaError(Exception):
 
 
 class UsageError(MiaError):
-    """A bad value or combination of options: exit code 2. ``param_hint`` names the option
-    (``--max-cost``) when one is at fault."""
+    """A bad value or combination of options: exit code 2. ``option`` names the option at fault by
+    its Python name (``max_cost``, the keyword of the library function); the CLI shows it as the flag
+    (``--max-cost``), in one place (``mia_core.cli.to_click``)."""
 
     exit_code = 2
 
-    def __init__(self, message: str, param_hint: str | None = None) -> None:
+    def __init__(self, message: str, option: str | None = None) -> None:
         super().__init__(message)
-        self.param_hint = param_hint
+        self.option = option
 
 
 class UnknownNameError(UsageError):

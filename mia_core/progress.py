@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from tqdm import tqdm as std_tqdm
 from tqdm.auto import tqdm
 
 from mia_core.redact import redact_text
@@ -27,11 +28,26 @@ def progress(total: int | None = None, desc: str = "", unit: str = "it", quiet: 
                 dynamic_ncols=True, **kwargs)
 
 
+def clear_bars() -> None:
+    """Erase every bar still on screen (work an error interrupted; a plugin's bar included), so
+    that the error printed next starts on a clean line instead of after a bar's ``\r`` remnant."""
+    for bar in list(getattr(std_tqdm, "_instances", ())):
+        if not bar.disable:
+            bar.leave = False
+            bar.close()
+    sys.stderr.flush()
+
+
 def note(message: str, quiet: bool = False) -> None:
     """One line for the user on stderr (a warning, a fallback taken, where output went): the one
     way the library speaks outside its results and errors; stdout stays clean for --json.
     ``quiet`` silences it (a command's ``-q`` for lines that are not warnings)."""
-    if not quiet:
+    if quiet:
+        return
+    if any(not bar.disable for bar in list(getattr(std_tqdm, "_instances", ()))):
+        std_tqdm.write(redact_text(message), file=sys.stderr)  # erases the bars, prints, redraws them
+        sys.stderr.flush()
+    else:
         print(redact_text(message), file=sys.stderr, flush=True)
 
 

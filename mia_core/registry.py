@@ -7,19 +7,26 @@ fail with the available names and a close match.
 
 import difflib
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from mia_core import plugins
+from mia_core import option_schema, plugins
 from mia_core.defaults import provider_for
 from mia_core.errors import MiaError, UnknownNameError
-from mia_core.types import capabilities
+from mia_core.option_schema import Option
+from mia_core.types import CAPABILITIES, capabilities
+
+# How each kind is named in messages, and the command that prints its options table.
+_OWNER_WORD = {"dataset": "dataset", "tokenizer": "tokenizer", "backend": "model"}
+_LISTING = {"dataset": "mia datasets --options", "tokenizer": "mia models --options",
+            "backend": "mia models --options"}
 
 
 @dataclass
 class Entry:
-    """One registered thing: a name, how to build it, and what to tell the user."""
+    """One registered thing: a name, how to build it, and what to tell the user (every field
+    but ``kind`` and ``plugin`` is a keyword of ``register``, documented in ``mia_core.hookspecs``)."""
 
     kind: str
     name: str
@@ -28,34 +35,69 @@ class Entry:
     description: str = ""
     aliases: tuple[str, ...] = ()
     match: Callable[[str], bool] | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    match_priority: int = 0
+    capabilities: frozenset[str] | None = None
+    options: tuple[Option, ...] | None = None
+    finetune: Callable[..., Any] | str | None = None
 
     def load_factory(self) -> Callable[..., Any]:
         """Resolve a lazy ``"module:attr"`` factory (imports heavy libraries only now)."""
-        if callable(self.factory):
-            return self.factory
-        module, _, attr = self.factory.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj
+        return _resolve(self.factory)
 
     @property
-    def capabilities(self) -> frozenset[str] | None:
-        """What a backend promised at registration (``capabilities=``), or None: known before
-        loading it, so commands refuse an unsuitable model without loading it."""
-        declared = self.info.get("capabilities")
-        return None if declared is None else frozenset(declared)
+    def info(self) -> dict[str, Any]:
+        """The optional keywords this entry was registered with (older readers ask this)."""
+        extra = {"capabilities": tuple(sorted(self.capabilities)) if self.capabilities is not None else None,
+                 "match_priority": self.match_priority or None, "finetune": self.finetune}
+        return {k: v for k, v in extra.items() if v is not None}
+
+    def check_options(self, name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+        """``options`` checked against the declared schema and typed (unchanged when the plugin
+        declares none): a one-line ``MiaError`` before anything is imported or loaded."""
+        values = dict(options or {})
+        if self.options is None:
+            return values
+        owner = f"{_OWNER_WORD[self.kind]} {name!r}"
+        return option_schema.validate(values, self.options, owner, f"{_LISTING[self.kind]} {self.name}")
 
     def create(self, name: str, options: dict[str, Any] | None = None) -> Any:
         """Build the thing for ``name`` (which may be an alias or a matched name)."""
-        obj = self.load_factory()(name, dict(options or {}))
-        promised = self.capabilities if self.kind == "backend" else None
-        if promised is not None and not promised <= capabilities(obj):
-            missing = ", ".join(sorted(promised - capabilities(obj)))
+        typed = self.check_options(name, options)
+        obj = self.load_factory()(name, typed)
+        if self.kind == "backend" and self.capabilities is not None and not self.capabilities <= capabilities(obj):
+            missing = ", ".join(sorted(self.capabilities - capabilities(obj)))
             raise MiaError(f"plugin {self.plugin!r} registers {self.name!r} with capabilities it lacks once loaded "
                            f"({missing}): a bug in the plugin (see mia_core.types for the methods each needs)")
         return obj
+
+
+def _resolve(target: Callable[..., Any] | str) -> Callable[..., Any]:
+    if callable(target):
+        return target
+    module, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+_REGISTER_KEYWORDS = ("description", "aliases", "match", "match_priority", "capabilities", "options", "finetune")
+
+
+class RegistrationError(TypeError):
+    """A plugin called ``register`` wrongly: the plugin is reported broken (``mia plugins``)."""
+
+
+def _checked_capabilities(declared: Iterable[str] | None) -> frozenset[str] | None:
+    if declared is None:
+        return None
+    if isinstance(declared, str):
+        raise RegistrationError(f"capabilities= must be a tuple of names, got the string {declared!r}")
+    unknown = sorted(set(declared) - set(CAPABILITIES))
+    if unknown:
+        raise RegistrationError(f"capabilities= names {', '.join(unknown)}, which mia does not know "
+                                f"(known: {', '.join(CAPABILITIES)})")
+    return frozenset(declared)
 
 
 class Registry:
@@ -72,18 +114,33 @@ class Registry:
             return
         self._filled = True
         for plugin_name, hook in plugins.hook_functions(self.hook):
-
-            def register(name: str, factory: Callable[..., Any] | str, *, _plugin: str = plugin_name,
-                         description: str = "", aliases: tuple[str, ...] = (),
-                         match: Callable[[str], bool] | None = None, **info: Any) -> None:
-                self.add(Entry(self.kind, name, factory, _plugin, description, tuple(aliases), match, info))
-
             try:
-                hook(register=register)
+                hook(register=self._register_function(plugin_name))
             except MiaError:  # a clash between plugins: the user must resolve it
                 raise
             except Exception as exc:  # a broken plugin: skip it, `mia plugins` says why
                 plugins.record_failure(plugin_name, self.hook, exc)
+
+    def _register_function(self, plugin: str) -> Callable[..., None]:
+        """The ``register`` a plugin's hook is given: explicit keywords, and a typo is an error
+        naming the plugin and the keyword (never silently kept)."""
+
+        def register(name: str, factory: Callable[..., Any] | str, *, description: str = "",
+                     aliases: Iterable[str] = (), match: Callable[[str], bool] | None = None,
+                     match_priority: int = 0, capabilities: Iterable[str] | None = None,
+                     options: Iterable[Option] | None = None, finetune: Callable[..., Any] | str | None = None,
+                     **unknown: Any) -> None:
+            if unknown:
+                raise RegistrationError(_unknown_keywords_message(plugin, name, unknown))
+            try:
+                entry = Entry(self.kind, name, factory, plugin, description, tuple(aliases), match,
+                              int(match_priority), _checked_capabilities(capabilities),
+                              None if options is None else option_schema.check_schema(options), finetune)
+            except TypeError as exc:
+                raise RegistrationError(f"plugin {plugin!r} registers {self.kind} {name!r} wrongly: {exc}") from None
+            self.add(entry)
+
+        return register
 
     def add(self, entry: Entry) -> None:
         for key in (entry.name, *entry.aliases):
@@ -108,9 +165,9 @@ class Registry:
         entry = self._entries.get(name.lower())
         if entry is not None:
             return entry
-        # A more specific predicate (``match_priority`` info, default 0) is asked first: a
-        # Mamba checkpoint folder is also "a folder", which the generic hf entry matches.
-        ranked = sorted(self.entries(), key=lambda e: -int(e.info.get("match_priority", 0)))
+        # A more specific predicate (``match_priority``, default 0) is asked first: a Mamba
+        # checkpoint folder is also "a folder", which the generic hf entry matches.
+        ranked = sorted(self.entries(), key=lambda e: -e.match_priority)
         for candidate in ranked:
             if candidate.match is not None and candidate.match(name):
                 return candidate
@@ -125,6 +182,11 @@ class Registry:
 
     def create(self, name: str, options: dict[str, Any] | None = None) -> Any:
         return self.get(name).create(name, options)
+
+    def check_options(self, name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+        """``options`` for ``name`` checked and typed without loading anything: a command calls
+        this first, so a typo fails before a dataset is read or a model loaded."""
+        return self.get(name).check_options(name, options)
 
     def unknown_message(self, name: str) -> str:
         available = self.names()
@@ -143,6 +205,13 @@ class Registry:
         if broken and not hint:
             message += f". Plugins that failed to load: {', '.join(broken)} (see mia plugins)"
         return message
+
+
+def _unknown_keywords_message(plugin: str, name: str, unknown: dict[str, Any]) -> str:
+    guesses = [m for k in unknown for m in difflib.get_close_matches(k, _REGISTER_KEYWORDS, n=1)]
+    guess = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
+    return (f"plugin {plugin!r} calls register({name!r}, ...) with unknown keyword(s) {', '.join(unknown)}{guess}; "
+            f"register accepts {', '.join(_REGISTER_KEYWORDS)}")
 
 
 def _why_missing(dist: str) -> str:

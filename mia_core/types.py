@@ -63,13 +63,13 @@ class Sampling:
     def __post_init__(self) -> None:
         """Refuse what no decoder can use (NaN, infinity, a seed numpy and HDF5 cannot hold) in one line."""
         if not _is_number(self.temperature) or not 0 <= self.temperature < math.inf:
-            raise UsageError(f"must be a finite number >= 0, got {self.temperature!r}", param_hint="--temperature")
+            raise UsageError(f"must be a finite number >= 0, got {self.temperature!r}", option="temperature")
         if self.top_k is not None and not (_is_int(self.top_k) and 1 <= self.top_k <= INT64_MAX):
-            raise UsageError(f"must be an integer from 1 to 2**63-1, got {self.top_k!r}", param_hint="--top_k")
+            raise UsageError(f"must be an integer from 1 to 2**63-1, got {self.top_k!r}", option="top_k")
         if self.top_p is not None and not (_is_number(self.top_p) and 0 < self.top_p <= 1):
-            raise UsageError(f"must be a number in (0, 1], got {self.top_p!r}", param_hint="--top_p")
+            raise UsageError(f"must be a number in (0, 1], got {self.top_p!r}", option="top_p")
         if self.seed is not None and not (_is_int(self.seed) and 0 <= self.seed <= INT64_MAX):
-            raise UsageError(f"must be an integer from 0 to 2**63-1, got {self.seed!r}", param_hint="--seed")
+            raise UsageError(f"must be an integer from 0 to 2**63-1, got {self.seed!r}", option="seed")
 
     @property
     def greedy(self) -> bool:
@@ -110,7 +110,7 @@ class TokenScores:
     distribution at the scheme's temperature, restricted to its top-k and top-p (nucleus) tokens
     and renormalised, in that order (as Hugging Face's ``generate`` applies them). A token outside
     them has −inf; a position without context has NaN. Probabilistic extraction (Hayes et al.
-    2024) multiplies these over a suffix: ``mia_core.scoring.probabilistic``.
+    2024) multiplies these over a suffix: ``mia_core.matching.probabilistic``.
     """
 
     logprob: np.ndarray
@@ -233,6 +233,61 @@ class BatchRunner(Protocol):
     def run_batch(self, items: list[tuple[int, str]], max_new_tokens: int, sampling: Sampling,
                   state: dict[str, Any], save_state: Callable[[dict[str, Any]], None],
                   on_results: Callable[[list[tuple[int, TextResult]]], None]) -> None: ...
+
+
+# ---- optional protocols: what else the core may ask of a backend ---------------------------
+# None of these is a capability: a backend without them works, the core falls back as each says.
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """Progress within a batch (HF, vLLM): while a run lasts, the core points ``on_rows_done`` at its
+    progress bar (and back to ``None`` after it); the backend calls it with the rows finished since the
+    last call (fractional: a generation step of a batch of 10 is 0.1 row) and the new tokens. Without
+    it, the bar moves once per batch."""
+
+    on_rows_done: Callable[[float, int], None] | None
+
+
+@runtime_checkable
+class ChatEncoder(Protocol):
+    """A tokenizer with a chat template (the divergence attack's prompts to a local chat model):
+    ``encode_chat(messages)`` gives the ids of the conversation followed by the opened assistant turn,
+    or ``None`` when the model has no template (the prompt is then sent as plain text)."""
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int] | None: ...
+
+
+@runtime_checkable
+class VerbatimPrompts(Protocol):
+    """A text backend that can send a prompt as the whole user message (the divergence attack), instead
+    of wrapping a prefix in its continuation template. The core sets ``verbatim_prompt`` for the run
+    that needs it and clears it afterwards; without the attribute, that run is refused in one line."""
+
+    verbatim_prompt: bool
+
+
+@runtime_checkable
+class KnowsContext(Protocol):
+    """What a token model tells about its input, as attributes or in ``describe()`` (which wins):
+    ``bos_prepended`` (recorded in every run) and ``context_length`` (``max_context`` in ``describe()``),
+    the longest sequence it takes, BOS included (``mia attack`` caps its strings to it)."""
+
+    bos_prepended: bool
+    context_length: int
+
+
+def bos_prepended(backend: object) -> bool | None:
+    """Whether the backend prepends BOS: ``describe()["bos_prepended"]``, else its attribute (``KnowsContext``),
+    else unknown (None)."""
+    describe = getattr(backend, "describe", None)
+    described = describe() if callable(describe) else {}
+    return described.get("bos_prepended", getattr(backend, "bos_prepended", None))
+
+
+def reports_progress(backend: object) -> bool:
+    """Whether the backend reports progress within a batch (``ReportsProgress``)."""
+    return hasattr(backend, "on_rows_done")
 
 
 CAPABILITIES: dict[str, type] = {

@@ -121,7 +121,7 @@ def warm_imports() -> None:
     """Import what the commands import lazily, once, in the parent: every forked trial starts warm."""
     import importlib
 
-    for name in ("mia_core.extraction.prompt", "mia_core.scoring.summary", "mia_core.scoring.report",
+    for name in ("mia_core.extraction.prompt", "mia_core.scoring.summary", "mia_core.report",
                  "mia_core.scoring.tables", "mia_core.scoring.plots", "mia_core.inspection.show",
                  "mia_core.inspection.export", "mia_core.scoring.goodturing", "mia_core.extraction.check",
                  "mia_core.formats.corpus_index.reader", "matplotlib.pyplot", "sacrebleu"):

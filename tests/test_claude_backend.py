@@ -180,9 +180,9 @@ def test_missing_key_is_a_clear_error_before_any_request(server, monkeypatch, tm
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"concurrency": "0"}, "concurrency='0': must be at least 1"),
+    ({"concurrency": "0"}, "concurrency=0: must be at least 1"),
     ({"timeout": "soon"}, "expected a number"),
-    ({"colour": "red"}, "unknown model option"),
+    ({"colour": "red"}, "unknown option"),
     ({"model": "claude-new-9"}, "no price is known"),
     ({"prompt": "no placeholder"}, "must contain {prefix}"),
 ])

@@ -17,9 +17,9 @@ from test_claude_cli import DATASET, DOCS, KEY, TOKENIZER, ByteTokenizer, TestPl
 
 from mia_core import registry
 from mia_core.cli import cli
+from mia_core.divergence.prompts import DivergenceSpec, chat_ids
+from mia_core.divergence.scoring import _corpus, divergence_point
 from mia_core.errors import UsageError
-from mia_core.extraction.divergence_prompts import DivergenceSpec, chat_ids
-from mia_core.scoring.divergence import _corpus, divergence_point
 
 CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
                  "{% if add_generation_prompt %}<s>assistant\n{% endif %}")

@@ -8,7 +8,7 @@ from scoring_fixtures import make_docs, make_map, make_run
 from test_goodturing import PROSODY
 
 from mia_core.cli import cli
-from mia_core.formats.corpus_index.reader import build_index
+from mia_core.formats.corpus_index.shard_writer import build_index
 from mia_core.scoring.summary import score_run
 
 

@@ -8,7 +8,9 @@ from scoring_fixtures import FP, make_docs, make_map, make_run
 
 from mia_core import hookimpl
 from mia_core.cli import cli
-from mia_core.formats.corpus_index.reader import CorpusIndex, build_index, storage_for, tokengrams_module
+from mia_core.formats.corpus_index.layout import storage_for
+from mia_core.formats.corpus_index.reader import CorpusIndex, tokengrams_module
+from mia_core.formats.corpus_index.shard_writer import build_index
 from mia_core.formats.scores import read_scores, scores_path
 from mia_core.scoring.summary import score_run
 from mia_core.types import Sample
@@ -194,7 +196,8 @@ def test_index_use_does_not_import_transformers(tmp_path):
     import sys
 
     code = ("import sys, numpy as np\n"
-            "from mia_core.formats.corpus_index.reader import build_index, CorpusIndex\n"
+            "from mia_core.formats.corpus_index.reader import CorpusIndex\n"
+            "from mia_core.formats.corpus_index.shard_writer import build_index\n"
             f"build_index({str(tmp_path / 'i')!r}, [np.arange(20)], 't', 'f', 100, {{}})\n"
             f"assert CorpusIndex({str(tmp_path / 'i')!r}).contains([3, 4])\n"
             "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))\n")
@@ -231,7 +234,7 @@ def test_decode_shows_memorized_windows_as_text(tmp_path, runner, register_plugi
 
 
 def test_add_many_in_chunks_equals_one_document_at_a_time(tmp_path):
-    from mia_core.formats.corpus_index.reader import IndexBuilder
+    from mia_core.formats.corpus_index.shard_writer import IndexBuilder
 
     docs = make_docs(7, 30) + [np.zeros(0, dtype=np.int64)]
     flat = np.concatenate(docs)

@@ -100,30 +100,30 @@ def test_a_run_too_large_to_read_back_is_refused_with_its_size(fake, runner):
 
 
 @pytest.mark.parametrize("kwargs, hint", [
-    ({"max_cost": math.nan}, "--max-cost"),
-    ({"max_cost": math.inf}, "--max-cost"),
-    ({"confirm_above": math.nan}, "--confirm-above"),
-    ({"num_strings": 2**64}, "--num_strings"),
+    ({"max_cost": math.nan}, "max_cost"),
+    ({"max_cost": math.inf}, "max_cost"),
+    ({"confirm_above": math.nan}, "confirm_above"),
+    ({"num_strings": 2**64}, "num_strings"),
 ])
 def test_the_python_api_raises_usage_errors(fake, kwargs, hint):
     with pytest.raises(UsageError) as caught:
         prompt("fakemap", "fake-api", yes=True, quiet=True, **kwargs)
-    assert caught.value.param_hint == hint and fakes.CALLS == []
+    assert caught.value.option == hint and fakes.CALLS == []
 
 
 @pytest.mark.parametrize("kwargs, hint", [
-    ({"temperature": math.nan}, "--temperature"),
-    ({"temperature": math.inf}, "--temperature"),
-    ({"top_p": math.nan}, "--top_p"),
-    ({"top_p": 1.5}, "--top_p"),
-    ({"top_k": 0}, "--top_k"),
-    ({"seed": 2**63}, "--seed"),
-    ({"seed": -1}, "--seed"),
+    ({"temperature": math.nan}, "temperature"),
+    ({"temperature": math.inf}, "temperature"),
+    ({"top_p": math.nan}, "top_p"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"top_k": 0}, "top_k"),
+    ({"seed": 2**63}, "seed"),
+    ({"seed": -1}, "seed"),
 ])
 def test_sampling_refuses_what_no_decoder_can_use(kwargs, hint):
     with pytest.raises(UsageError) as caught:
         Sampling(**kwargs)
-    assert caught.value.param_hint == hint
+    assert caught.value.option == hint
 
 
 def test_a_binary_labels_file_is_one_line(register_plugin, runner, in_tmp):

@@ -384,7 +384,7 @@ class Commands:
 
         @cli.command(name="fail-usage")
         def fail_usage() -> None:
-            raise UsageError("must be positive, got -1", param_hint="--count")
+            raise UsageError("must be positive, got -1", option="count")
 
         @cli.command(name="fail-error")
         def fail_error() -> None:
@@ -409,3 +409,247 @@ def test_library_errors_are_translated_once_at_the_cli(register_plugin, runner, 
     info = {p["name"]: p for p in json.loads(runner.invoke(cli, ["plugins", "--json"]).stdout)}
     assert info["commands"]["commands"] == ["fail-error", "fail-usage"]
     assert info["commands"]["error"] == "its command 'prefix' clashes with an existing one"
+
+
+# --- register()'s keywords and the options schema (#25 item 3) ---------------------------------
+
+TYPO_MODULE = '''
+from mia_core import hookimpl
+
+
+@hookimpl
+def mia_register_backends(register) -> None:
+    register("typo-model", "mia_typo:make", capabilites=("generate",))  # the typo
+'''
+
+
+@pytest.fixture(scope="module")
+def typo_env(tmp_path_factory, example_env) -> dict[str, str]:
+    """The example plugin plus a distribution whose register() call misspells a keyword."""
+    source = tmp_path_factory.mktemp("typo-plugin")
+    (source / "pyproject.toml").write_text(BROKEN_PYPROJECT.replace("broken", "typo"))
+    (source / "mia_typo.py").write_text(TYPO_MODULE)
+    env = pip_install(source, source / "site")
+    env["PYTHONPATH"] = os.pathsep.join([str(source / "site"), example_env["PYTHONPATH"]])
+    return env
+
+
+def test_a_misspelt_register_keyword_is_a_broken_plugin(typo_env):
+    listed = mia(typo_env, "plugins")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    lines = listed.stdout.splitlines()
+    reason = lines[lines.index("typo (mia-typo 0.1.0)") + 1]
+    assert reason.startswith("  skipped: mia_register_backends: RegistrationError: plugin 'typo' calls "
+                             "register('typo-model', ...) with unknown keyword(s) capabilites "
+                             "(did you mean capabilities?); register accepts description, aliases, match, ")
+    models = {m["name"] for m in json.loads(mia(typo_env, "models", "--json").stdout)}
+    assert "typo-model" not in models and "example-hf:ID" in models  # the other plugins keep working
+
+
+def one_error_line(result: subprocess.CompletedProcess, code: int = 1) -> str:
+    """The command's only stderr line, which must be its error."""
+    assert result.returncode == code and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+def test_options_are_checked_typed_and_listed_by_the_core(example_env, tmp_path):
+    make = ("prefix", "--model", "example-bytes", "--dataset", "example-counting", "--prefix_tokens", "4", "-q")
+    typo = one_error_line(mia(example_env, *make, "--dataset-option", "nn=3", cwd=tmp_path))
+    assert typo == ("Error: unknown option(s) for dataset 'example-counting': nn. Did you mean 'n'? "
+                    "Options accepted: n, words (see mia datasets --options example-counting)")
+    wrong = one_error_line(mia(example_env, *make, "--dataset-option", "n=three", cwd=tmp_path))
+    assert wrong == ("Error: option n='three' for dataset 'example-counting' is not an integer: expected an integer "
+                     "(or auto)")
+    assert not (tmp_path / "Prefixes").exists()  # refused before the dataset was read
+    made = mia(example_env, *make, "--dataset-option", "n=3", "--dataset-option", "words=5", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert len(PrefixMap(tmp_path / made.stdout.strip())) == 3  # the factory got ints
+
+    table = mia(example_env, "datasets", "--options", "example-counting")
+    assert table.returncode == 0, table.stderr
+    rows = [line.split() for line in table.stdout.splitlines()]
+    assert rows[0] == ["dataset", "example-counting", "(--dataset-option", "KEY=VALUE;", "plugin", "example):"]
+    assert ["n", "int", "20", "an", "integer", "(or", "auto)", "number", "of", "samples"] in rows
+    listed = json.loads(mia(example_env, "datasets", "--options", "example-counting", "--json").stdout)
+    assert listed == {"dataset": [
+        {"option": "n", "type": "int", "default": 20, "accepts": "an integer (or auto)", "help": "number of samples"},
+        {"option": "words", "type": "int", "default": 30, "accepts": "an integer (or auto)",
+         "help": "words per sample"}]}
+    none = mia(example_env, "models", "--options", "example-hf:some/model")
+    assert none.returncode == 0 and "takes no option" in none.stdout
+    undeclared = mia(example_env, "models", "--options", "example-bytes")
+    assert "declares no option schema" in undeclared.stdout
+    unknown = mia(example_env, "models", "--options", "example-bites")
+    assert unknown.returncode == 2 and "unknown backend 'example-bites'" in unknown.stderr
+
+
+class LazyPlugin:
+    """Registers names whose factory module does not exist: whatever is refused, is refused before import."""
+
+    @hookimpl
+    def mia_register_backends(self, register) -> None:
+        from mia_core import Option
+
+        register("lazy-model", "no_such_module_for_mia_tests:make", capabilities=("generate",), options=(
+            Option("dtype", choices=("float32", "bfloat16"), default="float32", help="weights' type"),
+            Option("trust_remote_code", bool, False, "run the model's own code"),
+            Option("threads", int, None, "CPU threads"),
+            Option("temperature", float, 1.0, "softmax temperature"),
+        ))
+        register("lazy-folder:ID", "no_such_module_for_mia_tests:make", match=lambda n: n.startswith("lazy-"),
+                 match_priority=5)
+
+
+def test_options_are_refused_before_the_factory_is_imported(register_plugin):
+    register_plugin(LazyPlugin(), name="lazy")
+    entry = registry.backends.get("lazy-model")
+    assert entry.info == {"capabilities": ("generate",)} and entry.capabilities == frozenset({"generate"})
+    with pytest.raises(MiaError, match=r"unknown option\(s\) for model 'lazy-model': dtpye\. Did you mean 'dtype'\?"):
+        registry.backends.create("lazy-model", {"dtpye": "float32"})
+    with pytest.raises(MiaError, match=r"unknown dtype 'float16' for model 'lazy-model': expected one of float32, "
+                                       r"bfloat16$"):
+        registry.backends.create("lazy-model", {"dtype": "float16"})
+    with pytest.raises(MiaError, match="option trust_remote_code='maybe' .* is not a boolean: expected true or false"):
+        registry.backends.create("lazy-model", {"trust_remote_code": "maybe"})
+    with pytest.raises(MiaError, match=r"option threads=2\.5 .* is not an integer: expected an integer \(or auto\)"):
+        registry.backends.check_options("lazy-model", {"threads": 2.5})
+    typed = registry.backends.check_options(
+        "lazy-model", {"dtype": "BFloat16", "trust_remote_code": "yes", "threads": "auto", "temperature": "0.5"})
+    assert typed == {"dtype": "bfloat16", "trust_remote_code": True, "threads": None, "temperature": 0.5}
+    # auto is the default: None ("the plugin decides") or the default number or boolean
+    assert registry.backends.check_options("lazy-model", {"temperature": "auto", "trust_remote_code": ""}) == \
+        {"temperature": 1.0, "trust_remote_code": False}
+    with pytest.raises(MiaError, match="unknown dtype 'auto'"):  # a choice with a default: auto is no choice
+        registry.backends.check_options("lazy-model", {"dtype": "auto"})
+    # typed values (from Python, or a run's recorded options) pass unchanged
+    assert registry.backends.check_options("lazy-model", typed) == typed
+    assert registry.backends.check_options("lazy-model", {"threads": 4}) == {"threads": 4}
+    # no schema declared: the factory gets the strings as given (and only then is imported)
+    assert registry.backends.get("lazy-x").check_options("lazy-x", {"any": "1"}) == {"any": "1"}
+    with pytest.raises(ModuleNotFoundError):
+        registry.backends.create("lazy-x", {"any": "1"})
+    assert registry.backends.find("lazy-model").name == "lazy-model"  # an exact name before any predicate
+
+
+class BadRegistrations:
+    @hookimpl
+    def mia_register_datasets(self, register) -> None:
+        from mia_core import Option
+
+        register("bad-options", "x:y", options=[Option("n", int), Option("n", str)])
+
+    @hookimpl
+    def mia_register_backends(self, register) -> None:
+        register("bad-capability", "x:y", capabilities=("generate", "sing"))
+
+
+def test_wrong_registrations_name_the_plugin(register_plugin, monkeypatch):
+    from mia_core import Option, plugins
+
+    monkeypatch.setattr(plugins, "failures", {})
+    register_plugin(BadRegistrations(), name="bad")
+    assert registry.datasets.find("bad-options") is None and registry.backends.find("bad-capability") is None
+    failure = plugins.failures["bad"]
+    assert "plugin 'bad' registers dataset 'bad-options' wrongly: options= declares n twice" in failure
+    assert "capabilities= names sing, which mia does not know (known: generate, generate_text" in failure
+    with pytest.raises(TypeError, match="type must be one of str, int, float, bool"):
+        Option("n", list)
+
+
+def test_the_label_spellings_are_one_table():
+    from mia_corpus.options import normalize_label
+
+    from mia_core.labels import ACCEPTED, label_from_text
+
+    for member, nonmember in (("seen", "unseen"), ("train", "test"), ("1.0", "0.0"), (" IN ", "out")):
+        assert (label_from_text(member), label_from_text(nonmember)) == ("member", "nonmember")
+        assert (normalize_label(member, "x"), normalize_label(nonmember, "x")) == ("member", "nonmember")
+    assert label_from_text("maybe") is None and normalize_label("", "x") is None
+    assert "seen/unseen" in ACCEPTED and "train/test" in ACCEPTED
+    with pytest.raises(MiaError, match="label 'maybe' is neither member nor nonmember"):
+        normalize_label("maybe", "x")
+
+
+# --- the first ten minutes (#26 item 6) ---------------------------------------------------------
+
+def test_a_newcomers_mistakes_get_one_line_that_says_what_is_wrong(example_env, tmp_path):
+    missing = mia(example_env, "prefix", "--model", "example-bytes", "--dataset", "data/missing.jsonl", cwd=tmp_path)
+    assert one_error_line(missing) == "Error: no such file: data/missing.jsonl (the dataset path does not exist)"
+    (tmp_path / "data.jsonl").write_text('{"text": "a sample of a dataset"}\n')
+    for command in (("score", "data.jsonl"), ("report", "data.jsonl", "-o", "r.html"), ("export", "data.jsonl")):
+        line = one_error_line(mia(example_env, *command, cwd=tmp_path))
+        assert line == ("Error: data.jsonl is not an HDF5 file: it is a JSONL file, not a mia map, run, scores or "
+                        "attack file"), command
+    line = one_error_line(mia(example_env, "attack", "data.jsonl", "--model", "example-hf:x", cwd=tmp_path))
+    assert line.startswith("Error: data.jsonl is a JSONL file, not a prefix map")
+    assert (tmp_path / "data.jsonl").read_text() == '{"text": "a sample of a dataset"}\n'  # untouched
+
+
+BAR_THEN_ERROR = """
+import click
+from mia_core import hookimpl
+from mia_core.cli import main
+from mia_core.errors import MiaError
+from mia_core.plugins import load_plugins, pm
+from mia_core.progress import progress
+
+
+class BarPlugin:
+    @hookimpl
+    def mia_register_commands(self, cli):
+        @cli.command(name="bar-then-error")
+        def bar_then_error():
+            bar = progress(total=10, desc="working")  # left open: the error interrupts it
+            bar.update(4)
+            bar.refresh()
+            raise MiaError("something went wrong")
+
+
+load_plugins()
+pm.register(BarPlugin(), name="bar")
+main()
+"""
+
+
+def test_an_error_interrupting_a_bar_starts_a_clean_line(tmp_path):
+    result = subprocess.run([sys.executable, "-c", BAR_THEN_ERROR, "bar-then-error"], capture_output=True,
+                            timeout=120)
+    assert result.returncode == 1, result.stderr
+    before, _, after = result.stderr.decode().rpartition("Error: ")
+    assert after == "something went wrong\n" and "working:  40%" in before  # the bar was drawn
+    # The error's line as a terminal shows it (\r returns to the line's start, later characters
+    # overwrite earlier ones): the error alone, not after the bar's remnant "working:  40%|████".
+    assert rendered(before.rpartition("\n")[2] + "Error: " + after.rstrip("\n")).rstrip() == \
+        "Error: something went wrong"
+
+
+def rendered(line: str) -> str:
+    cells: list[str] = []
+    at = 0
+    for char in line:
+        if char == "\r":
+            at = 0
+            continue
+        cells[at:at + 1] = [char]
+        at += 1
+    return "".join(cells)
+
+
+def test_the_vllm_plugins_options_are_declared_for_the_core(register_plugin, monkeypatch):
+    """mia-vllm's tests need the vLLM environment; its registration and option schema need only the core."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "plugins" / "mia_vllm"))
+    import mia_vllm
+
+    register_plugin(mia_vllm, name="vllm-for-test")
+    typed = registry.backends.check_options("vllm:gemma-3-270m", {
+        "seed": "auto", "enforce_eager": "yes", "gpu_memory_utilization": "0.5",
+        "distributed_executor_backend": "RAY", "tensor_parallel_size": "2", "add_bos": "auto"})
+    assert typed == {"seed": 0, "enforce_eager": True, "gpu_memory_utilization": 0.5,
+                     "distributed_executor_backend": "ray", "tensor_parallel_size": 2, "add_bos": None}
+    with pytest.raises(MiaError, match=r"unknown option\(s\) for model 'vllm:org/model': bogus\. Options accepted: "
+                                       r"dtype, seed, .* \(see mia models --options vllm:ID\)"):
+        registry.backends.create("vllm:org/model", {"bogus": "1"})
+    with pytest.raises(MiaError, match="option max_model_len='long' .* is not an integer"):
+        registry.tokenizers.create("vllm:gemma-3-270m", {"max_model_len": "long"})

@@ -281,7 +281,8 @@ def test_no_usable_sample_is_an_error_and_writes_nothing(plugins, runner, in_tmp
 def test_plugin_errors_are_one_line(plugins, runner, in_tmp):
     result = runner.invoke(cli, ["prefix", "--model", "example-bytes", "--dataset", "example-counting",
                                  "--dataset_option", "colour=red"])
-    assert result.exit_code == 1 and "unknown option(s) for example-counting: colour" in result.stderr
+    expected = "unknown option(s) for dataset 'example-counting': colour. Options accepted: n, words"
+    assert result.exit_code == 1 and expected in result.stderr
 
 
 def test_folder_names_are_safe_and_never_reused(tmp_path):

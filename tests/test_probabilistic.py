@@ -12,7 +12,7 @@ from tiny_models import make_tiny_llama, training_text
 
 from mia_core import registry
 from mia_core.formats.prefixmap import PrefixMapWriter
-from mia_core.scoring import probabilistic as pe
+from mia_core.matching import probabilistic as pe
 from mia_core.types import Sampling, scores_sampling
 
 SCHEME = Sampling(temperature=0.7, top_k=3, top_p=0.8, seed=0)

@@ -13,7 +13,7 @@ from mia_core.formats.integrity import edit_hdf5
 from mia_core.formats.runs import open_run
 from mia_core.formats.scores import read_scores, scores_path
 from mia_core.formatting import wilson_interval
-from mia_core.scoring.matching import levenshtein_batch, score_matches
+from mia_core.matching.tokens import levenshtein_batch, score_matches
 from mia_core.scoring.summary import format_summary, score_run
 
 

@@ -316,7 +316,8 @@ def test_bad_inputs_are_one_line_errors(memorized, tmp_path):
     writer.add_rows(np.ones((3, 4), dtype=np.int64), [[1, 2]] * 3, [0, 1, 2], ["a", "b", "c"], [""] * 3, [0] * 3)
     writer.finish({"samples_read": 3})
     error = one_line_error(mia("dataset-inference", "--prefix_map", "bare", "--model", "no-such-model", cwd=tmp_path))
-    assert "lacks member and nonmember labels (0 members, 0 non-members of 3 windows)" in error
+    assert "prefix map bare: no member/nonmember labels on the 3 strings: dataset inference cannot" in error
+    assert "give the two sets as datasets instead (--suspect DATA --validation DATA)" in error
     error = one_line_error(mia("contamination", "--dataset", small, "--model", model, "--shards", "10", cwd=tmp_path))
     assert f"has {di.MIN_PER_SET - 1} usable example(s): 10 shard(s) need at least 20" in error
     assert not (tmp_path / "Prefixes" / "setlevel").exists()  # nothing written by a refused run

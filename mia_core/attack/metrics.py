@@ -1,4 +1,5 @@
-"""ROC analysis for membership signals: exact ROC curve, AUC, bootstrap interval, TPR at low FPR.
+"""ROC analysis for membership signals: the ROC curve and AUC (scikit-learn), bootstrap intervals, TPR at
+low FPR under the strictly-below convention, withheld where the nonmembers cannot resolve it.
 
 Positives are members. Scores must follow the "higher = more likely member" convention of
 ``mia_core.attack.signals``. Samples whose score is NaN are left out (and counted).
@@ -9,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.stats import rankdata
+from sklearn import metrics as sk_metrics
 
 from mia_core.types import MEMBER, NONMEMBER
 
@@ -31,29 +34,16 @@ def roc_curve(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """Every ROC point (no point dropped): ``(fpr, tpr, thresholds)``, starting at (0, 0).
 
     Point i classifies ``score >= thresholds[i]`` as member; thresholds decrease, the first is +inf.
+    scikit-learn's curve with ``drop_intermediate=False``: the TPR@FPR convention reads every point.
     """
-    y = np.asarray(y, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-scores, kind="mergesort")
-    s, yy = scores[order], y[order]
-    # Last index of each run of equal scores: ties move together along the curve.
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]
-    tp = np.cumsum(yy)[last]
-    fp = (last + 1) - tp
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    tpr = np.r_[0.0, tp / n_pos]
-    fpr = np.r_[0.0, fp / n_neg]
-    return fpr, tpr, np.r_[np.inf, s[last]]
-
-
-def _trapezoid(yv: np.ndarray, xv: np.ndarray) -> float:
-    return float(np.sum((xv[1:] - xv[:-1]) * (yv[1:] + yv[:-1]) / 2.0))
+    fpr, tpr, thresholds = sk_metrics.roc_curve(np.asarray(y, dtype=bool), np.asarray(scores, dtype=np.float64),
+                                                drop_intermediate=False)
+    return fpr, tpr, thresholds
 
 
 def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (ties count one half, as Mann–Whitney U)."""
-    fpr, tpr, _ = roc_curve(y, scores)
-    return _trapezoid(tpr, fpr)
+    """Area under the ROC curve (ties count one half, as Mann–Whitney U): scikit-learn's."""
+    return float(sk_metrics.roc_auc_score(np.asarray(y, dtype=bool), np.asarray(scores, dtype=np.float64)))
 
 
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float, n_nonmembers: int | None = None) -> float:
@@ -75,17 +65,17 @@ def nonmembers_needed(target: float) -> int:
 
 
 def _rank_auc(y: np.ndarray, scores: np.ndarray) -> float:
-    # Mann–Whitney AUC from average ranks; equal to roc_auc, cheaper inside the bootstrap.
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    r = (ends - (counts - 1) / 2.0)[inverse]  # average 1-based rank of each tie group
+    # Mann–Whitney AUC from average ranks (scipy's rankdata): equal to roc_auc, and cheaper than
+    # scikit-learn's per call inside the bootstrap's thousand resamples.
+    r = rankdata(scores)
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
     return float((r[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def _resamples(y: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
-    """Bootstrap index sets (samples with replacement); resamples that miss a class are drawn again."""
+    """Bootstrap index sets (samples with replacement); resamples that miss a class are drawn again
+    (scipy.stats.bootstrap cannot redraw: its AUC of such a resample is undefined)."""
     rng = np.random.default_rng(seed)
     n = len(y)
     out: list[np.ndarray] = []
@@ -199,7 +189,7 @@ def evaluate_signal(name: str, labels: Sequence[str | None], scores: np.ndarray,
             withheld[key] = f"needs ≥ {nonmembers_needed(t)} non-members"
     return SignalMetrics(
         signal=name, n=int(keep.sum()), n_members=int(y.sum()), n_nonmembers=n_neg,
-        n_missing=int((usable & ~finite).sum()), auc=_trapezoid(tpr, fpr), auc_low=lo, auc_high=hi,
+        n_missing=int((usable & ~finite).sum()), auc=roc_auc(y, s), auc_low=lo, auc_high=hi,
         tpr_at_fpr=tprs, tpr_at_fpr_ci=tpr_cis, tpr_withheld=withheld, fpr=fpr, tpr=tpr,
     )
 
@@ -208,14 +198,15 @@ HOW_TO_LABEL = ("give labels with --labels FILE (id,label columns) or --dataset-
                 "--dataset, or rebuild the map with `mia prefix` from a labelled dataset")
 
 
-def label_problem(labels: Sequence[str | None]) -> str | None:
-    """Why no AUC can be computed from these labels (with how to fix it), or None when both classes are present."""
+def label_problem(labels: Sequence[str | None], task: str = "mia attack", needs: str = "an AUC",
+                  how_to: str = HOW_TO_LABEL) -> str | None:
+    """Why ``task`` cannot use these labels (with how to fix it), or None when both classes are present."""
     mask = label_mask(labels)
     if not mask.any():
-        return (f"no member/nonmember labels on the {len(labels)} strings: mia attack cannot evaluate membership "
-                f"without them; {HOW_TO_LABEL}")
+        return (f"no member/nonmember labels on the {len(labels)} strings: {task} cannot evaluate membership "
+                f"without them; {how_to}")
     y = labels_to_bool(labels)[mask]
     if y.all() or not y.any():
         only, other = (MEMBER, NONMEMBER) if y.all() else (NONMEMBER, MEMBER)
-        return (f"all {int(mask.sum())} labelled samples are {only}s: an AUC needs {other}s too; {HOW_TO_LABEL}")
+        return f"all {int(mask.sum())} labelled samples are {only}s: {needs} needs {other}s too; {how_to}"
     return None

@@ -440,7 +440,7 @@ def _counts(items: Sequence[Item], labels: list[str], columns: dict[str, Any], s
 def _probabilistic(scored: _Scored, items: Sequence[Item], labels: list[str], sampling: Any,
                    columns: dict[str, Any]) -> dict[str, Any]:
     """p of each whole suffix under ``sampling`` (stored as the ``extraction_p`` column) and its summary."""
-    from mia_core.scoring.probabilistic import describe_scheme, suffix_probability, summarize
+    from mia_core.matching.probabilistic import describe_scheme, suffix_probability, summarize
 
     p = np.array([suffix_probability(s.sampled_logprob[len(s.sampled_logprob) - it.suffix_length:])
                   if it.suffix_length else np.nan for s, it in zip(scored.raw, items, strict=True)])

@@ -123,8 +123,8 @@ def calibrate(config: CalibrateConfig) -> dict[str, Any]:
 def _prefix_map(config: CalibrateConfig, split_file: Path, folder: Path) -> Path:
     from mia_core.extraction.prefix import build_prefix_map
 
-    return build_prefix_map(config.model, "files", config.prefix_tokens, "start", suffix_tokens=config.suffix_tokens,
-                            out=folder / "Prefixes", quiet=config.quiet,
+    return build_prefix_map(config.model, "files", config.prefix_tokens, prefix_loc="start",
+                            suffix_tokens=config.suffix_tokens, out=folder / "Prefixes", quiet=config.quiet,
                             dataset_options={"path": str(split_file), "id_field": "id", "label_field": "label"})
 
 

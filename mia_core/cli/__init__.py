@@ -22,6 +22,7 @@ from mia_core.cli import (
     plugins_cmd,
     prefix_cmd,
     prompt_cmd,
+    report_cmd,
     score_cmd,
     setlevel_cmd,
     study_cmd,
@@ -31,7 +32,7 @@ from mia_core.cli.show_cmd import show_command
 from mia_core.errors import MiaError, UsageError
 from mia_core.formats.provenance import record_invocation
 from mia_core.formats.safeio import disk_error, is_disk_error
-from mia_core.progress import set_quiet
+from mia_core.progress import clear_bars, set_quiet
 from mia_core.redact import redact_text
 
 #: Option names of every command, so a config file's top-level key is checked against them all.
@@ -39,15 +40,26 @@ KNOWN_OPTIONS: set[str] = set()
 
 
 def to_click(exc: MiaError, ctx: click.Context | None) -> click.ClickException:
-    """The click exception that prints ``exc`` in one line (no secret in it) and exits with its code."""
+    """The click exception that prints ``exc`` in one line (no secret in it) and exits with its code;
+    bars the error interrupted are erased first, so the line starts clean."""
+    clear_bars()
     exc.message = redact_text(exc.message)
     if isinstance(exc, UsageError):
-        if exc.param_hint:
-            return click.BadParameter(exc.message, ctx, param_hint=exc.param_hint)
+        if exc.option:
+            return click.BadParameter(exc.message, ctx, param_hint=option_flag(exc.option, ctx))
         return click.UsageError(exc.message, ctx)
     translated = click.ClickException(exc.message)
     translated.exit_code = exc.exit_code
     return translated
+
+
+def option_flag(option: str, ctx: click.Context | None) -> str:
+    """The flag the user typed for the library keyword ``option`` (``max_cost`` -> ``--max-cost``): the
+    first spelling the command declares, else ``--option`` (a plugin command's own names)."""
+    for param in ctx.command.params if ctx is not None else ():
+        if param.name == option and param.opts:
+            return param.opts[0]
+    return f"--{option}"
 
 
 class MiaContext(click.Context):
@@ -138,7 +150,7 @@ def cli() -> None:
     """
 
 
-for _module in (demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, merge_cmd, score_cmd, index_cmd, attack_cmd,
+for _module in (demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, merge_cmd, score_cmd, report_cmd, index_cmd, attack_cmd,
                 calibrate_cmd, setlevel_cmd, study_cmd):
     for _command in _module.commands:
         cli.add_command(_command)

@@ -169,7 +169,7 @@ def print_outcome(outcome: Any, is_map: bool) -> None:
     if is_map:
         click.echo(report.format_extracted(outcome.counts))
     if outcome.attrs.get("probabilistic"):
-        from mia_core.scoring.probabilistic import format_summary
+        from mia_core.matching.probabilistic import format_summary
 
         click.echo(format_summary(outcome.attrs["probabilistic"]))
     click.echo(f"results: {outcome.path}")
@@ -199,7 +199,7 @@ def _parse_sampling(options: tuple[str, ...]):
     try:  # Sampling refuses infinity and integers beyond int64
         return Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     except UsageError as exc:
-        raise click.BadParameter(f"{exc.param_hint.lstrip('-')} {exc.message}", param_hint="--sampling") from None
+        raise click.BadParameter(f"{exc.option} {exc.message}", param_hint="--sampling") from None
 
 
 commands = [attack]

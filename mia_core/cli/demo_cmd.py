@@ -37,7 +37,7 @@ def demo(model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, size:
     """
     from mia_core.extraction.prefix import build_prefix_map
     from mia_core.extraction.prompt import prompt
-    from mia_core.scoring.report import write_report
+    from mia_core.report import write_report
     from mia_core.scoring.summary import format_summary, score_run
 
     out = Path(old_out) if old_out else out

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -48,10 +49,7 @@ def parse_size(text: str) -> int:
 @click.option("--resume", is_flag=True, help="Continue a build interrupted between shards (OUT.partial).")
 @click.option("--json", "as_json", is_flag=True, help="Print the index metadata as JSON.")
 @quiet_option
-def index(out: Path, prefix_map: str | None, model: str | None, dataset: str | None,
-          dataset_options: tuple[str, ...], infini_gram: Path | None, token_width: str, batch_size: int,
-          windows: tuple[int, ...], max_memory: str, shard_tokens: int | None, resume: bool, as_json: bool,
-          quiet: bool) -> None:
+def index(**options: Any) -> None:
     """Build a sharded corpus index (suffix tables + window fingerprints) in folder OUT.
 
     \b
@@ -63,51 +61,59 @@ def index(out: Path, prefix_map: str | None, model: str | None, dataset: str | N
       mia index Prefixes/MAP_index --prefix_map Prefixes/gemma-3-270m_Corpus_10_start_20261127_143015
       mia index Prefixes/pileval_llama --infini-gram ~/v4_pileval_llama --model llama-2-7b
     """
+    meta = _build(options)
+    if options["as_json"]:
+        click.echo(json.dumps(meta, indent=2, default=str))
+    else:
+        click.echo(_summary(meta, options["out"]))
+
+
+def _build(o: dict[str, Any]) -> dict[str, Any]:
+    """Build (or link) the index the options describe; returns its metadata."""
     from mia_core.formats.corpus_index.shard_writer import shard_tokens_for
 
-    sources = [x is not None for x in (prefix_map, dataset, infini_gram)]
-    if sum(sources) != 1:
+    if sum(o[k] is not None for k in ("prefix_map", "dataset", "infini_gram")) != 1:
         raise click.UsageError("give one of --prefix_map MAP, --dataset NAME (with --model) or --infini-gram DIR "
                                "(with --model)")
-    if batch_size < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--batch-size")
-    if any(w < 1 for w in windows):
+    for key, flag in (("batch_size", "--batch-size"), ("shard_tokens", "--shard-tokens")):
+        if o[key] is not None and o[key] < 1:
+            raise click.BadParameter("must be at least 1", param_hint=flag)
+    if any(w < 1 for w in o["windows"]):
         raise click.BadParameter("must be at least 1", param_hint="--window")
-    if shard_tokens is not None and shard_tokens < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--shard-tokens")
-    memory = parse_size(max_memory)
+    memory = parse_size(o["max_memory"])
     if memory < 1 << 20:
         raise click.BadParameter("at least 1M", param_hint="--max-memory")
-    build = {"shard_tokens": shard_tokens or shard_tokens_for(memory), "windows": windows or (50,),
-             "resume": resume}
-    if infini_gram is not None:
-        meta = _link(out, infini_gram, model, int(token_width), dataset_options)
-    elif prefix_map is not None:
+    build = {"shard_tokens": o["shard_tokens"] or shard_tokens_for(memory), "windows": o["windows"] or (50,),
+             "resume": o["resume"]}
+    out, model = o["out"], o["model"]
+    if o["infini_gram"] is not None:
+        return _link(out, o["infini_gram"], model, int(o["token_width"]), o["dataset_options"])
+    if o["prefix_map"] is not None:
         from mia_core.scoring.build import index_prefix_map
 
-        if model is not None or dataset_options:
+        if model is not None or o["dataset_options"]:
             raise click.UsageError("--model/--dataset-option do not apply with --prefix_map (the map's "
                                    "tokens and tokenizer are used)")
-        meta = index_prefix_map(out, prefix_map, quiet=quiet, **build)
-    else:
-        from mia_core.scoring.build import index_dataset
+        return index_prefix_map(out, o["prefix_map"], quiet=o["quiet"], **build)
+    from mia_core.scoring.build import index_dataset
 
-        if model is None:
-            raise click.UsageError("--dataset needs --model (the tokenizer of the runs you will score)")
-        options = parse_key_values(dataset_options, "--dataset-option")
-        meta = index_dataset(out, model, dataset, options, batch_size=batch_size, quiet=quiet, **build)
-    if as_json:
-        click.echo(json.dumps(meta, indent=2, default=str))
-    elif meta.get("kind") == "infini-gram":
-        click.echo(f"linked infini-gram index {meta['path']} ({meta['tokens']} tokens in {len(meta['shards'])} "
-                   f"shards, tokenizer {meta['tokenizer']}) → {out}")
-    else:
-        rate = meta["tokens"] / meta["build_s"] if meta["build_s"] else float("inf")
-        resumed = f", resumed after {meta['resumed_documents']} documents" if meta.get("resumed_documents") else ""
-        click.echo(f"indexed {meta['tokens']} tokens of {meta['documents']} documents in {len(meta['shards'])} "
-                   f"shard(s) ({meta['dtype']}, tokenizer {meta['tokenizer']}, windows "
-                   f"{','.join(map(str, meta['windows']))}) in {meta['build_s']:.1f} s ({rate / 1e6:.2f} M tokens/s"
-                   f"{resumed}) → {out}")
+    if model is None:
+        raise click.UsageError("--dataset needs --model (the tokenizer of the runs you will score)")
+    options = parse_key_values(o["dataset_options"], "--dataset-option")
+    return index_dataset(out, model, o["dataset"], options, batch_size=o["batch_size"], quiet=o["quiet"], **build)
+
+
+def _summary(meta: dict[str, Any], out: Path) -> str:
+    """One line: what was indexed (or linked), how fast, and where."""
+    if meta.get("kind") == "infini-gram":
+        return (f"linked infini-gram index {meta['path']} ({meta['tokens']} tokens in {len(meta['shards'])} "
+                f"shards, tokenizer {meta['tokenizer']}) → {out}")
+    rate = meta["tokens"] / meta["build_s"] if meta["build_s"] else float("inf")
+    resumed = f", resumed after {meta['resumed_documents']} documents" if meta.get("resumed_documents") else ""
+    return (f"indexed {meta['tokens']} tokens of {meta['documents']} documents in {len(meta['shards'])} "
+            f"shard(s) ({meta['dtype']}, tokenizer {meta['tokenizer']}, windows "
+            f"{','.join(map(str, meta['windows']))}) in {meta['build_s']:.1f} s ({rate / 1e6:.2f} M tokens/s"
+            f"{resumed}) → {out}")
 
 
 def _link(out: Path, folder: Path, model: str | None, token_width: int, dataset_options: tuple[str, ...]) -> dict:

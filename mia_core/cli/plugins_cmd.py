@@ -4,7 +4,8 @@ import json
 
 import click
 
-from mia_core import registry
+from mia_core import option_schema, registry
+from mia_core.errors import UnknownNameError
 from mia_core.plugins import plugin_info
 from mia_core.text_table import text_table
 
@@ -50,14 +51,50 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
                 click.echo(f"  {kind}: {', '.join(p[kind])}")
 
 
+_OPTIONS_COLUMNS = ["option", "type", "default", "accepts", "help"]
+
+
+def _options_table(entries: list[tuple[str, registry.Entry]], flag: str, as_json: bool) -> None:
+    """The options each entry declares (``(heading, entry)``), as ``mia models --options NAME`` prints them."""
+    described = [(heading, e) for heading, e in entries if e.options is not None]
+    if as_json:
+        click.echo(json.dumps({heading: option_schema.table_rows(e.options) for heading, e in described}, indent=2))
+        return
+    for heading, entry in entries:
+        click.echo(f"{heading} {entry.name} ({flag} KEY=VALUE; plugin {entry.plugin}):")
+        if entry.options is None:
+            click.echo("  the plugin declares no option schema: its loader checks the options itself")
+        elif not entry.options:
+            click.echo("  takes no option")
+        else:
+            rows = option_schema.table_rows(entry.options)
+            click.echo(text_table(_OPTIONS_COLUMNS, [[str(r[c]) for c in _OPTIONS_COLUMNS] for r in rows]))
+
+
+def _model_entries(name: str) -> list[tuple[str, registry.Entry]]:
+    """The backend and the tokenizer of ``name`` (the tokenizer only when its options differ)."""
+    backend, tokenizer = registry.backends.find(name), registry.tokenizers.find(name)
+    if backend is None and tokenizer is None:
+        raise UnknownNameError(registry.backends.unknown_message(name))
+    found = [("model", backend)] if backend is not None else []
+    if tokenizer is not None and (backend is None or tokenizer.options != backend.options):
+        found.append(("tokenizer", tokenizer))
+    return found
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def models(as_json: bool) -> None:
+@click.option("--options", "options_of", metavar="NAME",
+              help="Print the --model-option values NAME accepts (type, default, help) instead of the list.")
+def models(as_json: bool, options_of: str | None) -> None:
     """List model names: tokenizers (for mia prefix) and backends (for mia prompt).
 
     A name that is both shows the backend's own description (the model), and the
     capabilities its plugin promises (generate, generate_text, score, cost, batch).
     """
+    if options_of is not None:
+        _options_table(_model_entries(options_of), "--model-option", as_json)
+        return
     rows: dict[str, dict] = {}
     for kind, reg in (("tokenizer", registry.tokenizers), ("backend", registry.backends)):
         for e in reg.entries():
@@ -75,8 +112,13 @@ def models(as_json: bool) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def datasets(as_json: bool) -> None:
+@click.option("--options", "options_of", metavar="NAME",
+              help="Print the --dataset-option values NAME accepts (type, default, help) instead of the list.")
+def datasets(as_json: bool, options_of: str | None) -> None:
     """List dataset names."""
+    if options_of is not None:
+        _options_table([("dataset", registry.datasets.get(options_of))], "--dataset-option", as_json)
+        return
     rows = [{"name": e.name, "plugin": e.plugin, "description": e.description, "aliases": list(e.aliases)}
             for e in registry.datasets.entries()]
     _print_table(rows, as_json, ["name", "plugin", "description"])

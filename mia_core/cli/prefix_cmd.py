@@ -71,9 +71,7 @@ class SizeType(click.ParamType):
 @renamed_option("--out", "--out-dir", "(--out names the exact file or folder a command writes)", dest="old_out")
 @dataset_option
 @quiet_option
-def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, suffix_tokens: int,
-           min_suffix_tokens: int, size: int | None, save: bool, crop: bool, balance: bool, seed: int, out: str,
-           old_out: str | None, dataset_options: tuple[str, ...], quiet: bool) -> None:
+def prefix(**options: Any) -> None:
     """Build a prefix map: tokenized prefixes (and their true suffixes) cut from a dataset.
 
     Writes OUT_DIR/{model}_{dataset}_{prefix_tokens}_{prefix_loc}_{timestamp}/prefix_map.h5 and
@@ -87,19 +85,18 @@ def prefix(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int, 
     """
     from mia_core.extraction.prefix import build_prefix_map
 
-    if balance and size is None:
+    o = options
+    if o["balance"] and o["size"] is None:
         raise click.UsageError("--balance draws --size N samples: give --size N")
-    if min_suffix_tokens > suffix_tokens:
-        raise click.UsageError(f"--min-suffix-tokens {min_suffix_tokens} is more than --suffix_tokens "
-                               f"{suffix_tokens}: a suffix is never longer than what is kept")
-    options = parse_key_values(dataset_options, "--dataset-option")
-    out = old_out or out
-    folder = build_prefix_map(model, dataset, prefix_tokens, prefix_loc=prefix_loc, size=size, save=save,
-                              crop=crop, suffix_tokens=suffix_tokens, seed=seed, out=out,
-                              dataset_options=options, quiet=quiet, balance=balance,
-                              min_suffix_tokens=min_suffix_tokens)
+    if o["min_suffix_tokens"] > o["suffix_tokens"]:
+        raise click.UsageError(f"--min-suffix-tokens {o['min_suffix_tokens']} is more than --suffix_tokens "
+                               f"{o['suffix_tokens']}: a suffix is never longer than what is kept")
+    recipe = {key: o[key] for key in ("prefix_loc", "size", "save", "crop", "suffix_tokens", "seed", "quiet",
+                                      "balance", "min_suffix_tokens")}
+    folder = build_prefix_map(o["model"], o["dataset"], o["prefix_tokens"], out=o["old_out"] or o["out"],
+                              dataset_options=parse_key_values(o["dataset_options"], "--dataset-option"), **recipe)
     _say_if_unlabelled(folder)
-    _say_eligibility(folder, quiet)
+    _say_eligibility(folder, o["quiet"])
     click.echo(str(folder))
 
 

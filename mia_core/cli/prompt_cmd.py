@@ -121,11 +121,10 @@ def _report(path: Path | None, quiet: bool) -> None:
     if path is None:
         return
     from mia_core.extraction.check import format_summary, summarize
-    from mia_core.extraction.prompt import failed_rows
     from mia_core.formats.runs import open_run
 
     run = open_run(path)
-    failed = len(failed_rows(run))
+    failed = int(run.failed_rows().sum())
     if not quiet:
         rate = run.attrs.get("tokens_per_s") or 0.0
         click.echo(f"{len(run)} rows written to {path} ({rate:.1f} tokens/s)", err=True)
@@ -135,8 +134,8 @@ def _report(path: Path | None, quiet: bool) -> None:
     if not quiet:
         if run.attrs.get("cost_usd"):
             click.echo(f"cost: ${float(run.attrs['cost_usd']):.4f}", err=True)
-        if run.attrs.get("strategy") == "divergence":
-            from mia_core.scoring.divergence import divergence_line
+        if not run.kind.has_map:  # a divergence run: no true suffixes to compare with
+            from mia_core.divergence.scoring import divergence_line
 
             click.echo(divergence_line(run), err=True)
         else:

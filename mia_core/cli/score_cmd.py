@@ -1,4 +1,4 @@
-"""``mia score``, ``mia estimate`` and ``mia report`` (docs/scoring.md; ``mia index`` is in index_cmd.py).
+"""``mia score`` and ``mia estimate`` (docs/scoring.md; ``mia index``: index_cmd.py, ``mia report``: report_cmd.py).
 
 Everything heavy (tokengrams, matplotlib, sacrebleu, tokenizers) is imported inside the commands.
 """
@@ -6,14 +6,12 @@ Everything heavy (tokengrams, matplotlib, sacrebleu, tokenizers) is imported ins
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from mia_core.cli.options import Count, Number, positive_ints
-from mia_core.errors import MiaError
 from mia_core.formats.filekinds import expand_runs
 
 
@@ -133,45 +131,4 @@ def estimate(sources: tuple[Path, ...], table_file: Path | None, of: str, confid
         click.echo(format_estimate(result))
 
 
-@click.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="report.html (self-contained, images embedded) or report.md (PNGs written beside it).")
-@click.option("--k", "k", type=Count(), default=None, help="As in mia score.")
-@click.option("--index", type=click.Path(path_type=Path), default=None, help="As in mia score.")
-@click.option("--window", type=Count(), default=50, show_default=True)
-@click.option("--examples", type=Count(min=0), default=5, show_default=True,
-              help="Longest extractions shown as text per run.")
-@click.option("--force", is_flag=True, help="Overwrite an existing report file.")
-def report(sources: tuple[Path, ...], out: Path, k: int | None, index: Path | None, window: int, examples: int,
-           force: bool) -> None:
-    """Write an HTML or Markdown report (tables and plots) of runs and attacks.
-
-    SOURCES are map folders (all their runs and attacks), run files and attack results files;
-    scores files among them are skipped (each run's scores are read beside it).
-
-    \b
-    Example:
-      mia report Prefixes/MAP --out report.html
-      mia report Prefixes/MAP/runs/*.h5 --out report.md
-    """
-    from mia_core.formats.filekinds import file_kind, map_attacks, map_runs
-    from mia_core.scoring.report import write_report
-
-    if out.suffix.lower() not in (".html", ".htm", ".md"):
-        raise click.BadParameter("the report must end in .html or .md", param_hint="--out")
-    if out.exists() and not force:
-        raise MiaError(f"{out} already exists; use --force to overwrite it")
-    attacks = [a for p in sources if p.is_dir() for a in map_attacks(p.parent if p.name == "runs" else p)]
-    attacks += [p for p in sources if p.is_file() and file_kind(p) == "attack"]
-    # a map folder with attacks but no runs yet is reported for its attacks alone
-    run_sources = [p for p in sources if p not in attacks
-                   and not (p.is_dir() and not map_runs(p.parent if p.name == "runs" else p) and attacks)]
-    runs = expand_runs(run_sources, "mia report") if run_sources else []
-    if not runs and not attacks:
-        raise MiaError("mia report: nothing to report (no runs or attack results among the paths given)")
-    path = write_report(runs, out, k=k, index=index, window=window, attacks=attacks, examples=examples)
-    click.echo(f"report written to {path}", file=sys.stdout)
-
-
-commands = [score, estimate, report]
+commands = [score, estimate]

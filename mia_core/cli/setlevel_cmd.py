@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,11 +17,10 @@ from mia_core.cli.options import (
     quiet_option,
 )
 from mia_core.defaults import DEFAULT_MODEL
+from mia_core.setlevel import DEFAULT_ALPHA
 
 DEFAULT_SIGNALS = "loss,zlib,mink,minkpp,recall,ne"
 DEFAULT_FRACTIONS = "0.05,0.1,0.2,0.3,0.4,0.5,0.6"
-DEFAULT_ALPHA = 0.05
-DEFAULT_MAX_SHARDS = 50  # Oren et al.'s default
 
 alpha_option = click.option("--alpha", type=Number(0, 1, min_open=True, max_open=True),
                             default=DEFAULT_ALPHA, show_default=True,
@@ -59,9 +59,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 @out_dir_option
 @json_option
 @quiet_option
-def dataset_inference(suspect, validation, prefix_map, dataset_options, model, model_options, signals, reference,
-                      reference_options, k, neighbours, splits, alpha, batch_size, max_tokens, limit, seed, out,
-                      as_json, quiet) -> None:
+def dataset_inference(**options: Any) -> None:
     """Dataset inference (Maini et al. 2024): was the SUSPECT set trained on?
 
     Every per-string membership signal of a suspect set and of a validation set from the same
@@ -73,46 +71,36 @@ def dataset_inference(suspect, validation, prefix_map, dataset_options, model, m
       mia dataset-inference --suspect my_book.jsonl --validation unpublished.jsonl --model smollm2-135m
       mia dataset-inference --prefix_map MAP --model smollm2-135m    (members = suspect)
     """
-    from mia_core.attack import run as ar
-    from mia_core.attack.signals import parse_fractions, parse_signals
-    from mia_core.formats.names import safe_name, timestamp
-    from mia_core.setlevel import run as sr
+    from mia_core.setlevel import workflow
 
-    if prefix_map is not None and (suspect or validation):
+    record, path = workflow.run_dataset_inference(_dataset_inference_request(options))
+    _print(record, path, options["as_json"])
+
+
+def _dataset_inference_request(o: dict[str, Any]) -> Any:
+    """The typed request from the command's options; the combinations of sets checked before anything loads."""
+    from mia_core.attack.signals import parse_fractions, parse_signals
+    from mia_core.setlevel import run as sr
+    from mia_core.setlevel.workflow import DatasetInferenceRequest
+
+    if o["prefix_map"] is not None and (o["suspect"] or o["validation"]):
         raise click.UsageError("give either --prefix_map MAP or --suspect and --validation, not both")
-    if prefix_map is None and not (suspect and validation):
+    if o["prefix_map"] is None and not (o["suspect"] and o["validation"]):
         raise click.UsageError("give --suspect DATA and --validation DATA (or a labelled --prefix_map MAP)")
     try:
-        names = [n for n in parse_signals(signals) if n != "ref"]
-        fractions = parse_fractions(k)
+        names = [n for n in parse_signals(o["signals"]) if n != "ref"]
+        fractions = parse_fractions(o["k"])
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    pmap = _labelled_map(prefix_map) if prefix_map is not None else None
-    backend, ref_backend, limit_tokens, ref_limit = ar.load_scoring_models(
-        model, parse_key_values(model_options, "--model-option"), reference,
-        parse_key_values(reference_options, "--reference-option"), max_tokens)
-    if pmap is not None:
-        items, _ = ar.load_map_items(pmap, backend, limit_tokens, None, quiet)
-        suspect_items = [it for it in items if it.label == "member"][:limit]
-        validation_items = [it for it in items if it.label == "nonmember"][:limit]
-        folder, source = pmap.folder / "setlevel", {"prefix_map": str(pmap.folder)}
-        stem = f"{safe_name(model)}_dataset-inference_{timestamp()}"
-    else:
-        options = parse_key_values(dataset_options, "--dataset-option")
-        suspect_items = _dataset_items(suspect, options, backend, limit_tokens, limit, quiet)
-        validation_items = _dataset_items(validation, options, backend, limit_tokens, limit, quiet)
-        folder, source = Path("Prefixes") / "setlevel", {"suspect": suspect, "validation": validation,
-                                                          "dataset_options": options}
-        stem = f"{safe_name(model)}_{safe_name(suspect)}_dataset-inference_{timestamp()}"
-    config = sr.FeatureConfig(signals=names, fractions=fractions, neighbours=neighbours, batch_size=batch_size,
-                              seed=seed, quiet=quiet)
-    features = sr.set_features(backend, suspect_items, validation_items, config, ref_backend, ref_limit)
-    result = sr.dataset_inference(features, splits, seed)
-    record = {"kind": "dataset-inference", "model": model, "reference": reference, **source, "alpha": alpha,
-              "max_tokens": limit_tokens, "signals": names, "min_k_fractions": fractions,
-              "result": result.to_dict(), "missing": features.missing, "blind": features.blind,
-              "warnings": features.warnings, "forward_passes_per_string": features.passes}
-    _finish(record, backend, Path(out) if out else folder, stem, as_json)
+    features = sr.FeatureConfig(signals=names, fractions=fractions, neighbours=o["neighbours"],
+                                batch_size=o["batch_size"], seed=o["seed"], quiet=o["quiet"])
+    return DatasetInferenceRequest(
+        model=o["model"], model_options=parse_key_values(o["model_options"], "--model-option"),
+        suspect=o["suspect"], validation=o["validation"], prefix_map=o["prefix_map"],
+        dataset_options=parse_key_values(o["dataset_options"], "--dataset-option"), reference=o["reference"],
+        reference_options=parse_key_values(o["reference_options"], "--reference-option"), features=features,
+        splits=o["splits"], alpha=o["alpha"], max_tokens=o["max_tokens"], limit=o["limit"],
+        out_dir=Path(o["out"]) if o["out"] else None)
 
 
 @click.command("contamination")
@@ -133,8 +121,7 @@ def dataset_inference(suspect, validation, prefix_map, dataset_options, model, m
 @out_dir_option
 @json_option
 @quiet_option
-def contamination(dataset, dataset_options, model, model_options, permutations, shards, context, alpha,
-                  batch_size, limit, seed, out, as_json, quiet) -> None:
+def contamination(**options: Any) -> None:
     """Test-set contamination (Oren et al. 2024): did the model see DATASET in its canonical order?
 
     The examples' log-likelihood in their published order against seeded permutations, in shards of
@@ -145,92 +132,22 @@ def contamination(dataset, dataset_options, model, model_options, permutations, 
       mia contamination --dataset benchmark.jsonl --model smollm2-135m
       mia contamination --dataset benchmark.jsonl --model hf:EleutherAI/pythia-160m --permutations 249 --shards 50
     """
-    from mia_core import registry
-    from mia_core.attack import run as ar
-    from mia_core.errors import MiaError
-    from mia_core.formats.names import safe_name, timestamp
-    from mia_core.setlevel import contamination as ct
-    from mia_core.setlevel import run as sr
+    from mia_core.setlevel import workflow
 
-    options = parse_key_values(dataset_options, "--dataset-option")
-    texts = _benchmark_texts(dataset, options, limit, quiet)
-    n_shards = shards or max(1, min(DEFAULT_MAX_SHARDS, len(texts) // ct.MIN_EXAMPLES_PER_SHARD))
-    needed = n_shards * ct.MIN_EXAMPLES_PER_SHARD
-    if len(texts) < needed:
-        raise MiaError(f"dataset {dataset!r} has {len(texts)} usable example(s): {n_shards} shard(s) need at least "
-                       f"{needed} ({ct.MIN_EXAMPLES_PER_SHARD} per shard: a shard of one example has one order); "
-                       "use fewer --shards or more examples")
-    ar.check_registered_scoring(model)
-    backend = registry.backends.create(model, parse_key_values(model_options, "--model-option"))
-    ar.require_scoring(backend, model)
-    result = sr.contamination(backend, texts, n_shards, permutations, seed, batch_size, context, quiet)
-    warnings = []
-    if result.resolution > alpha:
-        warnings.append(f"with {permutations} permutations the permutation p-value cannot go below "
-                        f"{result.resolution:.3g} > {alpha:g}: use at least {int(-(-1 // alpha)) - 1} "
-                        "permutations to be able to reject at this level")
-    record = {"kind": "contamination", "model": model, "dataset": dataset, "dataset_options": options,
-              "alpha": alpha, "result": result.to_dict(), "warnings": warnings}
-    _finish(record, backend, Path(out) if out else Path("Prefixes") / "setlevel",
-            f"{safe_name(model)}_{safe_name(dataset)}_contamination_{timestamp()}", as_json)
+    o = options
+    request = workflow.ContaminationRequest(
+        dataset=o["dataset"], model=o["model"], model_options=parse_key_values(o["model_options"], "--model-option"),
+        dataset_options=parse_key_values(o["dataset_options"], "--dataset-option"), permutations=o["permutations"],
+        shards=o["shards"], context=o["context"], alpha=o["alpha"], batch_size=o["batch_size"], limit=o["limit"],
+        seed=o["seed"], quiet=o["quiet"], out_dir=Path(o["out"]) if o["out"] else None)
+    record, path = workflow.run_contamination(request)
+    _print(record, path, o["as_json"])
 
 
-def _labelled_map(prefix_map: str):
-    """The prefix map, refused in one line (before any model loads) unless it has both labels."""
-    from mia_core.attack.labels import normalize_label
-    from mia_core.errors import MiaError
-    from mia_core.formats.prefixmap import PrefixMap
-
-    pmap = PrefixMap(prefix_map)
-    labels = [normalize_label(v) for v in pmap.read("sample_label", slice(0, len(pmap)))]
-    if "member" not in labels or "nonmember" not in labels:
-        raise MiaError(f"prefix map {pmap.folder.name} lacks member and nonmember labels ({labels.count('member')} "
-                       f"members, {labels.count('nonmember')} non-members of {len(labels)} windows): dataset "
-                       "inference takes members as the suspect set and non-members as the validation set; use "
-                       "--suspect DATA --validation DATA instead")
-    return pmap
-
-
-def _dataset_items(name, options, backend, limit_tokens, limit, quiet):
-    from mia_core import registry
-    from mia_core.attack import run as ar
-
-    ds = registry.datasets.create(name, options)
-    items, _ = ar.load_dataset_items(ds, backend, limit_tokens, None, limit, getattr(ds, "length", None), quiet)
-    return items
-
-
-def _benchmark_texts(name, options, limit, quiet) -> list[str]:
-    """The benchmark's examples in dataset order (empty ones skipped: the others keep their order)."""
-    from mia_core import registry
-    from mia_core.progress import note
-
-    texts, empty = [], 0
-    for sample in registry.datasets.create(name, options):
-        if limit is not None and len(texts) >= limit:
-            break
-        if sample.text and sample.text.strip():
-            texts.append(sample.text)
-        else:
-            empty += 1
-    if empty:
-        note(f"skipped {empty} empty example(s)", quiet)
-    return texts
-
-
-def _finish(record, backend, folder: Path, stem: str, as_json: bool) -> None:
-    """Write the JSON results (with provenance) and print the summary or the record."""
-    from mia_core.formats.provenance import provenance
-    from mia_core.formats.setlevel_results import write_setlevel_results
+def _print(record: dict[str, Any], path: Path, as_json: bool) -> None:
+    """The summary (or the whole record as JSON) and where it was written."""
     from mia_core.setlevel import report
 
-    try:
-        described = backend.describe()
-    except Exception:  # describe() is informative only, as in mia attack
-        described = {}
-    record["provenance"] = provenance(described if isinstance(described, dict) else {})
-    path = write_setlevel_results(folder, stem, record)
-    record["results"] = str(path)
     if as_json:
         click.echo(json.dumps(record, indent=2, default=lambda v: v.tolist()))
         return

@@ -37,7 +37,8 @@ def study(**options) -> None:
       mia study study.toml --resume
     """
     from mia_core.study.config import read_config, resolve
-    from mia_core.study.run import StudyRequest, run_study
+    from mia_core.study.folder import StudyRequest
+    from mia_core.study.run import run_study
 
     file_values = read_config(options["config_path"]) if options["config_path"] else {}
     overrides = {key: options[key] for key in ("model", "dataset", "name", "limit")}

@@ -7,7 +7,7 @@ forward pass over prefix + suffix therefore decides greedy extraction (Carlini e
 ``extracted`` = ``matched_length == k``. Runs of this method store the argmax tokens in
 ``tokens`` and the log-probabilities of the *true* tokens in ``logprobs``; given a sampling
 scheme, also those of the true tokens under it in ``sampled_logprobs`` (probabilistic
-extraction, mia_core/scoring/probabilistic.py).
+extraction, mia_core/matching/probabilistic.py).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mia_core.formats.runs import Run
+from mia_core.matching.tokens import resolve_k, score_matches
 from mia_core.token_rows import matched_lengths
 
 
@@ -61,14 +62,12 @@ def teacher_forced_batch(backend: Any, prefixes: Sequence[np.ndarray], suffixes:
 def summarize(run: Run, k: int | None = None) -> dict[str, Any]:
     """Extraction counts of a teacher-forced or generation run, overall and per label.
 
-    The same k and the same eligible rows as ``mia score`` (:func:`mia_core.scoring.summary.resolve_k`):
+    The same k and the same eligible rows as ``mia score`` (:func:`mia_core.matching.tokens.resolve_k`):
     k = min(the map's suffix length, the run's max_length); a row is eligible when its true suffix
     has at least k tokens and its request did not fail (``error`` column of API runs)."""
-    from mia_core.scoring.matching import score_matches
-    from mia_core.scoring.summary import failed_rows, resolve_k
 
     suffixes = run.suffixes()
-    failed = failed_rows(run)
+    failed = run.failed_rows()
     labels = np.array([str(x) for x in run.map_column("sample_label")], dtype=object)
     summary: dict[str, Any] = {"rows": len(run), "failed": int(failed.sum()), "k": None, "eligible": 0,
                                "short_suffix": 0, "extracted": 0, "mean_matched_length": None, "by_label": {}}
@@ -85,7 +84,7 @@ def summarize(run: Run, k: int | None = None) -> dict[str, Any]:
         mask = labels == label
         summary["by_label"][label or "unlabelled"] = {"eligible": int((mask & eligible).sum()),
                                                       "extracted": int(extracted[mask].sum())}
-    from mia_core.scoring.probabilistic import run_summary
+    from mia_core.matching.probabilistic import run_summary
 
     summary["probabilistic"] = run_summary(run, k, eligible, labels)
     return summary
@@ -103,7 +102,7 @@ def format_summary(summary: dict[str, Any], max_length: int | None = None) -> st
     for label, s in summary["by_label"].items():
         lines.append(f"  {label}: {s['extracted']} of {s['eligible']}")
     if summary.get("probabilistic"):
-        from mia_core.scoring.probabilistic import format_summary as format_probabilistic
+        from mia_core.matching.probabilistic import format_summary as format_probabilistic
 
         lines.append(format_probabilistic(summary["probabilistic"]))
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -226,11 +227,41 @@ def balanced_selection(data: Any, tokenizer: Any, prefix_tokens: int, size: int,
     return {int(p) for lab in labels for p in rng.choice(by_label[lab], size=quotas[lab], replace=False)}
 
 
-def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: str | int = "start",
-                     size: int | None = None, save: bool = True, crop: bool = False, suffix_tokens: int = 50,
-                     seed: int = 0, out: str | Path = "Prefixes", dataset_options: dict | None = None,
-                     quiet: bool = False, balance: bool = False, min_suffix_tokens: int = 0) -> Path:
-    """Build a prefix map and return its folder.
+@dataclass(frozen=True)
+class MapRequest:
+    """What a prefix map is made of (the arguments of :func:`build_prefix_map`)."""
+
+    model: str
+    dataset: str
+    prefix_tokens: int
+    prefix_loc: str | int = "start"
+    size: int | None = None
+    save: bool = True
+    crop: bool = False
+    suffix_tokens: int = 50
+    seed: int = 0
+    out: str | Path = "Prefixes"
+    dataset_options: dict | None = None
+    quiet: bool = False
+    balance: bool = False
+    min_suffix_tokens: int = 0
+
+    def check(self) -> None:
+        if self.prefix_tokens <= 0:
+            raise ValueError(f"prefix_tokens must be a positive integer, got {self.prefix_tokens}")
+        if self.suffix_tokens < 0:
+            raise ValueError(f"suffix_tokens must be zero or positive, got {self.suffix_tokens}")
+        if self.size is not None and self.size <= 0:
+            raise ValueError(f"size must be a positive integer or None (all), got {self.size}")
+        if self.balance and self.size is None:
+            raise ValueError("balance needs a size (the number of samples to draw)")
+        if not 0 <= self.min_suffix_tokens <= self.suffix_tokens:
+            raise MiaError(f"--min-suffix-tokens {self.min_suffix_tokens} must be between 0 and --suffix-tokens "
+                           f"{self.suffix_tokens}")
+
+
+def build_prefix_map(model: str, dataset: str, prefix_tokens: int, **options: Any) -> Path:
+    """Build a prefix map and return its folder (``options``: the fields of :class:`MapRequest`).
 
     ``model`` names the tokenizer (``mia models``), ``dataset`` the loader (``mia datasets``).
     ``size`` limits the map to the first ``size`` usable samples (``None``: all). With
@@ -241,20 +272,9 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
     ``min_suffix_tokens`` is skipped like a too-short one (counted in ``samples_short_suffix``).
     The map records, per label, its rows and those with a full suffix (``rows_by_label``).
     """
-    if prefix_tokens <= 0:
-        raise ValueError(f"prefix_tokens must be a positive integer, got {prefix_tokens}")
-    if suffix_tokens < 0:
-        raise ValueError(f"suffix_tokens must be zero or positive, got {suffix_tokens}")
-    if size is not None and size <= 0:
-        raise ValueError(f"size must be a positive integer or None (all), got {size}")
-    if balance and size is None:
-        raise ValueError("balance needs a size (the number of samples to draw)")
-    if not 0 <= min_suffix_tokens <= suffix_tokens:
-        raise MiaError(f"--min-suffix-tokens {min_suffix_tokens} must be between 0 and --suffix-tokens "
-                       f"{suffix_tokens}")
-    loc = parse_prefix_loc(prefix_loc)
-    options = dict(dataset_options or {})
-
+    req = MapRequest(model, dataset, prefix_tokens, **options)
+    req.check()
+    loc = parse_prefix_loc(req.prefix_loc)
     # Look both names up before loading anything, so a typo fails at once.
     dataset_entry = registry.datasets.get(dataset)
     if registry.tokenizers.find(model) is None and registry.backends.find(model) is not None:
@@ -262,114 +282,136 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, prefix_loc: s
             f"model {model!r} has no tokenizer mia can load (an API model?): make the map with a local "
             f"tokenizer, e.g. --model {DEFAULT_MODEL}; `mia prompt --model {model}` then sends the prefixes as text")
     tokenizer = registry.tokenizers.create(model)
-    data = dataset_entry.create(dataset, options)
+    data = dataset_entry.create(dataset, dict(req.dataset_options or {}))
+    attrs = _map_attrs(req, loc, tokenizer, dataset_entry)
+    selected = (balanced_selection(data, tokenizer, prefix_tokens, req.size, req.seed, req.suffix_tokens, loc)
+                if req.balance else None)
+    with _interruptible() as check:
+        writer = _open_writer(Path(req.out), model, dataset, prefix_tokens, req.suffix_tokens, loc, attrs, req.save)
+        cutter = _WindowCutter(req, loc, tokenizer, writer, selected, getattr(data, "length", None))
+        try:
+            for batch in _batches(iter(data), cutter.wanted):
+                check()
+                if cutter.add(batch):
+                    break  # the map is full: before asking the stream for more
+            check()
+            return writer.finish(cutter.finish())
+        except BaseException:
+            cutter.bar.close()
+            writer.abort()
+            raise
 
-    attrs: dict[str, Any] = {
-        "model": model,
+
+def _map_attrs(req: MapRequest, loc: str | int, tokenizer: Any, dataset_entry: Any) -> dict[str, Any]:
+    """The map's recorded recipe: what the tokenizer, the dataset and the options were."""
+    return {
+        "model": req.model,
         "tokenizer": tokenizer.name,
         "tokenizer_fingerprint": tokenizer.fingerprint,
         "vocab_size": int(tokenizer.vocab_size),
-        "dataset": dataset,
+        "dataset": req.dataset,
         "dataset_name": dataset_entry.name,  # canonical (registered) name
         "dataset_plugin": dataset_entry.plugin,
-        "dataset_options": options,
+        "dataset_options": dict(req.dataset_options or {}),
         "prefix_loc": str(loc),
-        "size_requested": "all" if size is None else int(size),
-        "balance": bool(balance),
-        "min_suffix_tokens": int(min_suffix_tokens),
-        "seed": int(seed),
-        "save": bool(save),
-        "crop": bool(crop),
+        "size_requested": "all" if req.size is None else int(req.size),
+        "balance": bool(req.balance),
+        "min_suffix_tokens": int(req.min_suffix_tokens),
+        "seed": int(req.seed),
+        "save": bool(req.save),
+        "crop": bool(req.crop),
         "pad": -1,
     }
-    save_all = save and not crop  # the seed: without crop the whole dataset is saved
-    selected = balanced_selection(data, tokenizer, prefix_tokens, size, seed, suffix_tokens, loc) if balance else None
-    with _interruptible() as check:
-        rng = np.random.default_rng(seed)
-        read = used = too_short = short_suffix = repaired = dropped_short_suffix = 0
-        rows_by_label: dict[str, dict[str, int]] = {}
-        length = getattr(data, "length", None)
+
+
+class _WindowCutter:
+    """Cuts the prefix window and true suffix of each sample, batch by batch, into the map's writer,
+    counting what it skips and why."""
+
+    def __init__(self, req: MapRequest, loc: str | int, tokenizer: Any, writer: PrefixMapWriter,
+                 selected: set[int] | None, dataset_length: int | None) -> None:
+        self.req, self.loc, self.tokenizer, self.writer, self.selected = req, loc, tokenizer, writer, selected
+        self.save_all = req.save and not req.crop  # the seed: without crop the whole dataset is saved
+        self.rng = np.random.default_rng(req.seed)
+        self.limit = float("inf") if req.size is None else req.size
+        self.read = self.used = self.too_short = self.short_suffix = self.repaired = self.dropped_short_suffix = 0
+        self.rows_by_label: dict[str, dict[str, int]] = {}
         # The bar counts what decides the end of the run: usable samples when --size stops it.
-        by_used = size is not None and not save_all
-        total = size if by_used else length
-        limit = float("inf") if size is None else size
-        bar = progress(total=total, desc="prefix map", unit=" samples", quiet=quiet)
-        writer = _open_writer(Path(out), model, dataset, prefix_tokens, suffix_tokens, loc, attrs, save)
-        try:
-            # Without saving the whole dataset, no need to tokenize past the samples still wanted.
-            wanted = (lambda: float("inf")) if save_all else (lambda: 2 * (limit - used))
-            for batch in _batches(iter(data), wanted):
-                check()
-                texts, bad = _valid_texts(batch)
-                repaired += bad
-                token_lists = tokenizer.encode_batch(texts)
-                if len(token_lists) != len(batch):
-                    raise MiaError(f"tokenizer {tokenizer.name!r} returned {len(token_lists)} encodings "
-                                   f"for {len(batch)} texts")
-                rows_p: list[list[int]] = []
-                rows_s: list[list[int]] = []
-                index: list[int] = []
-                ids: list[str] = []
-                labels: list[str] = []
-                starts: list[int] = []
-                kept = len(batch)
-                for j, (sample, toks) in enumerate(zip(batch, token_lists, strict=True)):
-                    if selected is not None and read + j not in selected:
-                        continue  # --balance: not drawn
-                    if used >= limit:
-                        if not save_all:  # crop: the saved dataset ends where the map is full
-                            kept = j
-                            break
-                        continue
-                    n = len(toks)
-                    if n < prefix_tokens:
-                        too_short += 1
-                        continue
-                    if suffix_length_at(n, prefix_tokens, suffix_tokens, loc) < min_suffix_tokens:
-                        dropped_short_suffix += 1  # --min-suffix-tokens
-                        continue
-                    start = _window_start(n, prefix_tokens, suffix_tokens, loc, rng)
-                    end = start + prefix_tokens
-                    rows_p.append(toks[start:end])
-                    suffix = toks[end:end + suffix_tokens]
-                    short_suffix += len(suffix) < suffix_tokens
-                    tally = rows_by_label.setdefault(sample.label or "unlabelled", {"rows": 0, "full_suffix": 0})
-                    tally["rows"] += 1
-                    tally["full_suffix"] += len(suffix) >= suffix_tokens
-                    rows_s.append(suffix)
-                    index.append(read + j)
-                    ids.append(sample.id)
-                    labels.append(sample.label or "")
-                    starts.append(start)
-                    used += 1
-                if rows_p:
-                    writer.add_rows(np.asarray(rows_p, dtype=np.int32), rows_s, index, ids, labels, starts)
-                if save:
-                    writer.add_dataset_samples([s.id for s in batch[:kept]], texts[:kept],
-                                               [s.label for s in batch[:kept]], token_lists[:kept])
-                read += kept
-                bar.update(len(rows_p) if by_used else kept)
-                bar.set_postfix(used=used, refresh=False)
-                if used >= limit and not save_all:
-                    break  # before asking the stream for more
-            check()
-            bar.close()
-            counts = {"samples_read": read, "samples_used": used, "samples_skipped": too_short,
-                      "rows_short_suffix": short_suffix, "samples_short_suffix": dropped_short_suffix,
-                      "rows_by_label": rows_by_label, "samples_repaired": repaired,
-                      "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            if used == 0:
-                raise MiaError(_no_usable_message(dataset, read, prefix_tokens, dropped_short_suffix,
-                                                  min_suffix_tokens))
-            if repaired:
-                note(f"mia prefix: {repaired} samples held invalid Unicode (lone surrogates), replaced by U+FFFD")
-            if size is not None and used < size:
-                note(f"mia prefix: only {used} usable samples (asked for {size})")
-            return writer.finish(counts)
-        except BaseException:
-            bar.close()
-            writer.abort()
-            raise
+        self.by_used = req.size is not None and not self.save_all
+        total = req.size if self.by_used else dataset_length
+        self.bar = progress(total=total, desc="prefix map", unit=" samples", quiet=req.quiet)
+
+    def wanted(self) -> float:
+        # Without saving the whole dataset, no need to tokenize past the samples still wanted.
+        return float("inf") if self.save_all else 2 * (self.limit - self.used)
+
+    def add(self, batch: list[Sample]) -> bool:
+        """Cut one batch of samples; True once the map is full and nothing more is to be read."""
+        texts, bad = _valid_texts(batch)
+        self.repaired += bad
+        token_lists = self.tokenizer.encode_batch(texts)
+        if len(token_lists) != len(batch):
+            raise MiaError(f"tokenizer {self.tokenizer.name!r} returned {len(token_lists)} encodings "
+                           f"for {len(batch)} texts")
+        rows: list[tuple[list[int], list[int], int, str, str, int]] = []
+        kept = len(batch)
+        for j, (sample, toks) in enumerate(zip(batch, token_lists, strict=True)):
+            if self.selected is not None and self.read + j not in self.selected:
+                continue  # --balance: not drawn
+            if self.used >= self.limit:
+                if not self.save_all:  # crop: the saved dataset ends where the map is full
+                    kept = j
+                    break
+                continue
+            row = self._cut(sample, toks, self.read + j)
+            if row is not None:
+                rows.append(row)
+                self.used += 1
+        if rows:
+            prefixes, suffixes, index, ids, labels, starts = (list(c) for c in zip(*rows, strict=True))
+            self.writer.add_rows(np.asarray(prefixes, dtype=np.int32), suffixes, index, ids, labels, starts)
+        if self.req.save:
+            self.writer.add_dataset_samples([s.id for s in batch[:kept]], texts[:kept],
+                                            [s.label for s in batch[:kept]], token_lists[:kept])
+        self.read += kept
+        self.bar.update(len(rows) if self.by_used else kept)
+        self.bar.set_postfix(used=self.used, refresh=False)
+        return self.used >= self.limit and not self.save_all
+
+    def _cut(self, sample: Sample, toks: list[int], index: int) -> tuple[list[int], list[int], int, str, str,
+                                                                          int] | None:
+        """(prefix, suffix, dataset index, id, label, start) of one sample, or None when it is skipped."""
+        req, n = self.req, len(toks)
+        if n < req.prefix_tokens:
+            self.too_short += 1
+            return None
+        if suffix_length_at(n, req.prefix_tokens, req.suffix_tokens, self.loc) < req.min_suffix_tokens:
+            self.dropped_short_suffix += 1  # --min-suffix-tokens
+            return None
+        start = _window_start(n, req.prefix_tokens, req.suffix_tokens, self.loc, self.rng)
+        end = start + req.prefix_tokens
+        suffix = toks[end:end + req.suffix_tokens]
+        self.short_suffix += len(suffix) < req.suffix_tokens
+        tally = self.rows_by_label.setdefault(sample.label or "unlabelled", {"rows": 0, "full_suffix": 0})
+        tally["rows"] += 1
+        tally["full_suffix"] += len(suffix) >= req.suffix_tokens
+        return toks[start:end], suffix, index, sample.id, sample.label or "", start
+
+    def finish(self) -> dict[str, Any]:
+        """The counts the map records; refuses a map with no usable sample."""
+        self.bar.close()
+        req = self.req
+        if self.used == 0:
+            raise MiaError(_no_usable_message(req.dataset, self.read, req.prefix_tokens, self.dropped_short_suffix,
+                                              req.min_suffix_tokens))
+        if self.repaired:
+            note(f"mia prefix: {self.repaired} samples held invalid Unicode (lone surrogates), replaced by U+FFFD")
+        if req.size is not None and self.used < req.size:
+            note(f"mia prefix: only {self.used} usable samples (asked for {req.size})")
+        return {"samples_read": self.read, "samples_used": self.used, "samples_skipped": self.too_short,
+                "rows_short_suffix": self.short_suffix, "samples_short_suffix": self.dropped_short_suffix,
+                "rows_by_label": self.rows_by_label, "samples_repaired": self.repaired,
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def _open_writer(out: Path, model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, loc: str | int,

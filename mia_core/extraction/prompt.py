@@ -4,6 +4,11 @@ Row ``i`` of a run uses map prefix ``i mod N`` (wraparound). Rows are produced b
 batch and appended to the run file, which is flushed after each batch, so a killed or
 interrupted run resumes exactly where it stopped (``resume=PATH``).
 
+:func:`prompt` is spec -> backend -> job -> writer -> loop: the options become a
+:class:`~mia_core.extraction.spec.RunSpec` (validated, reconciled with a resumed run; no I/O), the
+backend is loaded, a :class:`_Job` holds what every batch reads, and a :class:`_PromptLoop` asks
+the rows and commits them with their counters.
+
 Three kinds of backend work here (see docs/prompt.md):
 
 - ``generate`` (token ids in, ids out): local models; prefixes need no padding since a
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import random
 import sys
@@ -32,28 +36,24 @@ import numpy as np
 
 from mia_core import registry
 from mia_core.defaults import DEFAULT_CHAT_MODEL, DEFAULT_MODEL
+from mia_core.divergence import prompts as dp
 from mia_core.errors import BackendOutOfMemory, DiskError, MiaError, UsageError
-from mia_core.extraction import divergence_prompts as dp
 from mia_core.extraction.check import teacher_forced_batch
-from mia_core.extraction.divergence_prompts import DivergenceSpec
-from mia_core.extraction.shards import WHOLE, Shard, parse_shard, shard_of
+from mia_core.extraction.spec import Confirm, PromptOptions, RunSpec, batch_api_forced
 from mia_core.formats.prefixmap import PrefixMap
-from mia_core.formats.runs import API_COLUMNS, RunWriter, Salvage, default_run_path, open_run
+from mia_core.formats.runs import API_COLUMNS, Run, RunWriter, Salvage, default_run_path, open_run
 from mia_core.progress import note, progress
 from mia_core.redact import redact
 from mia_core.token_rows import pad_rows
-from mia_core.types import INT64_MAX, Sampling, TextResult, capabilities, scores_sampling
-
-DEFAULT_BATCH_SIZE = 10
-DEFAULT_MAX_LENGTH = 20
-DEFAULT_CONFIRM_ABOVE = 1.0  # USD
-MAX_LENGTH_LIMIT = 2**20  # new tokens per string: above any model's context; the run stores a dense row
-METHODS = ("generate", "teacher-forced")
-STRATEGIES = (None, "prefix-map", "divergence")  # None = prefix-map
-
-# Options recorded in a run that a resume must not change (a change would mix two experiments).
-RESUME_KEYS = ("model", "method", "num_strings", "max_length", "temperature", "top_k", "top_p", "seed",
-               "retokenized")
+from mia_core.types import (
+    INT64_MAX,
+    Sampling,
+    TextResult,
+    bos_prepended,
+    capabilities,
+    reports_progress,
+    scores_sampling,
+)
 
 
 class RunStopped(MiaError):
@@ -67,50 +67,54 @@ class RunStopped(MiaError):
 
 
 _note = note
-Confirm = Callable[[str], bool]  # asks the user a yes/no question
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Job:
-    """Everything fixed for one run."""
+    """What every batch of one run reads: the spec, the backend and the prompts in the backend's tokens."""
 
-    map: PrefixMap
+    spec: RunSpec
     backend: Any
-    model: str
-    method: str
     mode: str  # "tokens" | "text" | "teacher-forced"
-    num_strings: int
-    max_length: int
-    sampling: Sampling
-    prefixes: list[np.ndarray]  # one per map row, in the tokenizer the backend sees
+    prefixes: list[np.ndarray]  # one per map row (or divergence prompt), in the tokenizer the backend sees
+    tokenizer: Any  # the tokenizer the run's tokens are in (recorded in the run)
     suffixes: list[np.ndarray] | None = None
     map_tokenizer: Any = None  # text mode: decodes prefixes, re-tokenizes answers
     retokenized: bool = False
     prefix_texts: list[str] = field(default_factory=list)
-    shard: Shard = WHOLE  # --shard I/N: only the run rows i with i mod N == I
+    static: dict[str, np.ndarray] = field(default_factory=dict)  # datasets written once into the run
+    source: dict[str, Any] = field(default_factory=dict)  # run attributes: where the prompts came from
+    map: PrefixMap | None = None  # None: a divergence run
 
+    @property
+    def model(self) -> str:
+        return self.spec.model
 
-def _positive(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                              or not 1 <= value <= INT64_MAX):
-        raise UsageError(f"must be an integer from 1 to 2**63-1, got {value!r}", param_hint=f"--{name}")
+    @property
+    def method(self) -> str:
+        return self.spec.method
+
+    @property
+    def num_strings(self) -> int:
+        return self.spec.num_strings
+
+    @property
+    def max_length(self) -> int:
+        return self.spec.max_length
+
+    @property
+    def sampling(self) -> Sampling:
+        return self.spec.sampling
+
+    @property
+    def shard(self) -> Any:
+        return self.spec.shard
 
 
 def usd(amount: float) -> str:
     """A sum in US dollars with the digits that make it readable: cents from $1 up, three significant
     digits below (a cap of $0.0004 is not printed as $0.00)."""
     return f"${amount:,.2f}" if abs(amount) >= 1 or amount == 0 else f"${amount:.3g}"
-
-
-def _dollars(flag: str, value: float | None, positive: bool) -> None:
-    """A cost limit must be a finite number (``nan`` would compare false and turn the limit off)."""
-    if value is None:
-        return
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
-        and math.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        raise UsageError(f"must be a finite number {'> 0' if positive else '>= 0'} (USD), got {value!r}",
-                         param_hint=flag)
 
 
 def run_bytes_per_row(max_length: int, method: str) -> int:
@@ -128,7 +132,7 @@ def _check_run_fits(num_strings: int, max_length: int, method: str) -> None:
     if available and needed > available:
         raise UsageError(f"{num_strings} strings of {max_length} tokens would take {_bytes(needed)} of memory to "
                          f"read back (more than this machine's {_bytes(available)}); lower --num_strings or "
-                         "split the run with --shard", param_hint="--num_strings")
+                         "split the run with --shard", option="num_strings")
 
 
 def physical_memory() -> int | None:
@@ -147,74 +151,89 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def _sampling_attrs(s: Sampling) -> dict[str, Any]:
-    return {"temperature": float(s.temperature), "top_k": s.top_k, "top_p": s.top_p, "seed": s.seed}
-
-
-def _check_resume(attrs: dict[str, Any], given: dict[str, Any]) -> None:
-    for key, value in given.items():
-        if value is None or key not in RESUME_KEYS:
-            continue
-        recorded = attrs.get(key)
-        same = (float(recorded) == float(value)) if key in ("temperature", "top_p") and recorded is not None \
-            else recorded == value
-        if not same:
-            raise MiaError(f"cannot resume: the run was made with {key}={recorded!r}, not {value!r} "
-                           "(start a new run to change it)")
-
-
 @functools.lru_cache(maxsize=4)
 def _map_tokenizer(name: str, fingerprint: str) -> Any:
     """The map's tokenizer (cached: loading a 262k-token vocabulary takes seconds)."""
     return registry.tokenizers.create(name)
 
 
-def _build_job(pmap: PrefixMap, backend: Any, model: str, method: str, num_strings: int, max_length: int,
-               sampling: Sampling, retokenize: bool) -> _Job:
+def _mode(spec: RunSpec, backend: Any) -> str:
+    """How this backend answers: ``tokens``, ``text`` or ``teacher-forced`` (refusing one that cannot)."""
     caps = capabilities(backend)
-    if method == "teacher-forced":
+    if spec.teacher_forced:
         if "score" not in caps:
-            raise MiaError(f"model {model!r} cannot score sequences, so the teacher-forced check needs "
+            raise MiaError(f"model {spec.model!r} cannot score sequences, so the teacher-forced check needs "
                            "generation instead (mia prompt --method generate)")
-        if not sampling.greedy and not scores_sampling(backend):
-            raise MiaError(f"model {model!r} cannot score under a sampling scheme (its score() has no sampling "
+        if not spec.sampling.greedy and not scores_sampling(backend):
+            raise MiaError(f"model {spec.model!r} cannot score under a sampling scheme (its score() has no sampling "
                            "option), so a teacher-forced run cannot record p for --temperature/--top_k/--top_p")
-        mode = "teacher-forced"
-    elif "generate" in caps:
-        mode = "tokens"
-    elif "generate_text" in caps:
-        mode = "text"
-    else:
-        raise MiaError(f"model {model!r} can neither generate tokens nor text (capabilities: {sorted(caps)})")
+        return "teacher-forced"
+    if "generate" in caps:
+        return "tokens"
+    if "generate_text" in caps:
+        return "text"
+    raise MiaError(f"model {spec.model!r} can neither generate tokens nor text (capabilities: {sorted(caps)})")
+
+
+def _map_job(spec: RunSpec, pmap: PrefixMap, backend: Any) -> _Job:
+    """A job over a prefix map's rows."""
+    mode = _mode(spec, backend)
     prefixes = list(pmap.read("prefixes"))
-    suffixes = pmap.suffixes() if mode == "teacher-forced" else None
-    job = _Job(pmap, backend, model, method, mode, num_strings, max_length, sampling, prefixes, suffixes)
+    source = {"prefix_map": str(pmap.folder.resolve()), "map_size": len(pmap)}
     if mode == "text":
-        job.map_tokenizer = _map_tokenizer(pmap.tokenizer_name, pmap.tokenizer_fingerprint)
-        if job.map_tokenizer.fingerprint != pmap.tokenizer_fingerprint:
+        map_tokenizer = _map_tokenizer(pmap.tokenizer_name, pmap.tokenizer_fingerprint)
+        if map_tokenizer.fingerprint != pmap.tokenizer_fingerprint:
             raise MiaError(f"tokenizer {pmap.tokenizer_name!r} no longer matches the map's fingerprint "
                            "(its version changed?); remake the map with mia prefix")
-        job.prefix_texts = job.map_tokenizer.decode_batch([p.tolist() for p in prefixes])
-        return job
+        return _Job(spec, backend, mode, prefixes, map_tokenizer, map_tokenizer=map_tokenizer, map=pmap,
+                    prefix_texts=map_tokenizer.decode_batch([p.tolist() for p in prefixes]), source=source)
     tok = getattr(backend, "tokenizer", None)
     if tok is None:
-        raise MiaError(f"model {model!r} has no tokenizer, so it cannot take token prefixes")
-    if tok.fingerprint != pmap.tokenizer_fingerprint:
-        if not retokenize:
-            raise MiaError(
-                f"model {model!r} uses tokenizer {tok.name!r} (fingerprint {tok.fingerprint[:12]}), but the map was "
-                f"made with {pmap.tokenizer_name!r} (fingerprint {pmap.tokenizer_fingerprint[:12]}); make a map with "
-                f"this model (mia prefix --model {model}) or pass --retokenize")
-        map_tok = _map_tokenizer(pmap.tokenizer_name, pmap.tokenizer_fingerprint)
-        texts = map_tok.decode_batch([p.tolist() for p in prefixes])
-        job.prefixes = [np.asarray(p, dtype=np.int32) for p in tok.encode_batch(texts)]
-        if any(len(p) == 0 for p in job.prefixes):
-            raise MiaError("--retokenize produced an empty prefix; this map cannot be retokenized")
-        all_suffixes = pmap.suffixes()
-        job.suffixes = [np.asarray(s, dtype=np.int32) for s in
-                        tok.encode_batch(map_tok.decode_batch([s.tolist() for s in all_suffixes]))]
-        job.retokenized = True
-    return job
+        raise MiaError(f"model {spec.model!r} has no tokenizer, so it cannot take token prefixes")
+    suffixes = pmap.suffixes() if mode == "teacher-forced" else None
+    if tok.fingerprint == pmap.tokenizer_fingerprint:
+        return _Job(spec, backend, mode, prefixes, tok, suffixes, source=source, map=pmap)
+    if not spec.retokenize:
+        raise MiaError(
+            f"model {spec.model!r} uses tokenizer {tok.name!r} (fingerprint {tok.fingerprint[:12]}), but the map was "
+            f"made with {pmap.tokenizer_name!r} (fingerprint {pmap.tokenizer_fingerprint[:12]}); make a map with "
+            f"this model (mia prefix --model {spec.model}) or pass --retokenize")
+    prefixes, suffixes = _retokenized(pmap, tok)
+    return _Job(spec, backend, mode, prefixes, tok, suffixes, retokenized=True, source=source, map=pmap,
+                static=_retokenized_static(prefixes, suffixes))
+
+
+def _retokenized(pmap: PrefixMap, tokenizer: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The map's prefixes and suffixes decoded with its tokenizer and encoded with ``tokenizer``."""
+    map_tok = _map_tokenizer(pmap.tokenizer_name, pmap.tokenizer_fingerprint)
+
+    def encode(rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        texts = map_tok.decode_batch([r.tolist() for r in rows])
+        return [np.asarray(ids, dtype=np.int32) for ids in tokenizer.encode_batch(texts)]
+
+    prefixes = encode(list(pmap.read("prefixes")))
+    if any(len(p) == 0 for p in prefixes):
+        raise MiaError("--retokenize produced an empty prefix; this map cannot be retokenized")
+    return prefixes, encode(pmap.suffixes())
+
+
+def _retokenized_static(prefixes: list[np.ndarray], suffixes: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """A retokenized run stores the prefixes and suffixes it used (the map's are in another tokenizer)."""
+    padded_prefixes, prefix_lengths = pad_rows(prefixes)
+    padded_suffixes, suffix_lengths = pad_rows(suffixes)
+    return {"prefixes": padded_prefixes, "prefix_lengths": prefix_lengths.astype(np.int32),
+            "suffixes": padded_suffixes, "suffix_lengths": suffix_lengths.astype(np.int32)}
+
+
+def _divergence_job(spec: RunSpec, backend: Any) -> _Job:
+    """A job whose "map rows" are the divergence prompts (``mia_core.divergence.prompts``)."""
+    mode = _mode(spec, backend)
+    prepared = dp.prepare(spec.divergence, backend, spec.model, mode)
+    source = {"prefix_map": "", "map_size": len(prepared["prefixes"]), "strategy": dp.STRATEGY,
+              dp.STRATEGY: spec.divergence.attrs(prepared["delivery"])}
+    return _Job(spec, backend, mode, prepared["prefixes"], prepared["tokenizer"],
+                map_tokenizer=prepared["map_tokenizer"], prefix_texts=prepared["prefix_texts"],
+                static=prepared["static"], source=source)
 
 
 def _columns(mode: str, sampling: Sampling) -> dict[str, tuple[str, Any]]:
@@ -226,15 +245,6 @@ def _columns(mode: str, sampling: Sampling) -> dict[str, tuple[str, Any]]:
     if mode == "text":
         return dict(API_COLUMNS)
     return {}
-
-
-def _static(job: _Job) -> dict[str, np.ndarray]:
-    if not job.retokenized:
-        return {}
-    prefixes, prefix_lengths = pad_rows(job.prefixes)
-    suffixes, suffix_lengths = pad_rows(job.suffixes or [])
-    return {"prefixes": prefixes, "prefix_lengths": prefix_lengths.astype(np.int32), "suffixes": suffixes,
-            "suffix_lengths": suffix_lengths.astype(np.int32)}
 
 
 def _batch_sampling(s: Sampling, start: int) -> Sampling:
@@ -326,24 +336,15 @@ def _confirm_cost(estimate: float, confirm_above: float, yes: bool, confirm: Con
         raise MiaError("cancelled; nothing was sent")
 
 
-def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_strings: int | None = None,
-           batch_size: int | None = None, max_length: int | None = None, sampling: Sampling | None = None,
-           out: str | Path | None = None, resume: str | Path | None = None, retokenize: bool = False,
-           model_options: dict[str, Any] | None = None, quiet: bool = False, *, method: str | None = None,
-           backend: Any = None, dry_run: bool = False, yes: bool = False,
-           confirm_above: float = DEFAULT_CONFIRM_ABOVE, max_cost: float | None = None,
-           batch_api: bool | None = None,
-           prefixes_dir: str | Path = "Prefixes", on_path: Callable[[Path], None] | None = None,
-           retry_failed: bool = False, salvage: bool = False, confirm: Confirm | None = None,
-           shard: str | Shard | None = None, strategy: str | None = None, words: Sequence[str] | None = None,
-           prompt_forms: Sequence[str] | None = None, repeats: int | None = None) -> list[dict]:
+def prompt(prefix_map: str | Path | None = None, model: str | None = None, **options: Any) -> list[dict]:
     """Prompt ``model`` with the prefixes of ``prefix_map`` and store every continuation.
 
     Returns the seed's list of dictionaries, one per string (``index``, ``prefix_index``,
     ``sample_id``, ``sample_label``, ``prefix_tokens``, ``generated_tokens``, ``text`` and
-    the run's extra columns). Defaults: ``num_strings`` = number of prefixes (wraparound
+    the run's extra columns). Keyword ``options`` (:class:`~mia_core.extraction.spec.PromptOptions`;
+    an unknown keyword is a ``TypeError``): ``num_strings`` = number of prefixes by default (wraparound
     when larger), ``batch_size`` 10, ``max_length`` 20 new tokens (teacher-forced: the
-    map's suffix length), greedy decoding, ``model`` ``defaults.DEFAULT_MODEL``. ``resume`` continues a
+    map's suffix length), ``sampling`` greedy, ``model`` ``defaults.DEFAULT_MODEL``. ``resume`` continues a
     run file; options given then must equal the recorded ones. ``on_path`` is called with
     the run path as soon as it is known. ``method`` is ``"generate"`` (default) or
     ``"teacher-forced"`` (see ``mia_core.extraction.check``). ``retry_failed`` (with ``resume``)
@@ -354,213 +355,148 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, num_s
     without it, or without a terminal, such a run needs ``yes``. ``shard`` (``"I/N"``) generates
     only the rows ``i`` with ``i mod N == I`` (see ``mia_core.extraction.shards``, docs/scale.md). ``strategy``
     ``"divergence"`` takes no map: it asks the model to repeat ``words`` forever (Nasr et al. 2023 §5) in
-    the ``prompt_forms`` with the word ``repeats`` times (``mia_core.extraction.divergence_prompts``).
+    the ``prompt_forms`` with the word ``repeats`` times (``mia_core.divergence.prompts``).
+    ``backend`` is a loaded backend to use instead of loading ``model``; ``dry_run`` prints the requests;
+    ``max_cost``/``confirm_above``/``yes``/``batch_api`` are the cost controls of API models.
     See docs/prompt.md.
     """
-    if strategy not in STRATEGIES:
-        raise UsageError(f"must be one of {', '.join(s for s in STRATEGIES if s)}, got {strategy!r}",
-                         param_hint="--strategy")
-    divergence: DivergenceSpec | None = None
-    divergence_given = {"words": tuple(words) if words else None,
-                        "forms": tuple(prompt_forms) if prompt_forms else None, "repeats": repeats}
-    if strategy != dp.STRATEGY and resume is None and any(v is not None for v in divergence_given.values()):
-        raise UsageError("--word, --prompt-form and --repeats belong to --strategy divergence")
-    if method is not None and method not in METHODS:
-        raise UsageError(f"must be one of {', '.join(METHODS)}, got {method!r}", param_hint="--method")
-    for name, value in (("num_strings", num_strings), ("batch_size", batch_size), ("max_length", max_length)):
-        _positive(name, value)
-    _dollars("--max-cost", max_cost, positive=True)
-    _dollars("--confirm-above", confirm_above, positive=False)
-    options = dict(model_options or {})
-    given_shard = shard if isinstance(shard, Shard) or shard is None else parse_shard(shard)
-    writer: RunWriter | None = None
-    start_row = 0
-    retry_rows: list[int] = []
-    if retry_failed and resume is None:
-        raise UsageError("--retry-failed needs --resume RUN (the run whose failed rows to ask again)")
-    if salvage and resume is None:
-        raise UsageError("--salvage needs --resume RUN (the run whose damaged journal to salvage)")
-    if resume is not None:
-        if out is not None:
-            raise UsageError("--out and --resume exclude each other (the resumed run is the output)")
-        # Checked read-only: a refused resume (or a dry run) leaves the file exactly as it was.
-        resumed = open_run(resume, salvage=salvage)
-        if resumed.complete and RunWriter.finish_compaction(resume):  # killed at its final compaction
-            _note(f"{resume}: finished the compaction a killed run left (journal folded in, temporary files "
-                  "removed); its rows are unchanged")
-            resumed = open_run(resume, salvage=salvage)
-        attrs, start_row = resumed.attrs, len(resumed)
-        retry_rows = _rows_to_ask_again(resumed, retry_failed, salvage)
-        given = {"model": model, "method": method, "num_strings": num_strings, "max_length": max_length,
-                 "retokenized": True if retokenize else None}
-        if sampling is not None:
-            given.update(_sampling_attrs(sampling))
-        _check_resume(attrs, given)
-        if given_shard is not None and given_shard != shard_of(attrs):
-            raise MiaError(f"cannot resume: the run is shard {shard_of(attrs)}, not {given_shard}")
-        shard = shard_of(attrs)
-        pmap: PrefixMap | None = None
-        if dp.is_divergence_run(attrs):
-            if prefix_map is not None:
-                raise MiaError(f"cannot resume: {resume} is a divergence run, which has no prefix map")
-            divergence = dp.DivergenceSpec.from_attrs(attrs)
-            for key, value in divergence_given.items():
-                if value is not None and value != getattr(divergence, key):
-                    raise MiaError(f"cannot resume: the run was made with {key}={getattr(divergence, key)!r}, "
-                                   f"not {value!r} (start a new run to change it)")
-        elif strategy == dp.STRATEGY or any(v is not None for v in divergence_given.values()):
-            raise MiaError(f"cannot resume: {resume} is not a divergence run (it was made from a prefix map)")
-        else:
-            if prefix_map is not None and PrefixMap(prefix_map, prefixes_dir).folder.resolve() != \
-                    Path(attrs["prefix_map"]).resolve():
-                raise MiaError(f"cannot resume: the run was made from the map {attrs['prefix_map']}, "
-                               f"not {prefix_map}")
-            pmap = PrefixMap(attrs["prefix_map"]) if Path(str(attrs["prefix_map"])).is_dir() \
-                else PrefixMap(resumed.path.resolve().parent.parent)
-        model, method = str(attrs["model"]), str(attrs["method"])
-        num_strings, max_length = int(attrs["num_strings"]), int(attrs["max_length"])
-        sampling = Sampling(float(attrs["temperature"]), attrs["top_k"], attrs["top_p"], attrs["seed"])
-        retokenize = bool(attrs["retokenized"])
-        _refuse_redacted(attrs, options, resume)
-        options = {**(attrs.get("model_options") or {}), **options}
-        batch_size = batch_size or int(attrs["batch_size"])
-        if batch_api is None:  # as recorded (--no-batch-api: retried rows go through the Messages API)
-            batch_api = bool(attrs.get("batch_api"))
-        state = attrs.get("batch_state") or {}
-        if state.get("batch_id") and not state.get("collected") and start_row < num_strings and not batch_api \
-                and not dry_run:
-            # Its batch is paid for: fetch it, never ask the Messages API for the same rows again.
-            batch_api = True
-            _note("this run was started with --batch-api; resuming it with the batch API")
-    elif strategy == dp.STRATEGY:
-        dp.check_not_map_options(prefix_map, retokenize, method, given_shard)
-        divergence = dp.DivergenceSpec(divergence_given["words"] or (dp.DEFAULT_WORD,),
-                                       divergence_given["forms"] or (dp.DEFAULT_FORM,), repeats or dp.DEFAULT_REPEATS)
-        pmap = None
-        model, method = model or DEFAULT_CHAT_MODEL, "generate"  # the embedded default is a base model
-        num_strings = num_strings or dp.DEFAULT_NUM_STRINGS
-        max_length = max_length or dp.DEFAULT_MAX_LENGTH
-        batch_size = batch_size or DEFAULT_BATCH_SIZE
-        sampling = sampling or Sampling(dp.DEFAULT_TEMPERATURE)
-        shard = WHOLE
-        if not sampling.greedy and sampling.seed is None:
-            sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, random.randrange(2**31))
-    else:
-        if prefix_map is None:
-            raise UsageError("give a prefix map (--prefix_map) or a run to --resume")
-        pmap = PrefixMap(prefix_map, prefixes_dir)
-        model = model or DEFAULT_MODEL
-        method = method or "generate"
-        num_strings = num_strings or len(pmap)
-        max_length = max_length or (pmap.suffix_tokens if method == "teacher-forced" else DEFAULT_MAX_LENGTH)
-        batch_size = batch_size or DEFAULT_BATCH_SIZE
-        sampling = sampling or Sampling()
-        shard = given_shard or WHOLE
-        if not sampling.greedy and sampling.seed is None and method != "teacher-forced":
-            # record a seed so the run can be reproduced (teacher forcing samples nothing)
-            sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, random.randrange(2**31))
-    batch_api = bool(batch_api)
+    given = PromptOptions(prefix_map, model, **options)
+    resumed = _open_resumed(given) if given.resume is not None else None
+    spec, pmap = _resumed_spec(given, resumed) if resumed is not None else _new_spec(given)
+    _check_source(spec, pmap)
+    backend = given.backend if given.backend is not None else registry.backends.create(spec.model,
+                                                                                       dict(spec.model_options))
+    try:
+        job = _divergence_job(spec, backend) if spec.divergence is not None else _map_job(spec, pmap, backend)
+        _check_batch_api(job)
+        if resumed is not None and spec.divergence is not None:
+            dp.check_same_prompts(resumed.run, job.prefix_texts, job.static)
+        retry_rows = resumed.retry_rows if resumed is not None else []
+        start_row = len(resumed.run) if resumed is not None else 0
+        if given.dry_run:
+            _dry_run(job, start_row, spec.batch_size, retry_rows)
+            return []
+        _estimate_and_confirm(job, start_row, given.confirm_above, given.yes, given.confirm, given.max_cost,
+                              spec.batch_api, retry_rows)
+        path = _write_run(job, given, resumed, retry_rows)
+    finally:
+        if spec.divergence is not None and getattr(backend, "verbatim_prompt", False):
+            backend.verbatim_prompt = False  # a backend object passed in may serve prefix-map runs next
+    return _rows_of(open_run(path))
+
+
+@dataclass(frozen=True)
+class _Resumed:
+    """A run to continue, read (read-only: a refused resume or a dry run leaves it as it was)."""
+
+    run: Run
+    retry_rows: list[int]  # rows of the run file to ask again in place
+
+
+def _open_resumed(given: PromptOptions) -> _Resumed:
+    resume = given.resume
+    resumed = open_run(resume, salvage=given.salvage)
+    if resumed.complete and RunWriter.finish_compaction(resume):  # killed at its final compaction
+        _note(f"{resume}: finished the compaction a killed run left (journal folded in, temporary files "
+              "removed); its rows are unchanged")
+        resumed = open_run(resume, salvage=given.salvage)
+    return _Resumed(resumed, _rows_to_ask_again(resumed, given.retry_failed, given.salvage))
+
+
+def _resumed_spec(given: PromptOptions, resumed: _Resumed) -> tuple[RunSpec, PrefixMap | None]:
+    attrs, written = resumed.run.attrs, len(resumed.run)
+    spec = RunSpec.resumed(attrs, given, written)
+    if batch_api_forced(attrs, given, written < spec.num_strings):
+        _note("this run was started with --batch-api; resuming it with the batch API")
+    return spec, (None if spec.divergence is not None else _resumed_map(resumed.run, given))
+
+
+def _resumed_map(run: Run, given: PromptOptions) -> PrefixMap:
+    """The map a resumed run was made from (where it was recorded, else the run's own folder)."""
+    recorded = str(run.attrs["prefix_map"])
+    if given.prefix_map is not None and \
+            PrefixMap(given.prefix_map, given.prefixes_dir).folder.resolve() != Path(recorded).resolve():
+        raise MiaError(f"cannot resume: the run was made from the map {recorded}, not {given.prefix_map}")
+    return PrefixMap(recorded) if Path(recorded).is_dir() else PrefixMap(run.path.resolve().parent.parent)
+
+
+def _new_spec(given: PromptOptions) -> tuple[RunSpec, PrefixMap | None]:
+    fresh_seed = random.randrange(2**31)  # recorded when sampling without a seed
+    if given.strategy == dp.STRATEGY:  # the embedded default model is a base model: a chat model instead
+        return RunSpec.for_divergence(given, given.model or DEFAULT_CHAT_MODEL, fresh_seed), None
+    if given.prefix_map is None:
+        raise UsageError("give a prefix map (--prefix_map) or a run to --resume")
+    pmap = PrefixMap(given.prefix_map, given.prefixes_dir)
+    return RunSpec.for_map(given, given.model or DEFAULT_MODEL, len(pmap), pmap.suffix_tokens, fresh_seed), pmap
+
+
+def _check_source(spec: RunSpec, pmap: PrefixMap | None) -> None:
+    """Before the model is loaded: the run fits in memory, and every map column it will read is intact
+    (read once now: a damaged map stops here, not mid-run)."""
     if pmap is not None and len(pmap) == 0:
         raise MiaError(f"the prefix map {pmap.folder} holds no prefixes")
-    if max_length > MAX_LENGTH_LIMIT:
-        raise UsageError(f"{max_length} is above {MAX_LENGTH_LIMIT} new tokens per string (the run stores "
-                                 "max_length values per row)", param_hint="--max_length")
-    _check_run_fits(shard.size(num_strings), max_length, method)
-    # Everything this run will read from the map, read once now: a damaged map stops here, not mid-run.
+    _check_run_fits(spec.shard.size(spec.num_strings), spec.max_length, spec.method)
     if pmap is not None:
         pmap.verify(["prefixes", "sample_id", "sample_label"]
-                    + (["suffixes", "suffix_lengths"] if method == "teacher-forced" or retokenize else []))
+                    + (["suffixes", "suffix_lengths"] if spec.teacher_forced or spec.retokenize else []))
+
+
+def _check_batch_api(job: _Job) -> None:
+    if not job.spec.batch_api:
+        return
+    if job.mode != "text":
+        raise UsageError("--batch-api is for API (text) models only")
+    if not callable(getattr(job.backend, "run_batch", None)):
+        raise MiaError(f"model {job.model!r} has no batch API (its backend does not implement run_batch)")
+
+
+def _write_run(job: _Job, given: PromptOptions, resumed: _Resumed | None, retry_rows: list[int]) -> Path:
+    """Open the run file (new, or the resumed one), ask every pending row into it, close it."""
+    writer = _reopen(job, given, resumed) if resumed is not None else _create(job, given)
     try:
-        backend = backend if backend is not None else registry.backends.create(model, options)
-        prepared: dict[str, Any] = {}
-        if divergence is not None:
-            job, prepared = _divergence_job(divergence, backend, model, num_strings, max_length, sampling)
-            if resume is not None:
-                dp.check_same_prompts(resumed, prepared)
-        else:
-            job = _build_job(pmap, backend, model, method, num_strings, max_length, sampling, retokenize)
-        job.shard = shard
-        if batch_api and shard != WHOLE:
-            raise UsageError("--shard and --batch-api exclude each other (a provider batch is one job)")
-        if batch_api and job.mode != "text":
-            raise UsageError("--batch-api is for API (text) models only")
-        if batch_api and not callable(getattr(backend, "run_batch", None)):
-            raise MiaError(f"model {model!r} has no batch API (its backend does not implement run_batch)")
-        if dry_run:
-            _dry_run(job, start_row, batch_size, retry_rows)
-            return []
-        _estimate_and_confirm(job, start_row, confirm_above, yes, confirm, max_cost, batch_api, retry_rows)
-        if resume is not None:
-            writer = RunWriter.reopen(resume, salvage=_salvage_for(job) if salvage else None)
-            if salvage and resumed.damage is not None:
-                copy = writer.path.parent / writer.attrs["salvaged"][-1]["journal_copy"]
-                _note(f"the damaged journal is kept as {copy}")
-        else:
-            folder = pmap.folder if pmap is not None else dp.runs_folder(prefixes_dir)
-            path = Path(out) if out is not None else default_run_path(folder, model)
-            if path.suffix != ".h5":
-                raise UsageError(f"a run file name must end in .h5, got {path}", param_hint="--out")
-            describe = backend.describe() if callable(getattr(backend, "describe", None)) else {}
-            tokenizer = prepared.get("tokenizer") or job.map_tokenizer or backend.tokenizer
-            source = {"prefix_map": str(pmap.folder.resolve()), "map_size": len(pmap)} if pmap is not None else \
-                {"prefix_map": "", "map_size": len(job.prefixes), "strategy": dp.STRATEGY,
-                 dp.STRATEGY: divergence.attrs(prepared["delivery"])}
-            attrs = {"model": model, "method": method, "backend": describe, **source,
-                     "tokenizer": tokenizer.name, "tokenizer_fingerprint": tokenizer.fingerprint,
-                     "num_strings": num_strings, "batch_size": batch_size, **_sampling_attrs(sampling),
-                     "bos_prepended": describe.get("bos_prepended", getattr(backend, "bos_prepended", None)),
-                     "retokenized": job.retokenized, "model_options": options, "batch_api": batch_api,
-                     "model_options_redacted": sorted(k for k, v in options.items() if redact({k: v})[k] != v),
-                     "elapsed_s": 0.0,
-                     "generated_tokens": 0, "cost_usd": 0.0, "usage": {}}
-            if shard != WHOLE:
-                attrs["shard"] = str(shard)
-            static = prepared.get("static") or _static(job)
-            writer = RunWriter.create(path, attrs, max_length, _columns(job.mode, sampling), static)
-        if on_path is not None:
-            on_path(writer.path)
-        _execute(job, writer, batch_size, quiet, max_cost, batch_api, retry_rows, fresh=resume is None)
+        if given.on_path is not None:
+            given.on_path(writer.path)
+        _PromptLoop(job, writer, given.quiet, given.max_cost, retry_rows, fresh=resumed is None).run()
     finally:
-        if writer is not None:
-            writer.close()
-        if divergence is not None and getattr(backend, "verbatim_prompt", False):
-            backend.verbatim_prompt = False  # a backend object passed in may serve prefix-map runs next
-    run = open_run(writer.path)
-    rows = run.to_dicts(with_map=pmap is not None)
-    if pmap is None:  # a divergence run: each row's prompt instead of a map row's prefix
+        writer.close()
+    return writer.path
+
+
+def _reopen(job: _Job, given: PromptOptions, resumed: _Resumed) -> RunWriter:
+    writer = RunWriter.reopen(given.resume, salvage=_salvage_for(job) if given.salvage else None)
+    if given.salvage and resumed.run.damage is not None:
+        copy = writer.path.parent / writer.attrs["salvaged"][-1]["journal_copy"]
+        _note(f"the damaged journal is kept as {copy}")
+    return writer
+
+
+def _create(job: _Job, given: PromptOptions) -> RunWriter:
+    folder = job.map.folder if job.map is not None else dp.runs_folder(given.prefixes_dir)
+    path = Path(given.out) if given.out is not None else default_run_path(folder, job.model)
+    if path.suffix != ".h5":
+        raise UsageError(f"a run file name must end in .h5, got {path}", option="out")
+    return RunWriter.create(path, _run_attrs(job), job.max_length, _columns(job.mode, job.sampling), job.static)
+
+
+def _run_attrs(job: _Job) -> dict[str, Any]:
+    """A new run's attributes: its spec, where its prompts came from, the backend, zeroed counters."""
+    backend = job.backend
+    describe = backend.describe() if callable(getattr(backend, "describe", None)) else {}
+    options = dict(job.spec.model_options)
+    return {**job.spec.attrs(), "backend": describe, **job.source,
+            "tokenizer": job.tokenizer.name, "tokenizer_fingerprint": job.tokenizer.fingerprint,
+            "bos_prepended": bos_prepended(backend),
+            "retokenized": job.retokenized,
+            "model_options_redacted": sorted(k for k, v in options.items() if redact({k: v})[k] != v),
+            "elapsed_s": 0.0, "generated_tokens": 0, "cost_usd": 0.0, "usage": {}}
+
+
+def _rows_of(run: Run) -> list[dict]:
+    rows = run.to_dicts(with_map=run.kind.has_map)
+    if not run.kind.has_map:  # each row's prompt instead of a map row's prefix
         for row, text in zip(rows, dp.prompt_texts(run), strict=True):
             row["prompt_text"] = text
     return rows
-
-
-def _divergence_job(spec: DivergenceSpec, backend: Any, model: str, num_strings: int, max_length: int,
-                    sampling: Sampling) -> tuple[_Job, dict[str, Any]]:
-    """A job whose "map rows" are the divergence prompts (``mia_core.extraction.divergence_prompts``)."""
-    caps = capabilities(backend)
-    mode = "tokens" if "generate" in caps else "text" if "generate_text" in caps else None
-    if mode is None:
-        raise MiaError(f"model {model!r} can neither generate tokens nor text (capabilities: {sorted(caps)})")
-    prepared = dp.prepare(spec, backend, model, mode)
-    job = _Job(None, backend, model, "generate", mode, num_strings, max_length, sampling, prepared["prefixes"])
-    job.map_tokenizer = prepared["map_tokenizer"]
-    job.prefix_texts = prepared["prefix_texts"]
-    return job, prepared
-
-
-def failed_rows(run: Any) -> list[int]:
-    """Rows whose request failed (a non-empty ``error``: API error, malformed body, refusal, empty reply)."""
-    if not run.has("error"):
-        return []
-    return [int(i) for i in np.flatnonzero([bool(e) for e in run.read("error")])]
-
-
-def _refuse_redacted(attrs: Mapping[str, Any], given: Mapping[str, Any], run: str | Path) -> None:
-    """A model option recorded without its secret (``mia_core.redact``) must be given again on resume."""
-    recorded = attrs.get("model_options") or {}
-    for key in attrs.get("model_options_redacted") or []:
-        if key not in given:
-            raise MiaError(f"the run {run} recorded --model-option {key} without its secret ({recorded.get(key)}); "
-                           f"give it again: mia prompt --resume {run} --model-option {key}=...")
 
 
 def _rows_to_ask_again(resumed: Any, retry_failed: bool, salvage: bool) -> list[int]:
@@ -568,7 +504,7 @@ def _rows_to_ask_again(resumed: Any, retry_failed: bool, salvage: bool) -> list[
     ``--salvage``, or left by an interrupted salvage), and the failed rows with ``--retry-failed``;
     refuses a resume that has nothing to do."""
     path, attrs, written = resumed.path, resumed.attrs, len(resumed)
-    failed = failed_rows(resumed)
+    failed = np.flatnonzero(resumed.failed_rows()).tolist()
     lost = sorted(set(resumed.lost_rows) | {int(r) for r in attrs.get("salvage_rows") or []})
     if salvage and resumed.damage is None:
         _note(f"the journal of {path} is intact: nothing to salvage")
@@ -652,52 +588,142 @@ def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: 
     estimate = _estimate(job, rows)
     if estimate is None:
         return
-    retried = f" ({len(retry_rows)} of them asked again in place)" if len(retry_rows) else ""
-    _note(f"estimated cost: ${estimate:.4f} for {len(rows)} requests to {job.model}{retried}")
     if batch_api and max_cost is not None and estimate > max_cost:
         raise MiaError(f"the estimated cost {usd(estimate)} is above --max-cost {usd(max_cost)}, and a provider "
                        "batch cannot be stopped part-way; lower --num_strings or raise --max-cost")
     _confirm_cost(estimate, confirm_above, yes, confirm)
+    # Said once the run goes ahead: a refusal above is the command's only line (it names the estimate).
+    retried = f" ({len(retry_rows)} of them asked again in place)" if len(retry_rows) else ""
+    _note(f"estimated cost: ${estimate:.4f} for {len(rows)} requests to {job.model}{retried}")
 
 
 def _resume_hint(path: Path) -> str:
     return f"mia prompt --resume {path}"
 
 
-def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cost: float | None,
-             batch_api: bool, retry_rows: Sequence[int] = (), fresh: bool = False) -> None:
-    attrs = writer.attrs
-    elapsed0, tokens0 = float(attrs.get("elapsed_s") or 0.0), int(attrs.get("generated_tokens") or 0)
-    spent, usage = float(attrs.get("cost_usd") or 0.0), dict(attrs.get("usage") or {})
-    t0, tokens = time.perf_counter(), 0
-    total = job.shard.size(job.num_strings)
-    todo = len(retry_rows) + total - writer.rows_done
-    bar = progress(total=todo, desc=f"{job.method} {job.model}", unit="str", quiet=quiet)
-    in_batch = 0  # whole rows shown on the bar within the current batch (reported through on_rows_done)
-    reported = 0.0  # rows the backend reported within the current batch (fractional: HF reports every step)
+class _ProgressBar:
+    """The run's progress bar, moved by whole rows: by the backend within a batch (``on_rows_done``,
+    fractional: HF reports every step), and by each committed batch; never ahead of the batch asked."""
 
-    def on_rows_done(rows: float, new_tokens: int) -> None:
-        nonlocal in_batch, reported
-        reported += rows
-        whole = min(int(reported), len_batch) - in_batch
+    def __init__(self, job: _Job, todo: int, quiet: bool) -> None:
+        self.bar = progress(total=todo, desc=f"{job.method} {job.model}", unit="str", quiet=quiet)
+        self.batch_rows = 0  # rows in the batch being asked
+        self.shown = 0  # whole rows of it shown on the bar
+        self.reported = 0.0  # rows of it the backend reported
+
+    def start_batch(self, rows: int) -> None:
+        self.batch_rows, self.shown, self.reported = rows, 0, 0.0
+
+    def on_rows_done(self, rows: float, new_tokens: int) -> None:
+        self.reported += rows
+        whole = min(int(self.reported), self.batch_rows) - self.shown
         if whole > 0:
-            in_batch += whole
-            bar.update(whole)
+            self.shown += whole
+            self.bar.update(whole)
 
-    len_batch = batch_size  # the bar never runs ahead of the batch being generated
-    if hasattr(job.backend, "on_rows_done"):  # backends that report progress within a batch (vLLM, HF)
-        job.backend.on_rows_done = on_rows_done
+    def batch_committed(self, rows: int, postfix: str) -> None:
+        self.bar.update(rows - self.shown)
+        self.start_batch(0)
+        self.bar.set_postfix_str(postfix)
 
-    def record(cols: dict[str, list], replace: Sequence[int] | None = None) -> None:
+    def batch_redone(self) -> None:
+        self.bar.update(-self.shown)
+        self.start_batch(0)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _PromptLoop:
+    """Asks a run's pending rows batch by batch and commits each with the counters it moves (one journal
+    record: both or neither); halves the batch on out-of-memory, stops at the cost cap."""
+
+    def __init__(self, job: _Job, writer: RunWriter, quiet: bool, max_cost: float | None,
+                 retry_rows: Sequence[int], fresh: bool) -> None:
+        attrs = writer.attrs
+        self.job, self.writer, self.max_cost, self.fresh = job, writer, max_cost, fresh
+        self.retry_rows = list(retry_rows)
+        self.elapsed0, self.tokens0 = float(attrs.get("elapsed_s") or 0.0), int(attrs.get("generated_tokens") or 0)
+        self.spent, self.usage = float(attrs.get("cost_usd") or 0.0), dict(attrs.get("usage") or {})
+        self.t0, self.tokens = time.perf_counter(), 0
+        self.total = job.shard.size(job.num_strings)
+        self.batch_size = job.spec.batch_size  # halved on out-of-memory; the size in use is recorded
+        self.bar = _ProgressBar(job, len(self.retry_rows) + self.total - writer.rows_done, quiet)
+
+    def run(self) -> None:
+        """Ask every pending row, then record the run as finished."""
+        hook = _ProgressHook(self.job.backend, self.bar.on_rows_done)
+        try:
+            with hook:
+                self._ask_all()
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+        except MiaError as exc:
+            self._failed(exc)
+            raise
+        except BaseException:
+            self.bar.close()
+            _discard_if_empty(self.writer, self.fresh)
+            raise
+        self.bar.close()
+        self._finish()
+
+    def _ask_all(self) -> None:
+        batch_api = self.job.spec.batch_api
+        if not batch_api:
+            self._ask_again(self.retry_rows)
+        if batch_api and (self.retry_rows or self.writer.rows_done < self.job.num_strings):  # else nothing to poll
+            _execute_batch_api(self.job, self.writer, self.record, self.retry_rows)
+        elif not batch_api:
+            self._ask_new_rows()
+
+    def _ask_again(self, retry_rows: list[int]) -> None:
+        """Failed rows asked again, replaced in place."""
+        pending, shard = list(retry_rows), self.job.shard
+        while pending:
+            local = np.asarray(pending[:self.batch_size], dtype=np.int64)  # rows of this run file
+            rows = shard.index + local * shard.count  # rows of the whole run
+            self._check_cost(rows, f"{len(retry_rows) - len(pending)} of {len(retry_rows)} failed rows asked again")
+            cols = self._generate(rows)
+            if cols is not None:
+                self.record(cols, replace=local.tolist())
+                pending = pending[len(local):]
+
+    def _ask_new_rows(self) -> None:
+        while self.writer.rows_done < self.total:
+            start = self.writer.rows_done
+            rows = self.job.shard.run_rows(start, self.batch_size, self.job.num_strings)
+            self._check_cost(rows, f"{start} of {self.total} rows kept")
+            cols = self._generate(rows)
+            if cols is not None:
+                self.record(cols)
+
+    def _generate(self, rows: np.ndarray) -> dict[str, list] | None:
+        """The batch's columns, or None when it did not fit (the batch size is halved: ask again)."""
+        self.bar.start_batch(len(rows))
+        try:
+            return _generate_batch(self.job, rows)
+        except BackendOutOfMemory:
+            self.bar.batch_redone()
+            if self.batch_size == 1:
+                raise MiaError("out of memory even at batch size 1; try a smaller --max_length, "
+                               "--dtype bfloat16 or another --device") from None
+            self.batch_size //= 2
+            _note(f"out of memory at batch size {self.batch_size * 2}; retrying with batch size {self.batch_size}")
+            return None
+
+    def record(self, cols: dict[str, list], replace: Sequence[int] | None = None) -> None:
         """Commit a batch with the counters it moves (one journal record: both or neither)."""
-        nonlocal tokens, spent, usage, in_batch, reported
+        writer = self.writer
         new_tokens = int(sum(len(t) for t in cols["tokens"]))
         if replace is not None:  # a retried row's earlier (failed) tokens no longer count
             new_tokens -= int(writer.read("lengths")[np.asarray(replace, dtype=np.int64)].sum())
-        new_spent, new_usage = spent + _cost_of(cols), _sum_usage(dict(usage), cols)
-        elapsed = time.perf_counter() - t0
-        extra = {"cost_usd": new_spent, "usage": new_usage} if job.mode == "text" else {}
-        counters = {"elapsed_s": elapsed0 + elapsed, "generated_tokens": tokens0 + tokens + new_tokens, **extra}
+        new_spent, new_usage = self.spent + _cost_of(cols), _sum_usage(dict(self.usage), cols)
+        elapsed = time.perf_counter() - self.t0
+        api = self.job.mode == "text"
+        counters = {"elapsed_s": self.elapsed0 + elapsed, "generated_tokens": self.tokens0 + self.tokens + new_tokens,
+                    **({"cost_usd": new_spent, "usage": new_usage} if api else {})}
         lost = writer.attrs.get("salvage_rows") or []
         if replace is not None and lost:  # rows of damaged journal records, now asked again
             counters["salvage_rows"] = sorted(set(lost) - set(replace))
@@ -705,94 +731,72 @@ def _execute(job: _Job, writer: RunWriter, batch_size: int, quiet: bool, max_cos
             writer.append(cols, **counters)
         else:
             writer.replace(replace, cols, **counters)
-        tokens, spent, usage = tokens + new_tokens, new_spent, new_usage
-        bar.update(len(cols["prefix_row"]) - in_batch)
-        in_batch, reported = 0, 0.0
-        bar.set_postfix_str(f"{tokens / max(elapsed, 1e-9):.1f} tok/s" + (f", ${spent:.4f}" if extra else ""))
+        self.tokens, self.spent, self.usage = self.tokens + new_tokens, new_spent, new_usage
+        self.bar.batch_committed(len(cols["prefix_row"]), f"{self.tokens / max(elapsed, 1e-9):.1f} tok/s"
+                                 + (f", ${self.spent:.4f}" if api else ""))
 
-    def check_cost(rows: np.ndarray, done: str) -> None:
-        if max_cost is None:
+    def _check_cost(self, rows: np.ndarray, done: str) -> None:
+        if self.max_cost is None:
             return
-        next_cost = _estimate(job, rows) or 0.0
-        if spent + next_cost > max_cost or spent >= max_cost:
-            if fresh and writer.rows_done == 0 and not retry_rows:  # nothing paid, nothing to resume
-                raise RunStopped(
-                    f"stopped before the first batch: it would cost about {usd(next_cost)}, above --max-cost "
-                    f"{usd(max_cost)}; nothing was sent or written (no run file); raise --max-cost or lower "
-                    "--batch_size", writer.path)
+        next_cost = _estimate(self.job, rows) or 0.0
+        if self.spent + next_cost <= self.max_cost and self.spent < self.max_cost:
+            return
+        path, cap = self.writer.path, usd(self.max_cost)
+        if self.fresh and self.writer.rows_done == 0 and not self.retry_rows:  # nothing paid, nothing to resume
             raise RunStopped(
-                f"stopped at the cost cap: ${spent:.4f} spent, the next batch would cost about "
-                f"${next_cost:.4f} (--max-cost {usd(max_cost)}); {done} in {writer.path}; "
-                f"continue with: {_resume_hint(writer.path)} --max-cost HIGHER", writer.path)
+                f"stopped before the first batch: it would cost about {usd(next_cost)}, above --max-cost "
+                f"{cap}; nothing was sent or written (no run file); raise --max-cost or lower "
+                "--batch_size", path)
+        raise RunStopped(
+            f"stopped at the cost cap: ${self.spent:.4f} spent, the next batch would cost about "
+            f"${next_cost:.4f} (--max-cost {cap}); {done} in {path}; "
+            f"continue with: {_resume_hint(path)} --max-cost HIGHER", path)
 
-    def generate(rows: np.ndarray) -> dict[str, list] | None:
-        nonlocal size, in_batch, reported, len_batch
-        len_batch = len(rows)
-        try:
-            return _generate_batch(job, rows)
-        except BackendOutOfMemory:
-            bar.update(-in_batch)  # the batch is redone smaller
-            in_batch, reported = 0, 0.0
-            if size == 1:
-                raise MiaError("out of memory even at batch size 1; try a smaller --max_length, "
-                               "--dtype bfloat16 or another --device") from None
-            size //= 2
-            _note(f"out of memory at batch size {size * 2}; retrying with batch size {size}")
-            return None
-
-    size = batch_size  # halved on out-of-memory; the size in use is recorded
-    try:
-        pending = [] if batch_api else list(retry_rows)
-        while pending:  # failed rows asked again, replaced in place
-            local = np.asarray(pending[:size], dtype=np.int64)  # rows of this run file
-            rows = job.shard.index + local * job.shard.count  # rows of the whole run
-            check_cost(rows, f"{len(retry_rows) - len(pending)} of {len(retry_rows)} failed rows asked again")
-            cols = generate(rows)
-            if cols is not None:
-                record(cols, replace=local.tolist())
-                pending = pending[len(local):]
-        if batch_api and (retry_rows or writer.rows_done < job.num_strings):  # (else: no batch to poll)
-            _execute_batch_api(job, writer, record, retry_rows)
-        else:
-            while writer.rows_done < total:
-                start = writer.rows_done
-                rows = job.shard.run_rows(start, size, job.num_strings)
-                check_cost(rows, f"{start} of {total} rows kept")
-                cols = generate(rows)
-                if cols is not None:
-                    record(cols)
-    except KeyboardInterrupt:
-        bar.close()
-        if _discard_if_empty(writer, fresh):
+    def _interrupted(self) -> None:
+        self.bar.close()
+        writer = self.writer
+        if _discard_if_empty(writer, self.fresh):
             _note(f"\ninterrupted before the first row; nothing was kept (no run file left at {writer.path})")
         else:
-            _note(f"\ninterrupted: {writer.rows_done} of {total} rows kept in {writer.path}; "
+            _note(f"\ninterrupted: {writer.rows_done} of {self.total} rows kept in {writer.path}; "
                   f"continue with: {_resume_hint(writer.path)}")
-        raise
-    except MiaError as exc:
-        bar.close()
-        if _discard_if_empty(writer, fresh) and not isinstance(exc, RunStopped):
+
+    def _failed(self, exc: MiaError) -> None:
+        """Say in the error what became of the run file."""
+        self.bar.close()
+        writer = self.writer
+        if _discard_if_empty(writer, self.fresh) and not isinstance(exc, RunStopped):
             exc.message += f" (nothing was written; no run file left at {writer.path})"
         elif not isinstance(exc, (RunStopped, DiskError)) and writer.rows_done:
             exc.message += f" ({writer.rows_done} rows kept; continue with: {_resume_hint(writer.path)})"
-        raise
-    except BaseException:
-        bar.close()
-        _discard_if_empty(writer, fresh)
-        raise
-    finally:
-        if hasattr(job.backend, "on_rows_done"):  # the hook points at this run's bar: not kept past it
-            job.backend.on_rows_done = None
-    bar.close()
-    elapsed = elapsed0 + time.perf_counter() - t0
-    total_tokens = tokens0 + tokens
-    failed = len(failed_rows(writer))
-    writer.finish(elapsed_s=elapsed, generated_tokens=total_tokens, rows_failed=failed, complete=failed == 0,
-                  tokens_per_s=total_tokens / elapsed if elapsed > 0 else 0.0, batch_size_used=size)
-    if failed and failed == writer.rows_done:
-        first = next(e for e in writer.read("error") if e)
-        raise MiaError(f"all {failed} requests failed (first error: {first}); the run is kept in {writer.path}: "
-                       f"fix the cause, then ask them again with: {_resume_hint(writer.path)} --retry-failed")
+
+    def _finish(self) -> None:
+        writer = self.writer
+        elapsed = self.elapsed0 + time.perf_counter() - self.t0
+        total_tokens = self.tokens0 + self.tokens
+        failed = int(writer.failed_rows().sum())
+        writer.finish(elapsed_s=elapsed, generated_tokens=total_tokens, rows_failed=failed, complete=failed == 0,
+                      tokens_per_s=total_tokens / elapsed if elapsed > 0 else 0.0, batch_size_used=self.batch_size)
+        if failed and failed == writer.rows_done:
+            first = next(e for e in writer.read("error") if e)
+            raise MiaError(f"all {failed} requests failed (first error: {first}); the run is kept in {writer.path}: "
+                           f"fix the cause, then ask them again with: {_resume_hint(writer.path)} --retry-failed")
+
+
+class _ProgressHook:
+    """Points a backend's ``on_rows_done`` (``mia_core.types.ReportsProgress``) at this run's bar while
+    the run lasts: never kept past it."""
+
+    def __init__(self, backend: Any, callback: Callable[[float, int], None]) -> None:
+        self.backend, self.callback = backend, callback
+
+    def __enter__(self) -> None:
+        if reports_progress(self.backend):
+            self.backend.on_rows_done = self.callback
+
+    def __exit__(self, *exc: object) -> None:
+        if reports_progress(self.backend):
+            self.backend.on_rows_done = None
 
 
 def _discard_if_empty(writer: RunWriter, fresh: bool) -> bool:

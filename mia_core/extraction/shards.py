@@ -48,7 +48,7 @@ def parse_shard(text: str | None) -> Shard:
     except ValueError:
         shard = None
     if not sep or shard is None or shard.count < 1 or not 0 <= shard.index < shard.count:
-        raise UsageError(f"expects I/N with 0 <= I < N (e.g. 3/8), got {text!r}", param_hint="--shard")
+        raise UsageError(f"expects I/N with 0 <= I < N (e.g. 3/8), got {text!r}", option="shard")
     return shard
 
 

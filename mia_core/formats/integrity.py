@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.errors import MiaError
+from mia_core.formats.sniff import describe_file
 
 USERBLOCK_SIZE = 512
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -128,7 +129,8 @@ def verify(path: str | os.PathLike, remedy: str = "") -> bool:
         if header is None:
             if block.startswith(MAGIC[:4]) or fh.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
                 raise DamagedFile(p, "its checksum header is damaged", remedy)
-            raise NotHDF5(f"{p} is not an HDF5 file (no HDF5 signature)")
+            raise NotHDF5(f"{p} is not an HDF5 file: it is {describe_file(p)}, not a mia map, run, scores or "
+                          "attack file")
         digest, length = _digest(fh)
     if length != header[1]:
         raise DamagedFile(p, f"{length} bytes after its header where {header[1]} were written (truncated or "

@@ -25,6 +25,7 @@ from mia_core.formats.integrity import READ_ERRORS, USERBLOCK_SIZE, DamagedFile,
 from mia_core.formats.names import PARTIAL_SUFFIX
 from mia_core.formats.provenance import provenance
 from mia_core.formats.safeio import GuardedFile, disk_error, fsync_dir
+from mia_core.formats.sniff import describe_file
 from mia_core.token_rows import TOKEN_DTYPE, pad_rows
 
 FORMAT_VERSION = 1
@@ -185,6 +186,9 @@ def resolve_map(name: str | os.PathLike, prefixes_dir: str | os.PathLike = "Pref
         if folder.is_dir():
             break
     else:
+        if candidates[0].is_file():  # a dataset or a run given as the map: say what it is
+            raise MiaError(f"{name} is {describe_file(name)}, not a prefix map (a folder made by mia prefix, "
+                           "or the prefix_map.h5 in it)")
         raise MiaError(f"prefix map {str(name)!r} not found (looked for {candidates[0]} and {candidates[1]})")
     if folder.name.endswith(PARTIAL_SUFFIX) or not (folder / MAP_FILE).is_file():
         raise MiaError(f"{folder} is not a complete prefix map (interrupted while being written?)")

@@ -29,6 +29,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,37 @@ NUL_SYMBOL = "\u2400"  # what a NUL character in a text column is stored as
 RUN_FORMAT_VERSION = 1
 DAMAGED_RUN = "restore it from a copy, or delete it and start a new run"
 RUNS_DIR = "runs"
+
+
+class RunKind(Enum):
+    """What kind of run a file holds, read from what it records (``method``, ``strategy``, its columns);
+    the one tag every step dispatches on (``mia score``'s scorer and summary, ``mia export``'s fields)."""
+
+    GENERATION = "generation"  # a local model generated continuations of a map's prefixes
+    API = "api"  # an API model answered the map's prefixes as text (cost, usage and errors per row)
+    TEACHER_FORCED = "teacher-forced"  # one forward pass over prefix + true suffix (mia check)
+    DIVERGENCE = "divergence"  # a chat model asked to repeat a word forever: no map, no true suffixes
+
+    @classmethod
+    def of(cls, attrs: Mapping[str, Any], columns: Sequence[str]) -> RunKind:
+        if str(attrs.get("strategy") or "") == "divergence":
+            return cls.DIVERGENCE
+        if str(attrs.get("method") or "generate") == "teacher-forced":
+            return cls.TEACHER_FORCED
+        return cls.API if "error" in columns else cls.GENERATION
+
+    @property
+    def has_map(self) -> bool:
+        """Whether its rows are a prefix map's rows (with true suffixes to compare with)."""
+        return self is not RunKind.DIVERGENCE
+
+
+def failed_mask(errors: np.ndarray | None, rows: int) -> np.ndarray:
+    """Rows whose request failed (API error, malformed reply, refusal, empty reply): a non-empty ``error``.
+    ``errors`` None: a run without that column (local models) has no failed rows."""
+    if errors is None:
+        return np.zeros(rows, dtype=bool)
+    return np.array([bool(str(e).strip()) for e in errors], dtype=bool)
 
 # kind -> (numpy dtype, fill value for padding / missing values)
 KINDS: dict[str, tuple[Any, Any]] = {
@@ -554,6 +586,10 @@ class RunWriter:
     def has(self, name: str) -> bool:
         return name in self.columns
 
+    def failed_rows(self) -> np.ndarray:
+        """Boolean mask of the rows committed so far whose request failed (:func:`failed_mask`)."""
+        return failed_mask(self.read("error") if self.has("error") else None, self.rows_done)
+
     def discard(self) -> None:
         """Remove the run and its journal (a new run that failed before its first row)."""
         self.journal.close(remove=True)
@@ -685,6 +721,14 @@ class Run:
     @property
     def retokenized(self) -> bool:
         return bool(self.attrs.get("retokenized", False))
+
+    @property
+    def kind(self) -> RunKind:
+        return RunKind.of(self.attrs, self.columns)
+
+    def failed_rows(self) -> np.ndarray:
+        """Boolean mask of the rows whose request failed (:func:`failed_mask`)."""
+        return failed_mask(self.read("error") if self.has("error") else None, len(self))
 
     def has(self, name: str) -> bool:
         return name in self.datasets

@@ -66,10 +66,10 @@ TEACHER_FORCED_REASON = ("teacher-forced run: no generated text to compare, so a
 
 def metadata(run_path: str | os.PathLike) -> dict[str, Any]:
     """What an export says about itself: the run, its kind, and the fields absent for that kind with why."""
-    from mia_core.formats.runs import open_run
+    from mia_core.formats.runs import RunKind, open_run
 
     run = open_run(run_path)
-    teacher_forced = run.method == "teacher-forced"
+    teacher_forced = run.kind is RunKind.TEACHER_FORCED
     absent = {name: TEACHER_FORCED_REASON for name in GENERATION_ONLY} if teacher_forced else {}
     agreement = ("score_next_token_accuracy: fraction of the k positions where the model's argmax given the true "
                  "context is the true token (teacher-forced)" if teacher_forced else
@@ -83,13 +83,13 @@ def metadata(run_path: str | os.PathLike) -> dict[str, Any]:
 def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True) -> Iterator[dict[str, Any]]:
     """The export records of a run, in row order."""
     from mia_core import registry
-    from mia_core.formats.runs import STANDARD_COLUMNS, open_run
+    from mia_core.formats.runs import STANDARD_COLUMNS, RunKind, open_run
 
     run = open_run(run_path)
-    if run.attrs.get("strategy") == "divergence":  # no map: the prompt instead of a prefix and true suffix
+    if not run.kind.has_map:  # a divergence run: the prompt instead of a prefix and true suffix
         yield from _divergence_records(run, tokens, _scores(run.path, len(run)))
         return
-    teacher_forced = run.method == "teacher-forced"
+    teacher_forced = run.kind is RunKind.TEACHER_FORCED
     prefix_rows = run.prefix_rows()
     pmap = run.prefix_map
     ids, labels = pmap.read("sample_id", prefix_rows), pmap.read("sample_label", prefix_rows)
@@ -150,7 +150,7 @@ def _add_columns(rec: dict[str, Any], i: int, extra: dict[str, np.ndarray], scor
 
 def _divergence_records(run: Any, tokens: bool, scores: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
     """Records of a divergence run: the prompt instead of a prefix and true suffix."""
-    from mia_core.extraction.divergence_prompts import STRATEGY, prompt_texts
+    from mia_core.divergence.prompts import STRATEGY, prompt_texts
     from mia_core.formats.runs import STANDARD_COLUMNS
 
     prompts = prompt_texts(run)

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mia_core.divergence.scoring import format_divergence, score_divergence_run
 from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import as_str
+from mia_core.formats.runs import Run, RunKind
 from mia_core.formats.scores import scores_path, write_scores
 from mia_core.formatting import format_number, format_rate, per_position_name, rate
-from mia_core.scoring.matching import MatchScores, score_matches
+from mia_core.matching.probabilistic import run_summary
+from mia_core.matching.tokens import MatchScores, memorized_spans, resolve_k, run_max_length, score_matches, span_counts
 from mia_core.text_table import text_table
 
 START_BUCKETS = ((0, 0, "0 (document start)"), (1, 99, "1-99"), (100, 999, "100-999"),
@@ -42,33 +45,6 @@ def _true_suffixes(run: Any) -> list[np.ndarray]:
                        "with --suffix-tokens 0 or every suffix is empty)")
     return suffixes
 
-
-def run_max_length(run: Any) -> int | None:
-    """New tokens per row the run asked for (its ``--max_length``), if recorded."""
-    value = run.attrs.get("max_length")
-    return int(value) if value is not None and int(value) > 0 else None
-
-
-def resolve_k(run: Any, suffixes: list[np.ndarray], k: int | None) -> int:
-    """The suffix tokens compared. Default: min(the map's suffix length, the run's max_length), so
-    a run that generated 20 tokens is scored on 20 (exact extraction of 50 would be impossible).
-    An explicit ``k`` beyond what the run generated, or beyond every true suffix, is an error."""
-    max_length = run_max_length(run)
-    max_suffix = max(len(s) for s in suffixes)
-    if k is None:
-        k = int(run.prefix_map.suffix_tokens or max_suffix)
-        if max_length is not None:
-            k = min(k, max_length)
-        k = min(k, max_suffix)
-    k = int(k)
-    if k < 1:
-        raise MiaError("--k must be at least 1")
-    if max_length is not None and k > max_length:
-        raise MiaError(f"--k {k} is more than the {max_length} tokens per row that {run.path.name} generated "
-                       f"(--max_length {max_length}): use --k {max_length} or less")
-    if k > max_suffix:
-        raise MiaError(f"--k {k} is longer than every true suffix of {run.path.name} (longest: {max_suffix})")
-    return k
 
 
 def failed_rows(run: Any) -> np.ndarray:
@@ -138,34 +114,6 @@ def _corpus_scores(run: Any, generations: list[np.ndarray], index_path: str | os
     return {"attrs": attrs, "data": data}, _corpus_summary(attrs, data, labels, failed)
 
 
-def memorized_spans(generations: list[np.ndarray], windows: dict[tuple[int, ...], int],
-                    window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each generation's distinct memorized spans: maximal runs of overlapping memorized windows
-    (positions i, i+1, ... whose ``window``-gram is in the corpus), so one 60-token match with
-    window 50 is one span, not 11 windows. Returned as CSR: (row of each span, offsets, tokens)."""
-    rows: list[int] = []
-    offsets = [0]
-    tokens: list[int] = []
-    for row, gen in enumerate(generations):
-        g = [int(t) for t in gen]
-        hits = [i for i in range(len(g) - window + 1) if tuple(g[i:i + window]) in windows]
-        spans: list[tuple[int, ...]] = []
-        start = prev = None
-        for i in hits + [None]:
-            if start is not None and (i is None or i != prev + 1):
-                span = tuple(g[start:prev + window])
-                if span not in spans:
-                    spans.append(span)
-                start = None
-            if i is not None and start is None:
-                start = i
-            prev = i
-        for span in spans:
-            rows.append(row)
-            tokens.extend(span)
-            offsets.append(len(tokens))
-    return (np.array(rows, dtype=np.int64), np.array(offsets, dtype=np.int64), np.array(tokens, dtype=np.int64))
-
 
 def _corpus_summary(attrs: dict[str, Any], data: dict[str, np.ndarray], labels: np.ndarray,
                     failed: np.ndarray | None = None) -> dict[str, Any]:
@@ -185,7 +133,7 @@ def _corpus_summary(attrs: dict[str, Any], data: dict[str, np.ndarray], labels: 
                           "median": float(np.median(longest)) if len(longest) else None,
                           "max": int(longest.max()) if len(longest) else None},
         "unique_windows": int(len(counts)), "window_occurrences": int(counts.sum()),
-        "memorized_spans": _span_counts(data),
+        "memorized_spans": span_counts(data),
         "frequency_of_frequencies": {str(r): n for r, n in sorted(Counter(counts.tolist()).items())},
         "top_windows": [{"tokens": [int(t) for t in data["windows"][i]], "count": int(counts[i]),
                          "corpus_count": int(data["window_corpus_count"][i]),
@@ -194,14 +142,6 @@ def _corpus_summary(attrs: dict[str, Any], data: dict[str, np.ndarray], labels: 
         "by_label": by_label,
     }
 
-
-def _span_counts(data: dict[str, np.ndarray]) -> dict[str, int] | None:
-    """Distinct memorized spans and their occurrences (one per generation that holds it)."""
-    if "span_offsets" not in data:
-        return None  # scored by an older mia
-    offsets, tokens = data["span_offsets"], data["span_tokens"]
-    spans = Counter(tuple(tokens[offsets[j]:offsets[j + 1]].tolist()) for j in range(len(offsets) - 1))
-    return {"distinct": len(spans), "occurrences": int(sum(spans.values()))}
 
 
 def _decode_windows(windows: list[dict[str, Any]], tokenizer_name: str) -> None:
@@ -230,116 +170,174 @@ def _decode(values: np.ndarray | None, i: int) -> list[str]:
     return [x for x in text.split(", ") if x]
 
 
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How to score a run (the keywords of :func:`score_run`)."""
+
+    k: int | None = None
+    edit_threshold: float = 0.1
+    bleu: bool = False
+    bleu_threshold: float = 0.75
+    index: str | os.PathLike | None = None
+    window: int = 50
+    save: bool = True
+    decode: bool = False
+    queries: Sequence[int] | None = None
+    target: float | None = None
+
+
 def score_run(path: str | os.PathLike, k: int | None = None, edit_threshold: float = 0.1,
               bleu: bool = False, bleu_threshold: float = 0.75, index: str | os.PathLike | None = None,
               window: int = 50, save: bool = True, decode: bool = False,
               queries: Sequence[int] | None = None, target: float | None = None) -> dict[str, Any]:
-    """Score one run and return its summary (a JSON-ready dict); writes ``<run>.scores.h5`` if ``save``.
+    """Score one run and return its summary (a JSON-ready dict with its ``kind``, a ``RunKind`` value);
+    writes ``<run>.scores.h5`` if ``save``.
 
     ``k`` defaults to min(the map's suffix length, the run's max_length) (:func:`resolve_k`).
     Every rate, mean and distribution is over the *eligible* rows: suffix of at least k tokens
     and request not failed. ``bleu`` decodes with the run's tokenizer (Ippolito et al. 2022).
     ``index``/``window`` add corpus membership; ``decode`` shows the memorized windows as text.
     ``queries``/``target``: the (n, target)-discoverable counts of probabilistic extraction.
+    A divergence run has its own scorer (:data:`SCORERS`).
     """
     run = load_run(path)
-    if run.attrs.get("strategy") == "divergence":  # no true suffixes: where it diverged, what it emitted after
-        from mia_core.scoring.divergence import score_divergence_run
+    options = ScoreOptions(k, edit_threshold, bleu, bleu_threshold, index, window, save, decode, queries, target)
+    return SCORERS.get(run.kind, _score_map_run)(run, options)
 
-        if k is not None or bleu:
-            raise MiaError(f"{run.path.name} is a divergence run: it has no true suffixes, so --k and --bleu do "
-                           "not apply (give --index to find memorized text after the divergence)")
-        return score_divergence_run(run, index=index, window=window, save=save, decode=decode)
-    pmap = run.prefix_map
-    generations = run.tokens()
+
+def _score_divergence(run: Run, options: ScoreOptions) -> dict[str, Any]:
+    """No true suffixes: where each answer diverged, and what it emitted after (``mia_core.divergence``)."""
+    if options.k is not None or options.bleu:
+        raise MiaError(f"{run.path.name} is a divergence run: it has no true suffixes, so --k and --bleu do "
+                       "not apply (give --index to find memorized text after the divergence)")
+    return score_divergence_run(run, index=options.index, window=options.window, save=options.save,
+                                decode=options.decode)
+
+
+def _score_map_run(run: Run, options: ScoreOptions) -> dict[str, Any]:
+    """A run over a prefix map: its rows against their true suffixes (generation, API, teacher-forced)."""
     suffixes = _true_suffixes(run)
-    k = resolve_k(run, suffixes, k)
-    method = run.method
-    tokenizer_name = str(run.attrs.get("tokenizer") or pmap.tokenizer_name)
-    detokenize = _detokenizer(tokenizer_name) if bleu else None
-    scores = score_matches(generations, suffixes, k, edit_threshold, bleu_threshold if bleu else None, detokenize)
-    failed = failed_rows(run)
-    short = ~scores.eligible
-    scores = replace(scores, eligible=scores.eligible & ~failed)
-    eligible = scores.eligible
+    k = resolve_k(run, suffixes, options.k)
+    scores, failed = _match_scores(run, suffixes, k, options)
     labels = np.array([str(x) for x in run.map_column("sample_label")], dtype=object)
-    starts = run.map_column("prefix_start").astype(np.int64)
-    every = np.ones(len(generations), dtype=bool)
+    summary = _map_summary(run, k, scores, failed, labels, options)
+    corpus = None
+    if options.index is not None:
+        corpus, summary["corpus"] = _corpus_scores(run, run.tokens(), options.index, options.window, labels, failed)
+        if options.decode and summary["corpus"]["top_windows"]:
+            _decode_windows(summary["corpus"]["top_windows"], _tokenizer_name(run))
+        if run.kind is RunKind.TEACHER_FORCED:
+            summary["notes"].append("corpus membership of a teacher-forced run looks at its per-position argmax "
+                                    "tokens, which only form the model's own continuation up to the first mismatch")
+    if options.save:
+        _save_scores(run, k, scores, failed, corpus, options)
+        if corpus is None:
+            summary["corpus"] = _stored_corpus(run.path, labels, failed)
+    return summary
+
+
+def _tokenizer_name(run: Run) -> str:
+    return str(run.attrs.get("tokenizer") or run.prefix_map.tokenizer_name)
+
+
+def _match_scores(run: Run, suffixes: list[np.ndarray], k: int,
+                  options: ScoreOptions) -> tuple[MatchScores, np.ndarray]:
+    """The per-row match scores (eligible: suffix of at least k tokens and request not failed) and the
+    failed rows."""
+    detokenize = _detokenizer(_tokenizer_name(run)) if options.bleu else None
+    scores = score_matches(run.tokens(), suffixes, k, options.edit_threshold,
+                           options.bleu_threshold if options.bleu else None, detokenize)
+    failed = run.failed_rows()
+    return replace(scores, eligible=scores.eligible & ~failed), failed
+
+
+def _map_summary(run: Run, k: int, scores: MatchScores, failed: np.ndarray, labels: np.ndarray,
+                 options: ScoreOptions) -> dict[str, Any]:
+    pmap, method = run.prefix_map, run.method
+    eligible = scores.eligible
+    every = np.ones(len(run), dtype=bool)
     summary: dict[str, Any] = {
-        "run": str(run.path), "scores_file": str(scores_path(run.path)) if save else None,
+        "run": str(run.path), "kind": run.kind.value,
+        "scores_file": str(scores_path(run.path)) if options.save else None,
         "model": run.attrs.get("model"), "method": method, "prefix_map": str(pmap.folder),
         "dataset": pmap.attrs.get("dataset"), "prefix_tokens": pmap.prefix_tokens,
         "suffix_tokens": pmap.suffix_tokens, "prefix_loc": pmap.attrs.get("prefix_loc"),
         "temperature": run.attrs.get("temperature"), "max_length": run_max_length(run), "complete": run.complete,
-        "rows": len(generations), "k": k, "failed": int(failed.sum()),
-        "skipped_short_suffix": int((short & ~failed).sum()),
+        "rows": len(run), "k": k, "failed": int(failed.sum()),
+        # short suffixes: not eligible although not failed (eligible already excludes the failed rows)
+        "skipped_short_suffix": int((~eligible & ~failed).sum()),
         "denominator": "eligible rows: true suffix of at least k tokens and request not failed",
     }
     summary.update(_group_rates(every, scores, failed, method))
     summary["approximate"]["criterion"] = (
-        f"BLEU >= {bleu_threshold} on detokenized text (sacrebleu; Ippolito et al. 2022)" if bleu
-        else f"normalized token edit distance <= {edit_threshold} (mia's criterion, not Ippolito et al.'s)")
-    ml = scores.matched_length[eligible]
-    hist = np.bincount(ml, minlength=k + 1) if len(ml) else np.zeros(k + 1, dtype=np.int64)
-    summary["matched_length"] = {"mean": float(ml.mean()) if len(ml) else None,
-                                 "median": float(np.median(ml)) if len(ml) else None,
-                                 "max": int(ml.max()) if len(ml) else None,
-                                 "histogram": {str(i): int(c) for i, c in enumerate(hist)}}
-    if method != "teacher-forced":
+        f"BLEU >= {options.bleu_threshold} on detokenized text (sacrebleu; Ippolito et al. 2022)" if options.bleu
+        else f"normalized token edit distance <= {options.edit_threshold} (mia's criterion, not Ippolito et al.'s)")
+    summary["matched_length"] = _matched_length_summary(scores.matched_length[eligible], k)
+    if run.kind is not RunKind.TEACHER_FORCED:
         summary["memorized_pythia"] = int((scores.agreement[eligible] == 1).sum())
     summary["by_label"] = {(lab or "unlabelled"): _group_rates(labels == lab, scores, failed, method)
                            for lab in sorted(set(labels.tolist()))}
-    loc = str(pmap.attrs.get("prefix_loc", "?"))
-    summary["by_prefix_loc"] = {loc: _group_rates(every, scores, failed, method)}
-    summary["by_prefix_start"] = {name: _group_rates(mask, scores, failed, method)
-                                  for name, mask in _bucket_starts(starts).items()}
-    hits = scores.exact & eligible
-    extracted = Counter(str(i) for i, e in zip(run.map_column("sample_id"), hits, strict=True) if e)
-    summary["extracted_samples"] = {"unique": len(extracted),
-                                    "frequency_of_frequencies": {str(r): n for r, n in
-                                                                 sorted(Counter(extracted.values()).items())}}
-    from mia_core.scoring.probabilistic import run_summary
-
-    chosen = {"queries": queries, "target": target}
+    summary["by_prefix_loc"] = {str(pmap.attrs.get("prefix_loc", "?")): _group_rates(every, scores, failed, method)}
+    summary["by_prefix_start"] = {name: _group_rates(mask, scores, failed, method) for name, mask
+                                  in _bucket_starts(run.map_column("prefix_start").astype(np.int64)).items()}
+    summary["extracted_samples"] = _extracted_samples(run, scores.exact & eligible)
+    chosen = {"queries": options.queries, "target": options.target}
     summary["probabilistic"] = run_summary(run, k, eligible, labels,  # None unless the run stores logprobs
                                            **{key: v for key, v in chosen.items() if v is not None})
+    summary["notes"] = _notes(run, summary["failed"])
+    summary["corpus"] = None
+    return summary
+
+
+def _matched_length_summary(matched: np.ndarray, k: int) -> dict[str, Any]:
+    hist = np.bincount(matched, minlength=k + 1) if len(matched) else np.zeros(k + 1, dtype=np.int64)
+    return {"mean": float(matched.mean()) if len(matched) else None,
+            "median": float(np.median(matched)) if len(matched) else None,
+            "max": int(matched.max()) if len(matched) else None,
+            "histogram": {str(i): int(c) for i, c in enumerate(hist)}}
+
+
+def _extracted_samples(run: Run, hits: np.ndarray) -> dict[str, Any]:
+    """Distinct samples extracted, and how many were extracted once, twice, ..."""
+    extracted = Counter(str(i) for i, e in zip(run.map_column("sample_id"), hits, strict=True) if e)
+    return {"unique": len(extracted),
+            "frequency_of_frequencies": {str(r): n for r, n in sorted(Counter(extracted.values()).items())}}
+
+
+def _notes(run: Run, failed: int) -> list[str]:
     notes = []
-    if method == "teacher-forced":
+    if run.kind is RunKind.TEACHER_FORCED:
         notes.append("teacher-forced run: exact extraction and matched length equal greedy decoding; the "
                      "per-position figure is the next-token accuracy (teacher-forced: argmax = truth given the "
                      "true context), not a generation's position agreement; approximate memorization is withheld")
-    if summary["failed"]:
-        notes.append(f"{summary['failed']} row(s) failed (their error is in the run's error column): they are "
+    if failed:
+        notes.append(f"{failed} row(s) failed (their error is in the run's error column): they are "
                      "left out of every figure; `mia prompt --resume RUN --retry-failed` asks them again")
     num_strings = int(run.attrs.get("num_strings") or len(run))
     if len(run) < num_strings:  # a run with every row but some failed ones is not "interrupted"
         notes.append(f"the run is incomplete ({len(run)} of {num_strings} rows; interrupted?): only its "
                      "finished rows were scored")
-    summary["notes"] = notes
-    summary["corpus"] = None
-    corpus = None
-    if index is not None:
-        corpus, summary["corpus"] = _corpus_scores(run, generations, index, window, labels, failed)
-        if decode and summary["corpus"]["top_windows"]:
-            _decode_windows(summary["corpus"]["top_windows"], str(run.attrs.get("tokenizer") or pmap.tokenizer_name))
-        if method == "teacher-forced":
-            notes.append("corpus membership of a teacher-forced run looks at its per-position argmax tokens, "
-                         "which only form the model's own continuation up to the first mismatch")
-    if save:
-        attrs = {"run": run.path.name, "k": k, "edit_threshold": edit_threshold,
-                 "bleu_threshold": bleu_threshold if bleu else None, "method": method, "rows": len(generations),
-                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        match = {"k": scores.k, "eligible": scores.eligible, "failed": failed, "exact": scores.exact,
-                 "matched_length": scores.matched_length, per_position_name(method)[0]: scores.agreement,
-                 "edit_distance": scores.edit_distance, "approximate": scores.approximate, "bleu": scores.bleu}
-        try:
-            write_scores(run.path, attrs, match, corpus)
-        except OSError as exc:
-            raise MiaError(f"cannot write the scores beside the run ({scores_path(run.path)}): {exc}; "
-                           "use --no-save to only print them") from None
-        if corpus is None:
-            summary["corpus"] = _stored_corpus(run.path, labels, failed)
-    return summary
+    return notes
+
+
+def _save_scores(run: Run, k: int, scores: MatchScores, failed: np.ndarray, corpus: dict[str, Any] | None,
+                 options: ScoreOptions) -> None:
+    method = run.method
+    attrs = {"run": run.path.name, "k": k, "edit_threshold": options.edit_threshold,
+             "bleu_threshold": options.bleu_threshold if options.bleu else None, "method": method, "rows": len(run),
+             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    match = {"k": scores.k, "eligible": scores.eligible, "failed": failed, "exact": scores.exact,
+             "matched_length": scores.matched_length, per_position_name(method)[0]: scores.agreement,
+             "edit_distance": scores.edit_distance, "approximate": scores.approximate, "bleu": scores.bleu}
+    try:
+        write_scores(run.path, attrs, match, corpus)
+    except OSError as exc:
+        raise MiaError(f"cannot write the scores beside the run ({scores_path(run.path)}): {exc}; "
+                       "use --no-save to only print them") from None
+
+
+#: The scorer of each kind of run (every other kind: :func:`_score_map_run`).
+SCORERS: dict[RunKind, Callable[[Run, ScoreOptions], dict[str, Any]]] = {RunKind.DIVERGENCE: _score_divergence}
 
 
 def _stored_corpus(run_path: Path, labels: np.ndarray, failed: np.ndarray) -> dict[str, Any] | None:
@@ -359,12 +357,13 @@ def eligible_by_label(summary: dict[str, Any]) -> str:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The summary of :func:`score_run` as plain-text tables."""
-    s = summary
-    if s.get("kind") == "divergence":
-        from mia_core.scoring.divergence import format_divergence
+    """The summary of :func:`score_run` as plain-text tables, by the formatter of its kind (:data:`FORMATTERS`)."""
+    kind = RunKind(summary.get("kind") or RunKind.GENERATION.value)  # summaries of an older mia record no kind
+    return FORMATTERS.get(kind, _format_map_summary)(summary)
 
-        return format_divergence(s)
+
+def _format_map_summary(summary: dict[str, Any]) -> str:
+    s = summary
     key, pp_name = per_position_name(s["method"])
     ml = s["matched_length"]
     lines = [f"Run {s['run']}",
@@ -415,7 +414,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines += [f"  {w['count']}× (corpus {w['corpus_count']}×, {', '.join(w['documents']) or '?'}): "
                   f"{w['text']!r}" for w in c["top_windows"][:5]]
     if s.get("probabilistic"):
-        from mia_core.scoring.probabilistic import format_summary as format_probabilistic
+        from mia_core.matching.probabilistic import format_summary as format_probabilistic
 
         lines += ["", format_probabilistic(s["probabilistic"])]
     for note in s.get("notes", []):
@@ -423,3 +422,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if s.get("scores_file"):
         lines.append(f"scores saved to {s['scores_file']}")
     return "\n".join(lines)
+
+
+#: The summary formatter of each kind of run (every other kind: :func:`_format_map_summary`).
+FORMATTERS: dict[RunKind, Callable[[dict[str, Any]], str]] = {RunKind.DIVERGENCE: format_divergence}

@@ -87,13 +87,35 @@ def table_from_runs(runs: Sequence[str | os.PathLike], of: str = "auto") -> Esti
     The sampling unit of a sampled run is the generation (row); of a greedy run, the prompt (map row):
     repeating a greedy prompt yields the same string, so it is counted once, and "t× more" means
     more prompts drawn the same way from the same dataset (refused when none can be drawn)."""
-    import numpy as np
+    scored = _scored_runs(runs)
+    is_greedy = _one_decoding([run for run, _ in scored])
+    of = _items_to_count(scored, of)
+    if is_greedy:
+        reason = _greedy_refusal([run for run, _ in scored])
+        if reason:
+            raise MiaError(reason)
+    found: Counter[Any] = Counter()
+    units: set[Any] = set()
+    for n_run, (run, stored) in enumerate(scored):
+        for unit, items in _items_per_unit(n_run, run, stored, of, is_greedy).items():
+            if unit in units:  # a greedy prompt asked again (another run, wrapped rows): same answer
+                continue
+            units.add(unit)
+            found.update(items)
+    what = ("memorized corpus spans (overlapping windows of one match merged)" if of == "windows"
+            else "extracted samples")
+    unit = "prompt" if is_greedy else "generation"
+    return EstimateSource(dict(Counter(found.values())), what, unit, len(units), _assumptions(is_greedy))
 
+
+
+def _scored_runs(runs: Sequence[str | os.PathLike]) -> list[tuple[Any, dict[str, Any]]]:
+    """(run, its stored scores) of each run, refused in one line when a run has no readable scores."""
+    from mia_core.divergence.scoring import refuse_divergence_run
     from mia_core.formats.runs import open_run
     from mia_core.formats.scores import read_scores, scores_path
-    from mia_core.scoring.divergence import refuse_divergence_run
 
-    opened, stored_all = [], []
+    out = []
     for run_path in runs:
         refuse_divergence_run(run_path, "mia estimate")
         path = scores_path(run_path)
@@ -103,75 +125,77 @@ def table_from_runs(runs: Sequence[str | os.PathLike], of: str = "auto") -> Esti
             stored = read_scores(path)
         except (OSError, KeyError) as exc:
             raise MiaError(f"{path} is not a readable scores file ({exc}); run `mia score {run_path}` again") from None
-        opened.append(open_run(run_path))
-        stored_all.append(stored)
+        out.append((open_run(run_path), stored))
+    return out
+
+
+def _one_decoding(opened: list[Any]) -> bool:
+    """Whether the runs are greedy; runs mixing greedy and sampled decoding are refused."""
     greedy = {_is_greedy(r) for r in opened}
     if len(greedy) > 1:
         raise MiaError("the runs mix greedy and sampled decoding: their sampling units differ (prompts vs "
                        "generations); estimate them separately")
-    is_greedy = greedy.pop()
-    have_corpus = all(st["corpus"] is not None for st in stored_all)
+    return greedy.pop()
+
+
+def _items_to_count(scored: list[tuple[Any, dict[str, Any]]], of: str) -> str:
+    """``windows`` (memorized corpus spans) or ``samples`` (extracted samples); ``auto`` picks spans when
+    every run was scored against a corpus index."""
+    have_corpus = all(st["corpus"] is not None for _, st in scored)
     if of == "auto":
         of = "windows" if have_corpus else "samples"
     if of == "windows":
         if not have_corpus:
             raise MiaError("some runs were scored without --index: no memorized corpus spans to count")
-        missing = [r.path.name for r, st in zip(opened, stored_all, strict=True)
-                   if "span_offsets" not in st["corpus"]["data"]]
+        missing = [r.path.name for r, st in scored if "span_offsets" not in st["corpus"]["data"]]
         if missing:
             raise MiaError(f"{missing[0]} was scored with --index by an older mia (no memorized spans stored): "
                            "score it again with --index")
-    if is_greedy:
-        reason = _greedy_refusal(opened)
-        if reason:
-            raise MiaError(reason)
-    found: Counter[Any] = Counter()
-    units: set[Any] = set()
-    for n_run, (run, stored) in enumerate(zip(opened, stored_all, strict=True)):
-        match = stored["match"]
-        rows = len(match["exact"])
-        failed = np.asarray(match["failed"], bool) if "failed" in match else np.zeros(rows, bool)
-        prefix_rows = run.prefix_rows()[:rows]
-        map_key = str(run.prefix_map.folder.resolve())
+    return of
 
-        def unit_of(row: int, _n: int = n_run, _m: str = map_key, _p: Any = prefix_rows) -> Any:
-            return (_m, int(_p[row])) if is_greedy else (_n, row)
 
-        per_unit: dict[Any, set[Any]] = {}
-        if of == "windows":
-            data = stored["corpus"]["data"]
-            offsets, tokens, span_rows = data["span_offsets"], data["span_tokens"], data["span_row"]
-            for row in range(rows):
-                if not failed[row]:
-                    per_unit.setdefault(unit_of(row), set())
-            for j, row in enumerate(span_rows):
-                if row < rows and not failed[row]:
-                    per_unit[unit_of(int(row))].add(tuple(int(t) for t in tokens[offsets[j]:offsets[j + 1]]))
-        else:
-            eligible = np.asarray(match["eligible"], bool) & ~failed
-            hit = np.asarray(match["exact"], bool) & eligible
-            ids = run.map_column("sample_id")[:rows]
-            for row in np.flatnonzero(eligible):
-                items = per_unit.setdefault(unit_of(int(row)), set())
-                if hit[row]:
-                    items.add(str(ids[row]))
-        for unit, items in per_unit.items():
-            if unit in units:  # a greedy prompt asked again (another run, wrapped rows): same answer
-                continue
-            units.add(unit)
-            found.update(items)
-    what = ("memorized corpus spans (overlapping windows of one match merged)" if of == "windows"
-            else "extracted samples")
-    unit = "prompt" if is_greedy else "generation"
+def _items_per_unit(n_run: int, run: Any, stored: dict[str, Any], of: str, is_greedy: bool) -> dict[Any, set[Any]]:
+    """The items each sampling unit of one run found (an empty set for a unit that found none)."""
+    import numpy as np
+
+    match = stored["match"]
+    rows = len(match["exact"])
+    failed = np.asarray(match["failed"], bool) if "failed" in match else np.zeros(rows, bool)
+    prefix_rows = run.prefix_rows()[:rows]
+    map_key = str(run.prefix_map.folder.resolve())
+
+    def unit_of(row: int) -> Any:
+        return (map_key, int(prefix_rows[row])) if is_greedy else (n_run, row)
+
+    per_unit: dict[Any, set[Any]] = {}
+    if of == "windows":
+        data = stored["corpus"]["data"]
+        offsets, tokens, span_rows = data["span_offsets"], data["span_tokens"], data["span_row"]
+        for row in range(rows):
+            if not failed[row]:
+                per_unit.setdefault(unit_of(row), set())
+        for j, row in enumerate(span_rows):
+            if row < rows and not failed[row]:
+                per_unit[unit_of(int(row))].add(tuple(int(t) for t in tokens[offsets[j]:offsets[j + 1]]))
+        return per_unit
+    eligible = np.asarray(match["eligible"], bool) & ~failed
+    hit = np.asarray(match["exact"], bool) & eligible
+    ids = run.map_column("sample_id")[:rows]
+    for row in np.flatnonzero(eligible):
+        items = per_unit.setdefault(unit_of(int(row)), set())
+        if hit[row]:
+            items.add(str(ids[row]))
+    return per_unit
+
+
+def _assumptions(is_greedy: bool) -> list[str]:
     if is_greedy:
-        assumptions = ["greedy decoding is deterministic, so the sampling unit is the prompt: each distinct prompt "
-                       "is counted once, and t× more means t× more prompts drawn the same way from the same dataset",
-                       "the prompts are independent draws from the dataset's prefixes (a --size N map of the first "
-                       "N samples is taken as representative)"]
-    else:
-        assumptions = ["the sampling unit is the generation: t× more means t× more generations from the same prompts "
-                       "with the same sampling options", "generations are independent draws"]
-    return EstimateSource(dict(Counter(found.values())), what, unit, len(units), assumptions)
+        return ["greedy decoding is deterministic, so the sampling unit is the prompt: each distinct prompt "
+                "is counted once, and t× more means t× more prompts drawn the same way from the same dataset",
+                "the prompts are independent draws from the dataset's prefixes (a --size N map of the first "
+                "N samples is taken as representative)"]
+    return ["the sampling unit is the generation: t× more means t× more generations from the same prompts "
+            "with the same sampling options", "generations are independent draws"]
 
 
 def format_estimate(result: dict[str, Any]) -> str:

@@ -94,3 +94,28 @@ def format_contamination(record: dict[str, Any]) -> str:
     ]
     lines.extend(f"warning: {w}" for w in record.get("warnings", []))
     return "\n".join(lines)
+
+
+def report_rows(record: dict[str, Any]) -> list[list[str]]:
+    """The figures of a set-level results record as (measure, value) rows for ``mia report``: the
+    same statements as the printed summary, one per row."""
+    r = record["result"]
+    if record["kind"] == "dataset-inference":
+        rows = [["p-value (one-sided Welch t-test)", _p(r["p_value"])],
+                ["sequences", f"{r['n_suspect']} suspect, {r['n_validation']} validation"],
+                ["verdict", _verdict(r["p_value"], record["alpha"], "the suspect set was trained on",
+                                     "no evidence that the suspect set was trained on")],
+                ["blind baseline", format_blind(record.get("blind") or {})]]
+        rows += [[f"weight of {name}", f"{w:+.3f}"] for name, w in r["weights"].items()]
+        passes = record.get("forward_passes_per_string") or {}
+        rows.append(["forward passes per sequence", f"{sum(passes.values()):g}"])
+        rows.append(["assumptions", DI_ASSUMPTIONS])
+    else:
+        rows = [["permutation p-value (exact under exchangeability)",
+                 f"{_p(r['p_value'])} (resolution 1/(N+1) = {_p(r['resolution'])}, N = {r['permutations']})"],
+                ["examples, shards", f"{r['n_examples']} in {r['n_shards']} shard(s)"],
+                ["verdict", _verdict(r["p_value"], record["alpha"], "evidence of contamination",
+                                     "no evidence of contamination")],
+                ["assumptions", CONTAMINATION_ASSUMPTIONS]]
+    rows += [["warning", w] for w in record.get("warnings", [])]
+    return rows

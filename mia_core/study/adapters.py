@@ -16,8 +16,9 @@ def build_map(config: dict[str, dict[str, Any]], out: Path, quiet: bool) -> Path
     if study["limit"] is not None and prefix["size"] is not None:
         size = min(study["limit"], prefix["size"])
     return build_prefix_map(study["model"], study["dataset"], prefix["prefix_tokens"],
-                            parse_prefix_loc(prefix["prefix_loc"]), size=size, suffix_tokens=prefix["suffix_tokens"],
-                            seed=study["seed"], out=out, dataset_options=dict(study["dataset_options"]), quiet=quiet,
+                            prefix_loc=parse_prefix_loc(prefix["prefix_loc"]), size=size,
+                            suffix_tokens=prefix["suffix_tokens"], seed=study["seed"], out=out,
+                            dataset_options=dict(study["dataset_options"]), quiet=quiet,
                             balance=study["limit"] is not None)
 
 
@@ -91,7 +92,7 @@ def estimate(runs: Sequence[Path], config: dict[str, dict[str, Any]]) -> dict[st
 
 def report(runs: Sequence[Path], attacks: Sequence[Path], config: dict[str, dict[str, Any]], out: Path) -> Path:
     """`mia report`: the study's HTML report."""
-    from mia_core.scoring.report import write_report
+    from mia_core.report.build import write_report
 
     table = config["score"]
     return write_report(list(runs), out, index=table["index"], window=table["window"], attacks=list(attacks),

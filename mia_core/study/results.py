@@ -5,21 +5,19 @@ Schemas: docs/study.md."""
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mia_core.formats.safeio import write_atomically
 from mia_core.study import adapters
+from mia_core.study.folder import Study
 from mia_core.study.state import STEPS
-
-if TYPE_CHECKING:
-    from mia_core.study.run import Study
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 SAMPLES_FILE = "samples.jsonl"
 
 
-def write_results(study: "Study") -> Path:
+def write_results(study: Study) -> Path:
     """Write results.json and samples.jsonl (and samples.parquet when pyarrow is installed)."""
     results = json_ready(collect(study))
     path = write_atomically(study.folder / RESULTS_FILE, json.dumps(results, indent=2, sort_keys=True).encode("utf-8"))
@@ -30,7 +28,7 @@ def write_results(study: "Study") -> Path:
     return path
 
 
-def collect(study: "Study") -> dict[str, Any]:
+def collect(study: Study) -> dict[str, Any]:
     """Every figure of the study, from its files: summaries of the scored runs, the attack's metrics,
     the estimates (or why they are withheld), with where each came from."""
     steps = {name: {k: v for k, v in (study.state.step(name) or {}).items() if k != "config"} for name in STEPS}
@@ -47,7 +45,7 @@ def collect(study: "Study") -> dict[str, Any]:
     }
 
 
-def _environment(study: "Study") -> dict[str, Any]:
+def _environment(study: Study) -> dict[str, Any]:
     """Versions, git commit, host and the device the model steps ran on (from the run files' provenance)."""
     from mia_core.formats.provenance import provenance
 
@@ -63,7 +61,7 @@ def _environment(study: "Study") -> dict[str, Any]:
     return env
 
 
-def _attack(study: "Study") -> dict[str, Any]:
+def _attack(study: Study) -> dict[str, Any]:
     entry = study.state.step("attack") or {}
     if entry.get("status") != "done":
         return {"withheld": entry.get("reason") or "the attack step did not run"}
@@ -75,7 +73,7 @@ def _attack(study: "Study") -> dict[str, Any]:
     return {"file": str(study.attack_file), **{key: results.attrs.get(key) for key in keep}}
 
 
-def _estimate(study: "Study") -> dict[str, Any]:
+def _estimate(study: Study) -> dict[str, Any]:
     entry = study.state.step("estimate") or {}
     if entry.get("status") != "done":
         return {"withheld": entry.get("reason") or "the estimate step did not run"}
@@ -83,7 +81,7 @@ def _estimate(study: "Study") -> dict[str, Any]:
     return {"file": str(path), **json.loads(path.read_text(encoding="utf-8"))}
 
 
-def sample_rows(study: "Study") -> list[dict[str, Any]]:
+def sample_rows(study: Study) -> list[dict[str, Any]]:
     """One record per map row, keyed by the user's sample id: texts, scores of each run, attack signals."""
     rows: dict[int, dict[str, Any]] = {}
     for run in study.done_runs():
@@ -102,7 +100,7 @@ def sample_rows(study: "Study") -> list[dict[str, Any]]:
     return [rows[i] for i in sorted(rows)]
 
 
-def _signals_by_row(study: "Study") -> dict[int, dict[str, float | None]]:
+def _signals_by_row(study: Study) -> dict[int, dict[str, float | None]]:
     if (study.state.step("attack") or {}).get("status") != "done":
         return {}
     from mia_core.formats.attack_results import AttackResults

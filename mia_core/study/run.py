@@ -9,7 +9,6 @@ redone (steps that write one file atomically), a changed one refused unless forc
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,8 @@ from mia_core.errors import MiaError
 from mia_core.progress import note
 from mia_core.study import adapters
 from mia_core.study.config import SCHEMA, study_name
+from mia_core.study.folder import Study, StudyRequest
+from mia_core.study.results import write_results
 from mia_core.study.state import STEPS, StudyState, downstream, step_config
 
 ESTIMATE_FILE = "estimate.json"
@@ -24,52 +25,12 @@ REPORT_FILE = "report.html"
 MODEL_STEPS = ("generate", "check", "attack")
 
 
-@dataclass(frozen=True)
-class StudyRequest:
-    """A resolved configuration (``config.resolve``) and how to run it."""
-
-    config: dict[str, dict[str, Any]]
-    root: Path = Path("studies")
-    resume: bool = False
-    force_steps: tuple[str, ...] = ()
-    yes: bool = False
-    confirm: Callable[[str], bool] | None = None
-    quiet: bool = False
-
-
 class _Skip(Exception):
     """A step the data or the configuration does not allow: recorded as skipped, with the reason."""
 
 
-@dataclass
-class Study:
-    request: StudyRequest
-    folder: Path
-    state: StudyState
-
-    @property
-    def config(self) -> dict[str, dict[str, Any]]:
-        return self.request.config
-
-    @property
-    def map(self) -> Path:
-        return self.folder / "map"
-
-    def run(self, method: str) -> Path:
-        return self.map / "runs" / f"{method}.h5"
-
-    @property
-    def attack_file(self) -> Path:
-        return self.map / "attacks" / "attack.h5"
-
-    def done_runs(self) -> list[Path]:
-        return [self.run(s) for s in ("generate", "check") if (self.state.step(s) or {}).get("status") == "done"]
-
-
 def run_study(request: StudyRequest) -> Path:
     """Run (or continue) the study; returns its folder, holding results.json and samples.jsonl."""
-    from mia_core.study.results import write_results
-
     for step in request.force_steps:
         if step not in STEPS:
             raise MiaError(f"--force-step {step}: no such step (steps: {', '.join(STEPS)})")

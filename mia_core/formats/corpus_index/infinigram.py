@@ -126,8 +126,7 @@ def link_infini_gram(out: Path, folder: Path, tokenizer: str, fingerprint: str, 
                      token_width: int) -> dict[str, Any]:
     """Write ``out/index.json`` pointing at the infini-gram index ``folder`` (nothing is copied)."""
     from mia_core import __version__
-    from mia_core.formats.corpus_index.reader import META_FILE
-    from mia_core.formats.corpus_index.shard_writer import write_json_atomic
+    from mia_core.formats.corpus_index.layout import META_FILE, write_json_atomic
 
     if out.exists():
         raise MiaError(f"{out} already exists; refusing to overwrite it")

@@ -30,18 +30,18 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
+from mia_core.formats.corpus_index.layout import (
+    DOC_IDS_FILE,
+    DOCS_FILE,
+    META_FILE,
+    SHARDS_DIR,
+    TABLE_FILE,
+    TOKENS_FILE,
+)
 from mia_core.formats.corpus_index.suffix_search import SuffixSearch
 from mia_core.formats.corpus_index.window_table import WindowTable, query_fingerprints
 from mia_core.formats.integrity import sha256_file
 
-INDEX_FORMAT = 2
-META_FILE = "index.json"
-SHARD_META = "shard.json"
-SHARDS_DIR = "shards"
-TOKENS_FILE = "tokens.bin"
-TABLE_FILE = "table.bin"
-DOCS_FILE = "doc_offsets.npy"
-DOC_IDS_FILE = "doc_ids.json"
 TABLE_ITEMSIZE = 8  # tokengrams stores suffix positions as u64
 BATCH_ROWS = 1 << 16  # windows searched together (bounds the temporary arrays)
 
@@ -79,18 +79,6 @@ def tokengrams_module() -> Any:
 
             _TOKENGRAMS = tokengrams
     return _TOKENGRAMS
-
-
-def storage_for(vocab_size: int) -> tuple[np.dtype, int, int]:
-    """(token dtype, tokengrams ``vocab`` argument, separator id) for a vocabulary.
-
-    u16 when every id and the separator (the largest value of the type) fit, else u32.
-    """
-    if vocab_size < 2**16 - 1:
-        return np.dtype("<u2"), 2**16, 2**16 - 1
-    if vocab_size < 2**32 - 1:
-        return np.dtype("<u4"), 2**32, 2**32 - 1
-    raise MiaError(f"vocabulary of {vocab_size} tokens is too large for a tokengrams index")
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -400,11 +388,3 @@ class CorpusIndex:
                 counts[key[i:i + window]] += 1
         return WindowMatches(window, longest, longest >= window, dict(counts))
 
-
-def __getattr__(name: str) -> Any:
-    # the builder lives in shard_writer.py (it imports this module); keep the old import path working
-    if name in ("IndexBuilder", "build_index"):
-        from mia_core.formats.corpus_index import shard_writer
-
-        return getattr(shard_writer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

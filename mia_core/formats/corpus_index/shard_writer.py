@@ -26,7 +26,7 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
-from mia_core.formats.corpus_index.reader import (
+from mia_core.formats.corpus_index.layout import (
     DOC_IDS_FILE,
     DOCS_FILE,
     INDEX_FORMAT,
@@ -36,12 +36,13 @@ from mia_core.formats.corpus_index.reader import (
     TABLE_FILE,
     TOKENS_FILE,
     storage_for,
+    write_json_atomic,
 )
 from mia_core.formats.corpus_index.suffix_sort import suffix_array
 from mia_core.formats.corpus_index.window_table import build_window_table, table_paths
 from mia_core.formats.integrity import sha256_file
 from mia_core.formats.names import PARTIAL_SUFFIX
-from mia_core.formats.safeio import fsync_dir, is_temporary, write_atomically
+from mia_core.formats.safeio import fsync_dir, is_temporary
 from mia_core.progress import progress
 
 BUILD_FILE = "build.json"
@@ -57,11 +58,6 @@ def write_file(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """``data`` as the JSON file ``path``, through the one atomic write (``formats.safeio``)."""
-    write_atomically(path, json.dumps(data, indent=2).encode())
 
 
 def shard_tokens_for(max_memory: int) -> int:

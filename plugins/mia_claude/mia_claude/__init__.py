@@ -4,7 +4,8 @@ Registering imports nothing heavy: the factory is a lazy ``"module:attr"`` strin
 the ``anthropic`` SDK is imported only when a backend is built.
 """
 
-from mia_core import hookimpl
+from mia_claude.config import OPTIONS
+from mia_core import Option, hookimpl
 
 
 def _is_claude_name(name: str) -> bool:
@@ -20,6 +21,7 @@ def mia_register_backends(register) -> None:
                     "claude:<model-id> picks the model; default claude-haiku-5-5.",
         match=_is_claude_name,
         capabilities=("generate_text", "cost", "batch"),
+        options=OPTIONS,
     )
 
 
@@ -30,4 +32,7 @@ def mia_register_tokenizers(register) -> None:
         "mia_claude.tokenizer:create_tokenizer",
         description="Stand-in for Claude's unpublished tokenizer (gemma-3-270m's), for mia prefix --model claude-API.",
         match=_is_claude_name,
+        # The model's options are accepted (commands may pass them to both) and ignored.
+        options=(Option("tokenizer", str, None, "the stand-in's model name (auto: gemma-3-270m)"),
+                 *(o for o in OPTIONS if o.name != "tokenizer")),
     )

@@ -20,4 +20,4 @@ def create_tokenizer(name: str, options: dict[str, Any]) -> Any:
         raise MiaError(f"Claude's tokenizer is not public: maps for {name} are tokenized with {stand_in!r}, "
                        "which no installed plugin provides (pip install -e plugins/mia_hf), or make the map "
                        "with any other model: mia prompt --model claude-API works with every map")
-    return registry.tokenizers.create(stand_in, {k: v for k, v in options.items() if k != "tokenizer"})
+    return registry.tokenizers.create(stand_in)  # the model's options are not the stand-in's

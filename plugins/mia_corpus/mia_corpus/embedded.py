@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from mia_core.errors import MiaError
 from mia_core.types import MEMBER, NONMEMBER, Sample
 from mia_corpus import control
 from mia_corpus.chunking import chunk
-from mia_corpus.options import check_options, non_empty, parse_choice
+from mia_corpus.options import DEFAULT_SEED, FILE_ONLY, non_empty
 
 PASSAGE_CHARS = 3000
-DEFAULT_SEED = 2026
-SPLITS = ("all", "member", "nonmember")
 
 
 @dataclass(frozen=True)
@@ -134,18 +133,20 @@ class _LabelFilter:
                          f"no sample is labelled {self._split}")
 
 
-CORPUS_OPTIONS = ("split", "seed", "path")
-
-
 def create_corpus(name: str, options: dict[str, Any]) -> Any:
-    """Factory of the ``corpus`` dataset (options: split, seed, path + the file loader's options)."""
+    """Factory of the ``corpus`` dataset; ``options`` typed by the core against ``CORPUS_OPTIONS``
+    (split, seed, path + the file loader's options, which apply with path= only)."""
     from mia_corpus import files
 
-    split = parse_choice(options.get("split", "all"), "split", SPLITS)
+    split = options.get("split", "all")
     if "path" in options:
-        check_options(name, options, ("split", *files.FILE_OPTIONS))
+        if "seed" in options:
+            raise MiaError(f"dataset {name!r}: option seed draws the generated control split, which your own "
+                           "files (path=) replace: drop one of them")
         rest = {k: v for k, v in options.items() if k != "split"}
         return _LabelFilter(files.create_files(name, rest), split)
-    check_options(name, options, CORPUS_OPTIONS)
-    seed = options.get("seed", DEFAULT_SEED)
-    return EmbeddedCorpus(name, split, seed)
+    misplaced = sorted(set(options) & set(FILE_ONLY))
+    if misplaced:
+        raise MiaError(f"dataset {name!r}: option(s) {', '.join(misplaced)} apply to your own files only: "
+                       "add --dataset-option path=FILE_OR_FOLDER")
+    return EmbeddedCorpus(name, split, options.get("seed", DEFAULT_SEED))

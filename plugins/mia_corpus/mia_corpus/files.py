@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.errors import MiaError
+from mia_core.progress import note
 from mia_core.types import MEMBER, NONMEMBER, Sample
-from mia_corpus.options import check_options, non_empty, normalize_label, parse_choice
+from mia_corpus.options import non_empty, normalize_label
 
-FILE_OPTIONS = ("path", "by", "text_field", "id_field", "label_field", "label", "encoding")
 TEXT = (".txt",)
 STRUCTURED = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
 SUPPORTED = TEXT + STRUCTURED
-BY = ("file", "line", "paragraph")
 _FOLDER_LABELS = {"member": MEMBER, "nonmember": NONMEMBER}
 
 
@@ -42,10 +41,10 @@ def _field_option(options: dict[str, Any], key: str) -> tuple[bool, str | None]:
 
 
 class Settings:
-    """The validated options of one local-files dataset."""
+    """The options of one local-files dataset (typed by the core against ``FILE_OPTIONS``)."""
 
     def __init__(self, options: dict[str, Any]) -> None:
-        self.by = parse_choice(options.get("by", "file"), "by", BY)
+        self.by = options.get("by", "file")
         self.text_field = str(options.get("text_field", "text"))
         # No id_field/label_field option: a common field is found on its own; =none turns that off.
         self.id_field_auto, self.id_field = _field_option(options, "id_field")
@@ -83,14 +82,13 @@ class Settings:
 
 def _said_found(what: str, field: str, opt_out: str) -> None:
     """Say once on stderr which field was picked up without being named, and how to turn it off."""
-    print(f"mia: {what} read from field {field!r} (found automatically; --dataset-option {opt_out})",
-          file=sys.stderr)
+    note(f"mia: {what} read from field {field!r} (found automatically; --dataset-option {opt_out})")
 
 
 def list_files(root: Path) -> list[Path]:
     """The supported files under ``root`` (itself if a file), sorted; hidden entries skipped."""
     if not root.exists():
-        raise MiaError(f"dataset path {str(root)!r} does not exist")
+        raise MiaError(f"no such file: {root} (the dataset path does not exist)")
     if root.is_file():
         if root.suffix.lower() not in SUPPORTED:
             raise MiaError(f"{root}: unsupported file type {root.suffix or '(none)'!r}; supported: "
@@ -318,7 +316,6 @@ def _records_to_samples(records: Iterator[tuple[str, Any]], rel: str, label: str
 
 def create_files(name: str, options: dict[str, Any]) -> LocalFiles:
     """Factory of the ``files`` dataset; a path typed as the dataset name works too."""
-    check_options(name, options, FILE_OPTIONS)
     path = options.get("path")
     if not path:
         if name.lower() in ("files", "corpus"):

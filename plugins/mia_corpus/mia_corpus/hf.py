@@ -13,9 +13,8 @@ from typing import Any
 from mia_core.errors import MiaError
 from mia_core.types import Sample
 from mia_corpus.files import Settings, record_sample
-from mia_corpus.options import check_options, non_empty, parse_bool
+from mia_corpus.options import non_empty
 
-HF_OPTIONS = ("path", "config", "split", "text_field", "id_field", "label_field", "streaming", "data_files")
 BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet",
             ".txt": "text", ".arrow": "arrow"}
 PACKAGED = {"json", "csv", "parquet", "text", "arrow", "pandas", "imagefolder", "audiofolder"}
@@ -71,11 +70,10 @@ def _pick_split(data: Any, split: str, target: str) -> Any:
 
 
 def create_hf(name: str, options: dict[str, Any]) -> HFDataset:
-    """Factory of ``hf:NAME`` (options: see ``HF_OPTIONS`` and docs/datasets.md)."""
-    check_options(name, options, HF_OPTIONS)
+    """Factory of ``hf:NAME`` (options: typed by the core against ``mia_corpus.options.HF_OPTIONS``)."""
     settings = Settings({k: options[k] for k in ("text_field", "id_field", "label_field") if k in options})
     split = str(options.get("split", "train"))
-    streaming = parse_bool(options.get("streaming", False), "streaming")
+    streaming = bool(options.get("streaming", False))
     config = options.get("config") or None
     data_files = options.get("data_files") or None
     target = str(options.get("path") or (name[3:] if name.lower().startswith("hf:") else "")).strip()

@@ -175,7 +175,7 @@ def test_errors(tmp_path):
     assert [s.text for s in load(latin, encoding="latin-1")] == ["café"]
     with pytest.raises(MiaError, match="needs --dataset-option path="):
         registry.datasets.create("files", {})
-    with pytest.raises(MiaError, match="does not accept option.*textfield.*accepted: by, encoding"):
+    with pytest.raises(MiaError, match="unknown option.*textfield. Did you mean .text_field.*accepted: by, encoding"):
         load(f, textfield="body")
     with pytest.raises(MiaError, match="expected one of file, line, paragraph"):
         load(f, by="sentence")
@@ -259,3 +259,24 @@ def test_float_labels_are_member_and_nonmember(tmp_path, member, nonmember):
     c = tmp_path / "d.csv"
     c.write_text(f"text,is_member\na,{member}\nb,{nonmember}\n")
     assert [s.label for s in load(c)] == ["member", "nonmember"]
+
+
+def test_a_name_that_looks_like_a_path_is_read_as_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for missing in ("data/missing.jsonl", "missing.csv", "./texts", "~/no-such-folder-for-mia-tests"):
+        assert registry.datasets.get(missing).name == "files"
+        with pytest.raises(MiaError, match="^no such file: .* \\(the dataset path does not exist\\)$"):
+            registry.datasets.create(missing)
+    assert registry.datasets.find("missing") is None  # a bare word stays an unknown dataset name
+    assert registry.datasets.get("hf:org/name").name == "hf:NAME"
+
+
+def test_the_corpus_options_that_need_your_own_files(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "one", "label": "seen"}\n{"text": "two", "label": "unseen"}\n')
+    with pytest.raises(MiaError, match="option\\(s\\) by, text_field apply to your own files only: add "
+                                       "--dataset-option path="):
+        registry.datasets.create("corpus", {"by": "line", "text_field": "body"})
+    with pytest.raises(MiaError, match="option seed draws the generated control split"):
+        registry.datasets.create("corpus", {"path": str(tmp_path), "seed": "7"})
+    data = registry.datasets.create("corpus", {"path": str(tmp_path / "a.jsonl"), "split": "NonMember"})
+    assert [(s.text, s.label) for s in data] == [("two", "nonmember")]  # seen/unseen: the core's label table

@@ -85,7 +85,7 @@ def test_errors(saved, tmp_path):
         registry.datasets.create(f"hf:{single}", {})
     with pytest.raises(MiaError, match=r"no split 'validation'; splits present: train, test"):
         registry.datasets.create(f"hf:{folder}", {"text_field": "body", "split": "validation"})
-    with pytest.raises(MiaError, match="does not accept option.*text_column.*accepted: config, data_files"):
+    with pytest.raises(MiaError, match="unknown option.*text_column.*accepted: config, data_files"):
         registry.datasets.create(f"hf:{folder}", {"text_column": "body"})
     with pytest.raises(MiaError, match="expected true or false"):
         registry.datasets.create(f"hf:{folder}", {"streaming": "maybe"})

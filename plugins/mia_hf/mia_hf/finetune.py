@@ -100,9 +100,11 @@ def _save_tokenizer(tokenizer: Any, folder: Path) -> None:
 def finetune(name: str, options: dict[str, Any], texts: Sequence[str], folder: Path,
              config: FinetuneConfig) -> dict[str, Any]:
     """Train a copy of model ``name`` on ``texts`` and save it into ``folder`` (see the module doc)."""
+    from mia_core import registry
     from mia_hf.loading import _quiet_loading, make_backend
 
-    backend = make_backend(name, options)
+    # The factory takes typed values; `mia calibrate` hands on the options as the user typed them.
+    backend = make_backend(name, registry.backends.check_options(name, options))
     model = backend.model
     n_params = int(sum(p.numel() for p in model.parameters()))
     method = choose_method(config, n_params)

@@ -16,49 +16,18 @@ from mia_core.progress import note, stages
 from mia_hf import sources
 from mia_hf.tokenizer import HFTokenizer, SentencePieceTokenizer, gguf_tokenizer_dir, load_tokenizer
 
-TOKENIZER_OPTIONS: dict[str, str] = {}
-BACKEND_OPTIONS = {
-    "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps",
-    "dtype": "auto (bfloat16 on CUDA/MPS, float32 on CPU), float32, bfloat16, float16",
-    "add_bos": "auto (when the tokenizer adds BOS), true, false",
-    "threads": "CPU threads for torch (default: torch's choice, one per core)",
-}
 
-
-def _check_options(name: str, options: dict[str, Any], known: dict[str, str]) -> None:
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        allowed = ", ".join(f"{k} ({v})" for k, v in known.items()) or "none"
-        raise MiaError(f"unknown option(s) {', '.join(unknown)} for model {name!r}; allowed: {allowed}")
-
-
-def _parse_bool(value: Any, key: str) -> bool | None:
-    if value is None or str(value).lower() in ("", "auto"):
-        return None
-    if str(value).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(value).lower() in ("0", "false", "no", "off"):
-        return False
-    raise MiaError(f"option {key} must be auto, true or false, got {value!r}")
-
-
-def _set_threads(value: Any) -> None:
+def _set_threads(threads: int) -> None:
     import torch
 
-    try:
-        threads = int(value)
-    except (TypeError, ValueError):
-        threads = 0
     if threads < 1:
-        raise MiaError(f"option threads must be a positive integer, got {value!r}")
+        raise MiaError(f"option threads must be a positive integer, got {threads}")
     torch.set_num_threads(threads)
 
 
 def make_tokenizer(name: str, options: dict[str, Any] | None = None) -> HFTokenizer | SentencePieceTokenizer:
-    """The tokenizer of a model name (``gemma-3-270m``, ``hf:ID``, a folder, ...)."""
-    options = dict(options or {})
-    # The model's options may be passed along to its tokenizer: accepted, and irrelevant here.
-    _check_options(name, options, {**TOKENIZER_OPTIONS, **BACKEND_OPTIONS})
+    """The tokenizer of a model name (``gemma-3-270m``, ``hf:ID``, a folder, ...). The model's
+    options (checked by the core against ``mia_hf.OPTIONS``) are irrelevant to it."""
     return load_tokenizer(sources.resolve(name))
 
 
@@ -139,15 +108,15 @@ def load_model(source: sources.Source, device: Any, dtype: Any) -> Any:
 
 
 def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:
-    """An ``HFCausalLM`` for a model name; options ``device``, ``dtype``, ``add_bos``, ``threads``."""
+    """An ``HFCausalLM`` for a model name; ``options``: the typed values of ``mia_hf.OPTIONS``
+    (``device``, ``dtype``, ``add_bos``, ``threads``; absent or None: auto)."""
     from mia_hf.backend import HFCausalLM, resolve_device, resolve_dtype
 
     options = dict(options or {})
-    _check_options(name, options, BACKEND_OPTIONS)
     device = resolve_device(options.get("device"))
     dtype = resolve_dtype(options.get("dtype"), device)
-    add_bos = _parse_bool(options.get("add_bos"), "add_bos")
-    if options.get("threads") not in (None, "", "auto"):
+    add_bos = options.get("add_bos")
+    if options.get("threads") is not None:
         _set_threads(options["threads"])
     source = sources.resolve(name)
     tokenizer = load_tokenizer(source)

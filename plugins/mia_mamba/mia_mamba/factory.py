@@ -1,13 +1,8 @@
 """Factories the registry calls: ``make_tokenizer(name, options)`` and ``make_backend(name, options)``.
 
-Options (``--model-option KEY=VALUE``):
-
-- ``kernel=auto|cuda|torch``: execution path (see ``mia_mamba.kernel``);
-- ``device=auto|cpu|cuda|cuda:N``: where the model runs (auto: CUDA when present);
-- ``dtype=auto|float32|bfloat16|float16``: auto is bfloat16 on CUDA, float32 on CPU;
-- ``tokenizer=ID_OR_FOLDER``: the tokenizer, when the checkpoint ships none
-  (default ``EleutherAI/gpt-neox-20b``, what the state-spaces Mamba models were trained with);
-- ``bos=false|true``: prepend the tokenizer's BOS (Mamba models were trained without one).
+Options (``--model-option KEY=VALUE``): declared in ``mia_mamba.BACKEND_OPTIONS``, checked and
+typed by the core before a factory runs (``mia models --options mamba-3b`` prints them):
+``kernel``, ``device``, ``dtype``, ``tokenizer``, ``bos``.
 """
 
 from pathlib import Path
@@ -17,24 +12,7 @@ from mia_core.errors import MiaError
 from mia_mamba.layout import detect_layout, weight_file
 from mia_mamba.names import DEFAULT_TOKENIZER, checkpoint_ref, resolve_folder
 
-BACKEND_OPTIONS = ("kernel", "device", "dtype", "tokenizer", "bos")
-TOKENIZER_OPTIONS = ("tokenizer",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-
-
-def _check_options(name: str, options: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise MiaError(f"{name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(allowed)}")
-
-
-def _flag(name: str, key: str, value: Any) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise MiaError(f"{name}: option {key}={value!r} is not a boolean (true/false)")
 
 
 def _tokenizer_folder(name: str, checkpoint: Path | None, override: str | None) -> tuple[str, Path]:
@@ -71,7 +49,6 @@ def _checkpoint_or_none(name: str) -> Path | None:
 
 
 def make_tokenizer(name: str, options: dict[str, Any]) -> Any:
-    _check_options(name, options, TOKENIZER_OPTIONS)
     return load_tokenizer(name, _checkpoint_or_none(name), options.get("tokenizer"))
 
 
@@ -83,9 +60,8 @@ def make_backend(name: str, options: dict[str, Any]) -> Any:
     from mia_mamba.kernel import select_kernel
     from mia_mamba.loading import load_mamba_ssm, load_transformers
 
-    _check_options(name, options, BACKEND_OPTIONS)
-    bos = _flag(name, "bos", options.get("bos", "false"))
-    kernel = select_kernel(str(options.get("kernel", "auto")), options.get("device"))
+    bos = bool(options.get("bos", False))
+    kernel = select_kernel(options.get("kernel", "auto"), options.get("device"))
     device = resolve_device(options.get("device") or ("cuda" if kernel == "cuda" else None))
     dtype = resolve_dtype(options.get("dtype"), device)
     ref = checkpoint_ref(name)

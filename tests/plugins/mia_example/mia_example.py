@@ -16,7 +16,7 @@ from typing import Any
 import click
 import numpy as np
 
-from mia_core import hookimpl
+from mia_core import Option, hookimpl
 from mia_core.errors import MiaError
 from mia_core.types import MEMBER, NONMEMBER, Sample, Sampling, TokenScores
 
@@ -134,16 +134,22 @@ class HFModel:
         return out
 
 
+# The dataset's options, declared once: the core rejects any other option and any value of the
+# wrong type before make_dataset runs, converts the values, and prints this as
+# `mia datasets --options example-counting`.
+COUNTING_OPTIONS = (
+    Option("n", int, 20, "number of samples"),
+    Option("words", int, 30, "words per sample"),
+)
+
+
 def make_dataset(name: str, options: dict[str, Any]) -> CountingDataset:
-    """Factories get the name the user typed and the ``--dataset-option`` values (strings)."""
+    """Factories get the name the user typed and the options given, already typed (ints here)."""
     # Bad input is a MiaError: mia prints one line and exits 1, no traceback.
-    unknown = set(options) - {"n", "words"}
-    if unknown:
-        raise MiaError(f"unknown option(s) for {name}: {', '.join(sorted(unknown))} (known: n, words)")
-    try:
-        return CountingDataset(name, n=int(options.get("n", 20)), words=int(options.get("words", 30)))
-    except ValueError:
-        raise MiaError(f"{name}: options n and words must be integers, got {options}") from None
+    n, words = options.get("n", 20), options.get("words", 30)
+    if n < 1 or words < 1:
+        raise MiaError(f"{name}: options n and words must be at least 1, got n={n}, words={words}")
+    return CountingDataset(name, n=n, words=words)
 
 
 def make_tokenizer(name: str, options: dict[str, Any]) -> ByteTokenizer:
@@ -159,21 +165,20 @@ def make_hf_tokenizer(name: str, options: dict[str, Any]) -> HFTokenizer:
 
 
 def make_hf_model(name: str, options: dict[str, Any]) -> HFModel:
-    if options:
-        raise MiaError(f"{name} takes no --model-option, got {', '.join(options)}")
     return HFModel(name, name.split(":", 1)[1])
 
 
 @hookimpl
 def mia_register_datasets(register) -> None:
-    register("example-counting", make_dataset, description="Generated counting sentences (example plugin)")
+    register("example-counting", make_dataset, options=COUNTING_OPTIONS,
+             description="Generated counting sentences (example plugin)")
 
 
 @hookimpl
 def mia_register_tokenizers(register) -> None:
     register("example-bytes", make_tokenizer, description="UTF-8 byte tokenizer (example plugin)",
              aliases=("example-utf8",))
-    register("example-hf:ID", make_hf_tokenizer, match=_is_hf_name,
+    register("example-hf:ID", make_hf_tokenizer, match=_is_hf_name, options=(),
              description="the tokenizer of example-hf:HUB_ID or example-hf:FOLDER (example plugin)")
 
 
@@ -181,7 +186,8 @@ def mia_register_tokenizers(register) -> None:
 def mia_register_backends(register) -> None:
     # capabilities= promises what the loaded object will do, so commands can refuse a model
     # before loading it; the core checks the promise against the object's methods.
-    register("example-hf:ID", make_hf_model, match=_is_hf_name, capabilities=("generate", "score"),
+    # options=() declares that it takes none: any --model-option is refused by the core.
+    register("example-hf:ID", make_hf_model, match=_is_hf_name, capabilities=("generate", "score"), options=(),
              description="any transformers causal LM, example-hf:HUB_ID or example-hf:FOLDER (example plugin)")
 
 

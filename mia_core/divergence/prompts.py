@@ -2,7 +2,7 @@
 
 A chat model is asked to repeat one word forever; after a while it may stop repeating
 ("diverge") and emit other text, some of it memorized training data (found by
-``mia score RUN --index IDX``, ``mia_core.scoring.divergence``). There is no prefix map:
+``mia score RUN --index IDX``, ``mia_core.divergence.scoring``). There is no prefix map:
 the run's "map rows" are its prompts, stored in the run itself (docs/prompt.md,
 "The divergence attack"):
 
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError, UsageError
+from mia_core.types import ChatEncoder, VerbatimPrompts, bos_prepended
 
 STRATEGY = "divergence"
 DEFAULT_WORD = "poem"  # the paper's Figure 5 word
@@ -51,19 +52,19 @@ class DivergenceSpec:
 
     def __post_init__(self) -> None:
         if not self.words:
-            raise UsageError("give at least one word", param_hint="--word")
+            raise UsageError("give at least one word", option="words")
         for word in self.words:
             if not isinstance(word, str) or not word.strip():
-                raise UsageError("the word to repeat must not be empty", param_hint="--word")
+                raise UsageError("the word to repeat must not be empty", option="words")
             if any(c.isspace() for c in word):
                 raise UsageError(f"give one word without spaces, got {word!r} (repeat --word for several words)",
-                                 param_hint="--word")
+                                 option="words")
         unknown = [f for f in self.forms if f not in PROMPT_FORMS]
         if unknown or not self.forms:
             raise UsageError(f"unknown prompt form {unknown[0] if unknown else ''!r}; one of "
-                             f"{', '.join(PROMPT_FORMS)}", param_hint="--prompt-form")
+                             f"{', '.join(PROMPT_FORMS)}", option="prompt_forms")
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
-            raise UsageError(f"must be a positive integer, got {self.repeats!r}", param_hint="--repeats")
+            raise UsageError(f"must be a positive integer, got {self.repeats!r}", option="repeats")
 
     @property
     def prompts(self) -> list[tuple[str, str, str]]:
@@ -93,12 +94,11 @@ def runs_folder(prefixes_dir: str | Path) -> Path:
 def chat_ids(tokenizer: Any, text: str, bos_prepended: bool) -> tuple[list[int], str]:
     """The token ids a local model is prompted with, and how the prompt was delivered.
 
-    With a chat template (``tokenizer.encode_chat``): the prompt as a user message followed by
-    the opened assistant turn (``"chat_template"``). Without one: the bare prompt text
+    With a chat template (``tokenizer.encode_chat``, ``mia_core.types.ChatEncoder``): the prompt as a
+    user message followed by the opened assistant turn (``"chat_template"``). Without one: the bare prompt text
     (``"plain"``; a base model then simply continues it). A BOS the template writes is dropped
     when the backend prepends its own, so the model never sees two."""
-    encode_chat = getattr(tokenizer, "encode_chat", None)
-    ids = encode_chat([{"role": "user", "content": text}]) if callable(encode_chat) else None
+    ids = tokenizer.encode_chat([{"role": "user", "content": text}]) if isinstance(tokenizer, ChatEncoder) else None
     if ids is None:
         return [int(t) for t in tokenizer.encode_batch([text])[0]], "plain"
     bos = getattr(tokenizer, "bos_id", None)
@@ -126,7 +126,7 @@ def prepare(spec: DivergenceSpec, backend: Any, model: str, mode: str) -> dict[s
     texts = [t for _, _, t in spec.prompts]
     static: dict[str, np.ndarray] = {"prompt_texts": np.array(texts, dtype=object)}
     if mode == "text":
-        if not hasattr(backend, "verbatim_prompt"):
+        if not isinstance(backend, VerbatimPrompts):
             raise MiaError(f"model {model!r} cannot send a prompt as a whole user message (its backend has no "
                            "verbatim_prompt switch), so it cannot run the divergence attack")
         backend.verbatim_prompt = True
@@ -137,8 +137,7 @@ def prepare(spec: DivergenceSpec, backend: Any, model: str, mode: str) -> dict[s
     tokenizer = getattr(backend, "tokenizer", None)
     if tokenizer is None:
         raise MiaError(f"model {model!r} has no tokenizer, so it cannot take token prompts")
-    bos = bool(backend.describe().get("bos_prepended", getattr(backend, "bos_prepended", False))) \
-        if callable(getattr(backend, "describe", None)) else bool(getattr(backend, "bos_prepended", False))
+    bos = bool(bos_prepended(backend))
     encoded = [chat_ids(tokenizer, t, bos) for t in texts]
     deliveries = {d for _, d in encoded}
     prefixes = [np.asarray(ids, dtype=np.int32) for ids, _ in encoded]
@@ -152,11 +151,12 @@ def prepare(spec: DivergenceSpec, backend: Any, model: str, mode: str) -> dict[s
             "delivery": deliveries.pop(), "tokenizer": tokenizer}
 
 
-def check_same_prompts(run: Any, prepared: dict[str, Any]) -> None:
-    """A resumed run must prompt exactly as it did (a changed chat template would mix two experiments)."""
-    if [str(t) for t in run.read("prompt_texts")] != list(prepared["prefix_texts"]):
+def check_same_prompts(run: Any, prompt_texts: Sequence[str], static: dict[str, np.ndarray]) -> None:
+    """A resumed run must prompt exactly as it did (a changed chat template would mix two experiments):
+    ``prompt_texts`` and ``static`` are what :func:`prepare` gives now."""
+    if [str(t) for t in run.read("prompt_texts")] != list(prompt_texts):
         raise MiaError(f"cannot resume: {run.path} recorded other prompt texts than these options give")
-    new = prepared["static"].get("prefixes")
+    new = static.get("prefixes")
     if run.has("prefixes") and new is not None and not np.array_equal(run.read("prefixes"), new):
         raise MiaError(f"cannot resume: the model's chat template now gives other prompt tokens than {run.path} "
                        "recorded (its tokenizer changed?); start a new run")

@@ -134,7 +134,7 @@ def _corpus(index_path: str | os.PathLike, window: int, tails: list[str], diverg
     """Memorized windows of the tails (diverged rows only): stored data and summary."""
     from mia_core.formats.corpus_index.reader import CorpusIndex
     from mia_core.formatting import rate
-    from mia_core.scoring.summary import _span_counts, memorized_spans
+    from mia_core.matching.tokens import memorized_spans, span_counts
 
     if window < 1:
         raise MiaError("--window must be at least 1")
@@ -171,7 +171,7 @@ def _corpus(index_path: str | os.PathLike, window: int, tails: list[str], diverg
             "corpus_count": int(data["window_corpus_count"][i]),
             "documents": [d for d in str(data["top_window_documents"][i]).split(", ") if d]}
            for i in range(min(TOP_WINDOWS, len(counts)))]
-    spans = _span_counts(data)
+    spans = span_counts(data)
     if decode and spans["distinct"]:
         texts = tokenizer.decode_batch([span_tokens[span_offsets[j]:span_offsets[j + 1]].tolist()
                                         for j in range(len(span_rows))])
@@ -203,10 +203,9 @@ def score_divergence_run(run: Any, index: str | os.PathLike | None = None, windo
     """Summary of a divergence run (JSON-ready); writes ``<run>.scores.h5`` if ``save``."""
     from mia_core.formats.scores import scores_path, write_scores
     from mia_core.formatting import rate
-    from mia_core.scoring.summary import failed_rows
 
     texts, words = generation_texts(run), row_words(run)
-    failed = failed_rows(run)
+    failed = run.failed_rows()
     points = [divergence_point(t, w, min_repeats) for t, w in zip(texts, words, strict=True)]
     ok = ~failed
     state = np.array([STATES.index(p.state) for p in points], dtype=np.int8)
@@ -268,9 +267,9 @@ def score_divergence_run(run: Any, index: str | os.PathLike | None = None, windo
 
 def refuse_divergence_run(run_path: str | os.PathLike, command: str) -> None:
     """One line for the commands that do not cover divergence runs yet (mia report, mia estimate)."""
-    from mia_core.formats.runs import open_run
+    from mia_core.formats.runs import RunKind, open_run
 
-    if open_run(run_path).attrs.get("strategy") == "divergence":
+    if open_run(run_path).kind is RunKind.DIVERGENCE:
         raise MiaError(f"{command} does not cover divergence runs yet ({run_path}): use mia score RUN --index INDEX "
                        "(docs/scoring.md, Divergence attack)")
 

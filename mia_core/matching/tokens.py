@@ -22,11 +22,14 @@ suffix they have, but rates only count eligible rows.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from mia_core.errors import MiaError
 from mia_core.token_rows import leading_agreement, pad_rows
 
 PAD_GEN = -2  # pads generations; differs from suffix padding so padding never "matches"
@@ -119,3 +122,69 @@ def score_matches(generated: Sequence[np.ndarray], suffixes: Sequence[np.ndarray
         bleu = bleu_batch(hyps, refs)
         approx = (bleu >= bleu_threshold) & (kk > 0)  # BLEU replaces the edit-distance criterion
     return MatchScores(kk.astype(np.int32), eligible, exact, matched, mem, edit, approx, bleu)
+
+
+def run_max_length(run: Any) -> int | None:
+    """New tokens per row the run asked for (its ``--max_length``), if recorded."""
+    value = run.attrs.get("max_length")
+    return int(value) if value is not None and int(value) > 0 else None
+
+
+def resolve_k(run: Any, suffixes: list[np.ndarray], k: int | None) -> int:
+    """The suffix tokens compared. Default: min(the map's suffix length, the run's max_length), so
+    a run that generated 20 tokens is scored on 20 (exact extraction of 50 would be impossible).
+    An explicit ``k`` beyond what the run generated, or beyond every true suffix, is an error."""
+    max_length = run_max_length(run)
+    max_suffix = max(len(s) for s in suffixes)
+    if k is None:
+        k = int(run.prefix_map.suffix_tokens or max_suffix)
+        if max_length is not None:
+            k = min(k, max_length)
+        k = min(k, max_suffix)
+    k = int(k)
+    if k < 1:
+        raise MiaError("--k must be at least 1")
+    if max_length is not None and k > max_length:
+        raise MiaError(f"--k {k} is more than the {max_length} tokens per row that {run.path.name} generated "
+                       f"(--max_length {max_length}): use --k {max_length} or less")
+    if k > max_suffix:
+        raise MiaError(f"--k {k} is longer than every true suffix of {run.path.name} (longest: {max_suffix})")
+    return k
+
+
+def memorized_spans(generations: list[np.ndarray], windows: dict[tuple[int, ...], int],
+                    window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each generation's distinct memorized spans: maximal runs of overlapping memorized windows
+    (positions i, i+1, ... whose ``window``-gram is in the corpus), so one 60-token match with
+    window 50 is one span, not 11 windows. Returned as CSR: (row of each span, offsets, tokens)."""
+    rows: list[int] = []
+    offsets = [0]
+    tokens: list[int] = []
+    for row, gen in enumerate(generations):
+        g = [int(t) for t in gen]
+        hits = [i for i in range(len(g) - window + 1) if tuple(g[i:i + window]) in windows]
+        spans: list[tuple[int, ...]] = []
+        start = prev = None
+        for i in hits + [None]:
+            if start is not None and (i is None or i != prev + 1):
+                span = tuple(g[start:prev + window])
+                if span not in spans:
+                    spans.append(span)
+                start = None
+            if i is not None and start is None:
+                start = i
+            prev = i
+        for span in spans:
+            rows.append(row)
+            tokens.extend(span)
+            offsets.append(len(tokens))
+    return (np.array(rows, dtype=np.int64), np.array(offsets, dtype=np.int64), np.array(tokens, dtype=np.int64))
+
+
+def span_counts(data: dict[str, np.ndarray]) -> dict[str, int] | None:
+    """Distinct memorized spans and their occurrences (one per generation that holds it)."""
+    if "span_offsets" not in data:
+        return None  # scored by an older mia
+    offsets, tokens = data["span_offsets"], data["span_tokens"]
+    spans = Counter(tuple(tokens[offsets[j]:offsets[j + 1]].tolist()) for j in range(len(offsets) - 1))
+    return {"distinct": len(spans), "occurrences": int(sum(spans.values()))}

@@ -1,10 +1,11 @@
-"""The pieces of ``mia report`` beyond the score tables: per-label matched lengths, the longest
-extractions as text, attack sections, provenance rows and the definitions of every figure."""
+"""The pieces of ``mia report``: a run's tables, per-label matched lengths, the longest extractions as text,
+attack sections and provenance rows."""
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
+from mia_core.formatting import format_number, format_rate, per_position_name
+from mia_core.scoring.summary import eligible_by_label
 from mia_core.token_rows import matched_lengths
 
 
@@ -28,16 +31,55 @@ class Section:
     definitions: list[tuple[str, str]] = field(default_factory=list)
 
 
+def run_tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of one run's summary. A teacher-forced run's per-position figure is
+    named next-token accuracy (teacher-forced), never a generated run's position agreement."""
+    key, pp_name = per_position_name(s["method"])
+    ml = s["matched_length"]
+    out = [("Summary", ["measure", "value"], [
+        ["model / method", f"{s['model']} / {s['method']}"],
+        ["prefix map", str(s["prefix_map"])],
+        ["prefix / suffix tokens, location", f"{s['prefix_tokens']} / {s['suffix_tokens']}, {s['prefix_loc']}"],
+        ["rows / failed / suffix shorter than k / eligible",
+         f"{s['rows']} / {s['failed']} / {s['skipped_short_suffix']} / {s['eligible']} (figures below: eligible rows)"],
+        ["eligible rows by label", eligible_by_label(s)],
+        [f"exact extraction of the first {s['k']} tokens", format_rate(s["extraction"])],
+        [f"approximate ({s['approximate']['criterion']})", format_rate(s["approximate"])],
+        [f"{pp_name}, mean", format_number(s.get(key), ".3f")],
+        ["matched length mean / median / max", f"{format_number(ml['mean'])} / {format_number(ml['median'], '.0f')} / "
+         f"{format_number(ml['max'], 'd')}"],
+    ])]
+    for title, group_key in (("By label", "by_label"), ("By prefix location", "by_prefix_loc"),
+                             ("By prefix start (token offset)", "by_prefix_start")):
+        out.append((f"{title} (figures over each group's eligible rows)",
+                    ["group", "rows", "failed", "eligible", "exact extraction", "approximate",
+                     "mean matched length", pp_name],
+                    [[name, str(g["rows"]), str(g["failed"]), str(g["eligible"]), format_rate(g["extraction"]),
+                      format_rate(g["approximate"]), format_number(g["mean_matched_length"]),
+                      format_number(g.get(key), ".3f")]
+                     for name, g in s[group_key].items()]))
+    c = s.get("corpus")
+    if c:
+        rows = [["index", f"{c['index']} ({c['index_tokens']} tokens)"],
+                [f"generations with a verbatim ≥{c['window']}-token corpus window", format_rate(c["memorized"])],
+                ["longest match mean / median / max", f"{format_number(c['longest_match']['mean'], '.1f')} / "
+                 f"{format_number(c['longest_match']['median'], '.0f')} / "
+                 f"{format_number(c['longest_match']['max'], 'd')}"],
+                ["unique memorized windows (occurrences)", f"{c['unique_windows']} ({c['window_occurrences']})"]]
+        rows += [[f"label {lab}", format_rate(r)] for lab, r in c["by_label"].items()]
+        out.append(("Corpus membership", ["measure", "value"], rows))
+    return out
+
+
 def _per_row(run_path: str | os.PathLike, k: int) -> tuple[Any, np.ndarray, np.ndarray, list[np.ndarray],
                                                            list[np.ndarray]]:
     """(run, eligible mask, matched length per row, generations, true suffixes)."""
     from mia_core.formats.runs import open_run
-    from mia_core.scoring.summary import failed_rows
 
     run = open_run(run_path)
     gens, truths = run.tokens(), run.suffixes()
     matched = matched_lengths(gens, truths, k)
-    eligible = np.array([len(t) >= k for t in truths], dtype=bool) & ~failed_rows(run)
+    eligible = np.array([len(t) >= k for t in truths], dtype=bool) & ~run.failed_rows()
     return run, eligible, matched, gens, truths
 
 
@@ -161,36 +203,16 @@ def provenance_rows(path: str | os.PathLike) -> list[list[str]]:
     return rows
 
 
-DEFINITIONS: list[tuple[str, str]] = [
-    ("eligible rows", "rows whose request did not fail and whose true suffix has at least k tokens; every rate "
-                      "is over eligible rows"),
-    ("exact extraction", "the first k generated tokens equal the first k tokens of the true suffix (Carlini et "
-                         "al. 2021/2023, discoverable extraction with greedy decoding); for a teacher-forced run, "
-                         "the model's argmax given the true context equals the truth at each of the first k "
-                         "positions, the same verdict greedy decoding reaches"),
-    ("95% CI", "Wilson score interval for a binomial proportion, at 95% confidence"),
-    ("matched length", "leading tokens of the true suffix the generation reproduces before its first mismatch "
-                       "(0 to k)"),
-    ("approximate memorization", "normalized token edit distance between generation and true suffix at most the "
-                                 "threshold (or BLEU at least the threshold with --bleu; Ippolito et al. 2022)"),
-    ("position agreement (generated)", "fraction of the k positions where the generated token equals the true "
-                                       "one (Biderman et al. 2023's Pythia memorization score); generated runs only"),
-    ("next-token accuracy (teacher-forced)", "fraction of the k positions where the model's most likely token, "
-                                             "given the true text before it, is the true one; teacher-forced runs "
-                                             "only, and much higher than the position agreement of a generation"),
-    ("eligible rows", "rows whose true suffix has at least k tokens and whose request did not fail; every rate "
-                      "and mean of a run is over them (the tables give rows, failed and eligible)"),
-    ("corpus membership", "a generation contains a verbatim window of at least W tokens that occurs in the "
-                          "indexed corpus (Nasr et al. 2023)"),
-    ("AUC", "area under the ROC curve of a membership signal (higher score = more likely member); 0.5 is "
-            "chance; its 95% CI is a bootstrap percentile interval over strings"),
-    ("TPR@x%FPR", "true positive rate at a false positive rate strictly below x, read off the ROC points "
-                  "(Carlini et al. 2022); withheld with fewer than 1/x nonmembers"),
-    ("blind baseline", "a classifier that sees only the text (no model), cross-validated: an AUC near the "
-                       "model's signals means the member/nonmember split is distinguishable without the model "
-                       "(Das et al. 2024)"),
-    ("P0 (Good-Turing)", "estimated probability that the next sampling unit finds an item not found yet "
-                         "(Simple Good-Turing, Gale & Sampson 1995)"),
-    ("Chao extrapolation, Chao1", "expected distinct items after t times more sampling units (Chao et al. 2014) "
-                                  "and a lower bound on the total number of items (Chao 1984)"),
-]
+def setlevel_sections(paths: Sequence[str | os.PathLike]) -> list[Section]:
+    """One section per set-level results file (``mia dataset-inference``, ``mia contamination``)."""
+    from mia_core.formats.setlevel_results import read_setlevel_results
+    from mia_core.setlevel.report import report_rows
+
+    sections = []
+    for path in paths:
+        record = read_setlevel_results(path)
+        title = "Dataset inference (Maini et al. 2024)" if record["kind"] == "dataset-inference" else \
+            "Test-set contamination (Oren et al. 2024)"
+        sections.append(Section(f"{title}: {record.get('model')} — {Path(path).name}",
+                                tables=[("Result", ["measure", "value"], report_rows(record))]))
+    return sections

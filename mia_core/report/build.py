@@ -1,0 +1,154 @@
+"""``mia report``: one HTML file (plots embedded as base64) or a Markdown file with PNGs beside it.
+
+Per run: the extraction tables with Wilson intervals (overall and per label), the matched-length
+histogram split by label, the longest extractions as text with the agreement highlighted. Then the
+attacks (AUC table, ROC plot, blind baseline), the set-level tests, the Good-Turing extrapolation, the
+definitions of every figure and the provenance of every file. A plot that would show one value is a
+table row instead (docs/report.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mia_core.errors import MiaError
+from mia_core.formats.integrity import DamagedFile
+from mia_core.formats.scores import scores_path
+from mia_core.report.definitions import DEFINITIONS
+from mia_core.report.render import render_html, render_markdown
+from mia_core.report.sections import (
+    Section,
+    attack_sections,
+    longest_extractions,
+    matched_lengths_by_label,
+    provenance_rows,
+    run_tables,
+    setlevel_sections,
+)
+from mia_core.scoring import plots
+from mia_core.scoring.summary import score_run
+from mia_core.scoring.tables import EstimateSource, table_from_runs
+
+
+def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: int | None = None,
+                 index: str | os.PathLike | None = None, window: int = 50,
+                 attacks: Sequence[str | os.PathLike] = (), examples: int = 5,
+                 setlevel: Sequence[str | os.PathLike] = ()) -> Path:
+    """Score the runs and write the report; returns its path. Scores are stored only for runs that
+    have none yet: a scores file made with other options (``--k``, ``--bleu``) is never replaced."""
+    from mia_core.divergence.scoring import refuse_divergence_run
+
+    for r in runs:
+        refuse_divergence_run(r, "mia report")
+    out = Path(out)
+    summaries = [score_run(r, k=k, index=index, window=window, save=not scores_path(r).is_file()) for r in runs]
+    markdown = out.suffix.lower() == ".md"
+    img_dir = out.with_name(out.stem + "_files") if markdown else Path(tempfile.mkdtemp(prefix="mia_report_"))
+    img_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        sections = [_run_section(i, run, s, img_dir, examples) for i, (run, s) in
+                    enumerate(zip(runs, summaries, strict=True), 1)]
+        sections += _prefix_length_section(summaries, img_dir)
+        sections += attack_sections(attacks, img_dir)
+        sections += setlevel_sections(setlevel)
+        sections += _estimate_section(runs, img_dir) if runs else []
+        sections += [Section("Definitions", definitions=DEFINITIONS),
+                     Section("Provenance", tables=[(str(Path(f).name), ["field", "value"], provenance_rows(f))
+                                                   for f in [*runs, *attacks, *setlevel]])]
+        text = render_markdown(sections, out) if markdown else render_html(sections)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    finally:
+        if not markdown:  # HTML embeds the images: their temporary folder goes, success or not
+            shutil.rmtree(img_dir, ignore_errors=True)
+    return out
+
+
+def _run_section(i: int, run: str | os.PathLike, s: dict[str, Any], img_dir: Path, examples: int) -> Section:
+    """One run: its tables, the matched-length histogram by label (a note when it has one value) and
+    its longest extractions."""
+    sec = Section(f"Run {i}: {s['model']} ({s['method']}) — {Path(run).name}", tables=run_tables(s),
+                  notes=list(s.get("notes", [])))
+    by_label = matched_lengths_by_label(run, s["k"])
+    distinct = {int(v) for values in by_label.values() for v in values}
+    if len(distinct) > 1:
+        p = img_dir / f"matched_length_{i}.png"
+        plots.matched_length_by_label(by_label, s["k"], p, title=f"{s['model']} ({s['method']})")
+        sec.images.append(("Matched length by label", p))
+    elif distinct:
+        n = sum(len(v) for v in by_label.values())
+        sec.notes.append(f"matched-length histogram not drawn: all {n} eligible rows matched "
+                         f"{distinct.pop()} tokens (one value)")
+    if examples:
+        sec.examples, why_none = longest_extractions(run, s["k"], examples)
+        sec.notes += [why_none] if why_none else []
+    return sec
+
+
+def _prefix_length_section(summaries: list[dict[str, Any]], img_dir: Path) -> list[Section]:
+    """The extraction rate against prefix length, when one model was run with several prefix lengths."""
+    by_model: dict[str, set[int]] = {}
+    for s in summaries:
+        by_model.setdefault(f"{s['model']} ({s['method']})", set()).add(int(s["prefix_tokens"]))
+    if not any(len(v) > 1 for v in by_model.values()):
+        return []
+    p = img_dir / "rate_vs_prefix_length.png"
+    plots.rate_vs_prefix_length(summaries, p)
+    return [Section("Extraction rate vs prefix length",
+                    images=[("Exact extraction rate vs prefix length (95% Wilson intervals)", p)])]
+
+
+def _estimate_section(runs: Sequence[str | os.PathLike], img_dir: Path) -> list[Section]:
+    """The Good-Turing estimates of what has not been extracted yet, or why they are withheld."""
+    from mia_core.scoring.goodturing import estimate
+
+    est, refusal = _estimate_source(runs)
+    est_result = None
+    if est is not None:
+        est_result = estimate(est.table, units=est.units, unit=est.unit)
+        est_result["assumptions"] = est.assumptions
+    sec = Section("What has not been extracted yet (Good-Turing)",
+                  tables=[("Estimates", ["measure", "value"], _estimate_rows(est, est_result, refusal))])
+    if est is not None and sum(est.table.values()) > 1:
+        p = img_dir / "extrapolation.png"
+        plots.extrapolation_plot(est.table, p, title=est.items.split(" (")[0].capitalize(), units=est.units,
+                                 unit=est.unit)
+        sec.images.append(("Good-Turing / Chao extrapolation of distinct items", p))
+    return [sec]
+
+
+def _estimate_source(runs: Sequence[str | os.PathLike]) -> tuple[EstimateSource | None, str | None]:
+    """Counts pooled per item across runs, as `mia estimate` does (an item seen in two runs is one item);
+    extracted samples when no corpus span was memorized. (None, reason) when mia estimate would refuse."""
+    try:
+        source = table_from_runs(runs, "auto")
+        if not source.table and source.items.startswith("memorized corpus"):
+            source = table_from_runs(runs, "samples")
+    except DamagedFile:
+        raise  # a damaged scores file is not a reason to withhold an estimate: the report is refused
+    except MiaError as exc:
+        return None, str(exc)
+    return (source, None) if source.table else (None, None)
+
+
+def _estimate_rows(est: EstimateSource | None, est_result: dict[str, Any] | None,
+                   refusal: str | None) -> list[list[str]]:
+    if not (est and est_result):
+        return [["not estimated", refusal or "no item was extracted: nothing to extrapolate from"]]
+    gt = est_result["good_turing"]
+    rows = [["items", f"{est_result['distinct']} distinct {est.items}, found {est_result['observations']} "
+                      f"times in {est_result['units']} {est.unit}s"],
+            ["sampling unit", est.unit]]
+    rows += [["assumption", a] for a in est.assumptions]
+    rows.append(["P0 (next finding unseen; Simple Good-Turing, estimate)", f"{gt['P0']:.4f} ({gt['method']})"])
+    rows += [[f"distinct after {pt['t']:g}× more {est.unit}s (Chao et al. 2014, estimate)",
+              f"{pt['total']:.1f}"] for pt in est_result["extrapolation"]["points"]]
+    rows.append(["Chao1 lower bound (estimate)", f"{est_result['chao1']['total_lower_bound']:.1f}"])
+    rows += [["warning", w] for w in est_result["warnings"]]
+    return rows
+
+
