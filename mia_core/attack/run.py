@@ -14,7 +14,7 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.attack import signals as sig
-from mia_core.attack.labels import normalize_label
+from mia_core.attack.items import Item, load_dataset_items, load_map_items  # noqa: F401 (re-exported)
 from mia_core.attack.metrics import (
     SignalMetrics,
     below_chance,
@@ -25,23 +25,9 @@ from mia_core.attack.metrics import (
 from mia_core.errors import BackendOutOfMemory, MiaError
 from mia_core.progress import note, progress
 from mia_core.token_rows import matched_lengths
-from mia_core.types import Backend, Sample, TokenScores, capabilities
+from mia_core.types import Backend, TokenScores, capabilities
 
 DEFAULT_MAX_TOKENS = 512
-ENCODE_BATCH = 64
-
-
-@dataclass
-class Item:
-    """One string to score. Map windows carry their row and how many trailing tokens are suffix."""
-
-    sample_id: str
-    label: str
-    tokens: list[int]
-    text: str
-    truncated: bool = False
-    row: int = -1
-    suffix_length: int = 0
 
 
 @dataclass
@@ -214,107 +200,6 @@ def memorization_verdicts(scores: Sequence[TokenScores], items: Sequence[Item]) 
     return matched, accuracy
 
 
-# ---------------------------------------------------------------- inputs
-
-
-def load_map_items(prefix_map: Any, backend: Backend, max_tokens: int | None, limit: int | None = None,
-                   quiet: bool = False) -> tuple[list[Item], dict[str, int]]:
-    """The map's prefix+suffix windows as model tokens. A map made with another tokenizer is
-    retokenized: prefix and suffix are decoded by the map's tokenizer and encoded by the model's."""
-    from mia_core import registry
-
-    n = len(prefix_map) if limit is None else min(limit, len(prefix_map))
-    rows = slice(0, n)
-    prefixes = prefix_map.read("prefixes", rows)
-    suffixes = prefix_map.suffixes(rows)
-    ids = [str(v) for v in prefix_map.read("sample_id", rows)]
-    labels = [normalize_label(v) for v in prefix_map.read("sample_label", rows)]
-    tokenizer = backend.tokenizer
-    counts = {"rows": n, "retokenized": 0, "truncated": 0}
-    if prefix_map.tokenizer_fingerprint == tokenizer.fingerprint:
-        windows = [list(map(int, p)) + list(map(int, s)) for p, s in zip(prefixes, suffixes, strict=True)]
-        suffix_lengths = [len(s) for s in suffixes]
-    else:
-        note(f"the map was tokenized by {prefix_map.tokenizer_name!r}, not the model's tokenizer: "
-            "retokenizing its prefixes and suffixes", quiet)
-        map_tok = registry.tokenizers.create(prefix_map.tokenizer_name)
-        p_text = map_tok.decode_batch([list(map(int, p)) for p in prefixes])
-        s_text = map_tok.decode_batch([list(map(int, s)) for s in suffixes])
-        p_ids, s_ids = tokenizer.encode_batch(p_text), tokenizer.encode_batch(s_text)
-        windows = [list(p) + list(s) for p, s in zip(p_ids, s_ids, strict=True)]
-        suffix_lengths = [len(s) for s in s_ids]
-        counts["retokenized"] = n
-    items = []
-    for i, window in enumerate(windows):
-        truncated = max_tokens is not None and len(window) > max_tokens
-        if truncated:  # keep the suffix: drop prefix tokens from the left
-            window = window[len(window) - max_tokens:]
-            counts["truncated"] += 1
-        items.append(Item(ids[i], labels[i], window, "", truncated, row=i,
-                          suffix_length=min(suffix_lengths[i], len(window))))
-    texts = tokenizer.decode_batch([it.tokens for it in items]) if items else []
-    for item, text in zip(items, texts, strict=True):
-        item.text = text
-    if counts["truncated"]:
-        note(f"{counts['truncated']} window(s) longer than {max_tokens} tokens lost prefix tokens on the left", quiet)
-    return items, counts
-
-
-def load_dataset_items(samples: Iterable[Sample], backend: Backend, max_tokens: int | None,
-                       labels: dict[str, str] | None = None, limit: int | None = None, total: int | None = None,
-                       quiet: bool = False) -> tuple[list[Item], dict[str, int]]:
-    """Dataset samples tokenized by the model's tokenizer; the first ``max_tokens`` tokens of
-    longer samples are kept. Empty samples are skipped and counted."""
-    tokenizer = backend.tokenizer
-    counts = {"samples": 0, "empty": 0, "truncated": 0}
-    items: list[Item] = []
-    pending: list[Sample] = []
-
-    def flush() -> None:
-        encoded = tokenizer.encode_batch([s.text for s in pending])
-        cut = []
-        for sample, ids in zip(pending, encoded, strict=True):
-            if not ids:
-                counts["empty"] += 1
-                continue
-            label = labels.get(sample.id, "") if labels is not None else normalize_label(sample.label)
-            truncated = max_tokens is not None and len(ids) > max_tokens
-            item = Item(sample.id, label, list(ids[:max_tokens] if truncated else ids), sample.text, truncated)
-            if truncated:
-                counts["truncated"] += 1
-                cut.append(item)
-            items.append(item)
-        for item, text in zip(cut, tokenizer.decode_batch([it.tokens for it in cut]) if cut else [], strict=True):
-            item.text = text  # zlib and the reference see exactly the scored text
-        pending.clear()
-
-    bar_total = min(total, limit) if total is not None and limit is not None else (limit or total)
-    with progress(total=bar_total, desc="reading", unit="sample", quiet=quiet) as bar:
-        for sample in samples:
-            if limit is not None and counts["samples"] >= limit:
-                break
-            counts["samples"] += 1
-            bar.update(1)
-            if not sample.text or not sample.text.strip():
-                counts["empty"] += 1
-                continue
-            pending.append(sample)
-            if len(pending) >= ENCODE_BATCH:
-                flush()
-        if pending:
-            flush()
-    if counts["empty"]:
-        note(f"skipped {counts['empty']} empty sample(s)", quiet)
-    if counts["truncated"]:
-        note(f"{counts['truncated']} sample(s) longer than {max_tokens} tokens (--max-tokens, capped by the model's "
-            f"context) were truncated to their first {max_tokens} tokens", quiet)
-    if labels is not None:
-        unknown = sum(1 for it in items if not it.label)
-        if unknown:
-            note(f"{unknown} sample(s) have no entry in the label file", quiet)
-    return items, counts
-
-
 # ---------------------------------------------------------------- the attack
 
 
@@ -407,6 +292,19 @@ def _reference_signal(reference: Backend, backend: Backend, items: Sequence[Item
     return out
 
 
+@dataclass
+class _Scored:
+    """One scoring pass over the items: raw scores (aligned to the tokens), scored positions, timing."""
+
+    raw: list[TokenScores]
+    scores: list[TokenScores]
+    elapsed: float
+
+    @property
+    def n_scored(self) -> int:
+        return sum(len(s.logprob) for s in self.scores)
+
+
 def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, reference: Backend | None = None,
            reference_max_tokens: int | None = None, is_map: bool = False) -> AttackOutcome:
     """Score ``items`` once with ``backend``; compute signals, verdicts (map windows) and metrics."""
@@ -414,63 +312,108 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
         raise MiaError("the ref signal needs a reference model (--reference MODEL)")
     if not items:
         raise MiaError("nothing to score: every string was empty")
-    recall_prefix_ids: list[str] = []
-    recall_prefix_text = config.recall_prefix
-    if "recall" in config.signals and recall_prefix_text is None:
-        from mia_core.attack.recall import SEPARATOR, choose_prefix_items
-
-        chosen = choose_prefix_items(items, config.recall_shots, config.seed)
-        recall_prefix_ids = [items[i].sample_id for i in chosen]
-        recall_prefix_text = SEPARATOR.join(items[i].text for i in chosen)
-        items = [it for i, it in enumerate(items) if i not in set(chosen)]
-        note(f"ReCaLL prefix: {len(chosen)} non-member string(s) drawn with seed {config.seed} "
-            f"({', '.join(recall_prefix_ids)}), left out of the evaluation", config.quiet)
+    items, recall_prefix_text, recall_prefix_ids = _draw_recall_prefix(items, config)
     labels = [it.label for it in items]
     problem = label_problem(labels)
     if problem is not None and config.require_labels:
         raise MiaError(problem)
-    started = time.perf_counter()
     sampling = config.sampling if is_map else None
+    scored = _score_items(backend, items, config, sampling)
+    signals, passes, same_tokenizer = _signals(backend, items, scored, config, recall_prefix_text, reference,
+                                               reference_max_tokens)
+    columns = _columns(items, scored, is_map)
+    metrics: list[SignalMetrics] = []
+    warnings: list[str] = []
+    blind_info: dict[str, Any] | None = None
+    if problem is None:
+        metrics = [m for name in sig.expand_signals(config.signals, config.k)
+                   if (m := evaluate_signal(name, labels, signals[name], config.n_boot, config.seed)) is not None]
+        blind_info, warnings = _blind(items, labels, metrics, signals, config)
+        warnings += [below_chance_warning(m) for m in metrics if below_chance(m)]
+    counts = _counts(items, labels, columns, scored, len(recall_prefix_ids), is_map)
+    attrs = _attrs(backend, reference, config, scored, same_tokenizer, passes)
+    attrs.update({"metrics": [m.to_dict() for m in metrics], "label_message": problem, "counts": counts,
+                  "blind": blind_info, "warnings": warnings})
+    if sampling is not None:
+        attrs["probabilistic"] = _probabilistic(scored, items, labels, sampling, columns)
+    if "recall" in config.signals:
+        attrs.update(recall_prefix=recall_prefix_text, recall_prefix_ids=recall_prefix_ids)
+    if "ne" in config.signals:
+        from mia_core.attack.neighbours import DEFAULT_FRACTION
+
+        attrs.update(neighbours=config.neighbours, neighbour_word_fraction=DEFAULT_FRACTION)
+    return AttackOutcome(None, signals, metrics, problem, counts, columns, attrs, warnings)
+
+
+def _draw_recall_prefix(items: Sequence[Item], config: AttackConfig) -> tuple[Sequence[Item], str | None, list[str]]:
+    """ReCaLL without a given prefix: non-member strings drawn (seeded) as the prefix, left out of the items."""
+    if "recall" not in config.signals or config.recall_prefix is not None:
+        return items, config.recall_prefix, []
+    from mia_core.attack.recall import SEPARATOR, choose_prefix_items
+
+    chosen = choose_prefix_items(items, config.recall_shots, config.seed)
+    ids = [items[i].sample_id for i in chosen]
+    text = SEPARATOR.join(items[i].text for i in chosen)
+    note(f"ReCaLL prefix: {len(chosen)} non-member string(s) drawn with seed {config.seed} "
+        f"({', '.join(ids)}), left out of the evaluation", config.quiet)
+    return [it for i, it in enumerate(items) if i not in set(chosen)], text, ids
+
+
+def _score_items(backend: Backend, items: Sequence[Item], config: AttackConfig, sampling: Any) -> _Scored:
+    """The one teacher-forced pass of the target over every item (under ``sampling`` too when given)."""
     if sampling is not None:
         from mia_core.types import scores_sampling
 
         if not scores_sampling(backend):
             raise MiaError(f"model {getattr(backend, 'name', '?')!r} cannot score under a sampling scheme, so "
                            "probabilistic extraction (--sampling) is unavailable with it")
+    started = time.perf_counter()
     raw = score_sequences(backend, [it.tokens for it in items], config.batch_size, config.quiet,
                           distribution="minkpp" in config.signals, sampling=sampling)
     elapsed = time.perf_counter() - started
-    scores = [sig.scored_positions(s) for s in raw]  # verdicts use raw (aligned to the tokens)
-    n_scored = sum(len(s.logprob) for s in scores)
+    return _Scored(raw, [sig.scored_positions(s) for s in raw], elapsed)
+
+
+def _signals(backend: Backend, items: Sequence[Item], scored: _Scored, config: AttackConfig,
+             recall_prefix_text: str | None, reference: Backend | None, reference_max_tokens: int | None,
+             ) -> tuple[dict[str, np.ndarray], dict[str, float], bool | None]:
+    """Every signal per item, the forward passes per string by family, and whether the reference
+    shares the target's tokenizer (None without a reference)."""
     target_names = [s for s in config.signals if s != "ref"]
-    per_item = [sig.target_signals(s, it.text, target_names, config.k) for s, it in zip(scores, items, strict=True)]
-    stored_names = sig.expand_signals(config.signals, config.k)
+    per_item = [sig.target_signals(s, it.text, target_names, config.k)
+                for s, it in zip(scored.scores, items, strict=True)]
     signals = {name: np.array([row[name] for row in per_item], dtype=np.float64)
-               for name in stored_names if name not in sig.EXTRA_PASS_SIGNALS}
+               for name in sig.expand_signals(config.signals, config.k) if name not in sig.EXTRA_PASS_SIGNALS}
     passes = {"target": 1.0}  # forward passes per string, by signal family (the cost)
     if "recall" in config.signals:
-        signals["recall"], passes["recall"] = _recall(backend, items, scores, recall_prefix_text, config)
+        signals["recall"], passes["recall"] = _recall(backend, items, scored.scores, recall_prefix_text, config)
     if "ne" in config.signals:
-        signals["ne"], passes["ne"] = _neighbourhood(backend, items, scores, config)
+        signals["ne"], passes["ne"] = _neighbourhood(backend, items, scored.scores, config)
     same_tokenizer = None
     if "ref" in config.signals:
         same_tokenizer = reference.tokenizer.fingerprint == backend.tokenizer.fingerprint
         if not same_tokenizer:
             note("the reference model uses another tokenizer: it scores the same text retokenized, "
                 "and ref compares NLL per UTF-8 byte", config.quiet)
-        signals["ref"] = _reference_signal(reference, backend, items, raw, same_tokenizer, config,
+        signals["ref"] = _reference_signal(reference, backend, items, scored.raw, same_tokenizer, config,
                                            reference_max_tokens)
+        passes["ref"] = 1.0
+    return signals, passes, same_tokenizer
+
+
+def _columns(items: Sequence[Item], scored: _Scored, is_map: bool) -> dict[str, Any]:
+    """The per-string columns of the results file; map windows add the teacher-forced verdicts."""
     columns: dict[str, Any] = {
         "sample_id": [it.sample_id for it in items],
         "label": [it.label for it in items],
         "text": [it.text for it in items],
         "n_tokens": np.array([len(it.tokens) for it in items], dtype=np.int32),
-        "n_scored": np.array([len(s.logprob) for s in scores], dtype=np.int32),
+        "n_scored": np.array([len(s.logprob) for s in scored.scores], dtype=np.int32),
         "truncated": np.array([it.truncated for it in items], dtype=bool),
-        "nll": np.array([sig.mean_nll(s.logprob) for s in scores], dtype=np.float64),
+        "nll": np.array([sig.mean_nll(s.logprob) for s in scored.scores], dtype=np.float64),
     }
     if is_map:
-        matched, accuracy = memorization_verdicts(raw, items)
+        matched, accuracy = memorization_verdicts(scored.raw, items)
         suffix_lengths = np.array([it.suffix_length for it in items], dtype=np.int32)
         columns.update({
             "row": np.array([it.row for it in items], dtype=np.int64),
@@ -479,55 +422,48 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
             "extracted": (matched == suffix_lengths) & (suffix_lengths > 0),
             "next_token_accuracy": accuracy,
         })
-    metrics: list[SignalMetrics] = []
-    warnings: list[str] = []
-    blind_info: dict[str, Any] | None = None
-    if problem is None:
-        for name in stored_names:
-            m = evaluate_signal(name, labels, signals[name], config.n_boot, config.seed)
-            if m is not None:
-                metrics.append(m)
-        blind_info, warnings = _blind(items, labels, metrics, signals, config)
-        warnings += [below_chance_warning(m) for m in metrics if below_chance(m)]
-    counts = {"strings": len(items), "tokens_scored": n_scored,
-              "truncated": int(columns["truncated"].sum())}
-    if recall_prefix_ids:
-        counts["recall_prefix_strings"] = len(recall_prefix_ids)
+    return columns
+
+
+def _counts(items: Sequence[Item], labels: list[str], columns: dict[str, Any], scored: _Scored,
+            recall_prefix_strings: int, is_map: bool) -> dict[str, Any]:
+    counts: dict[str, Any] = {"strings": len(items), "tokens_scored": scored.n_scored,
+                              "truncated": int(columns["truncated"].sum())}
+    if recall_prefix_strings:
+        counts["recall_prefix_strings"] = recall_prefix_strings
     counts["by_label"] = _label_counts(labels, columns if is_map else None)
     if is_map:
         counts["extracted"] = int(columns["extracted"].sum())
-    probabilistic = None
-    if sampling is not None:
-        from mia_core.matching.probabilistic import describe_scheme, suffix_probability, summarize
+    return counts
 
-        p = np.array([suffix_probability(s.sampled_logprob[len(s.sampled_logprob) - it.suffix_length:])
-                      if it.suffix_length else np.nan for s, it in zip(raw, items, strict=True)])
-        columns["extraction_p"] = p
-        probabilistic = summarize(p, labels, scheme=describe_scheme(sampling.temperature, sampling.top_k,
-                                                                    sampling.top_p) + ", whole suffix")
-    attrs = {
+
+def _probabilistic(scored: _Scored, items: Sequence[Item], labels: list[str], sampling: Any,
+                   columns: dict[str, Any]) -> dict[str, Any]:
+    """p of each whole suffix under ``sampling`` (stored as the ``extraction_p`` column) and its summary."""
+    from mia_core.matching.probabilistic import describe_scheme, suffix_probability, summarize
+
+    p = np.array([suffix_probability(s.sampled_logprob[len(s.sampled_logprob) - it.suffix_length:])
+                  if it.suffix_length else np.nan for s, it in zip(scored.raw, items, strict=True)])
+    columns["extraction_p"] = p
+    return summarize(p, labels, scheme=describe_scheme(sampling.temperature, sampling.top_k,
+                                                       sampling.top_p) + ", whole suffix")
+
+
+def _attrs(backend: Backend, reference: Backend | None, config: AttackConfig, scored: _Scored,
+           same_tokenizer: bool | None, passes: dict[str, float]) -> dict[str, Any]:
+    """What made the results: models, options, timing (the outcome's metrics and counts are added after)."""
+    return {
         "mia_version": __version__, "model": getattr(backend, "name", ""), "backend": _describe(backend),
         "tokenizer": getattr(backend.tokenizer, "name", ""), "tokenizer_fingerprint": backend.tokenizer.fingerprint,
         "reference": getattr(reference, "name", None) if reference is not None else None,
-        "reference_same_tokenizer": same_tokenizer, "signals": stored_names,
+        "reference_same_tokenizer": same_tokenizer, "signals": sig.expand_signals(config.signals, config.k),
         "k": config.k if isinstance(config.k, (int, float)) else list(config.k),
         "sign_convention": "higher score = more likely member", "batch_size": config.batch_size,
-        "n_boot": config.n_boot, "seed": config.seed, "elapsed_s": elapsed,
-        "tokens_per_s": n_scored / elapsed if elapsed > 0 else None,
+        "n_boot": config.n_boot, "seed": config.seed, "elapsed_s": scored.elapsed,
+        "tokens_per_s": scored.n_scored / scored.elapsed if scored.elapsed > 0 else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "metrics": [m.to_dict() for m in metrics], "label_message": problem, "counts": counts,
-        "blind": blind_info, "warnings": warnings,
-        "forward_passes_per_string": dict(passes, ref=1.0) if "ref" in config.signals else passes,
+        "forward_passes_per_string": passes,
     }
-    if probabilistic is not None:
-        attrs["probabilistic"] = probabilistic
-    if "recall" in config.signals:
-        attrs.update(recall_prefix=recall_prefix_text, recall_prefix_ids=recall_prefix_ids)
-    if "ne" in config.signals:
-        from mia_core.attack.neighbours import DEFAULT_FRACTION
-
-        attrs.update(neighbours=config.neighbours, neighbour_word_fraction=DEFAULT_FRACTION)
-    return AttackOutcome(None, signals, metrics, problem, counts, columns, attrs, warnings)
 
 
 def _label_counts(labels: Sequence[str], columns: dict[str, Any] | None) -> dict[str, dict[str, int]]:

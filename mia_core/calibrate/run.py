@@ -123,8 +123,8 @@ def calibrate(config: CalibrateConfig) -> dict[str, Any]:
 def _prefix_map(config: CalibrateConfig, split_file: Path, folder: Path) -> Path:
     from mia_core.extraction.prefix import build_prefix_map
 
-    return build_prefix_map(config.model, "files", config.prefix_tokens, "start", suffix_tokens=config.suffix_tokens,
-                            out=folder / "Prefixes", quiet=config.quiet,
+    return build_prefix_map(config.model, "files", config.prefix_tokens, prefix_loc="start",
+                            suffix_tokens=config.suffix_tokens, out=folder / "Prefixes", quiet=config.quiet,
                             dataset_options={"path": str(split_file), "id_field": "id", "label_field": "label"})
 
 
@@ -134,16 +134,15 @@ def _attack(config: CalibrateConfig, backend: Any, labelled: list[Sample], refer
     The fine-tuned model also gets the ref signal with the base model as reference."""
     # The model-free blind baseline is added by ar.attack itself where mia attack offers it
     # (a "blind" row in the metrics); the report shows it when present.
+    from mia_core.attack.workflow import AttackRequest, run_attack
+
     names = list(sig.TARGET_SIGNALS) + (["ref"] if reference is not None else [])
-    limit = ar.effective_max_tokens(backend, config.finetune.max_tokens)
-    items, _ = ar.load_dataset_items(labelled, backend, limit, quiet=True)
-    attack_config = ar.AttackConfig(signals=names, batch_size=config.batch_size, n_boot=config.n_boot,
-                                    seed=config.seed, quiet=config.quiet)
-    outcome = ar.attack(backend, items, attack_config, reference, limit)
-    outcome.attrs.update(dataset=str(folder / "split.jsonl"), model=role, max_tokens=limit)
-    path = folder / "attacks" / f"{role}.h5"
-    path.parent.mkdir(exist_ok=True)
-    attack_report.save_outcome(outcome, path, title=f"{role} model, random split")
+    options = ar.AttackConfig(signals=names, batch_size=config.batch_size, n_boot=config.n_boot, seed=config.seed,
+                              quiet=config.quiet)
+    outcome = run_attack(AttackRequest(
+        model=role, samples=tuple(labelled), max_tokens=config.finetune.max_tokens, options=options,
+        out_path=folder / "attacks" / f"{role}.h5", title=f"{role} model, random split",
+        attrs={"dataset": str(folder / "split.jsonl")}, backend=backend, reference_backend=reference))
     return {"results": str(outcome.path), "plot": str(outcome.plot) if outcome.plot else None,
             "metrics": [m.to_dict() for m in outcome.metrics], "table": attack_report.format_table(outcome.metrics),
             "label_message": outcome.label_message, "warnings": list(getattr(outcome, "warnings", []) or [])}

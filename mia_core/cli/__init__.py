@@ -25,6 +25,7 @@ from mia_core.cli import (
     report_cmd,
     score_cmd,
     setlevel_cmd,
+    study_cmd,
 )
 from mia_core.cli.config import add_config_option
 from mia_core.cli.show_cmd import show_command
@@ -150,7 +151,7 @@ def cli() -> None:
 
 
 for _module in (demo_cmd, plugins_cmd, prefix_cmd, prompt_cmd, merge_cmd, score_cmd, report_cmd, index_cmd, attack_cmd,
-                calibrate_cmd, setlevel_cmd):
+                calibrate_cmd, setlevel_cmd, study_cmd):
     for _command in _module.commands:
         cli.add_command(_command)
 cli.add_command(show_command)

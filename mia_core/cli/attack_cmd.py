@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -64,10 +65,7 @@ from mia_core.defaults import DEFAULT_MODEL
               help="Skip the blind baseline (a model-free bag-of-n-grams classifier on the same strings).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of the table.")
 @quiet_option
-def attack(map_argument, prefix_map, dataset, dataset_options, model, model_options, signals, reference,
-           reference_options, k, recall_prefix, recall_shots, neighbours, sampling_options, batch_size, max_tokens,
-           limit, labels_file, out, old_out, exports, bootstrap, seed,
-           no_plot, no_blind, as_json, quiet) -> None:
+def attack(**options) -> None:
     """Membership inference: score strings with MODEL and rank them by LOSS, zlib, Min-K%,
     Min-K%++ and reference-model signals (higher = more likely member).
 
@@ -84,24 +82,63 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
       mia attack --prefix_map gemma-3-270m_Corpus_32_start_20261127_143015 --signals loss,mink --export csv
       mia attack --dataset corpus --model smollm2-135m --reference gemma-3-270m --json
     """
-    from mia_core import registry
-    from mia_core.attack import report
+    from mia_core.attack.workflow import run_attack
+
+    outcome = run_attack(attack_request(options))
+    if options["as_json"]:
+        from mia_core.attack import report
+
+        click.echo(json.dumps(report.summary_json(outcome), indent=2))
+        return
+    print_outcome(outcome, is_map=options["dataset"] is None)
+
+
+def attack_request(options: dict[str, Any]) -> Any:
+    """The typed ``AttackRequest`` of ``mia attack``'s options; usage errors name the flag."""
     from mia_core.attack import run as ar
     from mia_core.attack.labels import read_label_file
-    from mia_core.attack.signals import parse_fractions, parse_signals
-    from mia_core.errors import MiaError
-    from mia_core.formats.names import safe_name, timestamp, unused_path
-    from mia_core.formats.prefixmap import PrefixMap
+    from mia_core.attack.workflow import AttackRequest
 
-    prefix_map = one_prefix_map(map_argument, prefix_map)
-    out = out or old_out
+    prefix_map = one_prefix_map(options["map_argument"], options["prefix_map"])
+    dataset = options["dataset"]
+    _check_sources(prefix_map, dataset, options)
+    names, k = _signals_and_fractions(options["signals"], options["k"], options["reference"])
+    sampling = _parse_sampling(options["sampling_options"]) if options["sampling_options"] else None
+    if sampling is not None and prefix_map is None:
+        raise click.UsageError("--sampling is for prefix maps (it scores each window's suffix)")
+    recall_prefix = options["recall_prefix"]
+    if recall_prefix is not None and not recall_prefix.strip():
+        raise click.BadParameter("the prefix is empty", param_hint="--recall-prefix")
+    labels_file = options["labels_file"]
+    out = options["out"] or options["old_out"]
+    config = ar.AttackConfig(signals=names, k=k, batch_size=options["batch_size"], n_boot=options["bootstrap"],
+                             seed=options["seed"], quiet=options["quiet"], blind=not options["no_blind"],
+                             recall_prefix=recall_prefix, recall_shots=options["recall_shots"],
+                             neighbours=options["neighbours"], sampling=sampling)
+    return AttackRequest(
+        model=options["model"], prefix_map=Path(prefix_map) if prefix_map is not None else None, dataset=dataset,
+        dataset_options=parse_key_values(options["dataset_options"], "--dataset-option"),
+        labels=read_label_file(labels_file) if labels_file else None, labels_file=labels_file,
+        model_options=parse_key_values(options["model_options"], "--model-option"), reference=options["reference"],
+        reference_options=parse_key_values(options["reference_options"], "--reference-option"),
+        max_tokens=options["max_tokens"], limit=options["limit"], options=config,
+        out_dir=Path(out) if out else None, plot=not options["no_plot"], exports=tuple(options["exports"]))
+
+
+def _check_sources(prefix_map: Any, dataset: str | None, options: dict[str, Any]) -> None:
     if (prefix_map is None) == (dataset is None):
         raise click.UsageError("give either a prefix MAP or --dataset NAME (not both); MAP may also be given "
                                "as --prefix_map MAP")
-    if dataset_options and dataset is None:
+    if options["dataset_options"] and dataset is None:
         raise click.UsageError("--dataset-option needs --dataset")
-    if labels_file and dataset is None:
+    if options["labels_file"] and dataset is None:
         raise click.UsageError("--labels is for --dataset; a prefix map carries its labels")
+
+
+def _signals_and_fractions(signals: str, k: str, reference: str | None) -> tuple[list[str], Any]:
+    """--signals and --min-k-fraction parsed; ``ref`` added by --reference (and refused without it)."""
+    from mia_core.attack.signals import parse_fractions, parse_signals
+
     try:
         names = parse_signals(signals)
     except ValueError as exc:
@@ -110,60 +147,17 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         fractions = parse_fractions(k)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--min-k-fraction") from None
-    k = fractions[0] if len(fractions) == 1 else fractions
     if reference and "ref" not in names:
         names.append("ref")
     if "ref" in names and not reference:
         raise click.UsageError("the ref signal needs a reference model: add --reference MODEL")
-    sampling = _parse_sampling(sampling_options) if sampling_options else None
-    if sampling is not None and prefix_map is None:
-        raise click.UsageError("--sampling is for prefix maps (it scores each window's suffix)")
-    labels = read_label_file(labels_file) if labels_file else None
-    pmap = PrefixMap(prefix_map) if prefix_map is not None else None  # fail on a bad map before loading models
-    if pmap is not None:  # a map without both classes is refused before any model is loaded
-        from mia_core.attack.labels import normalize_label
-        from mia_core.attack.metrics import label_problem
+    return names, fractions[0] if len(fractions) == 1 else fractions
 
-        n_rows = len(pmap) if limit is None else min(limit, len(pmap))
-        problem = label_problem([normalize_label(v) for v in pmap.read("sample_label", slice(0, n_rows))])
-        if problem:
-            raise MiaError(f"prefix map {pmap.folder.name}: {problem}")
 
-    backend, ref_backend, limit_tokens, ref_limit = ar.load_scoring_models(
-        model, parse_key_values(model_options, "--model-option"), reference,
-        parse_key_values(reference_options, "--reference-option"), max_tokens)
+def print_outcome(outcome: Any, is_map: bool) -> None:
+    """The AUC table, counts, cost, warnings and the paths written, as `mia attack` prints them."""
+    from mia_core.attack import report
 
-    if pmap is not None:
-        items, _ = ar.load_map_items(pmap, backend, limit_tokens, limit, quiet)
-        folder = Path(out) if out else pmap.folder / "attacks"
-        stem = f"{safe_name(model)}_{timestamp()}"
-        source = {"prefix_map": str(pmap.folder)}
-    else:
-        ds = registry.datasets.create(dataset, parse_key_values(dataset_options, "--dataset-option"))
-        items, read_counts = ar.load_dataset_items(ds, backend, limit_tokens, labels, limit,
-                                                getattr(ds, "length", None), quiet)
-        if not items:
-            raise MiaError(f"nothing to score: all {read_counts['samples']} sample(s) of {dataset!r} are empty")
-        folder = Path(out) if out else Path("Prefixes") / "attacks"
-        stem = f"{safe_name(model)}_{safe_name(dataset)}_{timestamp()}"
-        source = {"dataset": dataset, "dataset_options": parse_key_values(dataset_options, "--dataset-option"),
-                  "skipped_empty": read_counts["empty"], "labels_file": labels_file}
-
-    if recall_prefix is not None and not recall_prefix.strip():
-        raise click.BadParameter("the prefix is empty", param_hint="--recall-prefix")
-    config = ar.AttackConfig(signals=names, k=k, batch_size=batch_size, n_boot=bootstrap, seed=seed, quiet=quiet,
-                             blind=not no_blind, recall_prefix=recall_prefix, recall_shots=recall_shots,
-                             neighbours=neighbours, max_context=ar.context_limit(backend), sampling=sampling)
-    outcome = ar.attack(backend, items, config, ref_backend, ref_limit, is_map=pmap is not None)
-    outcome.attrs.update(source, model=model, reference=reference, max_tokens=limit_tokens)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = unused_path(folder, stem, ".h5")
-    report.save_outcome(outcome, path, plot=not no_plot, exports=tuple(dict.fromkeys(exports)),
-                        title=f"{model} on {dataset or pmap.folder.name}")
-
-    if as_json:
-        click.echo(json.dumps(report.summary_json(outcome), indent=2))
-        return
     if outcome.metrics:
         click.echo(report.format_table(outcome.metrics))
         click.echo(report.format_rows(outcome.counts))
@@ -172,7 +166,7 @@ def attack(map_argument, prefix_map, dataset, dataset_options, model, model_opti
         click.echo(cost)
     for warning in outcome.warnings:
         click.echo(f"warning: {warning}")
-    if pmap is not None:
+    if is_map:
         click.echo(report.format_extracted(outcome.counts))
     if outcome.attrs.get("probabilistic"):
         from mia_core.matching.probabilistic import format_summary

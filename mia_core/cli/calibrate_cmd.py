@@ -2,6 +2,7 @@
 and the extraction pipeline find, against the base model as control (docs/calibrate.md)."""
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -57,9 +58,7 @@ from mia_core.cli.options import (
               show_default=True, help="Folder for the calibration folder (split, model, maps, attacks, report).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @quiet_option
-def calibrate(model, model_options, dataset, dataset_options, seed, epochs, learning_rate, train_batch_size, method,
-              lora_rank, full_max_params, max_tokens, prefix_tokens, suffix_tokens, canaries, canary_repeats,
-              canary_digits, canary_candidates, batch_size, bootstrap, out, as_json, quiet) -> None:
+def calibrate(**options) -> None:
     """Ground truth for membership inference: a randomized controlled trial on MODEL.
 
     Draws a seeded random half of DATASET's samples as members, fine-tunes a copy of MODEL on
@@ -77,27 +76,36 @@ def calibrate(model, model_options, dataset, dataset_options, seed, epochs, lear
     import sys
 
     from mia_core.calibrate.report import format_report
-    from mia_core.calibrate.run import CalibrateConfig
     from mia_core.calibrate.run import calibrate as run_calibration
-    from mia_core.calibrate.training import FinetuneConfig
 
-    finetune = FinetuneConfig(epochs=epochs, learning_rate=learning_rate or 0.0, batch_size=train_batch_size,
-                              max_tokens=max_tokens, method=method, seed=seed, lora_rank=lora_rank,
-                              full_max_params=full_max_params, quiet=quiet)
-    config = CalibrateConfig(model=model, dataset=dataset,
-                             dataset_options=parse_key_values(dataset_options, "--dataset-option"),
-                             model_options=parse_key_values(model_options, "--model-option"), seed=seed,
-                             finetune=finetune, canaries=canaries, canary_repeats=tuple(sorted(set(canary_repeats))),
-                             canary_digits=canary_digits, canary_candidates=canary_candidates,
-                             prefix_tokens=prefix_tokens, suffix_tokens=suffix_tokens, batch_size=batch_size,
-                             n_boot=bootstrap, out=out, quiet=quiet)
+    config = calibrate_config(options)
     try:
         report = run_calibration(config)
     except KeyboardInterrupt:
         click.echo("mia calibrate: interrupted; the unfinished fine-tuned model was removed (the calibration "
                    "folder keeps the split)", err=True)
         sys.exit(130)
-    click.echo(json.dumps(report, indent=2, default=str) if as_json else format_report(report))
+    click.echo(json.dumps(report, indent=2, default=str) if options["as_json"] else format_report(report))
+
+
+
+def calibrate_config(o: dict[str, Any]) -> Any:
+    """The typed ``CalibrateConfig`` of `mia calibrate`'s options."""
+    from mia_core.calibrate.run import CalibrateConfig
+    from mia_core.calibrate.training import FinetuneConfig
+
+    finetune = FinetuneConfig(epochs=o["epochs"], learning_rate=o["learning_rate"] or 0.0,
+                              batch_size=o["train_batch_size"], max_tokens=o["max_tokens"], method=o["method"],
+                              seed=o["seed"], lora_rank=o["lora_rank"], full_max_params=o["full_max_params"],
+                              quiet=o["quiet"])
+    return CalibrateConfig(model=o["model"], dataset=o["dataset"],
+                           dataset_options=parse_key_values(o["dataset_options"], "--dataset-option"),
+                           model_options=parse_key_values(o["model_options"], "--model-option"), seed=o["seed"],
+                           finetune=finetune, canaries=o["canaries"],
+                           canary_repeats=tuple(sorted(set(o["canary_repeats"]))),
+                           canary_digits=o["canary_digits"], canary_candidates=o["canary_candidates"],
+                           prefix_tokens=o["prefix_tokens"], suffix_tokens=o["suffix_tokens"],
+                           batch_size=o["batch_size"], n_boot=o["bootstrap"], out=o["out"], quiet=o["quiet"])
 
 
 commands = [calibrate]

@@ -1,0 +1,136 @@
+"""The attack workflow in one call: ``run_attack(request) -> outcome``.
+
+Opens the strings' source (a prefix map, a dataset, or samples already in memory), refuses a map
+without both labels before any model is loaded, loads the target and reference models (or takes
+them loaded), caps the strings to what both score, runs :func:`mia_core.attack.run.attack` and
+writes the results file (and its ROC plot and exports). ``mia attack``, ``mia calibrate`` and
+``mia study`` all call it; the CLI only parses options and prints.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mia_core.attack import run as ar
+from mia_core.attack.items import Item, load_dataset_items, load_map_items
+from mia_core.errors import MiaError
+from mia_core.formats.names import safe_name, timestamp, unused_path
+from mia_core.types import Backend, Sample
+
+
+@dataclass(frozen=True)
+class AttackRequest:
+    """Everything one attack needs. Exactly one source: ``prefix_map``, ``dataset`` or ``samples``."""
+
+    model: str
+    prefix_map: Path | None = None
+    dataset: str | None = None
+    samples: tuple[Sample, ...] | None = None  # strings already in memory (calibrate's random split)
+    dataset_options: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] | None = None  # sample id -> label, for a dataset without labels
+    labels_file: str | None = None  # where ``labels`` came from (recorded)
+    model_options: Mapping[str, str] = field(default_factory=dict)
+    reference: str | None = None
+    reference_options: Mapping[str, str] = field(default_factory=dict)
+    max_tokens: int | None = ar.DEFAULT_MAX_TOKENS  # longest string scored, capped by the models' contexts
+    limit: int | None = None  # only the first N windows or samples
+    options: ar.AttackConfig = field(default_factory=ar.AttackConfig)  # signals, bootstrap, seed, ...
+    out_dir: Path | None = None  # default: MAP/attacks, or Prefixes/attacks for a dataset
+    out_path: Path | None = None  # the exact results file (instead of a new name in out_dir)
+    plot: bool = True
+    exports: tuple[str, ...] = ()
+    title: str | None = None
+    attrs: Mapping[str, Any] = field(default_factory=dict)  # recorded in the results file, last
+    backend: Backend | None = field(default=None, compare=False)  # the target, already loaded
+    reference_backend: Backend | None = field(default=None, compare=False)
+
+
+@dataclass
+class _Source:
+    items: list[Item]
+    stem: str  # the results file's name, before its timestamp
+    folder: Path  # where it is written by default
+    attrs: dict[str, Any]  # what the results file records about its strings
+    name: str  # for the ROC plot's title
+
+
+def run_attack(request: AttackRequest) -> ar.AttackOutcome:
+    """Run the attack ``request`` describes and save it; the outcome's ``path`` is the results file."""
+    _check_source(request)
+    pmap = _open_map(request) if request.prefix_map is not None else None
+    backend, reference, limit, ref_limit = _models(request)
+    source = _source(request, pmap, backend, limit)
+    options = request.options
+    if options.max_context is None:
+        options = dataclasses.replace(options, max_context=ar.context_limit(backend))
+    outcome = ar.attack(backend, source.items, options, reference, ref_limit, is_map=pmap is not None)
+    outcome.attrs.update(source.attrs, model=request.model, max_tokens=limit)
+    if request.reference_backend is None:
+        outcome.attrs["reference"] = request.reference
+    outcome.attrs.update(request.attrs)
+    path = request.out_path or unused_path(request.out_dir or source.folder, f"{source.stem}_{timestamp()}", ".h5")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from mia_core.attack import report
+
+    return report.save_outcome(outcome, path, plot=request.plot, exports=tuple(dict.fromkeys(request.exports)),
+                               title=request.title or f"{request.model} on {source.name}")
+
+
+def _check_source(request: AttackRequest) -> None:
+    given = [request.prefix_map is not None, request.dataset is not None, request.samples is not None]
+    if sum(given) != 1:
+        raise MiaError("an attack needs exactly one source of strings: a prefix map, a dataset or samples")
+    if "ref" in request.options.signals and not (request.reference or request.reference_backend):
+        raise MiaError("the ref signal needs a reference model (--reference MODEL)")
+
+
+def _open_map(request: AttackRequest) -> Any:
+    """The prefix map, refused (before any model is loaded) when its rows lack a member or a non-member."""
+    from mia_core.attack.labels import normalize_label
+    from mia_core.attack.metrics import label_problem
+    from mia_core.formats.prefixmap import PrefixMap
+
+    pmap = PrefixMap(request.prefix_map)
+    n_rows = len(pmap) if request.limit is None else min(request.limit, len(pmap))
+    problem = label_problem([normalize_label(v) for v in pmap.read("sample_label", slice(0, n_rows))])
+    if problem:
+        raise MiaError(f"prefix map {pmap.folder.name}: {problem}")
+    return pmap
+
+
+def _models(request: AttackRequest) -> tuple[Backend, Backend | None, int | None, int | None]:
+    """(target, reference, target's token limit, reference's): loaded here unless the request holds them."""
+    if request.backend is None:
+        return ar.load_scoring_models(request.model, dict(request.model_options), request.reference,
+                                      dict(request.reference_options), request.max_tokens)
+    backend, reference = request.backend, request.reference_backend
+    limit = ar.effective_max_tokens(backend, request.max_tokens)
+    ref_limit = ar.effective_max_tokens(reference, request.max_tokens) if reference is not None else None
+    if ref_limit is not None and limit is not None:
+        limit = min(limit, ref_limit)
+    return backend, reference, limit, ref_limit
+
+
+def _source(request: AttackRequest, pmap: Any, backend: Backend, limit: int | None) -> _Source:
+    """The strings to score, as model tokens, with where their results go and what is recorded about them."""
+    quiet = request.options.quiet
+    model = safe_name(request.model)
+    if pmap is not None:
+        items, _ = load_map_items(pmap, backend, limit, request.limit, quiet)
+        return _Source(items, model, pmap.folder / "attacks", {"prefix_map": str(pmap.folder)}, pmap.folder.name)
+    if request.samples is not None:
+        items, _ = load_dataset_items(request.samples, backend, limit, request.labels, request.limit, quiet=quiet)
+        return _Source(items, model, Path("Prefixes") / "attacks", {}, "the given samples")
+    from mia_core import registry
+
+    dataset = registry.datasets.create(request.dataset, dict(request.dataset_options))
+    items, read = load_dataset_items(dataset, backend, limit, request.labels, request.limit,
+                                     getattr(dataset, "length", None), quiet)
+    if not items:
+        raise MiaError(f"nothing to score: all {read['samples']} sample(s) of {request.dataset!r} are empty")
+    attrs = {"dataset": request.dataset, "dataset_options": dict(request.dataset_options),
+             "skipped_empty": read["empty"], "labels_file": request.labels_file}
+    return _Source(items, f"{model}_{safe_name(request.dataset)}", Path("Prefixes") / "attacks", attrs,
+                   request.dataset)

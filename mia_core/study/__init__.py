@@ -1,0 +1,1 @@
+"""`mia study`: the whole pipeline in one resumable folder (docs/study.md)."""

@@ -1,0 +1,106 @@
+"""The one place the study calls each pipeline step's library function: when a step's signature
+changes (a run spec instead of keyword arguments, the report moving package), only the function
+here changes."""
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def build_map(config: dict[str, dict[str, Any]], out: Path, quiet: bool) -> Path:
+    """`mia prefix`: the prefix map, ``--limit`` as a seeded draw balanced over labels."""
+    from mia_core.extraction.prefix import build_prefix_map, parse_prefix_loc
+
+    study, prefix = config["study"], config["prefix"]
+    size = study["limit"] if study["limit"] is not None else prefix["size"]
+    if study["limit"] is not None and prefix["size"] is not None:
+        size = min(study["limit"], prefix["size"])
+    return build_prefix_map(study["model"], study["dataset"], prefix["prefix_tokens"],
+                            prefix_loc=parse_prefix_loc(prefix["prefix_loc"]), size=size,
+                            suffix_tokens=prefix["suffix_tokens"], seed=study["seed"], out=out,
+                            dataset_options=dict(study["dataset_options"]), quiet=quiet,
+                            balance=study["limit"] is not None)
+
+
+def prompt_run(prefix_map: Path, config: dict[str, dict[str, Any]], method: str, run: Path, quiet: bool,
+               yes: bool = False, confirm: Callable[[str], bool] | None = None) -> Path:
+    """`mia prompt` (``method="generate"``) or `mia check` (``"teacher-forced"``) into ``run``; an
+    existing ``run`` (a step that was interrupted) is resumed through its journal."""
+    from mia_core.extraction.prompt import prompt
+    from mia_core.types import Sampling
+
+    study = config["study"]
+    table = config["prompt"] if method == "generate" else config["check"]
+    sampling = None
+    if method == "generate" and table["temperature"] is not None:
+        sampling = Sampling(temperature=table["temperature"], top_k=table["top_k"], top_p=table["top_p"])
+    common = {"model": study["model"], "batch_size": table["batch_size"], "quiet": quiet, "method": method,
+              "model_options": dict(study["model_options"]), "yes": yes, "confirm": confirm}
+    if method == "generate":
+        common.update(max_length=table["max_length"], sampling=sampling, max_cost=table["max_cost"])
+    if run.is_file():
+        from mia_core.formats.runs import RunWriter, open_run
+
+        if open_run(run).complete:  # killed after the run finished, before the study recorded it
+            RunWriter.finish_compaction(run)
+            return run
+        prompt(resume=run, **common)
+    else:
+        prompt(prefix_map, out=run, **common)
+    return run
+
+
+def score(run: Path, config: dict[str, dict[str, Any]], save: bool) -> dict[str, Any]:
+    """`mia score`: the run's summary (and its scores file when ``save``), with the index when named."""
+    from mia_core.scoring.summary import score_run
+
+    table = config["score"]
+    return score_run(run, edit_threshold=table["edit_threshold"], index=table["index"], window=table["window"],
+                     save=save)
+
+
+def attack(prefix_map: Path, config: dict[str, dict[str, Any]], out: Path, quiet: bool) -> Any:
+    """`mia attack` on the map's windows, written to ``out``."""
+    from mia_core.attack import run as ar
+    from mia_core.attack.signals import parse_fractions, parse_signals
+    from mia_core.attack.workflow import AttackRequest, run_attack
+
+    study, table = config["study"], config["attack"]
+    names = parse_signals(table["signals"])
+    if table["reference"] and "ref" not in names:
+        names.append("ref")
+    fractions = parse_fractions(table["min_k_fraction"])
+    options = ar.AttackConfig(signals=names, k=fractions[0] if len(fractions) == 1 else fractions,
+                              batch_size=table["batch_size"], n_boot=table["bootstrap"], seed=study["seed"],
+                              quiet=quiet)
+    return run_attack(AttackRequest(model=study["model"], prefix_map=prefix_map,
+                                    model_options=dict(study["model_options"]), reference=table["reference"],
+                                    max_tokens=table["max_tokens"], options=options, out_path=out))
+
+
+def estimate(runs: Sequence[Path], config: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`mia estimate` on scored runs; raises ``MiaError`` with the reason when the data cannot support it."""
+    from mia_core.scoring.goodturing import estimate as good_turing
+    from mia_core.scoring.tables import table_from_runs
+
+    table = config["estimate"]
+    source = table_from_runs(list(runs))
+    result = good_turing(source.table, table["t"], table["confidence"], source.units, source.unit)
+    result.update(items=source.items, assumptions=source.assumptions)
+    return result
+
+
+def report(runs: Sequence[Path], attacks: Sequence[Path], config: dict[str, dict[str, Any]], out: Path) -> Path:
+    """`mia report`: the study's HTML report."""
+    from mia_core.report.build import write_report
+
+    table = config["score"]
+    return write_report(list(runs), out, index=table["index"], window=table["window"], attacks=list(attacks),
+                        examples=config["report"]["examples"])
+
+
+def sample_records(run: Path) -> list[dict[str, Any]]:
+    """`mia export`'s records of a run: texts, label, every per-row score."""
+    from mia_core.inspection.export import records
+
+    return list(records(run))

@@ -1,0 +1,230 @@
+"""`mia study` end to end on a tiny random model and the embedded corpus, through real `mia`
+subprocesses: a config file holding every table, --limit, results.json read back against the step
+files, real SIGKILLs at seeded random instants and the refusals."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from tiny_models import make_tiny_llama
+
+BIN = Path(sys.executable).parent
+
+EVERY_TABLE = """
+[study]
+name = "every"
+dataset = "corpus"
+limit = 12
+seed = 3
+
+[prefix]
+prefix_tokens = 16
+suffix_tokens = 12
+prefix_loc = "start"
+
+[prompt]
+max_length = 12
+batch_size = 6
+
+[check]
+batch_size = 6
+
+[score]
+window = 50
+edit_threshold = 0.2
+
+[attack]
+signals = "loss,zlib,mink"
+min_k_fraction = "0.2"
+bootstrap = 50
+batch_size = 6
+max_tokens = 64
+
+[estimate]
+t = [1, 2]
+confidence = 1.96
+
+[report]
+examples = 2
+"""
+
+
+def mia(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([str(BIN / "mia"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("model") / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny) -> Path:
+    """One study from a config file holding every table; returns the working folder."""
+    work = tmp_path_factory.mktemp("study")
+    (work / "study.toml").write_text(EVERY_TABLE, encoding="utf-8")
+    result = mia(["study", "study.toml", "--model", str(tiny), "-q"], work)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return work
+
+
+def figures(results: dict) -> dict:
+    """results.json without what legitimately differs between two runs of one study: timings,
+    creation times and the environment."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()
+                    if k not in ("seconds", "elapsed_s", "tokens_per_s", "created", "timings_s", "environment")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+    return strip(results)
+
+
+def differences(a, b, path: str = "") -> list[str]:
+    """The leaf paths where two JSON values differ (for a readable failure)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in differences(a.get(k), b.get(k), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def test_config_file_with_every_table(study, tiny):
+    folder = study / "studies" / "every"
+    results = json.loads((folder / "results.json").read_text())
+    assert results["schema_version"] == 1
+    config = results["configuration"]
+    assert config["prefix"]["prefix_tokens"] == 16 and config["attack"]["bootstrap"] == 50
+    assert config["estimate"]["t"] == [1.0, 2.0] and config["study"]["model"] == str(tiny)
+    assert {s: results["steps"][s]["status"] for s in results["steps"]} == {
+        "prefix": "done", "generate": "done", "check": "done", "score": "done", "attack": "done",
+        "estimate": results["steps"]["estimate"]["status"], "report": "done"}
+    if results["steps"]["estimate"]["status"] == "skipped":  # withheld with its reason, never a failure
+        assert results["estimate"]["withheld"].startswith("estimates withheld: ")
+    env = results["environment"]
+    assert env["device"] == "cpu" and env["mia_version"] and "git_commit" in env and "torch" in env["libraries"]
+    assert set(results["timings_s"]) == set(results["steps"])
+    assert (folder / "report.html").is_file() and "<h2>Attack 1" in (folder / "report.html").read_text()
+
+
+def test_limit_is_balanced_over_labels(study):
+    rows = [json.loads(line) for line in (study / "studies/every/samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 12
+    assert sorted(r["label"] for r in rows) == ["member"] * 6 + ["nonmember"] * 6
+
+
+def test_results_equal_the_step_files(study):
+    folder = study / "studies" / "every"
+    results = json.loads((folder / "results.json").read_text())
+    samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+    for run in ("generate", "check"):
+        summary = results["extraction"][run]
+        with h5py.File(folder / f"map/runs/{run}.scores.h5") as f:
+            exact = f["match/exact"][()].astype(bool)
+            matched = f["match/matched_length"][()]
+            eligible = f["match/eligible"][()].astype(bool)
+        assert summary["extraction"]["count"] == int(exact[eligible].sum())
+        assert summary["extraction"]["n"] == int(eligible.sum())
+        assert summary["mean_matched_length"] == pytest.approx(float(matched[eligible].mean()))
+        assert [s[run]["score_matched_length"] for s in samples] == [int(m) for m in matched]
+    with h5py.File(folder / "map/attacks/attack.h5") as f:
+        signals = {name: ds[()] for name, ds in f["signals"].items()}
+        ids = [v.decode() if isinstance(v, bytes) else str(v) for v in f["sample_id"][()]]
+    by_id = {s["id"]: s for s in samples}
+    for name, values in signals.items():
+        for sample_id, value in zip(ids, values, strict=True):
+            assert by_id[sample_id]["signals"][name] == (pytest.approx(float(value)) if np.isfinite(value) else None)
+    from mia_core.attack.metrics import evaluate_signal
+
+    labels = [by_id[i]["label"] for i in ids]
+    for m in results["attack"]["metrics"]:
+        if m["signal"] == "blind":
+            continue
+        again = evaluate_signal(m["signal"], labels, signals[m["signal"]], 50, 3)
+        assert m["auc"] == pytest.approx(again.auc) and m["n_members"] == again.n_members == 6
+    if (folder / "samples.parquet").is_file():
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(folder / "samples.parquet").num_rows == 12
+
+
+def test_refusals(study, tiny):
+    def one_line_error(result, *words):
+        assert result.returncode == 1, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.stderr, lines
+        for word in words:
+            assert word in lines[0], lines[0]
+
+    again = mia(["study", "study.toml", "--model", str(tiny), "-q"], study)
+    one_line_error(again, "studies/every already exists", "--resume")
+    (study / "unknown.toml").write_text('[prefix]\nprefix_tokenz = 8\n')
+    one_line_error(mia(["study", "unknown.toml"], study), "unknown key 'prefix_tokenz' in [prefix]",
+                   "did you mean 'prefix_tokens'")
+    (study / "wrong.toml").write_text('[prefix]\nprefix_tokens = "eight"\n')
+    one_line_error(mia(["study", "wrong.toml"], study), "[prefix] prefix_tokens must be an integer",
+                   "mia prefix --prefix_tokens")
+    changed = EVERY_TABLE.replace("max_length = 12", "max_length = 10")
+    (study / "changed.toml").write_text(changed)
+    one_line_error(mia(["study", "changed.toml", "--model", str(tiny), "--resume", "-q"], study),
+                   "[prompt] max_length was 12, now 10", "--force-step generate")
+    before = json.loads((study / "studies/every/results.json").read_text())
+    resumed = mia(["study", "study.toml", "--model", str(tiny), "--resume"], study)  # every step kept
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.count("before with the same configuration; kept") == 7
+    assert differences(figures(json.loads((study / "studies/every/results.json").read_text())), figures(before)) == []
+    forced = mia(["study", "changed.toml", "--model", str(tiny), "--resume", "--force-step", "generate"], study)
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stderr.count("before with the same configuration; kept") == 3  # prefix, check, attack
+    redone = json.loads((study / "studies/every/results.json").read_text())
+    assert redone["configuration"]["prompt"]["max_length"] == 10 and redone["extraction"]["generate"]["k"] == 10
+    assert redone["extraction"]["check"] == before["extraction"]["check"]
+    assert redone["attack"]["metrics"] == before["attack"]["metrics"]
+
+
+def test_killed_at_random_instants_resumes_to_the_same_results(tmp_path, tiny):
+    args = ["study", "--model", str(tiny), "--dataset", "corpus", "--limit", "8", "--name", "k", "-q"]
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    assert mia(args, whole).returncode == 0
+    expected = figures(json.loads((whole / "studies/k/results.json").read_text()))
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    rng = random.Random(26)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    kills = 0
+    for attempt in range(4):
+        command = [str(BIN / "mia"), *args] + (["--resume"] if attempt else [])
+        proc = subprocess.Popen(command, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(3.0, 12.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 1
+    final = mia(args + ["--resume"], killed)
+    assert final.returncode == 0, final.stderr
+    got = figures(json.loads((killed / "studies/k/results.json").read_text().replace(str(killed), str(whole))))
+    assert differences(got, expected) == []
+
+
+def test_docs_list_every_configuration_key():
+    """docs/study.md's schema table names every key of the schema with its command-line spelling."""
+    from mia_core.study.config import SCHEMA
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "study.md").read_text(encoding="utf-8")
+    for table, keys in SCHEMA.items():
+        for name, key in keys.items():
+            assert f"| `[{table}]` | `{name}` |" in doc and f"`{key.flag}`" in doc, (table, name)
