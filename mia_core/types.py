@@ -5,6 +5,7 @@ Plugins return objects that satisfy these protocols from the factories they regi
 """
 
 import math
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -284,6 +285,22 @@ def bos_prepended(backend: object) -> bool | None:
     describe = getattr(backend, "describe", None)
     described = describe() if callable(describe) else {}
     return described.get("bos_prepended", getattr(backend, "bos_prepended", None))
+
+
+def context_length(backend: object) -> int | None:
+    """The longest sequence the backend takes, BOS included (``KnowsContext``): ``describe()["max_context"]``
+    (or ``["context_length"]``), else its ``context_length``/``max_context`` attribute, else unknown (None)."""
+    describe = getattr(backend, "describe", None)
+    try:
+        described = describe() if callable(describe) else {}
+    except Exception:  # describe() is informative only; never fail a run on it
+        described = {}
+    described = described if isinstance(described, dict) else {}
+    for key in ("max_context", "context_length"):
+        for value in (described.get(key), getattr(backend, key, None)):
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 1:
+                return int(value)
+    return None
 
 
 def reports_progress(backend: object) -> bool:

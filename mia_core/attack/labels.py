@@ -6,22 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.errors import MiaError
-from mia_core.types import MEMBER, NONMEMBER
-
-# "1.0"/"0.0": labels written as floats (pandas, Parquet) and read back as text
-_MEMBER = {"member", "members", "1", "1.0", "true", "yes", "in", "train"}
-_NONMEMBER = {"nonmember", "nonmembers", "non-member", "non_member", "0", "0.0", "false", "no", "out", "test"}
+from mia_core.labels import label_from_text
 
 
 def normalize_label(value: Any) -> str:
-    """``member``/``nonmember`` from the spellings label files use (1/0, 1.0/0.0, true/false,
-    in/out, train/test); ``""`` for anything else (unlabelled)."""
-    text = str(value).strip().lower() if value is not None else ""
-    if text in _MEMBER:
-        return MEMBER
-    if text in _NONMEMBER:
-        return NONMEMBER
-    return ""
+    """``member``/``nonmember`` from any spelling of the one label table (``mia_core.labels``: 1/0,
+    1.0/0.0, true/false, in/out, seen/unseen, train/test); ``""`` for anything else (unlabelled)."""
+    return label_from_text(value) or ""
 
 
 def _label_rows(path: Path) -> list:

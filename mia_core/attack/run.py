@@ -25,7 +25,7 @@ from mia_core.attack.metrics import (
 from mia_core.errors import BackendOutOfMemory, MiaError
 from mia_core.progress import note, progress
 from mia_core.token_rows import matched_lengths
-from mia_core.types import Backend, TokenScores, capabilities
+from mia_core.types import Backend, TokenScores, bos_prepended, capabilities, context_length
 
 DEFAULT_MAX_TOKENS = 512
 
@@ -95,14 +95,8 @@ def require_scoring(backend: Backend, name: str) -> None:
 
 def context_limit(backend: Backend) -> int | None:
     """The longest sequence the backend scores (its context less the BOS it prepends), if known."""
-    described = _describe(backend)
-    bos = 0 if described.get("bos_prepended") is False else 1
-    for source in (backend, described):
-        for key in ("max_context", "context_length"):
-            value = source.get(key) if isinstance(source, dict) else getattr(source, key, None)
-            if isinstance(value, (int, np.integer)) and value > 1:
-                return int(value) - bos
-    return None
+    context = context_length(backend)
+    return None if context is None else context - (0 if bos_prepended(backend) is False else 1)
 
 
 def _describe(backend: Backend) -> dict[str, Any]:

@@ -58,13 +58,12 @@ def finetuner_for(model: str) -> Callable[..., dict]:
         raise MiaError(f"{model!r} is a GGUF file: quantized GGUF weights cannot be fine-tuned; give the model's "
                        "Hugging Face folder or a registered name (mia models)")
     entry = registry.backends.get(model)
-    finetune = entry.info.get("finetune")
-    if finetune is None:
+    if entry.finetune is None:
         why = ("an API model is served remotely" if "generate_text" in (entry.capabilities or ())
                else "it registers no fine-tuning")
         raise MiaError(f"model {model!r} cannot be fine-tuned: plugin {entry.plugin!r} offers no training for it "
                        f"({why}); use a local Hugging Face model, e.g. {FINETUNE_EXAMPLE}")
-    return dataclasses.replace(entry, factory=finetune).load_factory()
+    return dataclasses.replace(entry, factory=entry.finetune).load_factory()
 
 
 def remove_stale_partials(folder: Path) -> list[Path]:
@@ -89,7 +88,10 @@ def require_free_space(folder: Path, needed_bytes: int) -> None:
 def finetune_into(model: str, options: dict[str, Any], texts: Sequence[str], target: Path,
                   config: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune ``model`` on ``texts`` into the new folder ``target`` (which must not exist)."""
+    from mia_core import registry
+
     finetune = finetuner_for(model)
+    options = registry.backends.check_options(model, options)  # typed, as the backend's factory gets them
     if target.exists():
         raise MiaError(f"{target} already exists: refusing to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -100,11 +100,9 @@ def _save_tokenizer(tokenizer: Any, folder: Path) -> None:
 def finetune(name: str, options: dict[str, Any], texts: Sequence[str], folder: Path,
              config: FinetuneConfig) -> dict[str, Any]:
     """Train a copy of model ``name`` on ``texts`` and save it into ``folder`` (see the module doc)."""
-    from mia_core import registry
     from mia_hf.loading import _quiet_loading, make_backend
 
-    # The factory takes typed values; `mia calibrate` hands on the options as the user typed them.
-    backend = make_backend(name, registry.backends.check_options(name, options))
+    backend = make_backend(name, options)  # typed by the core (calibrate.training.finetune_into)
     model = backend.model
     n_params = int(sum(p.numel() for p in model.parameters()))
     method = choose_method(config, n_params)
