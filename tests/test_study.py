@@ -48,6 +48,10 @@ bootstrap = 50
 batch_size = 6
 max_tokens = 64
 
+[dataset_inference]
+splits = 4
+alpha = 0.1
+
 [estimate]
 t = [1, 2]
 confidence = 1.96
@@ -110,7 +114,10 @@ def test_config_file_with_every_table(study, tiny):
     assert config["estimate"]["t"] == [1.0, 2.0] and config["study"]["model"] == str(tiny)
     assert {s: results["steps"][s]["status"] for s in results["steps"]} == {
         "prefix": "done", "generate": "done", "check": "done", "score": "done", "attack": "done",
-        "estimate": results["steps"]["estimate"]["status"], "report": "done"}
+        "dataset_inference": "skipped", "estimate": results["steps"]["estimate"]["status"], "report": "done"}
+    # 6 members and 6 non-members under --limit 12: below the test's minimum, withheld with the reason
+    assert results["dataset_inference"]["withheld"].startswith("dataset inference withheld: the suspect set has 6 "
+                                                               "usable string(s): dataset inference needs at least 20")
     if results["steps"]["estimate"]["status"] == "skipped":  # withheld with its reason, never a failure
         assert results["estimate"]["withheld"].startswith("estimates withheld: ")
     env = results["environment"]
@@ -183,11 +190,12 @@ def test_refusals(study, tiny):
     before = json.loads((study / "studies/every/results.json").read_text())
     resumed = mia(["study", "study.toml", "--model", str(tiny), "--resume"], study)  # every step kept
     assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stderr.count("before with the same configuration; kept") == 7
+    assert resumed.stderr.count("before with the same configuration; kept") == 8  # all 8 steps
     assert differences(figures(json.loads((study / "studies/every/results.json").read_text())), figures(before)) == []
     forced = mia(["study", "changed.toml", "--model", str(tiny), "--resume", "--force-step", "generate"], study)
     assert forced.returncode == 0, forced.stderr
-    assert forced.stderr.count("before with the same configuration; kept") == 3  # prefix, check, attack
+    # prefix, check, attack and dataset_inference do not depend on the generation
+    assert forced.stderr.count("before with the same configuration; kept") == 4
     redone = json.loads((study / "studies/every/results.json").read_text())
     assert redone["configuration"]["prompt"]["max_length"] == 10 and redone["extraction"]["generate"]["k"] == 10
     assert redone["extraction"]["check"] == before["extraction"]["check"]
@@ -228,3 +236,32 @@ def test_docs_list_every_configuration_key():
     for table, keys in SCHEMA.items():
         for name, key in keys.items():
             assert f"| `[{table}]` | `{name}` |" in doc and f"`{key.flag}`" in doc, (table, name)
+
+
+def test_dataset_inference_runs_on_the_attacks_signals(tmp_path, tiny):
+    """With 20 strings of each label the study tests the set on the attack's stored signals (no more
+    forward passes): its p-value equals dataset inference recomputed from the attack's results file, and
+    the report shows it."""
+    from mia_core.formats.attack_results import AttackResults
+    from mia_core.setlevel import dataset_inference as di
+
+    (tmp_path / "di.toml").write_text(
+        '[study]\nname = "di"\nlimit = 40\n[prefix]\nprefix_tokens = 8\nsuffix_tokens = 8\n'
+        '[prompt]\nenabled = false\n[attack]\nsignals = "loss,zlib,mink"\nbootstrap = 0\nmax_tokens = 32\n'
+        '[dataset_inference]\nsplits = 3\n[estimate]\nenabled = false\n', encoding="utf-8")
+    result = mia(["study", "di.toml", "--model", str(tiny), "-q"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "studies" / "di"
+    results = json.loads((folder / "results.json").read_text())
+    assert results["steps"]["dataset_inference"]["status"] == "done"
+    found = results["dataset_inference"]["result"]
+    attack = AttackResults(folder / "map/attacks/attack.h5")
+    labels = np.array([str(v) for v in attack.columns["label"]])
+    names = [n for n in attack.signals if n != "blind"]
+    matrix = np.column_stack([attack.signals[n] for n in names])
+    complete = np.isfinite(matrix).all(axis=1)
+    again = di.dataset_inference(matrix[complete & (labels == "member")], matrix[complete & (labels == "nonmember")],
+                                 names, 3, seed=0)
+    assert found["p_value"] == pytest.approx(again.p_value) and found["n_suspect"] == found["n_validation"] == 20
+    assert set(found["weights"]) == set(names)
+    assert "Dataset inference (Maini et al. 2024)" in (folder / "report.html").read_text()

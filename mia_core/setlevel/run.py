@@ -85,19 +85,29 @@ def set_features(backend: Backend, suspect: Sequence[ar.Item], validation: Seque
                                     seed=config.seed, quiet=config.quiet, blind=True, neighbours=config.neighbours,
                                     max_context=ar.context_limit(backend))
     outcome = ar.attack(backend, items, attack_config, reference, reference_max_tokens)
-    names = [name for name in outcome.signals if name != BLIND]
-    matrix = np.column_stack([outcome.signals[name] for name in names])
-    labels = np.asarray(outcome.columns["label"])
-    texts = np.asarray(outcome.columns["text"], dtype=object)
+    return features_from_signals(outcome.signals, outcome.columns["label"], outcome.columns["text"],
+                                 dict(outcome.attrs), list(outcome.warnings), dict(outcome.counts), config.quiet)
+
+
+def features_from_signals(signals: dict[str, np.ndarray], labels: Sequence[str], texts: Sequence[str],
+                          attrs: dict[str, Any], warnings: list[str], counts: dict[str, int] | None = None,
+                          quiet: bool = False) -> SetFeatures:
+    """The feature matrices of members (suspect) and non-members (validation) from per-string signals, as
+    ``mia attack`` computes and stores them (a live attack or an attack results file); strings missing a
+    feature are left out, sets below the minimum refused in one line."""
+    names = [name for name in signals if name != BLIND]
+    matrix = np.column_stack([np.asarray(signals[name], dtype=np.float64) for name in names])
+    labels = np.asarray(labels)
+    texts = np.asarray(texts, dtype=object)
     complete = np.isfinite(matrix).all(axis=1)
     if (~complete).any():
-        note(f"{int((~complete).sum())} string(s) lack a feature (see the notes above) and are left out", config.quiet)
+        note(f"{int((~complete).sum())} string(s) lack a feature (see the notes above) and are left out", quiet)
     is_suspect, is_validation = (labels == MEMBER) & complete, (labels == NONMEMBER) & complete
     check_sizes(int(is_suspect.sum()), int(is_validation.sum()))
     return SetFeatures(matrix[is_suspect], matrix[is_validation], names,
                        (list(texts[is_suspect]), list(texts[is_validation])), int((~complete).sum()),
-                       dict(outcome.attrs.get("blind") or {}), list(outcome.warnings),
-                       dict(outcome.attrs.get("forward_passes_per_string") or {}), dict(outcome.counts))
+                       dict(attrs.get("blind") or {}), list(warnings),
+                       dict(attrs.get("forward_passes_per_string") or {}), dict(counts or {}))
 
 
 def dataset_inference(features: SetFeatures, splits: int = di.DEFAULT_SPLITS, seed: int = 0

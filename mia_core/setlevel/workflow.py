@@ -86,12 +86,17 @@ def run_dataset_inference(req: DatasetInferenceRequest) -> tuple[dict[str, Any],
         stem = f"{safe_name(req.model)}_{safe_name(req.suspect)}_dataset-inference_{timestamp()}"
     features = sr.set_features(backend, suspect, validation, req.features, ref_backend, ref_limit)
     result = sr.dataset_inference(features, req.splits, req.features.seed)
-    record = {"kind": "dataset-inference", "model": req.model, "reference": req.reference, **source,
-              "alpha": req.alpha, "max_tokens": limit_tokens, "signals": list(req.features.signals),
-              "min_k_fractions": list(req.features.fractions), "result": result.to_dict(),
-              "missing": features.missing, "blind": features.blind, "warnings": features.warnings,
-              "forward_passes_per_string": features.passes}
-    return record, _write(record, backend, req.out_dir or folder, stem)
+    record = dataset_inference_record(features, result, model=req.model, reference=req.reference, **source,
+                                      alpha=req.alpha, max_tokens=limit_tokens, signals=list(req.features.signals),
+                                      min_k_fractions=list(req.features.fractions))
+    return record, write_record(record, _described(backend), req.out_dir or folder, stem)
+
+
+def dataset_inference_record(features: sr.SetFeatures, result: Any, **inputs: Any) -> dict[str, Any]:
+    """The results record of dataset inference: its inputs (model, sets, alpha, ...), the result and what
+    the features' computation reported (strings left out, the blind baseline, warnings, cost)."""
+    return {"kind": "dataset-inference", **inputs, "result": result.to_dict(), "missing": features.missing,
+            "blind": features.blind, "warnings": features.warnings, "forward_passes_per_string": features.passes}
 
 
 def run_contamination(req: ContaminationRequest) -> tuple[dict[str, Any], Path]:
@@ -119,7 +124,7 @@ def run_contamination(req: ContaminationRequest) -> tuple[dict[str, Any], Path]:
               "dataset_options": req.dataset_options, "alpha": req.alpha, "result": result.to_dict(),
               "warnings": warnings}
     stem = f"{safe_name(req.model)}_{safe_name(req.dataset)}_contamination_{timestamp()}"
-    return record, _write(record, backend, req.out_dir or Path("Prefixes") / "setlevel", stem)
+    return record, write_record(record, _described(backend), req.out_dir or Path("Prefixes") / "setlevel", stem)
 
 
 def labelled_map(prefix_map: str) -> PrefixMap:
@@ -159,13 +164,17 @@ def benchmark_texts(name: str, options: dict[str, Any], limit: int | None, quiet
     return texts
 
 
-def _write(record: dict[str, Any], backend: Backend, folder: Path, stem: str) -> Path:
-    """The record as JSON with the provenance every mia file records (the backend's describe() included)."""
+def _described(backend: Backend) -> dict[str, Any]:
     try:
         described = backend.describe()
     except Exception:  # describe() is informative only, as in mia attack
-        described = {}
-    record["provenance"] = provenance(described if isinstance(described, dict) else {})
+        return {}
+    return described if isinstance(described, dict) else {}
+
+
+def write_record(record: dict[str, Any], described: dict[str, Any], folder: Path, stem: str) -> Path:
+    """The record as JSON with the provenance every mia file records (the backend's describe() in it)."""
+    record["provenance"] = provenance(described)
     path = write_setlevel_results(Path(folder), stem, record)
     record["results"] = str(path)
     return path

@@ -90,13 +90,35 @@ def estimate(runs: Sequence[Path], config: dict[str, dict[str, Any]]) -> dict[st
     return result
 
 
-def report(runs: Sequence[Path], attacks: Sequence[Path], config: dict[str, dict[str, Any]], out: Path) -> Path:
+def dataset_inference(attack_file: Path, config: dict[str, dict[str, Any]], out: Path, quiet: bool) -> Path:
+    """`mia dataset-inference` on the attack's stored signals (members = suspect, non-members = validation):
+    no forward pass beyond the attack's; its JSON record written as ``out``."""
+    from mia_core.formats.attack_results import AttackResults
+    from mia_core.setlevel import run as sr
+    from mia_core.setlevel import workflow
+
+    results = AttackResults(attack_file)
+    attrs, table = dict(results.attrs), config["dataset_inference"]
+    features = sr.features_from_signals(results.signals, [str(v) for v in results.columns["label"]],
+                                        [str(v) for v in results.columns["text"]],
+                                        attrs, list(attrs.get("warnings") or []), quiet=quiet)
+    result = sr.dataset_inference(features, table["splits"], config["study"]["seed"])
+    record = workflow.dataset_inference_record(
+        features, result, model=config["study"]["model"], reference=config["attack"]["reference"],
+        attack_results=str(attack_file), alpha=table["alpha"], max_tokens=config["attack"]["max_tokens"],
+        signals=features.names)
+    described = attrs.get("backend") if isinstance(attrs.get("backend"), dict) else {}
+    return workflow.write_record(record, described, out.parent, out.stem)
+
+
+def report(runs: Sequence[Path], attacks: Sequence[Path], config: dict[str, dict[str, Any]], out: Path,
+           setlevel: Sequence[Path] = ()) -> Path:
     """`mia report`: the study's HTML report."""
     from mia_core.report.build import write_report
 
     table = config["score"]
     return write_report(list(runs), out, index=table["index"], window=table["window"], attacks=list(attacks),
-                        examples=config["report"]["examples"])
+                        examples=config["report"]["examples"], setlevel=list(setlevel))
 
 
 def sample_records(run: Path) -> list[dict[str, Any]]:

@@ -73,6 +73,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "batch_size": _k("int", 8, "mia attack --batch-size", "strings per batch", 1),
         "max_tokens": _k("int", 512, "mia attack --max-tokens", "longest string scored", 1),
     },
+    "dataset_inference": {
+        "enabled": _k("bool", True, "(study only)", "dataset inference on the attack's signals (members = suspect "
+                      "set, non-members = validation set; needs 20 strings of each)"),
+        "splits": _k("int", 10, "mia dataset-inference --splits", "seeded fitting/testing splits", 1),
+        "alpha": _k("float", 0.05, "mia dataset-inference --alpha", "level of the verdict line", 0),
+    },
     "estimate": {
         "enabled": _k("bool", True, "(study only)", "Good-Turing and richness estimates (mia estimate)"),
         "t": _k("floats", [1.0, 2.0, 5.0, 10.0], "mia estimate --t", "extrapolation factors"),

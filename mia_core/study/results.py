@@ -41,6 +41,7 @@ def collect(study: Study) -> dict[str, Any]:
         "steps": steps,
         "extraction": {run.stem: adapters.score(run, study.config, save=False) for run in study.done_runs()},
         "attack": _attack(study),
+        "dataset_inference": _dataset_inference(study),
         "estimate": _estimate(study),
     }
 
@@ -71,6 +72,18 @@ def _attack(study: Study) -> dict[str, Any]:
     keep = ("metrics", "counts", "label_message", "warnings", "blind", "signals", "sign_convention", "k",
             "forward_passes_per_string")
     return {"file": str(study.attack_file), **{key: results.attrs.get(key) for key in keep}}
+
+
+def _dataset_inference(study: Study) -> dict[str, Any]:
+    entry = study.state.step("dataset_inference") or {}
+    if entry.get("status") != "done":
+        return {"withheld": entry.get("reason") or "the dataset_inference step did not run"}
+    from mia_core.formats.setlevel_results import read_setlevel_results
+
+    path = Path(entry["outputs"]["results"])
+    record = read_setlevel_results(path)
+    return {"file": str(path), **{key: record.get(key) for key in ("result", "alpha", "blind", "missing",
+                                                                   "warnings", "signals")}}
 
 
 def _estimate(study: Study) -> dict[str, Any]:

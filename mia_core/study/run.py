@@ -1,7 +1,8 @@
 """``mia study``: the whole study in one folder, step by step, resumable (docs/study.md).
 
 prefix map → generation and/or the teacher-forced check → scoring → membership attack (labelled
-data) → estimates (where the data supports them) → report, then ``results.json`` and
+data) → dataset inference on the attack's signals (enough labelled strings) → estimates (where the data
+supports them) → report, then ``results.json`` and
 ``samples.jsonl``. Each step records its configuration in ``study.json``: a finished step with
 the same configuration is skipped, an interrupted one resumed (a run through its journal) or
 redone (steps that write one file atomically), a changed one refused unless forced."""
@@ -21,6 +22,7 @@ from mia_core.study.results import write_results
 from mia_core.study.state import STEPS, StudyState, downstream, step_config
 
 ESTIMATE_FILE = "estimate.json"
+DATASET_INFERENCE_FILE = "dataset_inference.json"
 REPORT_FILE = "report.html"
 MODEL_STEPS = ("generate", "check", "attack")
 
@@ -103,6 +105,7 @@ def _remove_outputs(study: Study, step: str) -> None:
         return
     targets = {"generate": [study.run("generate")], "check": [study.run("check")],
                "attack": [study.attack_file], "estimate": [study.folder / ESTIMATE_FILE],
+               "dataset_inference": [study.folder / DATASET_INFERENCE_FILE],
                "report": [study.folder / REPORT_FILE]}.get(step, [])
     for target in targets:
         for path in target.parent.glob(target.stem + ".*") if target.parent.is_dir() else []:
@@ -179,6 +182,19 @@ def _attack(study: Study) -> dict[str, Any]:
     return {"results": str(outcome.path)}
 
 
+def _dataset_inference(study: Study) -> dict[str, Any]:
+    _enabled(study, "dataset_inference")
+    attack = study.state.step("attack") or {}
+    if attack.get("status") != "done":
+        raise _Skip(f"dataset inference needs the attack's signals: {attack.get('reason') or 'no attack step'}")
+    try:
+        path = adapters.dataset_inference(study.attack_file, study.config, study.folder / DATASET_INFERENCE_FILE,
+                                          study.request.quiet)
+    except MiaError as exc:
+        raise _Skip(f"dataset inference withheld: {exc}") from None
+    return {"results": str(path)}
+
+
 def _estimate(study: Study) -> dict[str, Any]:
     import json
 
@@ -197,12 +213,14 @@ def _estimate(study: Study) -> dict[str, Any]:
 def _report(study: Study) -> dict[str, Any]:
     _enabled(study, "report")
     attacks = [study.attack_file] if study.attack_file.is_file() else []
-    path = adapters.report(study.done_runs(), attacks, study.config, study.folder / REPORT_FILE)
+    setlevel = [study.folder / DATASET_INFERENCE_FILE] if (study.folder / DATASET_INFERENCE_FILE).is_file() else []
+    path = adapters.report(study.done_runs(), attacks, study.config, study.folder / REPORT_FILE, setlevel)
     return {"report": str(path)}
 
 
 STEP_FUNCTIONS: dict[str, Callable[[Study], dict[str, Any]]] = {
     "prefix": _prefix, "generate": _model_run("generate", "generate"),
     "check": _model_run("check", "teacher-forced"),
-    "score": _score, "attack": _attack, "estimate": _estimate, "report": _report,
+    "score": _score, "attack": _attack, "dataset_inference": _dataset_inference, "estimate": _estimate,
+    "report": _report,
 }

@@ -12,9 +12,10 @@ from mia_core.errors import MiaError
 from mia_core.formats.safeio import write_atomically
 
 STATE_FILE = "study.json"
-STEPS = ("prefix", "generate", "check", "score", "attack", "estimate", "report")
+STEPS = ("prefix", "generate", "check", "score", "attack", "dataset_inference", "estimate", "report")
 DEPENDS = {"prefix": (), "generate": ("prefix",), "check": ("prefix",), "score": ("generate", "check"),
-           "attack": ("prefix",), "estimate": ("score",), "report": ("score", "attack", "estimate")}
+           "attack": ("prefix",), "dataset_inference": ("attack",), "estimate": ("score",),
+           "report": ("score", "attack", "dataset_inference", "estimate")}
 # The configuration keys each step depends on: (table, key); a change of one is a changed step.
 STEP_KEYS = {
     "prefix": [("study", k) for k in ("model", "dataset", "dataset_options", "limit", "seed")] + [("prefix", "*")],
@@ -22,6 +23,7 @@ STEP_KEYS = {
     "check": [("study", "model"), ("study", "model_options"), ("check", "*")],
     "score": [("score", "*")],
     "attack": [("study", "model"), ("study", "model_options"), ("study", "seed"), ("attack", "*")],
+    "dataset_inference": [("study", "seed"), ("dataset_inference", "*")],
     "estimate": [("estimate", "*")],
     "report": [("report", "*"), ("score", "index"), ("score", "window")],
 }
