@@ -62,3 +62,21 @@ def gemma_backend():
 def smollm2_backend():
     """The real SmolLM2-135M model on CPU, loaded once per test session."""
     return registry.backends.create("smollm2-135m", {"device": "cpu"})
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A tiny randomly initialised Llama (tests/tiny_models.py) trained on nothing, built once per session;
+    tests that fine-tune it write their copies elsewhere."""
+    from tiny_models import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_backend(tiny_llama):
+    """(path, the tiny Llama loaded on CPU, the token ids of tiny_models.training_text())."""
+    from tiny_models import training_text
+
+    backend = registry.backends.create(str(tiny_llama), {"device": "cpu"})
+    return tiny_llama, backend, backend.tokenizer.encode_batch([training_text()])[0]

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import numpy as np
+from map_fixtures import write_map
 
-from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.formats.runs import RunWriter
 
 FP = "toy-fingerprint"
@@ -21,16 +21,13 @@ def make_map(folder: Path, docs: list[np.ndarray], prefix: int = 10, suffix: int
              size: int | str = "all") -> Path:
     """One prefix row per document at ``starts`` (default 0); even docs members, odd nonmembers."""
     starts = starts or [0] * len(docs)
-    w = PrefixMapWriter(folder, prefix, suffix, {"tokenizer": "toy", "tokenizer_fingerprint": fingerprint,
-                                                 "dataset": "toyset", "prefix_loc": loc, "size_requested": size},
-                        save_dataset=save)
-    labels = ["member" if i % 2 == 0 else "nonmember" for i in range(len(docs))]
-    w.add_rows(np.array([d[s:s + prefix] for d, s in zip(docs, starts, strict=True)]),
-               [d[s + prefix:s + prefix + suffix] for d, s in zip(docs, starts, strict=True)],
-               list(range(len(docs))), [f"doc{i}" for i in range(len(docs))], labels, starts)
-    if save:
-        w.add_dataset_samples([f"doc{i}" for i in range(len(docs))], ["text"] * len(docs), labels, docs)
-    return w.finish({"samples_read": len(docs)})
+    ids = [f"doc{i}" for i in range(len(docs))]
+    return write_map(folder, [d[s:s + prefix] for d, s in zip(docs, starts, strict=True)],
+                     [d[s + prefix:s + prefix + suffix] for d, s in zip(docs, starts, strict=True)],
+                     suffix_tokens=suffix, tokenizer="toy", fingerprint=fingerprint,
+                     labels=["member" if i % 2 == 0 else "nonmember" for i in range(len(docs))], ids=ids,
+                     starts=starts, attrs={"dataset": "toyset", "prefix_loc": loc, "size_requested": size},
+                     dataset=(["text"] * len(docs), docs) if save else None, counts={"samples_read": len(docs)})
 
 
 def make_run(map_folder: Path, generations: list, prefix_rows: list[int] | None = None,

@@ -7,6 +7,7 @@ import math
 import h5py
 import numpy as np
 import pytest
+from map_fixtures import write_map
 from test_attack_fakes import MEMBERS, NONMEMBERS, CharTokenizer, FakePlugin
 
 from mia_core import hookimpl
@@ -15,7 +16,6 @@ from mia_core.errors import MiaError
 from mia_core.formats.attack_results import AttackResults
 from mia_core.formats.integrity import edit_hdf5
 from mia_core.formats.names import unused_path
-from mia_core.formats.prefixmap import PrefixMapWriter
 
 
 @pytest.fixture
@@ -28,11 +28,9 @@ def make_map(folder, fingerprint="fake-chars-v1", prefix=12, suffix=10):
     texts = MEMBERS[:6] + NONMEMBERS[:6]
     labels = ["member"] * 6 + ["nonmember"] * 6
     ids = tok.encode_batch(texts)
-    writer = PrefixMapWriter(folder, prefix, suffix, {"tokenizer": "fake-chars", "tokenizer_fingerprint": fingerprint,
-                                                      "dataset": "fake-set"}, save_dataset=False)
-    writer.add_rows(np.array([t[:prefix] for t in ids]), [t[prefix:prefix + suffix] for t in ids],
-                    list(range(12)), [f"s{i}" for i in range(12)], labels, [0] * 12)
-    return writer.finish({"samples_read": 12})
+    return write_map(folder, [t[:prefix] for t in ids], [t[prefix:prefix + suffix] for t in ids],
+                     suffix_tokens=suffix, tokenizer="fake-chars", fingerprint=fingerprint, labels=labels,
+                     attrs={"dataset": "fake-set"}, counts={"samples_read": 12})
 
 
 def run(runner, args):
@@ -286,9 +284,9 @@ class IIDPlugin:
 
     @hookimpl
     def mia_register_backends(self, register):
-        from test_attack_fakes import FakeLM
+        from test_attack_fakes import BigramLM
 
-        register("fake-iid-lm", lambda name, options: FakeLM(name, self.members), description="trained on members")
+        register("fake-iid-lm", lambda name, options: BigramLM(name, self.members), description="trained on members")
 
     @hookimpl
     def mia_register_datasets(self, register):
@@ -321,10 +319,10 @@ class NoBosLM:
     capabilities = frozenset({"score"})
 
     def __init__(self, name: str) -> None:
-        from test_attack_fakes import FakeLM
+        from test_attack_fakes import BigramLM
 
         self.name = name
-        self.inner = FakeLM(name, MEMBERS)
+        self.inner = BigramLM(name, MEMBERS)
         self.tokenizer = CharTokenizer("no-bos-fingerprint")
 
     def describe(self) -> dict:

@@ -1,6 +1,6 @@
 """A fake scoring model, tokenizer and dataset for the attack tests (no torch, milliseconds).
 
-FakeLM is a character bigram model "trained" on the member texts (add-alpha smoothing), so
+BigramLM is a character bigram model "trained" on the member texts (add-alpha smoothing), so
 members get a lower loss than unseen text, as a model that saw them would. It follows the
 Backend contract: BOS is prepended, ``score(seqs, start)`` covers positions start..len-1 and
 ``mean``/``std`` are those of log p(z) under z ~ p(·|context).
@@ -42,7 +42,7 @@ def bigram_logprobs(texts: Sequence[str], alpha: float = 0.05) -> np.ndarray:
     return np.log(counts / counts.sum(1, keepdims=True))
 
 
-class FakeLM:
+class BigramLM:
     """Bigram LM, a ``Scorer``; counts its score() calls and scored tokens."""
 
     def __init__(self, name: str, train_texts: Sequence[str] = (), context_length: int | None = None,
@@ -113,11 +113,11 @@ class FakePlugin:
     def _make(self, name: str, options: dict) -> object:
         ctx = int(options["context"]) if "context" in options else None
         if name == "fake-lm":
-            backend = FakeLM(name, MEMBERS, ctx)
+            backend = BigramLM(name, MEMBERS, ctx)
         elif name == "fake-untrained":
-            backend = FakeLM(name, (), ctx)
+            backend = BigramLM(name, (), ctx)
         elif name == "fake-ref":
-            backend = FakeLM(name, MEMBERS[:2] + NONMEMBERS[:2], ctx, CharTokenizer("other-fingerprint"))
+            backend = BigramLM(name, MEMBERS[:2] + NONMEMBERS[:2], ctx, CharTokenizer("other-fingerprint"))
         else:
             backend = TextOnlyAPI()
         self.backends[name] = backend
@@ -144,7 +144,7 @@ class FakePlugin:
 
 
 def test_fake_lm_follows_the_score_contract() -> None:
-    lm = FakeLM("x", MEMBERS)
+    lm = BigramLM("x", MEMBERS)
     ids = CharTokenizer().encode_batch(["abc"])[0]
     full, tail = lm.score([ids], 0)[0], lm.score([ids], 1)[0]
     assert len(full.logprob) == 3 and len(tail.logprob) == 2

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from test_attack_fakes import MEMBERS, NONMEMBERS, FakeLM, FakePlugin
+from test_attack_fakes import MEMBERS, NONMEMBERS, BigramLM, FakePlugin
 
 from mia_core.attack import AttackConfig, attack
 from mia_core.attack.neighbours import neighbours, word_pool
@@ -26,7 +26,7 @@ def mean_logprob(lm, ids, start=0):
 
 
 def test_recall_with_a_given_prefix_is_the_ratio_of_log_likelihoods():
-    lm = FakeLM("fake", MEMBERS)
+    lm = BigramLM("fake", MEMBERS)
     items = make_items(lm)
     prefix = "some text the model never saw"
     out = attack(lm, items, AttackConfig(signals=["loss", "recall"], recall_prefix=prefix, n_boot=0, quiet=True,
@@ -40,7 +40,7 @@ def test_recall_with_a_given_prefix_is_the_ratio_of_log_likelihoods():
 
 
 def test_recall_draws_its_prefix_from_the_non_members_and_leaves_them_out():
-    lm = FakeLM("fake", MEMBERS)
+    lm = BigramLM("fake", MEMBERS)
     items = make_items(lm)
     config = AttackConfig(signals=["recall"], recall_shots=2, seed=3, n_boot=0, quiet=True, blind=False)
     out = attack(lm, items, config)
@@ -48,7 +48,7 @@ def test_recall_draws_its_prefix_from_the_non_members_and_leaves_them_out():
     assert len(ids) == 2 and all(i.startswith("s") and int(i[1:]) >= len(MEMBERS) for i in ids)
     assert not set(ids) & set(out.columns["sample_id"]) and out.counts["strings"] == len(items) - 2
     assert out.attrs["recall_prefix"] == "\n\n".join(items[int(i[1:])].text for i in ids)
-    again = attack(FakeLM("fake", MEMBERS), make_items(lm), config)
+    again = attack(BigramLM("fake", MEMBERS), make_items(lm), config)
     assert again.attrs["recall_prefix_ids"] == ids  # seeded
     few = [it for it in items if it.label == "member"] + [items[-1]]
     with pytest.raises(MiaError, match="--recall-prefix"):
@@ -70,7 +70,7 @@ def test_neighbours_replace_a_tenth_of_the_words_deterministically():
 
 
 def test_neighbourhood_signal_is_mean_neighbour_loss_minus_loss():
-    lm = FakeLM("fake", MEMBERS)
+    lm = BigramLM("fake", MEMBERS)
     items = make_items(lm)
     out = attack(lm, items, AttackConfig(signals=["ne"], neighbours=4, n_boot=0, quiet=True, blind=False))
     pool = word_pool([it.text for it in items])

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from test_attack_fakes import MEMBERS, NONMEMBERS, FakeLM, FakePlugin
+from test_attack_fakes import MEMBERS, NONMEMBERS, BigramLM, FakePlugin
 
 from mia_core.attack import AttackConfig, attack
 from mia_core.attack import signals as sig
@@ -21,19 +21,19 @@ def direct_lowest_mean(values, k):
 
 
 def test_sweep_gives_one_signal_per_fraction_from_one_pass():
-    lm = FakeLM("fake", MEMBERS)
+    lm = BigramLM("fake", MEMBERS)
     texts = MEMBERS + NONMEMBERS
     items = [Item(f"s{i}", "member" if i < len(MEMBERS) else "nonmember", lm.tokenizer.encode_batch([t])[0], t)
              for i, t in enumerate(texts)]
     ks = [0.1, 0.25, 0.5, 1.0]
     out = attack(lm, items, AttackConfig(signals=["loss", "mink", "minkpp"], k=ks, n_boot=0, quiet=True,
                                          blind=False))
-    single = FakeLM("fake", MEMBERS)
+    single = BigramLM("fake", MEMBERS)
     attack(single, items, AttackConfig(signals=["loss", "mink"], n_boot=0, quiet=True, blind=False))
     assert lm.calls == single.calls and sum(lm.batches) == len(items)  # every fraction from the one pass
     names = [m.signal for m in out.metrics]
     assert names == ["loss"] + [f"mink_{k:g}" for k in ks] + [f"minkpp_{k:g}" for k in ks]
-    raw = FakeLM("fake", MEMBERS).score([it.tokens for it in items], 0)
+    raw = BigramLM("fake", MEMBERS).score([it.tokens for it in items], 0)
     for i, sc in enumerate(raw):
         mu, sd = np.asarray(sc.mean), np.asarray(sc.std)
         plus = [(lp - m) / s if s > 0 else 0.0 for lp, m, s in zip(sc.logprob, mu, sd, strict=True)]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import load_tiny, make_tiny_llama
+from tiny_models import load_tiny
 
 from mia_core import hookimpl, registry
 from mia_core.calibrate import canaries as cn
@@ -38,11 +38,6 @@ def _write_dataset(folder: Path, n: int = 16, words: int = 60) -> Path:
     for i in range(n):
         (folder / f"s{i:02d}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(words)) + ".")
     return folder
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", hidden_size=32)
 
 
 # ---------------------------------------------------------------- the split
@@ -115,15 +110,15 @@ def test_canaries_are_seeded_and_inserted_as_often_as_said():
     assert not exact and len(set(others)) == 50 and made[0].secret not in others
 
 
-def test_canary_exposure_matches_a_hand_computation_on_a_tiny_model(tiny):
+def test_canary_exposure_matches_a_hand_computation_on_a_tiny_model(tiny_llama):
     import torch
 
     from mia_core.calibrate.run import CalibrateConfig, _canaries
 
-    backend = registry.backends.create(str(tiny))
+    backend = registry.backends.create(str(tiny_llama))
     canary = cn.make_canaries(1, seed=0, repeats=(), digits=2)[0]
-    row = _canaries(CalibrateConfig(model=str(tiny), canary_digits=2, quiet=True), backend, [canary])[0]
-    model, tok = load_tiny(tiny)
+    row = _canaries(CalibrateConfig(model=str(tiny_llama), canary_digits=2, quiet=True), backend, [canary])[0]
+    model, tok = load_tiny(tiny_llama)
 
     secrets = [" ".join(f"{v:02d}") for v in range(100)]
     prefix = tok(canary.prefix, add_special_tokens=True)["input_ids"]
@@ -162,32 +157,32 @@ def _mean_nll(path: Path, texts: list[str]) -> float:
     return total / len(texts)
 
 
-def test_finetuning_lowers_member_loss_and_leaves_a_loadable_folder(tiny, tmp_path):
+def test_finetuning_lowers_member_loss_and_leaves_a_loadable_folder(tiny_llama, tmp_path):
     members = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(4)]
     target = tmp_path / "out" / "model"
-    info = finetune_into(str(tiny), {}, members, target,
+    info = finetune_into(str(tiny_llama), {}, members, target,
                          FinetuneConfig(epochs=8, learning_rate=3e-3, batch_size=2, max_tokens=64, quiet=True))
     assert info["method"] == "full" and len(info["epoch_losses"]) == 8
     assert info["epoch_losses"][-1] < info["epoch_losses"][0]
-    assert _mean_nll(target, members) < _mean_nll(tiny, members) - 1.0
+    assert _mean_nll(target, members) < _mean_nll(tiny_llama, members) - 1.0
     assert sorted(p.name for p in target.parent.iterdir()) == ["model"]  # no temporary folder left
     backend = registry.backends.create(str(target))  # what --model FOLDER does
-    assert backend.tokenizer.fingerprint == registry.backends.create(str(tiny)).tokenizer.fingerprint
+    assert backend.tokenizer.fingerprint == registry.backends.create(str(tiny_llama)).tokenizer.fingerprint
 
 
-def test_lora_finetuning_is_merged_into_an_ordinary_folder(tiny, tmp_path):
+def test_lora_finetuning_is_merged_into_an_ordinary_folder(tiny_llama, tmp_path):
     members = ["the river stone light code vault"] * 2
     target = tmp_path / "lora"
-    info = finetune_into(str(tiny), {}, members, target,
+    info = finetune_into(str(tiny_llama), {}, members, target,
                          FinetuneConfig(epochs=4, learning_rate=1e-2, batch_size=2, method="lora", lora_rank=4,
                                         quiet=True))
     assert info["method"] == "lora" and info["trainable_parameters"] < info["parameters"]
     assert not list(target.glob("adapter_*"))  # merged: no adapter files
-    assert _mean_nll(target, members) < _mean_nll(tiny, members)
+    assert _mean_nll(target, members) < _mean_nll(tiny_llama, members)
 
 
-def test_auto_method_switches_to_lora_above_the_size_limit(tiny, tmp_path):
-    info = finetune_into(str(tiny), {}, ["a b c d"], tmp_path / "m",
+def test_auto_method_switches_to_lora_above_the_size_limit(tiny_llama, tmp_path):
+    info = finetune_into(str(tiny_llama), {}, ["a b c d"], tmp_path / "m",
                          FinetuneConfig(epochs=1, full_max_params=10, quiet=True))
     assert info["method"] == "lora"
 
@@ -228,22 +223,22 @@ def test_a_failed_or_interrupted_finetune_leaves_no_model_folder(register_plugin
     assert list(tmp_path.iterdir()) == []
 
 
-def test_not_enough_disk_space_is_refused_before_training(tiny, tmp_path, monkeypatch):
+def test_not_enough_disk_space_is_refused_before_training(tiny_llama, tmp_path, monkeypatch):
     import shutil
 
     from mia_core.calibrate import training
 
     monkeypatch.setattr(training.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(MiaError, match="not enough disk space"):
-        finetune_into(str(tiny), {}, ["a b"], tmp_path / "model", FinetuneConfig(quiet=True))
+        finetune_into(str(tiny_llama), {}, ["a b"], tmp_path / "model", FinetuneConfig(quiet=True))
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_killed_calibration_leaves_only_a_hidden_partial_that_the_next_run_removes(tiny, tmp_path):
+def test_a_killed_calibration_leaves_only_a_hidden_partial_that_the_next_run_removes(tiny_llama, tmp_path):
     data = _write_dataset(tmp_path / "data")
     out = tmp_path / "cal"
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("mia")), "calibrate", "--model", str(tiny), "--dataset",
-                             str(data), "--epochs", "100000", "--out", str(out), "-q"],
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mia")), "calibrate", "--model", str(tiny_llama),
+                             "--dataset", str(data), "--epochs", "100000", "--out", str(out), "-q"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -260,9 +255,9 @@ def test_a_killed_calibration_leaves_only_a_hidden_partial_that_the_next_run_rem
 
 # ---------------------------------------------------------------- the command
 
-def test_calibrate_end_to_end_on_a_tiny_model(tiny, runner, in_tmp):
+def test_calibrate_end_to_end_on_a_tiny_model(tiny_llama, runner, in_tmp):
     data = _write_dataset(in_tmp / "data")
-    result = runner.invoke(cli, ["calibrate", "--model", str(tiny), "--dataset", str(data), "--epochs", "10",
+    result = runner.invoke(cli, ["calibrate", "--model", str(tiny_llama), "--dataset", str(data), "--epochs", "10",
                                  "--lr", "3e-3", "--canaries", "1", "--canary-digits", "2", "--canary-repeats", "1,8",
                                  "--max-tokens", "64", "--prefix-tokens", "16", "--suffix-tokens", "16",
                                  "--bootstrap", "50", "-q"])
@@ -299,17 +294,17 @@ def test_calibrate_end_to_end_on_a_tiny_model(tiny, runner, in_tmp):
     (["--prefix-tokens", "100", "--suffix-tokens", "100"], "exceed the 64 trained tokens"),
     (["--canary-repeats", "0,2"], "--canary-repeats"),
 ])
-def test_calibrate_bad_inputs_get_one_line_and_no_folder(tiny, runner, in_tmp, args, message):
-    full = ["calibrate", "--model", str(tiny), *args] if args[0] != "--model" else ["calibrate", *args]
+def test_calibrate_bad_inputs_get_one_line_and_no_folder(tiny_llama, runner, in_tmp, args, message):
+    full = ["calibrate", "--model", str(tiny_llama), *args] if args[0] != "--model" else ["calibrate", *args]
     result = runner.invoke(cli, full)
     assert result.exit_code != 0
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not Path("Calibrations").exists()
 
 
-def test_calibrate_refuses_a_dataset_too_small_to_split(tiny, runner, in_tmp):
+def test_calibrate_refuses_a_dataset_too_small_to_split(tiny_llama, runner, in_tmp):
     data = _write_dataset(in_tmp / "data", n=7)
-    result = runner.invoke(cli, ["calibrate", "--model", str(tiny), "--dataset", str(data)])
+    result = runner.invoke(cli, ["calibrate", "--model", str(tiny_llama), "--dataset", str(data)])
     assert result.exit_code == 1
     assert "7 usable sample(s): too small to split" in result.stderr
     assert not Path("Calibrations").exists()

@@ -12,39 +12,32 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from test_calibrate import _write_dataset
 from test_prompt_disk import fill, mounted, one_line
-from tiny_models import make_tiny_llama
 
 MIA = str(Path(sys.executable).with_name("mia"))
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", hidden_size=32)
-
-
-def calibrate(tiny: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [MIA, "calibrate", "--model", str(tiny), "--dataset", str(data), "--out", str(out),
+def calibrate(tiny_llama: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [MIA, "calibrate", "--model", str(tiny_llama), "--dataset", str(data), "--out", str(out),
             "--max-tokens", "32", "--prefix-tokens", "8", "--suffix-tokens", "8", "--bootstrap", "0", "-q", *extra]
 
 
-def test_a_disk_too_small_for_the_model_is_refused_before_training(tiny, tmp_path):
+def test_a_disk_too_small_for_the_model_is_refused_before_training(tiny_llama, tmp_path):
     data = _write_dataset(tmp_path / "data")
     with mounted(tmp_path / "disk", "size=8m") as disk:  # the check wants the weights + 50 MB
-        done = subprocess.run(calibrate(tiny, data, disk / "cal"), capture_output=True, text=True, timeout=300)
+        done = subprocess.run(calibrate(tiny_llama, data, disk / "cal"), capture_output=True, text=True, timeout=300)
         line = one_line(done)
         assert line.startswith("Error: not enough disk space for the fine-tuned model in ") and "--out" in line
         assert not list(disk.glob("cal/*/model")) and not list(disk.glob("cal/*/.model*"))
 
 
-def test_the_disk_filling_up_during_the_fine_tune_leaves_no_model_folder(tiny, tmp_path):
+def test_the_disk_filling_up_during_the_fine_tune_leaves_no_model_folder(tiny_llama, tmp_path):
     """The space check passes, then another writer fills the disk while the model trains: the
     model's save hits a real ENOSPC, and the half-written temporary folder is removed."""
     data = _write_dataset(tmp_path / "data")
     with mounted(tmp_path / "disk", "size=64m") as disk:
-        args = [a for a in calibrate(tiny, data, disk / "cal", "--epochs", "400") if a != "-q"]  # progress on
+        args = [a for a in calibrate(tiny_llama, data, disk / "cal", "--epochs", "400") if a != "-q"]  # progress on
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
         stderr: list[str] = []
@@ -69,10 +62,10 @@ def test_the_disk_filling_up_during_the_fine_tune_leaves_no_model_folder(tiny, t
         assert not list(disk.glob("cal/*/model")) and not list(disk.glob("cal/*/.model*"))
 
 
-def test_a_read_only_output_folder_gets_one_line(tiny, tmp_path):
+def test_a_read_only_output_folder_gets_one_line(tiny_llama, tmp_path):
     data = _write_dataset(tmp_path / "data")
     with mounted(tmp_path / "disk", "size=1m", "ro") as disk:
-        line = one_line(subprocess.run(calibrate(tiny, data, disk / "cal"), capture_output=True, text=True,
+        line = one_line(subprocess.run(calibrate(tiny_llama, data, disk / "cal"), capture_output=True, text=True,
                                        timeout=300))
         assert "read-only" in line.lower() and str(disk) in line, line
         assert os.listdir(disk) == []

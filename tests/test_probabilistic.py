@@ -8,10 +8,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from tiny_models import make_tiny_llama, training_text
+from tiny_models import windows_map
 
-from mia_core import registry
-from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.matching import probabilistic as pe
 from mia_core.types import Sampling, scores_sampling
 
@@ -19,28 +17,21 @@ SCHEME = Sampling(temperature=0.7, top_k=3, top_p=0.8, seed=0)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    path = make_tiny_llama(root / "llama")
-    backend = registry.backends.create(str(path), {"device": "cpu"})
-    ids = backend.tokenizer.encode_batch([training_text()])[0]
-    return root, backend, ids
+def tiny(tiny_llama_backend, tmp_path_factory):
+    _, backend, ids = tiny_llama_backend
+    return tmp_path_factory.mktemp("maps"), backend, ids
 
 
 def _map_of(tiny, name: str, n: int, plen: int, slen: int, step: int, greedy_row: int):
     """A map of ``n`` windows of the training text, ``step`` tokens apart; row ``greedy_row``'s suffix
     is the model's own greedy continuation (a row with a sizeable p). Returns (folder, prefixes, suffixes)."""
     root, backend, ids = tiny
-    w = PrefixMapWriter(root / name, plen, slen, {"tokenizer": backend.tokenizer.name,
-                                                  "tokenizer_fingerprint": backend.tokenizer.fingerprint},
-                        save_dataset=False)
     starts = [step * i for i in range(n)]
     prefixes = [ids[a:a + plen] for a in starts]
     suffixes = [ids[a + plen:a + plen + slen] for a in starts]
     suffixes[greedy_row] = backend.generate([prefixes[greedy_row]], slen)[0]
-    w.add_rows(np.array(prefixes), suffixes, list(range(n)), [f"s{i}" for i in range(n)],
-               ["member", "nonmember"] * (n // 2), starts)
-    return w.finish({}), prefixes, suffixes
+    folder = windows_map(root / name, backend, ids, starts, plen, slen, ["member", "nonmember"] * (n // 2), suffixes)
+    return folder, prefixes, suffixes
 
 
 def test_discovery_probability_and_queries_needed():
@@ -110,7 +101,7 @@ def test_p_equals_monte_carlo_estimate_from_real_sampling(tiny):
     assert centre - half <= p <= centre + half, (p, phat, hits)
 
 
-def test_score_and_check_report_p_of_a_teacher_forced_run(tiny):
+def test_score_and_check_report_p_of_a_teacher_forced_run(tiny, tiny_llama):
     from mia_core.extraction.check import format_summary as check_format
     from mia_core.extraction.check import summarize
     from mia_core.extraction.prompt import prompt
@@ -120,7 +111,7 @@ def test_score_and_check_report_p_of_a_teacher_forced_run(tiny):
     root, backend, ids = tiny
     n, plen, slen = 8, 6, 4
     folder, prefixes, suffixes = _map_of(tiny, "map", n, plen, slen, step=5, greedy_row=0)
-    prompt(folder, str(root / "llama"), backend=backend, out=root / "tf.h5", method="teacher-forced",
+    prompt(folder, str(tiny_llama), backend=backend, out=root / "tf.h5", method="teacher-forced",
            max_length=slen, quiet=True)
     raw = [sc.logprob for sc in backend.score([list(p) + list(s) for p, s in zip(prefixes, suffixes, strict=True)],
                                               plen, distribution=False)]
@@ -139,13 +130,13 @@ def test_score_and_check_report_p_of_a_teacher_forced_run(tiny):
 
 
 def test_a_backend_without_sampled_scores_is_refused_in_one_line():
-    from test_attack_fakes import FakeLM
+    from test_attack_fakes import BigramLM
 
     from mia_core.errors import MiaError
 
     with pytest.raises(MiaError, match="cannot score under a sampling scheme"):
-        pe.probabilities(FakeLM("fake"), [[1, 2]], [[3]], SCHEME)
-    assert not scores_sampling(FakeLM("fake"))
+        pe.probabilities(BigramLM("fake"), [[1, 2]], [[3]], SCHEME)
+    assert not scores_sampling(BigramLM("fake"))
 
 
 def test_greedy_scheme_is_refused_by_the_backend(tiny):
@@ -156,7 +147,7 @@ def test_greedy_scheme_is_refused_by_the_backend(tiny):
         backend.score([ids[:6]], 2, sampling=Sampling(temperature=0.0))
 
 
-def test_attack_on_a_map_gives_p_of_every_suffix_from_its_one_pass(tiny, runner, tmp_path):
+def test_attack_on_a_map_gives_p_of_every_suffix_from_its_one_pass(tiny, tiny_llama, runner, tmp_path):
     from mia_core.attack import AttackConfig, attack
     from mia_core.attack.run import load_map_items
     from mia_core.formats.prefixmap import PrefixMap
@@ -173,7 +164,7 @@ def test_attack_on_a_map_gives_p_of_every_suffix_from_its_one_pass(tiny, runner,
         expected.max(), rel=1e-6)
     from mia_core.cli import cli
 
-    result = runner.invoke(cli, ["attack", str(root / "map_attack"), "--model", str(root / "llama"), "--signals",
+    result = runner.invoke(cli, ["attack", str(root / "map_attack"), "--model", str(tiny_llama), "--signals",
                                  "loss", "--sampling", "temperature=0.7", "--sampling", "top_k=3", "--sampling",
                                  "top_p=0.8", "--bootstrap", "0", "--no-plot", "--no-blind", "-q",
                                  "--out-dir", str(tmp_path / "res")])
@@ -194,7 +185,8 @@ def test_bad_sampling_option_is_one_line(runner, in_tmp, option, message):
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
 
 
-def test_check_records_p_under_the_given_scheme_and_score_counts_the_chosen_n_and_target(tiny, runner, tmp_path):
+def test_check_records_p_under_the_given_scheme_and_score_counts_the_chosen_n_and_target(tiny, tiny_llama, runner,
+                                                                                       tmp_path):
     """`mia check --temperature/--top_k/--top_p` stores log q of the true tokens under that scheme;
     `mia score --queries --target` counts the (n, target)-discoverable rows from it."""
     import json
@@ -205,7 +197,7 @@ def test_check_records_p_under_the_given_scheme_and_score_counts_the_chosen_n_an
     root, backend, ids = tiny
     folder, prefixes, suffixes = _map_of(tiny, "map_check", 6, 5, 3, step=7, greedy_row=2)
     out = tmp_path / "tf_scheme.h5"
-    result = runner.invoke(cli, ["check", "--prefix_map", str(folder), "--model", str(root / "llama"), "--temperature",
+    result = runner.invoke(cli, ["check", "--prefix_map", str(folder), "--model", str(tiny_llama), "--temperature",
                                  "0.7", "--top_k", "3", "--top_p", "0.8", "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output + result.stderr
     run = open_run(out)
@@ -218,7 +210,7 @@ def test_check_records_p_under_the_given_scheme_and_score_counts_the_chosen_n_an
     assert prob["mean_p"] == pytest.approx(expected.mean(), rel=1e-5)
     assert prob["discoverable"] == {q: int((1 - (1 - expected) ** int(q) >= 0.5).sum()) for q in ("1", "5")}
     # the greedy verdicts are those of a plain check
-    plain = runner.invoke(cli, ["check", "--prefix_map", str(folder), "--model", str(root / "llama"), "--out",
+    plain = runner.invoke(cli, ["check", "--prefix_map", str(folder), "--model", str(tiny_llama), "--out",
                                 str(tmp_path / "tf_plain.h5"), "-q"])
     assert plain.exit_code == 0 and not open_run(tmp_path / "tf_plain.h5").has("sampled_logprobs")
     assert [t.tolist() for t in open_run(tmp_path / "tf_plain.h5").tokens()] == [t.tolist() for t in run.tokens()]

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from map_fixtures import write_map
 
 from mia_core import hookimpl
 from mia_core.errors import BackendOutOfMemory
-from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.types import Sampling, TextResult, TokenScores
 
 VOCAB = 50
@@ -57,7 +57,7 @@ def next_token(a: int, b: int) -> int:
     return (a * 7 + b * 3 + 1) % VOCAB
 
 
-class FakeLM:
+class RuleLM:
     """Token backend: greedy next token = next_token(last two); sampling from a seeded rng."""
 
     def __init__(self, name, options) -> None:
@@ -171,8 +171,8 @@ class FakePlugin:
 
     @hookimpl
     def mia_register_backends(self, register):
-        register("fake-lm", FakeLM, description="fake token model")
-        register("fake-lm-b", FakeLM, description="fake token model with another tokenizer")
+        register("fake-lm", RuleLM, description="fake token model")
+        register("fake-lm-b", RuleLM, description="fake token model with another tokenizer")
         register("fake-api", FakeAPI, description="fake API model")
 
 
@@ -189,11 +189,9 @@ def make_fake_map(folder: Path, n: int = 7, p: int = 4, s: int = 6, seed: int = 
         suffix = seq[p:]
         suffixes.append(suffix[:suffix.index(EOS)] if EOS in suffix else suffix)
     suffixes[-1] = suffixes[-1][:3]  # a suffix cut short by a document end
-    w = PrefixMapWriter(folder, p, s, {"tokenizer": tok.name, "tokenizer_fingerprint": tok.fingerprint,
-                                       "dataset": "fake"}, save_dataset=False)
-    w.add_rows(prefixes, suffixes, list(range(n)), [f"doc{i}" for i in range(n)],
-               ["member" if i % 2 == 0 else "nonmember" for i in range(n)], [0] * n)
-    return w.finish({})
+    return write_map(folder, prefixes, suffixes, suffix_tokens=s, tokenizer=tok.name, fingerprint=tok.fingerprint,
+                     labels=["member" if i % 2 == 0 else "nonmember" for i in range(n)],
+                     ids=[f"doc{i}" for i in range(n)], attrs={"dataset": "fake"})
 
 
 CLI_SCRIPT = """

@@ -71,7 +71,7 @@ def test_damaged_run_is_refused_by_export_score_and_resume(fake, runner, in_tmp)
         assert f"damaged HDF5 file {out}: its SHA-256 checksum does not match" in line, args
 
 
-class AlwaysOOM(fakes.FakeLM):
+class AlwaysOOM(fakes.RuleLM):
     def generate(self, prefixes, max_new_tokens, sampling):
         fakes.CALLS.append({"kind": "generate", "n": len(prefixes)})
         raise BackendOutOfMemory("fake OOM")

@@ -1,31 +1,19 @@
 """The prompt loop on a tiny randomly initialised HF model (tests/tiny_models.py): resume
 after an interrupted run gives exactly the uninterrupted output, sampling is reproducible."""
 
-import numpy as np
 import pytest
-from tiny_models import make_tiny_llama, training_text
+from tiny_models import windows_map
 
-from mia_core import registry
 from mia_core.extraction.prompt import prompt
-from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.formats.runs import RunWriter, open_run
 from mia_core.types import Sampling
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    path = make_tiny_llama(root / "llama")
-    backend = registry.backends.create(str(path), {"device": "cpu"})
-    ids = backend.tokenizer.encode_batch([training_text()])[0]
-    n, p, s = 9, 8, 6
-    w = PrefixMapWriter(root / "map", p, s, {"tokenizer": backend.tokenizer.name,
-                                             "tokenizer_fingerprint": backend.tokenizer.fingerprint},
-                        save_dataset=False)
-    starts = [7 * i for i in range(n)]
-    w.add_rows(np.array([ids[a:a + p] for a in starts]), [ids[a + p:a + p + s] for a in starts], list(range(n)),
-               [f"z{i}" for i in range(n)], [""] * n, starts)
-    return str(path), backend, w.finish({})
+def tiny(tiny_llama_backend, tmp_path_factory):
+    path, backend, ids = tiny_llama_backend
+    folder = windows_map(tmp_path_factory.mktemp("tiny") / "map", backend, ids, [7 * i for i in range(9)], 8, 6)
+    return str(path), backend, folder
 
 
 class Interrupting:

@@ -5,21 +5,18 @@ import re
 import h5py
 import numpy as np
 import pytest
+from map_fixtures import write_map
 
 from mia_core.errors import MiaError
 from mia_core.formats.integrity import seal_file
 from mia_core.formats.names import safe_name
-from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.formats.runs import API_COLUMNS, RunWriter, default_run_path, open_run
 
 
 def make_map(folder, n=4, p=3, s=5):
-    w = PrefixMapWriter(folder, p, s, {"tokenizer": "fake", "tokenizer_fingerprint": "fp"}, save_dataset=False)
-    prefixes = np.arange(n * p).reshape(n, p)
     suffixes = [list(range(100 + i, 100 + i + s - (i % 2))) for i in range(n)]
-    w.add_rows(prefixes, suffixes, list(range(n)), [f"s{i}" for i in range(n)],
-               ["member" if i % 2 else "nonmember" for i in range(n)], [0] * n)
-    return w.finish({})
+    return write_map(folder, np.arange(n * p).reshape(n, p), suffixes, suffix_tokens=s, tokenizer="fake",
+                     fingerprint="fp", labels=["member" if i % 2 else "nonmember" for i in range(n)])
 
 
 def test_write_read_roundtrip(tmp_path):

@@ -14,15 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from run_equality import LOGPROB_ATOL, assert_same_bytes, assert_same_rows, run_columns
-from tiny_models import make_tiny_llama, training_text
+from tiny_models import windows_map
 
-from mia_core import registry
 from mia_core.cli import cli
 from mia_core.extraction.merge import merge_runs
 from mia_core.extraction.prompt import prompt
 from mia_core.extraction.shards import Shard, parse_shard
 from mia_core.formats.integrity import edit_hdf5
-from mia_core.formats.prefixmap import PrefixMapWriter
 from mia_core.formats.runs import open_run
 from mia_core.types import Sampling
 
@@ -30,19 +28,11 @@ N_MAP = 7
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_shards")
-    path = make_tiny_llama(root / "llama")
-    backend = registry.backends.create(str(path), {"device": "cpu"})
-    ids = backend.tokenizer.encode_batch([training_text()])[0]
-    p, s = 8, 6
-    w = PrefixMapWriter(root / "map", p, s, {"tokenizer": backend.tokenizer.name,
-                                             "tokenizer_fingerprint": backend.tokenizer.fingerprint},
-                        save_dataset=False)
-    starts = [9 * i for i in range(N_MAP)]
-    w.add_rows(np.array([ids[a:a + p] for a in starts]), [ids[a + p:a + p + s] for a in starts],
-               list(range(N_MAP)), [f"z{i}" for i in range(N_MAP)], ["member", "nonmember"] * 3 + ["member"], starts)
-    return str(path), backend, w.finish({})
+def tiny(tiny_llama_backend, tmp_path_factory):
+    path, backend, ids = tiny_llama_backend
+    folder = windows_map(tmp_path_factory.mktemp("tiny_shards") / "map", backend, ids,
+                         [9 * i for i in range(N_MAP)], 8, 6, ["member", "nonmember"] * 3 + ["member"])
+    return str(path), backend, folder
 
 
 def _shards(tiny, tmp_path, count, num_strings=17, **kw):

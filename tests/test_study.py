@@ -14,7 +14,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from tiny_models import make_tiny_llama
 
 BIN = Path(sys.executable).parent
 
@@ -68,16 +67,11 @@ def mia(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedP
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_tiny_llama(tmp_path_factory.mktemp("model") / "tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory, tiny) -> Path:
+def study(tmp_path_factory, tiny_llama) -> Path:
     """One study from a config file holding every table; returns the working folder."""
     work = tmp_path_factory.mktemp("study")
     (work / "study.toml").write_text(EVERY_TABLE, encoding="utf-8")
-    result = mia(["study", "study.toml", "--model", str(tiny), "-q"], work)
+    result = mia(["study", "study.toml", "--model", str(tiny_llama), "-q"], work)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     return work
@@ -105,13 +99,13 @@ def differences(a, b, path: str = "") -> list[str]:
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
-def test_config_file_with_every_table(study, tiny):
+def test_config_file_with_every_table(study, tiny_llama):
     folder = study / "studies" / "every"
     results = json.loads((folder / "results.json").read_text())
     assert results["schema_version"] == 1
     config = results["configuration"]
     assert config["prefix"]["prefix_tokens"] == 16 and config["attack"]["bootstrap"] == 50
-    assert config["estimate"]["t"] == [1.0, 2.0] and config["study"]["model"] == str(tiny)
+    assert config["estimate"]["t"] == [1.0, 2.0] and config["study"]["model"] == str(tiny_llama)
     assert {s: results["steps"][s]["status"] for s in results["steps"]} == {
         "prefix": "done", "generate": "done", "check": "done", "score": "done", "attack": "done",
         "dataset_inference": "skipped", "estimate": results["steps"]["estimate"]["status"], "report": "done"}
@@ -167,7 +161,7 @@ def test_results_equal_the_step_files(study):
         assert pq.read_table(folder / "samples.parquet").num_rows == 12
 
 
-def test_refusals(study, tiny):
+def test_refusals(study, tiny_llama):
     def one_line_error(result, *words):
         assert result.returncode == 1, result.stdout + result.stderr
         lines = result.stderr.strip().splitlines()
@@ -175,7 +169,7 @@ def test_refusals(study, tiny):
         for word in words:
             assert word in lines[0], lines[0]
 
-    again = mia(["study", "study.toml", "--model", str(tiny), "-q"], study)
+    again = mia(["study", "study.toml", "--model", str(tiny_llama), "-q"], study)
     one_line_error(again, "studies/every already exists", "--resume")
     (study / "unknown.toml").write_text('[prefix]\nprefix_tokenz = 8\n')
     one_line_error(mia(["study", "unknown.toml"], study), "unknown key 'prefix_tokenz' in [prefix]",
@@ -185,14 +179,14 @@ def test_refusals(study, tiny):
                    "mia prefix --prefix_tokens")
     changed = EVERY_TABLE.replace("max_length = 12", "max_length = 10")
     (study / "changed.toml").write_text(changed)
-    one_line_error(mia(["study", "changed.toml", "--model", str(tiny), "--resume", "-q"], study),
+    one_line_error(mia(["study", "changed.toml", "--model", str(tiny_llama), "--resume", "-q"], study),
                    "[prompt] max_length was 12, now 10", "--force-step generate")
     before = json.loads((study / "studies/every/results.json").read_text())
-    resumed = mia(["study", "study.toml", "--model", str(tiny), "--resume"], study)  # every step kept
+    resumed = mia(["study", "study.toml", "--model", str(tiny_llama), "--resume"], study)  # every step kept
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stderr.count("before with the same configuration; kept") == 8  # all 8 steps
     assert differences(figures(json.loads((study / "studies/every/results.json").read_text())), figures(before)) == []
-    forced = mia(["study", "changed.toml", "--model", str(tiny), "--resume", "--force-step", "generate"], study)
+    forced = mia(["study", "changed.toml", "--model", str(tiny_llama), "--resume", "--force-step", "generate"], study)
     assert forced.returncode == 0, forced.stderr
     # prefix, check, attack and dataset_inference do not depend on the generation
     assert forced.stderr.count("before with the same configuration; kept") == 4
@@ -202,11 +196,13 @@ def test_refusals(study, tiny):
     assert redone["attack"]["metrics"] == before["attack"]["metrics"]
 
 
-def test_killed_at_random_instants_resumes_to_the_same_results(tmp_path, tiny):
-    args = ["study", "--model", str(tiny), "--dataset", "corpus", "--limit", "8", "--name", "k", "-q"]
+def test_killed_at_random_instants_resumes_to_the_same_results(tmp_path, tiny_llama):
+    args = ["study", "--model", str(tiny_llama), "--dataset", "corpus", "--limit", "8", "--name", "k", "-q"]
     whole = tmp_path / "whole"
     whole.mkdir()
+    started = time.perf_counter()
     assert mia(args, whole).returncode == 0
+    duration = time.perf_counter() - started  # the kills fall inside a study, however fast this machine is
     expected = figures(json.loads((whole / "studies/k/results.json").read_text()))
     killed = tmp_path / "killed"
     killed.mkdir()
@@ -216,7 +212,7 @@ def test_killed_at_random_instants_resumes_to_the_same_results(tmp_path, tiny):
     for attempt in range(4):
         command = [str(BIN / "mia"), *args] + (["--resume"] if attempt else [])
         proc = subprocess.Popen(command, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(3.0, 12.0))
+        time.sleep(rng.uniform(0.1, 0.8) * duration)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -238,7 +234,7 @@ def test_docs_list_every_configuration_key():
             assert f"| `[{table}]` | `{name}` |" in doc and f"`{key.flag}`" in doc, (table, name)
 
 
-def test_dataset_inference_runs_on_the_attacks_signals(tmp_path, tiny):
+def test_dataset_inference_runs_on_the_attacks_signals(tmp_path, tiny_llama):
     """With 20 strings of each label the study tests the set on the attack's stored signals (no more
     forward passes): its p-value equals dataset inference recomputed from the attack's results file, and
     the report shows it."""
@@ -249,7 +245,7 @@ def test_dataset_inference_runs_on_the_attacks_signals(tmp_path, tiny):
         '[study]\nname = "di"\nlimit = 40\n[prefix]\nprefix_tokens = 8\nsuffix_tokens = 8\n'
         '[prompt]\nenabled = false\n[attack]\nsignals = "loss,zlib,mink"\nbootstrap = 0\nmax_tokens = 32\n'
         '[dataset_inference]\nsplits = 3\n[estimate]\nenabled = false\n', encoding="utf-8")
-    result = mia(["study", "di.toml", "--model", str(tiny), "-q"], tmp_path)
+    result = mia(["study", "di.toml", "--model", str(tiny_llama), "-q"], tmp_path)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "studies" / "di"
     results = json.loads((folder / "results.json").read_text())

@@ -138,3 +138,15 @@ def load_tiny(path: str | Path) -> tuple[Any, Any]:
 
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype="float32").eval()
     return model, AutoTokenizer.from_pretrained(str(path))
+
+
+def windows_map(folder: str | Path, backend: Any, ids: list[int], starts: list[int], prefix: int, suffix: int,
+                labels: list[str] | None = None, suffixes: list[list[int]] | None = None) -> Path:
+    """A prefix map of windows of ``ids`` (prefix at each start, the next ``suffix`` tokens as its true
+    suffix, or the ``suffixes`` given) in ``backend``'s tokenizer; returns its folder."""
+    from map_fixtures import write_map
+
+    truths = suffixes if suffixes is not None else [ids[a + prefix:a + prefix + suffix] for a in starts]
+    return write_map(folder, [ids[a:a + prefix] for a in starts], truths, suffix_tokens=suffix,
+                     tokenizer=backend.tokenizer.name, fingerprint=backend.tokenizer.fingerprint, labels=labels,
+                     ids=[f"z{i}" for i in range(len(starts))], starts=starts)
