@@ -117,7 +117,7 @@ def test_bad_config_is_one_line(tmp_path, runner, content, message):
 def test_show_refuses_other_files(tmp_path, runner):
     (tmp_path / "x.h5").write_bytes(b"not hdf5")
     res = runner.invoke(cli, ["show", str(tmp_path / "x.h5")])
-    assert res.exit_code == 1 and "is not a mia map, run, scores or attack file" in res.stderr
+    assert res.exit_code == 1 and "x.h5 is a text file, not a mia map, run, scores or attack file" in res.stderr
     assert runner.invoke(cli, ["show", str(tmp_path / "nope")]).exit_code == 1
 
 

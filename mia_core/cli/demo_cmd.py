@@ -43,7 +43,7 @@ def demo(model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, size:
     out = Path(old_out) if old_out else out
 
     click.echo(f"[1/3] prefix map: {dataset}, {prefix_tokens}-token prefixes, {model} tokenizer", err=True)
-    folder = build_prefix_map(model, dataset, prefix_tokens, "start", size=size, suffix_tokens=suffix_tokens,
+    folder = build_prefix_map(model, dataset, prefix_tokens, prefix_loc="start", size=size, suffix_tokens=suffix_tokens,
                               out=out, quiet=quiet)
     click.echo(f"[2/3] {method} with {model}: {suffix_tokens} tokens after each prefix", err=True)
     run_paths: list[Path] = []
