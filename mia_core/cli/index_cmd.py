@@ -40,8 +40,7 @@ def parse_size(text: str) -> int:
 @click.option("--batch-size", "--batch_size", type=Count(), default=256, show_default=True,
               help="Documents tokenized per batch.")
 @click.option("--window", "windows", type=Count(), multiple=True,
-              help="Window length with a fingerprint table for fast fixed-window membership (repeatable; "
-                   "default 50).")
+              help="Window length given a fingerprint table for fast membership (repeatable; default 50).")
 @click.option("--max-memory", "--max_memory", default="2G", show_default=True,
               help="Memory for building one shard (sets the shard size; see docs/index.md).")
 @click.option("--shard-tokens", "--shard_tokens", type=Count(), default=None,

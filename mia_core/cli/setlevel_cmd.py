@@ -6,23 +6,14 @@ from typing import Any
 
 import click
 
-from mia_core.cli.options import (
-    SEED,
-    Count,
-    Number,
-    dataset_option,
-    model_option,
-    parse_key_values,
-    prefix_map_option,
-    quiet_option,
-)
+from mia_core.cli import options as opt
 from mia_core.defaults import DEFAULT_MODEL
 from mia_core.setlevel import DEFAULT_ALPHA
 
 DEFAULT_SIGNALS = "loss,zlib,mink,minkpp,recall,ne"
 DEFAULT_FRACTIONS = "0.05,0.1,0.2,0.3,0.4,0.5,0.6"
 
-alpha_option = click.option("--alpha", type=Number(0, 1, min_open=True, max_open=True),
+alpha_option = click.option("--alpha", type=opt.Number(0, 1, min_open=True, max_open=True),
                             default=DEFAULT_ALPHA, show_default=True,
                             help="Level of the verdict line (the p-value is printed whatever it is).")
 out_dir_option = click.option("--out-dir", "--out_dir", "out", type=click.Path(file_okay=False),
@@ -33,16 +24,16 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 def output_options(command: Any) -> Any:
     """Where the results go and how they are printed: --out-dir, --json, -q (both set-level tests)."""
-    return out_dir_option(json_option(quiet_option(command)))
+    return out_dir_option(json_option(opt.quiet_option(command)))
 
 
 @click.command("dataset-inference")
 @click.option("--suspect", help="The suspect set: a dataset (name or path) whose training you test.")
 @click.option("--validation", help="The validation set: a dataset from the same distribution, known not trained on.")
-@prefix_map_option
-@dataset_option
+@opt.prefix_map_option
+@opt.dataset_option
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Target model (registry name or path).")
-@model_option
+@opt.model_option
 @click.option("--signals", default=DEFAULT_SIGNALS, show_default=True,
               help="The features: comma-separated mia attack signals (loss, zlib, mink, minkpp, recall, ne; ref is "
                    "added by --reference).")
@@ -51,16 +42,16 @@ def output_options(command: Any) -> Any:
               help="Option for the reference backend (repeatable).")
 @click.option("--min-k-fraction", "--min_k_fraction", "k", default=DEFAULT_FRACTIONS, show_default=True,
               help="Fractions of the Min-K% and Min-K%++ sweeps (one feature each).")
-@click.option("--neighbours", "--neighbors", type=Count(min=1), default=5, show_default=True,
+@click.option("--neighbours", "--neighbors", type=opt.Count(min=1), default=5, show_default=True,
               help="Neighbours per string for the ne feature (one forward pass each).")
-@click.option("--splits", type=Count(min=1), default=10, show_default=True,
+@click.option("--splits", type=opt.Count(min=1), default=10, show_default=True,
               help="Seeded fitting/testing splits, their p-values merged into one.")
 @alpha_option
-@click.option("--batch-size", "--batch_size", type=Count(min=1), default=8, show_default=True)
-@click.option("--max-tokens", "--max_tokens", type=Count(min=1), default=512, show_default=True,
+@click.option("--batch-size", "--batch_size", type=opt.Count(min=1), default=8, show_default=True)
+@click.option("--max-tokens", "--max_tokens", type=opt.Count(min=1), default=512, show_default=True,
               help="Longest string scored (tokens); longer ones are truncated.")
-@click.option("--limit", type=Count(min=1), help="Only the first N strings of each set.")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the splits and of ReCaLL's prefix.")
+@click.option("--limit", type=opt.Count(min=1), help="Only the first N strings of each set.")
+@click.option("--seed", type=opt.SEED, default=0, show_default=True, help="Seed of the splits and of ReCaLL's prefix.")
 @output_options
 def dataset_inference(**options: Any) -> None:
     """Dataset inference (Maini et al. 2024): was the SUSPECT set trained on?
@@ -98,29 +89,29 @@ def _dataset_inference_request(o: dict[str, Any]) -> Any:
     features = sr.FeatureConfig(signals=names, fractions=fractions, neighbours=o["neighbours"],
                                 batch_size=o["batch_size"], seed=o["seed"], quiet=o["quiet"])
     return DatasetInferenceRequest(
-        model=o["model"], model_options=parse_key_values(o["model_options"], "--model-option"),
+        model=o["model"], model_options=opt.parse_key_values(o["model_options"], "--model-option"),
         suspect=o["suspect"], validation=o["validation"], prefix_map=o["prefix_map"],
-        dataset_options=parse_key_values(o["dataset_options"], "--dataset-option"), reference=o["reference"],
-        reference_options=parse_key_values(o["reference_options"], "--reference-option"), features=features,
+        dataset_options=opt.parse_key_values(o["dataset_options"], "--dataset-option"), reference=o["reference"],
+        reference_options=opt.parse_key_values(o["reference_options"], "--reference-option"), features=features,
         splits=o["splits"], alpha=o["alpha"], max_tokens=o["max_tokens"], limit=o["limit"],
         out_dir=Path(o["out"]) if o["out"] else None)
 
 
 @click.command("contamination")
 @click.option("--dataset", required=True, help="The benchmark: a dataset whose samples, in order, are its examples.")
-@dataset_option
+@opt.dataset_option
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Target model (registry name or path).")
-@model_option
-@click.option("--permutations", type=Count(min=1), default=99, show_default=True,
+@opt.model_option
+@click.option("--permutations", type=opt.Count(min=1), default=99, show_default=True,
               help="Seeded permutations of each shard; the p-value's resolution is 1/(N+1).")
-@click.option("--shards", type=Count(min=1),
+@click.option("--shards", type=opt.Count(min=1),
               help="Shards of consecutive examples (default: min(50, examples // 2)).")
-@click.option("--context", type=Count(min=2),
+@click.option("--context", type=opt.Count(min=2),
               help="Tokens per scoring window (default: the model's context); longer shards slide with half of it.")
 @alpha_option
-@click.option("--batch-size", "--batch_size", type=Count(min=1), default=8, show_default=True)
-@click.option("--limit", type=Count(min=1), help="Only the first N examples.")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the permutations.")
+@click.option("--batch-size", "--batch_size", type=opt.Count(min=1), default=8, show_default=True)
+@click.option("--limit", type=opt.Count(min=1), help="Only the first N examples.")
+@click.option("--seed", type=opt.SEED, default=0, show_default=True, help="Seed of the permutations.")
 @output_options
 def contamination(**options: Any) -> None:
     """Test-set contamination (Oren et al. 2024): did the model see DATASET in its canonical order?
@@ -137,8 +128,9 @@ def contamination(**options: Any) -> None:
 
     o = options
     request = workflow.ContaminationRequest(
-        dataset=o["dataset"], model=o["model"], model_options=parse_key_values(o["model_options"], "--model-option"),
-        dataset_options=parse_key_values(o["dataset_options"], "--dataset-option"), permutations=o["permutations"],
+        dataset=o["dataset"], model=o["model"],
+        model_options=opt.parse_key_values(o["model_options"], "--model-option"),
+        dataset_options=opt.parse_key_values(o["dataset_options"], "--dataset-option"), permutations=o["permutations"],
         shards=o["shards"], context=o["context"], alpha=o["alpha"], batch_size=o["batch_size"], limit=o["limit"],
         seed=o["seed"], quiet=o["quiet"], out_dir=Path(o["out"]) if o["out"] else None)
     record, path = workflow.run_contamination(request)
