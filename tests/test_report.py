@@ -140,3 +140,22 @@ def test_report_paths_that_are_not_runs(tmp_path, runner):
     plain.mkdir()
     res = runner.invoke(cli, ["score", str(plain)])
     assert res.exit_code == 1 and "not a prefix map folder" in res.stderr
+
+
+def test_rate_plot_at_a_rate_of_one_or_zero(tmp_path):
+    """At a rate of 0 or 1 the Wilson bound equals the rate up to rounding: the bar is never negative."""
+    from mia_core.formatting import rate
+
+    summaries = [{"model": "m", "method": "generate", "prefix_tokens": p, "extraction": rate(c, 7)}
+                 for p, c in ((8, 7), (16, 0), (32, 3))]
+    assert summaries[0]["extraction"]["wilson95"][1] <= 1.0
+    assert plots.rate_vs_prefix_length(summaries, tmp_path / "r.png") and (tmp_path / "r.png").stat().st_size > 0
+
+
+def test_report_shows_runs_as_mia_score_scored_them(tmp_path, runner):
+    """A run scored with --edit-threshold 0.3 is reported under that criterion, not the default's."""
+    runs = _two_runs(tmp_path)
+    assert runner.invoke(cli, ["score", str(runs[0]), "--edit-threshold", "0.3"]).exit_code == 0
+    res = runner.invoke(cli, ["report", str(runs[0]), "--out", str(tmp_path / "r.md")])
+    assert res.exit_code == 0, res.output
+    assert "normalized token edit distance <= 0.3" in (tmp_path / "r.md").read_text()

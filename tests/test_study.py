@@ -261,3 +261,22 @@ def test_dataset_inference_runs_on_the_attacks_signals(tmp_path, tiny_llama):
     assert found["p_value"] == pytest.approx(again.p_value) and found["n_suspect"] == found["n_validation"] == 20
     assert set(found["weights"]) == set(names)
     assert "Dataset inference (Maini et al. 2024)" in (folder / "report.html").read_text()
+
+
+def test_the_report_shows_the_figures_of_results_json(study):
+    """The numbers a reader sees in report.html are the ones results.json holds: each run's rates (with
+    their n and interval) and each signal's AUC."""
+    import html as html_lib
+
+    from mia_core.formatting import format_rate
+
+    folder = study / "studies" / "every"
+    results = json.loads((folder / "results.json").read_text())
+    page = html_lib.unescape((folder / "report.html").read_text())
+    for run in ("generate", "check"):
+        summary = results["extraction"][run]
+        for rate in ("extraction", "approximate"):
+            assert format_rate(summary[rate]) in page, (run, rate)
+        assert summary["approximate"]["criterion"] in page
+    for metric in results["attack"]["metrics"]:
+        assert f"<td>{metric['auc']:.3f}</td>" in page, metric["signal"]

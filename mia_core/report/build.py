@@ -17,7 +17,7 @@ from typing import Any
 
 from mia_core.errors import MiaError
 from mia_core.formats.integrity import DamagedFile
-from mia_core.formats.scores import scores_path
+from mia_core.formats.scores import read_scores, scores_path
 from mia_core.report.definitions import DEFINITIONS
 from mia_core.report.render import render_html, render_markdown
 from mia_core.report.sections import (
@@ -45,7 +45,7 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: i
     for r in runs:
         refuse_divergence_run(r, "mia report")
     out = Path(out)
-    summaries = [score_run(r, k=k, index=index, window=window, save=not scores_path(r).is_file()) for r in runs]
+    summaries = [score_run(r, index=index, window=window, **_scoring_options(r, k)) for r in runs]
     markdown = out.suffix.lower() == ".md"
     img_dir = out.with_name(out.stem + "_files") if markdown else Path(tempfile.mkdtemp(prefix="mia_report_"))
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -66,6 +66,19 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: i
         if not markdown:  # HTML embeds the images: their temporary folder goes, success or not
             shutil.rmtree(img_dir, ignore_errors=True)
     return out
+
+
+def _scoring_options(run: str | os.PathLike, k: int | None) -> dict[str, Any]:
+    """How to score a run for the report: as its scores file was made (``mia score``'s k, edit and BLEU
+    thresholds), so the report shows the figures ``mia score`` printed; ``k`` given overrides the stored
+    one. A run not scored yet is scored with the defaults and its scores stored."""
+    path = scores_path(run)
+    if not path.is_file():
+        return {"k": k, "save": True}
+    stored = read_scores(path)["attrs"]
+    bleu = stored.get("bleu_threshold")
+    return {"k": k if k is not None else stored.get("k"), "edit_threshold": stored.get("edit_threshold", 0.1),
+            "bleu": bleu is not None, "bleu_threshold": 0.75 if bleu is None else bleu, "save": False}
 
 
 def _run_section(i: int, run: str | os.PathLike, s: dict[str, Any], img_dir: Path, examples: int) -> Section:

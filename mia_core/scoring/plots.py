@@ -43,7 +43,8 @@ def rate_vs_prefix_length(summaries: Sequence[Mapping[str, Any]], out: str | os.
             continue
         lo, hi = e["wilson95"]
         by_model.setdefault(f"{s.get('model')} ({s['method']})", []).append(
-            (int(s["prefix_tokens"]), e["rate"], e["rate"] - lo, hi - e["rate"]))
+            # clamped: at a rate of 0 or 1 the Wilson bound equals it up to rounding, never a negative bar
+            (int(s["prefix_tokens"]), e["rate"], max(0.0, e["rate"] - lo), max(0.0, hi - e["rate"])))
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     for label, pts in sorted(by_model.items()):
         pts.sort()
