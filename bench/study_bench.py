@@ -1,6 +1,6 @@
-"""`mia study`'s own overhead: the whole study against the same steps called by hand (the same
-library functions with the same options, in the same process, on the same data), alternated so
-both see the same machine load. Prints both wall times and their ratio (target ≤ 1.05×).
+"""`mia study`'s own overhead: the whole study against the same steps called by hand (the library
+call the study makes for each step, study/adapters.py, with the same options, in the same process, on
+the same data), alternated so both see the same machine load. Prints both wall times and their ratio (target ≤ 1.05×).
 
     python bench/study_bench.py [--limit 40] [--repeats 3] [--model PATH]
 
@@ -19,38 +19,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
 def by_hand(config: dict, work: Path) -> None:
-    """prefix → prompt → check → score ×2 → attack → estimate → report, as the step commands do."""
-    from mia_core.attack import run as ar
-    from mia_core.attack.workflow import AttackRequest, run_attack
+    """prefix → prompt → check → score ×2 → attack → dataset inference on its signals → estimate → report:
+    each step the library call the study makes for it (study/adapters.py), with the same options, and
+    nothing else (no study folder, state file, results.json or samples.jsonl)."""
     from mia_core.errors import MiaError
-    from mia_core.extraction.prefix import build_prefix_map
-    from mia_core.extraction.prompt import prompt
-    from mia_core.report.build import write_report
-    from mia_core.scoring.goodturing import estimate
-    from mia_core.scoring.summary import score_run
-    from mia_core.scoring.tables import table_from_runs
+    from mia_core.study import adapters
 
-    study, prefix, attack = config["study"], config["prefix"], config["attack"]
-    folder = build_prefix_map(study["model"], study["dataset"], prefix["prefix_tokens"], prefix_loc="start",
-                              size=study["limit"], suffix_tokens=prefix["suffix_tokens"], seed=study["seed"],
-                              out=work / "Prefixes", quiet=True, balance=True)
-    runs: list[Path] = []
-    prompt(folder, study["model"], batch_size=config["prompt"]["batch_size"],
-           max_length=config["prompt"]["max_length"], quiet=True, on_path=runs.append)
-    prompt(folder, study["model"], batch_size=config["check"]["batch_size"], quiet=True, method="teacher-forced",
-           on_path=runs.append)
+    folder = adapters.build_map(config, work / "map", quiet=True)
+    runs = [adapters.prompt_run(folder, config, method, folder / "runs" / f"{name}.h5", quiet=True)
+            for name, method in (("generate", "generate"), ("check", "teacher-forced"))]
     for run in runs:
-        score_run(run)
-    options = ar.AttackConfig(signals=attack["signals"].split(","), batch_size=attack["batch_size"],
-                              n_boot=attack["bootstrap"], seed=study["seed"], quiet=True)
-    outcome = run_attack(AttackRequest(model=study["model"], prefix_map=folder, max_tokens=attack["max_tokens"],
-                                       options=options))
+        adapters.score(run, config, save=True)
+    attack = adapters.attack(folder, config, folder / "attacks" / "attack.h5", quiet=True).path
+    setlevel = []
     try:
-        source = table_from_runs(runs[:1])
-        estimate(source.table, config["estimate"]["t"], config["estimate"]["confidence"], source.units, source.unit)
+        setlevel.append(adapters.dataset_inference(attack, config, work / "dataset_inference.json", True))
+    except MiaError:
+        pass  # withheld below 20 strings per label, as the study withholds it
+    try:
+        adapters.estimate(runs[:1], config)
     except MiaError:
         pass  # withheld, as the study withholds it
-    write_report(runs, work / "report.html", attacks=[outcome.path])
+    adapters.report(runs, [attack], config, work / "report.html", setlevel)
 
 
 def with_study(config: dict, work: Path) -> None:
