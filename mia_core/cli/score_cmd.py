@@ -98,7 +98,7 @@ def estimate(sources: tuple[Path, ...], table_file: Path | None, of: str, confid
       mia estimate Prefixes/MAP/runs/*.h5 --t 2 --t 10 --plot gt.png
     """
     from mia_core.scoring.goodturing import estimate as run_estimate
-    from mia_core.scoring.tables import EstimateSource, table_from_file, table_from_runs
+    from mia_core.scoring.tables import EstimateSource, estimate_runs, table_from_file
 
     if bool(sources) == bool(table_file):
         raise click.UsageError("give scored runs or --table FILE (one of them)")
@@ -110,11 +110,10 @@ def estimate(sources: tuple[Path, ...], table_file: Path | None, of: str, confid
         table, what = table_from_file(table_file)
         source = EstimateSource(table, what, "observation", None,
                                 ["the table's counts are independent draws (mia does not know their sampling unit)"])
+        result = run_estimate(source.table, ts or (1, 2, 5, 10), confidence, source.units, source.unit)
+        result.update(items=source.items, assumptions=source.assumptions)
     else:
-        source = table_from_runs(expand_runs(sources, "mia estimate"), of)
-    result = run_estimate(source.table, ts or (1, 2, 5, 10), confidence, source.units, source.unit)
-    result["items"] = source.items
-    result["assumptions"] = source.assumptions
+        source, result = estimate_runs(expand_runs(sources, "mia estimate"), ts or (1, 2, 5, 10), confidence, of)
     for w in result["warnings"]:
         click.echo(f"warning: {w}", err=True)
     if plot is not None:

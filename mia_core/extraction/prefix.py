@@ -193,14 +193,15 @@ def eligibility_table(rows_by_label: dict[str, dict[str, int]], suffix_tokens: i
 
 
 def balanced_selection(data: Any, tokenizer: Any, prefix_tokens: int, size: int, seed: int,
-                       suffix_tokens: int = 0, loc: str | int = "start") -> set[int]:
+                       suffix_tokens: int = 0, loc: str | int = "start", if_labelled: bool = False) -> set[int] | None:
     """Stream positions of ``size`` eligible samples drawn at random (seeded), balanced over labels.
 
     One pass over the dataset finds the eligible labelled samples of each label: at least
     ``prefix_tokens`` tokens and a full suffix (``suffix_tokens``) at the window ``loc`` gives, so
     every row of the map counts in scoring; each label gets ``size // L`` of them (the first
     ``size % L`` labels in sorted order one more), drawn without replacement (a count-matched draw).
-    Unlabelled samples are not drawn."""
+    Unlabelled samples are not drawn. With ``if_labelled``, data of fewer than two labels gives None (the
+    first ``size`` usable samples are taken instead) rather than a refusal."""
     by_label: dict[str, list[int]] = {}
     position = 0
     for batch in _batches(iter(data), lambda: float("inf")):
@@ -211,6 +212,8 @@ def balanced_selection(data: Any, tokenizer: Any, prefix_tokens: int, size: int,
                 by_label.setdefault(str(sample.label), []).append(position)
             position += 1
     labels = sorted(by_label)
+    if len(labels) < 2 and if_labelled:
+        return None
     if len(labels) < 2:
         found = ", ".join(f"{lab}: {len(by_label[lab])}" for lab in labels) or "no labelled sample"
         raise MiaError(f"--balance needs eligible samples (at least prefix + {suffix_tokens} suffix tokens) of at "
@@ -243,7 +246,7 @@ class MapRequest:
     out: str | Path = "Prefixes"
     dataset_options: dict | None = None
     quiet: bool = False
-    balance: bool = False
+    balance: bool | str = False  # "auto": balanced when the data has two labels, else the first `size`
     min_suffix_tokens: int = 0
 
     def check(self) -> None:
@@ -283,9 +286,12 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, **options: An
             f"tokenizer, e.g. --model {DEFAULT_MODEL}; `mia prompt --model {model}` then sends the prefixes as text")
     tokenizer = registry.tokenizers.create(model)
     data = dataset_entry.create(dataset, dict(req.dataset_options or {}))
-    attrs = _map_attrs(req, loc, tokenizer, dataset_entry)
-    selected = (balanced_selection(data, tokenizer, prefix_tokens, req.size, req.seed, req.suffix_tokens, loc)
-                if req.balance else None)
+    selected = (balanced_selection(data, tokenizer, prefix_tokens, req.size, req.seed, req.suffix_tokens, loc,
+                                   if_labelled=req.balance == "auto") if req.balance else None)
+    if req.balance == "auto" and selected is None:
+        note(f"mia prefix: the data has fewer than two labels: the first {req.size} usable samples, not a "
+             "balanced draw", req.quiet)
+    attrs = _map_attrs(req, loc, tokenizer, dataset_entry, balanced=selected is not None)
     with _interruptible() as check:
         writer = _open_writer(Path(req.out), model, dataset, prefix_tokens, req.suffix_tokens, loc, attrs, req.save)
         cutter = _WindowCutter(req, loc, tokenizer, writer, selected, getattr(data, "length", None))
@@ -302,7 +308,8 @@ def build_prefix_map(model: str, dataset: str, prefix_tokens: int, **options: An
             raise
 
 
-def _map_attrs(req: MapRequest, loc: str | int, tokenizer: Any, dataset_entry: Any) -> dict[str, Any]:
+def _map_attrs(req: MapRequest, loc: str | int, tokenizer: Any, dataset_entry: Any, balanced: bool
+               ) -> dict[str, Any]:
     """The map's recorded recipe: what the tokenizer, the dataset and the options were."""
     return {
         "model": req.model,
@@ -315,7 +322,7 @@ def _map_attrs(req: MapRequest, loc: str | int, tokenizer: Any, dataset_entry: A
         "dataset_options": dict(req.dataset_options or {}),
         "prefix_loc": str(loc),
         "size_requested": "all" if req.size is None else int(req.size),
-        "balance": bool(req.balance),
+        "balance": balanced,
         "min_suffix_tokens": int(req.min_suffix_tokens),
         "seed": int(req.seed),
         "save": bool(req.save),

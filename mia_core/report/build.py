@@ -12,11 +12,10 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mia_core.errors import MiaError
-from mia_core.formats.integrity import DamagedFile
 from mia_core.formats.scores import read_scores, scores_path
 from mia_core.report.definitions import DEFINITIONS
 from mia_core.report.render import render_html, render_markdown
@@ -31,15 +30,17 @@ from mia_core.report.sections import (
 )
 from mia_core.scoring import plots
 from mia_core.scoring.summary import score_run
-from mia_core.scoring.tables import EstimateSource, table_from_runs
+from mia_core.scoring.tables import EstimateSource, estimate_or_reason
 
 
 def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: int | None = None,
                  index: str | os.PathLike | None = None, window: int = 50,
                  attacks: Sequence[str | os.PathLike] = (), examples: int = 5,
-                 setlevel: Sequence[str | os.PathLike] = ()) -> Path:
+                 setlevel: Sequence[str | os.PathLike] = (), estimates: EstimateOptions | None = None) -> Path:
     """Score the runs and write the report; returns its path. Scores are stored only for runs that
-    have none yet: a scores file made with other options (``--k``, ``--bleu``) is never replaced."""
+    have none yet: a scores file made with other options (``--k``, ``--bleu``) is never replaced.
+    ``estimates`` says over which runs and how the Good-Turing section is computed (default: all runs,
+    `mia estimate`'s defaults); its ``runs`` empty leaves the section out."""
     from mia_core.divergence.scoring import refuse_divergence_run
 
     for r in runs:
@@ -55,7 +56,8 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: i
         sections += _prefix_length_section(summaries, img_dir)
         sections += attack_sections(attacks, img_dir)
         sections += setlevel_sections(setlevel)
-        sections += _estimate_section(runs, img_dir) if runs else []
+        est = estimates or EstimateOptions(tuple(runs))
+        sections += _estimate_section(est.runs, img_dir, est.ts, est.confidence) if est.runs else []
         sections += [Section("Definitions", definitions=DEFINITIONS),
                      Section("Provenance", tables=[(str(Path(f).name), ["field", "value"], provenance_rows(f))
                                                    for f in [*runs, *attacks, *setlevel]])]
@@ -66,6 +68,15 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, k: i
         if not markdown:  # HTML embeds the images: their temporary folder goes, success or not
             shutil.rmtree(img_dir, ignore_errors=True)
     return out
+
+
+@dataclass(frozen=True)
+class EstimateOptions:
+    """The runs the Good-Turing section pools, and `mia estimate`'s --t and --confidence."""
+
+    runs: tuple[str | os.PathLike, ...]
+    ts: tuple[float, ...] = (1, 2, 5, 10)
+    confidence: float = 1.96
 
 
 def _scoring_options(run: str | os.PathLike, k: int | None) -> dict[str, Any]:
@@ -115,37 +126,19 @@ def _prefix_length_section(summaries: list[dict[str, Any]], img_dir: Path) -> li
                     images=[("Exact extraction rate vs prefix length (95% Wilson intervals)", p)])]
 
 
-def _estimate_section(runs: Sequence[str | os.PathLike], img_dir: Path) -> list[Section]:
-    """The Good-Turing estimates of what has not been extracted yet, or why they are withheld."""
-    from mia_core.scoring.goodturing import estimate
-
-    est, refusal = _estimate_source(runs)
-    est_result = None
-    if est is not None:
-        est_result = estimate(est.table, units=est.units, unit=est.unit)
-        est_result["assumptions"] = est.assumptions
+def _estimate_section(runs: Sequence[str | os.PathLike], img_dir: Path, ts: Sequence[float],
+                      confidence: float) -> list[Section]:
+    """The Good-Turing estimates of what has not been extracted yet (as `mia estimate` computes them over
+    these runs, ``scoring.tables.estimate_or_reason``), or why they are withheld."""
+    est, est_result, refusal = estimate_or_reason(runs, ts, confidence)
     sec = Section("What has not been extracted yet (Good-Turing)",
                   tables=[("Estimates", ["measure", "value"], _estimate_rows(est, est_result, refusal))])
     if est is not None and sum(est.table.values()) > 1:
         p = img_dir / "extrapolation.png"
-        plots.extrapolation_plot(est.table, p, title=est.items.split(" (")[0].capitalize(), units=est.units,
-                                 unit=est.unit)
+        plots.extrapolation_plot(est.table, p, max_t=max(ts), title=est.items.split(" (")[0].capitalize(),
+                                 units=est.units, unit=est.unit)
         sec.images.append(("Good-Turing / Chao extrapolation of distinct items", p))
     return [sec]
-
-
-def _estimate_source(runs: Sequence[str | os.PathLike]) -> tuple[EstimateSource | None, str | None]:
-    """Counts pooled per item across runs, as `mia estimate` does (an item seen in two runs is one item);
-    extracted samples when no corpus span was memorized. (None, reason) when mia estimate would refuse."""
-    try:
-        source = table_from_runs(runs, "auto")
-        if not source.table and source.items.startswith("memorized corpus"):
-            source = table_from_runs(runs, "samples")
-    except DamagedFile:
-        raise  # a damaged scores file is not a reason to withhold an estimate: the report is refused
-    except MiaError as exc:
-        return None, str(exc)
-    return (source, None) if source.table else (None, None)
 
 
 def _estimate_rows(est: EstimateSource | None, est_result: dict[str, Any] | None,

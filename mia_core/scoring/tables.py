@@ -109,6 +109,38 @@ def table_from_runs(runs: Sequence[str | os.PathLike], of: str = "auto") -> Esti
 
 
 
+def estimate_runs(runs: Sequence[str | os.PathLike], ts: Sequence[float] = (1, 2, 5, 10),
+                  confidence: float = 1.96, of: str = "auto") -> tuple[EstimateSource, dict[str, Any]]:
+    """What `mia estimate` computes for scored runs, in one place for the command, the report and a
+    study: the pooled counts (``auto``: memorized corpus spans, or extracted samples when no span was
+    memorized) and the estimates with their items and assumptions. A refusal is a ``MiaError``."""
+    from mia_core.scoring.goodturing import estimate
+
+    source = table_from_runs(runs, of)
+    if of == "auto" and not source.table and source.items.startswith("memorized corpus"):
+        source = table_from_runs(runs, "samples")
+    result = estimate(source.table, ts, confidence, source.units, source.unit)
+    result.update(items=source.items, assumptions=source.assumptions)
+    return source, result
+
+
+def estimate_or_reason(runs: Sequence[str | os.PathLike], ts: Sequence[float] = (1, 2, 5, 10),
+                       confidence: float = 1.96) -> tuple[EstimateSource | None, dict[str, Any] | None, str | None]:
+    """(source, estimates, None), or (None, None, why they are withheld): what the report and a study show.
+    A damaged scores file is no reason to withhold: it is raised."""
+    from mia_core.formats.integrity import DamagedFile
+
+    try:
+        source, result = estimate_runs(runs, ts, confidence)
+    except DamagedFile:
+        raise
+    except MiaError as exc:
+        return None, None, str(exc)
+    if not source.table:
+        return None, None, "no item was extracted: nothing to extrapolate from"
+    return source, result, None
+
+
 def _scored_runs(runs: Sequence[str | os.PathLike]) -> list[tuple[Any, dict[str, Any]]]:
     """(run, its stored scores) of each run, refused in one line when a run has no readable scores."""
     from mia_core.divergence.scoring import refuse_divergence_run

@@ -8,7 +8,8 @@ from typing import Any
 
 
 def build_map(config: dict[str, dict[str, Any]], out: Path, quiet: bool) -> Path:
-    """`mia prefix`: the prefix map, ``--limit`` as a seeded draw balanced over labels."""
+    """`mia prefix`: the prefix map, ``--limit`` as a seeded draw balanced over labels (the first N usable
+    samples of data with fewer than two labels)."""
     from mia_core.extraction.prefix import build_prefix_map, parse_prefix_loc
 
     study, prefix = config["study"], config["prefix"]
@@ -19,7 +20,7 @@ def build_map(config: dict[str, dict[str, Any]], out: Path, quiet: bool) -> Path
                             prefix_loc=parse_prefix_loc(prefix["prefix_loc"]), size=size,
                             suffix_tokens=prefix["suffix_tokens"], seed=study["seed"], out=out,
                             dataset_options=dict(study["dataset_options"]), quiet=quiet,
-                            balance=study["limit"] is not None)
+                            balance="auto" if study["limit"] is not None else False)
 
 
 def prompt_run(prefix_map: Path, config: dict[str, dict[str, Any]], method: str, run: Path, quiet: bool,
@@ -41,8 +42,11 @@ def prompt_run(prefix_map: Path, config: dict[str, dict[str, Any]], method: str,
     if run.is_file():
         from mia_core.formats.runs import RunWriter, open_run
 
-        if open_run(run).complete:  # killed after the run finished, before the study recorded it
+        existing = open_run(run)
+        if existing.complete:  # killed after the run finished, before the study recorded it
             RunWriter.finish_compaction(run)
+            return run
+        if len(existing) >= int(existing.attrs["num_strings"]):  # every row written, some failed: scored as such
             return run
         prompt(resume=run, **common)
     else:
@@ -79,14 +83,15 @@ def attack(prefix_map: Path, config: dict[str, dict[str, Any]], out: Path, quiet
 
 
 def estimate(runs: Sequence[Path], config: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """`mia estimate` on scored runs; raises ``MiaError`` with the reason when the data cannot support it."""
-    from mia_core.scoring.goodturing import estimate as good_turing
-    from mia_core.scoring.tables import table_from_runs
+    """`mia estimate` on scored runs, as the report shows it; raises ``MiaError`` with the reason when the
+    data cannot support it."""
+    from mia_core.errors import MiaError
+    from mia_core.scoring.tables import estimate_or_reason
 
     table = config["estimate"]
-    source = table_from_runs(list(runs))
-    result = good_turing(source.table, table["t"], table["confidence"], source.units, source.unit)
-    result.update(items=source.items, assumptions=source.assumptions)
+    _, result, refusal = estimate_or_reason(list(runs), table["t"], table["confidence"])
+    if refusal is not None:
+        raise MiaError(refusal)
     return result
 
 
@@ -112,13 +117,15 @@ def dataset_inference(attack_file: Path, config: dict[str, dict[str, Any]], out:
 
 
 def report(runs: Sequence[Path], attacks: Sequence[Path], config: dict[str, dict[str, Any]], out: Path,
-           setlevel: Sequence[Path] = ()) -> Path:
-    """`mia report`: the study's HTML report."""
-    from mia_core.report.build import write_report
+           setlevel: Sequence[Path] = (), estimate_runs: Sequence[Path] = ()) -> Path:
+    """`mia report`: the study's HTML report, its Good-Turing section over ``estimate_runs`` with the
+    study's [estimate] options (left out when empty), so it shows what results.json holds."""
+    from mia_core.report.build import EstimateOptions, write_report
 
-    table = config["score"]
+    table, est = config["score"], config["estimate"]
     return write_report(list(runs), out, index=table["index"], window=table["window"], attacks=list(attacks),
-                        examples=config["report"]["examples"], setlevel=list(setlevel))
+                        examples=config["report"]["examples"], setlevel=list(setlevel),
+                        estimates=EstimateOptions(tuple(estimate_runs), tuple(est["t"]), est["confidence"]))
 
 
 def sample_records(run: Path) -> list[dict[str, Any]]:

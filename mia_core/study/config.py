@@ -186,7 +186,37 @@ def resolve(file_values: dict[str, dict[str, Any]], overrides: dict[str, Any]) -
         config["prompt"]["max_length"] = config["prefix"]["suffix_tokens"]
     if not (config["prompt"]["enabled"] or config["check"]["enabled"]):
         raise MiaError("the study needs [prompt] or [check] enabled (a run to score)")
+    _check_values(config)
     return config
+
+
+def _check_values(config: dict[str, dict[str, Any]]) -> None:
+    """The values whose meaning the steps parse (a prefix location, signal names, fractions, a sampling
+    scheme), parsed now: a bad one is one line naming its key before anything runs, not a failure after
+    the paid steps."""
+    from mia_core.attack.signals import parse_fractions, parse_signals
+    from mia_core.errors import UsageError
+    from mia_core.extraction.prefix import parse_prefix_loc
+    from mia_core.types import Sampling
+
+    def refuse(table: str, name: str, why: str) -> MiaError:
+        return MiaError(f"study configuration: [{table}] {name}: {why} (as {SCHEMA[table][name].flag})")
+
+    checks = (("prefix", "prefix_loc", parse_prefix_loc), ("attack", "signals", parse_signals),
+              ("attack", "min_k_fraction", parse_fractions))
+    for table, name, parse in checks:
+        try:
+            parse(config[table][name])
+        except ValueError as exc:
+            raise refuse(table, name, str(exc)) from None
+    attack = config["attack"]
+    if "ref" in parse_signals(attack["signals"]) and not attack["reference"]:
+        raise refuse("attack", "signals", "the ref signal needs a reference model: set [attack] reference")
+    prompt = config["prompt"]
+    try:
+        Sampling(temperature=prompt["temperature"] or 0.0, top_k=prompt["top_k"], top_p=prompt["top_p"])
+    except UsageError as exc:
+        raise refuse("prompt", exc.option or "temperature", exc.message) from None
 
 
 def study_name(config: dict[str, dict[str, Any]]) -> str:

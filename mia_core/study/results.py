@@ -80,7 +80,7 @@ def _dataset_inference(study: Study) -> dict[str, Any]:
         return {"withheld": entry.get("reason") or "the dataset_inference step did not run"}
     from mia_core.formats.setlevel_results import read_setlevel_results
 
-    path = Path(entry["outputs"]["results"])
+    path = study.folder / "dataset_inference.json"  # in the study folder, wherever the study was run from
     record = read_setlevel_results(path)
     return {"file": str(path), **{key: record.get(key) for key in ("result", "alpha", "blind", "missing",
                                                                    "warnings", "signals")}}
@@ -90,7 +90,7 @@ def _estimate(study: Study) -> dict[str, Any]:
     entry = study.state.step("estimate") or {}
     if entry.get("status") != "done":
         return {"withheld": entry.get("reason") or "the estimate step did not run"}
-    path = Path(entry["outputs"]["estimate"])
+    path = study.folder / "estimate.json"  # in the study folder, wherever the study was run from
     return {"file": str(path), **json.loads(path.read_text(encoding="utf-8"))}
 
 

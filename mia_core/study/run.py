@@ -25,6 +25,7 @@ ESTIMATE_FILE = "estimate.json"
 DATASET_INFERENCE_FILE = "dataset_inference.json"
 REPORT_FILE = "report.html"
 MODEL_STEPS = ("generate", "check", "attack")
+CAPABILITY_WORDS = {"generate": "generate text", "score": "score token sequences"}
 
 
 class _Skip(Exception):
@@ -69,10 +70,14 @@ def _refuse_changes(study: Study, forced: set[str]) -> None:
         if changed is None:
             continue
         key, was, now = changed
+        if (study.state.step(step) or {}).get("status") == "running" and step not in ("generate", "check"):
+            continue  # never finished: it is redone under the new configuration (only a run's journal must match)
         table, name = key.split(".", 1)
         raise MiaError(f"the configuration changed since step {step!r} ran: [{table}] {name} was {was!r}, now "
                        f"{now!r} ({SCHEMA[table][name].flag}); restore it, or give --force-step {step} to redo "
                        "that step and the ones after it")
+    for step in forced:  # forgotten now, so a kill before a forced step reruns leaves it to be redone, not kept
+        study.state.forget(step)
     study.state.data["config"] = study.config
     study.state.save()
 
@@ -124,6 +129,18 @@ def _enabled(study: Study, table: str) -> None:
         raise _Skip(f"disabled by [{table}] enabled = false")
 
 
+def _can(study: Study, capability: str, step: str) -> None:
+    """Skip a model step the model cannot do (its registration promises what it can, known before loading
+    it): an API model that only generates text has no teacher-forced check and no attack."""
+    from mia_core import registry
+
+    promised = registry.backends.get(study.config["study"]["model"]).capabilities
+    if promised is None or capability in promised or (capability == "generate" and "generate_text" in promised):
+        return
+    raise _Skip(f"the model {study.config['study']['model']!r} cannot {CAPABILITY_WORDS[capability]} "
+                f"(it offers {', '.join(sorted(promised)) or 'nothing'}), so no {step}")
+
+
 def _prefix(study: Study) -> dict[str, Any]:
     staging = study.folder / ".map-partial"
     built = adapters.build_map(study.config, staging, study.request.quiet)
@@ -155,6 +172,7 @@ def _model_run(name: str, method: str) -> Callable[[Study], dict[str, Any]]:
     """The generate step (`mia prompt`) or the check step (`mia check`), into the map's runs/NAME.h5."""
     def step(study: Study) -> dict[str, Any]:
         _enabled(study, "prompt" if name == "generate" else "check")
+        _can(study, "generate" if name == "generate" else "score", name)
         run = adapters.prompt_run(study.map, study.config, method, study.run(name), study.request.quiet,
                                   study.request.yes, study.request.confirm)
         return {"run": str(run)}
@@ -174,6 +192,7 @@ def _attack(study: Study) -> dict[str, Any]:
     from mia_core.formats.prefixmap import PrefixMap
 
     _enabled(study, "attack")
+    _can(study, "score", "membership attack")
     pmap = PrefixMap(study.map)
     problem = label_problem([normalize_label(v) for v in pmap.read("sample_label", slice(0, len(pmap)))])
     if problem:
@@ -201,20 +220,28 @@ def _estimate(study: Study) -> dict[str, Any]:
     from mia_core.formats.safeio import write_atomically
 
     _enabled(study, "estimate")
-    runs = [r for r in study.done_runs() if r.stem == "generate"] or study.done_runs()
     try:
-        result = adapters.estimate(runs, study.config)
+        result = adapters.estimate(_estimated_runs(study), study.config)
     except MiaError as exc:
         raise _Skip(f"estimates withheld: {exc}") from None
-    path = write_atomically(study.folder / ESTIMATE_FILE, json.dumps(result, default=str).encode("utf-8"))
+    from mia_core.study.results import json_ready
+
+    path = write_atomically(study.folder / ESTIMATE_FILE, json.dumps(json_ready(result)).encode("utf-8"))
     return {"estimate": str(path)}
+
+
+def _estimated_runs(study: Study) -> list[Path]:
+    """The runs the estimates pool: the generation (the check's verdicts are the same greedy strings),
+    else the check."""
+    return [r for r in study.done_runs() if r.stem == "generate"] or study.done_runs()
 
 
 def _report(study: Study) -> dict[str, Any]:
     _enabled(study, "report")
     attacks = [study.attack_file] if study.attack_file.is_file() else []
     setlevel = [study.folder / DATASET_INFERENCE_FILE] if (study.folder / DATASET_INFERENCE_FILE).is_file() else []
-    path = adapters.report(study.done_runs(), attacks, study.config, study.folder / REPORT_FILE, setlevel)
+    estimated = _estimated_runs(study) if study.config["estimate"]["enabled"] else []
+    path = adapters.report(study.done_runs(), attacks, study.config, study.folder / REPORT_FILE, setlevel, estimated)
     return {"report": str(path)}
 
 
