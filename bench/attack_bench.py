@@ -88,7 +88,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from mia_core import registry
-    from mia_core.attack.run import AttackConfig, Item, attack
+    from mia_core.attack.items import Item
+    from mia_core.attack.run import AttackConfig, attack
 
     if args.threads:
         import torch

@@ -282,20 +282,24 @@ class KnowsContext(Protocol):
 def bos_prepended(backend: object) -> bool | None:
     """Whether the backend prepends BOS: ``describe()["bos_prepended"]``, else its attribute (``KnowsContext``),
     else unknown (None)."""
+    return _described(backend).get("bos_prepended", getattr(backend, "bos_prepended", None))
+
+
+def _described(backend: object) -> dict[str, Any]:
+    """``backend.describe()``, or {} when it has none, fails or gives no dict: it is informative only,
+    never a reason to fail a run."""
     describe = getattr(backend, "describe", None)
-    described = describe() if callable(describe) else {}
-    return described.get("bos_prepended", getattr(backend, "bos_prepended", None))
+    try:
+        described = describe() if callable(describe) else {}
+    except Exception:
+        return {}
+    return described if isinstance(described, dict) else {}
 
 
 def context_length(backend: object) -> int | None:
     """The longest sequence the backend takes, BOS included (``KnowsContext``): ``describe()["max_context"]``
     (or ``["context_length"]``), else its ``context_length``/``max_context`` attribute, else unknown (None)."""
-    describe = getattr(backend, "describe", None)
-    try:
-        described = describe() if callable(describe) else {}
-    except Exception:  # describe() is informative only; never fail a run on it
-        described = {}
-    described = described if isinstance(described, dict) else {}
+    described = _described(backend)
     for key in ("max_context", "context_length"):
         for value in (described.get(key), getattr(backend, key, None)):
             if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 1:

@@ -9,8 +9,8 @@ import pytest
 from test_attack_fakes import MEMBERS, NONMEMBERS, BigramLM, FakePlugin
 
 from mia_core.attack import AttackConfig, attack
+from mia_core.attack.items import Item
 from mia_core.attack.neighbours import neighbours, word_pool
-from mia_core.attack.run import Item
 from mia_core.cli import cli
 from mia_core.errors import MiaError
 

@@ -9,7 +9,7 @@ from test_attack_fakes import MEMBERS, NONMEMBERS, BigramLM, FakePlugin
 
 from mia_core.attack import AttackConfig, attack
 from mia_core.attack import signals as sig
-from mia_core.attack.run import Item
+from mia_core.attack.items import Item
 from mia_core.cli import cli
 from mia_core.formats.attack_results import AttackResults
 

@@ -149,7 +149,7 @@ def test_greedy_scheme_is_refused_by_the_backend(tiny):
 
 def test_attack_on_a_map_gives_p_of_every_suffix_from_its_one_pass(tiny, tiny_llama, runner, tmp_path):
     from mia_core.attack import AttackConfig, attack
-    from mia_core.attack.run import load_map_items
+    from mia_core.attack.items import load_map_items
     from mia_core.formats.prefixmap import PrefixMap
 
     root, backend, ids = tiny

@@ -258,7 +258,7 @@ def null_false_positives(features_suspect, features_validation, names, runs, see
 def test_dataset_inference_null_false_positive_rate_with_a_tiny_model(memorized):
     """Features computed once with the real backend; 150 seeded splits of data no model tells apart."""
     from mia_core import registry
-    from mia_core.attack import run as ar
+    from mia_core.attack.items import load_dataset_items
     from mia_core.setlevel import run as sr
     from mia_core.types import Sample
 
@@ -267,7 +267,7 @@ def test_dataset_inference_null_false_positive_rate_with_a_tiny_model(memorized)
     for model, texts in ((memorized["untrained"], memorized["texts"]),  # neither half seen
                          (memorized["trained"], memorized["texts"][N_EACH:])):  # the unseen validation set only
         backend = registry.backends.create(str(model))
-        items, _ = ar.load_dataset_items([Sample(f"s{i}", t) for i, t in enumerate(texts)], backend, 512, quiet=True)
+        items, _ = load_dataset_items([Sample(f"s{i}", t) for i, t in enumerate(texts)], backend, 512, quiet=True)
         half = len(items) // 2
         features = sr.set_features(backend, items[:half], items[half:], config)
         rejected = null_false_positives(features.suspect, features.validation, features.names, runs)

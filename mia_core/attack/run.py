@@ -14,7 +14,7 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.attack import signals as sig
-from mia_core.attack.items import Item, load_dataset_items, load_map_items  # noqa: F401 (re-exported)
+from mia_core.attack.items import Item
 from mia_core.attack.metrics import (
     SignalMetrics,
     below_chance,

@@ -146,7 +146,8 @@ def _translate_errors(cmd: click.Command) -> None:
 def cli() -> None:
     """mia: test string membership and memorization in language models.
 
-    Typical flow: mia prefix → mia prompt → mia score (and mia attack for membership).
+    A whole study in one command: mia study (docs/study.md). Step by step: mia prefix → mia prompt →
+    mia score (and mia attack for membership).
     """
 
 

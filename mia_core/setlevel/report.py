@@ -25,11 +25,16 @@ def _verdict(p_value: float, alpha: float, yes: str, no: str) -> str:
         f"at level {alpha:g}: {no} (p = {_p(p_value)} > {alpha:g})"
 
 
+def _merged_p(splits: int) -> str:
+    """How dataset inference's one p-value comes from its splits'."""
+    return "the one split's p-value" if splits == 1 else \
+        f"min(1, 2 × median) of the {splits} seeded splits' p-values, valid under their dependence"
+
+
 def format_dataset_inference(record: dict[str, Any]) -> str:
     r = record["result"]
     splits = r["splits"]
-    merged = "the one split's p-value" if splits == 1 else \
-        f"min(1, 2 × median) of the {splits} seeded splits' p-values, valid under their dependence"
+    merged = _merged_p(splits)
     lines = [
         f"dataset inference (Maini et al. 2024), model {record['model']}",
         f"p-value: {_p(r['p_value'])}  (one-sided Welch t-test, H1: the linear model scores the suspect set's "
@@ -101,12 +106,14 @@ def report_rows(record: dict[str, Any]) -> list[list[str]]:
     same statements as the printed summary, one per row."""
     r = record["result"]
     if record["kind"] == "dataset-inference":
-        rows = [["p-value (one-sided Welch t-test)", _p(r["p_value"])],
-                ["sequences", f"{r['n_suspect']} suspect, {r['n_validation']} validation"],
+        rows = [["p-value (one-sided Welch t-test)", f"{_p(r['p_value'])} ({_merged_p(r['splits'])})"],
+                ["sequences", f"{r['n_suspect']} suspect, {r['n_validation']} validation"
+                 + (f"; {record['missing']} left out (a feature missing)" if record.get("missing") else "")],
                 ["verdict", _verdict(r["p_value"], record["alpha"], "the suspect set was trained on",
                                      "no evidence that the suspect set was trained on")],
                 ["blind baseline", format_blind(record.get("blind") or {})]]
         rows += [[f"weight of {name}", f"{w:+.3f}"] for name, w in r["weights"].items()]
+        rows += [[f"feature {name} left out", why] for name, why in (r.get("dropped_features") or {}).items()]
         passes = record.get("forward_passes_per_string") or {}
         rows.append(["forward passes per sequence", f"{sum(passes.values()):g}"])
         rows.append(["assumptions", DI_ASSUMPTIONS])

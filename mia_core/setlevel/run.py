@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mia_core.attack import items as attack_items
 from mia_core.attack import run as ar
 from mia_core.attack.blind import BLIND
 from mia_core.errors import MiaError
@@ -51,7 +52,7 @@ class SetFeatures:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def check_disjoint(suspect: Sequence[ar.Item], validation: Sequence[ar.Item]) -> None:
+def check_disjoint(suspect: Sequence[attack_items.Item], validation: Sequence[attack_items.Item]) -> None:
     """A string in both sets (as scored: texts that open alike are alike once truncated) is a member and a
     non-member at once: refuse it in one line."""
     shared = {it.text.strip() for it in suspect} & {it.text.strip() for it in validation}
@@ -70,7 +71,7 @@ def check_sizes(n_suspect: int, n_validation: int) -> None:
                            f"{di.MIN_PER_SET // 2} to test it)")
 
 
-def set_features(backend: Backend, suspect: Sequence[ar.Item], validation: Sequence[ar.Item],
+def set_features(backend: Backend, suspect: Sequence[attack_items.Item], validation: Sequence[attack_items.Item],
                  config: FeatureConfig, reference: Backend | None = None,
                  reference_max_tokens: int | None = None) -> SetFeatures:
     """Every requested per-string signal of both sets, from one ``mia attack`` run over them labelled

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mia_core.attack import items as attack_items
 from mia_core.attack import run as ar
 from mia_core.attack.labels import normalize_label
 from mia_core.attack.metrics import label_problem
@@ -73,7 +74,7 @@ def run_dataset_inference(req: DatasetInferenceRequest) -> tuple[dict[str, Any],
     backend, ref_backend, limit_tokens, ref_limit = ar.load_scoring_models(
         req.model, req.model_options, req.reference, req.reference_options, req.max_tokens)
     if pmap is not None:
-        items, _ = ar.load_map_items(pmap, backend, limit_tokens, None, req.features.quiet)
+        items, _ = attack_items.load_map_items(pmap, backend, limit_tokens, None, req.features.quiet)
         suspect = [it for it in items if it.label == MEMBER][:req.limit]
         validation = [it for it in items if it.label == NONMEMBER][:req.limit]
         folder, source = pmap.folder / "setlevel", {"prefix_map": str(pmap.folder)}
@@ -138,11 +139,11 @@ def labelled_map(prefix_map: str) -> PrefixMap:
 
 
 def _dataset_items(name: str | None, req: DatasetInferenceRequest, backend: Backend,
-                   limit_tokens: int | None) -> list[ar.Item]:
+                   limit_tokens: int | None) -> list[attack_items.Item]:
     from mia_core import registry
 
     ds = registry.datasets.create(name, req.dataset_options)
-    items, _ = ar.load_dataset_items(ds, backend, limit_tokens, None, req.limit, getattr(ds, "length", None),
+    items, _ = attack_items.load_dataset_items(ds, backend, limit_tokens, None, req.limit, getattr(ds, "length", None),
                                      req.features.quiet)
     return items
 

@@ -27,8 +27,6 @@ STEP_KEYS = {
     "estimate": [("estimate", "*")],
     "report": [("report", "*"), ("score", "index"), ("score", "window")],
 }
-# The table whose `enabled` key switches a step off, and its CLI spelling for errors.
-STEP_TABLE = {"generate": "prompt"}
 
 
 def step_config(step: str, config: dict[str, dict[str, Any]]) -> dict[str, Any]:
