@@ -280,3 +280,77 @@ def test_the_report_shows_the_figures_of_results_json(study):
         assert summary["approximate"]["criterion"] in page
     for metric in results["attack"]["metrics"]:
         assert f"<td>{metric['auc']:.3f}</td>" in page, metric["signal"]
+
+
+SMALL = ('[study]\nname = "small"\nlimit = 8\n[prefix]\nprefix_tokens = 8\nsuffix_tokens = 8\n'
+         '[attack]\nsignals = "loss,zlib"\nbootstrap = 0\nmax_tokens = 32\n[dataset_inference]\nenabled = false\n')
+
+
+@pytest.mark.parametrize(("table", "line", "words"), [
+    ("prefix", 'prefix_loc = "middle"', ["[prefix] prefix_loc", "--prefix_loc"]),
+    ("attack", 'signals = "loss,lossy"', ["[attack] signals", "lossy", "--signals"]),
+    ("attack", 'signals = "loss,ref"', ["[attack] signals", "needs a reference model", "[attack] reference"]),
+    ("attack", 'min_k_fraction = "0.2,1.5"', ["[attack] min_k_fraction", "mia attack --min-k-fraction"]),
+    ("prompt", "temperature = 1.0\ntop_p = 1.5", ["[prompt] top_p", "--top_p"]),
+])
+def test_a_bad_value_is_one_line_before_anything_runs(tmp_path, table, line, words):
+    """Values the steps parse (a location, signal names, fractions, sampling) are parsed with the
+    configuration: a bad one is refused before the study folder exists, not after the paid steps."""
+    (tmp_path / "bad.toml").write_text(f"[{table}]\n{line}\n", encoding="utf-8")
+    result = mia(["study", "bad.toml", "--model", "gemma-3-270m"], tmp_path, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: study configuration: "), lines
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert not (tmp_path / "studies").exists()
+
+
+def test_resumed_from_another_folder_and_after_a_failed_forced_step(tmp_path, tiny_llama):
+    """--root names where the study is, so --resume works from any working folder and results.json
+    finds its files there; a forced step that fails is redone on the next --resume (with the steps
+    after it), never kept half-done, and the study ends as it was."""
+    root, first, elsewhere = tmp_path / "root", tmp_path / "first", tmp_path / "elsewhere"
+    for folder in (first, elsewhere):
+        folder.mkdir()
+        (folder / "small.toml").write_text(SMALL, encoding="utf-8")
+    base = ["study", "small.toml", "--model", str(tiny_llama), "--root", str(root)]
+    done = mia(base + ["-q"], first)
+    assert done.returncode == 0, done.stderr
+    assert "generate: exact extraction of the first 8 tokens " in done.stdout and "AUC " in done.stdout
+    before = figures(json.loads((root / "small/results.json").read_text()))
+    resumed = mia(base + ["--resume"], elsewhere)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.count("before with the same configuration; kept") == 8
+    assert differences(figures(json.loads((root / "small/results.json").read_text())), before) == []
+
+    (elsewhere / "not-an-index").mkdir()
+    (elsewhere / "broken.toml").write_text(SMALL + '[score]\nindex = "not-an-index"\n', encoding="utf-8")
+    broken = mia(["study", "broken.toml", "--model", str(tiny_llama), "--root", str(root), "--resume",
+                  "--force-step", "score", "-q"], elsewhere)
+    lines = broken.stderr.strip().splitlines()
+    assert broken.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: "), broken.stderr
+    state = json.loads((root / "small/study.json").read_text())
+    assert state["steps"].get("score", {}).get("status") != "done"
+    fixed = mia(base + ["--resume"], elsewhere)
+    assert fixed.returncode == 0, fixed.stderr
+    # prefix, generate, check, attack and the disabled dataset_inference kept; score, estimate, report redone
+    assert fixed.stderr.count("before with the same configuration; kept") == 5, fixed.stderr
+    assert differences(figures(json.loads((root / "small/results.json").read_text())), before) == []
+
+
+def test_limit_on_unlabelled_data_takes_the_first_samples(tmp_path, tiny_llama):
+    """Data without labels cannot be drawn balanced: --limit takes the first N usable samples and
+    says so, and the attack is skipped with its reason."""
+    words = "the quick brown fox jumps over a lazy dog while seven wise owls watch from an old oak".split()
+    rng = random.Random(5)
+    (tmp_path / "plain.jsonl").write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": " ".join(rng.choices(words, k=40))}) + "\n" for i in range(10)),
+        encoding="utf-8")
+    result = mia(["study", "--model", str(tiny_llama), "--dataset", "plain.jsonl", "--limit", "4", "--name", "u"],
+                 tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "fewer than two labels: the first 4 usable samples, not a balanced draw" in result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "studies/u/samples.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["d0", "d1", "d2", "d3"]
+    results = json.loads((tmp_path / "studies/u/results.json").read_text())
+    assert results["steps"]["attack"]["status"] == "skipped" and "label" in results["steps"]["attack"]["reason"]
