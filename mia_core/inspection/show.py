@@ -17,6 +17,7 @@ import numpy as np
 from mia_core.errors import MiaError
 from mia_core.formats.filekinds import file_kind
 from mia_core.formats.hdf5 import plain
+from mia_core.formats.runs import RunKind
 from mia_core.formats.sniff import describe_file as describe_content
 from mia_core.text_table import text_table
 
@@ -51,7 +52,7 @@ def _describe_run(path: Path, n: int) -> dict[str, Any]:
     run = open_run(path)
     first = slice(0, min(n, len(run)))
     cols: dict[str, Any] = {"prefix_row": run.read("prefix_row", first), "lengths": run.read("lengths", first)}
-    if run.method == "teacher-forced":  # the argmax text is no generation; matched length says what happened
+    if run.kind is RunKind.TEACHER_FORCED:  # the argmax text is no generation; matched length says what happened
         for name in ("matched_length",):
             if run.has(name):
                 cols[name] = run.read(name, first)

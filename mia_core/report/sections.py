@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
+from mia_core.formats.runs import RunKind
 from mia_core.formatting import format_number, format_rate, per_position_name
 from mia_core.scoring.summary import eligible_by_label
 from mia_core.token_rows import matched_lengths
@@ -108,7 +109,7 @@ def longest_extractions(run_path: str | os.PathLike, k: int, n: int) -> tuple[li
                    f"({str(exc).splitlines()[0]})"
     prefixes = run.prefixes()
     ids, labels = run.map_column("sample_id"), run.map_column("sample_label")
-    teacher_forced = run.method == "teacher-forced"
+    teacher_forced = run.kind is RunKind.TEACHER_FORCED
     pieces: list[list[int]] = []
     for i in order:
         m = int(matched[i])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.errors import MiaError
+from mia_core.formats.runs import RunKind
 
 
 def table_from_file(path: str | os.PathLike) -> tuple[dict[int, int], str]:
@@ -58,7 +59,7 @@ class EstimateSource:
 
 
 def _is_greedy(run: Any) -> bool:
-    return run.method == "teacher-forced" or float(run.attrs.get("temperature") or 0.0) == 0.0
+    return run.kind is RunKind.TEACHER_FORCED or float(run.attrs.get("temperature") or 0.0) == 0.0
 
 
 def _greedy_refusal(runs: list[Any]) -> str | None:
