@@ -49,6 +49,22 @@ def test_api_returns_dicts_with_wraparound_and_writes_run(fake):
     assert run.attrs["tokens_per_s"] > 0 and run.attrs["backend"]["kind"] == "fake"
 
 
+def test_rows_as_an_iterator_or_not_at_all(fake):
+    """rows="iter" gives the same dictionaries as the list, read from the file in chunks (a chunk
+    boundary inside the run changes nothing); rows="none" writes the run and returns nothing."""
+    from mia_core.errors import UsageError
+
+    listed = prompt("fakemap", "fake-lm", num_strings=17, batch_size=5, max_length=8, quiet=True, out="a.h5")
+    iterated = prompt("fakemap", "fake-lm", num_strings=17, batch_size=5, max_length=8, quiet=True, out="b.h5",
+                      rows="iter")
+    assert not isinstance(iterated, list) and list(iterated) == listed
+    assert list(open_run("a.h5").iter_dicts(chunk_rows=4)) == listed == open_run("a.h5").to_dicts()
+    assert prompt("fakemap", "fake-lm", num_strings=17, max_length=8, quiet=True, out="c.h5", rows="none") is None
+    assert open_run("c.h5").to_dicts() == listed
+    with pytest.raises(UsageError, match="must be one of list, iter, none, got 'all'"):
+        prompt("fakemap", "fake-lm", quiet=True, rows="all")
+
+
 def test_cli_defaults_and_spellings(fake, runner):
     result = runner.invoke(cli, ["prompt", "--prefix_map", "fakemap", "--model", "fake-lm", "-q"])
     assert result.exit_code == 0, result.output

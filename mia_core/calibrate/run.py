@@ -155,7 +155,7 @@ def _extraction(config: CalibrateConfig, backend: Any, pmap: Path, model: str | 
 
     runs: list[Path] = []
     prompt(pmap, str(model), method="teacher-forced", batch_size=config.batch_size, backend=backend,
-           quiet=config.quiet, on_path=runs.append)
+           quiet=config.quiet, on_path=runs.append, rows="none")
     summary = score_run(runs[0])
     return {"run": str(runs[0]), "k": summary["k"], "by_label": summary["by_label"]}
 

@@ -48,7 +48,7 @@ def demo(model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, size:
     click.echo(f"[2/3] {method} with {model}: {suffix_tokens} tokens after each prefix", err=True)
     run_paths: list[Path] = []
     prompt(folder, model, batch_size=batch_size, max_length=suffix_tokens, quiet=quiet, method=method,
-           on_path=run_paths.append)
+           on_path=run_paths.append, rows="none")
     click.echo("[3/3] scoring", err=True)
     summary = score_run(run_paths[0])
     report = write_report(run_paths, folder / "report.html")

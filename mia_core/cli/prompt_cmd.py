@@ -111,7 +111,7 @@ def _run(method: str, prefix_map: str | None, model: str | None, model_options: 
     try:
         prompt(prefix_map, model, method=method, model_options=options, sampling=sampling,
                on_path=paths.append, confirm=lambda question: click.confirm(question, default=False, err=True),
-               **kwargs)
+               rows="none", **kwargs)
     except KeyboardInterrupt:
         sys.exit(130)
     return paths[0] if paths else None

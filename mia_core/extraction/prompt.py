@@ -27,7 +27,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,27 +312,28 @@ def _confirm_cost(estimate: float, confirm_above: float, yes: bool, confirm: Con
         raise MiaError("cancelled; nothing was sent")
 
 
-def prompt(prefix_map: str | Path | None = None, model: str | None = None, **options: Any) -> list[dict]:
+def prompt(prefix_map: str | Path | None = None, model: str | None = None,
+           **options: Any) -> list[dict] | Iterator[dict] | None:
     """Prompt ``model`` with the prefixes of ``prefix_map`` and store every continuation.
 
     Returns the seed's list of dictionaries, one per string (``index``, ``prefix_index``,
     ``sample_id``, ``sample_label``, ``prefix_tokens``, ``generated_tokens``, ``text`` and
-    the run's extra columns). Keyword ``options`` (:class:`~mia_core.extraction.spec.PromptOptions`;
-    an unknown keyword is a ``TypeError``): ``num_strings`` = number of prefixes by default (wraparound
-    when larger), ``batch_size`` 10, ``max_length`` 20 new tokens (teacher-forced: the
-    map's suffix length), ``sampling`` greedy, ``model`` ``defaults.DEFAULT_MODEL``. ``resume`` continues a
-    run file; options given then must equal the recorded ones. ``on_path`` is called with
-    the run path as soon as it is known. ``method`` is ``"generate"`` (default) or
-    ``"teacher-forced"`` (see ``mia_core.extraction.check``). ``retry_failed`` (with ``resume``)
-    asks the rows whose request failed again and replaces them in place. ``salvage`` (with ``resume``)
-    continues a run whose journal is damaged: every intact record is kept, a copy of the journal is
-    kept beside the run, and only the rows of damaged records are asked again. ``confirm`` asks the
-    user a yes/no question (the CLI's prompt) when an API estimate is above ``confirm_above``;
-    without it, or without a terminal, such a run needs ``yes``. ``shard`` (``"I/N"``) generates
-    only the rows ``i`` with ``i mod N == I`` (see ``mia_core.extraction.shards``, docs/scale.md). ``strategy``
-    ``"divergence"`` takes no map: it asks the model to repeat ``words`` forever (Nasr et al. 2023 §5) in
-    the ``prompt_forms`` with the word ``repeats`` times (``mia_core.divergence.prompts``).
-    ``backend`` is a loaded backend to use instead of loading ``model``; ``dry_run`` prints the requests;
+    the run's extra columns); ``rows="iter"`` an iterator over them instead, read from the run file in chunks
+    (memory does not grow with the run), ``rows="none"`` nothing. Keyword ``options``
+    (:class:`~mia_core.extraction.spec.PromptOptions`; an unknown keyword is a ``TypeError``): ``num_strings`` =
+    number of prefixes by default (wraparound when larger), ``batch_size`` 10, ``max_length`` 20 new tokens
+    (teacher-forced: the map's suffix length), ``sampling`` greedy, ``model`` ``defaults.DEFAULT_MODEL``.
+    ``resume`` continues a run file; options given then must equal the recorded ones. ``on_path`` is called with
+    the run path as soon as it is known. ``method`` is ``"generate"`` (default) or ``"teacher-forced"`` (see
+    ``mia_core.extraction.check``). ``retry_failed`` (with ``resume``) asks the rows whose request failed again
+    and replaces them in place. ``salvage`` (with ``resume``) continues a run whose journal is damaged: every
+    intact record is kept, a copy of the journal is kept beside the run, and only the rows of damaged records
+    are asked again. ``confirm`` asks the user a yes/no question (the CLI's prompt) when an API estimate is
+    above ``confirm_above``; without it, or without a terminal, such a run needs ``yes``. ``shard`` (``"I/N"``)
+    generates only the rows ``i`` with ``i mod N == I`` (see ``mia_core.extraction.shards``, docs/scale.md).
+    ``strategy`` ``"divergence"`` takes no map: it asks the model to repeat ``words`` forever (Nasr et al. 2023
+    §5) in the ``prompt_forms`` with the word ``repeats`` times (``mia_core.divergence.prompts``). ``backend``
+    is a loaded backend to use instead of loading ``model``; ``dry_run`` prints the requests;
     ``max_cost``/``confirm_above``/``yes``/``batch_api`` are the cost controls of API models.
     See docs/prompt.md.
     """
@@ -350,11 +351,11 @@ def prompt(prefix_map: str | Path | None = None, model: str | None = None, **opt
     start_row = len(resumed.run) if resumed is not None else 0
     if given.dry_run:
         _dry_run(job, start_row, spec.batch_size, retry_rows)
-        return []
+        return _returned_rows(iter(()), given.rows)
     _estimate_and_confirm(job, start_row, given.confirm_above, given.yes, given.confirm, given.max_cost,
                           spec.batch_api, retry_rows)
     path = _write_run(job, given, resumed, retry_rows)
-    return _rows_of(open_run(path))
+    return _returned_rows(_rows_of(open_run(path)), given.rows)
 
 
 @dataclass(frozen=True)
@@ -464,12 +465,18 @@ def _run_attrs(job: _Job) -> dict[str, Any]:
             "elapsed_s": 0.0, "generated_tokens": 0, "cost_usd": 0.0, "usage": {}}
 
 
-def _rows_of(run: Run) -> list[dict]:
-    rows = run.to_dicts(with_map=run.kind.has_map)
-    if not run.kind.has_map:  # each row's prompt instead of a map row's prefix
-        for row, text in zip(rows, dp.prompt_texts(run), strict=True):
-            row["prompt_text"] = text
-    return rows
+def _rows_of(run: Run) -> Iterator[dict]:
+    """The run's rows as the seed's dictionaries, read in chunks."""
+    rows = run.iter_dicts(with_map=run.kind.has_map)
+    if run.kind.has_map:
+        return rows
+    texts = dp.prompt_texts(run)  # each row's prompt instead of a map row's prefix
+    return ({**row, "prompt_text": text} for row, text in zip(rows, texts, strict=True))
+
+
+def _returned_rows(rows: Iterator[dict], returned: str) -> list[dict] | Iterator[dict] | None:
+    """``prompt(rows=...)``: the list, the iterator itself, or nothing (not even read)."""
+    return list(rows) if returned == "list" else rows if returned == "iter" else None
 
 
 def _rows_to_ask_again(resumed: Any, retry_failed: bool, salvage: bool) -> list[int]:

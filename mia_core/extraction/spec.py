@@ -36,6 +36,11 @@ RESUME_KEYS = ("model", "method", "num_strings", "max_length", "temperature", "t
 Confirm = Callable[[str], bool]  # asks the user a yes/no question
 
 
+#: What prompt() returns: the seed's list of dictionaries, an iterator over them (read from the run
+#: file in chunks, so memory does not grow with the run) or nothing (the CLI prints the run's path).
+RETURNED_ROWS = ("list", "iter", "none")
+
+
 @dataclass(frozen=True)
 class PromptOptions:
     """The arguments of :func:`mia_core.extraction.prompt.prompt` (docs there); ``None`` = not given."""
@@ -68,6 +73,7 @@ class PromptOptions:
     words: Sequence[str] | None = None
     prompt_forms: Sequence[str] | None = None
     repeats: int | None = None
+    rows: str = "list"  # what prompt() returns: the rows as a "list", an "iter" (chunked reads) or "none"
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -91,6 +97,8 @@ def check_options(options: PromptOptions) -> None:
     if options.strategy != dp.STRATEGY and options.resume is None \
             and any(v is not None for v in options.divergence_given.values()):
         raise UsageError("--word, --prompt-form and --repeats belong to --strategy divergence")
+    if options.rows not in RETURNED_ROWS:
+        raise UsageError(f"must be one of {', '.join(RETURNED_ROWS)}, got {options.rows!r}", option="rows")
     if options.method is not None and options.method not in METHODS:
         raise UsageError(f"must be one of {', '.join(METHODS)}, got {options.method!r}", option="method")
     for name in ("num_strings", "batch_size", "max_length"):

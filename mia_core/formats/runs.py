@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -733,8 +733,9 @@ class Run:
     def has(self, name: str) -> bool:
         return name in self.datasets
 
-    def read(self, name: str, rows: slice | None = None) -> np.ndarray:
-        """One column (only the finished rows) or static dataset; strings come back as ``str``."""
+    def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        """One column (only the finished rows; ``rows`` a slice) or static dataset (``rows`` a slice or
+        sorted unique indices); strings come back as ``str``."""
         if self._merged is not None and name in self._merged:
             rows = slice(0, self.size) if rows is None else _clip(rows, self.size)
             return self._merged[name][rows]
@@ -777,26 +778,27 @@ class Run:
                 raise MiaError(f"the prefix map of run {self.path} is missing: {last}")
         return self._map
 
-    def _per_row(self, name: str, lengths_name: str) -> list[np.ndarray]:
-        prefix_rows = self.prefix_rows()
-        if self.has(name):  # the run's own (retokenized) arrays, one row per map row
-            data, lengths = self.read(name), self.read(lengths_name)
+    def _per_row(self, name: str, lengths_name: str, rows: slice | None = None) -> list[np.ndarray]:
+        """Each run row's (of ``rows``, default all) prefix or suffix, trimmed: the run's own arrays when it
+        retokenized them (one per map row), else the map's."""
+        prefix_rows = self.read("prefix_row", rows)
+        unique = np.unique(prefix_rows)
+        if self.has(name):
+            picked, lengths = self.read(name, unique), self.read(lengths_name, unique)
         else:
-            unique = np.unique(prefix_rows)
             picked = self.prefix_map.read(name, unique)
             lengths = (self.prefix_map.read(lengths_name, unique) if lengths_name == "suffix_lengths"
                        else np.full(len(unique), picked.shape[1]))
-            index = {int(r): i for i, r in enumerate(unique)}
-            return [picked[index[int(r)], :lengths[index[int(r)]]] for r in prefix_rows]
-        return [data[r, :lengths[r]] for r in prefix_rows]
+        index = np.searchsorted(unique, prefix_rows)
+        return [picked[i, :lengths[i]] for i in index]
 
-    def prefixes(self) -> list[np.ndarray]:
-        """The prefix tokens each row was prompted with (in the run's tokenizer)."""
-        return self._per_row("prefixes", "prefix_lengths")
+    def prefixes(self, rows: slice | None = None) -> list[np.ndarray]:
+        """The prefix tokens each row (of ``rows``, default all) was prompted with (in the run's tokenizer)."""
+        return self._per_row("prefixes", "prefix_lengths", rows)
 
-    def suffixes(self) -> list[np.ndarray]:
+    def suffixes(self, rows: slice | None = None) -> list[np.ndarray]:
         """The true suffix of each row (in the run's tokenizer: retokenized when the run was)."""
-        return self._per_row("suffixes", "suffix_lengths")
+        return self._per_row("suffixes", "suffix_lengths", rows)
 
     def map_column(self, name: str) -> np.ndarray:
         """A per-prefix column of the map (``sample_id``, ``sample_label``, ...) for each run row."""
@@ -804,28 +806,33 @@ class Run:
 
     def to_dicts(self, with_map: bool = True) -> list[dict[str, Any]]:
         """The seed's "list of dictionaries": one per row, with the prefix and generated tokens."""
-        rows = self.prefix_rows()
-        tokens = self.tokens()
-        texts = self.read("text")
+        return list(self.iter_dicts(with_map))
+
+    def iter_dicts(self, with_map: bool = True, chunk_rows: int = 10_000) -> Iterator[dict[str, Any]]:
+        """The same dictionaries, read from the file ``chunk_rows`` rows at a time: memory does not grow
+        with the run."""
         extra = [c for c in self.columns if c not in STANDARD_COLUMNS]
-        extra_data = {c: self.read(c) for c in extra}
-        out: list[dict[str, Any]] = []
-        prefixes = self.prefixes() if with_map else None
-        ids = labels = None
+        for start in range(0, self.size, chunk_rows):
+            yield from self._chunk_dicts(slice(start, min(start + chunk_rows, self.size)), extra, with_map)
+
+    def _chunk_dicts(self, rows: slice, extra: list[str], with_map: bool) -> Iterator[dict[str, Any]]:
+        prefix_rows, lengths = self.read("prefix_row", rows), self.read("lengths", rows)
+        tokens, texts = self.read("tokens", rows), self.read("text", rows)
+        extra_data = {c: self.read(c, rows) for c in extra}
         if with_map:
-            ids, labels = self.map_column("sample_id"), self.map_column("sample_label")
-        lengths = self.read("lengths")
-        for i in range(self.size):
-            row: dict[str, Any] = {"index": i, "prefix_index": int(rows[i])}
+            prefixes = self.prefixes(rows)
+            ids = self.prefix_map.read("sample_id", prefix_rows)
+            labels = self.prefix_map.read("sample_label", prefix_rows)
+        for j, i in enumerate(range(rows.start, rows.stop)):
+            row: dict[str, Any] = {"index": i, "prefix_index": int(prefix_rows[j])}
             if with_map:
-                row.update(sample_id=str(ids[i]), sample_label=str(labels[i]),
-                           prefix_tokens=[int(t) for t in prefixes[i]])
-            row.update(generated_tokens=[int(t) for t in tokens[i]], text=str(texts[i]))
+                row.update(sample_id=str(ids[j]), sample_label=str(labels[j]),
+                           prefix_tokens=[int(t) for t in prefixes[j]])
+            row.update(generated_tokens=[int(t) for t in tokens[j, :lengths[j]]], text=str(texts[j]))
             for c in extra:
-                value = extra_data[c][i]
-                row[c] = plain(value[:lengths[i]] if isinstance(value, np.ndarray) else value)
-            out.append(row)
-        return out
+                value = extra_data[c][j]
+                row[c] = plain(value[:lengths[j]] if isinstance(value, np.ndarray) else value)
+            yield row
 
 
 def _clip(rows: slice, size: int) -> slice:

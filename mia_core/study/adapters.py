@@ -36,7 +36,7 @@ def prompt_run(prefix_map: Path, config: dict[str, dict[str, Any]], method: str,
     if method == "generate" and table["temperature"] is not None:
         sampling = Sampling(temperature=table["temperature"], top_k=table["top_k"], top_p=table["top_p"])
     common = {"model": study["model"], "batch_size": table["batch_size"], "quiet": quiet, "method": method,
-              "model_options": dict(study["model_options"]), "yes": yes, "confirm": confirm}
+              "model_options": dict(study["model_options"]), "yes": yes, "confirm": confirm, "rows": "none"}
     if method == "generate":
         common.update(max_length=table["max_length"], sampling=sampling, max_cost=table["max_cost"])
     if run.is_file():

@@ -1,0 +1,193 @@
+"""Scale benchmark: time per row and peak memory of each step as runs grow (issue #27 items 1-2).
+
+    python bench/scale_bench.py [--rows 100000 1000000] [--out DIR] [--steps prompt,score,...]
+
+An *instant* backend (registered in-process below: no model; greedy tokens a cheap function of the
+prefix) drives the real `mia` commands, each step in a fresh process whose peak RSS
+(``ru_maxrss``) is read after it exits:
+
+    prompt (mia prompt)   score (mia score)    export (mia export, JSONL)
+    shards (mia prompt --shard 0/2 and 1/2)    merge (mia merge of the 2 shards)
+
+For every size it prints rows/s and peak RSS of each step, and the ratio of both to the first
+(smallest) size measured in the same run: time per row and memory must stay flat as rows grow.
+``--assert-flat X`` exits 1 when a step's peak RSS grows above X times its first-size figure (the
+suite runs a small version with it). The machine's CPU and load are printed first; the figures
+go into docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX, SUFFIX, VOCAB = 32, 50, 50_000
+STEPS = ("prompt", "score", "export", "shards", "merge")
+
+
+class InstantTokenizer:
+    """Words ``wN`` <-> ids N: no vocabulary to load."""
+
+    name = "instant-tok"
+    vocab_size, eos_id, bos_id = VOCAB, None, None
+    fingerprint = "instant-tokenizer-v1"
+
+    def encode_batch(self, texts):
+        return [[int(w[1:]) % VOCAB for w in t.split()] for t in texts]
+
+    def decode_batch(self, ids):
+        return [" ".join(f"w{int(i)}" for i in row) for row in ids]
+
+
+class InstantLM:
+    """Generates ``max_new_tokens`` tokens at once with numpy: the pipeline's own cost, not a model's."""
+
+    def __init__(self, name, options) -> None:
+        self.name, self.tokenizer = name, InstantTokenizer()
+
+    def describe(self):
+        return {"name": self.name, "kind": "instant (benchmark)", "bos_prepended": False}
+
+    def generate(self, prefixes, max_new_tokens, sampling):
+        last = np.array([p[-1] for p in prefixes], dtype=np.int64)[:, None]
+        return ((last + np.arange(1, max_new_tokens + 1)) % (VOCAB - 1) + 1).tolist()
+
+
+class InstantPlugin:
+    from mia_core import hookimpl
+
+    @hookimpl
+    def mia_register_tokenizers(self, register):
+        register("instant-tok", lambda name, options: InstantTokenizer())
+
+    @hookimpl
+    def mia_register_backends(self, register):
+        register("instant", InstantLM, description="instant benchmark model (no model)")
+
+
+def run_mia() -> None:
+    """Entry point of each step's process: `mia` with the instant plugin; peak RSS to MIA_BENCH_RSS."""
+    from mia_core.cli import cli
+    from mia_core.plugins import load_plugins, pm
+
+    load_plugins()
+    pm.register(InstantPlugin(), name="instant-bench")
+    try:
+        cli(sys.argv[2:], standalone_mode=True)
+    finally:
+        Path(os.environ["MIA_BENCH_RSS"]).write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
+def build_map(folder: Path, rows: int) -> Path:
+    """A prefix map of ``rows`` rows written in chunks (as `mia prefix` writes one)."""
+    sys.path.insert(0, str(ROOT))
+    from mia_core.formats.prefixmap import PrefixMapWriter
+
+    writer = PrefixMapWriter(folder, PREFIX, SUFFIX, {"tokenizer": "instant-tok",
+                                                       "tokenizer_fingerprint": InstantTokenizer.fingerprint},
+                             save_dataset=False)
+    rng = np.random.default_rng(0)
+    chunk = 50_000
+    for start in range(0, rows, chunk):
+        n = min(chunk, rows - start)
+        tokens = rng.integers(1, VOCAB, (n, PREFIX + SUFFIX))
+        ids = [f"s{i}" for i in range(start, start + n)]
+        labels = ["member" if i % 2 else "nonmember" for i in range(start, start + n)]
+        writer.add_rows(tokens[:, :PREFIX], tokens[:, PREFIX:].tolist(), list(range(start, start + n)), ids, labels,
+                        [0] * n)
+    return writer.finish({})
+
+
+def step(args: list[str], cwd: Path) -> tuple[float, int]:
+    """One `mia` command in a fresh process: (seconds, peak RSS in bytes)."""
+    rss_file = cwd / ".rss"
+    env = {**os.environ, "MIA_BENCH_RSS": str(rss_file), "PYTHONPATH": str(ROOT / "bench")}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, "--as-mia", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"mia {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return seconds, int(rss_file.read_text()) * 1024
+
+
+def measure(rows: int, work: Path, steps: list[str]) -> dict[str, dict[str, float]]:
+    """Every step on a map of ``rows`` rows: {step: {seconds, rows_per_s, peak_rss_mb}}."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    pmap = build_map(work / "map", rows)
+    commands = {
+        "prompt": [["prompt", "--prefix_map", str(pmap), "--model", "instant", "--max_length", str(SUFFIX),
+                    "--batch_size", "512", "--out", "run.h5", "-q"]],
+        "score": [["score", "run.h5"]],
+        "export": [["export", "run.h5", "--out", "run.jsonl"]],
+        "shards": [["prompt", "--prefix_map", str(pmap), "--model", "instant", "--max_length", str(SUFFIX),
+                    "--batch_size", "512", "--shard", f"{i}/2", "--out", f"shard{i}.h5", "-q"] for i in range(2)],
+        "merge": [["merge", "shard0.h5", "shard1.h5", "--out", "merged.h5", "-q"]],
+    }
+    out = {}
+    for name in steps:
+        seconds, peak = 0.0, 0
+        for command in commands[name]:
+            s, p = step(command, work)
+            seconds, peak = seconds + s, max(peak, p)
+        out[name] = {"seconds": seconds, "rows_per_s": rows / seconds, "peak_rss_mb": peak / 2**20}
+        print(f"  {rows:>9} rows  {name:<7} {seconds:8.1f} s  {rows / seconds:>9.0f} rows/s  "
+              f"peak RSS {peak / 2**20:7.0f} MB", flush=True)
+    return out
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
+        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")),
+        platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}"
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--as-mia":
+        run_mia()
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--out", type=Path, default=Path("scale_bench"))
+    parser.add_argument("--steps", default=",".join(STEPS))
+    parser.add_argument("--assert-flat", type=float, default=None,
+                        help="exit 1 when a step's peak RSS exceeds this multiple of its first-size figure")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    steps = [s for s in args.steps.split(",") if s]
+    print(f"scale_bench: {machine()}", flush=True)
+    figures = {rows: measure(rows, args.out / str(rows), steps) for rows in args.rows}
+    base_rows = args.rows[0]
+    base = figures[base_rows]
+    grown = []
+    print(f"ratios to {base_rows} rows (time per row; peak RSS):")
+    for rows in args.rows[1:]:
+        for name in steps:
+            per_row = (figures[rows][name]["seconds"] / rows) / (base[name]["seconds"] / base_rows)
+            memory = figures[rows][name]["peak_rss_mb"] / base[name]["peak_rss_mb"]
+            print(f"  {rows:>9} rows  {name:<7} time/row {per_row:5.2f}×  peak RSS {memory:5.2f}×")
+            if args.assert_flat is not None and memory > args.assert_flat:
+                grown.append(f"{name} at {rows} rows: peak RSS {memory:.2f}× the {base_rows}-row figure")
+    print(f"load at the end: {machine().rsplit('load ', 1)[1]}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "figures": figures}, indent=2))
+    if grown:
+        raise SystemExit("memory grows with the run: " + "; ".join(grown))
+
+
+if __name__ == "__main__":
+    main()
