@@ -23,6 +23,7 @@ columns travel in the meta JSON.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -196,8 +197,10 @@ def _damaged(out: Scan, data: bytes, start: int, stop: int) -> None:
 
 
 def _keep(out: Scan, payloads: dict[int, bytes], record: Record, payload: bytes, offset: int) -> None:
-    """Add an intact record; the same sequence number again is dropped when identical, a conflict if not."""
+    """Add an intact record; the same sequence number again is dropped when identical, a conflict if not
+    (compared by digest: the payloads themselves are not kept, so a scan holds the journal once)."""
     seen = payloads.get(record.seq)
+    payload = hashlib.blake2b(payload, digest_size=16).digest()
     if seen is None:
         payloads[record.seq] = payload
         out.records.append(record)

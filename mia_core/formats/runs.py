@@ -44,7 +44,14 @@ from mia_core.formats.journal import Journal, JournalBusy, Record, Scan, being_w
 from mia_core.formats.names import safe_name, timestamp, unused_path
 from mia_core.formats.prefixmap import PrefixMap
 from mia_core.formats.provenance import provenance
-from mia_core.formats.safeio import disk_error, remove_stale_temps, write_atomically, write_hdf5_atomically
+from mia_core.formats.safeio import (
+    disk_error,
+    is_disk_error,
+    remove_stale_temps,
+    write_atomically,
+    write_hdf5_atomically,
+    write_hdf5_streamed,
+)
 from mia_core.redact import redact
 from mia_core.token_rows import PAD, pad_rows
 
@@ -330,6 +337,35 @@ def _merge(f: h5py.File, columns: dict[str, tuple[str, int | None]], rows: int, 
     return out
 
 
+def _write_or_refusal(path: Path, fill: Callable[[h5py.File], None]) -> OSError | None:
+    """Write the compacted file; a disk's refusal (full, read-only, ...) is returned, not raised."""
+    try:
+        write_hdf5_streamed(path, fill)
+    except OSError as exc:
+        if not is_disk_error(exc):
+            raise
+        return exc
+    return None
+
+
+def _fold_records(ds: h5py.Dataset, kind: str, rows: int, records: list[Record], name: str) -> None:
+    """A copied column cut to the file's ``rows``, then the journal's appends after them and its
+    replacements in place (in record order, as :func:`_merge` reads them)."""
+    appended = [r.columns[name] for r in records if r.op == "append"]
+    total = rows + sum(len(v) for v in appended)
+    ds.resize((total,) + ds.shape[1:])
+    at = rows
+    for value in appended:
+        if len(value):
+            ds[at:at + len(value)] = np.array(value, dtype=object) if kind == "str" else value
+        at += len(value)
+    for r in records:
+        if r.op == "replace":
+            values = np.array(r.columns[name], dtype=object) if kind == "str" else np.asarray(r.columns[name])
+            for row, value in zip(r.rows, values, strict=True):
+                ds[int(row)] = value
+
+
 def _intact(path: Path, seq: int, base_rows: int) -> list[Record]:
     """The pending records of a journal that must be intact (one line when it is not)."""
     pending = _pending(path, seq, base_rows)
@@ -360,11 +396,21 @@ def _exists(path: Path) -> MiaError:
     return MiaError(f"{path} already exists; refusing to overwrite it (use --resume to continue it)")
 
 
+#: Rows per slice when a reader checks every column of a run (HDF5's per-chunk checksums).
+CHECK_ROWS = 65_536
+
+#: The most journal bytes between compactions: a compaction holds the journal's records in memory
+#: (the file itself is copied as stored), so this bounds a run's memory whatever its size.
+MAX_JOURNAL_BYTES = 256 * 2**20
+
+
 def compact_threshold(base_size: int) -> int:
-    """Journal bytes that trigger a compaction: the file's size (amortised linear), at least 16 MiB;
-    ``MIA_RUN_COMPACT_BYTES`` sets it outright (tests: 1 compacts after every batch)."""
+    """Journal bytes that trigger a compaction: the file's size (amortised linear while the file is
+    small), at least 16 MiB and at most ``MAX_JOURNAL_BYTES`` (bounded memory; a large file is then
+    copied once per 256 MiB of new rows, raw chunks without recompression); ``MIA_RUN_COMPACT_BYTES``
+    sets it outright (tests: 1 compacts after every batch)."""
     forced = os.environ.get("MIA_RUN_COMPACT_BYTES")
-    return int(forced) if forced else max(16 * 2**20, base_size)
+    return int(forced) if forced else min(max(16 * 2**20, base_size), MAX_JOURNAL_BYTES)
 
 
 class RunWriter:
@@ -603,27 +649,25 @@ class RunWriter:
 
     def _compact(self, records: list[Record] | None = None) -> None:
         """Rewrite the run file with the journal's records (or ``records``) folded in, atomically; then
-        empty the journal."""
+        empty the journal. Streamed: the file's columns are copied chunk by chunk as stored (HDF5's object
+        copy, no decompression), the records written after them, so memory holds only the journal."""
         if self.journal.size == 0 and records is None:
             return
+        attrs = {**self._attrs, "rows": self.rows_done, "journal_seq": self.seq}
         with open_hdf5(self.path, DAMAGED_RUN) as f:
             _, columns, rows, seq = _base(f)
-            merged = _merge(f, columns, rows, _intact(self.path, seq, rows) if records is None else records)
-            static = {k: f[k][()] for k in f if k not in columns}
-        attrs = {**self._attrs, "rows": self.rows_done, "journal_seq": self.seq}
+            pending = _intact(self.path, seq, rows) if records is None else records
 
-        def fill(out: h5py.File) -> None:
-            for name, (kind, width) in columns.items():
-                layout = _dataset_layout(kind, width)
-                layout["shape"] = (len(merged[name]),) + layout["shape"][1:]
-                ds = out.create_dataset(name, dtype=KINDS[kind][0], **layout)
-                if len(merged[name]):
-                    ds[...] = merged[name]
-            for name, array in static.items():
-                out.create_dataset(name, data=array)
-            out.attrs.update(encode_attrs({**attrs, "columns": json.dumps(columns)}))
+            def fill(out: h5py.File) -> None:
+                for name in f:
+                    out.copy(f[name], out, name=name)
+                    if name in columns:
+                        _fold_records(out[name], columns[name][0], rows, pending, name)
+                out.attrs.update(encode_attrs({**attrs, "columns": json.dumps(columns)}))
 
-        write_hdf5_atomically(self.path, fill)
+            refused = _write_or_refusal(self.path, fill)
+        if refused is not None:  # raised here, outside open_hdf5, which would call it damage of the run
+            raise refused
         self.journal.cut(0)
 
     def _compact_or_keep(self) -> None:
@@ -703,8 +747,9 @@ class Run:
                 self.size = len(self._merged["prefix_row"])
             else:
                 self.size = base_rows
-                for name in self.columns:  # every column is readable (checksums hold) before any work
-                    f[name][:base_rows]
+                for name in self.columns:  # every column is readable (checksums hold) before any work,
+                    for start in range(0, base_rows, CHECK_ROWS):  # read in slices: memory stays flat
+                        f[name][start:start + CHECK_ROWS]
         self._map: PrefixMap | None = None
 
     def __len__(self) -> int:

@@ -214,6 +214,37 @@ def write_hdf5_atomically(path: str | os.PathLike, fill: Callable[[Any], None], 
     return write_atomically(path, hdf5_image(fill), overwrite=overwrite)
 
 
+def write_hdf5_streamed(path: str | os.PathLike, fill: Callable[[Any], None]) -> Path:
+    """An HDF5 file built by ``fill(h5py_file)`` straight into a temporary file beside ``path`` (a
+    :class:`GuardedFile`: a full disk never reaches HDF5), sealed with its checksum, fsynced and renamed
+    over ``path``: the guarantees of :func:`write_atomically` without holding the file in memory (a
+    run's compaction, whatever the run's size). ``OSError`` is raised as is."""
+    import h5py
+
+    from mia_core.formats.integrity import USERBLOCK_SIZE, seal_file
+
+    path = Path(path)
+    remove_stale_temps(path)
+    tmp = _temp_name(path)
+    guard = GuardedFile(tmp, "w+b")
+    try:
+        with h5py.File(guard, "w", userblock_size=USERBLOCK_SIZE) as f:
+            fill(f)
+        _raise_recorded(guard)
+        seal_file(guard)
+        guard.sync()
+        _raise_recorded(guard)
+        guard.close()
+        step("rename")
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        guard.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def disk_error(exc: OSError, path: str | os.PathLike, kept: str = "") -> DiskError:
     """One line for a failed write: ``no space left on device writing PATH``, a read-only
     folder, a missing permission, or the system's own reason. ``kept`` is appended (what
@@ -318,3 +349,11 @@ class GuardedFile(io.FileIO):
             raise self.interrupted
         if self.error is not None:
             raise disk_error(self.error, path, kept)
+
+
+def _raise_recorded(guard: GuardedFile) -> None:
+    """The interrupt or the write failure a GuardedFile kept from HDF5, raised now (the OSError as is)."""
+    if guard.interrupted is not None:
+        raise guard.interrupted
+    if guard.error is not None:
+        raise guard.error
