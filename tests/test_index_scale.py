@@ -51,7 +51,7 @@ CORPORA = {
 
 @pytest.mark.parametrize("corpus", sorted(CORPORA))
 @pytest.mark.parametrize("hash_bits", [64, 5])  # 5 bits: fingerprints collide all the time
-@pytest.mark.parametrize("shard_tokens", [None, 700])
+@pytest.mark.parametrize("shard_tokens", [None, 700, 60])  # 1, a few and many (10-70) shards
 def test_fixed_window_membership_equals_suffix_table(tmp_path, corpus, hash_bits, shard_tokens):
     rng = np.random.default_rng(len(corpus) + hash_bits)
     docs = CORPORA[corpus](rng)
@@ -59,13 +59,14 @@ def test_fixed_window_membership_equals_suffix_table(tmp_path, corpus, hash_bits
     build_index(tmp_path / "idx", docs, "toy", FP, vocab, {}, windows=(4, 50), hash_bits=hash_bits,
                 shard_tokens=shard_tokens)
     idx = CorpusIndex(tmp_path / "idx")
-    assert idx.windows == [4, 50] and (len(idx.shards) > 1) == (shard_tokens is not None)
+    assert idx.windows == sorted(idx.global_windows) == [4, 50] and (len(idx.shards) > 1) == (shard_tokens is not None)
     for width in (4, 50, 7):  # 7: no fingerprint table, the suffix-table search answers
         q = _queries(docs, width, vocab, rng)
         expected = _naive_answers(docs, q)
         assert 0 < expected.sum() < len(q)
-        got = idx.contains_many(q)
+        got = idx.contains_many(q)  # through the index-level table
         assert (got == expected).all(), f"{(got != expected).sum()} differ"
+        assert (idx.contains_many(q, per_shard=True) == expected).all()  # through each shard's table
         valid = (q >= 0).all(1) & (q < vocab).all(1)
         by_suffix_table = np.zeros(int(valid.sum()), dtype=bool)
         for shard in idx.shards:  # the suffix-table search alone agrees too
@@ -90,6 +91,93 @@ def test_fingerprints_collide_yet_answers_stay_exact(tmp_path):
     flat = np.concatenate(docs)
     present = np.stack([flat[s:s + 10] for s in range(0, 2900, 7) if s % 300 <= 290])
     assert idx.contains_many(present).all()
+    build_index(tmp_path / "many", docs, "toy", FP, 500, {}, windows=(10,), hash_bits=5, shard_tokens=250)
+    many = CorpusIndex(tmp_path / "many")
+    table = many.global_windows[10]
+    assert len(many.shards) == 10 and len(table.hashes) <= 32
+    shard_of, _ = table.locate(q)
+    assert (shard_of >= 0).mean() > 0.9 and set(shard_of.tolist()) == {0}  # the first shard owns all 32
+    # so windows of shards 1-9 are found only through the collision path (the suffix table of every shard)
+    assert not many.contains_many(q).any() and many.contains_many(present).all()
+
+
+def _index_level_files(folder):
+    return {p.name: p.read_bytes() for p in folder.glob("windows.*")}
+
+
+def test_index_level_table_is_merged_in_bounded_ranges(tmp_path):
+    """The merge cut into ranges of at most ``range_entries`` entries writes the same table as one range; every
+    fingerprint of every shard is in it, pointing at a window of a shard that has it."""
+    from mia_core.formats.corpus_index.global_table import SHARD_SHIFT, merge_window_tables, range_bounds
+
+    rng = np.random.default_rng(5)
+    docs = [rng.integers(0, 30, rng.integers(10, 400)) for _ in range(60)]
+    build_index(tmp_path / "idx", docs, "toy", FP, 500, {}, windows=(6,), shard_tokens=900)
+    idx = CorpusIndex(tmp_path / "idx")
+    shards = [s.windows[6] for s in idx.shards]
+    hashes = [t.hashes for t in shards]
+    for limit in (64, 1000):
+        bounds = range_bounds(hashes, limit)
+        if limit == 64:
+            assert len(bounds) > 3
+        edges = np.r_[0, np.sort(np.concatenate(hashes)).searchsorted(bounds), sum(map(len, hashes))]
+        assert np.diff(edges).max() <= limit  # no range holds more than the bound, all shards together
+        record = merge_window_tables(tmp_path, [s.folder for s in idx.shards], [s.tokens for s in idx.shards], 6,
+                                     64, range_entries=limit)
+        assert _index_level_files(tmp_path) == _index_level_files(tmp_path / "idx")
+        assert record == idx.meta["window_tables"]["6"]
+    table = idx.global_windows[6]
+    assert (table.hashes[1:] > table.hashes[:-1]).all()  # sorted, distinct
+    assert set(table.hashes.tolist()) == set(np.concatenate(hashes).tolist())
+    shard_of, position = table.values >> np.uint64(SHARD_SHIFT), table.values & np.uint64((1 << SHARD_SHIFT) - 1)
+    for s, shard in enumerate(shards):
+        mine = shard_of == s
+        at = np.searchsorted(shard.hashes, table.hashes[mine])
+        assert (shard.hashes[at] == table.hashes[mine]).all() and (shard.positions[at] == position[mine]).all()
+
+
+def test_damaged_index_level_table_is_one_line(tmp_path):
+    docs = [np.arange(i, i + 80) % 500 for i in range(40)]
+    build_index(tmp_path / "idx", docs, "toy", FP, 500, {}, windows=(10,), shard_tokens=600)
+    q = np.stack([docs[3][:10], np.arange(10) + 400])
+    assert CorpusIndex(tmp_path / "idx").contains_many(q).tolist() == [True, False]
+    path = tmp_path / "idx" / "windows.10.loc"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    idx = CorpusIndex(tmp_path / "idx")  # opening reads sizes only; the checksum is checked on first use
+    with pytest.raises(MiaError, match=r"corrupt: windows.10.loc does not match the checksum its build recorded"):
+        idx.contains_many(q)
+    path.write_bytes(bytes(data[:-8]))
+    with pytest.raises(MiaError, match=r"corrupt: windows.10.loc has \d+ bytes, expected"):
+        CorpusIndex(tmp_path / "idx")
+    path.unlink()
+    with pytest.raises(MiaError, match="corrupt: windows.10.loc is missing"):
+        CorpusIndex(tmp_path / "idx")
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    meta["window_tables"]["10"] = {"entries": "x"}
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(MiaError, match="window table record is malformed"):
+        CorpusIndex(tmp_path / "idx")
+
+
+def test_index_without_index_level_table_answers_through_its_shards(tmp_path):
+    """An index built by a mia before the index-level table (no ``window_tables``) answers the same."""
+    rng = np.random.default_rng(6)
+    docs = [rng.integers(0, 20, rng.integers(10, 200)) for _ in range(50)]
+    build_index(tmp_path / "idx", docs, "toy", FP, 500, {}, windows=(5,), shard_tokens=400)
+    q = _queries(docs, 5, 500, rng)
+    expected = _naive_answers(docs, q)
+    assert (CorpusIndex(tmp_path / "idx").contains_many(q) == expected).all()
+    meta_path = tmp_path / "idx" / "index.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["window_tables"]
+    meta_path.write_text(json.dumps(meta))
+    for name in _index_level_files(tmp_path / "idx"):
+        (tmp_path / "idx" / name).unlink()
+    old = CorpusIndex(tmp_path / "idx")
+    assert old.global_windows == {} and old.windows == [5] and len(old.shards) > 3
+    assert (old.contains_many(q) == expected).all()
 
 
 def test_suffix_sort_equals_tokengrams_and_naive(tmp_path):
