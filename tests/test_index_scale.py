@@ -59,7 +59,8 @@ def test_fixed_window_membership_equals_suffix_table(tmp_path, corpus, hash_bits
     build_index(tmp_path / "idx", docs, "toy", FP, vocab, {}, windows=(4, 50), hash_bits=hash_bits,
                 shard_tokens=shard_tokens)
     idx = CorpusIndex(tmp_path / "idx")
-    assert idx.windows == sorted(idx.global_windows) == [4, 50] and (len(idx.shards) > 1) == (shard_tokens is not None)
+    assert idx.windows == [4, 50] and (len(idx.shards) > 1) == (shard_tokens is not None)
+    assert sorted(idx.global_windows) == ([4, 50] if len(idx.shards) > 1 else [])  # one shard: its own table
     for width in (4, 50, 7):  # 7: no fingerprint table, the suffix-table search answers
         q = _queries(docs, width, vocab, rng)
         expected = _naive_answers(docs, q)
@@ -95,8 +96,8 @@ def test_fingerprints_collide_yet_answers_stay_exact(tmp_path):
     many = CorpusIndex(tmp_path / "many")
     table = many.global_windows[10]
     assert len(many.shards) == 10 and len(table.hashes) <= 32
-    shard_of, _ = table.locate(q)
-    assert (shard_of >= 0).mean() > 0.9 and set(shard_of.tolist()) == {0}  # the first shard owns all 32
+    hit, shard_of, _ = table.locate(q)
+    assert len(hit) > 0.9 * len(q) and set(shard_of.tolist()) == {0}  # the first shard owns all 32
     # so windows of shards 1-9 are found only through the collision path (the suffix table of every shard)
     assert not many.contains_many(q).any() and many.contains_many(present).all()
 

@@ -74,9 +74,10 @@ def merge_window_tables(root: Path, shard_folders: Sequence[Path], shard_tokens:
                         bits: int, range_entries: int = RANGE_ENTRIES) -> dict[str, Any] | None:
     """Write ``root``'s table for ``width`` from the shards' tables; its record for index.json.
 
-    None (no table; lookups ask each shard) when a shard or position does not fit the 24 + 40-bit location.
+    None (no table; lookups ask each shard) for one shard (its own table is the index's: no copy on disk), or
+    when a shard or position does not fit the 24 + 40-bit location.
     """
-    if len(shard_folders) > MAX_SHARDS or any(n >= 1 << SHARD_SHIFT for n in shard_tokens):
+    if len(shard_folders) < 2 or len(shard_folders) > MAX_SHARDS or any(n >= 1 << SHARD_SHIFT for n in shard_tokens):
         return None
     tables = [WindowTable(f, width, n, bits) for f, n in zip(shard_folders, shard_tokens, strict=True)]
     bounds = range_bounds([t.hashes for t in tables], range_entries)
@@ -132,14 +133,13 @@ class GlobalWindowTable(SortedFingerprints):
                                "recorded (bytes changed on disk); build the index again with mia index")
         self.checksums = {}
 
-    def locate(self, windows: np.ndarray, fingerprints: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(shard, position) of a window with each row's fingerprint; shard -1 where none has it."""
+    def locate(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows whose fingerprint the table holds, the shard and the position of a window with it)."""
         self.check_files()
-        loc = self.candidates(windows, fingerprints)
-        hit = loc >= 0
-        shard = np.where(hit, loc >> SHARD_SHIFT, -1)
-        position = np.where(hit, loc & np.int64(POSITION_MASK), 0)
-        return shard, position
+        loc = self.candidates(windows)
+        hit = np.flatnonzero(loc >= 0)
+        loc = loc[hit]
+        return hit, loc >> SHARD_SHIFT, loc & np.int64(POSITION_MASK)
 
 
 def open_global_tables(root: Path, meta: dict[str, Any], bits: int) -> dict[int, GlobalWindowTable]:

@@ -363,15 +363,11 @@ class CorpusIndex:
         found = np.zeros(len(q), dtype=bool)
         todo = np.flatnonzero(_valid_rows(q, self.vocab_size))
         rows = q if todo.size == len(q) else q[todo]
-        shard_of, position = table.locate(rows)
-        hit = np.flatnonzero(shard_of >= 0)
+        hit, shard_of, position = table.locate(rows)
         same = np.zeros(hit.size, dtype=bool)
-        order = np.argsort(shard_of[hit], kind="stable")  # hits grouped by shard: one verification per shard
-        groups = np.split(order, np.flatnonzero(np.diff(shard_of[hit][order])) + 1) if hit.size else []
-        for group in groups:
-            rows_here = hit[group]
-            same[group] = self.shards[int(shard_of[rows_here[0]])].windows_equal(position[rows_here],
-                                                                                 rows[rows_here])
+        order = np.argsort(shard_of, kind="stable")  # hits grouped by shard: one verification per shard
+        for group in np.split(order, np.flatnonzero(np.diff(shard_of[order])) + 1) if hit.size else []:
+            same[group] = self.shards[int(shard_of[group[0]])].windows_equal(position[group], rows[hit[group]])
         found[todo[hit[same]]] = True
         collided = todo[hit[~same]]  # a fingerprint shared with another window: the exact search, every shard
         if collided.size:
