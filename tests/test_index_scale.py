@@ -162,6 +162,31 @@ def test_damaged_index_level_table_is_one_line(tmp_path):
         CorpusIndex(tmp_path / "idx")
 
 
+def test_score_refuses_an_index_whose_index_level_table_is_cut_short(tmp_path, runner):
+    """Through the CLI: mia score with a sharded index answers as with one shard; a truncated or missing
+    index-level table is one line and exit 1, never a traceback or a wrong answer."""
+    docs = make_docs(12, 90, seed=8)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=40)
+    run = make_run(folder, [d[10:50] if i % 2 == 0 else np.arange(40) + 300 for i, d in enumerate(docs)])
+    build_index(tmp_path / "one", docs, "toy", FP, 500, {}, windows=(20,))
+    build_index(tmp_path / "many", docs, "toy", FP, 500, {}, windows=(20,), shard_tokens=200)
+    assert len(CorpusIndex(tmp_path / "many").shards) > 3 and (tmp_path / "many" / "windows.20.loc").is_file()
+    scored = [runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / name), "--window", "20", "--json",
+                                  "--no-save"]) for name in ("one", "many")]
+    assert all(r.exit_code == 0 for r in scored), [r.output for r in scored]
+    corpus = [json.loads(r.stdout)["corpus"] for r in scored]
+    assert corpus[0]["memorized"] == corpus[1]["memorized"] and corpus[1]["memorized"]["count"] == 6
+    loc = tmp_path / "many" / "windows.20.loc"
+    with open(loc, "r+b") as f:
+        f.truncate(loc.stat().st_size - 8)
+    for damage in ("truncated", "missing"):
+        res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "many"), "--window", "20"])
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: index") and "windows.20.loc" in lines[0], damage
+        loc.unlink(missing_ok=True)
+
+
 def test_index_without_index_level_table_answers_through_its_shards(tmp_path):
     """An index built by a mia before the index-level table (no ``window_tables``) answers the same."""
     rng = np.random.default_rng(6)
@@ -179,6 +204,22 @@ def test_index_without_index_level_table_answers_through_its_shards(tmp_path):
     old = CorpusIndex(tmp_path / "idx")
     assert old.global_windows == {} and old.windows == [5] and len(old.shards) > 3
     assert (old.contains_many(q) == expected).all()
+
+
+def test_more_shards_than_locations_hold_write_no_index_level_table(tmp_path, monkeypatch):
+    """Past the shards a location can name, the build writes no index-level table and lookups ask each shard."""
+    from mia_core.formats.corpus_index import global_table
+
+    assert global_table.MAX_SHARDS << global_table.SHARD_SHIFT == 1 << 63  # locations stay positive as int64
+    monkeypatch.setattr(global_table, "MAX_SHARDS", 3)
+    rng = np.random.default_rng(9)
+    docs = [rng.integers(0, 20, rng.integers(10, 200)) for _ in range(40)]
+    build_index(tmp_path / "idx", docs, "toy", FP, 500, {}, windows=(5,), shard_tokens=400)
+    idx = CorpusIndex(tmp_path / "idx")
+    assert len(idx.shards) > 3 and idx.global_windows == {} and idx.meta["window_tables"] == {}
+    assert not list((tmp_path / "idx").glob("windows.*"))
+    q = _queries(docs, 5, 500, rng)
+    assert (idx.contains_many(q) == _naive_answers(docs, q)).all()
 
 
 def test_suffix_sort_equals_tokengrams_and_naive(tmp_path):

@@ -27,9 +27,9 @@ from mia_core.formats.corpus_index.window_table import SortedFingerprints, Windo
 from mia_core.formats.integrity import sha256_file
 
 TABLES_KEY = "window_tables"  # in index.json: {"W": {"entries": n, "sha256": {file name: digest}}}
-SHARD_SHIFT = 40  # positions below 2^40 tokens per shard, shards below 2^24
+SHARD_SHIFT = 40  # positions below 2^40 tokens per shard, shards below 2^23
 POSITION_MASK = np.uint64((1 << SHARD_SHIFT) - 1)
-MAX_SHARDS = 1 << (64 - SHARD_SHIFT)
+MAX_SHARDS = 1 << (63 - SHARD_SHIFT)  # lookups read locations as int64 (-1: absent), so the top bit stays clear
 RANGE_ENTRIES = 1 << 22  # entries merged at once: ~4 M x 16 bytes, plus the sort's temporaries
 
 
@@ -75,7 +75,7 @@ def merge_window_tables(root: Path, shard_folders: Sequence[Path], shard_tokens:
     """Write ``root``'s table for ``width`` from the shards' tables; its record for index.json.
 
     None (no table; lookups ask each shard) for one shard (its own table is the index's: no copy on disk), or
-    when a shard or position does not fit the 24 + 40-bit location.
+    when a shard or position does not fit the 23 + 40-bit location.
     """
     if len(shard_folders) < 2 or len(shard_folders) > MAX_SHARDS or any(n >= 1 << SHARD_SHIFT for n in shard_tokens):
         return None

@@ -7,7 +7,8 @@ u16 or u32 tokens, one separator token after each document so no match spans two
 ``table.bin`` (the suffix table, one u64 per token, readable by tokengrams' ``MemmapIndex``),
 ``windows.W.hash``/``windows.W.pos`` (sorted fingerprints of every ``W``-token window, see
 window_table.py), ``doc_offsets.npy``, ``doc_ids.json`` and ``shard.json``. A document never
-spans two shards, so a string occurs in the corpus iff it occurs in one shard.
+spans two shards, so a string occurs in the corpus iff it occurs in one shard. An index of several
+shards also has, at its root, one fingerprint table across them per window length (global_table.py).
 
 Format 1 (one flat folder, an index built by mia before shards) is still read, and an index
 folder may instead point at an infini-gram index (infinigram.py).
