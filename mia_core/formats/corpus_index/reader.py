@@ -189,7 +189,7 @@ class Shard:
         found = np.zeros(len(q), dtype=bool)
         hit = np.flatnonzero(cand >= 0)
         if hit.size:
-            same = self.windows_equal(cand[hit], q[hit])
+            same = self.windows_equal(cand[hit], q[hit].astype(self.dtype))  # valid ids fit the tokens' dtype
             found[hit[same]] = True
             collided = hit[~same]  # same fingerprint, other tokens: ask the suffix table
             if collided.size:
@@ -197,7 +197,8 @@ class Shard:
         return found
 
     def windows_equal(self, positions: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """Whether the corpus window at each position equals the matching row of ``q`` (one row copy each)."""
+        """Whether the corpus window at each position equals the matching row of ``q`` (one row copy each;
+        ``q`` in the tokens' dtype compares fastest)."""
         view = np.lib.stride_tricks.sliding_window_view(self._arrays()[0], q.shape[1])
         return (view[positions] == q).all(axis=1)
 
@@ -366,9 +367,12 @@ class CorpusIndex:
         rows = q if todo.size == len(q) else q[todo]
         hit, shard_of, position = table.locate(rows)
         same = np.zeros(hit.size, dtype=bool)
-        order = np.argsort(shard_of, kind="stable")  # hits grouped by shard: one verification per shard
+        # the hit rows in the tokens' dtype (valid ids fit): a quarter of the int64 rows to gather and compare
+        hit_rows = rows[hit].astype(self.shards[0].dtype)
+        # hits grouped by shard, one verification per shard (a stable sort of u16 keys is a radix sort)
+        order = np.argsort(shard_of.astype(np.uint16) if len(self.shards) <= 1 << 16 else shard_of, kind="stable")
         for group in np.split(order, np.flatnonzero(np.diff(shard_of[order])) + 1) if hit.size else []:
-            same[group] = self.shards[int(shard_of[group[0]])].windows_equal(position[group], rows[hit[group]])
+            same[group] = self.shards[int(shard_of[group[0]])].windows_equal(position[group], hit_rows[group])
         found[todo[hit[same]]] = True
         collided = todo[hit[~same]]  # a fingerprint shared with another window: the exact search, every shard
         if collided.size:
@@ -408,7 +412,9 @@ class CorpusIndex:
         """Longest corpus match of each generation, and the memorized ``window``-grams they contain.
 
         Identical generations (common when sampling many times per prefix) are looked up once;
-        every position of every generation is searched in bulk (suffix_search.py).
+        every position of every generation is searched in bulk (suffix_search.py). Variable-length
+        matches have no fingerprint to look up, so every shard's suffix table is searched: the cost
+        grows linearly with the number of shards (measured per position and shard in docs/index.md).
         """
         keys = [tuple(int(t) for t in g) for g in generations]
         distinct = list(dict.fromkeys(keys))
