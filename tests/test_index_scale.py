@@ -348,6 +348,41 @@ def test_kill_while_a_shard_is_written_leaves_a_resumable_build(tmp_path):
     assert _index_files(out) == reference
 
 
+KILLED_IN_MERGE = """
+import os, signal
+from mia_core.formats.corpus_index import shard_writer
+
+def half_merge_then_die(root, *args, **kwargs):  # every shard is written: the kill lands inside the merge
+    (root / "windows.5.hash").write_bytes(b"half a table")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+shard_writer.merge_window_tables = half_merge_then_die
+"""
+
+
+def test_kill_while_the_index_level_table_is_merged_resumes_to_the_same_index(tmp_path):
+    ref = _build(tmp_path, tmp_path / "ref")
+    assert ref.wait(120) == 0, ref.communicate()
+    out = tmp_path / "idx"
+    script = KILLED_IN_MERGE + RESUME_SCRIPT  # the same build, its merge replaced by a write and a SIGKILL
+    proc = subprocess.run([sys.executable, "-c", script, str(out), "0", "0"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    partial = tmp_path / "idx.partial"
+    assert not out.exists() and (partial / "windows.5.hash").read_bytes() == b"half a table"
+    assert len(list((partial / "shards").iterdir())) == 6  # every shard finished before the kill
+    proc = _build(tmp_path, out, resume=True)
+    assert proc.wait(120) == 0, proc.communicate()
+    assert _index_files(out) == _index_files(tmp_path / "ref")  # the tables merged anew, byte for byte
+    idx = CorpusIndex(out)
+    assert sorted(idx.global_windows) == [5, 50]
+    rng = np.random.default_rng(2)
+    tokens = np.asarray(idx.shards[3]._arrays()[0][:90], dtype=np.int64)  # inside its first document
+    q = np.concatenate([np.stack([tokens[s:s + 5] for s in range(0, 85, 5)]), rng.integers(0, 500, (40, 5))])
+    got = idx.contains_many(q)
+    assert got[:17].all() and (got == idx.contains_many(q, per_shard=True)).all()
+
+
 def test_repetitive_text_builds_in_bounded_time_with_progress(tmp_path, runner):
     """One token repeated a million times: tokengrams' sort was quadratic here (minutes); prefix doubling is not."""
     tokens = np.full(1_000_000, 7)
