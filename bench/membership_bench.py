@@ -263,12 +263,12 @@ def report(result: dict) -> None:
             ("longest-match positions/s", "longest_match_positions_per_s", ",.0f")]
     columns = [(f"{int(size):,} tok, {label}", fig)
                for size, per in result["sizes"].items() for label, fig in per.items()]
-    print(f"{'':28}" + "".join(f"{name:>26}" for name, _ in columns) + f"{'python set (1 M tok)':>24}")
+    print(f"{'':32}" + "".join(f"{name:>30}" for name, _ in columns) + f"{'python set (1 M tok)':>24}")
     for title, key, fmt in rows:
-        cells = "".join(f"{format(fig[key], fmt):>26}" for _, fig in columns)
+        cells = "".join(f"{format(fig[key], fmt):>30}" for _, fig in columns)
         b = base.get({"build_peak_rss_bytes_per_token": "bytes_per_token"}.get(key, key)) \
             if key != "bytes_per_token" else None
-        print(f"{title:28}{cells}{format(b, fmt) if b is not None else '':>24}")
+        print(f"{title:32}{cells}{format(b, fmt) if b is not None else '':>24}")
     first = columns[0][1]
     vs_set = first["window_lookups_per_s"] / base["window_lookups_per_s"]
     vs_table = first["window_lookups_per_s"] / first["suffix_table_lookups_per_s"]
