@@ -117,6 +117,7 @@ class Shard:
             if path.stat().st_size != size:
                 raise MiaError(f"index {folder} is corrupt: {name} has {path.stat().st_size} bytes, expected {size}")
         self.windows: dict[int, WindowTable] = {}
+        self._window_views: dict[int, np.ndarray] = {}  # window length -> every window of the tokens (a view)
         for w in windows:
             if not WindowTable.exists(folder, w):
                 raise MiaError(f"index {folder} is corrupt: its {w}-token window table is missing")
@@ -199,7 +200,10 @@ class Shard:
     def windows_equal(self, positions: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Whether the corpus window at each position equals the matching row of ``q`` (one row copy each;
         ``q`` in the tokens' dtype compares fastest)."""
-        view = np.lib.stride_tricks.sliding_window_view(self._arrays()[0], q.shape[1])
+        view = self._window_views.get(q.shape[1])
+        if view is None:  # kept: making the view costs more than verifying a few rows
+            view = self._window_views[q.shape[1]] = np.lib.stride_tricks.sliding_window_view(self._arrays()[0],
+                                                                                             q.shape[1])
         return (view[positions] == q).all(axis=1)
 
     def matching_statistics_many(self, gens: Sequence[list[int]], oks: Sequence[list[bool]]) -> list[np.ndarray]:
