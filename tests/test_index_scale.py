@@ -51,7 +51,7 @@ CORPORA = {
 
 @pytest.mark.parametrize("corpus", sorted(CORPORA))
 @pytest.mark.parametrize("hash_bits", [64, 5])  # 5 bits: fingerprints collide all the time
-@pytest.mark.parametrize("shard_tokens", [None, 700])
+@pytest.mark.parametrize("shard_tokens", [None, 700, 60])  # 1, a few and many (10-70) shards
 def test_fixed_window_membership_equals_suffix_table(tmp_path, corpus, hash_bits, shard_tokens):
     rng = np.random.default_rng(len(corpus) + hash_bits)
     docs = CORPORA[corpus](rng)
@@ -60,12 +60,14 @@ def test_fixed_window_membership_equals_suffix_table(tmp_path, corpus, hash_bits
                 shard_tokens=shard_tokens)
     idx = CorpusIndex(tmp_path / "idx")
     assert idx.windows == [4, 50] and (len(idx.shards) > 1) == (shard_tokens is not None)
+    assert sorted(idx.global_windows) == ([4, 50] if len(idx.shards) > 1 else [])  # one shard: its own table
     for width in (4, 50, 7):  # 7: no fingerprint table, the suffix-table search answers
         q = _queries(docs, width, vocab, rng)
         expected = _naive_answers(docs, q)
         assert 0 < expected.sum() < len(q)
-        got = idx.contains_many(q)
+        got = idx.contains_many(q)  # through the index-level table
         assert (got == expected).all(), f"{(got != expected).sum()} differ"
+        assert (idx.contains_many(q, per_shard=True) == expected).all()  # through each shard's table
         valid = (q >= 0).all(1) & (q < vocab).all(1)
         by_suffix_table = np.zeros(int(valid.sum()), dtype=bool)
         for shard in idx.shards:  # the suffix-table search alone agrees too
@@ -90,6 +92,134 @@ def test_fingerprints_collide_yet_answers_stay_exact(tmp_path):
     flat = np.concatenate(docs)
     present = np.stack([flat[s:s + 10] for s in range(0, 2900, 7) if s % 300 <= 290])
     assert idx.contains_many(present).all()
+    build_index(tmp_path / "many", docs, "toy", FP, 500, {}, windows=(10,), hash_bits=5, shard_tokens=250)
+    many = CorpusIndex(tmp_path / "many")
+    table = many.global_windows[10]
+    assert len(many.shards) == 10 and len(table.hashes) <= 32
+    hit, shard_of, _ = table.locate(q)
+    assert len(hit) > 0.9 * len(q) and set(shard_of.tolist()) == {0}  # the first shard owns all 32
+    # so windows of shards 1-9 are found only through the collision path (the suffix table of every shard)
+    assert not many.contains_many(q).any() and many.contains_many(present).all()
+
+
+def _index_level_files(folder):
+    return {p.name: p.read_bytes() for p in folder.glob("windows.*")}
+
+
+def test_index_level_table_is_merged_in_bounded_ranges(tmp_path):
+    """The merge cut into ranges of at most ``range_entries`` entries writes the same table as one range; every
+    fingerprint of every shard is in it, pointing at a window of a shard that has it."""
+    from mia_core.formats.corpus_index.global_table import SHARD_SHIFT, merge_window_tables, range_bounds
+
+    rng = np.random.default_rng(5)
+    docs = [rng.integers(0, 30, rng.integers(10, 400)) for _ in range(60)]
+    build_index(tmp_path / "idx", docs, "toy", FP, 500, {}, windows=(6,), shard_tokens=900)
+    idx = CorpusIndex(tmp_path / "idx")
+    shards = [s.windows[6] for s in idx.shards]
+    hashes = [t.hashes for t in shards]
+    for limit in (64, 1000):
+        bounds = range_bounds(hashes, limit)
+        if limit == 64:
+            assert len(bounds) > 3
+        edges = np.r_[0, np.sort(np.concatenate(hashes)).searchsorted(bounds), sum(map(len, hashes))]
+        assert np.diff(edges).max() <= limit  # no range holds more than the bound, all shards together
+        record = merge_window_tables(tmp_path, [s.folder for s in idx.shards], [s.tokens for s in idx.shards], 6,
+                                     64, range_entries=limit)
+        assert _index_level_files(tmp_path) == _index_level_files(tmp_path / "idx")
+        assert record == idx.meta["window_tables"]["6"]
+    table = idx.global_windows[6]
+    assert (table.hashes[1:] > table.hashes[:-1]).all()  # sorted, distinct
+    assert set(table.hashes.tolist()) == set(np.concatenate(hashes).tolist())
+    shard_of, position = table.values >> np.uint64(SHARD_SHIFT), table.values & np.uint64((1 << SHARD_SHIFT) - 1)
+    for s, shard in enumerate(shards):
+        mine = shard_of == s
+        at = np.searchsorted(shard.hashes, table.hashes[mine])
+        assert (shard.hashes[at] == table.hashes[mine]).all() and (shard.positions[at] == position[mine]).all()
+
+
+def test_damaged_index_level_table_is_one_line(tmp_path):
+    docs = [np.arange(i, i + 80) % 500 for i in range(40)]
+    build_index(tmp_path / "idx", docs, "toy", FP, 500, {}, windows=(10,), shard_tokens=600)
+    q = np.stack([docs[3][:10], np.arange(10) + 400])
+    assert CorpusIndex(tmp_path / "idx").contains_many(q).tolist() == [True, False]
+    path = tmp_path / "idx" / "windows.10.loc"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    idx = CorpusIndex(tmp_path / "idx")  # opening reads sizes only; the checksum is checked on first use
+    with pytest.raises(MiaError, match=r"corrupt: windows.10.loc does not match the checksum its build recorded"):
+        idx.contains_many(q)
+    path.write_bytes(bytes(data[:-8]))
+    with pytest.raises(MiaError, match=r"corrupt: windows.10.loc has \d+ bytes, expected"):
+        CorpusIndex(tmp_path / "idx")
+    path.unlink()
+    with pytest.raises(MiaError, match="corrupt: windows.10.loc is missing"):
+        CorpusIndex(tmp_path / "idx")
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    meta["window_tables"]["10"] = {"entries": "x"}
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(MiaError, match="window table record is malformed"):
+        CorpusIndex(tmp_path / "idx")
+
+
+def test_score_refuses_an_index_whose_index_level_table_is_cut_short(tmp_path, runner):
+    """Through the CLI: mia score with a sharded index answers as with one shard; a truncated or missing
+    index-level table is one line and exit 1, never a traceback or a wrong answer."""
+    docs = make_docs(12, 90, seed=8)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=40)
+    run = make_run(folder, [d[10:50] if i % 2 == 0 else np.arange(40) + 300 for i, d in enumerate(docs)])
+    build_index(tmp_path / "one", docs, "toy", FP, 500, {}, windows=(20,))
+    build_index(tmp_path / "many", docs, "toy", FP, 500, {}, windows=(20,), shard_tokens=200)
+    assert len(CorpusIndex(tmp_path / "many").shards) > 3 and (tmp_path / "many" / "windows.20.loc").is_file()
+    scored = [runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / name), "--window", "20", "--json",
+                                  "--no-save"]) for name in ("one", "many")]
+    assert all(r.exit_code == 0 for r in scored), [r.output for r in scored]
+    corpus = [json.loads(r.stdout)["corpus"] for r in scored]
+    assert corpus[0]["memorized"] == corpus[1]["memorized"] and corpus[1]["memorized"]["count"] == 6
+    loc = tmp_path / "many" / "windows.20.loc"
+    with open(loc, "r+b") as f:
+        f.truncate(loc.stat().st_size - 8)
+    for damage in ("truncated", "missing"):
+        res = runner.invoke(cli, ["score", str(run), "--index", str(tmp_path / "many"), "--window", "20"])
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: index") and "windows.20.loc" in lines[0], damage
+        loc.unlink(missing_ok=True)
+
+
+def test_index_without_index_level_table_answers_through_its_shards(tmp_path):
+    """An index built by a mia before the index-level table (no ``window_tables``) answers the same."""
+    rng = np.random.default_rng(6)
+    docs = [rng.integers(0, 20, rng.integers(10, 200)) for _ in range(50)]
+    build_index(tmp_path / "idx", docs, "toy", FP, 500, {}, windows=(5,), shard_tokens=400)
+    q = _queries(docs, 5, 500, rng)
+    expected = _naive_answers(docs, q)
+    assert (CorpusIndex(tmp_path / "idx").contains_many(q) == expected).all()
+    meta_path = tmp_path / "idx" / "index.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["window_tables"]
+    meta_path.write_text(json.dumps(meta))
+    for name in _index_level_files(tmp_path / "idx"):
+        (tmp_path / "idx" / name).unlink()
+    old = CorpusIndex(tmp_path / "idx")
+    assert old.global_windows == {} and old.windows == [5] and len(old.shards) > 3
+    assert (old.contains_many(q) == expected).all()
+
+
+def test_more_shards_than_locations_hold_write_no_index_level_table(tmp_path, monkeypatch):
+    """Past the shards a location can name, the build writes no index-level table and lookups ask each shard."""
+    from mia_core.formats.corpus_index import global_table
+
+    assert global_table.MAX_SHARDS << global_table.SHARD_SHIFT == 1 << 63  # locations stay positive as int64
+    monkeypatch.setattr(global_table, "MAX_SHARDS", 3)
+    rng = np.random.default_rng(9)
+    docs = [rng.integers(0, 20, rng.integers(10, 200)) for _ in range(40)]
+    build_index(tmp_path / "idx", docs, "toy", FP, 500, {}, windows=(5,), shard_tokens=400)
+    idx = CorpusIndex(tmp_path / "idx")
+    assert len(idx.shards) > 3 and idx.global_windows == {} and idx.meta["window_tables"] == {}
+    assert not list((tmp_path / "idx").glob("windows.*"))
+    q = _queries(docs, 5, 500, rng)
+    assert (idx.contains_many(q) == _naive_answers(docs, q)).all()
 
 
 def test_suffix_sort_equals_tokengrams_and_naive(tmp_path):
@@ -216,6 +346,41 @@ def test_kill_while_a_shard_is_written_leaves_a_resumable_build(tmp_path):
         proc = _build(tmp_path, out, resume=True)
         assert proc.wait(120) == 0, proc.communicate()
     assert _index_files(out) == reference
+
+
+KILLED_IN_MERGE = """
+import os, signal
+from mia_core.formats.corpus_index import shard_writer
+
+def half_merge_then_die(root, *args, **kwargs):  # every shard is written: the kill lands inside the merge
+    (root / "windows.5.hash").write_bytes(b"half a table")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+shard_writer.merge_window_tables = half_merge_then_die
+"""
+
+
+def test_kill_while_the_index_level_table_is_merged_resumes_to_the_same_index(tmp_path):
+    ref = _build(tmp_path, tmp_path / "ref")
+    assert ref.wait(120) == 0, ref.communicate()
+    out = tmp_path / "idx"
+    script = KILLED_IN_MERGE + RESUME_SCRIPT  # the same build, its merge replaced by a write and a SIGKILL
+    proc = subprocess.run([sys.executable, "-c", script, str(out), "0", "0"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    partial = tmp_path / "idx.partial"
+    assert not out.exists() and (partial / "windows.5.hash").read_bytes() == b"half a table"
+    assert len(list((partial / "shards").iterdir())) == 6  # every shard finished before the kill
+    proc = _build(tmp_path, out, resume=True)
+    assert proc.wait(120) == 0, proc.communicate()
+    assert _index_files(out) == _index_files(tmp_path / "ref")  # the tables merged anew, byte for byte
+    idx = CorpusIndex(out)
+    assert sorted(idx.global_windows) == [5, 50]
+    rng = np.random.default_rng(2)
+    tokens = np.asarray(idx.shards[3]._arrays()[0][:90], dtype=np.int64)  # inside its first document
+    q = np.concatenate([np.stack([tokens[s:s + 5] for s in range(0, 85, 5)]), rng.integers(0, 500, (40, 5))])
+    got = idx.contains_many(q)
+    assert got[:17].all() and (got == idx.contains_many(q, per_shard=True)).all()
 
 
 def test_repetitive_text_builds_in_bounded_time_with_progress(tmp_path, runner):

@@ -7,7 +7,8 @@ u16 or u32 tokens, one separator token after each document so no match spans two
 ``table.bin`` (the suffix table, one u64 per token, readable by tokengrams' ``MemmapIndex``),
 ``windows.W.hash``/``windows.W.pos`` (sorted fingerprints of every ``W``-token window, see
 window_table.py), ``doc_offsets.npy``, ``doc_ids.json`` and ``shard.json``. A document never
-spans two shards, so a string occurs in the corpus iff it occurs in one shard.
+spans two shards, so a string occurs in the corpus iff it occurs in one shard. An index of several
+shards also has, at its root, one fingerprint table across them per window length (global_table.py).
 
 Format 1 (one flat folder, an index built by mia before shards) is still read, and an index
 folder may instead point at an infini-gram index (infinigram.py).
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from mia_core.errors import MiaError
+from mia_core.formats.corpus_index.global_table import GlobalWindowTable, open_global_tables
 from mia_core.formats.corpus_index.layout import (
     DOC_IDS_FILE,
     DOCS_FILE,
@@ -115,6 +117,7 @@ class Shard:
             if path.stat().st_size != size:
                 raise MiaError(f"index {folder} is corrupt: {name} has {path.stat().st_size} bytes, expected {size}")
         self.windows: dict[int, WindowTable] = {}
+        self._window_views: dict[int, np.ndarray] = {}  # window length -> every window of the tokens (a view)
         for w in windows:
             if not WindowTable.exists(folder, w):
                 raise MiaError(f"index {folder} is corrupt: its {w}-token window table is missing")
@@ -183,18 +186,25 @@ class Shard:
         table = self.windows.get(q.shape[1])
         if table is None:
             return self.search_windows(q)
-        tok = self._arrays()[0]
         cand = table.candidates(q, fingerprints)
         found = np.zeros(len(q), dtype=bool)
         hit = np.flatnonzero(cand >= 0)
         if hit.size:
-            view = np.lib.stride_tricks.sliding_window_view(tok, q.shape[1])
-            same = (view[cand[hit]] == q[hit]).all(axis=1)
+            same = self.windows_equal(cand[hit], q[hit].astype(self.dtype))  # valid ids fit the tokens' dtype
             found[hit[same]] = True
             collided = hit[~same]  # same fingerprint, other tokens: ask the suffix table
             if collided.size:
                 found[collided] = self.search_windows(q[collided])
         return found
+
+    def windows_equal(self, positions: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Whether the corpus window at each position equals the matching row of ``q`` (one row copy each;
+        ``q`` in the tokens' dtype compares fastest)."""
+        view = self._window_views.get(q.shape[1])
+        if view is None:  # kept: making the view costs more than verifying a few rows
+            view = self._window_views[q.shape[1]] = np.lib.stride_tricks.sliding_window_view(self._arrays()[0],
+                                                                                             q.shape[1])
+        return (view[positions] == q).all(axis=1)
 
     def matching_statistics_many(self, gens: Sequence[list[int]], oks: Sequence[list[bool]]) -> list[np.ndarray]:
         return self._arrays()[1].matching_statistics_many(gens, oks)
@@ -239,6 +249,7 @@ class CorpusIndex:
             if key not in self.meta:
                 raise MiaError(f"index metadata {meta_path} is corrupt: missing {key!r}")
         self.shards: list[Any]
+        self.global_windows: dict[int, GlobalWindowTable] = {}  # window length -> the table across shards
         if self.meta.get("kind") == "infini-gram":
             from mia_core.formats.corpus_index.infinigram import open_infini_gram
 
@@ -262,6 +273,7 @@ class CorpusIndex:
             docs += int(entry["documents"])
         if sum(s.tokens for s in self.shards) != int(self.meta["tokens"]):
             raise MiaError(f"index metadata {meta_path} is corrupt: its shards do not add up to its tokens")
+        self.global_windows = open_global_tables(self.folder, self.meta, common["hash_bits"])
 
     tokens = recorded("tokens", int, "meta")
     fingerprint = recorded("tokenizer_fingerprint", str, "meta")
@@ -311,17 +323,20 @@ class CorpusIndex:
                     return out
         return out
 
-    def contains_many(self, windows: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
+    def contains_many(self, windows: np.ndarray | Sequence[Sequence[int]], *, per_shard: bool = False) -> np.ndarray:
         """Whether each window occurs in the corpus, for many windows in one call.
 
-        Equal-length windows (a 2-D array) are searched in bulk: through each shard's fingerprint
-        table when the index has one for that length (verified against the tokens, see
-        window_table.py), else by a vectorised binary search of the suffix table. Ragged input
+        Equal-length windows (a 2-D array) are searched in bulk: through the index-level fingerprint
+        table when the index has one for that length (global_table.py), else through each shard's
+        (``per_shard=True`` forces this, for comparisons), both verified against the tokens
+        (window_table.py), else by a vectorised binary search of the suffix tables. Ragged input
         falls back to one lookup per distinct window.
         """
         if isinstance(windows, np.ndarray) and windows.ndim == 2 and windows.shape[1] > 0:
             q = windows.astype(np.int64, copy=False)
-            parts = [self._contains_block(q[i:i + BATCH_ROWS]) for i in range(0, len(q), BATCH_ROWS)]
+            table = None if per_shard else self.global_windows.get(q.shape[1])
+            block = self._contains_block if table is None else lambda b: self._contains_global(b, table)
+            parts = [block(q[i:i + BATCH_ROWS]) for i in range(0, len(q), BATCH_ROWS)]
             return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
         seen: dict[tuple[int, ...], bool] = {}
         out = np.empty(len(windows), dtype=bool)
@@ -349,6 +364,37 @@ class CorpusIndex:
             todo = todo[~hit]
         return found
 
+    def _contains_global(self, q: np.ndarray, table: GlobalWindowTable) -> np.ndarray:
+        """One scan of the index-level table for all rows, each hit verified in the shard it names."""
+        found = np.zeros(len(q), dtype=bool)
+        todo = np.flatnonzero(_valid_rows(q, self.vocab_size))
+        rows = q if todo.size == len(q) else q[todo]
+        hit, shard_of, position = table.locate(rows)
+        same = np.zeros(hit.size, dtype=bool)
+        # the hit rows in the tokens' dtype (valid ids fit): a quarter of the int64 rows to gather and compare
+        hit_rows = rows[hit].astype(self.shards[0].dtype)
+        # hits grouped by shard, one verification per shard (a stable sort of u16 keys is a radix sort)
+        order = np.argsort(shard_of.astype(np.uint16) if len(self.shards) <= 1 << 16 else shard_of, kind="stable")
+        for group in np.split(order, np.flatnonzero(np.diff(shard_of[order])) + 1) if hit.size else []:
+            same[group] = self.shards[int(shard_of[group[0]])].windows_equal(position[group], hit_rows[group])
+        found[todo[hit[same]]] = True
+        collided = todo[hit[~same]]  # a fingerprint shared with another window: the exact search, every shard
+        if collided.size:
+            found[collided] = self._search_shards(q[collided])
+        return found
+
+    def _search_shards(self, q: np.ndarray) -> np.ndarray:
+        """Exact membership by each shard's suffix table in turn (rows found in one are not asked again)."""
+        found = np.zeros(len(q), dtype=bool)
+        todo = np.arange(len(q))
+        for shard in self.shards:
+            if todo.size == 0:
+                break
+            hit = shard.search_windows(q[todo])
+            found[todo[hit]] = True
+            todo = todo[~hit]
+        return found
+
     def matching_statistics(self, gen: Sequence[int]) -> np.ndarray:
         """ms[i] = length of the longest prefix of ``gen[i:]`` found verbatim in the corpus.
 
@@ -370,7 +416,9 @@ class CorpusIndex:
         """Longest corpus match of each generation, and the memorized ``window``-grams they contain.
 
         Identical generations (common when sampling many times per prefix) are looked up once;
-        every position of every generation is searched in bulk (suffix_search.py).
+        every position of every generation is searched in bulk (suffix_search.py). Variable-length
+        matches have no fingerprint to look up, so every shard's suffix table is searched: the cost
+        grows linearly with the number of shards (measured per position and shard in docs/index.md).
         """
         keys = [tuple(int(t) for t in g) for g in generations]
         distinct = list(dict.fromkeys(keys))

@@ -26,6 +26,7 @@ import numpy as np
 
 from mia_core import __version__
 from mia_core.errors import MiaError
+from mia_core.formats.corpus_index.global_table import TABLES_KEY, merge_window_tables
 from mia_core.formats.corpus_index.layout import (
     DOC_IDS_FILE,
     DOCS_FILE,
@@ -222,9 +223,10 @@ class IndexBuilder:
         if self.tokens == 0:
             self.abort()
             raise MiaError("the corpus is empty: nothing to index")
+        tables = self._merge_window_tables()
         elapsed = time.perf_counter() - self._t0
         meta = {**self.build, "mia_version": __version__, "tokens": int(self.tokens), "documents": self.documents,
-                "shards": self.shards, "build_s": round(elapsed, 3),
+                "shards": self.shards, TABLES_KEY: tables, "build_s": round(elapsed, 3),
                 "resumed_documents": self.resumed_documents,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         write_json_atomic(self.partial / META_FILE, meta)
@@ -232,6 +234,19 @@ class IndexBuilder:
         fsync_dir(self.folder.parent)
         (self.folder / BUILD_FILE).unlink()  # after the rename: a kill between the two leaves a whole index
         return meta
+
+    def _merge_window_tables(self) -> dict[str, Any]:
+        """The index-level fingerprint table of each window length (global_table.py), merged from the shards'
+        (also when a resumed build finishes: the files are written anew, byte for byte the same)."""
+        folders = [self.partial / SHARDS_DIR / s["name"] for s in self.shards]
+        counts = [int(s["tokens"]) for s in self.shards]
+        tables = {}
+        for w in self.build["windows"]:
+            with progress(None, f"merging the {w}-token fingerprint tables", "table", self.quiet, leave=False):
+                record = merge_window_tables(self.partial, folders, counts, w, self.build["hash_bits"])
+            if record is not None:
+                tables[str(w)] = record
+        return tables
 
     def abort(self) -> None:
         """Forget an unfinished build (used on errors before any shard was written; finished shards stay)."""

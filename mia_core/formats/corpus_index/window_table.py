@@ -11,7 +11,8 @@ differ is a hash collision, and only those rows go to the exact suffix-array sea
 answers are exactly the suffix array's, and collisions only cost time.
 
 Files (per shard): ``windows.W.hash`` (u64 fingerprints, sorted, unique), ``windows.W.pos``
-(u32 or u64 positions, same order).
+(u32 or u64 positions, same order). The index also merges them into one table across shards
+(global_table.py), which lookups use when it is there.
 """
 
 from __future__ import annotations
@@ -115,40 +116,29 @@ def _write(path: Path, array: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
-class WindowTable:
-    """An opened fingerprint table of one shard (memory-mapped)."""
+class SortedFingerprints:
+    """Bulk lookup in a sorted array of distinct fingerprints, each with one value (a position)."""
 
-    def __init__(self, folder: Path, width: int, n_tokens: int, bits: int = 64) -> None:
-        hash_path, pos_path = table_paths(folder, width)
-        self.width, self.bits = width, bits
-        # plain ndarray views of the maps: indexing a np.memmap subclass costs more per call
-        self.hashes = np.asarray(np.memmap(hash_path, dtype="<u8", mode="r")) if hash_path.stat().st_size else \
-            np.zeros(0, dtype="<u8")
-        pos_dtype = "<u4" if n_tokens < 2**32 else "<u8"
-        self.positions = np.asarray(np.memmap(pos_path, dtype=pos_dtype, mode="r")) if pos_path.stat().st_size else \
-            np.zeros(0, dtype=pos_dtype)
-        if len(self.positions) != len(self.hashes):
-            raise ValueError(f"{pos_path.name} holds {len(self.positions)} positions for {len(self.hashes)} "
-                             "fingerprints")
+    def __init__(self, hashes: np.ndarray, values: np.ndarray, bits: int) -> None:
+        self.hashes, self.values, self.bits = hashes, values, bits
         self._directory: np.ndarray | None = None
-
-    @staticmethod
-    def exists(folder: Path, width: int) -> bool:
-        return all(p.is_file() for p in table_paths(folder, width))
+        self._longest = 0
 
     def _dir(self) -> tuple[np.ndarray, int, int]:
         """Where each value of the fingerprint's top ``shift`` bits starts (about 4 entries per bucket)."""
         n = len(self.hashes)
         top = max(1, min(self.bits, int(np.log2(max(n, 1))) - 2))
         if self._directory is None:
-            buckets = (np.asarray(self.hashes) >> np.uint64(self.bits - top)).astype(np.int64)
-            counts = np.bincount(buckets, minlength=1 << top)
+            counts = np.zeros(1 << top, dtype=np.int64)
+            for lo in range(0, n, BLOCK):  # in blocks: no temporary the size of the table
+                buckets = (self.hashes[lo:lo + BLOCK] >> np.uint64(self.bits - top)).astype(np.int64)
+                counts += np.bincount(buckets, minlength=1 << top)
             self._directory = np.r_[0, np.cumsum(counts)].astype(np.int64)
             self._longest = int(counts.max()) if n else 0
         return self._directory, top, self._longest
 
     def candidates(self, windows: np.ndarray, fingerprints: np.ndarray | None = None) -> np.ndarray:
-        """For each row, the corpus position of a window with the same fingerprint, or -1.
+        """For each row, the value (position) stored with the row's fingerprint, or -1.
 
         ``fingerprints`` (``query_fingerprints(windows, bits)``) may be given, computed once for all shards.
         """
@@ -170,5 +160,31 @@ class WindowTable:
         valid = at < end
         hit = np.zeros(len(windows), dtype=bool)
         hit[valid] = hashes[at[valid]] == h[valid]
-        out[hit] = self.positions[at[hit]]
+        out[hit] = self.values[at[hit]]
         return out
+
+
+def read_array(path: Path, dtype: str) -> np.ndarray:
+    """A file as a read-only array: a plain ndarray view of its map (indexing a np.memmap costs more per call)."""
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r")) if path.stat().st_size else np.zeros(0, dtype=dtype)
+
+
+class WindowTable(SortedFingerprints):
+    """An opened fingerprint table of one shard (memory-mapped)."""
+
+    def __init__(self, folder: Path, width: int, n_tokens: int, bits: int = 64) -> None:
+        hash_path, pos_path = table_paths(folder, width)
+        self.width = width
+        positions = read_array(pos_path, "<u4" if n_tokens < 2**32 else "<u8")
+        super().__init__(read_array(hash_path, "<u8"), positions, bits)
+        if len(positions) != len(self.hashes):
+            raise ValueError(f"{pos_path.name} holds {len(positions)} positions for {len(self.hashes)} "
+                             "fingerprints")
+
+    @property
+    def positions(self) -> np.ndarray:
+        return self.values
+
+    @staticmethod
+    def exists(folder: Path, width: int) -> bool:
+        return all(p.is_file() for p in table_paths(folder, width))
