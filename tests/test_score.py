@@ -304,3 +304,22 @@ def test_seed_default_prompt_run_is_scored_with_k_20(register_plugin, in_tmp, ru
     assert f"{sum(exact)} of {sum(eligible)} eligible suffixes reproduced exactly (first k = 20 tokens)" in res.stderr
     s = score_run(run_path)
     assert s["k"] == 20 and s["extraction"]["count"] == sum(exact) and s["eligible"] == sum(eligible)
+
+
+def test_scoring_in_blocks_equals_scoring_at_once(monkeypatch):
+    """score_matches scores a long run in blocks of SCORE_ROWS rows (flat memory); every score equals
+    the one-block computation, bit for bit (each row is scored on its own)."""
+    import dataclasses
+
+    from mia_core.matching import tokens
+
+    rng = np.random.default_rng(0)
+    generated = [rng.integers(0, 5, rng.integers(0, 12)) for _ in range(2500)]
+    suffixes = [rng.integers(0, 5, rng.integers(0, 12)) for _ in range(2500)]
+    whole = tokens.score_matches(generated, suffixes, 10, 0.2)
+    monkeypatch.setattr(tokens, "SCORE_ROWS", 1000)
+    blocks = tokens.score_matches(generated, suffixes, 10, 0.2)
+    for field in dataclasses.fields(whole):
+        a, b = getattr(whole, field.name), getattr(blocks, field.name)
+        assert (a is None and b is None) or (a.dtype == b.dtype and np.array_equal(a, b)), field.name
+    assert whole.exact.sum() > 0 and (~whole.eligible).sum() > 0  # both cases occur in the data

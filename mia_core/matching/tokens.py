@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,9 @@ from mia_core.token_rows import leading_agreement, pad_rows
 
 PAD_GEN = -2  # pads generations; differs from suffix padding so padding never "matches"
 PAD_SUF = -3
+#: Rows scored at once: the edit-distance programme holds a few (rows x k) int64 arrays, so blocks keep
+#: memory flat however many rows a run has (the scores are the same: each row is scored on its own).
+SCORE_ROWS = 32_768
 
 
 @dataclass
@@ -99,6 +102,18 @@ def score_matches(generated: Sequence[np.ndarray], suffixes: Sequence[np.ndarray
         raise ValueError("k must be at least 1")
     if len(generated) != len(suffixes):
         raise ValueError("one true suffix per generation is needed")
+    if len(generated) <= SCORE_ROWS:
+        return _score_block(generated, suffixes, k, edit_threshold, bleu_threshold, detokenize)
+    blocks = [_score_block(generated[i:i + SCORE_ROWS], suffixes[i:i + SCORE_ROWS], k, edit_threshold,
+                           bleu_threshold, detokenize) for i in range(0, len(generated), SCORE_ROWS)]
+    return MatchScores(*(None if getattr(blocks[0], f.name) is None
+                         else np.concatenate([getattr(b, f.name) for b in blocks]) for f in fields(MatchScores)))
+
+
+def _score_block(generated: Sequence[np.ndarray], suffixes: Sequence[np.ndarray], k: int, edit_threshold: float,
+                 bleu_threshold: float | None, detokenize: Callable[[list[list[int]]], list[str]] | None
+                 ) -> MatchScores:
+    """:func:`score_matches` of at most ``SCORE_ROWS`` rows (each row's scores depend on that row only)."""
     suf, suf_len = pad_rows(suffixes, k, PAD_SUF, np.int64)
     gen, gen_len = pad_rows(generated, k, PAD_GEN, np.int64)
     kk = np.minimum(suf_len, k)
