@@ -447,3 +447,28 @@ def test_prefix_prints_eligible_rows_per_label_and_warns_of_a_shifted_balance(pl
 
     bad = runner.invoke(cli, [*args, "--min-suffix-tokens", "21"])
     assert bad.exit_code == 2 and "--min-suffix-tokens 21 is more than --suffix_tokens 20" in bad.output
+
+
+def test_map_rows_read_a_block_at_a_time_and_equal_the_whole_read(tmp_path, monkeypatch):
+    """PrefixMap.lazy_rows (what a prompt loop walks) gives the rows of read(), suffixes trimmed to their
+    lengths, across block boundaries, in any order, with negative indexes and slices, and refuses a row
+    past the end."""
+    from map_fixtures import write_map
+
+    from mia_core.formats.prefixmap import MapRows, PrefixMap
+
+    rng = np.random.default_rng(1)
+    prefixes = rng.integers(0, 100, (23, 4))
+    suffixes = [list(rng.integers(0, 100, int(n))) for n in rng.integers(0, 7, 23)]
+    pmap = PrefixMap(write_map(tmp_path / "m", prefixes, suffixes, suffix_tokens=6, tokenizer="t", fingerprint="f"))
+    monkeypatch.setattr(MapRows, "BLOCK", 5)
+    lazy_prefixes, lazy_suffixes = pmap.lazy_rows("prefixes"), pmap.lazy_rows("suffixes", "suffix_lengths")
+    assert len(lazy_prefixes) == 23
+    for i in [0, 4, 5, 22, 3, 17, 17, 9]:
+        assert lazy_prefixes[i].tolist() == prefixes[i].tolist()
+        assert lazy_suffixes[i].tolist() == suffixes[i]
+    assert lazy_prefixes[-1].tolist() == prefixes[-1].tolist()
+    assert [s.tolist() for s in lazy_suffixes[3:8]] == suffixes[3:8]
+    assert [s.tolist() for s in lazy_suffixes] == [s.tolist() for s in pmap.suffixes()]
+    with pytest.raises(IndexError):
+        lazy_prefixes[23]

@@ -223,12 +223,14 @@ def export_command(run: Path, fmt: str, out: Path | None, with_tokens: bool, no_
         raise MiaError(f"{out} already exists; pass --force to overwrite it")
     if fmt == "parquet" and out is None:
         raise click.UsageError("--format parquet writes a file: give --out FILE.parquet")
-    rows = list(records(run, tokens=with_tokens, text=not no_text))
+    rows = records(run, tokens=with_tokens, text=not no_text)  # streamed to the output, never held whole
     meta = metadata(run)
     sidecar = out.with_name(out.name + ".meta.json") if out is not None and fmt != "parquet" else None
     if sidecar is not None and sidecar.exists() and not force:
         raise MiaError(f"{sidecar} already exists; pass --force to overwrite it")
     if fmt == "parquet":
+        rows = list(rows)  # a Parquet table is built whole
+        written = len(rows)
         data = parquet_bytes(rows, meta)
         try:
             write_atomically(out, data)
@@ -242,11 +244,11 @@ def export_command(run: Path, fmt: str, out: Path | None, with_tokens: bool, no_
     else:
         try:  # the file appears whole or not at all
             with open_atomically(out) as stream:
-                write_stream(rows, fmt, stream)
+                written = write_stream(rows, fmt, stream)
             write_atomically(sidecar, (json.dumps(meta, indent=2) + "\n").encode())
         except OSError as exc:
             raise disk_error(exc, out, "no export written") from None
-    click.echo(f"{len(rows)} rows written to {out}", err=True)
+    click.echo(f"{written} rows written to {out}", err=True)
 
 
 commands = [prompt_command, check_command, export_command]

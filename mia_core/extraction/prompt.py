@@ -76,9 +76,9 @@ class _Job:
     spec: RunSpec
     backend: Any
     mode: str  # "tokens" | "text" | "teacher-forced"
-    prefixes: list[np.ndarray]  # one per map row (or divergence prompt), in the tokenizer the backend sees
+    prefixes: Sequence[np.ndarray]  # one per map row (or divergence prompt), in the tokenizer the backend sees
     tokenizer: Any  # the tokenizer the run's tokens are in (recorded in the run)
-    suffixes: list[np.ndarray] | None = None
+    suffixes: Sequence[np.ndarray] | None = None
     map_tokenizer: Any = None  # text mode: decodes prefixes, re-tokenizes answers
     retokenized: bool = False
     prefix_texts: list[str] = field(default_factory=list)
@@ -154,7 +154,7 @@ def _mode(spec: RunSpec, backend: Any) -> str:
 def _map_job(spec: RunSpec, pmap: PrefixMap, backend: Any) -> _Job:
     """A job over a prefix map's rows."""
     mode = _mode(spec, backend)
-    prefixes = list(pmap.read("prefixes"))
+    prefixes = pmap.lazy_rows("prefixes")  # read a block at a time: flat memory whatever the map's size
     source = {"prefix_map": str(pmap.folder.resolve()), "map_size": len(pmap)}
     if mode == "text":
         map_tokenizer = _map_tokenizer(pmap.tokenizer_name, pmap.tokenizer_fingerprint)
@@ -166,7 +166,7 @@ def _map_job(spec: RunSpec, pmap: PrefixMap, backend: Any) -> _Job:
     tok = getattr(backend, "tokenizer", None)
     if tok is None:
         raise MiaError(f"model {spec.model!r} has no tokenizer, so it cannot take token prefixes")
-    suffixes = pmap.suffixes() if mode == "teacher-forced" else None
+    suffixes = pmap.lazy_rows("suffixes", "suffix_lengths") if mode == "teacher-forced" else None
     if tok.fingerprint == pmap.tokenizer_fingerprint:
         return _Job(spec, backend, mode, prefixes, tok, suffixes, source=source, map=pmap)
     if not spec.retokenize:

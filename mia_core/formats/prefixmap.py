@@ -239,6 +239,11 @@ class PrefixMap:
             data = ds[()] if rows is None else _take(ds, rows)
         return as_strings(data) if data.dtype.kind == "O" else data
 
+    def lazy_rows(self, name: str, lengths: str | None = None) -> "MapRows":
+        """The rows of ``name`` (``prefixes``, ``suffixes``), each trimmed to ``lengths`` when given,
+        read from the file a block at a time: a run over a map of any size holds one block."""
+        return MapRows(self, name, lengths)
+
     def suffixes(self, rows: slice | np.ndarray | None = None) -> list[np.ndarray]:
         """The true suffixes, each trimmed to its length."""
         padded = self.read("suffixes", rows)
@@ -255,6 +260,35 @@ class PrefixMap:
             for i in range(len(offsets) - 1):
                 yield (as_str(g["sample_id"][i]), as_str(g["text"][i]), as_str(g["sample_label"][i]),
                        g["tokens"][offsets[i]:offsets[i + 1]])
+
+
+class MapRows(Sequence[np.ndarray]):
+    """One per-row dataset of a map as a sequence of rows, read ``BLOCK`` rows at a time with the last
+    block kept: a prompt loop walks the map in order (and wraps around), so memory is one block."""
+
+    BLOCK = 65_536
+
+    def __init__(self, pmap: PrefixMap, name: str, lengths: str | None = None) -> None:
+        self.pmap, self.name, self.lengths = pmap, name, lengths
+        self._start, self._rows, self._lengths = -1, np.zeros((0, 0)), None
+
+    def __len__(self) -> int:
+        return len(self.pmap)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i) + (len(self) if int(i) < 0 else 0)
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} of a map of {len(self)} rows")
+        start = i - i % self.BLOCK
+        if start != self._start:
+            block = slice(start, min(start + self.BLOCK, len(self)))
+            self._rows = self.pmap.read(self.name, block)
+            self._lengths = None if self.lengths is None else self.pmap.read(self.lengths, block)
+            self._start = start
+        row = self._rows[i - start]
+        return row if self._lengths is None else row[:self._lengths[i - start]]
 
 
 def _take(ds: h5py.Dataset, rows: slice | np.ndarray) -> np.ndarray:

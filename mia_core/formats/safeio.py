@@ -29,7 +29,7 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mia_core.errors import DiskError
 from mia_core.formats.integrity import USERBLOCK_SIZE, seal_image
@@ -149,12 +149,29 @@ def write_atomically(path: str | os.PathLike, data: bytes, overwrite: bool = Tru
 
 
 @contextmanager
-def open_atomically(path: str | os.PathLike, overwrite: bool = True) -> Iterator[io.StringIO]:
-    """A text file (UTF-8) written as a stream and given the name ``path`` only once whole
-    (exports); same guarantees as :func:`write_atomically`."""
-    stream = io.StringIO(newline="")
-    yield stream
-    _write_atomically(Path(path), lambda fd: write_all(fd, stream.getvalue().encode("utf-8")), overwrite)
+def open_atomically(path: str | os.PathLike, overwrite: bool = True) -> Iterator[IO[str]]:
+    """A text file (UTF-8) written as a stream to a temporary name beside ``path`` (nothing held in
+    memory: exports of any size) and given the name ``path`` only once whole; same guarantees as
+    :func:`write_atomically` (a failure or an interrupt removes the temporary file)."""
+    path = Path(path)
+    remove_stale_temps(path)
+    tmp = _temp_name(path)
+    stream = open(tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 -- closed below on every path
+    try:
+        yield stream
+        stream.flush()
+        fsync(stream.fileno())
+        stream.close()
+        step("rename")
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        stream.close()
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_atomically(path: Path, write: Callable[[int], None], overwrite: bool) -> Path:

@@ -12,9 +12,10 @@ as the summary withholds them; :func:`metadata` says why (docs/report.md).
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -178,17 +179,23 @@ def _csv_cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-def write_stream(rows: list[dict[str, Any]], fmt: str, stream: IO[str]) -> None:
-    """JSON lines or CSV (token lists as space-separated ids) to a text stream."""
+def write_stream(rows: Iterable[dict[str, Any]], fmt: str, stream: IO[str]) -> int:
+    """JSON lines or CSV (token lists as space-separated ids) to a text stream, row by row (a run of any
+    size in flat memory); returns the rows written."""
+    rows = iter(rows)
+    written = 0
     if fmt == "jsonl":
         for row in rows:
             stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-        return
-    fields = list(rows[0]) if rows else ["index"]
-    writer = csv.DictWriter(stream, fieldnames=fields)
+            written += 1
+        return written
+    first = next(rows, None)
+    writer = csv.DictWriter(stream, fieldnames=list(first) if first is not None else ["index"])
     writer.writeheader()
-    for row in rows:
+    for row in itertools.chain([first] if first is not None else [], rows):
         writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+        written += 1
+    return written
 
 
 def parquet_bytes(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> bytes:
