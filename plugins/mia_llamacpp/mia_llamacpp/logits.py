@@ -1,5 +1,6 @@
 """What mia computes from a row of logits: the next token (greedy or sampled) and the
-teacher-forced statistics of ``TokenScores``. numpy only, float64 for the softmax sums.
+teacher-forced statistics of ``TokenScores``. numpy only: float32 for the statistics (as mia-hf
+computes them; a 262k vocabulary makes float64 twice as slow), float64 for sampling.
 
 Sampling follows the order of Hugging Face's ``generate`` (and ``mia_hf.backend.sampled_logprob``):
 logits / temperature, then top-k, then top-p (the smallest set of most likely tokens whose mass
@@ -13,9 +14,9 @@ import numpy as np
 from mia_core.types import Sampling
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log p over the last axis, float64 (rows [K, V])."""
-    x = logits.astype(np.float64, copy=False)
+def log_softmax(logits: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """log p over the last axis (rows [K, V]), computed in ``dtype``."""
+    x = logits.astype(dtype, copy=False)
     top = x.max(axis=-1, keepdims=True)
     shifted = x - top
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
@@ -45,6 +46,7 @@ def next_tokens(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator
     chosen = np.empty(len(logits), dtype=np.int64)
     for i, row in enumerate(logits):
         q = np.exp(sampling_logprobs(row, sampling))
+        # q is zero outside the scheme's tokens, so the draw below only ever lands on one of them.
         # Inverse-CDF draw: one uniform number per row, so a seed fixes every row's choice.
         cdf = np.cumsum(q)
         chosen[i] = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(q) - 1)
@@ -54,7 +56,7 @@ def next_tokens(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator
 def token_stats(logits: np.ndarray, targets: np.ndarray, distribution: bool) -> tuple[np.ndarray, ...]:
     """Per row of ``logits`` [K, V]: log p(target), argmax, and (``distribution``) the mean and std
     of log p(z) with z ~ p (Min-K%++), else NaN; float32 like ``HFCausalLM``'s."""
-    logp = log_softmax(logits)
+    logp = log_softmax(logits, np.float32)
     rows = np.arange(len(logits))
     lp = logp[rows, targets].astype(np.float32)
     best = logits.argmax(axis=-1).astype(np.int64)

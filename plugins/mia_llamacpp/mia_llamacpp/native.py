@@ -67,9 +67,9 @@ class Model:
         self.n_vocab: int = self.lib.llama_vocab_n_tokens(self.vocab)
 
     def close(self) -> None:
-        if getattr(self, "ptr", None):
+        if getattr(self, "ptr", None) and callable(getattr(self.lib, "llama_model_free", None)):
             self.lib.llama_model_free(self.ptr)
-            self.ptr = None
+        self.ptr = None
 
     def __del__(self) -> None:
         self.close()
@@ -141,6 +141,10 @@ class Context:
         params.n_ctx = n_ctx
         params.n_batch = n_batch
         params.n_ubatch = n_batch
+        # llama.cpp caps n_batch at n_ctx, reserves logits for max(outputs, n_seq_max) rows and asserts
+        # (aborts the process) unless that fits n_batch.
+        n_batch = min(n_batch, n_ctx)
+        n_seq = min(n_seq, n_batch)
         params.n_seq_max = n_seq
         params.n_threads = threads
         params.n_threads_batch = threads
@@ -156,10 +160,10 @@ class Context:
         self.batch = self.lib.llama_batch_init(n_batch, 0, 1)
 
     def close(self) -> None:
-        if getattr(self, "ptr", None):
+        if getattr(self, "ptr", None) and callable(getattr(self.lib, "llama_free", None)):  # not at shutdown
             self.lib.llama_batch_free(self.batch)
             self.lib.llama_free(self.ptr)
-            self.ptr = None
+        self.ptr = None
 
     def __del__(self) -> None:
         self.close()
