@@ -17,7 +17,6 @@ from mia_core.errors import MiaError
 from mia_core.types import Sampling, TokenScores
 from mia_llamacpp import logits as lg
 from mia_llamacpp.native import Context, Model, Slot, max_sequences
-from mia_llamacpp.tokenizer import GGUFTokenizer
 
 # Logits of a 262k vocabulary are 1 MB per position (float32, then float64 for the softmax): a
 # scoring decode asks for at most this many positions at a time.
@@ -30,13 +29,15 @@ class LlamaCppLM:
     ``add_bos``: prepend BOS (None: as the GGUF says, ``tokenizer.ggml.add_bos_token``).
     """
 
-    def __init__(self, name: str, model: Model, tokenizer: GGUFTokenizer, *, n_ctx: int, n_batch: int,
+    def __init__(self, name: str, model: Model, tokenizer: Any, *, n_ctx: int, n_batch: int,
                  threads: int, add_bos: bool | None = None) -> None:
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
-        adds = tokenizer.adds_bos if add_bos is None else add_bos
-        self.bos_prepended: bool = bool(adds) and tokenizer.bos_id is not None
+        # BOS and EOS as the GGUF defines them (for the embedded models, mia-hf's tokenizer agrees: tested).
+        self.bos_id, self.eos_id = model.special("bos"), model.special("eos")
+        adds = model.adds_bos() if add_bos is None else add_bos
+        self.bos_prepended: bool = bool(adds) and self.bos_id is not None
         self.context_length: int = min(n_ctx, model.n_ctx_train())
         self.threads = threads
         self.ctx = Context(model, n_ctx=n_ctx, n_batch=n_batch, threads=threads, n_seq=max_sequences())
@@ -57,7 +58,7 @@ class LlamaCppLM:
             "bos_prepended": self.bos_prepended,
             "max_context": self.context_length,
             "parameters": self.model.n_params(),
-            "tokenizer": self.tokenizer.name,
+            "tokenizer": self.tokenizer.name,  # mia-hf's for the embedded models
             "tokenizer_fingerprint": self.tokenizer.fingerprint,
         }
 
@@ -70,7 +71,7 @@ class LlamaCppLM:
             if row and (min(row) < 0 or max(row) >= self.model.n_vocab):
                 raise MiaError(f"{self.name}: token ids must lie in 0..{self.model.n_vocab - 1}, got {row[:8]}... "
                                f"(a map made with another tokenizer?)")
-            rows.append([self.tokenizer.bos_id, *row] if self.bos_prepended else row)
+            rows.append([self.bos_id, *row] if self.bos_prepended else row)
         return rows
 
     def _check_length(self, length: int, what: str) -> None:
@@ -91,13 +92,19 @@ class LlamaCppLM:
         if group:
             yield group
 
-    def _decode(self, slots: list[Slot], max_outputs: int | None = None) -> Iterator[np.ndarray]:
+    def _decode(self, slots: list[Slot], max_outputs: int | None = None, one_seq: bool = False) -> Iterator[np.ndarray]:
         """Decode ``slots`` in calls of at most ``n_batch`` tokens (and ``max_outputs`` logits rows);
-        yields each call's logits."""
+        yields each call's logits. ``one_seq``: a call holds tokens of one sequence only (prompt and
+        scoring passes), so a row's prompt logits do not depend on the other rows of its batch: llama.cpp
+        0.3.36 tiles its quantized matmul over a call's tokens, and a token's logits depend on its tile
+        (up to 1.69 apart on gemma-3-270m). A generation step (one token per row) still depends on the
+        row's place in the step; it is deterministic, which is what a resume needs."""
         start = 0
         while start < len(slots):
             end, outputs = start, 0
             while end < len(slots) and end - start < self.ctx.n_batch:
+                if one_seq and slots[end].seq != slots[start].seq:
+                    break
                 if slots[end].logits:
                     if max_outputs is not None and outputs == max_outputs:
                         break
@@ -130,11 +137,11 @@ class LlamaCppLM:
                         rng: np.random.Generator | None) -> list[list[int]]:
         self.ctx.clear()
         prompt = [Slot(t, seq, pos, pos == len(row) - 1) for seq, row in enumerate(rows) for pos, t in enumerate(row)]
-        logits = np.concatenate(list(self._decode(prompt)))
+        logits = np.concatenate(list(self._decode(prompt, one_seq=True)))
         new: list[list[int]] = [[] for _ in rows]
         active = list(range(len(rows)))
         progress = _Progress(self.on_rows_done, len(rows), max_new)
-        eos = self.tokenizer.eos_id
+        eos = self.eos_id
         for step in range(max_new):
             chosen = lg.next_tokens(logits, sampling, rng)
             still = []
@@ -186,7 +193,7 @@ class LlamaCppLM:
                 if pos in wanted:
                     flat.append(wanted[pos])
         done = 0
-        for logits in self._decode(slots, SCORE_OUTPUTS):
+        for logits in self._decode(slots, SCORE_OUTPUTS, one_seq=True):
             index = np.asarray(flat[done:done + len(logits)])
             done += len(logits)
             result.fill(index, logits, distribution, sampling)

@@ -22,9 +22,16 @@ def _positive(options: dict[str, Any], key: str, default: int, least: int = 1) -
     return value
 
 
-def make_tokenizer(name: str, options: dict[str, Any] | None = None) -> GGUFTokenizer:
-    """The GGUF's own vocabulary (``vocab_only``: the weights are not read)."""
-    return GGUFTokenizer(name, files.gguf_path(name), hf_twin=files.embedded_name(name))
+def make_tokenizer(name: str, options: dict[str, Any] | None = None) -> Any:
+    """An embedded model: mia-hf's tokenizer of the same GGUF (same vocabulary, and the segmentation every
+    map of that model was made with: ``mia_llamacpp.tokenizer``). Any other GGUF: its own vocabulary
+    through llama.cpp (``vocab_only``: the weights are not read)."""
+    embedded = files.embedded_name(name)
+    if embedded is not None:
+        from mia_hf.loading import make_tokenizer as hf_tokenizer
+
+        return hf_tokenizer(embedded)
+    return GGUFTokenizer(name, files.gguf_path(name))
 
 
 def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:
@@ -37,6 +44,7 @@ def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:
     n_batch = _positive(options, "n_batch", DEFAULT_N_BATCH)
     path = files.gguf_path(name)
     model = Model(path)
-    tokenizer = GGUFTokenizer(name, path, hf_twin=files.embedded_name(name), model=model)
+    embedded = files.embedded_name(name)
+    tokenizer = make_tokenizer(name) if embedded is not None else GGUFTokenizer(name, path, model=model)
     return LlamaCppLM(name, model, tokenizer, n_ctx=n_ctx, n_batch=n_batch, threads=threads,
                       add_bos=options.get("add_bos"))

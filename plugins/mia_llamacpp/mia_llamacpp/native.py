@@ -192,8 +192,12 @@ class Context:
         wanted = sum(1 for s in slots if s.logits)
         if wanted == 0:
             return np.empty((0, self.model.n_vocab), dtype=np.float32)
-        pointer = self.lib.llama_get_logits(self.ptr)
-        return np.ctypeslib.as_array(pointer, shape=(wanted, self.model.n_vocab)).copy()
+        # Row by row through llama_get_logits_ith, the accessor that maps each batch index to its row.
+        out = np.empty((wanted, self.model.n_vocab), dtype=np.float32)
+        rows = (i for i, slot in enumerate(slots) if slot.logits)
+        for k, i in enumerate(rows):
+            out[k] = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ptr, i), shape=(self.model.n_vocab,))
+        return out
 
 
 def default_threads() -> int:

@@ -1,10 +1,12 @@
 """``GGUFTokenizer``: the vocabulary inside a GGUF file, as llama.cpp tokenizes with it.
 
 It satisfies ``mia_core.types.Tokenizer``: encoding never adds BOS/EOS and reads control-token
-strings in a document (``<eos>``) as text. The fingerprint decides which prefix maps a model may
-answer: for the embedded models it is mia-hf's fingerprint of the same model, because the two
-tokenizers give the same ids on the embedded corpus (tested, plugins/mia_llamacpp/tests); for any
-other GGUF it is a hash of the GGUF's own vocabulary, which no HF tokenizer shares.
+strings in a document (``<eos>``) as text. Its fingerprint is a hash of the GGUF's vocabulary.
+
+The embedded models do NOT use it (``mia_llamacpp.loading.make_tokenizer``): their GGUF vocabulary is
+mia-hf's piece for piece, but llama.cpp segments some texts differently (runs of spaces for Gemma,
+newlines followed by spaces for SmolLM2: 2 and 42 of the 130 corpus documents, tested), so
+``llamacpp:gemma-3-270m`` tokenizes with mia-hf's tokenizer and shares its maps and fingerprint.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from mia_llamacpp.native import Model
 class GGUFTokenizer:
     """The tokenizer of one GGUF file (loaded with ``vocab_only``: no weights)."""
 
-    def __init__(self, name: str, path: Path, *, hf_twin: str | None = None, model: Model | None = None) -> None:
+    def __init__(self, name: str, path: Path, *, model: Model | None = None) -> None:
         self.name = name
         self.path = path
-        self.hf_twin = hf_twin  # the mia-hf model name whose tokenizer this one equals, if any
         self.model = model or Model(path, vocab_only=True)
         self.vocab_size: int = self.model.n_vocab
         self.eos_id: int | None = self.model.special("eos")
@@ -38,10 +39,6 @@ class GGUFTokenizer:
 
     @cached_property
     def fingerprint(self) -> str:
-        if self.hf_twin is not None:
-            from mia_hf.loading import make_tokenizer
-
-            return make_tokenizer(self.hf_twin).fingerprint
         digest = hashlib.sha256(b"gguf-vocab-v1\0")
         for text in self.model.token_texts():
             digest.update(text + b"\0")
