@@ -63,11 +63,16 @@ if [[ "$llamacpp" == yes ]]; then
     wheels="${MIA_CACHE:-$HOME/.cache/mia}/wheels/llamacpp/$cpu_key"
     wheel=$(ls "$wheels"/llama_cpp_python-"$llama_version"-*.whl 2>/dev/null | head -1 || true)
     if [[ -z "$wheel" ]]; then
-        echo "building llama-cpp-python $llama_version (compiles llama.cpp: ~20 min); the wheel is kept in $wheels" >&2
+        echo "building llama-cpp-python $llama_version (compiles llama.cpp: ~20 min on 2 busy cores, once per CPU);" \
+            "the wheel is kept in $wheels" >&2
         mkdir -p "$wheels"
+        started=$SECONDS
         CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$venv/bin/python" -m pip wheel --disable-pip-version-check \
             --no-deps -w "$wheels" "llama-cpp-python==$llama_version"
         wheel=$(ls "$wheels"/llama_cpp_python-"$llama_version"-*.whl | head -1)
+        echo "built $(basename "$wheel") in $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s" >&2
+    else
+        echo "llama-cpp-python $llama_version: the wheel built earlier on this CPU ($wheel)" >&2
     fi
     "${pip[@]}" diskcache==5.6.3 jinja2 typing-extensions numpy  # its dependencies (the last three pinned by constraints.txt)
     "$venv/bin/python" -m pip install --disable-pip-version-check --no-deps "$wheel"

@@ -83,10 +83,10 @@ class RawLlama:
                 b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, logits
                 b.seq_id[i][0] = seq
             assert self.ll.llama_decode(self.ctx, b) == 0
-            wanted = sum(1 for item in chunk if item[3])
-            if wanted:
-                ptr = self.ll.llama_get_logits(self.ctx)
-                out.append(np.ctypeslib.as_array(ptr, shape=(wanted, self.n_vocab)).copy())
+            for i, item in enumerate(chunk):  # llama_get_logits_ith maps a batch index to its logits row
+                if item[3]:
+                    ptr = self.ll.llama_get_logits_ith(self.ctx, i)
+                    out.append(np.ctypeslib.as_array(ptr, shape=(1, self.n_vocab)).copy())
         return np.concatenate(out)
 
     def generate(self, prefixes: list[list[int]], new: int) -> list[list[int]]:
@@ -175,6 +175,7 @@ def main() -> None:
     rows = corpus_rows(args.prefix, args.new)
     prefixes = [r[:args.prefix] for r in rows]
     runs = contenders()
+    speeds: dict[tuple[str, int, str], float] = {}
     eos = registry.tokenizers.create(GEMMA).eos_id
     for batch in [int(b) for b in args.batches.split(",")]:
         n = args.single_rows if batch == 1 else min(batch, len(prefixes))
@@ -186,14 +187,28 @@ def main() -> None:
             calls = [prefixes_b[i:i + batch] for i in range(0, len(prefixes_b), batch)]
             outs, seconds = measure(lambda calls=calls, g=generate: [r for c in calls for r in g(c, args.new)])
             tokens = count_new(outs, eos)
+            speeds[("generate", batch, name)] = tokens / seconds
             print(f"generate batch {batch:3d} ({len(prefixes_b)} rows, {args.new} new): {name:26s} "
                   f"{tokens / seconds:8.1f} tok/s ({tokens} tokens, {seconds:.1f} s; load {load()})")
     sequences = rows[:32]
     for name, (_, score) in runs.items():
         scored, seconds = measure(lambda s=score: s(sequences))
+        speeds[("score", 32, name)] = scored / seconds
         print(f"score batch 32 ({len(sequences)} rows of {args.prefix + args.new} tokens): {name:26s} "
               f"{scored / seconds:8.1f} tok/s ({scored} positions, {seconds:.1f} s; load {load()})")
+    print_ratios(speeds)
     print(f"load average at end {load()}")
+
+
+def print_ratios(speeds: dict[tuple[str, int, str], float]) -> None:
+    """Against the issue's targets: mia's fastest path over mia's CPU default (HF fp32), and mia on
+    llama.cpp over raw llama.cpp, per measurement (tok/s ratios)."""
+    for kind, batch in sorted({(k, b) for k, b, _ in speeds}):
+        mia = {name: v for (k, b, name), v in speeds.items() if (k, b) == (kind, batch) and name.startswith("mia")}
+        fastest = max(mia, key=mia.get)
+        print(f"{kind} batch {batch:3d}: fastest mia path {fastest} = {mia[fastest] / mia['mia HF fp32']:.2f}x "
+              f"mia HF fp32; mia llama.cpp = {mia['mia llama.cpp'] / speeds[(kind, batch, 'raw llama.cpp')]:.2f}x "
+              f"raw llama.cpp; mia HF bf16 = {mia['mia HF bf16'] / mia['mia HF fp32']:.2f}x mia HF fp32")
 
 
 if __name__ == "__main__":

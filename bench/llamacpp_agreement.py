@@ -9,7 +9,11 @@ reference), HF bf16, and llama.cpp on the same GGUF file (quantized weights used
 For every row whose continuation differs from the reference's, prints where they part and the
 reference's logit gap between the two tokens chosen there (a near-tie has a small gap).
 
-    python bench/llamacpp_agreement.py [--prefix 32] [--suffix 32] [--batch 32]
+Attack AUCs (``--part aucs``): each backend scores the same prefix + suffix windows (teacher-forced,
+every token but the first); the loss, Min-K% and Min-K%++ signals of mia attack (mia_core.attack.signals,
+k = 0.2) against the corpus's member/nonmember labels, ROC AUC over the rows.
+
+    python bench/llamacpp_agreement.py [--prefix 32] [--suffix 32] [--batch 32] [--part all|verdicts|aucs]
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from mia_core import registry
+from mia_core.attack import signals as sig
+from mia_core.attack.metrics import roc_auc
 from mia_core.types import Sampling
 
 BACKENDS = {"HF fp32": ("gemma-3-270m", {"device": "cpu", "dtype": "float32"}),
@@ -40,11 +46,21 @@ def load() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
-def windows(prefix: int, suffix: int) -> tuple[list[list[int]], list[list[int]]]:
+def windows(prefix: int, suffix: int) -> tuple[list[list[int]], list[list[int]], list[bool]]:
+    """Prefixes, true suffixes and member labels of the corpus documents long enough for both."""
     tok = registry.tokenizers.create("gemma-3-270m")
-    ids = tok.encode_batch([s.text for s in registry.datasets.create("corpus")])
-    kept = [row for row in ids if len(row) >= prefix + suffix]
-    return [row[:prefix] for row in kept], [row[prefix:prefix + suffix] for row in kept]
+    samples = list(registry.datasets.create("corpus"))
+    ids = tok.encode_batch([s.text for s in samples])
+    kept = [(row, s.label == "member") for row, s in zip(ids, samples, strict=True) if len(row) >= prefix + suffix]
+    return ([row[:prefix] for row, _ in kept], [row[prefix:prefix + suffix] for row, _ in kept],
+            [member for _, member in kept])
+
+
+def attack_aucs(backend: Any, rows: list[list[int]], members: list[bool], batch: int) -> dict[str, float]:
+    """ROC AUC of mia attack's loss, Min-K% and Min-K%++ signals on ``rows`` (scored from token 1)."""
+    scores = [s for i in range(0, len(rows), batch) for s in backend.score(rows[i:i + batch], 1, distribution=True)]
+    signals = {"loss": sig.loss_signal, "min-k": sig.mink_signal, "min-k++": sig.minkpp_signal}
+    return {name: roc_auc(np.asarray(members), np.asarray([fn(s) for s in scores])) for name, fn in signals.items()}
 
 
 def generate(backend: Any, prefixes: list[list[int]], n: int, batch: int) -> tuple[list[list[int]], float]:
@@ -97,12 +113,20 @@ def main() -> None:
     parser.add_argument("--prefix", type=int, default=32)
     parser.add_argument("--suffix", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--part", choices=("all", "verdicts", "aucs"), default="all")
     args = parser.parse_args()
     print(f"CPU: {host()}; load average at start {load()}")
-    prefixes, suffixes = windows(args.prefix, args.suffix)
-    print(f"{len(prefixes)} rows of the embedded corpus: {args.prefix}-token prefixes, {args.suffix}-token "
-          f"suffixes, greedy, batch {args.batch}")
+    prefixes, suffixes, members = windows(args.prefix, args.suffix)
+    print(f"{len(prefixes)} rows of the embedded corpus ({sum(members)} members): {args.prefix}-token prefixes, "
+          f"{args.suffix}-token suffixes, greedy, batch {args.batch}")
     backends = {name: registry.backends.create(model, options) for name, (model, options) in BACKENDS.items()}
+    if args.part in ("all", "aucs"):
+        for name, backend in backends.items():
+            aucs = attack_aucs(backend, [p + s for p, s in zip(prefixes, suffixes, strict=True)], members, args.batch)
+            print(f"{name}: attack ROC AUC over {len(prefixes)} rows: "
+                  + ", ".join(f"{signal} {auc:.4f}" for signal, auc in aucs.items()) + f" (load average {load()})")
+    if args.part == "aucs":
+        return
     rows = {}
     for name, backend in backends.items():
         rows[name], seconds = generate(backend, prefixes, args.suffix, args.batch)

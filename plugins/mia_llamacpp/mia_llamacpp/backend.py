@@ -52,6 +52,9 @@ class LlamaCppLM:
             "engine": f"llama.cpp (llama-cpp-python {llama_cpp.__version__})",
             "weights": self.model.description(),
             "device": "cpu",
+            # Provenance's dtype: llama.cpp computes with the quantized weights themselves (its dot
+            # products quantize activations to 8 bits), in float32 otherwise.
+            "dtype": f"GGUF {self.model.description()} (llama.cpp CPU kernels, float32 logits)",
             "threads": self.threads,
             "n_ctx": self.ctx.n_ctx,
             "n_batch": self.ctx.n_batch,

@@ -4,6 +4,7 @@ batches with the recorded batch size and seeds, docs/prompt.md)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -75,3 +76,6 @@ def test_killed_run_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     for name in expected:
         assert np.array_equal(expected[name], got[name]), name
     assert open_run(tmp_path / "killed.h5").complete
+    provenance = open_run(tmp_path / "whole.h5").attrs["provenance"]
+    provenance = json.loads(provenance) if isinstance(provenance, str) else provenance
+    assert provenance["dtype"].startswith("GGUF ") and "llama.cpp" in provenance["dtype"]
