@@ -54,7 +54,7 @@ if [[ "$dev" == yes ]]; then
     "${pip[@]}" -e ".[test]"
 fi
 if [[ "$llamacpp" == yes ]]; then
-    # llama-cpp-python is published as an sdist only: pip compiles llama.cpp (about 20 minutes on a busy
+    # llama-cpp-python is published as an sdist only: pip compiles llama.cpp (about 30 minutes on a
     # 2-core machine), which is why it is an option and not in the default install. The build is
     # native (-march=native), so the wheel is cached per CPU: the key hashes the CPU model and flags,
     # and a wheel built on another CPU is never installed here.
@@ -63,7 +63,7 @@ if [[ "$llamacpp" == yes ]]; then
     wheels="${MIA_CACHE:-$HOME/.cache/mia}/wheels/llamacpp/$cpu_key"
     wheel=$(ls "$wheels"/llama_cpp_python-"$llama_version"-*.whl 2>/dev/null | head -1 || true)
     if [[ -z "$wheel" ]]; then
-        echo "building llama-cpp-python $llama_version (compiles llama.cpp: ~20 min on 2 busy cores, once per CPU);" \
+        echo "building llama-cpp-python $llama_version (compiles llama.cpp: ~30 min on 2 cores, once per CPU);" \
             "the wheel is kept in $wheels" >&2
         mkdir -p "$wheels"
         started=$SECONDS
