@@ -124,10 +124,11 @@ def step(args: list[str], cwd: Path) -> tuple[float, int]:
 
 def measure(rows: int, work: Path, steps: list[str]) -> dict[str, dict[str, float]]:
     """Every step on a map of ``rows`` rows: {step: {seconds, rows_per_s, peak_rss_mb}}."""
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    pmap = build_map(work / "map", rows)
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.iterdir():  # the outputs of an earlier run; a finished map of this size is reused
+        if old.name != "map":
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    pmap = work / "map" if (work / "map" / "prefix_map.h5").is_file() else build_map(work / "map", rows)
     commands = {
         "prompt": [["prompt", "--prefix_map", str(pmap), "--model", "instant", "--max_length", str(SUFFIX),
                     "--batch_size", "512", "--out", "run.h5", "-q"]],

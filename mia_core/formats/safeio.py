@@ -250,8 +250,8 @@ def write_hdf5_streamed(path: str | os.PathLike, fill: Callable[[Any], None]) ->
         _raise_recorded(guard)
         seal_file(guard)
         guard.sync()
-        _raise_recorded(guard)
         guard.close()
+        _raise_recorded(guard)  # after close too: an interrupt during its flush is kept, not lost
         step("rename")
         os.replace(tmp, path)
         fsync_dir(path.parent)
