@@ -162,16 +162,22 @@ def open_atomically(path: str | os.PathLike, overwrite: bool = True) -> Iterator
         stream.flush()
         fsync(stream.fileno())
         stream.close()
-        step("rename")
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _link_new(tmp, path)
-        fsync_dir(path.parent)
+        _publish(tmp, path, overwrite)
     except BaseException:
         stream.close()
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Give the whole, fsynced ``tmp`` the name ``path`` (never over an existing file unless
+    ``overwrite``) and make the new name durable."""
+    step("rename")
+    if overwrite:
+        os.replace(tmp, path)
+    else:
+        _link_new(tmp, path)
+    fsync_dir(path.parent)
 
 
 def _write_atomically(path: Path, write: Callable[[int], None], overwrite: bool) -> Path:
@@ -184,12 +190,7 @@ def _write_atomically(path: Path, write: Callable[[int], None], overwrite: bool)
             fsync(fd)
         finally:
             os.close(fd)
-        step("rename")
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _link_new(tmp, path)
-        fsync_dir(path.parent)
+        _publish(tmp, path, overwrite)
     except BaseException:
         try:
             tmp.unlink(missing_ok=True)
@@ -252,9 +253,7 @@ def write_hdf5_streamed(path: str | os.PathLike, fill: Callable[[Any], None]) ->
         guard.sync()
         guard.close()
         _raise_recorded(guard)  # after close too: an interrupt during its flush is kept, not lost
-        step("rename")
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        _publish(tmp, path, overwrite=True)
     except BaseException:
         guard.close()
         tmp.unlink(missing_ok=True)
