@@ -27,7 +27,10 @@ def start(out, trace, *extra):
             "--model-option", f"trace={trace}", *extra]
     if out is not None:
         args += ["--out", str(out)]
-    return subprocess.Popen(cli_command(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT's default restored in the child: a suite started in the background (nohup ... &) ignores it,
+    # and Python then never turns it into KeyboardInterrupt, so the test would measure the shell, not mia
+    return subprocess.Popen(cli_command(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_calls(trace, n, proc, timeout=60.0):
