@@ -7,6 +7,7 @@ int64 holds (2**63 − 1: numpy arrays, HDF5 attributes, seeds) are one usage li
 """
 
 import math
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -87,8 +88,24 @@ def parse_key_values(pairs: Iterable[str], flag: str) -> dict[str, str]:
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 dataset_option = click.option("--dataset-option", "--dataset_option", "dataset_options", multiple=True,
                               metavar="KEY=VALUE", help="Option for the dataset loader (repeatable).")
-model_option = click.option("--model-option", "--model_option", "model_options", multiple=True,
-                            metavar="KEY=VALUE", help="Option for the model backend (repeatable).")
+_model_option = click.option("--model-option", "--model_option", "model_options", multiple=True,
+                             metavar="KEY=VALUE", help="Option for the model backend (repeatable).")
+
+
+def _use_ray_address(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:  # read where the replicas start (mia_core.data_parallel), as Ray itself reads it
+        os.environ["RAY_ADDRESS"] = value
+
+
+ray_address_option = click.option(
+    "--ray-address", "--ray_address", metavar="ADDRESS", expose_value=False, callback=_use_ray_address,
+    help="The Ray cluster that runs the replicas of --model-option data_parallel_size=N (HOST:PORT of "
+         "`ray start --head`; default: a local cluster started for this command; docs/scale.md).")
+
+
+def model_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--model-option KEY=VALUE`` and ``--ray-address``: every command that loads a model has both."""
+    return _model_option(ray_address_option(command))
 
 # The prefix map is named the same way by every command that reads one (the seed's spelling
 # and its dashed twin); `mia attack` also keeps its older positional MAP.

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from mia_core.cli.options import Count, quiet_option
+from mia_core.cli.options import Count, quiet_option, ray_address_option
 
 
 @click.command()
@@ -20,6 +20,7 @@ from mia_core.cli.options import Count, quiet_option
               help="Redo STEP and the steps after it even though its configuration changed "
                    "(prefix, generate, check, score, attack, dataset_inference, estimate, report; repeatable).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before an API model spends above the usual threshold.")
+@ray_address_option
 @quiet_option
 def study(**options) -> None:
     """Run a whole study: prefix map → generation and the teacher-forced check → scoring →

@@ -25,7 +25,10 @@ OPTIONS = (
     Option("dtype", default=None, choices=DTYPE_NAMES,
            help="auto: bfloat16 on CUDA/MPS, float32 on CPU (fp32, bf16, fp16, half are aliases)"),
     Option("add_bos", bool, None, "prepend BOS; auto: when the tokenizer adds one"),
-    Option("threads", int, None, "CPU threads for torch (auto: torch's choice, one per core)"),
+    Option("threads", int, None, "CPU threads for torch (auto: torch's choice, one per core; per replica "
+                                 "with data_parallel_size: the cores shared out)"),
+    Option("data_parallel_size", int, 1, "model replicas, one Ray actor each (a GPU each on CUDA), that share "
+                                         "every call's rows; --ray-address for a cluster (docs/scale.md)"),
 )
 OPEN_ENDED = ("hf:ID", "any Hugging Face causal LM: hf:HUB_ID or ORG/NAME (local HF cache) or a local folder path")
 

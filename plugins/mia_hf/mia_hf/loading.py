@@ -77,6 +77,26 @@ def _notice(message: str) -> None:
     note(f"mia: {message}")
 
 
+def _replicated(name: str, options: dict[str, Any], device: Any, replicas: int) -> Any:
+    """``replicas`` copies of the model on Ray: a GPU each on CUDA (Ray sets each actor's
+    ``CUDA_VISIBLE_DEVICES``, so each sees its GPU as ``cuda``), this machine's cores shared out on CPU."""
+    from mia_core import data_parallel
+
+    if device.type == "cuda":
+        if device.index is not None:
+            raise MiaError(f"device={options['device']} names one GPU, but data_parallel_size={replicas} gives "
+                           f"each replica a GPU of its own: use device=cuda")
+        placements = [data_parallel.Placement(num_cpus=1, num_gpus=1) for _ in range(replicas)]
+        options = {**options, "device": "cuda"}
+    elif device.type == "cpu":
+        placements = data_parallel.cpu_placements(replicas, options.get("threads"))
+        options = {**options, "device": "cpu", "threads": int(placements[0].num_cpus)}
+    else:
+        raise MiaError(f"data_parallel_size runs replicas on CUDA GPUs or CPU cores, not on {device.type}")
+    tokenizer = load_tokenizer(sources.resolve(name))
+    return data_parallel.replicate(name, options, tokenizer=tokenizer, placements=placements)
+
+
 def load_model(source: sources.Source, device: Any, dtype: Any) -> Any:
     """The transformers model of ``source`` on ``device`` in ``dtype``."""
     from transformers import AutoModelForCausalLM
@@ -109,11 +129,16 @@ def load_model(source: sources.Source, device: Any, dtype: Any) -> Any:
 
 def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:
     """An ``HFCausalLM`` for a model name; ``options``: the typed values of ``mia_hf.OPTIONS``
-    (``device``, ``dtype``, ``add_bos``, ``threads``; absent or None: auto)."""
+    (``device``, ``dtype``, ``add_bos``, ``threads``, ``data_parallel_size``; absent or None: auto).
+    ``data_parallel_size`` > 1: that many ``HFCausalLM`` replicas on Ray (``mia_core.data_parallel``)."""
+    from mia_core.data_parallel import replica_count
     from mia_hf.backend import HFCausalLM, resolve_device, resolve_dtype
 
     options = dict(options or {})
+    replicas = replica_count(options)
     device = resolve_device(options.get("device"))
+    if replicas > 1:
+        return _replicated(name, options, device, replicas)
     dtype = resolve_dtype(options.get("dtype"), device)
     add_bos = options.get("add_bos")
     if options.get("threads") is not None:
