@@ -88,3 +88,24 @@ def read_scores(path: str | os.PathLike) -> dict[str, Any]:
             out["corpus"] = {"attrs": {k: decode_attr(v) for k, v in c.attrs.items()},
                              "data": {k: v[()] for k, v in c.items()}}
     return out
+
+
+def row_score_names(path: str | os.PathLike, rows: int) -> dict[str, tuple[str, str]]:
+    """The per-row columns of a scores file (one value per run row, ``rows`` of them):
+    ``{group/name as read_scores names it: (group, dataset)}``, read by :func:`read_row_scores`."""
+    with open_hdf5(path, RESCORE) as f:
+        method = decode_attr(f.attrs["method"]) if "method" in f.attrs else None
+        out = {}
+        for group in ("match", "corpus"):
+            for name, ds in (f[group].items() if group in f else ()):
+                if ds.ndim == 1 and ds.shape[0] == rows:
+                    shown = _agreement_name(method) if group == "match" and name == LEGACY_AGREEMENT else name
+                    out[f"{group}/{shown}"] = (group, name)
+    return out
+
+
+def read_row_scores(path: str | os.PathLike, names: dict[str, tuple[str, str]], rows: slice) -> dict[str, np.ndarray]:
+    """Rows ``rows`` of the per-row columns ``names`` (:func:`row_score_names`): a run of any size is read a
+    slice at a time."""
+    with open_hdf5(path, RESCORE) as f:
+        return {key: f[group][name][rows] for key, (group, name) in names.items()}
