@@ -3,8 +3,8 @@
 Groups: ``match`` (suffix-match scores, one value per run row) and ``corpus`` (membership
 against a suffix-array index: ``longest_match``/``memorized`` per row, the memorized
 windows with their counts in the generations and in the corpus). Rescoring replaces the
-file atomically (``mia_core.formats.safeio.write_hdf5_atomically``: built in memory, written to a
-temporary name, fsynced, renamed); a ``corpus`` group from an
+file atomically (``mia_core.formats.safeio.write_hdf5_streamed``: written to a temporary name as it is
+built, never whole in memory, fsynced, renamed); a ``corpus`` group from an
 earlier scoring with an index is kept when the new scoring has none.
 """
 
@@ -21,7 +21,7 @@ from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import STR_DTYPE, decode_attr, encode_attrs
 from mia_core.formats.integrity import open_hdf5
 from mia_core.formats.provenance import provenance
-from mia_core.formats.safeio import disk_error, write_hdf5_atomically
+from mia_core.formats.safeio import disk_error, write_hdf5_streamed
 
 RESCORE = "score the run again with mia score"
 
@@ -61,7 +61,7 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
                 pass  # a damaged or unreadable old scores file is simply replaced
 
     try:  # the old scores file stays as it was unless the new one is whole
-        return write_hdf5_atomically(path, fill)
+        return write_hdf5_streamed(path, fill)
     except OSError as exc:
         raise disk_error(exc, path, "the previous scores file (if any) is unchanged") from None
 
