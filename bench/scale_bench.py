@@ -33,7 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX, SUFFIX, VOCAB = 32, 50, 50_000
-STEPS = ("prompt", "score", "export", "shards", "merge")
+STEPS = ("prompt", "check", "score", "estimate", "report", "export", "show", "attack", "shards", "merge")
 
 
 class InstantTokenizer:
@@ -63,6 +63,22 @@ class InstantLM:
         last = np.array([p[-1] for p in prefixes], dtype=np.int64)[:, None]
         return ((last + np.arange(1, max_new_tokens + 1)) % (VOCAB - 1) + 1).tolist()
 
+    def score(self, sequences, start=0, *, distribution=True, sampling=None):
+        """Teacher-forced scores of the same rule: argmax = previous token's successor, log p a cheap
+        function of the token (no context at position 0: NaN and -1, as the protocol says)."""
+        from mia_core.types import TokenScores
+
+        starts = [start] * len(sequences) if isinstance(start, int) else list(start)
+        out = []
+        for seq, first in zip(sequences, starts, strict=True):
+            tokens = np.asarray(seq, dtype=np.int64)
+            previous = np.concatenate([[-1], tokens[:-1]])[first:]
+            argmax = np.where(previous >= 0, previous % (VOCAB - 1) + 1, -1)
+            logprob = np.where(previous >= 0, -1.0 - (tokens[first:] % 7), np.nan)
+            moments = np.full(len(logprob), np.nan if not distribution else -5.0)
+            out.append(TokenScores(logprob, argmax, moments, np.abs(moments)))
+        return out
+
 
 class InstantPlugin:
     from mia_core import hookimpl
@@ -76,8 +92,28 @@ class InstantPlugin:
         register("instant", InstantLM, description="instant benchmark model (no model)")
 
 
+def reset_peak_rss() -> bool:
+    """Start this process's peak RSS afresh: a child inherits its parent's high-water mark through
+    fork and exec, so without this a step would report the benchmark's own peak (Linux ≥ 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_kib() -> int:
+    """This process's peak RSS in KiB (VmHWM; ru_maxrss where /proc is absent)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def run_mia() -> None:
     """Entry point of each step's process: `mia` with the instant plugin; peak RSS to MIA_BENCH_RSS."""
+    reset_peak_rss()
     from mia_core.cli import cli
     from mia_core.plugins import load_plugins, pm
 
@@ -86,7 +122,7 @@ def run_mia() -> None:
     try:
         cli(sys.argv[2:], standalone_mode=True)
     finally:
-        Path(os.environ["MIA_BENCH_RSS"]).write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+        Path(os.environ["MIA_BENCH_RSS"]).write_text(str(peak_rss_kib()))
 
 
 def build_map(folder: Path, rows: int) -> Path:
@@ -94,9 +130,9 @@ def build_map(folder: Path, rows: int) -> Path:
     sys.path.insert(0, str(ROOT))
     from mia_core.formats.prefixmap import PrefixMapWriter
 
-    writer = PrefixMapWriter(folder, PREFIX, SUFFIX, {"tokenizer": "instant-tok",
-                                                       "tokenizer_fingerprint": InstantTokenizer.fingerprint},
-                             save_dataset=False)
+    attrs = {"tokenizer": "instant-tok", "tokenizer_fingerprint": InstantTokenizer.fingerprint,
+             "prefix_loc": "random"}  # prompts drawn at random positions: `mia estimate` extrapolates over them
+    writer = PrefixMapWriter(folder, PREFIX, SUFFIX, attrs, save_dataset=False)
     rng = np.random.default_rng(0)
     chunk = 50_000
     for start in range(0, rows, chunk):
@@ -128,12 +164,22 @@ def measure(rows: int, work: Path, steps: list[str]) -> dict[str, dict[str, floa
     for old in work.iterdir():  # the outputs of an earlier run; a finished map of this size is reused
         if old.name != "map":
             shutil.rmtree(old) if old.is_dir() else old.unlink()
-    pmap = work / "map" if (work / "map" / "prefix_map.h5").is_file() else build_map(work / "map", rows)
+    pmap = work / "map"
+    if not (pmap / "prefix_map.h5").is_file():  # built in its own process: the benchmark's RSS stays small
+        shutil.rmtree(pmap, ignore_errors=True)
+        subprocess.run([sys.executable, __file__, "--build-map", str(pmap), str(rows)], check=True)
     commands = {
         "prompt": [["prompt", "--prefix_map", str(pmap), "--model", "instant", "--max_length", str(SUFFIX),
                     "--batch_size", "512", "--out", "run.h5", "-q"]],
+        "check": [["check", "--prefix_map", str(pmap), "--model", "instant", "--batch_size", "512",
+                   "--out", "check.h5", "-q"]],
         "score": [["score", "run.h5"]],
+        "estimate": [["estimate", "run.h5"]],
+        "report": [["report", "run.h5", "--out", "report.html"]],
         "export": [["export", "run.h5", "--out", "run.jsonl"]],
+        "show": [["show", "run.h5"], ["show", str(pmap)]],
+        "attack": [["attack", str(pmap), "--model", "instant", "--signals", "loss,zlib,mink", "--bootstrap", "0",
+                    "--batch-size", "512", "--out-dir", "attacks"]],
         "shards": [["prompt", "--prefix_map", str(pmap), "--model", "instant", "--max_length", str(SUFFIX),
                     "--batch_size", "512", "--shard", f"{i}/2", "--out", f"shard{i}.h5", "-q"] for i in range(2)],
         "merge": [["merge", "shard0.h5", "shard1.h5", "--out", "merged.h5", "-q"]],
@@ -145,7 +191,7 @@ def measure(rows: int, work: Path, steps: list[str]) -> dict[str, dict[str, floa
             s, p = step(command, work)
             seconds, peak = seconds + s, max(peak, p)
         out[name] = {"seconds": seconds, "rows_per_s": rows / seconds, "peak_rss_mb": peak / 2**20}
-        print(f"  {rows:>9} rows  {name:<7} {seconds:8.1f} s  {rows / seconds:>9.0f} rows/s  "
+        print(f"  {rows:>9} rows  {name:<8} {seconds:8.1f} s  {rows / seconds:>9.0f} rows/s  "
               f"peak RSS {peak / 2**20:7.0f} MB", flush=True)
     return out
 
@@ -160,6 +206,9 @@ def machine() -> str:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--as-mia":
         run_mia()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--build-map":
+        build_map(Path(sys.argv[2]), int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -180,7 +229,7 @@ def main() -> None:
         for name in steps:
             per_row = (figures[rows][name]["seconds"] / rows) / (base[name]["seconds"] / base_rows)
             memory = figures[rows][name]["peak_rss_mb"] / base[name]["peak_rss_mb"]
-            print(f"  {rows:>9} rows  {name:<7} time/row {per_row:5.2f}×  peak RSS {memory:5.2f}×")
+            print(f"  {rows:>9} rows  {name:<8} time/row {per_row:5.2f}×  peak RSS {memory:5.2f}×")
             if args.assert_flat is not None and memory > args.assert_flat:
                 grown.append(f"{name} at {rows} rows: peak RSS {memory:.2f}× the {base_rows}-row figure")
     print(f"load at the end: {machine().rsplit('load ', 1)[1]}")

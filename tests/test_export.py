@@ -182,3 +182,26 @@ def test_generated_export_names_position_agreement_and_reads_old_scores_files(ti
     old = [json.loads(line) for line in _run(runner, ["export", str(gen)]).stdout.splitlines()]
     assert [r["score_position_agreement"] for r in old] == [r["score_position_agreement"] for r in rows]
     assert "score_memorization_score" not in old[0]
+
+
+def test_export_in_slices_equals_one_slice(tiny_map, runner, tmp_path, monkeypatch):
+    """An export reads, decodes and writes EXPORT_ROWS rows at a time (memory flat in the run's size): slices that
+    cut the run anywhere give the same records, and a Parquet file of several row groups the same table."""
+    from mia_core.inspection import export
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    root, model, tok, folder, ids, starts = tiny_map
+    gen = tmp_path / "gen.h5"
+    _run(runner, ["prompt", "--prefix_map", str(folder), "--model", str(model), "--max_length", "6", "--out", str(gen),
+                  "-q"])
+    _run(runner, ["score", str(gen)])
+    whole = list(export.records(gen, tokens=True))
+    _run(runner, ["export", str(gen), "--format", "parquet", "--tokens", "--out", str(tmp_path / "whole.parquet")])
+    monkeypatch.setattr(export, "EXPORT_ROWS", 4)  # 6 rows: a slice of 4 and one of 2
+    assert json.dumps(list(export.records(gen, tokens=True))) == json.dumps(whole)
+    _run(runner, ["export", str(gen), "--format", "parquet", "--tokens", "--out", str(tmp_path / "sliced.parquet")])
+    sliced = pq.ParquetFile(tmp_path / "sliced.parquet")
+    assert sliced.metadata.num_row_groups == 2
+    assert sliced.read().to_pylist() == pq.read_table(tmp_path / "whole.parquet").to_pylist() == json.loads(
+        json.dumps(whole))
+    assert json.loads(sliced.schema_arrow.metadata[b"mia"]) == export.metadata(gen)

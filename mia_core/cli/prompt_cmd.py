@@ -214,7 +214,7 @@ def export_command(run: Path, fmt: str, out: Path | None, with_tokens: bool, no_
     from mia_core.errors import MiaError
     from mia_core.formats.filekinds import SCORES_SUFFIX
     from mia_core.formats.safeio import disk_error, open_atomically, write_atomically
-    from mia_core.inspection.export import metadata, parquet_bytes, records, write_stream
+    from mia_core.inspection.export import metadata, records, write_parquet, write_stream
 
     if run.name.endswith(SCORES_SUFFIX):
         raise MiaError(f"{run} is a scores file; export its run ({run.name[:-len(SCORES_SUFFIX)]}.h5): the scores "
@@ -229,11 +229,9 @@ def export_command(run: Path, fmt: str, out: Path | None, with_tokens: bool, no_
     if sidecar is not None and sidecar.exists() and not force:
         raise MiaError(f"{sidecar} already exists; pass --force to overwrite it")
     if fmt == "parquet":
-        rows = list(rows)  # a Parquet table is built whole
-        written = len(rows)
-        data = parquet_bytes(rows, meta)
-        try:
-            write_atomically(out, data)
+        try:  # written a row group at a time; the file appears whole or not at all
+            with open_atomically(out, binary=True) as stream:
+                written = write_parquet(rows, stream, meta)
         except OSError as exc:
             raise disk_error(exc, out, "no export written") from None
     elif out is None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from mia_core.formats.runs import Run
-from mia_core.matching.tokens import resolve_k, score_matches
+from mia_core.matching.tokens import longest_suffix, resolve_k, score_run_matches
 from mia_core.token_rows import matched_lengths
 
 
@@ -66,15 +66,15 @@ def summarize(run: Run, k: int | None = None) -> dict[str, Any]:
     k = min(the map's suffix length, the run's max_length); a row is eligible when its true suffix
     has at least k tokens and its request did not fail (``error`` column of API runs)."""
 
-    suffixes = run.suffixes()
     failed = run.failed_rows()
-    labels = np.array([str(x) for x in run.map_column("sample_label")], dtype=object)
+    labels = run.labels()
     summary: dict[str, Any] = {"rows": len(run), "failed": int(failed.sum()), "k": None, "eligible": 0,
                                "short_suffix": 0, "extracted": 0, "mean_matched_length": None, "by_label": {}}
-    if not len(run) or not any(len(s) for s in suffixes):
+    longest = longest_suffix(run) if len(run) else 0
+    if not longest:
         return summary  # nothing to compare with (a map made with --suffix-tokens 0)
-    k = resolve_k(run, suffixes, k)
-    scores = score_matches(run.tokens(), suffixes, k)
+    k = resolve_k(run, longest, k)
+    scores = score_run_matches(run, k)
     eligible = scores.eligible & ~failed
     extracted = scores.exact & eligible
     summary.update(k=k, eligible=int(eligible.sum()), short_suffix=int((~scores.eligible & ~failed).sum()),

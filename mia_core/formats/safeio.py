@@ -149,14 +149,15 @@ def write_atomically(path: str | os.PathLike, data: bytes, overwrite: bool = Tru
 
 
 @contextmanager
-def open_atomically(path: str | os.PathLike, overwrite: bool = True) -> Iterator[IO[str]]:
-    """A text file (UTF-8) written as a stream to a temporary name beside ``path`` (nothing held in
-    memory: exports of any size) and given the name ``path`` only once whole; same guarantees as
-    :func:`write_atomically` (a failure or an interrupt removes the temporary file)."""
+def open_atomically(path: str | os.PathLike, overwrite: bool = True, binary: bool = False) -> Iterator[IO[Any]]:
+    """A text file (UTF-8; bytes with ``binary``) written as a stream to a temporary name beside ``path``
+    (nothing held in memory: exports of any size) and given the name ``path`` only once whole; same
+    guarantees as :func:`write_atomically` (a failure or an interrupt removes the temporary file)."""
     path = Path(path)
     remove_stale_temps(path)
     tmp = _temp_name(path)
-    stream = open(tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 -- closed below on every path
+    stream = (open(tmp, "wb") if binary  # noqa: SIM115 -- closed below on every path
+              else open(tmp, "w", encoding="utf-8", newline=""))
     try:
         yield stream
         stream.flush()

@@ -3,8 +3,8 @@
 Groups: ``match`` (suffix-match scores, one value per run row) and ``corpus`` (membership
 against a suffix-array index: ``longest_match``/``memorized`` per row, the memorized
 windows with their counts in the generations and in the corpus). Rescoring replaces the
-file atomically (``mia_core.formats.safeio.write_hdf5_atomically``: built in memory, written to a
-temporary name, fsynced, renamed); a ``corpus`` group from an
+file atomically (``mia_core.formats.safeio.write_hdf5_streamed``: written to a temporary name as it is
+built, never whole in memory, fsynced, renamed); a ``corpus`` group from an
 earlier scoring with an index is kept when the new scoring has none.
 """
 
@@ -21,7 +21,7 @@ from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import STR_DTYPE, decode_attr, encode_attrs
 from mia_core.formats.integrity import open_hdf5
 from mia_core.formats.provenance import provenance
-from mia_core.formats.safeio import disk_error, write_hdf5_atomically
+from mia_core.formats.safeio import disk_error, write_hdf5_streamed
 
 RESCORE = "score the run again with mia score"
 
@@ -61,7 +61,7 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
                 pass  # a damaged or unreadable old scores file is simply replaced
 
     try:  # the old scores file stays as it was unless the new one is whole
-        return write_hdf5_atomically(path, fill)
+        return write_hdf5_streamed(path, fill)
     except OSError as exc:
         raise disk_error(exc, path, "the previous scores file (if any) is unchanged") from None
 
@@ -88,3 +88,24 @@ def read_scores(path: str | os.PathLike) -> dict[str, Any]:
             out["corpus"] = {"attrs": {k: decode_attr(v) for k, v in c.attrs.items()},
                              "data": {k: v[()] for k, v in c.items()}}
     return out
+
+
+def row_score_names(path: str | os.PathLike, rows: int) -> dict[str, tuple[str, str]]:
+    """The per-row columns of a scores file (one value per run row, ``rows`` of them):
+    ``{group/name as read_scores names it: (group, dataset)}``, read by :func:`read_row_scores`."""
+    with open_hdf5(path, RESCORE) as f:
+        method = decode_attr(f.attrs["method"]) if "method" in f.attrs else None
+        out = {}
+        for group in ("match", "corpus"):
+            for name, ds in (f[group].items() if group in f else ()):
+                if ds.ndim == 1 and ds.shape[0] == rows:
+                    shown = _agreement_name(method) if group == "match" and name == LEGACY_AGREEMENT else name
+                    out[f"{group}/{shown}"] = (group, name)
+    return out
+
+
+def read_row_scores(path: str | os.PathLike, names: dict[str, tuple[str, str]], rows: slice) -> dict[str, np.ndarray]:
+    """Rows ``rows`` of the per-row columns ``names`` (:func:`row_score_names`): a run of any size is read a
+    slice at a time."""
+    with open_hdf5(path, RESCORE) as f:
+        return {key: f[group][name][rows] for key, (group, name) in names.items()}

@@ -28,9 +28,12 @@ FORMATS = ("jsonl", "csv", "parquet")
 PARQUET_HINT = "pip install pyarrow (installed by install.sh; listed in constraints.txt)"
 
 
-def _map_texts(run: Any, tokenizer: Any, prefix_rows: np.ndarray) -> tuple[dict[int, str], dict[int, str]]:
-    """Prefix and true-suffix texts of each distinct map row, decoded once."""
-    pmap = run.prefix_map
+#: Run rows read, decoded and written at a time: an export of any size holds one slice.
+EXPORT_ROWS = 16_384
+
+
+def _map_texts(pmap: Any, tokenizer: Any, prefix_rows: np.ndarray) -> tuple[dict[int, str], dict[int, str]]:
+    """Prefix and true-suffix texts of each distinct map row of ``prefix_rows``, decoded once."""
     unique = np.unique(prefix_rows)
     prefixes = pmap.read("prefixes", unique)
     suffixes = pmap.read("suffixes", unique)
@@ -41,22 +44,29 @@ def _map_texts(run: Any, tokenizer: Any, prefix_rows: np.ndarray) -> tuple[dict[
             {int(r): t for r, t in zip(unique, suf, strict=True)})
 
 
-def _scores(run_path: Path, rows: int) -> dict[str, np.ndarray]:
-    """Per-row score columns of the run's scores file (none when it was not scored)."""
-    from mia_core.formats.scores import read_scores, scores_path
+class _Scores:
+    """The per-row columns of the run's scores file (none when it was not scored), read a slice at a time."""
 
-    path = scores_path(run_path)
-    if not path.is_file():
-        return {}
-    try:
-        stored = read_scores(path)
-    except (OSError, KeyError) as exc:
-        raise MiaError(f"the scores file {path} cannot be read ({exc}); score the run again with mia score") from None
-    out = {f"score_{k}": v for k, v in stored["match"].items() if np.ndim(v) == 1 and len(v) == rows}
-    if stored["corpus"]:
-        out.update({f"corpus_{k}": v for k, v in stored["corpus"]["data"].items()
-                    if np.ndim(v) == 1 and len(v) == rows})
-    return out
+    def __init__(self, run_path: Path, rows: int, leave_out: tuple[str, ...] = ()) -> None:
+        from mia_core.formats.scores import row_score_names, scores_path
+
+        self.path = scores_path(run_path)
+        self.names: dict[str, tuple[str, str]] = {}
+        if not self.path.is_file():
+            return
+        try:
+            found = row_score_names(self.path, rows)
+        except (OSError, KeyError) as exc:
+            raise MiaError(f"the scores file {self.path} cannot be read ({exc}); score the run again with "
+                           "mia score") from None
+        prefix = {"match": "score_", "corpus": "corpus_"}
+        self.names = {prefix[group] + key.split("/", 1)[1]: (group, name) for key, (group, name) in found.items()}
+        self.names = {k: v for k, v in self.names.items() if k not in leave_out}
+
+    def read(self, rows: slice) -> dict[str, np.ndarray]:
+        from mia_core.formats.scores import read_row_scores
+
+        return read_row_scores(self.path, self.names, rows) if self.names else {}
 
 
 #: Scores that compare a generated text with the true one: a teacher-forced run has none.
@@ -82,56 +92,67 @@ def metadata(run_path: str | os.PathLike) -> dict[str, Any]:
 
 
 def records(run_path: str | os.PathLike, tokens: bool = False, text: bool = True) -> Iterator[dict[str, Any]]:
-    """The export records of a run, in row order."""
+    """The export records of a run, in row order, read from the files ``EXPORT_ROWS`` rows at a time (memory
+    does not grow with the run)."""
     from mia_core import registry
-    from mia_core.formats.runs import STANDARD_COLUMNS, RunKind, open_run
+    from mia_core.formats.runs import RunKind, open_run
 
     run = open_run(run_path)
     if not run.kind.has_map:  # a divergence run: the prompt instead of a prefix and true suffix
-        yield from _divergence_records(run, tokens, _scores(run.path, len(run)))
+        yield from _divergence_records(run, tokens, _Scores(run.path, len(run)))
         return
     teacher_forced = run.kind is RunKind.TEACHER_FORCED
-    prefix_rows = run.prefix_rows()
+    # withheld by the summary for a teacher-forced run, so never exported either
+    scores = _Scores(run.path, len(run), GENERATION_ONLY if teacher_forced else ())
+    tokenizer = None
+    if text:
+        pmap = run.prefix_map
+        try:
+            tokenizer = registry.tokenizers.create(pmap.tokenizer_name)
+        except MiaError as exc:
+            raise MiaError(f"the map's tokenizer {pmap.tokenizer_name!r} cannot be loaded to decode the prefixes "
+                           f"({str(exc).splitlines()[0]}); export token ids only with --no-text") from None
+    for start in range(0, len(run), EXPORT_ROWS):
+        rows = slice(start, min(start + EXPORT_ROWS, len(run)))
+        yield from _map_run_records(run, rows, tokenizer, tokens, scores.read(rows))
+
+
+def _map_run_records(run: Any, rows: slice, tokenizer: Any, tokens: bool,
+                     scores: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
+    """The records of run rows ``rows`` (a run over a prefix map); texts decoded with ``tokenizer`` if given."""
+    from mia_core.formats.runs import STANDARD_COLUMNS, RunKind
+
+    teacher_forced = run.kind is RunKind.TEACHER_FORCED
+    prefix_rows = run.read("prefix_row", rows)
     pmap = run.prefix_map
     ids, labels = pmap.read("sample_id", prefix_rows), pmap.read("sample_label", prefix_rows)
     try:
         starts = pmap.read("prefix_start", prefix_rows)
     except KeyError:  # maps made before prefix_start was recorded
         starts = None
-    prefix_text: dict[int, str] = {}
-    suffix_text: dict[int, str] = {}
-    if text:
-        try:
-            tokenizer = registry.tokenizers.create(pmap.tokenizer_name)
-        except MiaError as exc:
-            raise MiaError(f"the map's tokenizer {pmap.tokenizer_name!r} cannot be loaded to decode the prefixes "
-                           f"({str(exc).splitlines()[0]}); export token ids only with --no-text") from None
-        prefix_text, suffix_text = _map_texts(run, tokenizer, prefix_rows)
-    generations = run.read("text")
-    gen_tokens = run.tokens() if tokens else None
-    prefixes = run.prefixes() if tokens else None
-    suffixes = run.suffixes() if tokens else None
-    lengths = run.read("lengths")
-    extra = {c: run.read(c) for c in run.columns if c not in STANDARD_COLUMNS}
-    scores = _scores(run.path, len(run))
-    if teacher_forced:  # withheld by the summary, so never exported either
-        scores = {k: v for k, v in scores.items() if k not in GENERATION_ONLY}
-    for i in range(len(run)):
-        r = int(prefix_rows[i])
-        rec: dict[str, Any] = {"index": i, "prefix_index": r, "sample_id": plain(ids[i]),
-                               "label": plain(labels[i]) or None,
-                               "prefix_start": None if starts is None else int(starts[i])}
-        if text:
+    prefix_text, suffix_text = _map_texts(pmap, tokenizer, prefix_rows) if tokenizer is not None else ({}, {})
+    generations = run.read("text", rows)
+    lengths = run.read("lengths", rows)
+    gen_tokens = run.read("tokens", rows) if tokens else None
+    prefixes = run.prefixes(rows) if tokens else None
+    suffixes = run.suffixes(rows) if tokens else None
+    extra = {c: run.read(c, rows) for c in run.columns if c not in STANDARD_COLUMNS}
+    for j, i in enumerate(range(rows.start, rows.stop)):
+        r = int(prefix_rows[j])
+        rec: dict[str, Any] = {"index": i, "prefix_index": r, "sample_id": plain(ids[j]),
+                               "label": plain(labels[j]) or None,
+                               "prefix_start": None if starts is None else int(starts[j])}
+        if tokenizer is not None:
             rec["prefix_text"] = prefix_text[r]
             rec["true_suffix_text"] = suffix_text[r]
             if not teacher_forced:
-                rec["generation_text"] = str(generations[i])
+                rec["generation_text"] = str(generations[j])
         if tokens:
-            rec["prefix_tokens"] = [int(t) for t in prefixes[i]]
-            rec["true_suffix_tokens"] = [int(t) for t in suffixes[i]]
+            rec["prefix_tokens"] = [int(t) for t in prefixes[j]]
+            rec["true_suffix_tokens"] = [int(t) for t in suffixes[j]]
             name = "teacher_forced_argmax_tokens" if teacher_forced else "generated_tokens"
-            rec[name] = [int(t) for t in gen_tokens[i]]
-        _add_columns(rec, i, extra, scores, lengths, tokens)
+            rec[name] = [int(t) for t in gen_tokens[j, :lengths[j]]]
+        _add_columns(rec, j, extra, scores, lengths, tokens)
         yield rec
 
 
@@ -149,28 +170,30 @@ def _add_columns(rec: dict[str, Any], i: int, extra: dict[str, np.ndarray], scor
         rec[name] = plain(values[i])
 
 
-def _divergence_records(run: Any, tokens: bool, scores: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
-    """Records of a divergence run: the prompt instead of a prefix and true suffix."""
-    from mia_core.divergence.prompts import STRATEGY, prompt_texts
+def _divergence_records(run: Any, tokens: bool, scores: _Scores) -> Iterator[dict[str, Any]]:
+    """Records of a divergence run: the prompt instead of a prefix and true suffix, ``EXPORT_ROWS`` at a time."""
+    from mia_core.divergence.prompts import STRATEGY
     from mia_core.formats.runs import STANDARD_COLUMNS
 
-    prompts = prompt_texts(run)
-    rows = run.prefix_rows()
+    prompts = [str(t) for t in run.read("prompt_texts")]  # one per distinct prompt, not per row
     words = (run.attrs.get(STRATEGY) or {}).get("prompt_word") or []
-    generations = run.read("text")
-    gen_tokens = run.tokens() if tokens else None
-    prompt_tokens = run.prefixes() if tokens and run.has("prefixes") else None
-    lengths = run.read("lengths")
-    extra = {c: run.read(c) for c in run.columns if c not in STANDARD_COLUMNS}
-    for i in range(len(run)):
-        r = int(rows[i])
-        rec: dict[str, Any] = {"index": i, "prompt_index": r, "word": words[r] if r < len(words) else None,
-                               "prompt_text": prompts[i], "generation_text": str(generations[i])}
-        if tokens:
-            rec["prompt_tokens"] = None if prompt_tokens is None else [int(t) for t in prompt_tokens[i]]
-            rec["generated_tokens"] = [int(t) for t in gen_tokens[i]]
-        _add_columns(rec, i, extra, scores, lengths, tokens)
-        yield rec
+    for start in range(0, len(run), EXPORT_ROWS):
+        rows = slice(start, min(start + EXPORT_ROWS, len(run)))
+        prompt_rows, lengths = run.read("prefix_row", rows), run.read("lengths", rows)
+        generations = run.read("text", rows)
+        gen_tokens = run.read("tokens", rows) if tokens else None
+        prompt_tokens = run.prefixes(rows) if tokens and run.has("prefixes") else None
+        extra = {c: run.read(c, rows) for c in run.columns if c not in STANDARD_COLUMNS}
+        chunk_scores = scores.read(rows)
+        for j, i in enumerate(range(rows.start, rows.stop)):
+            r = int(prompt_rows[j])
+            rec: dict[str, Any] = {"index": i, "prompt_index": r, "word": words[r] if r < len(words) else None,
+                                   "prompt_text": prompts[r], "generation_text": str(generations[j])}
+            if tokens:
+                rec["prompt_tokens"] = None if prompt_tokens is None else [int(t) for t in prompt_tokens[j]]
+                rec["generated_tokens"] = [int(t) for t in gen_tokens[j, :lengths[j]]]
+            _add_columns(rec, j, extra, chunk_scores, lengths, tokens)
+            yield rec
 
 
 def _csv_cell(value: Any) -> Any:
@@ -198,17 +221,50 @@ def write_stream(rows: Iterable[dict[str, Any]], fmt: str, stream: IO[str]) -> i
     return written
 
 
-def parquet_bytes(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> bytes:
-    """A Parquet file's bytes through pyarrow (token lists as list<int64> columns); ``meta`` goes
-    into the schema's metadata under the key ``mia`` (JSON)."""
+def _pyarrow() -> tuple[Any, Any]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise MiaError(f"--format parquet needs pyarrow, which is not installed: {PARQUET_HINT}") from None
+    return pa, pq
+
+
+def _with_meta(schema: Any, meta: dict[str, Any] | None) -> Any:
+    if meta is None:
+        return schema
+    return schema.with_metadata({**(schema.metadata or {}), b"mia": json.dumps(meta).encode()})
+
+
+def parquet_bytes(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> bytes:
+    """A Parquet file's bytes through pyarrow (token lists as list<int64> columns); ``meta`` goes
+    into the schema's metadata under the key ``mia`` (JSON)."""
+    pa, pq = _pyarrow()
     sink = pa.BufferOutputStream()
     table = pa.Table.from_pylist(rows)
-    if meta is not None:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"mia": json.dumps(meta).encode()})
-    pq.write_table(table, sink)
+    pq.write_table(table.replace_schema_metadata(_with_meta(table.schema, meta).metadata), sink)
     return sink.getvalue().to_pybytes()
+
+
+def write_parquet(rows: Iterable[dict[str, Any]], stream: IO[bytes], meta: dict[str, Any] | None = None) -> int:
+    """The same Parquet file written to a binary stream one row group of ``EXPORT_ROWS`` rows at a time (a run of
+    any size in flat memory); returns the rows written. The schema is the first group's, a column without any
+    value there (a label absent from the first rows) taken as text."""
+    pa, pq = _pyarrow()
+    writer = None
+    written = 0
+    rows = iter(rows)
+    try:
+        while group := list(itertools.islice(rows, EXPORT_ROWS)):
+            if writer is None:
+                schema = pa.Table.from_pylist(group).schema
+                schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema])
+                writer = pq.ParquetWriter(stream, _with_meta(schema, meta))
+            writer.write_table(pa.Table.from_pylist(group, schema=writer.schema))
+            written += len(group)
+        if writer is None:  # no rows: an empty file with the one column every record has
+            writer = pq.ParquetWriter(stream, _with_meta(pa.schema([("index", pa.int64())]), meta))
+    finally:
+        if writer is not None:
+            writer.close()
+    return written

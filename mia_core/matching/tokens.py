@@ -23,7 +23,7 @@ suffix they have, but rates only count eligible rows.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -104,10 +104,39 @@ def score_matches(generated: Sequence[np.ndarray], suffixes: Sequence[np.ndarray
         raise ValueError("one true suffix per generation is needed")
     if len(generated) <= SCORE_ROWS:
         return _score_block(generated, suffixes, k, edit_threshold, bleu_threshold, detokenize)
-    blocks = [_score_block(generated[i:i + SCORE_ROWS], suffixes[i:i + SCORE_ROWS], k, edit_threshold,
-                           bleu_threshold, detokenize) for i in range(0, len(generated), SCORE_ROWS)]
+    return _joined([_score_block(generated[i:i + SCORE_ROWS], suffixes[i:i + SCORE_ROWS], k, edit_threshold,
+                                 bleu_threshold, detokenize) for i in range(0, len(generated), SCORE_ROWS)])
+
+
+def _joined(blocks: list[MatchScores]) -> MatchScores:
     return MatchScores(*(None if getattr(blocks[0], f.name) is None
                          else np.concatenate([getattr(b, f.name) for b in blocks]) for f in fields(MatchScores)))
+
+
+def _row_blocks(rows: int) -> Iterator[slice]:
+    return (slice(start, min(start + SCORE_ROWS, rows)) for start in range(0, rows, SCORE_ROWS))
+
+
+def longest_suffix(run: Any) -> int:
+    """The longest true suffix of a run's rows (``run.suffixes``), read ``SCORE_ROWS`` rows at a time."""
+    return max((max((len(s) for s in run.suffixes(rows)), default=0) for rows in _row_blocks(len(run))), default=0)
+
+
+def score_run_matches(run: Any, k: int, edit_threshold: float = 0.1, bleu_threshold: float | None = None,
+                      detokenize: Callable[[list[list[int]]], list[str]] | None = None) -> MatchScores:
+    """:func:`score_matches` of every row of a run (its tokens against its true suffixes), read from its files
+    ``SCORE_ROWS`` rows at a time: memory holds one block's tokens and the per-row scores (about 20 bytes a row),
+    never the run's tokens."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    if len(run) == 0:
+        return score_matches([], [], k, edit_threshold, bleu_threshold, detokenize)
+    blocks = []
+    for rows in _row_blocks(len(run)):
+        tokens, lengths = run.read("tokens", rows), run.read("lengths", rows)
+        blocks.append(_score_block([tokens[i, :n] for i, n in enumerate(lengths)], run.suffixes(rows), k,
+                                   edit_threshold, bleu_threshold, detokenize))
+    return _joined(blocks)
 
 
 def _score_block(generated: Sequence[np.ndarray], suffixes: Sequence[np.ndarray], k: int, edit_threshold: float,
@@ -145,12 +174,12 @@ def run_max_length(run: Any) -> int | None:
     return int(value) if value is not None and int(value) > 0 else None
 
 
-def resolve_k(run: Any, suffixes: list[np.ndarray], k: int | None) -> int:
+def resolve_k(run: Any, max_suffix: int, k: int | None) -> int:
     """The suffix tokens compared. Default: min(the map's suffix length, the run's max_length), so
     a run that generated 20 tokens is scored on 20 (exact extraction of 50 would be impossible).
-    An explicit ``k`` beyond what the run generated, or beyond every true suffix, is an error."""
+    An explicit ``k`` beyond what the run generated, or beyond ``max_suffix`` (the longest true suffix,
+    :func:`longest_suffix`), is an error."""
     max_length = run_max_length(run)
-    max_suffix = max(len(s) for s in suffixes)
     if k is None:
         k = int(run.prefix_map.suffix_tokens or max_suffix)
         if max_length is not None:

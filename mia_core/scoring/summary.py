@@ -20,7 +20,15 @@ from mia_core.formats.runs import Run, RunKind
 from mia_core.formats.scores import scores_path, write_scores
 from mia_core.formatting import format_number, format_rate, per_position_name, rate
 from mia_core.matching.probabilistic import run_summary
-from mia_core.matching.tokens import MatchScores, memorized_spans, resolve_k, run_max_length, score_matches, span_counts
+from mia_core.matching.tokens import (
+    MatchScores,
+    longest_suffix,
+    memorized_spans,
+    resolve_k,
+    run_max_length,
+    score_run_matches,
+    span_counts,
+)
 from mia_core.text_table import text_table
 
 START_BUCKETS = ((0, 0, "0 (document start)"), (1, 99, "1-99"), (100, 999, "100-999"),
@@ -38,12 +46,12 @@ def load_run(path: str | os.PathLike) -> Any:
     return run
 
 
-def _true_suffixes(run: Any) -> list[np.ndarray]:
-    suffixes = run.suffixes()
-    if not any(len(s) for s in suffixes):
+def _longest_true_suffix(run: Any) -> int:
+    longest = longest_suffix(run)
+    if not longest:
         raise MiaError(f"run {run.path} has no true suffixes to compare with (its prefix map was made "
                        "with --suffix-tokens 0 or every suffix is empty)")
-    return suffixes
+    return longest
 
 
 
@@ -216,10 +224,9 @@ def _score_divergence(run: Run, options: ScoreOptions) -> dict[str, Any]:
 
 def _score_map_run(run: Run, options: ScoreOptions) -> dict[str, Any]:
     """A run over a prefix map: its rows against their true suffixes (generation, API, teacher-forced)."""
-    suffixes = _true_suffixes(run)
-    k = resolve_k(run, suffixes, options.k)
-    scores, failed = _match_scores(run, suffixes, k, options)
-    labels = np.array([str(x) for x in run.map_column("sample_label")], dtype=object)
+    k = resolve_k(run, _longest_true_suffix(run), options.k)
+    scores, failed = _match_scores(run, k, options)
+    labels = run.labels()
     summary = _map_summary(run, k, scores, failed, labels, options)
     corpus = None
     if options.index is not None:
@@ -240,13 +247,12 @@ def _tokenizer_name(run: Run) -> str:
     return str(run.attrs.get("tokenizer") or run.prefix_map.tokenizer_name)
 
 
-def _match_scores(run: Run, suffixes: list[np.ndarray], k: int,
-                  options: ScoreOptions) -> tuple[MatchScores, np.ndarray]:
+def _match_scores(run: Run, k: int, options: ScoreOptions) -> tuple[MatchScores, np.ndarray]:
     """The per-row match scores (eligible: suffix of at least k tokens and request not failed) and the
     failed rows."""
     detokenize = _detokenizer(_tokenizer_name(run)) if options.bleu else None
-    scores = score_matches(run.tokens(), suffixes, k, options.edit_threshold,
-                           options.bleu_threshold if options.bleu else None, detokenize)
+    scores = score_run_matches(run, k, options.edit_threshold, options.bleu_threshold if options.bleu else None,
+                               detokenize)
     failed = run.failed_rows()
     return replace(scores, eligible=scores.eligible & ~failed), failed
 
@@ -298,8 +304,8 @@ def _matched_length_summary(matched: np.ndarray, k: int) -> dict[str, Any]:
 
 
 def _extracted_samples(run: Run, hits: np.ndarray) -> dict[str, Any]:
-    """Distinct samples extracted, and how many were extracted once, twice, ..."""
-    extracted = Counter(str(i) for i, e in zip(run.map_column("sample_id"), hits, strict=True) if e)
+    """Distinct samples extracted, and how many were extracted once, twice, ... (the ids of the hits only are read)."""
+    extracted = Counter(str(i) for i in run.prefix_map.read("sample_id", run.prefix_rows()[hits]))
     return {"unique": len(extracted),
             "frequency_of_frequencies": {str(r): n for r, n in sorted(Counter(extracted.values()).items())}}
 
