@@ -4,11 +4,14 @@
 #   bash bench/gpu_check.sh
 # Needs, made beforehand on the GPU machine (not timed here):
 #   MIA_VLLM=vllm bash install.sh --vllm                         # .venv-vllm with the CUDA build of vLLM
-#   bash install.sh && .venv/bin/pip install -e 'plugins/mia_mamba[cuda]'   # .venv with mamba-ssm
+#   bash install.sh --dev && .venv/bin/pip install -e 'plugins/mia_mamba[cuda]'   # .venv with mamba-ssm and Ray
 # Steps: (1) vLLM vs the HF backend in bfloat16, batch 1/32/256 (target: vLLM >= 2x HF generated
 # tokens/s at batch 256), and with 2 or more GPUs vLLM data_parallel_size=2 against one engine (that
 # step alone may then take 9 minutes); (2) mamba-ssm vs transformers (bench/mamba_gpu_check.py);
-# (3) the default `mia calibrate` on the GPU (bench/calibrate_check.py): its time and LOSS AUCs.
+# (3) the default `mia calibrate` on the GPU (bench/calibrate_check.py): its time and LOSS AUCs;
+# (4) data parallelism on Ray with the HF backend (bench/data_parallel_bench.py): one replica per GPU
+# against one engine, rows equal and the speed-up (needs 2 or more GPUs; step 1's vLLM
+# data_parallel_size=2 runs on Ray too).
 # Every line starts with its step's label; a step that fails (or is missing what it needs) prints a
 # FAILED line with the end of its stderr, and the script exits 1; the last line says PASSED or FAILED.
 set -uo pipefail
@@ -62,6 +65,13 @@ if [[ -x .venv/bin/mia ]]; then
     run 120 calibrate .venv/bin/python bench/calibrate_check.py --device cuda
 else
     failed calibrate "no .venv (make it with: bash install.sh)"
+fi
+if [[ $count -lt 2 ]]; then
+    echo "[raydp] data_parallel_size on Ray not measured on GPUs: it needs 2 GPUs, this machine has $count"
+elif [[ -x .venv/bin/python ]]; then
+    run 240 raydp .venv/bin/python bench/data_parallel_bench.py --device cuda --replicas "$count" --rows 256 --new 32
+else
+    failed raydp "no .venv (make it with: bash install.sh --dev)"
 fi
 [[ $status -eq 0 ]] && echo "PASSED" || echo "FAILED"
 exit $status

@@ -4,9 +4,12 @@ A backend plugin whose factory is asked for ``data_parallel_size`` > 1 returns
 :func:`replicate`'s backend instead of its own: every replica is a Ray actor that builds the
 plugin's single-replica backend through the registry (the same name, the same options, with
 ``data_parallel_size=1``), asking Ray for the resources its :class:`Placement` names (GPUs, CPU
-cores) and starting with the environment it gives. Each ``generate``/``score`` call is split into
-one part per live replica (balanced by length) and the outputs are gathered in the order given, so
-a caller cannot tell a replicated backend from one engine; greedy rows are the same rows.
+cores) and starting with the environment it gives. Each ``generate``/``score`` call is cut into
+one run of consecutive rows per live replica (balanced by length) and the outputs are gathered in
+the order given, so a caller cannot tell a replicated backend from one engine: greedy rows are the
+same rows, and a seeded sampling call gives each part the call's seed moved on by the part's first
+row (vLLM, which seeds each row from seed + its position, samples the same tokens; the HF backend
+seeds each call, so its sampled rows depend on data_parallel_size, reproducibly).
 
 Where the actors run: the Ray cluster at ``RAY_ADDRESS`` (``mia --ray-address``: several nodes
 started with ``ray start``, docs/scale.md), else a local cluster this process starts and owns.
@@ -50,16 +53,18 @@ class Placement:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def balance(lengths: Sequence[int], parts: int) -> list[list[int]]:
-    """Indices of ``lengths`` split into ``parts`` groups of near-equal total length (longest
-    first, each to the lightest group: the classic LPT rule), each group in ascending order."""
-    loads = [0] * parts
-    groups: list[list[int]] = [[] for _ in range(parts)]
-    for index in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        lightest = min(range(parts), key=lambda g: (loads[g], len(groups[g]), g))
-        groups[lightest].append(index)
-        loads[lightest] += max(int(lengths[index]), 1)
-    return [sorted(g) for g in groups]
+def contiguous_parts(lengths: Sequence[int], parts: int) -> list[range]:
+    """``range(len(lengths))`` cut into ``parts`` consecutive runs of near-equal total length (a part
+    may be empty). Consecutive, so that row i of a call keeps its position: a backend that seeds
+    each row from the call's seed + its position (vLLM) samples the same tokens split or not."""
+    weights = [max(int(n), 1) for n in lengths]
+    total, cuts, running = sum(weights), [0], 0
+    for index, weight in enumerate(weights):
+        running += weight
+        while len(cuts) < parts and running * parts >= total * len(cuts):
+            cuts.append(index + 1)
+    cuts += [len(weights)] * (parts + 1 - len(cuts))
+    return [range(cuts[k], cuts[k + 1]) for k in range(parts)]
 
 
 def replica_count(options: dict[str, Any]) -> int:
@@ -247,14 +252,14 @@ class RayReplicas:
             self.close()
             raise _as_error(exc) from exc
 
-    def _split_call(self, method: str, rows: Sequence[Sequence[int]], lengths: Sequence[int],
-                    make_args: Callable[[list[int]], tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+    def _split_call(self, method: str, rows: Sequence[Any], lengths: Sequence[int],
+                    make_args: Callable[[range], tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
         """``method`` over ``rows``: one part per live replica, results in the order of ``rows``."""
         if not self.alive:
             raise MiaError(f"{self.name}: no replica is left (each died or was stopped)")
         if not rows:
             return []
-        parts = [p for p in balance(lengths, len(self.alive)) if p]
+        parts = [p for p in contiguous_parts(lengths, len(self.alive)) if len(p)]
         try:
             return _Call(self, method, parts, make_args).run(len(rows))
         except KeyboardInterrupt:
@@ -265,8 +270,8 @@ class RayReplicas:
 class _Call:
     """One split call in flight: its parts, the replica each runs on, and the progress reported."""
 
-    def __init__(self, owner: RayReplicas, method: str, parts: list[list[int]],
-                 make_args: Callable[[list[int]], tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
+    def __init__(self, owner: RayReplicas, method: str, parts: list[range],
+                 make_args: Callable[[range], tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
         self.owner, self.method, self.parts, self.make_args = owner, method, parts, make_args
         self.tries = [0] * len(parts)
         self.reported = [(0.0, 0)] * len(parts)
@@ -363,15 +368,31 @@ def _as_error(exc: Any) -> MiaError:
     return MiaError(f"a replica failed: {_first_line(cause) if cause is not None else _first_line(exc)}")
 
 
+def _seeded_from(sampling: Any, part: range) -> Any:
+    """The call's sampling for the part starting at row ``part.start``: its seed moved on by that
+    many rows (row i of the call is row i - start of the part)."""
+    if getattr(sampling, "seed", None) is None or part.start == 0:
+        return sampling
+    return dataclasses.replace(sampling, seed=int(sampling.seed) + part.start)
+
+
 class _Generates:
     def generate(self: Any, prefixes: Sequence[Sequence[int]], max_new_tokens: int, sampling: Any = None) -> list[Any]:
         """``generate`` of the replicas, each on its share of ``prefixes``."""
         lengths = [len(p) + max_new_tokens for p in prefixes]
-        return self._split_call("generate", prefixes, lengths,
-                                lambda part: (([list(prefixes[i]) for i in part], max_new_tokens, sampling), {}))
+        return self._split_call("generate", prefixes, lengths, lambda part: (
+            ([list(prefixes[i]) for i in part], max_new_tokens, _seeded_from(sampling, part)), {}))
 
 
-def _start_of(start: int | Sequence[int], part: list[int]) -> int | list[int]:
+class _GeneratesText:
+    def generate_text(self: Any, prompts: Sequence[str], max_new_tokens: int, sampling: Any = None) -> list[Any]:
+        """``generate_text`` of the replicas, each on its share of ``prompts``."""
+        lengths = [len(p) // 4 + max_new_tokens for p in prompts]  # ~4 characters a token: only to balance
+        return self._split_call("generate_text", prompts, lengths, lambda part: (
+            ([prompts[i] for i in part], max_new_tokens, _seeded_from(sampling, part)), {}))
+
+
+def _start_of(start: int | Sequence[int], part: range) -> int | list[int]:
     return start if isinstance(start, int) else [int(start[i]) for i in part]
 
 
@@ -403,6 +424,8 @@ def replicate(name: str, options: dict[str, Any], *, tokenizer: Any,
     mixins: list[type] = []
     if "generate" in first["capabilities"]:
         mixins.append(_Generates)
+    if "generate_text" in first["capabilities"]:
+        mixins.append(_GeneratesText)
     if "score" in first["capabilities"]:
         mixins.append(_ScoresSampled if first["scores_sampling"] else _Scores)
     probe.__class__ = type("ReplicatedBackend", (*mixins, RayReplicas), {})

@@ -20,10 +20,11 @@ import pytest
 from tiny_models import windows_map
 
 from mia_core import registry
-from mia_core.data_parallel import balance
+from mia_core.data_parallel import contiguous_parts
 from mia_core.errors import MiaError
 from mia_core.extraction.prompt import prompt
 from mia_core.formats.runs import open_run
+from mia_core.types import Sampling
 
 ray = pytest.importorskip("ray", reason="Ray is installed by bash install.sh --dev")
 
@@ -46,11 +47,15 @@ def folder(tiny_llama_backend, tmp_path_factory):
     return windows_map(tmp_path_factory.mktemp("dp") / "map", backend, ids, [5 * i for i in range(12)], 8, 6)
 
 
-def test_split_is_balanced():
-    groups = balance([10, 1, 1, 1, 9, 2], 2)
-    assert sorted(sum(groups, [])) == list(range(6)) and all(g == sorted(g) for g in groups)
-    assert sorted(sum([10, 1, 1, 1, 9, 2][i] for i in g) for g in groups) == [12, 12]
-    assert balance([5], 3) == [[0], [], []]
+def test_calls_are_cut_into_consecutive_parts_of_near_equal_length():
+    parts = contiguous_parts([10, 1, 1, 1, 9, 2], 2)
+    assert [list(p) for p in parts] == [[0, 1, 2], [3, 4, 5]]  # 12 and 12
+    assert [list(p) for p in contiguous_parts([5], 3)] == [[0], [], []]
+    assert [len(p) for p in contiguous_parts([1] * 10, 3)] == [4, 3, 3]
+    for lengths in ([3, 3, 3, 3], [1, 50, 1, 1, 1, 1], list(range(1, 30))):
+        for count in (1, 2, 3, 5):
+            parts = contiguous_parts(lengths, count)
+            assert len(parts) == count and [i for p in parts for i in p] == list(range(len(lengths)))
 
 
 @pytest.mark.parametrize("method", ["generate", "teacher-forced"])
@@ -81,6 +86,8 @@ def test_scores_and_progress_come_from_both_replicas(dp, tiny_llama_backend):
         np.testing.assert_allclose(a.logprob, b.logprob, atol=SCORE_TOLERANCE, equal_nan=True)
         np.testing.assert_allclose(a.mean, b.mean, atol=SCORE_TOLERANCE, equal_nan=True)
         assert a.argmax.tolist() == b.argmax.tolist()
+    sampling = Sampling(temperature=1.0, top_k=50, seed=3)  # each part seeded from the call's seed + its first row
+    assert dp.generate(rows, 5, sampling) == dp.generate(rows, 5, sampling)
     reported = []
     dp.on_rows_done = lambda rows_done, tokens: reported.append(rows_done)
     try:

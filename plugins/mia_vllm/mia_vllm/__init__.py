@@ -25,7 +25,8 @@ OPTIONS = (
     Option("seed", int, 0, "the engine's seed; sampling seeds come from --seed"),
     Option("tensor_parallel_size", int, 1, "GPUs one model is split across"),
     Option("data_parallel_size", int, 1,
-           "model replicas, one engine process each, that share every call's requests (docs/scale.md)"),
+           "model replicas, one engine each in a Ray actor, that share every call's rows; --ray-address "
+           "for a cluster (docs/scale.md)"),
     Option("gpu_memory_utilization", float, None, "fraction of GPU memory (of RAM on CPU) vLLM may take "
                                                   "(auto: 0.9 on GPU, 0.2 on CPU)"),
     Option("pipeline_parallel_size", int, 1, "pipeline stages, across nodes with Ray (docs/scale.md)"),

@@ -15,8 +15,8 @@ the same conventions, so runs and attacks do not depend on which backend made th
 ``score`` asks vLLM for ``prompt_logprobs=1``: the log-probability of each given token and
 the most likely token at each position. vLLM does not return the mean and variance of
 log p over the vocabulary, so Min-K%++ is refused with one line (``distribution=True``).
-vLLM is imported only when a backend is created. ``data_parallel_size`` > 1 runs the engines in
-worker processes, one per replica (``mia_vllm.replicas.DataParallelBackend``, a subclass).
+vLLM is imported only when a backend is created. ``data_parallel_size`` > 1 runs one engine per
+replica, each a Ray actor (``mia_core.data_parallel``; ``mia_vllm.loading.replica_placements``).
 """
 
 from __future__ import annotations

