@@ -78,7 +78,8 @@ class DefaultModelPath:
 
 
 # Measured on the embedded corpus (130 rows) and an AMD EPYC with AVX512-BF16, load 2.3–3.1 on 2 cores
-# (docs/models.md). The reference first: on equal speed the earlier path wins.
+# (docs/models.md). The reference first: on equal speed the earlier path wins. llama.cpp's batch-32 generation
+# figure is the benchmark's, which docs/models.md finds held down by the load (alone: 0.9x raw llama.cpp).
 DEFAULT_MODEL_PATHS = (
     DefaultModelPath("transformers float32 (the reference)", DEFAULT_MODEL, {"dtype": "float32"},
                      speed={"generate, batch 1": 2.9, "generate, batch 32": 34.1, "score, batch 32": 163.8},

@@ -123,3 +123,23 @@ def test_llamacpp_is_unavailable_when_its_plugin_is_not_loaded():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "MIA_LOAD_PLUGINS": "mia-hf"}).stdout
     assert out.strip() == "[True, False, False]"
+
+
+def test_the_table_holds_the_figures_docs_models_md_states():
+    """DEFAULT_MODEL_PATHS cites docs/models.md: its speeds, rows moved and bound are the page's."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text(encoding="utf-8")
+    for workload in ("generate, batch 1", "generate, batch 32", "score, batch 32"):
+        row = re.search(rf"^\| {workload} \|(.*)$", text, flags=re.M).group(1)
+        measured = [float(x) for x in row.split("|")[:3]]  # mia HF fp32, mia HF bf16, mia llama.cpp
+        assert measured == [p.speed[workload] for p in DEFAULT_MODEL_PATHS]
+    matched = re.search(r"^\| rows whose matched length differs \| (\d+) \(.*\| (\d+) \(", text, flags=re.M)
+    exact = re.search(r"^\| rows whose exact-extraction verdict differs \| (\d+) \| (\d+) \|", text, flags=re.M)
+    _, bf16, llamacpp = DEFAULT_MODEL_PATHS
+    assert [int(matched.group(i)) for i in (1, 2)] == [bf16.matched_moved, llamacpp.matched_moved]
+    assert [int(exact.group(i)) for i in (1, 2)] == [bf16.exact_moved, llamacpp.exact_moved]
+    assert "130 rows (65 members)" in text and bf16.rows == llamacpp.rows == 130
+    assert AGREEMENT_BOUND.exact_verdicts_moved == 0 and AGREEMENT_BOUND.matched_lengths_moved == 0.01
+    assert "no exact-verdict change and\nmatched-length changes on at most 1 % of rows" in text
