@@ -35,7 +35,8 @@ def demo(model: str | None, dataset: str, prefix_tokens: int, suffix_tokens: int
     that model greedily with every prefix, scores the continuations against the true
     suffixes (member vs non-member) and writes report.html with the plots. Every table counts the
     eligible rows (true suffix of full length) and names its per-position figure by run kind:
-    position agreement (generated) or next-token accuracy (teacher-forced).
+    position agreement (generated) or next-token accuracy (teacher-forced). Without --model it runs the
+    default model on the fastest measured path here within docs/models.md's agreement bound, and says which.
     """
     from mia_core.extraction.prefix import build_prefix_map
     from mia_core.extraction.prompt import prompt
