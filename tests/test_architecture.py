@@ -18,7 +18,7 @@ LAYERS = {
     "mia_core": 0, "errors": 0, "types": 0, "redact": 0, "progress": 0, "token_rows": 0, "text_table": 0,
     "formatting": 0, "hookspecs": 0, "matching": 0, "labels": 0, "option_schema": 0,
     "formats": 1,
-    "registry": 2, "plugins": 2, "defaults": 2, "data_parallel": 2,
+    "registry": 2, "plugins": 2, "defaults": 2, "path_choice": 2, "data_parallel": 2,
     "divergence": 3,
     "extraction": 4, "scoring": 4, "attack": 4, "inspection": 4,
     "setlevel": 5,

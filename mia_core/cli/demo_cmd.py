@@ -9,7 +9,9 @@ from mia_core.defaults import DEFAULT_DATASET, DEFAULT_MODEL
 
 
 @click.command()
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model (tokenizer and backend).")
+@click.option("--model", default=None,
+              help=f"Model (tokenizer and backend), used as given. Default: {DEFAULT_MODEL} on the fastest of its "
+                   "measured paths available here whose verdicts agree with the reference's (docs/models.md).")
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Dataset name.")
 @click.option("--prefix-tokens", "--prefix_tokens", "prefix_tokens", type=Count(min=1), default=32,
               show_default=True, help="Prefix length in tokens.")
@@ -25,7 +27,7 @@ from mia_core.defaults import DEFAULT_DATASET, DEFAULT_MODEL
               help="Folder the prefix map is created in (the run and report go inside the map).")
 @renamed_option("--out", "--out-dir", "(--out names the exact file or folder a command writes)", dest="old_out")
 @quiet_option
-def demo(model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, size: int | None, batch_size: int,
+def demo(model: str | None, dataset: str, prefix_tokens: int, suffix_tokens: int, size: int | None, batch_size: int,
          method: str, out: Path, old_out: str | None, quiet: bool) -> None:
     """Run the whole pipeline on the embedded default and print a memorization report.
 
@@ -33,7 +35,8 @@ def demo(model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, size:
     that model greedily with every prefix, scores the continuations against the true
     suffixes (member vs non-member) and writes report.html with the plots. Every table counts the
     eligible rows (true suffix of full length) and names its per-position figure by run kind:
-    position agreement (generated) or next-token accuracy (teacher-forced).
+    position agreement (generated) or next-token accuracy (teacher-forced). Without --model it runs the
+    default model on the fastest measured path here within docs/models.md's agreement bound, and says which.
     """
     from mia_core.extraction.prefix import build_prefix_map
     from mia_core.extraction.prompt import prompt
@@ -41,21 +44,37 @@ def demo(model: str, dataset: str, prefix_tokens: int, suffix_tokens: int, size:
     from mia_core.scoring.summary import format_summary, score_run
 
     out = Path(old_out) if old_out else out
+    model, model_options, path_line = _model_path(model, method, batch_size)
+    click.echo(f"path: {path_line}", err=True)
 
     click.echo(f"[1/3] prefix map: {dataset}, {prefix_tokens}-token prefixes, {model} tokenizer", err=True)
     folder = build_prefix_map(model, dataset, prefix_tokens, prefix_loc="start", size=size, suffix_tokens=suffix_tokens,
                               out=out, quiet=quiet)
     click.echo(f"[2/3] {method} with {model}: {suffix_tokens} tokens after each prefix", err=True)
     run_paths: list[Path] = []
-    prompt(folder, model, batch_size=batch_size, max_length=suffix_tokens, quiet=quiet, method=method,
-           on_path=run_paths.append, rows="none")
+    prompt(folder, model, model_options=model_options, batch_size=batch_size, max_length=suffix_tokens,
+           quiet=quiet, method=method, on_path=run_paths.append, rows="none")
     click.echo("[3/3] scoring", err=True)
     summary = score_run(run_paths[0])
     report = write_report(run_paths, folder / "report.html")
     click.echo(format_summary(summary))
     click.echo(_member_contrast(summary, run_paths[0]))
     click.echo(_longest_matches(run_paths[0], summary["scores_file"]))
-    click.echo(f"\nprefix map: {folder}\nrun:        {run_paths[0]}\nreport:     {report}")
+    click.echo(f"\npath:       {path_line.split(' — ')[0]}\nprefix map: {folder}\nrun:        {run_paths[0]}"
+               f"\nreport:     {report}")
+
+
+def _model_path(model: str | None, method: str, batch_size: int) -> tuple[str, dict, str]:
+    """The model and options to run, and the line that says which and why: ``--model`` as given, or the
+    default model on the path ``mia_core.path_choice`` chooses from the measured figures."""
+    from mia_core.defaults import DEFAULT_MODEL_PATHS
+    from mia_core.path_choice import availability, choose_path, describe_choice, measured_workload, model_label
+
+    if model is not None:
+        return model, {}, f"{model}, as given by --model — no selection"
+    workload = measured_workload(method, batch_size, DEFAULT_MODEL_PATHS)
+    choice = choose_path(DEFAULT_MODEL_PATHS, availability(), workload)
+    return choice.path.model, dict(choice.path.options), f"{model_label(choice.path)} — {describe_choice(choice)}"
 
 
 POSITION_BUCKETS = ((1, 1), (2, 5), (6, 10), (11, 20), (21, 30), (31, 50), (51, None))
