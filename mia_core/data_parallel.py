@@ -177,16 +177,20 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _check_resources(placements: Sequence[Placement], address: str) -> None:
-    """A replica Ray cannot place would wait forever: refuse in one line instead."""
+    """A replica Ray cannot place would wait forever: refuse in one line instead (what other actors
+    hold counts: a cluster's free resources, not its total)."""
     import ray
 
-    have = ray.cluster_resources()
+    total, free = ray.cluster_resources(), ray.available_resources()
     for key, label in (("num_gpus", "GPU"), ("num_cpus", "CPU")):
         need = sum(getattr(p, key) for p in placements)
-        if need > have.get(label, 0.0) + 1e-9:
+        if need > free.get(label, 0.0) + 1e-9:
             where = "this machine's local Ray cluster" if address == "local" else f"the Ray cluster at {address}"
+            held = total.get(label, 0.0) - free.get(label, 0.0)
+            busy = f" ({held:g} held by other actors)" if held > 1e-9 else ""
             raise MiaError(f"data_parallel_size={len(placements)} needs {need:g} {label}s in all "
-                           f"({getattr(placements[0], key):g} per replica), {where} has {have.get(label, 0.0):g}")
+                           f"({getattr(placements[0], key):g} per replica), {where} has {free.get(label, 0.0):g} "
+                           f"free of {total.get(label, 0.0):g}{busy}")
 
 
 class RayReplicas:

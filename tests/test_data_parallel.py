@@ -97,13 +97,16 @@ def test_scores_and_progress_come_from_both_replicas(dp, tiny_llama_backend):
     assert sum(reported) == len(rows)
 
 
-def test_bad_values_are_one_line_before_any_replica_starts(tiny_llama):
+def test_bad_values_are_one_line_before_any_replica_starts(dp, tiny_llama):
     with pytest.raises(MiaError, match="data_parallel_size") as caught:
         registry.backends.create(str(tiny_llama), {"device": "cpu", "data_parallel_size": "0"})
     cores = len(os.sched_getaffinity(0))
-    with pytest.raises(MiaError, match=rf"needs {cores + 1} CPUs in all .* has {cores}") as too_many:
+    with pytest.raises(MiaError, match=rf"needs {cores + 1} CPUs in all .* has \d+ free of {cores}") as too_many:
         registry.backends.create(str(tiny_llama), {"device": "cpu", "data_parallel_size": str(cores + 1)})
-    for exc in (caught.value, too_many.value):
+    # dp's replicas hold every core: another backend's would wait forever for one, and is refused instead
+    with pytest.raises(MiaError, match=r"has 0 free of .* held by other actors") as busy:
+        registry.backends.create(str(tiny_llama), {"device": "cpu", "data_parallel_size": "2"})
+    for exc in (caught.value, too_many.value, busy.value):
         assert "\n" not in str(exc)
 
 
