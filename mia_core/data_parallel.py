@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -92,6 +93,9 @@ class _Replica:
         os.environ.update(env)  # before the backend imports torch or vLLM
         self.backend: Any = None
         self.done = (0.0, 0)
+        # Two threads (max_concurrency=2) so that progress() answers during a call; calls themselves
+        # run one at a time (a part left running by a call that failed elsewhere finishes first).
+        self.one_call = threading.Lock()
 
     def start(self, name: str, options: dict[str, Any]) -> dict[str, Any]:
         import ray
@@ -110,8 +114,9 @@ class _Replica:
         return self.done
 
     def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        self.done = (0.0, 0)
-        return getattr(self.backend, method)(*args, **kwargs)
+        with self.one_call:
+            self.done = (0.0, 0)
+            return getattr(self.backend, method)(*args, **kwargs)
 
 
 # --- the driver's side -------------------------------------------------------------------------
@@ -249,12 +254,12 @@ class RayReplicas:
 
         try:
             return ray.get(refs)
-        except ray.exceptions.RayActorError as exc:
-            self.close()
-            raise MiaError(f"a replica of {self.name} died during {what}: {_first_line(exc)}") from exc
-        except ray.exceptions.RayTaskError as exc:
+        except ray.exceptions.RayTaskError as exc:  # raised by the backend itself
             self.close()
             raise _as_error(exc) from exc
+        except ray.exceptions.RayError as exc:  # its process is gone: killed, out of host memory, node lost
+            self.close()
+            raise MiaError(f"a replica of {self.name} died during {what}: {_first_line(exc)}") from exc
 
     def _split_call(self, method: str, rows: Sequence[Any], lengths: Sequence[int],
                     make_args: Callable[[range], tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
@@ -313,27 +318,32 @@ class _Call:
         owner = self.owner
         try:
             result = ray.get(ref)
-        except ray.exceptions.RayActorError as exc:
-            if replica in owner.alive:
-                owner.alive.remove(replica)
-            label = owner._replica_label(replica)
-            busy = {r for _, r in self.running.values()}
-            spare = [r for r in owner.alive if r not in busy] or owner.alive
-            if self.tries[part] >= 2 or not spare:
-                owner.close()
-                raise MiaError(f"{label} died ({_first_line(exc)}); "
-                               + ("its rows had been retried once already" if self.tries[part] >= 2
-                                  else "no other replica was left") + ": the replicas were stopped") from exc
-            note(f"mia: {label} died ({_first_line(exc)}); its {len(self.parts[part])} rows run again on "
-                 f"replica {spare[0] + 1}, and later calls use the {len(owner.alive)} replica(s) left")
-            self.submit(part, spare[0])
-            return None
-        except ray.exceptions.RayTaskError as exc:
+        except ray.exceptions.RayTaskError as exc:  # raised by the backend itself
             raise _as_error(exc) from exc
+        except ray.exceptions.RayError as exc:  # its process is gone: killed, out of host memory, node lost
+            self._lost(part, replica, exc)
+            return None
         if len(result) != len(self.parts[part]):
             raise MiaError(f"{owner._replica_label(replica)} returned {len(result)} outputs for "
                            f"{len(self.parts[part])} rows")
         return result
+
+    def _lost(self, part: int, replica: int, exc: Exception) -> None:
+        """``replica`` is gone: its part runs again on a live replica, once; else one error."""
+        owner = self.owner
+        if replica in owner.alive:
+            owner.alive.remove(replica)
+        label = owner._replica_label(replica)
+        busy = {r for _, r in self.running.values()}
+        spare = [r for r in owner.alive if r not in busy] or owner.alive
+        if self.tries[part] >= 2 or not spare:
+            owner.close()
+            raise MiaError(f"{label} died ({_first_line(exc)}); "
+                           + ("its rows had been retried once already" if self.tries[part] >= 2
+                              else "no other replica was left") + ": the replicas were stopped") from exc
+        note(f"mia: {label} died ({_first_line(exc)}); its {len(self.parts[part])} rows run again on "
+             f"replica {spare[0] + 1}, and later calls use the {len(owner.alive)} replica(s) left")
+        self.submit(part, spare[0])
 
     def _report(self, part: int, done: tuple[float, int]) -> None:
         """Move the bar by what ``part`` did beyond what it reported before (a retried part's

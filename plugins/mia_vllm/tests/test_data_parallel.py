@@ -42,7 +42,7 @@ PREFIXES = [[818, 5279, 529, 506], [4123, 563, 496, 1588, 236764], [818, 5279], 
 def dp_options(engine_options) -> dict:
     # Per replica: float32 weights and activations take about 3.3 GiB of RAM, the rest is KV cache.
     return {**engine_options, "data_parallel_size": "2",
-            "gpu_memory_utilization": os.environ.get("MIA_TEST_VLLM_DP_MEMORY", "0.25")}
+            "gpu_memory_utilization": os.environ.get("MIA_TEST_VLLM_DP_MEMORY", "0.16")}
 
 
 @pytest.fixture(scope="module")
