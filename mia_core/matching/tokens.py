@@ -36,7 +36,7 @@ PAD_GEN = -2  # pads generations; differs from suffix padding so padding never "
 PAD_SUF = -3
 #: Rows scored at once: the edit-distance programme holds a few (rows x k) int64 arrays, so blocks keep
 #: memory flat however many rows a run has (the scores are the same: each row is scored on its own).
-SCORE_ROWS = 32_768
+SCORE_ROWS = 8_192
 
 
 @dataclass
