@@ -895,8 +895,17 @@ class Run:
         return out
 
     def map_column(self, name: str) -> np.ndarray:
-        """A per-prefix column of the map (``sample_id``, ``sample_label``, ...) for each run row."""
-        return self.prefix_map.read(name, self.prefix_rows())
+        """A per-prefix column of the map (``sample_id``, ``sample_label``, ...) for each run row, read ``CHECK_ROWS``
+        rows at a time into one array (a read of every row at once through HDF5's selection of scattered rows held
+        ~60 bytes a row more than the result)."""
+        out: np.ndarray | None = None
+        for start in range(0, self.size, CHECK_ROWS):
+            rows = slice(start, min(start + CHECK_ROWS, self.size))
+            values = self.prefix_map.read(name, self.read("prefix_row", rows))
+            if out is None:
+                out = np.empty((self.size,) + values.shape[1:], dtype=values.dtype)
+            out[rows] = values
+        return out if out is not None else self.prefix_map.read(name, self.prefix_rows())
 
     def to_dicts(self, with_map: bool = True) -> list[dict[str, Any]]:
         """The seed's "list of dictionaries": one per row, with the prefix and generated tokens."""
