@@ -760,7 +760,8 @@ class Run:
         if being_written(self.path):
             raise MiaError(f"{self.path} is being written by a running mia process; wait for it to end "
                            "(or stop it: its finished rows are kept and it can be resumed)")
-        self._merged: dict[str, np.ndarray] | None = None
+        self._pending: list[Record] = []  # journal records of a killed writer, read back column by column
+        self._merged: dict[str, np.ndarray] = {}
         self.damage: str | None = None
         self.lost_rows: list[int] = []
         with open_hdf5(self.path, DAMAGED_RUN) as f:
@@ -777,14 +778,12 @@ class Run:
                 self.attrs["complete"] = False
             self.columns: list[str] = list(columns)
             self.datasets: list[str] = list(f.keys())
-            if records:  # a killed writer's journal: its finished rows are part of the run
-                self._merged = _merge(f, columns, base_rows, records)
-                self.size = len(self._merged["prefix_row"])
-            else:
-                self.size = base_rows
-                for name in self.columns:  # every column is readable (checksums hold) before any work,
-                    for start in range(0, base_rows, CHECK_ROWS):  # read in slices: memory stays flat
-                        f[name][start:start + CHECK_ROWS]
+            # A killed writer's journal: its finished rows are part of the run (a column is merged when read).
+            self._pending, self._base_rows = records, base_rows
+            self.size = base_rows + sum(r.size for r in records if r.op == "append")
+            for name in self.columns:  # every column is readable (checksums hold) before any work,
+                for start in range(0, base_rows, CHECK_ROWS):  # read in slices: memory stays flat
+                    f[name][start:start + CHECK_ROWS]
         self._map: PrefixMap | None = None
 
     def __len__(self) -> int:
@@ -816,7 +815,11 @@ class Run:
     def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
         """One column (only the finished rows; ``rows`` a slice) or static dataset (``rows`` a slice or
         sorted unique indices); strings come back as ``str``."""
-        if self._merged is not None and name in self._merged:
+        if self._pending and name in self.columns and name not in self._merged:
+            with open_hdf5(self.path, DAMAGED_RUN) as f:
+                columns = {k: (v[0], v[1]) for k, v in json.loads(f.attrs["columns"]).items()}
+                self._merged[name] = _merge(f, columns, self._base_rows, self._pending, [name])[name]
+        if name in self._merged:
             rows = slice(0, self.size) if rows is None else _clip(rows, self.size)
             return self._merged[name][rows]
         with open_hdf5(self.path, DAMAGED_RUN) as f:
