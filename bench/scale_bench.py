@@ -1,6 +1,7 @@
 """Scale benchmark: time per row and peak memory of each step as runs grow (issue #27 items 1-2).
 
     python bench/scale_bench.py [--rows 100000 1000000] [--out DIR] [--steps prompt,score,...]
+    python bench/scale_bench.py --kill-compaction 1000000   # SIGKILL during a compaction, resume, compare
 
 An *instant* backend (registered in-process below: no model; greedy tokens a cheap function of the
 prefix) drives the real `mia` commands, each step in a fresh process whose peak RSS
@@ -169,8 +170,7 @@ def measure(rows: int, work: Path, steps: list[str]) -> dict[str, dict[str, floa
         shutil.rmtree(pmap, ignore_errors=True)
         subprocess.run([sys.executable, __file__, "--build-map", str(pmap), str(rows)], check=True)
     commands = {
-        "prompt": [["prompt", "--prefix_map", str(pmap), "--model", "instant", "--max_length", str(SUFFIX),
-                    "--batch_size", "512", "--out", "run.h5", "-q"]],
+        "prompt": [prompt_args(pmap, "run.h5")],
         "check": [["check", "--prefix_map", str(pmap), "--model", "instant", "--batch_size", "512",
                    "--out", "check.h5", "-q"]],
         "score": [["score", "run.h5"]],
@@ -196,6 +196,78 @@ def measure(rows: int, work: Path, steps: list[str]) -> dict[str, dict[str, floa
     return out
 
 
+def prompt_args(pmap: Path, out: str) -> list[str]:
+    return ["prompt", "--prefix_map", str(pmap), "--model", "instant", "--max_length", str(SUFFIX),
+            "--batch_size", "512", "--out", out, "-q"]
+
+
+def kill_compaction(rows: int, work: Path) -> None:
+    """SIGKILL `mia prompt` while it compacts a run of ``rows`` rows (its compacted copy half written, the run
+    file at least a quarter of its final size), resume it with ``mia prompt --resume``, and compare it with an
+    uninterrupted run of the same map: every column equal row for row, the run complete. Exits 1 otherwise."""
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.iterdir():
+        if old.name != "map":
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    pmap = work / "map"
+    if not (pmap / "prefix_map.h5").is_file():
+        shutil.rmtree(pmap, ignore_errors=True)
+        subprocess.run([sys.executable, __file__, "--build-map", str(pmap), str(rows)], check=True)
+    seconds, _ = step(prompt_args(pmap, "whole.h5"), work)
+    whole_size = (work / "whole.h5").stat().st_size
+    print(f"  uninterrupted run: {rows} rows in {seconds:.1f} s, {whole_size / 2**20:.0f} MB", flush=True)
+    env = {**os.environ, "MIA_BENCH_RSS": str(work / ".rss"), "PYTHONPATH": str(ROOT / "bench")}
+    killed = work / "killed.h5"
+    proc = subprocess.Popen([sys.executable, __file__, "--as-mia", *prompt_args(pmap, killed.name)], cwd=work, env=env)
+    temp = work / f".{killed.name}.{proc.pid}.tmp"  # where this process's compaction writes (formats.safeio)
+    caught = None
+    while proc.poll() is None:
+        try:
+            size, copied = killed.stat().st_size, temp.stat().st_size
+        except FileNotFoundError:
+            time.sleep(0.005)
+            continue
+        if size >= whole_size // 4 and copied >= size // 2:
+            proc.kill()
+            caught = (size, copied)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    if caught is None:
+        raise SystemExit(f"no compaction of a run of at least {whole_size // 4} bytes was caught; give more rows")
+    journal = killed.with_name(killed.name + ".journal")
+    print(f"  killed during compaction: run file {caught[0] / 2**20:.0f} MB, its compacted copy at "
+          f"{caught[1] / 2**20:.0f} MB, journal {journal.stat().st_size / 2**20:.0f} MB", flush=True)
+    seconds, peak = step(["prompt", "--resume", killed.name, "-q"], work)
+    print(f"  resumed in {seconds:.1f} s, peak RSS {peak / 2**20:.0f} MB", flush=True)
+    differences = compare_runs(work / "whole.h5", killed)
+    differences += [f"{t.name} left beside the run" for t in work.glob(f".{killed.name}.*.tmp")]
+    differences += ["its journal is left beside the run"] if journal.exists() else []
+    if differences:
+        raise SystemExit("the resumed run differs from the uninterrupted one: " + "; ".join(differences))
+    print(f"  the resumed run equals the uninterrupted one: {rows} rows, every column, row for row")
+
+
+def compare_runs(a: Path, b: Path) -> list[str]:
+    """What differs between two runs: rows, completeness, and each column read a slice at a time."""
+    sys.path.insert(0, str(ROOT))
+    from mia_core.formats.runs import open_run
+
+    first, second = open_run(a), open_run(b)
+    out = [] if first.complete and second.complete else ["a run is not complete"]
+    if len(first) != len(second) or first.columns != second.columns:
+        return out + [f"{len(first)} vs {len(second)} rows, columns {first.columns} vs {second.columns}"]
+    for name in first.columns:
+        for start in range(0, len(first), 65_536):
+            rows = slice(start, min(start + 65_536, len(first)))
+            x, y = first.read(name, rows), second.read(name, rows)
+            same = np.array_equal(x, y, equal_nan=True) if x.dtype.kind == "f" else np.array_equal(x, y)
+            if not same:
+                out.append(f"column {name} differs in rows {rows.start}..{rows.stop - 1}")
+                break
+    return out
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
         ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")),
@@ -217,7 +289,14 @@ def main() -> None:
     parser.add_argument("--assert-flat", type=float, default=None,
                         help="exit 1 when a step's peak RSS exceeds this multiple of its first-size figure")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--kill-compaction", type=int, metavar="ROWS", default=None,
+                        help="instead: SIGKILL mia prompt during the compaction of a run of ROWS rows, resume it and "
+                             "check it equals an uninterrupted run")
     args = parser.parse_args()
+    if args.kill_compaction is not None:
+        print(f"scale_bench: {machine()}", flush=True)
+        kill_compaction(args.kill_compaction, args.out / f"kill_{args.kill_compaction}")
+        return
     steps = [s for s in args.steps.split(",") if s]
     print(f"scale_bench: {machine()}", flush=True)
     figures = {rows: measure(rows, args.out / str(rows), steps) for rows in args.rows}

@@ -159,3 +159,23 @@ def test_report_shows_runs_as_mia_score_scored_them(tmp_path, runner):
     res = runner.invoke(cli, ["report", str(runs[0]), "--out", str(tmp_path / "r.md")])
     assert res.exit_code == 0, res.output
     assert "normalized token edit distance <= 0.3" in (tmp_path / "r.md").read_text()
+
+
+def test_per_row_figures_read_in_slices_equal_one_read(tmp_path, register_plugin, monkeypatch):
+    """The matched lengths by label and the longest extractions are read a slice of the run at a time
+    (memory flat in the run's size): slices of 2 rows give what one slice of the whole run gives."""
+    from test_prompt_fakes import FakePlugin
+
+    from mia_core.report import sections
+
+    register_plugin(FakePlugin(), name="fake-report-slices")
+    docs = make_docs(7, 60)
+    folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
+    gens = [np.r_[d[10:10 + (3 * i) % 20], np.zeros(20 - (3 * i) % 20, dtype=int)] for i, d in enumerate(docs)]
+    run = make_run(folder, gens, tokenizer="fake-tok-a")
+    whole = (sections.matched_lengths_by_label(run, 20), sections.longest_extractions(run, 20, 3))
+    monkeypatch.setattr(sections, "REPORT_ROWS", 2)
+    sliced = (sections.matched_lengths_by_label(run, 20), sections.longest_extractions(run, 20, 3))
+    assert {k: v.tolist() for k, v in whole[0].items()} == {k: v.tolist() for k, v in sliced[0].items()}
+    assert whole[1] == sliced[1] and [e["matched"] for e in sliced[1][0]] == [18, 15, 12]
+    assert [e["row"] for e in sliced[1][0]] == [6, 5, 4]

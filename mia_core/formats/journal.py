@@ -31,7 +31,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -56,7 +56,11 @@ def journal_path(run_path: str | os.PathLike) -> Path:
 @dataclass
 class Record:
     """One journal entry: ``op`` is ``append`` (rows from ``start``), ``replace`` (rows
-    ``rows``, for retried requests) or ``attrs`` (attributes only)."""
+    ``rows``, for retried requests) or ``attrs`` (attributes only).
+
+    A record found by :func:`scan` leaves its columns in the journal (``stored``: where, ``count``: its
+    rows) and :meth:`data` reads them back when they are needed, one record at a time: a scan of a
+    journal of any size holds only the records' headers."""
 
     seq: int
     op: str
@@ -64,10 +68,25 @@ class Record:
     rows: list[int] | None = None
     columns: dict[str, Any] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    count: int | None = None
+    stored: tuple[Path, int] | None = None
 
     @property
     def size(self) -> int:
+        if self.count is not None:
+            return self.count
         return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def data(self) -> dict[str, Any]:
+        """Its columns: those it holds, else read back from its place in the journal (checked again)."""
+        if self.stored is None:
+            return self.columns
+        path, offset = self.stored
+        with open(path, "rb") as f:
+            found = _record_at(_Bytes(f), offset)
+        if not isinstance(found, tuple) or found[0].seq != self.seq:
+            raise OSError(f"journal {path} changed while it was read (record {self.seq} at offset {offset})")
+        return found[0].columns
 
 
 def encode(record: Record) -> bytes:
@@ -126,19 +145,48 @@ class Scan:
         return bool(self.damaged or self.conflicts)
 
 
-def _record_at(data: bytes, offset: int) -> tuple[Record, bytes, int] | str:
+class _Bytes:
+    """A journal file read at offsets, a record at a time (never the whole file: a journal may hold
+    hundreds of MiB); ``find`` searches it in bounded windows."""
+
+    WINDOW = 1 << 20
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.size = os.fstat(f.fileno()).st_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, offset: int, n: int) -> bytes:
+        self.f.seek(offset)
+        return self.f.read(max(0, min(n, self.size - offset)))
+
+    def find(self, needle: bytes, start: int, stop: int | None = None) -> int:
+        stop = self.size if stop is None else min(stop, self.size)
+        while start < stop:
+            window = self.read(start, min(self.WINDOW, stop - start) + len(needle) - 1)[:stop - start]
+            found = window.find(needle)
+            if found >= 0:
+                return start + found
+            start += self.WINDOW
+        return -1
+
+
+def _record_at(data: _Bytes, offset: int) -> tuple[Record, bytes, int] | str:
     """The intact record starting at ``offset`` (record, payload, end), else ``"torn"`` when the
     bytes there are the start of a record running past the end of the data, else ``"bad"``."""
     rest = len(data) - offset
+    head = data.read(offset, HEADER.size)
     if rest < HEADER.size:
-        return "torn" if MAGIC.startswith(data[offset:offset + len(MAGIC)]) else "bad"
-    magic, length, crc = HEADER.unpack_from(data, offset)
+        return "torn" if MAGIC.startswith(head[:len(MAGIC)]) else "bad"
+    magic, length, crc = HEADER.unpack(head)
     if magic != MAGIC:
         return "bad"
     end = offset + HEADER.size + length
     if end > len(data):
         return "torn"
-    payload = data[offset + HEADER.size:end]
+    payload = data.read(offset + HEADER.size, length)
     if zlib.crc32(payload) != crc:
         return "bad"
     try:
@@ -148,11 +196,16 @@ def _record_at(data: bytes, offset: int) -> tuple[Record, bytes, int] | str:
 
 
 def scan(path: str | os.PathLike) -> Scan:
-    """Read a journal whole, keeping every intact record, wherever the damage is (see the module doc)."""
+    """Read a journal record by record, keeping every intact record's header, wherever the damage is
+    (see the module doc); the records' columns stay in the file (:meth:`Record.data`)."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            return _scan(_Bytes(f), Path(path))
     except FileNotFoundError:
         return Scan()
+
+
+def _scan(data: _Bytes, path: Path) -> Scan:
     out = Scan(size=len(data))
     payloads: dict[int, bytes] = {}
     bad_from: int | None = None  # start of the damaged bytes being skipped
@@ -162,6 +215,7 @@ def scan(path: str | os.PathLike) -> Scan:
         found = _record_at(data, offset)
         if isinstance(found, tuple):
             record, payload, end = found
+            record.count, record.stored, record.columns = record.size, (path, offset), {}
             if torn is not None or bad_from is not None:
                 _damaged(out, data, min(x for x in (torn, bad_from) if x is not None), offset)
                 torn = bad_from = None
@@ -181,12 +235,12 @@ def scan(path: str | os.PathLike) -> Scan:
     return out
 
 
-def _damaged(out: Scan, data: bytes, start: int, stop: int) -> None:
+def _damaged(out: Scan, data: _Bytes, start: int, stop: int) -> None:
     """Record the damaged range ``start..stop`` and how many framed records (header and length intact) it holds."""
     framed, offset = 0, start
     while 0 <= offset < stop:
         if offset + HEADER.size <= stop:
-            magic, length, _ = HEADER.unpack_from(data, offset)
+            magic, length, _ = HEADER.unpack(data.read(offset, HEADER.size))
             if magic == MAGIC and offset + HEADER.size + length <= stop:
                 framed += 1
                 offset += HEADER.size + length

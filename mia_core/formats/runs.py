@@ -316,25 +316,34 @@ def _with_placeholders(records: list[Record], placeholders: list[Record]) -> lis
 
 def _merge(f: h5py.File, columns: dict[str, tuple[str, int | None]], rows: int, records: list[Record],
            names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """The full columns: the file's rows, then the journal's appends and replacements."""
-    out: dict[str, np.ndarray] = {}
-    for name in names or list(columns):
-        kind = columns[name][0]
+    """The full columns: the file's rows, then the journal's appends and replacements (each record's
+    columns read once)."""
+    names = names or list(columns)
+    parts: dict[str, list[Any]] = {}
+    for name in names:
         data = f[name][:rows]
-        parts = [as_strings(data) if kind == "str" else data]
-        for r in records:
-            if r.op == "append":
-                value = r.columns[name]
-                parts.append(np.array(value, dtype=object) if kind == "str" else value)
-        merged = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        if kind != "str":
-            merged = merged.astype(KINDS[kind][0], copy=False)
-        for r in records:
-            if r.op == "replace":
-                merged[np.asarray(r.rows, dtype=np.int64)] = np.array(r.columns[name], dtype=object) \
-                    if kind == "str" else r.columns[name]
-        out[name] = merged
+        parts[name] = [as_strings(data) if columns[name][0] == "str" else data]
+    for r in records:
+        if r.op == "append":
+            data = r.data()
+            for name in names:
+                parts[name].append(_as_column(data[name], columns[name][0]))
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        kind = columns[name][0]
+        merged = np.concatenate(parts.pop(name)) if len(parts[name]) > 1 else parts.pop(name)[0]
+        out[name] = merged if kind == "str" else merged.astype(KINDS[kind][0], copy=False)
+    for r in records:
+        if r.op == "replace":
+            data = r.data()
+            for name in names:
+                out[name][np.asarray(r.rows, dtype=np.int64)] = _as_column(data[name], columns[name][0])
     return out
+
+
+def _as_column(value: Any, kind: str) -> np.ndarray:
+    """A record's values of one column as an array (strings as objects, which HDF5 writes as utf-8)."""
+    return np.array(value, dtype=object) if kind == "str" else np.asarray(value)
 
 
 def _write_or_refusal(path: Path, fill: Callable[[h5py.File], None]) -> OSError | None:
@@ -348,22 +357,47 @@ def _write_or_refusal(path: Path, fill: Callable[[h5py.File], None]) -> OSError 
     return None
 
 
-def _fold_records(ds: h5py.Dataset, kind: str, rows: int, records: list[Record], name: str) -> None:
-    """A copied column cut to the file's ``rows``, then the journal's appends after them and its
-    replacements in place (in record order, as :func:`_merge` reads them)."""
-    appended = [r.columns[name] for r in records if r.op == "append"]
-    total = rows + sum(len(v) for v in appended)
-    ds.resize((total,) + ds.shape[1:])
-    at = rows
-    for value in appended:
-        if len(value):
-            ds[at:at + len(value)] = np.array(value, dtype=object) if kind == "str" else value
-        at += len(value)
+#: Rows of journal records gathered before a compaction writes them to the run's columns (fewer, larger
+#: writes into the compressed chunks; memory: this many rows and one record).
+FOLD_ROWS = 16_384
+
+
+def _fold_records(datasets: dict[str, h5py.Dataset], columns: dict[str, tuple[str, int | None]], rows: int,
+                  records: list[Record]) -> None:
+    """Copied columns cut to the file's ``rows``, then the journal's appends after them and its
+    replacements in place (in record order, as :func:`_merge` reads them). Each record's columns are
+    read from the journal once, when they are written: memory does not grow with the journal."""
+    appends = [r for r in records if r.op == "append"]
+    total = rows + sum(r.size for r in appends)
+    for ds in datasets.values():
+        ds.resize((total,) + ds.shape[1:])
+    block: list[dict[str, Any]] = []
+    at, gathered = rows, 0
+    for r in appends:
+        block.append(r.data())
+        gathered += r.size
+        if gathered >= FOLD_ROWS:
+            at = _write_block(datasets, columns, at, block)
+            block, gathered = [], 0
+    _write_block(datasets, columns, at, block)
     for r in records:
         if r.op == "replace":
-            values = np.array(r.columns[name], dtype=object) if kind == "str" else np.asarray(r.columns[name])
-            for row, value in zip(r.rows, values, strict=True):
-                ds[int(row)] = value
+            data = r.data()
+            for name, ds in datasets.items():
+                for row, value in zip(r.rows or [], _as_column(data[name], columns[name][0]), strict=True):
+                    ds[int(row)] = value
+
+
+def _write_block(datasets: dict[str, h5py.Dataset], columns: dict[str, tuple[str, int | None]], at: int,
+                 block: list[dict[str, Any]]) -> int:
+    """Write consecutive records' rows from row ``at``; the row after them."""
+    n = 0
+    for name, ds in datasets.items():
+        values = [_as_column(data[name], columns[name][0]) for data in block]
+        n = sum(len(v) for v in values)
+        if n:
+            ds[at:at + n] = np.concatenate(values) if len(values) > 1 else values[0]
+    return at + n
 
 
 def _intact(path: Path, seq: int, base_rows: int) -> list[Record]:
@@ -397,16 +431,17 @@ def _exists(path: Path) -> MiaError:
 
 
 #: Rows per slice when a reader checks every column of a run (HDF5's per-chunk checksums).
-CHECK_ROWS = 65_536
+CHECK_ROWS = 16_384
 
-#: The most journal bytes between compactions: a compaction holds the journal's records in memory
-#: (the file itself is copied as stored), so this bounds a run's memory whatever its size.
+#: The most journal bytes between compactions. A compaction's memory does not depend on it (records are
+#: read back one block at a time); it bounds the journal's disk space and what a reader of a killed run
+#: replays into memory.
 MAX_JOURNAL_BYTES = 256 * 2**20
 
 
 def compact_threshold(base_size: int) -> int:
     """Journal bytes that trigger a compaction: the file's size (amortised linear while the file is
-    small), at least 16 MiB and at most ``MAX_JOURNAL_BYTES`` (bounded memory; a large file is then
+    small), at least 16 MiB and at most ``MAX_JOURNAL_BYTES`` (a large file is then
     copied once per 256 MiB of new rows, raw chunks without recompression); ``MIA_RUN_COMPACT_BYTES``
     sets it outright (tests: 1 compacts after every batch)."""
     forced = os.environ.get("MIA_RUN_COMPACT_BYTES")
@@ -650,7 +685,8 @@ class RunWriter:
     def _compact(self, records: list[Record] | None = None) -> None:
         """Rewrite the run file with the journal's records (or ``records``) folded in, atomically; then
         empty the journal. Streamed: the file's columns are copied chunk by chunk as stored (HDF5's object
-        copy, no decompression), the records written after them, so memory holds only the journal."""
+        copy, no decompression), then the records read back from the journal a block at a time and written
+        after them (:func:`_fold_records`): memory holds neither the file nor the journal."""
         if self.journal.size == 0 and records is None:
             return
         attrs = {**self._attrs, "rows": self.rows_done, "journal_seq": self.seq}
@@ -661,8 +697,7 @@ class RunWriter:
             def fill(out: h5py.File) -> None:
                 for name in f:
                     out.copy(f[name], out, name=name)
-                    if name in columns:
-                        _fold_records(out[name], columns[name][0], rows, pending, name)
+                _fold_records({name: out[name] for name in columns}, columns, rows, pending)
                 out.attrs.update(encode_attrs({**attrs, "columns": json.dumps(columns)}))
 
             refused = _write_or_refusal(self.path, fill)
@@ -725,7 +760,8 @@ class Run:
         if being_written(self.path):
             raise MiaError(f"{self.path} is being written by a running mia process; wait for it to end "
                            "(or stop it: its finished rows are kept and it can be resumed)")
-        self._merged: dict[str, np.ndarray] | None = None
+        self._pending: list[Record] = []  # journal records of a killed writer, read back column by column
+        self._merged: dict[str, np.ndarray] = {}
         self.damage: str | None = None
         self.lost_rows: list[int] = []
         with open_hdf5(self.path, DAMAGED_RUN) as f:
@@ -742,14 +778,12 @@ class Run:
                 self.attrs["complete"] = False
             self.columns: list[str] = list(columns)
             self.datasets: list[str] = list(f.keys())
-            if records:  # a killed writer's journal: its finished rows are part of the run
-                self._merged = _merge(f, columns, base_rows, records)
-                self.size = len(self._merged["prefix_row"])
-            else:
-                self.size = base_rows
-                for name in self.columns:  # every column is readable (checksums hold) before any work,
-                    for start in range(0, base_rows, CHECK_ROWS):  # read in slices: memory stays flat
-                        f[name][start:start + CHECK_ROWS]
+            # A killed writer's journal: its finished rows are part of the run (a column is merged when read).
+            self._pending, self._base_rows = records, base_rows
+            self.size = base_rows + sum(r.size for r in records if r.op == "append")
+            for name in self.columns:  # every column is readable (checksums hold) before any work,
+                for start in range(0, base_rows, CHECK_ROWS):  # read in slices: memory stays flat
+                    f[name][start:start + CHECK_ROWS]
         self._map: PrefixMap | None = None
 
     def __len__(self) -> int:
@@ -781,7 +815,11 @@ class Run:
     def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
         """One column (only the finished rows; ``rows`` a slice) or static dataset (``rows`` a slice or
         sorted unique indices); strings come back as ``str``."""
-        if self._merged is not None and name in self._merged:
+        if self._pending and name in self.columns and name not in self._merged:
+            with open_hdf5(self.path, DAMAGED_RUN) as f:
+                columns = {k: (v[0], v[1]) for k, v in json.loads(f.attrs["columns"]).items()}
+                self._merged[name] = _merge(f, columns, self._base_rows, self._pending, [name])[name]
+        if name in self._merged:
             rows = slice(0, self.size) if rows is None else _clip(rows, self.size)
             return self._merged[name][rows]
         with open_hdf5(self.path, DAMAGED_RUN) as f:
@@ -860,8 +898,17 @@ class Run:
         return out
 
     def map_column(self, name: str) -> np.ndarray:
-        """A per-prefix column of the map (``sample_id``, ``sample_label``, ...) for each run row."""
-        return self.prefix_map.read(name, self.prefix_rows())
+        """A per-prefix column of the map (``sample_id``, ``sample_label``, ...) for each run row, read ``CHECK_ROWS``
+        rows at a time into one array (a read of every row at once through HDF5's selection of scattered rows held
+        ~60 bytes a row more than the result)."""
+        out: np.ndarray | None = None
+        for start in range(0, self.size, CHECK_ROWS):
+            rows = slice(start, min(start + CHECK_ROWS, self.size))
+            values = self.prefix_map.read(name, self.read("prefix_row", rows))
+            if out is None:
+                out = np.empty((self.size,) + values.shape[1:], dtype=values.dtype)
+            out[rows] = values
+        return out if out is not None else self.prefix_map.read(name, self.prefix_rows())
 
     def to_dicts(self, with_map: bool = True) -> list[dict[str, Any]]:
         """The seed's "list of dictionaries": one per row, with the prefix and generated tokens."""

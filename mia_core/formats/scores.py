@@ -90,6 +90,14 @@ def read_scores(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def read_scores_head(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
+    """A scores file's attributes and its rows (one per run row), without reading them (:func:`read_row_scores`)."""
+    with open_hdf5(path, RESCORE) as f:
+        attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
+        per_row = [ds.shape[0] for ds in f["match"].values() if ds.ndim == 1]
+        return attrs, int(f["match"]["exact"].shape[0] if "exact" in f["match"] else max(per_row, default=0))
+
+
 def row_score_names(path: str | os.PathLike, rows: int) -> dict[str, tuple[str, str]]:
     """The per-row columns of a scores file (one value per run row, ``rows`` of them):
     ``{group/name as read_scores names it: (group, dataset)}``, read by :func:`read_row_scores`."""

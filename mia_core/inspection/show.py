@@ -24,8 +24,25 @@ from mia_core.text_table import text_table
 CELL_WIDTH = 60
 
 
+#: Rows read at a time where `mia show` counts over a whole file.
+COUNT_ROWS = 65_536
+
+
 def _label_counts(labels: Any) -> dict[str, int]:
     return dict(sorted(Counter(str(v) or "(none)" for v in labels).items()))
+
+
+def _label_counts_by_slice(read: Any, size: int) -> dict[str, int]:
+    """Label counts of a column ``read(rows)`` gives ``COUNT_ROWS`` rows at a time (memory: one slice)."""
+    counts: Counter[str] = Counter()
+    for start in range(0, size, COUNT_ROWS):
+        values, n = np.unique(read(slice(start, min(start + COUNT_ROWS, size))).astype(str), return_counts=True)
+        counts.update({str(v) or "(none)": int(c) for v, c in zip(values, n, strict=True)})
+    return dict(sorted(counts.items()))
+
+
+def _sum_by_slice(read: Any, size: int, count: Any = np.sum) -> int:
+    return sum(int(count(read(slice(start, min(start + COUNT_ROWS, size))))) for start in range(0, size, COUNT_ROWS))
 
 
 def _rows_from(columns: dict[str, Any], n: int) -> list[dict[str, Any]]:
@@ -36,12 +53,12 @@ def _describe_map(path: Path, n: int) -> dict[str, Any]:
     from mia_core.formats.prefixmap import PrefixMap
 
     pmap = PrefixMap(path.parent if path.is_file() else path)
-    labels = pmap.read("sample_label")
     first = slice(0, min(n, len(pmap)))
     cols = {"sample_id": pmap.read("sample_id", first), "sample_label": pmap.read("sample_label", first),
             "prefix_start": pmap.read("prefix_start", first), "prefixes": pmap.read("prefixes", first),
             "suffix_lengths": pmap.read("suffix_lengths", first)}
-    counts = {"rows": len(pmap), "labels": _label_counts(labels), "saved_dataset": pmap.has_dataset}
+    labels = _label_counts_by_slice(lambda rows: pmap.read("sample_label", rows), len(pmap))
+    counts = {"rows": len(pmap), "labels": labels, "saved_dataset": pmap.has_dataset}
     return {"path": str(pmap.path), "attributes": pmap.attrs, "counts": counts,
             "columns": list(cols), "rows": _rows_from(cols, first.stop)}
 
@@ -62,27 +79,28 @@ def _describe_run(path: Path, n: int) -> dict[str, Any]:
         cols["error"] = run.read("error", first)
     counts: dict[str, Any] = {"rows": len(run), "complete": run.complete, "method": run.method}
     if run.has("error"):
-        counts["failed"] = int(sum(bool(str(e).strip()) for e in run.read("error")))
+        counts["failed"] = _sum_by_slice(lambda rows: run.read("error", rows), len(run),
+                                         lambda errors: sum(bool(str(e).strip()) for e in errors))
     return {"path": str(run.path), "attributes": run.attrs, "counts": counts,
             "columns": run.columns, "rows": _rows_from(cols, first.stop)}
 
 
 def _describe_scores(path: Path, n: int) -> dict[str, Any]:
-    from mia_core.formats.scores import read_scores
+    from mia_core.formats.scores import read_row_scores, read_scores_head, row_score_names
 
-    stored = read_scores(path)
-    match = {k: v for k, v in stored["match"].items() if np.ndim(v) == 1}
-    rows = len(next(iter(match.values()))) if match else 0
+    attrs, rows = read_scores_head(path)
+    names = row_score_names(path, rows)
+    match = {key.split("/", 1)[1]: where for key, where in names.items() if key.startswith("match/")}
     counts: dict[str, Any] = {"rows": rows}
     if "extracted" in match:
-        counts["exact extractions"] = int(np.sum(match["extracted"]))
-    if stored["corpus"]:
-        data = stored["corpus"]["data"]
-        if "memorized" in data:
-            counts["rows with a memorized corpus window"] = int(np.sum(data["memorized"]))
+        counts["exact extractions"] = _sum_by_slice(
+            lambda r: read_row_scores(path, {"x": match["extracted"]}, r)["x"], rows)
+    if "corpus/memorized" in names:
+        counts["rows with a memorized corpus window"] = _sum_by_slice(
+            lambda r: read_row_scores(path, {"x": names["corpus/memorized"]}, r)["x"], rows)
     take = min(n, rows)
-    return {"path": str(path), "attributes": stored["attrs"], "counts": counts, "columns": list(match),
-            "rows": _rows_from({k: v[:take] for k, v in match.items()}, take)}
+    return {"path": str(path), "attributes": attrs, "counts": counts, "columns": list(match),
+            "rows": _rows_from(read_row_scores(path, match, slice(0, take)), take)}
 
 
 def _describe_attack(path: Path, n: int) -> dict[str, Any]:

@@ -36,7 +36,7 @@ PAD_GEN = -2  # pads generations; differs from suffix padding so padding never "
 PAD_SUF = -3
 #: Rows scored at once: the edit-distance programme holds a few (rows x k) int64 arrays, so blocks keep
 #: memory flat however many rows a run has (the scores are the same: each row is scored on its own).
-SCORE_ROWS = 32_768
+SCORE_ROWS = 8_192
 
 
 @dataclass
@@ -131,12 +131,20 @@ def score_run_matches(run: Any, k: int, edit_threshold: float = 0.1, bleu_thresh
         raise ValueError("k must be at least 1")
     if len(run) == 0:
         return score_matches([], [], k, edit_threshold, bleu_threshold, detokenize)
-    blocks = []
+    out: MatchScores | None = None
     for rows in _row_blocks(len(run)):
         tokens, lengths = run.read("tokens", rows), run.read("lengths", rows)
-        blocks.append(_score_block([tokens[i, :n] for i, n in enumerate(lengths)], run.suffixes(rows), k,
-                                   edit_threshold, bleu_threshold, detokenize))
-    return _joined(blocks)
+        block = _score_block([tokens[i, :n] for i, n in enumerate(lengths)], run.suffixes(rows), k,
+                             edit_threshold, bleu_threshold, detokenize)
+        # Each score's array for the whole run is allocated once and filled block by block: no concatenation
+        # (which held the scores twice), no small per-block arrays left between the blocks' large temporaries.
+        out = out or MatchScores(*(None if getattr(block, f.name) is None
+                                   else np.empty(len(run), getattr(block, f.name).dtype) for f in fields(MatchScores)))
+        for f in fields(MatchScores):
+            if getattr(block, f.name) is not None:
+                getattr(out, f.name)[rows] = getattr(block, f.name)
+    assert out is not None
+    return out
 
 
 def _score_block(generated: Sequence[np.ndarray], suffixes: Sequence[np.ndarray], k: int, edit_threshold: float,

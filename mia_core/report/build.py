@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mia_core.formats.scores import read_scores, scores_path
+import numpy as np
+
+from mia_core.formats.scores import read_scores_head, scores_path
 from mia_core.report.definitions import DEFINITIONS
 from mia_core.report.render import render_html, render_markdown
 from mia_core.report.sections import (
@@ -86,7 +88,7 @@ def _scoring_options(run: str | os.PathLike, k: int | None) -> dict[str, Any]:
     path = scores_path(run)
     if not path.is_file():
         return {"k": k, "save": True}
-    stored = read_scores(path)["attrs"]
+    stored = read_scores_head(path)[0]
     bleu = stored.get("bleu_threshold")
     return {"k": k if k is not None else stored.get("k"), "edit_threshold": stored.get("edit_threshold", 0.1),
             "bleu": bleu is not None, "bleu_threshold": 0.75 if bleu is None else bleu, "save": False}
@@ -98,7 +100,7 @@ def _run_section(i: int, run: str | os.PathLike, s: dict[str, Any], img_dir: Pat
     sec = Section(f"Run {i}: {s['model']} ({s['method']}) — {Path(run).name}", tables=run_tables(s),
                   notes=list(s.get("notes", [])))
     by_label = matched_lengths_by_label(run, s["k"])
-    distinct = {int(v) for values in by_label.values() for v in values}
+    distinct = {int(v) for values in by_label.values() for v in np.unique(values)}
     if len(distinct) > 1:
         p = img_dir / f"matched_length_{i}.png"
         plots.matched_length_by_label(by_label, s["k"], p, title=f"{s['model']} ({s['method']})")

@@ -72,33 +72,72 @@ def run_tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
     return out
 
 
-def _per_row(run_path: str | os.PathLike, k: int) -> tuple[Any, np.ndarray, np.ndarray, list[np.ndarray],
-                                                           list[np.ndarray]]:
-    """(run, eligible mask, matched length per row, generations, true suffixes)."""
-    from mia_core.formats.runs import open_run
+#: Rows of a run read at a time by the report's per-row figures.
+REPORT_ROWS = 32_768
 
-    run = open_run(run_path)
-    gens, truths = run.tokens(), run.suffixes()
-    matched = matched_lengths(gens, truths, k)
-    eligible = np.array([len(t) >= k for t in truths], dtype=bool) & ~run.failed_rows()
-    return run, eligible, matched, gens, truths
+
+@dataclass
+class _Slice:
+    """One slice of a run: its rows, which are eligible (true suffix ≥ k tokens, not failed), their matched
+    lengths (at most k) and labels."""
+
+    rows: slice
+    eligible: np.ndarray
+    matched: np.ndarray
+    labels: np.ndarray
+
+
+def _slices(run: Any, k: int) -> Any:
+    """The run's :class:`_Slice` s, ``REPORT_ROWS`` rows at a time (memory: one slice, whatever the run's size)."""
+    from mia_core.formats.runs import failed_mask
+
+    for start in range(0, len(run), REPORT_ROWS):
+        rows = slice(start, min(start + REPORT_ROWS, len(run)))
+        n = rows.stop - start
+        tokens, lengths = run.read("tokens", rows), run.read("lengths", rows)
+        truths = run.suffixes(rows)
+        matched = matched_lengths([tokens[i, :lengths[i]] for i in range(n)], truths, k)
+        failed = failed_mask(run.read("error", rows) if run.has("error") else None, n)
+        eligible = np.array([len(t) >= k for t in truths], dtype=bool) & ~failed
+        labels = run.prefix_map.read("sample_label", run.read("prefix_row", rows))
+        yield _Slice(rows, eligible, matched, labels)
 
 
 def matched_lengths_by_label(run_path: str | os.PathLike, k: int) -> dict[str, np.ndarray]:
-    """Matched length (leading suffix tokens reproduced, at most k) of each eligible row, by label."""
-    run, eligible, matched, _, _ = _per_row(run_path, k)
-    labels = np.array([str(v) or "(no label)" for v in run.map_column("sample_label")], dtype=object)
-    return {lab: matched[eligible & (labels == lab)] for lab in sorted(set(labels[eligible]))}
+    """Matched length (leading suffix tokens reproduced, at most k) of each eligible row, by label
+    (memory: the eligible rows' matched lengths, 2 bytes each, and one slice of the run)."""
+    from mia_core.formats.runs import open_run
+
+    parts: dict[str, list[np.ndarray]] = {}
+    for part in _slices(open_run(run_path), k):
+        labels = np.array([str(v) or "(no label)" for v in part.labels], dtype=object)
+        for lab in set(labels[part.eligible]):
+            chosen = part.matched[part.eligible & (labels == lab)]
+            parts.setdefault(lab, []).append(chosen.astype(np.uint16 if k < 2**16 else np.int64))
+    return {lab: np.concatenate(parts[lab]) for lab in sorted(parts)}
+
+
+def _longest_rows(run: Any, k: int, n: int) -> list[tuple[int, int]]:
+    """(row, matched length) of the ``n`` eligible rows with the longest matched length (> 0), the earlier row
+    first among equals; each slice keeps only its own ``n`` longest."""
+    best: list[tuple[int, int]] = []
+    for part in _slices(run, k):
+        keep = np.flatnonzero(part.eligible & (part.matched > 0))
+        top = keep[np.argsort(-part.matched[keep], kind="stable")[:n]]
+        best += [(part.rows.start + int(i), int(part.matched[i])) for i in top]
+        best = sorted(best, key=lambda rm: (-rm[1], rm[0]))[:n]
+    return best
 
 
 def longest_extractions(run_path: str | os.PathLike, k: int, n: int) -> tuple[list[dict[str, Any]], str | None]:
     """The ``n`` eligible rows with the longest matched length (> 0), decoded with the map's tokenizer,
     and a note when there are none to show. A teacher-forced run has no generation (``generation_rest``
-    None): its agreement is what greedy decoding reproduces."""
+    None): its agreement is what greedy decoding reproduces. Only those rows are read whole."""
     from mia_core import registry
+    from mia_core.formats.runs import open_run
 
-    run, eligible, matched, gens, truths = _per_row(run_path, k)
-    order = [int(i) for i in np.argsort(-matched, kind="stable") if eligible[i] and matched[i] > 0][:n]
+    run = open_run(run_path)
+    order = _longest_rows(run, k, n)
     if not order:
         return [], "no eligible row reproduced even the first token of its true suffix: no extraction to show"
     name = str(run.attrs.get("tokenizer") or run.prefix_map.tokenizer_name)
@@ -107,19 +146,23 @@ def longest_extractions(run_path: str | os.PathLike, k: int, n: int) -> tuple[li
     except MiaError as exc:
         return [], f"longest extractions withheld: the tokenizer {name!r} cannot be loaded to show them as text " \
                    f"({str(exc).splitlines()[0]})"
-    prefixes = run.prefixes()
-    ids, labels = run.map_column("sample_id"), run.map_column("sample_label")
     teacher_forced = run.kind is RunKind.TEACHER_FORCED
     pieces: list[list[int]] = []
-    for i in order:
-        m = int(matched[i])
-        pieces += [[int(t) for t in prefixes[i]], [int(t) for t in truths[i][:m]], [int(t) for t in truths[i][m:k]],
-                   [int(t) for t in gens[i][m:k]]]
+    shown = []
+    for i, m in order:
+        one = slice(i, i + 1)
+        gen = run.read("tokens", one)[0][:int(run.read("lengths", one)[0])]
+        truth, prefix = run.suffixes(one)[0], run.prefixes(one)[0]
+        prefix_row = run.read("prefix_row", one)
+        shown.append((i, m, run.prefix_map.read("sample_id", prefix_row)[0],
+                      run.prefix_map.read("sample_label", prefix_row)[0]))
+        pieces += [[int(t) for t in prefix], [int(t) for t in truth[:m]], [int(t) for t in truth[m:k]],
+                   [int(t) for t in gen[m:k]]]
     texts = tokenizer.decode_batch(pieces)
     out = []
-    for j, i in enumerate(order):
+    for j, (i, m, sample_id, label) in enumerate(shown):
         pre, agree, rest, gen_rest = texts[4 * j:4 * j + 4]
-        out.append({"row": i, "sample_id": str(ids[i]), "label": str(labels[i]), "matched": int(matched[i]), "k": k,
+        out.append({"row": i, "sample_id": str(sample_id), "label": str(label), "matched": m, "k": k,
                     "prefix": pre, "agreement": agree, "suffix_rest": rest,
                     "generation_rest": None if teacher_forced else gen_rest})
     return out, None

@@ -87,27 +87,123 @@ def table_from_runs(runs: Sequence[str | os.PathLike], of: str = "auto") -> Esti
 
     The sampling unit of a sampled run is the generation (row); of a greedy run, the prompt (map row):
     repeating a greedy prompt yields the same string, so it is counted once, and "t× more" means
-    more prompts drawn the same way from the same dataset (refused when none can be drawn)."""
+    more prompts drawn the same way from the same dataset (refused when none can be drawn).
+
+    Runs are read ``COUNT_ROWS`` rows at a time; memory holds the items found (not the rows) and, for greedy
+    runs, three flags per map row (which prompts were seen)."""
     scored = _scored_runs(runs)
-    is_greedy = _one_decoding([run for run, _ in scored])
+    is_greedy = _one_decoding([s.run for s in scored])
     of = _items_to_count(scored, of)
     if is_greedy:
-        reason = _greedy_refusal([run for run, _ in scored])
+        reason = _greedy_refusal([s.run for s in scored])
         if reason:
             raise MiaError(reason)
-    found: Counter[Any] = Counter()
-    units: set[Any] = set()
-    for n_run, (run, stored) in enumerate(scored):
-        for unit, items in _items_per_unit(n_run, run, stored, of, is_greedy).items():
-            if unit in units:  # a greedy prompt asked again (another run, wrapped rows): same answer
-                continue
-            units.add(unit)
-            found.update(items)
+    tally = _Tally(is_greedy)
+    for source in scored:
+        tally.add_run(source, _row_items(source, of))
     what = ("memorized corpus spans (overlapping windows of one match merged)" if of == "windows"
             else "extracted samples")
     unit = "prompt" if is_greedy else "generation"
-    return EstimateSource(dict(Counter(found.values())), what, unit, len(units), _assumptions(is_greedy))
+    return EstimateSource(dict(Counter(tally.found.values())), what, unit, tally.units, _assumptions(is_greedy))
 
+
+#: Rows of a scored run read at a time by :func:`table_from_runs`.
+COUNT_ROWS = 65_536
+
+
+@dataclass
+class _Scored:
+    """A run and its scores file: rows scored, and the names of its corpus datasets (None: scored without --index)."""
+
+    run: Any
+    path: Path
+    rows: int
+    corpus: set[str] | None
+
+
+class _Tally:
+    """Sampling units and how many of them found each item, pooled over runs (a greedy prompt asked again, in
+    another run or in wrapped rows, is one unit: the first run that asked it counts)."""
+
+    def __init__(self, is_greedy: bool) -> None:
+        self.is_greedy = is_greedy
+        self.found: Counter[Any] = Counter()
+        self.units = 0
+        self.seen: dict[str, Any] = {}  # map folder -> flag per map row: prompt counted already
+
+    def add_run(self, source: _Scored, chunks: Any) -> None:
+        """``chunks``: (rows, rows taking part, {row in the chunk: items it found}) of each slice of the run."""
+        import numpy as np
+
+        if not self.is_greedy:
+            for _, taking_part, items in chunks:
+                self.units += int(taking_part.sum())
+                for found in items.values():
+                    self.found.update(found)
+            return
+        pmap = source.run.prefix_map
+        seen = self.seen.setdefault(str(pmap.folder.resolve()), np.zeros(len(pmap), bool))
+        asked = np.zeros(len(pmap), bool)
+        per_prompt: dict[int, set[Any]] = {}
+        for rows, taking_part, items in chunks:
+            prefix_rows = source.run.read("prefix_row", rows)
+            asked[prefix_rows[taking_part]] = True
+            for row, found in items.items():
+                per_prompt.setdefault(int(prefix_rows[row]), set()).update(found)
+        new = asked & ~seen
+        self.units += int(new.sum())
+        for prompt, found in per_prompt.items():
+            if new[prompt]:
+                self.found.update(found)
+        seen |= asked
+
+
+def _row_items(source: _Scored, of: str) -> Any:
+    """(rows, rows taking part, {row in the slice: the items it found}) for each ``COUNT_ROWS`` slice of a run:
+    a row takes part unless it failed (and, counting samples, when its true suffix was long enough)."""
+    import numpy as np
+
+    from mia_core.formats.scores import read_row_scores
+
+    names = {"exact": ("match", "exact"), "eligible": ("match", "eligible")}
+    if _has(source.path, "match", "failed"):
+        names["failed"] = ("match", "failed")
+    spans = _spans_by_row(source.path) if of == "windows" else {}
+    for start in range(0, source.rows, COUNT_ROWS):
+        rows = slice(start, min(start + COUNT_ROWS, source.rows))
+        match = read_row_scores(source.path, names, rows)
+        failed = np.asarray(match["failed"], bool) if "failed" in match else np.zeros(rows.stop - start, bool)
+        if of == "windows":
+            items = {row - start: spans.pop(row) for row in range(rows.start, rows.stop)
+                     if row in spans and not failed[row - start]}
+            yield rows, ~failed, items
+            continue
+        eligible = np.asarray(match["eligible"], bool) & ~failed
+        hit = np.flatnonzero(np.asarray(match["exact"], bool) & eligible)
+        ids = source.run.prefix_map.read("sample_id", source.run.read("prefix_row", rows)[hit]) if len(hit) else []
+        yield rows, eligible, {int(row): {str(i)} for row, i in zip(hit, ids, strict=True)}
+
+
+def _spans_by_row(path: Path) -> dict[int, set[tuple[int, ...]]]:
+    """The memorized corpus spans each row matched (one entry per row with spans: memory grows with the spans)."""
+    from mia_core.formats.integrity import open_hdf5
+    from mia_core.formats.scores import RESCORE
+
+    with open_hdf5(path, RESCORE) as f:
+        data = f["corpus"]
+        offsets, tokens, span_rows = data["span_offsets"][()], data["span_tokens"][()], data["span_row"][()]
+    out: dict[int, set[tuple[int, ...]]] = {}
+    for j, row in enumerate(span_rows):
+        out.setdefault(int(row), set()).add(tuple(int(t) for t in tokens[offsets[j]:offsets[j + 1]]))
+    return out
+
+
+def _has(path: Path, group: str, name: str) -> bool:
+    from mia_core.formats.integrity import open_hdf5
+    from mia_core.formats.scores import RESCORE
+
+    with open_hdf5(path, RESCORE) as f:
+        return group in f and name in f[group]
 
 
 def estimate_runs(runs: Sequence[str | os.PathLike], ts: Sequence[float] = (1, 2, 5, 10),
@@ -142,11 +238,12 @@ def estimate_or_reason(runs: Sequence[str | os.PathLike], ts: Sequence[float] = 
     return source, result, None
 
 
-def _scored_runs(runs: Sequence[str | os.PathLike]) -> list[tuple[Any, dict[str, Any]]]:
-    """(run, its stored scores) of each run, refused in one line when a run has no readable scores."""
+def _scored_runs(runs: Sequence[str | os.PathLike]) -> list[_Scored]:
+    """Each run with its scores file, refused in one line when a run has no readable scores."""
     from mia_core.divergence.scoring import refuse_divergence_run
+    from mia_core.formats.integrity import open_hdf5
     from mia_core.formats.runs import open_run
-    from mia_core.formats.scores import read_scores, scores_path
+    from mia_core.formats.scores import RESCORE, scores_path
 
     out = []
     for run_path in runs:
@@ -155,10 +252,13 @@ def _scored_runs(runs: Sequence[str | os.PathLike]) -> list[tuple[Any, dict[str,
         if not path.is_file():
             raise MiaError(f"{run_path} has not been scored yet: run `mia score {run_path}` first")
         try:
-            stored = read_scores(path)
+            with open_hdf5(path, RESCORE) as f:
+                rows = f["match"]["exact"].shape[0]
+                f["match"]["eligible"]  # noqa: B018 - must be there
+                corpus = set(f["corpus"]) if "corpus" in f else None
         except (OSError, KeyError) as exc:
             raise MiaError(f"{path} is not a readable scores file ({exc}); run `mia score {run_path}` again") from None
-        out.append((open_run(run_path), stored))
+        out.append(_Scored(open_run(run_path), path, rows, corpus))
     return out
 
 
@@ -171,54 +271,20 @@ def _one_decoding(opened: list[Any]) -> bool:
     return greedy.pop()
 
 
-def _items_to_count(scored: list[tuple[Any, dict[str, Any]]], of: str) -> str:
+def _items_to_count(scored: list[_Scored], of: str) -> str:
     """``windows`` (memorized corpus spans) or ``samples`` (extracted samples); ``auto`` picks spans when
     every run was scored against a corpus index."""
-    have_corpus = all(st["corpus"] is not None for _, st in scored)
+    have_corpus = all(s.corpus is not None for s in scored)
     if of == "auto":
         of = "windows" if have_corpus else "samples"
     if of == "windows":
         if not have_corpus:
             raise MiaError("some runs were scored without --index: no memorized corpus spans to count")
-        missing = [r.path.name for r, st in scored if "span_offsets" not in st["corpus"]["data"]]
+        missing = [s.run.path.name for s in scored if "span_offsets" not in (s.corpus or ())]
         if missing:
             raise MiaError(f"{missing[0]} was scored with --index by an older mia (no memorized spans stored): "
                            "score it again with --index")
     return of
-
-
-def _items_per_unit(n_run: int, run: Any, stored: dict[str, Any], of: str, is_greedy: bool) -> dict[Any, set[Any]]:
-    """The items each sampling unit of one run found (an empty set for a unit that found none)."""
-    import numpy as np
-
-    match = stored["match"]
-    rows = len(match["exact"])
-    failed = np.asarray(match["failed"], bool) if "failed" in match else np.zeros(rows, bool)
-    prefix_rows = run.prefix_rows()[:rows]
-    map_key = str(run.prefix_map.folder.resolve())
-
-    def unit_of(row: int) -> Any:
-        return (map_key, int(prefix_rows[row])) if is_greedy else (n_run, row)
-
-    per_unit: dict[Any, set[Any]] = {}
-    if of == "windows":
-        data = stored["corpus"]["data"]
-        offsets, tokens, span_rows = data["span_offsets"], data["span_tokens"], data["span_row"]
-        for row in range(rows):
-            if not failed[row]:
-                per_unit.setdefault(unit_of(row), set())
-        for j, row in enumerate(span_rows):
-            if row < rows and not failed[row]:
-                per_unit[unit_of(int(row))].add(tuple(int(t) for t in tokens[offsets[j]:offsets[j + 1]]))
-        return per_unit
-    eligible = np.asarray(match["eligible"], bool) & ~failed
-    hit = np.asarray(match["exact"], bool) & eligible
-    ids = run.map_column("sample_id")[:rows]
-    for row in np.flatnonzero(eligible):
-        items = per_unit.setdefault(unit_of(int(row)), set())
-        if hit[row]:
-            items.add(str(ids[row]))
-    return per_unit
 
 
 def _assumptions(is_greedy: bool) -> list[str]:
