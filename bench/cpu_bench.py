@@ -7,7 +7,8 @@ every row, at batch 32, log-probs of the true tokens (mia: ``score(distribution=
 Min-K%++ moments; raw: the engine's logits and a log-softmax).
 
 Contenders, in this order for every measurement: mia HF fp32 (``gemma-3-270m``, mia's CPU default),
-mia HF bf16, mia llama.cpp (``llamacpp:gemma-3-270m``), raw transformers fp32 and bf16
+mia HF bf16, mia llama.cpp (``llamacpp:gemma-3-270m``), mia HF bf16 with ``data_parallel_size=2`` on Ray
+(``--replicas``: two replicas of one core each; their start is not timed), raw transformers fp32 and bf16
 (``model.generate`` / ``model(ids)``), raw llama.cpp (llama-cpp-python's low-level batch API: every
 sequence in one ``llama_decode`` per step, argmax in numpy; no mia code). tok/s counts generated
 (or scored) tokens, up to EOS for generation, the same way for every contender.
@@ -139,12 +140,16 @@ def raw_hf(dtype: str) -> tuple[Any, Callable[..., Any], Callable[..., Any]]:
     return model, generate, score
 
 
-def contenders() -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
+def contenders(replicas: int) -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
     """name -> (generate(prefixes, new) -> rows, score(sequences) -> tokens scored)."""
     out: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
-    for name, model, options in (("mia HF fp32", GEMMA, {"device": "cpu", "dtype": "float32"}),
-                                 ("mia HF bf16", GEMMA, {"device": "cpu", "dtype": "bfloat16"}),
-                                 ("mia llama.cpp", f"llamacpp:{GEMMA}", {})):
+    mia = [("mia HF fp32", GEMMA, {"device": "cpu", "dtype": "float32"}),
+           ("mia HF bf16", GEMMA, {"device": "cpu", "dtype": "bfloat16"}),
+           ("mia llama.cpp", f"llamacpp:{GEMMA}", {})]
+    if replicas > 1:  # the cores shared out: replicas of one thread each on a 2-core machine
+        mia.append((f"mia HF bf16 x{replicas} Ray", GEMMA,
+                    {"device": "cpu", "dtype": "bfloat16", "data_parallel_size": replicas}))
+    for name, model, options in mia:
         backend = registry.backends.create(model, options)
         out[name] = (lambda p, n, b=backend: b.generate(p, n, Sampling()),
                      lambda q, b=backend: sum(len(s.logprob) for s in b.score(q, 1, distribution=True)))
@@ -170,11 +175,13 @@ def main() -> None:
     parser.add_argument("--prefix", type=int, default=32)
     parser.add_argument("--new", type=int, default=32)
     parser.add_argument("--single-rows", type=int, default=4)
+    parser.add_argument("--replicas", type=int, default=2,
+                        help="also mia HF bf16 with data_parallel_size=N on Ray (replicas share the cores; 0: not)")
     args = parser.parse_args()
     print(f"CPU: {host()}; load average at start {load()}")
     rows = corpus_rows(args.prefix, args.new)
     prefixes = [r[:args.prefix] for r in rows]
-    runs = contenders()
+    runs = contenders(args.replicas)
     speeds: dict[tuple[str, int, str], float] = {}
     eos = registry.tokenizers.create(GEMMA).eos_id
     for batch in [int(b) for b in args.batches.split(",")]:

@@ -20,7 +20,7 @@ part that fails twice, or no replica left, is a ``MiaError``. Errors a replica r
 (``MiaError``, ``BackendOutOfMemory``: the caller halves its batch) reach the caller as themselves.
 Ctrl-C kills the actors at once; so does exit. When ``mia`` itself is SIGKILLed, Ray's own
 fate-sharing ends the actors: an actor dies with the driver that owns it, and a local cluster's
-processes die with the process that started it (tested in tests/test_data_parallel.py).
+processes die with the process that started it (tested in tests/test_ray_replicas.py).
 """
 
 from __future__ import annotations

@@ -139,11 +139,12 @@ def test_a_killed_replica_has_its_rows_rerun_on_the_other(dp_gemma, vllm_gemma, 
     victim = dp_gemma.started[1]["pid"]
     family = [psutil.Process(victim), *_descendants(victim)]
     dp_gemma.on_rows_done = lambda rows, tokens: _kill(victim)  # mid-call, at the first progress report
+    rows = PREFIXES * 16  # a call of seconds: the replicas are asked how far they are every 0.5 s
     try:
-        got = dp_gemma.generate(PREFIXES * 4, 24)
+        got = dp_gemma.generate(rows, 64)
     finally:
         dp_gemma.on_rows_done = None
-    assert got == vllm_gemma.generate(PREFIXES * 4, 24)
+    assert got == vllm_gemma.generate(rows, 64)
     err = capfd.readouterr().err
     assert re.search(r"replica 2 of 2 .* died .* run again on replica 1", err), err
     assert not _gone(family, 60), "the killed replica's engine processes were left behind"
