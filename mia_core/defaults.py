@@ -77,17 +77,16 @@ class DefaultModelPath:
     reference: bool = False
 
 
-# Measured on the embedded corpus (130 rows) and an AMD EPYC with AVX512-BF16, load 2.3–3.1 on 2 cores
-# (docs/models.md). The reference first: on equal speed the earlier path wins. llama.cpp's batch-32 generation
-# figure is the benchmark's, which docs/models.md finds held down by the load (alone: 0.9x raw llama.cpp).
+# Measured on the embedded corpus (130 rows) and, by bench/cpu_bench.py with nothing else running, an AMD EPYC
+# with AVX512-BF16 on 2 cores (docs/models.md). The reference first: on equal speed the earlier path wins.
 DEFAULT_MODEL_PATHS = (
     DefaultModelPath("transformers float32 (the reference)", DEFAULT_MODEL, {"dtype": "float32"},
-                     speed={"generate, batch 1": 2.9, "generate, batch 32": 34.1, "score, batch 32": 163.8},
+                     speed={"generate, batch 1": 10.0, "generate, batch 32": 89.4, "score, batch 32": 151.7},
                      reference=True),
     DefaultModelPath("transformers bfloat16", DEFAULT_MODEL, {"dtype": "bfloat16"}, needs=NATIVE_BF16,
-                     speed={"generate, batch 1": 3.9, "generate, batch 32": 74.6, "score, batch 32": 259.0},
+                     speed={"generate, batch 1": 20.3, "generate, batch 32": 200.7, "score, batch 32": 250.9},
                      exact_moved=0, matched_moved=4),
     DefaultModelPath("llama.cpp Q4_K_M", f"llamacpp:{DEFAULT_MODEL}",
-                     speed={"generate, batch 1": 23.2, "generate, batch 32": 18.5, "score, batch 32": 175.8},
+                     speed={"generate, batch 1": 64.4, "generate, batch 32": 170.1, "score, batch 32": 162.5},
                      exact_moved=0, matched_moved=8),
 )
