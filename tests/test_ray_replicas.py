@@ -288,3 +288,14 @@ def test_no_cluster_at_the_address_is_one_line(folder, tiny_llama, tmp_path):
     lines = bytes(stderr).decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: no Ray cluster answers at 127.0.0.1:"), lines
     assert not os.path.exists(tmp_path / "run.h5")
+
+
+def test_without_ray_installed_it_is_one_line(tiny_llama):
+    """The default install (`bash install.sh`, no --dev) has no Ray: data_parallel_size > 1 says how to get it."""
+    code = ("import sys; sys.modules['ray'] = None\n"  # `import ray` now fails as if it were not installed
+            "from mia_core import registry\nfrom mia_core.errors import MiaError\n"
+            f"try:\n    registry.backends.create({str(tiny_llama)!r}, {{'device': 'cpu', 'data_parallel_size': 2}})\n"
+            "except MiaError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert out.startswith("data_parallel_size > 1 runs the replicas on Ray, which is not installed") and \
+        "pip install 'ray==2.60.0'" in out and out.count("\n") == 1, out
