@@ -4,7 +4,8 @@ Generation: greedy, ``--new`` new tokens from ``--prefix``-token prefixes of the
 batch size of ``--batches`` (batch 1 over ``--single-rows`` rows only: its tok/s does not depend on how
 many). Scoring: one teacher-forced pass over prefix + suffix (``--prefix`` + ``--new`` tokens) of
 every row, at batch 32, log-probs of the true tokens (mia: ``score(distribution=True)``, i.e. with the
-Min-K%++ moments; raw: the engine's logits and a log-softmax).
+Min-K%++ moments; raw: the engine's logits and a log-softmax), ``--score-repeats`` times per contender
+(the median time counts: one pass takes seconds, so a single one is at the mercy of a noisy neighbour).
 
 Contenders, in this order for every measurement: mia HF fp32 (``gemma-3-270m``, mia's CPU default),
 mia HF bf16, mia llama.cpp (``llamacpp:gemma-3-270m``), mia HF bf16 with ``data_parallel_size=2`` on Ray
@@ -13,12 +14,13 @@ mia HF bf16, mia llama.cpp (``llamacpp:gemma-3-270m``), mia HF bf16 with ``data_
 sequence in one ``llama_decode`` per step, argmax in numpy; no mia code). tok/s counts generated
 (or scored) tokens, up to EOS for generation, the same way for every contender.
 
-    python bench/cpu_bench.py [--batches 1,32,128] [--prefix 32] [--new 32]
+    python bench/cpu_bench.py [--batches 1,32,128] [--prefix 32] [--new 32] [--score-repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -171,10 +173,12 @@ def measure(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", default="1,32,128")
+    parser.add_argument("--batches", default="1,32,128", help="generation batch sizes ('': scoring only)")
     parser.add_argument("--prefix", type=int, default=32)
     parser.add_argument("--new", type=int, default=32)
     parser.add_argument("--single-rows", type=int, default=4)
+    parser.add_argument("--score-repeats", type=int, default=3,
+                        help="score the 32 rows this many times per contender; the median speed counts")
     parser.add_argument("--replicas", type=int, default=2,
                         help="also mia HF bf16 with data_parallel_size=N on Ray (replicas share the cores; 0: not)")
     args = parser.parse_args()
@@ -184,7 +188,7 @@ def main() -> None:
     runs = contenders(args.replicas)
     speeds: dict[tuple[str, int, str], float] = {}
     eos = registry.tokenizers.create(GEMMA).eos_id
-    for batch in [int(b) for b in args.batches.split(",")]:
+    for batch in [int(b) for b in args.batches.split(",") if b]:
         n = args.single_rows if batch == 1 else min(batch, len(prefixes))
         if batch > len(prefixes):
             prefixes_b = (prefixes * (batch // len(prefixes) + 1))[:batch]
@@ -199,10 +203,12 @@ def main() -> None:
                   f"{tokens / seconds:8.1f} tok/s ({tokens} tokens, {seconds:.1f} s; load {load()})")
     sequences = rows[:32]
     for name, (_, score) in runs.items():
-        scored, seconds = measure(lambda s=score: s(sequences))
+        timed = [measure(lambda s=score: s(sequences)) for _ in range(args.score_repeats)]
+        scored, seconds = timed[0][0], statistics.median(t for _, t in timed)
         speeds[("score", 32, name)] = scored / seconds
         print(f"score batch 32 ({len(sequences)} rows of {args.prefix + args.new} tokens): {name:26s} "
-              f"{scored / seconds:8.1f} tok/s ({scored} positions, {seconds:.1f} s; load {load()})")
+              f"{scored / seconds:8.1f} tok/s ({scored} positions, median of {len(timed)}: {seconds:.1f} s, "
+              f"all {', '.join(f'{t:.1f}' for _, t in timed)} s; load {load()})")
     print_ratios(speeds)
     print(f"load average at end {load()}")
 

@@ -18,6 +18,8 @@ import torch
 from mia_core.errors import BackendOutOfMemory, MiaError
 from mia_core.types import Sampling, TokenScores
 
+from .token_stats import token_stats
+
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -303,21 +305,11 @@ class HFCausalLM:
         step = max(1, HEAD_CHUNK_ELEMENTS // max(vocab, 1))
         parts: list[tuple[torch.Tensor, ...]] = []
         for a in range(0, h.shape[0], step):
-            logits = self._logits(h[a:a + step]).float()
-            # max(-1).indices: the same index as argmax(-1) but about twice as fast on CPU.
-            best = logits.max(-1).indices
-            logp = torch.log_softmax(logits, dim=-1)
-            lp = logp.gather(-1, tgt[a:a + step, None])[:, 0]
+            logits = self._logits(h[a:a + step])
+            lp, best, mu, sd = token_stats(logits, tgt[a:a + step], distribution)
             sq = (sampled_logprob(logits, tgt[a:a + step], sampling) if sampling is not None
                   else torch.full_like(lp, float("nan")))
-            if not distribution:
-                nan = torch.full_like(lp, float("nan"))
-                parts.append((lp, best, nan, nan, sq))
-                continue
-            p = logp.exp()
-            mu = (p * logp).sum(-1)
-            var = (p * logp.square()).sum(-1) - mu.square()
-            parts.append((lp, best, mu, var.clamp_min(0).sqrt(), sq))
+            parts.append((lp, best, mu, sd, sq))
         return tuple(torch.cat([part[i] for part in parts]).cpu().numpy() for i in range(5))
 
 

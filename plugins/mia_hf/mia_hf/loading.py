@@ -47,7 +47,7 @@ def gguf_model_dir(name: str) -> Path:
                                                           dtype=torch.float32)
             advance()
             # A GGUF-loaded model refuses save_pretrained: rebuild it from its config.
-            model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_config(_dense_config(loaded.config), dtype=torch.float32)
             model.load_state_dict(loaded.state_dict())
             del loaded
             advance()
@@ -57,6 +57,15 @@ def gguf_model_dir(name: str) -> Path:
             advance()
 
     return sources.build_atomically(sources.gguf_cache_dir(name) / "model", build)
+
+
+def _dense_config(config: Any) -> Any:
+    """``config`` without the GGUF quantization entry a GGUF-loaded model carries: the cached folder
+    holds dense weights, and with the entry transformers attaches its GGUF quantizer to the load
+    (which warns, wrongly, that a bfloat16 load casts packed weights at every matmul)."""
+    if getattr(config, "quantization_config", None) is not None:
+        del config.quantization_config
+    return config
 
 
 @contextlib.contextmanager
@@ -99,13 +108,14 @@ def _replicated(name: str, options: dict[str, Any], device: Any, replicas: int) 
 
 def load_model(source: sources.Source, device: Any, dtype: Any) -> Any:
     """The transformers model of ``source`` on ``device`` in ``dtype``."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": dtype}
     if device.type != "cpu":
         kwargs["device_map"] = {"": str(device)}
     if source.kind == "gguf":
         location: str = str(gguf_model_dir(source.name))
+        kwargs["config"] = _dense_config(AutoConfig.from_pretrained(location))
     elif source.kind == "hub":
         location = source.location
         kwargs["local_files_only"] = sources.local_files_only()
