@@ -15,6 +15,7 @@ sequence in one ``llama_decode`` per step, argmax in numpy; no mia code). tok/s 
 (or scored) tokens, up to EOS for generation, the same way for every contender.
 
     python bench/cpu_bench.py [--batches 1,32,128] [--prefix 32] [--new 32] [--score-repeats 3]
+                              [--replicas 2] [--only "mia llama.cpp,raw llama.cpp"]
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ def raw_hf(dtype: str) -> tuple[Any, Callable[..., Any], Callable[..., Any]]:
     return model, generate, score
 
 
-def contenders(replicas: int) -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
-    """name -> (generate(prefixes, new) -> rows, score(sequences) -> tokens scored)."""
+def contenders(replicas: int, only: set[str] | None = None) -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
+    """name -> (generate(prefixes, new) -> rows, score(sequences) -> tokens scored); ``only``: these names."""
     out: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
     mia = [("mia HF fp32", GEMMA, {"device": "cpu", "dtype": "float32"}),
            ("mia HF bf16", GEMMA, {"device": "cpu", "dtype": "bfloat16"}),
@@ -152,16 +153,20 @@ def contenders(replicas: int) -> dict[str, tuple[Callable[..., Any], Callable[..
         mia.append((f"mia HF bf16 x{replicas} Ray", GEMMA,
                     {"device": "cpu", "dtype": "bfloat16", "data_parallel_size": replicas}))
     for name, model, options in mia:
+        if only is not None and name not in only:
+            continue
         backend = registry.backends.create(model, options)
         out[name] = (lambda p, n, b=backend: b.generate(p, n, Sampling()),
                      lambda q, b=backend: sum(len(s.logprob) for s in b.score(q, 1, distribution=True)))
     for dtype in ("float32", "bfloat16"):
-        _, generate, score = raw_hf(dtype)
-        out[f"raw transformers {dtype}"] = (generate, score)
-    from mia_hf import sources
+        if only is None or f"raw transformers {dtype}" in only:
+            _, generate, score = raw_hf(dtype)
+            out[f"raw transformers {dtype}"] = (generate, score)
+    if only is None or "raw llama.cpp" in only:
+        from mia_hf import sources
 
-    raw = RawLlama(str(sources.gguf_file(GEMMA)))
-    out["raw llama.cpp"] = (raw.generate, raw.score)
+        raw = RawLlama(str(sources.gguf_file(GEMMA)))
+        out["raw llama.cpp"] = (raw.generate, raw.score)
     return out
 
 
@@ -181,11 +186,12 @@ def main() -> None:
                         help="score the 32 rows this many times per contender; the median speed counts")
     parser.add_argument("--replicas", type=int, default=2,
                         help="also mia HF bf16 with data_parallel_size=N on Ray (replicas share the cores; 0: not)")
+    parser.add_argument("--only", help="comma-separated contender names (a rerun of some; default: all)")
     args = parser.parse_args()
     print(f"CPU: {host()}; load average at start {load()}")
     rows = corpus_rows(args.prefix, args.new)
     prefixes = [r[:args.prefix] for r in rows]
-    runs = contenders(args.replicas)
+    runs = contenders(args.replicas, set(args.only.split(",")) if args.only else None)
     speeds: dict[tuple[str, int, str], float] = {}
     eos = registry.tokenizers.create(GEMMA).eos_id
     for batch in [int(b) for b in args.batches.split(",") if b]:
@@ -215,13 +221,19 @@ def main() -> None:
 
 def print_ratios(speeds: dict[tuple[str, int, str], float]) -> None:
     """Against the issue's targets: mia's fastest path over mia's CPU default (HF fp32), and mia on
-    llama.cpp over raw llama.cpp, per measurement (tok/s ratios)."""
+    llama.cpp over raw llama.cpp, per measurement (tok/s ratios; those whose contenders ran)."""
     for kind, batch in sorted({(k, b) for k, b, _ in speeds}):
-        mia = {name: v for (k, b, name), v in speeds.items() if (k, b) == (kind, batch) and name.startswith("mia")}
-        fastest = max(mia, key=mia.get)
-        print(f"{kind} batch {batch:3d}: fastest mia path {fastest} = {mia[fastest] / mia['mia HF fp32']:.2f}x "
-              f"mia HF fp32; mia llama.cpp = {mia['mia llama.cpp'] / speeds[(kind, batch, 'raw llama.cpp')]:.2f}x "
-              f"raw llama.cpp; mia HF bf16 = {mia['mia HF bf16'] / mia['mia HF fp32']:.2f}x mia HF fp32")
+        got = {name: v for (k, b, name), v in speeds.items() if (k, b) == (kind, batch)}
+        mia = {name: v for name, v in got.items() if name.startswith("mia")}
+        parts = []
+        if "mia HF fp32" in mia:
+            fastest = max(mia, key=mia.get)
+            parts.append(f"fastest mia path {fastest} = {mia[fastest] / mia['mia HF fp32']:.2f}x mia HF fp32")
+            if "mia HF bf16" in mia:
+                parts.append(f"mia HF bf16 = {mia['mia HF bf16'] / mia['mia HF fp32']:.2f}x mia HF fp32")
+        if "mia llama.cpp" in mia and "raw llama.cpp" in got:
+            parts.append(f"mia llama.cpp = {mia['mia llama.cpp'] / got['raw llama.cpp']:.2f}x raw llama.cpp")
+        print(f"{kind} batch {batch:3d}: " + "; ".join(parts))
 
 
 if __name__ == "__main__":

@@ -157,7 +157,9 @@ class LlamaCppLM:
             if not active or step == max_new - 1:
                 break
             slots = [Slot(new[i][-1], i, len(rows[i]) + len(new[i]) - 1, True) for i in active]
-            logits = np.concatenate(list(self._decode(slots)))
+            parts = list(self._decode(slots))
+            # one call holds the whole step up to n_batch rows: no copy of its [rows, vocab] logits then
+            logits = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return new
 
     # --- scoring ---------------------------------------------------------------------------
