@@ -805,9 +805,20 @@ class Run:
     def kind(self) -> RunKind:
         return RunKind.of(self.attrs, self.columns)
 
-    def failed_rows(self) -> np.ndarray:
-        """Boolean mask of the rows whose request failed (:func:`failed_mask`)."""
-        return failed_mask(self.read("error") if self.has("error") else None, len(self))
+    def failed_rows(self, rows: slice | None = None) -> np.ndarray:
+        """Boolean mask of the rows (of ``rows``, default all) whose request failed (:func:`failed_mask`)."""
+        rows = slice(0, self.size) if rows is None else _clip(rows, self.size)
+        return failed_mask(self.read("error", rows) if self.has("error") else None, len(range(self.size)[rows]))
+
+    def count_failed(self) -> int:
+        """How many rows failed, counted ``CHECK_ROWS`` rows at a time (no mask of every row)."""
+        if not self.has("error"):
+            return 0
+        return sum(int(self.failed_rows(rows).sum()) for rows in self.row_slices())
+
+    def row_slices(self, size: int = CHECK_ROWS) -> Iterator[slice]:
+        """The run's rows as consecutive slices of at most ``size`` rows."""
+        return (slice(start, min(start + size, self.size)) for start in range(0, self.size, size))
 
     def has(self, name: str) -> bool:
         return name in self.datasets
@@ -883,32 +894,37 @@ class Run:
         """The true suffix of each row (in the run's tokenizer: retokenized when the run was)."""
         return self._per_row("suffixes", "suffix_lengths", rows)
 
-    def labels(self) -> np.ndarray:
-        """Each row's sample label (its map row's ``sample_label``, "" when unlabelled) as an object array in which
-        each distinct label is one shared ``str``: 8 bytes a row, read ``CHECK_ROWS`` rows at a time."""
-        out = np.empty(self.size, dtype=object)
+    def labels(self, rows: slice | None = None) -> np.ndarray:
+        """Each row's (of ``rows``, default all) sample label (its map row's ``sample_label``, "" when unlabelled) as
+        an object array in which each distinct label is one shared ``str``: 8 bytes a row, read ``CHECK_ROWS`` rows
+        at a time."""
+        rows = slice(0, self.size) if rows is None else _clip(rows, self.size)
+        span = range(self.size)[rows]
+        out = np.empty(len(span), dtype=object)
         shared: dict[str, str] = {}
-        for start in range(0, self.size, CHECK_ROWS):
-            rows = slice(start, min(start + CHECK_ROWS, self.size))
-            values, inverse = np.unique(self.prefix_map.read("sample_label", self.read("prefix_row", rows)),
+        for start in range(0, len(span), CHECK_ROWS):
+            part = slice(span.start + start, span.start + min(start + CHECK_ROWS, len(span)))
+            values, inverse = np.unique(self.prefix_map.read("sample_label", self.read("prefix_row", part)),
                                         return_inverse=True)
             distinct = np.empty(len(values), dtype=object)
             distinct[:] = [shared.setdefault(str(v), str(v)) for v in values]
-            out[rows] = distinct[inverse.reshape(-1)]
+            out[start:start + CHECK_ROWS] = distinct[inverse.reshape(-1)]
         return out
 
-    def map_column(self, name: str) -> np.ndarray:
-        """A per-prefix column of the map (``sample_id``, ``sample_label``, ...) for each run row, read ``CHECK_ROWS``
-        rows at a time into one array (a read of every row at once through HDF5's selection of scattered rows held
-        ~60 bytes a row more than the result)."""
+    def map_column(self, name: str, rows: slice | None = None) -> np.ndarray:
+        """A per-prefix column of the map (``sample_id``, ``sample_label``, ...) for each run row (of ``rows``,
+        default all), read ``CHECK_ROWS`` rows at a time into one array (a read of every row at once through HDF5's
+        selection of scattered rows held ~60 bytes a row more than the result)."""
+        rows = slice(0, self.size) if rows is None else _clip(rows, self.size)
+        span = range(self.size)[rows]
         out: np.ndarray | None = None
-        for start in range(0, self.size, CHECK_ROWS):
-            rows = slice(start, min(start + CHECK_ROWS, self.size))
-            values = self.prefix_map.read(name, self.read("prefix_row", rows))
+        for start in range(0, len(span), CHECK_ROWS):
+            part = slice(span.start + start, span.start + min(start + CHECK_ROWS, len(span)))
+            values = self.prefix_map.read(name, self.read("prefix_row", part))
             if out is None:
-                out = np.empty((self.size,) + values.shape[1:], dtype=values.dtype)
-            out[rows] = values
-        return out if out is not None else self.prefix_map.read(name, self.prefix_rows())
+                out = np.empty((len(span),) + values.shape[1:], dtype=values.dtype)
+            out[start:start + CHECK_ROWS] = values
+        return out if out is not None else self.prefix_map.read(name, self.read("prefix_row", rows))
 
     def to_dicts(self, with_map: bool = True) -> list[dict[str, Any]]:
         """The seed's "list of dictionaries": one per row, with the prefix and generated tokens."""

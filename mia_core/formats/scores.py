@@ -11,6 +11,7 @@ earlier scoring with an index is kept when the new scoring has none.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,29 @@ def scores_path(run_path: str | os.PathLike) -> Path:
 def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict[str, np.ndarray],
                  corpus: dict[str, Any] | None) -> Path:
     """Write (or replace) the scores file of a run; returns its path."""
+    rows = len(next(v for v in match.values() if v is not None))
+    return write_scores_blocks(run_path, attrs, rows, [(slice(0, rows), match)], corpus)
+
+
+def write_scores_blocks(run_path: str | os.PathLike, attrs: dict[str, Any], rows: int,
+                        blocks: Iterable[tuple[slice, dict[str, np.ndarray | None]]],
+                        corpus: dict[str, Any] | None) -> Path:
+    """:func:`write_scores` of ``rows`` rows whose ``match`` columns come one block of rows at a time (its rows,
+    its columns; None: a column the run does not have): each block is written as it comes, never the whole."""
     path = scores_path(run_path)
     keep_corpus = corpus is None and path.is_file()
 
     def fill(f: h5py.File) -> None:
         f.attrs.update(encode_attrs({**attrs, "provenance": provenance()}))
         g = f.create_group("match")
-        for name, values in match.items():
-            if values is not None:
-                g.create_dataset(name, data=values, compression="gzip", fletcher32=True)
+        for block_rows, match in blocks:
+            for name, values in match.items():
+                if values is None:
+                    continue
+                if name not in g:
+                    g.create_dataset(name, shape=(rows,), dtype=values.dtype, chunks=True, compression="gzip",
+                                     fletcher32=True)
+                g[name][block_rows] = values
         if corpus is not None:
             c = f.create_group("corpus")
             c.attrs.update(encode_attrs(corpus["attrs"]))
