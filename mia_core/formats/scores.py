@@ -95,14 +95,24 @@ def read_scores(path: str | os.PathLike) -> dict[str, Any]:
     :class:`~mia_core.formats.integrity.DamagedFile` line."""
     with open_hdf5(path, RESCORE) as f:
         out: dict[str, Any] = {"attrs": {k: decode_attr(v) for k, v in f.attrs.items()},
-                               "match": {k: v[()] for k, v in f["match"].items()}, "corpus": None}
+                               "match": {k: v[()] for k, v in f["match"].items()}, "corpus": _corpus_group(f)}
         if LEGACY_AGREEMENT in out["match"]:
             out["match"][_agreement_name(out["attrs"].get("method"))] = out["match"].pop(LEGACY_AGREEMENT)
-        if "corpus" in f:
-            c = f["corpus"]
-            out["corpus"] = {"attrs": {k: decode_attr(v) for k, v in c.attrs.items()},
-                             "data": {k: v[()] for k, v in c.items()}}
     return out
+
+
+def read_corpus_scores(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Only the ``corpus`` group of :func:`read_scores` (None when the file has none): the per-row match scores,
+    20 bytes a row, are not read."""
+    with open_hdf5(path, RESCORE) as f:
+        return _corpus_group(f)
+
+
+def _corpus_group(f: h5py.File) -> dict[str, Any] | None:
+    if "corpus" not in f:
+        return None
+    c = f["corpus"]
+    return {"attrs": {k: decode_attr(v) for k, v in c.attrs.items()}, "data": {k: v[()] for k, v in c.items()}}
 
 
 def read_scores_head(path: str | os.PathLike) -> tuple[dict[str, Any], int]:

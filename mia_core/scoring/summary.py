@@ -327,9 +327,9 @@ SCORERS: dict[RunKind, Callable[[Run, ScoreOptions], dict[str, Any]]] = {RunKind
 
 
 def _stored_corpus(run: Run) -> dict[str, Any] | None:
-    from mia_core.formats.scores import read_scores
+    from mia_core.formats.scores import read_corpus_scores
 
-    stored = read_scores(scores_path(run.path))["corpus"]
+    stored = read_corpus_scores(scores_path(run.path))  # not the match scores just written: 20 bytes a row
     if stored is None:
         return None
     out = _corpus_summary(stored["attrs"], stored["data"], run.labels(), run.failed_rows())
