@@ -115,3 +115,23 @@ def test_summary_figures_equal_their_definitions(runs):
         el = eligible & (labels == label)
         assert group["eligible"] == el.sum() and group["mean_matched_length"] == scores.matched_length[el].mean()
         assert group["extraction"]["count"] == (scores.exact & el).sum()
+
+
+def test_probabilities_counted_in_blocks_equal_their_definition(runs, monkeypatch):
+    """The p of each eligible row, gathered block by block with a one-byte label code and summarised in place
+    (its quantiles partition it), give what the p of every row and each row's label give, value for value."""
+    from mia_core.matching import probabilistic
+
+    run_path = runs[1]
+    run = open_run(run_path)
+    monkeypatch.setattr(tokens, "SCORE_ROWS", 64)
+    monkeypatch.setattr(probabilistic, "DISCOVERY_CHUNK", 50)
+    got = summarize(run)["probabilistic"]
+    k = got["scheme"].rsplit("first k = ", 1)[1]
+    scores = tokens.score_run_matches(run, int(k))
+    eligible = scores.eligible & ~run.failed_rows()
+    logprobs = run.read("logprobs")
+    p = np.array([probabilistic.suffix_probability(logprobs[i][:int(k)]) for i in np.flatnonzero(eligible)])
+    want = probabilistic.summarize(p, run.labels()[eligible], scheme=got["scheme"].rsplit(", first k", 1)[0]
+                                   + f", first k = {k}")
+    assert got == want and got["rows"] == eligible.sum() > 100 and set(got["by_label"]) == {"member", "nonmember"}

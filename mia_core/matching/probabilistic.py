@@ -76,42 +76,61 @@ def probabilities(backend: Any, prefixes: Sequence[Sequence[int]], suffixes: Seq
 
 def summarize(p: np.ndarray, labels: Sequence[str] | np.ndarray | None = None,
               queries: Sequence[int] = DEFAULT_QUERIES, target: float = DEFAULT_TARGET, scheme: str = "",
-              label_names: Sequence[str] | None = None) -> dict[str, Any]:
+              label_names: Sequence[str] | None = None, reorder: bool = False) -> dict[str, Any]:
     """The distribution of p over the rows with a finite p, and the share that is (n, target)-
     discoverable for each n, overall and per label (``labels`` each row's label, or its index in
-    ``label_names`` when given)."""
+    ``label_names`` when given). ``reorder``: ``p`` may be reordered (its quantiles then partition it in place
+    instead of a copy of every value)."""
     p = np.asarray(p, dtype=np.float64)
 
-    def block(values: np.ndarray) -> dict[str, Any]:
-        values = values[np.isfinite(values)]
+    def block(values: np.ndarray, mine: bool) -> dict[str, Any]:
+        """The figures of ``values``; ``mine``: they may be reordered (the quantiles come last)."""
+        finite = np.isfinite(values)
+        if not finite.all():
+            values, mine = values[finite], True
+        del finite
         n = len(values)
         out: dict[str, Any] = {"rows": n}
         if not n:
             return out
         out["mean_p"] = float(values.mean())
-        out["quantiles"] = {f"{q:g}": float(np.quantile(values, q)) for q in P_QUANTILES}
+        out["quantiles"] = None  # below: partitioning reorders the values
         out["max_p"] = float(values.max())
         out["p_zero"] = int((values == 0).sum())
         out["expected_extracted_per_query"] = float(values.sum())
-        out["discoverable"] = {str(k): int((discovery_probability(values, k) >= target).sum()) for k in queries}
+        out["discoverable"] = {str(k): _discoverable(values, k, target) for k in queries}
         edges = [0.0, 1e-12, 1e-6, 1e-3, 1e-2, 0.1, 0.5, 1.0]
         hist, _ = np.histogram(values, bins=edges)
         out["histogram"] = {f"[{lo:g}, {hi:g}{']' if hi == 1 else ')'}": int(c)
                             for lo, hi, c in zip(edges[:-1], edges[1:], hist, strict=True)}
+        out["quantiles"] = {f"{q:g}": float(np.quantile(values, q, overwrite_input=mine)) for q in P_QUANTILES}
         return out
 
+    by_label = None  # first: the overall figures may reorder p
+    if labels is not None and label_names is not None:
+        by_label = {(name or "unlabelled"): block(p[labels == label_names.index(name)], True)
+                    for name in sorted(label_names)}
+    elif labels is not None:
+        labels = np.asarray([str(x) for x in labels], dtype=object)
+        by_label = {(lab or "unlabelled"): block(p[labels == lab], True) for lab in sorted(set(labels.tolist()))}
     summary = {"scheme": scheme, "target": target, "queries": list(queries),
                "definition": "p = product over the suffix of the sampling distribution's probability of the true "
                              "token (teacher forcing); (n, target)-discoverable: 1 - (1 - p)^n >= target "
                              "(Hayes et al. 2024)",
-               **block(p)}
-    if labels is not None and label_names is not None:
-        summary["by_label"] = {(name or "unlabelled"): block(p[labels == label_names.index(name)])
-                               for name in sorted(label_names)}
-    elif labels is not None:
-        labels = np.asarray([str(x) for x in labels], dtype=object)
-        summary["by_label"] = {(lab or "unlabelled"): block(p[labels == lab]) for lab in sorted(set(labels.tolist()))}
+               **block(p, reorder)}
+    if by_label is not None:
+        summary["by_label"] = by_label
     return summary
+
+
+#: Values of p whose discovery probability is computed at once (its temporaries: a few float64 per value).
+DISCOVERY_CHUNK = 65_536
+
+
+def _discoverable(p: np.ndarray, n: int, target: float) -> int:
+    """How many of ``p`` are (n, target)-discoverable, counted ``DISCOVERY_CHUNK`` values at a time."""
+    return sum(int((discovery_probability(p[i:i + DISCOVERY_CHUNK], n) >= target).sum())
+               for i in range(0, len(p), DISCOVERY_CHUNK))
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -145,7 +164,8 @@ def describe_scheme(temperature: float | None, top_k: int | None, top_p: float |
 class ProbabilityTally:
     """p of each eligible row of a run that stores the true tokens' log-probabilities, gathered block by block
     (:meth:`add`) for :meth:`summary`: its quantiles need every value, so each eligible row keeps its p (float64)
-    and its label's code (int32): 12 bytes a row, the log-probabilities themselves are read a block at a time."""
+    and its label's code (one byte while a run has at most 256 labels): 9 bytes a row, and at most as much again
+    while one label's figures are made (its values copied); the log-probabilities are read a block at a time."""
 
     def __init__(self, run: Any, k: int) -> None:
         self.run, self.k = run, k
@@ -154,7 +174,7 @@ class ProbabilityTally:
             self.column, self.scheme = "sampled_logprobs", "sampling scheme: " + describe_scheme(
                 run.attrs.get("temperature"), run.attrs.get("top_k"), run.attrs.get("top_p"))
         self.p = np.empty(len(run), dtype=np.float64)
-        self.codes = np.empty(len(run), dtype=np.int32)
+        self.codes = np.empty(len(run), dtype=np.uint8)  # widened when a run has more labels
         self.names: list[str] = []
         self.size = 0
 
@@ -171,10 +191,13 @@ class ProbabilityTally:
         stored = self.run.read(self.column, rows)
         end = self.size + len(picked)
         self.p[self.size:end] = [suffix_probability(stored[i][:self.k]) for i in picked]
-        self.codes[self.size:end] = label_codes(labels[picked], self.names)
+        codes = label_codes(labels[picked], self.names)
+        if len(self.names) > np.iinfo(self.codes.dtype).max + 1:
+            self.codes = self.codes.astype(np.int32)
+        self.codes[self.size:end] = codes
         self.size = end
 
     def summary(self, queries: Sequence[int] = DEFAULT_QUERIES, target: float = DEFAULT_TARGET) -> dict[str, Any]:
         return summarize(self.p[:self.size], self.codes[:self.size], queries=queries, target=target,
-                         scheme=self.scheme + f", first k = {self.k}", label_names=self.names)
+                         scheme=self.scheme + f", first k = {self.k}", label_names=self.names, reorder=True)
 
