@@ -75,3 +75,18 @@ def test_progress_moves_within_a_batch(tiny, tmp_path, monkeypatch):
     assert len(updates) > 2 and all(float(n).is_integer() for n in updates)  # moved inside the batch
     assert sum(updates) == 9
     assert backend.on_rows_done is None  # the hook pointed at this run's bar only
+
+
+def test_pending_rows_are_listed_only_for_a_priced_model(tiny, tmp_path, monkeypatch):
+    """A local model's run never lists its pending rows up front (8 bytes a row, twice: 160 MB at 10^7 rows, the
+    peak of `mia prompt` before): only a model whose requests have a price estimates their cost over them."""
+    from mia_core.extraction import prompt as prompt_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the pending rows were listed for a model without prices")
+
+    monkeypatch.setattr(prompt_module, "_pending_rows", refuse)
+    name, backend, folder = tiny
+    rows = prompt(folder, name, backend=backend, out=tmp_path / "run.h5", num_strings=7, batch_size=3,
+                  max_length=4, quiet=True)
+    assert len(rows) == 7 and len(open_run(tmp_path / "run.h5")) == 7

@@ -173,9 +173,12 @@ def test_per_row_figures_read_in_slices_equal_one_read(tmp_path, register_plugin
     folder = make_map(tmp_path / "map", docs, prefix=10, suffix=20)
     gens = [np.r_[d[10:10 + (3 * i) % 20], np.zeros(20 - (3 * i) % 20, dtype=int)] for i, d in enumerate(docs)]
     run = make_run(folder, gens, tokenizer="fake-tok-a")
-    whole = (sections.matched_lengths_by_label(run, 20), sections.longest_extractions(run, 20, 3))
+    whole = (sections.matched_length_counts_by_label(run, 20), sections.longest_extractions(run, 20, 3))
     monkeypatch.setattr(sections, "REPORT_ROWS", 2)
-    sliced = (sections.matched_lengths_by_label(run, 20), sections.longest_extractions(run, 20, 3))
+    sliced = (sections.matched_length_counts_by_label(run, 20), sections.longest_extractions(run, 20, 3))
     assert {k: v.tolist() for k, v in whole[0].items()} == {k: v.tolist() for k, v in sliced[0].items()}
+    matched = [(3 * i) % 20 for i in range(7)]  # each row's matched length, counted by label (even rows members)
+    assert sliced[0]["member"].tolist() == np.bincount(matched[0::2], minlength=21).tolist()
+    assert sliced[0]["nonmember"].tolist() == np.bincount(matched[1::2], minlength=21).tolist()
     assert whole[1] == sliced[1] and [e["matched"] for e in sliced[1][0]] == [18, 15, 12]
     assert [e["row"] for e in sliced[1][0]] == [6, 5, 4]

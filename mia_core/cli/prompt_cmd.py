@@ -124,7 +124,7 @@ def _report(path: Path | None, quiet: bool) -> None:
     from mia_core.formats.runs import open_run
 
     run = open_run(path)
-    failed = int(run.failed_rows().sum())
+    failed = run.count_failed()
     if not quiet:
         rate = run.attrs.get("tokens_per_s") or 0.0
         click.echo(f"{len(run)} rows written to {path} ({rate:.1f} tokens/s)", err=True)

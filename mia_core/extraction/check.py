@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from mia_core.formats.runs import Run
-from mia_core.matching.tokens import longest_suffix, resolve_k, score_run_matches
+from mia_core.matching.probabilistic import ProbabilityTally
+from mia_core.matching.tally import MatchTally
+from mia_core.matching.tokens import iter_run_matches, longest_suffix, resolve_k
 from mia_core.token_rows import matched_lengths
 
 
@@ -64,29 +67,30 @@ def summarize(run: Run, k: int | None = None) -> dict[str, Any]:
 
     The same k and the same eligible rows as ``mia score`` (:func:`mia_core.matching.tokens.resolve_k`):
     k = min(the map's suffix length, the run's max_length); a row is eligible when its true suffix
-    has at least k tokens and its request did not fail (``error`` column of API runs)."""
-
-    failed = run.failed_rows()
-    labels = run.labels()
-    summary: dict[str, Any] = {"rows": len(run), "failed": int(failed.sum()), "k": None, "eligible": 0,
+    has at least k tokens and its request did not fail (``error`` column of API runs). The run is read and
+    counted one block of rows at a time (:class:`~mia_core.matching.tally.MatchTally`): memory does not grow
+    with its rows, but for the p of each eligible row that probabilistic extraction keeps (12 bytes a row)."""
+    summary: dict[str, Any] = {"rows": len(run), "failed": run.count_failed(), "k": None, "eligible": 0,
                                "short_suffix": 0, "extracted": 0, "mean_matched_length": None, "by_label": {}}
     longest = longest_suffix(run) if len(run) else 0
     if not longest:
         return summary  # nothing to compare with (a map made with --suffix-tokens 0)
     k = resolve_k(run, longest, k)
-    scores = score_run_matches(run, k)
-    eligible = scores.eligible & ~failed
-    extracted = scores.exact & eligible
-    summary.update(k=k, eligible=int(eligible.sum()), short_suffix=int((~scores.eligible & ~failed).sum()),
-                   extracted=int(extracted.sum()),
-                   mean_matched_length=float(scores.matched_length[eligible].mean()) if eligible.any() else None)
-    for label in sorted(set(labels.tolist())):
-        mask = labels == label
-        summary["by_label"][label or "unlabelled"] = {"eligible": int((mask & eligible).sum()),
-                                                      "extracted": int(extracted[mask].sum())}
-    from mia_core.matching.probabilistic import run_summary
-
-    summary["probabilistic"] = run_summary(run, k, eligible, labels)
+    tally = MatchTally(k)
+    probabilities = ProbabilityTally(run, k) if ProbabilityTally.applies(run) else None
+    for rows, scores in iter_run_matches(run, k):
+        failed, labels = run.failed_rows(rows), run.labels(rows)
+        scores = replace(scores, eligible=scores.eligible & ~failed)
+        tally.add(scores, failed, labels)
+        if probabilities is not None:
+            probabilities.add(rows, scores.eligible, labels)
+    every = tally.every
+    summary.update(k=k, eligible=every.eligible, short_suffix=tally.short_suffix, extracted=every.exact,
+                   mean_matched_length=every.matched_length / every.eligible if every.eligible else None)
+    for label in sorted(tally.by_label):
+        group = tally.by_label[label]
+        summary["by_label"][label or "unlabelled"] = {"eligible": group.eligible, "extracted": group.exact}
+    summary["probabilistic"] = probabilities.summary() if probabilities is not None else None
     return summary
 
 

@@ -558,13 +558,20 @@ def _dry_run(job: _Job, start_row: int, batch_size: int, retry_rows: Sequence[in
 
 def _estimate(job: _Job, rows: np.ndarray) -> float | None:
     estimate = getattr(job.backend, "estimate_cost", None)
-    if job.mode != "text" or not callable(estimate) or len(rows) == 0:
+    if not _estimates_cost(job) or len(rows) == 0:
         return None
     return float(estimate([job.prefix_texts[int(i % len(job.prefixes))] for i in rows], job.spec.max_length))
 
 
+def _estimates_cost(job: _Job) -> bool:
+    """Whether the run's requests have a price to estimate (an API model that estimates its costs)."""
+    return job.mode == "text" and callable(getattr(job.backend, "estimate_cost", None))
+
+
 def _estimate_and_confirm(job: _Job, start_row: int, confirm_above: float, yes: bool, confirm: Confirm | None,
                           max_cost: float | None, batch_api: bool, retry_rows: Sequence[int] = ()) -> None:
+    if not _estimates_cost(job):  # the pending rows (8 bytes each) are listed only when they have a price
+        return
     rows = _pending_rows(job, start_row, retry_rows)
     estimate = _estimate(job, rows)
     if estimate is None:

@@ -11,6 +11,7 @@ earlier scoring with an index is kept when the new scoring has none.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,29 @@ def scores_path(run_path: str | os.PathLike) -> Path:
 def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict[str, np.ndarray],
                  corpus: dict[str, Any] | None) -> Path:
     """Write (or replace) the scores file of a run; returns its path."""
+    rows = len(next(v for v in match.values() if v is not None))
+    return write_scores_blocks(run_path, attrs, rows, [(slice(0, rows), match)], corpus)
+
+
+def write_scores_blocks(run_path: str | os.PathLike, attrs: dict[str, Any], rows: int,
+                        blocks: Iterable[tuple[slice, dict[str, np.ndarray | None]]],
+                        corpus: dict[str, Any] | None) -> Path:
+    """:func:`write_scores` of ``rows`` rows whose ``match`` columns come one block of rows at a time (its rows,
+    its columns; None: a column the run does not have): each block is written as it comes, never the whole."""
     path = scores_path(run_path)
     keep_corpus = corpus is None and path.is_file()
 
     def fill(f: h5py.File) -> None:
         f.attrs.update(encode_attrs({**attrs, "provenance": provenance()}))
         g = f.create_group("match")
-        for name, values in match.items():
-            if values is not None:
-                g.create_dataset(name, data=values, compression="gzip", fletcher32=True)
+        for block_rows, match in blocks:
+            for name, values in match.items():
+                if values is None:
+                    continue
+                if name not in g:
+                    g.create_dataset(name, shape=(rows,), dtype=values.dtype, chunks=True, compression="gzip",
+                                     fletcher32=True)
+                g[name][block_rows] = values
         if corpus is not None:
             c = f.create_group("corpus")
             c.attrs.update(encode_attrs(corpus["attrs"]))
@@ -80,14 +95,24 @@ def read_scores(path: str | os.PathLike) -> dict[str, Any]:
     :class:`~mia_core.formats.integrity.DamagedFile` line."""
     with open_hdf5(path, RESCORE) as f:
         out: dict[str, Any] = {"attrs": {k: decode_attr(v) for k, v in f.attrs.items()},
-                               "match": {k: v[()] for k, v in f["match"].items()}, "corpus": None}
+                               "match": {k: v[()] for k, v in f["match"].items()}, "corpus": _corpus_group(f)}
         if LEGACY_AGREEMENT in out["match"]:
             out["match"][_agreement_name(out["attrs"].get("method"))] = out["match"].pop(LEGACY_AGREEMENT)
-        if "corpus" in f:
-            c = f["corpus"]
-            out["corpus"] = {"attrs": {k: decode_attr(v) for k, v in c.attrs.items()},
-                             "data": {k: v[()] for k, v in c.items()}}
     return out
+
+
+def read_corpus_scores(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Only the ``corpus`` group of :func:`read_scores` (None when the file has none): the per-row match scores,
+    20 bytes a row, are not read."""
+    with open_hdf5(path, RESCORE) as f:
+        return _corpus_group(f)
+
+
+def _corpus_group(f: h5py.File) -> dict[str, Any] | None:
+    if "corpus" not in f:
+        return None
+    c = f["corpus"]
+    return {"attrs": {k: decode_attr(v) for k, v in c.attrs.items()}, "data": {k: v[()] for k, v in c.items()}}
 
 
 def read_scores_head(path: str | os.PathLike) -> tuple[dict[str, Any], int]:

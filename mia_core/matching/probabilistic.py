@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from mia_core.matching.tally import label_codes
+
 DEFAULT_QUERIES = (1, 10, 100, 1000, 10000)
 DEFAULT_TARGET = 0.9
 P_QUANTILES = (0.5, 0.9, 0.99)
@@ -72,39 +74,63 @@ def probabilities(backend: Any, prefixes: Sequence[Sequence[int]], suffixes: Seq
     return out
 
 
-def summarize(p: np.ndarray, labels: Sequence[str] | None = None, queries: Sequence[int] = DEFAULT_QUERIES,
-              target: float = DEFAULT_TARGET, scheme: str = "") -> dict[str, Any]:
+def summarize(p: np.ndarray, labels: Sequence[str] | np.ndarray | None = None,
+              queries: Sequence[int] = DEFAULT_QUERIES, target: float = DEFAULT_TARGET, scheme: str = "",
+              label_names: Sequence[str] | None = None, reorder: bool = False) -> dict[str, Any]:
     """The distribution of p over the rows with a finite p, and the share that is (n, target)-
-    discoverable for each n, overall and per label."""
+    discoverable for each n, overall and per label (``labels`` each row's label, or its index in
+    ``label_names`` when given). ``reorder``: ``p`` may be reordered (its quantiles then partition it in place
+    instead of a copy of every value)."""
     p = np.asarray(p, dtype=np.float64)
 
-    def block(values: np.ndarray) -> dict[str, Any]:
-        values = values[np.isfinite(values)]
+    def block(values: np.ndarray, mine: bool) -> dict[str, Any]:
+        """The figures of ``values``; ``mine``: they may be reordered (the quantiles come last)."""
+        finite = np.isfinite(values)
+        if not finite.all():
+            values, mine = values[finite], True
+        del finite
         n = len(values)
         out: dict[str, Any] = {"rows": n}
         if not n:
             return out
         out["mean_p"] = float(values.mean())
-        out["quantiles"] = {f"{q:g}": float(np.quantile(values, q)) for q in P_QUANTILES}
+        out["quantiles"] = None  # below: partitioning reorders the values
         out["max_p"] = float(values.max())
         out["p_zero"] = int((values == 0).sum())
         out["expected_extracted_per_query"] = float(values.sum())
-        out["discoverable"] = {str(k): int((discovery_probability(values, k) >= target).sum()) for k in queries}
+        out["discoverable"] = {str(k): _discoverable(values, k, target) for k in queries}
         edges = [0.0, 1e-12, 1e-6, 1e-3, 1e-2, 0.1, 0.5, 1.0]
         hist, _ = np.histogram(values, bins=edges)
         out["histogram"] = {f"[{lo:g}, {hi:g}{']' if hi == 1 else ')'}": int(c)
                             for lo, hi, c in zip(edges[:-1], edges[1:], hist, strict=True)}
+        out["quantiles"] = {f"{q:g}": float(np.quantile(values, q, overwrite_input=mine)) for q in P_QUANTILES}
         return out
 
+    by_label = None  # first: the overall figures may reorder p
+    if labels is not None and label_names is not None:
+        by_label = {(name or "unlabelled"): block(p[labels == label_names.index(name)], True)
+                    for name in sorted(label_names)}
+    elif labels is not None:
+        labels = np.asarray([str(x) for x in labels], dtype=object)
+        by_label = {(lab or "unlabelled"): block(p[labels == lab], True) for lab in sorted(set(labels.tolist()))}
     summary = {"scheme": scheme, "target": target, "queries": list(queries),
                "definition": "p = product over the suffix of the sampling distribution's probability of the true "
                              "token (teacher forcing); (n, target)-discoverable: 1 - (1 - p)^n >= target "
                              "(Hayes et al. 2024)",
-               **block(p)}
-    if labels is not None:
-        labels = np.asarray([str(x) for x in labels], dtype=object)
-        summary["by_label"] = {(lab or "unlabelled"): block(p[labels == lab]) for lab in sorted(set(labels.tolist()))}
+               **block(p, reorder)}
+    if by_label is not None:
+        summary["by_label"] = by_label
     return summary
+
+
+#: Values of p whose discovery probability is computed at once (its temporaries: a few float64 per value).
+DISCOVERY_CHUNK = 65_536
+
+
+def _discoverable(p: np.ndarray, n: int, target: float) -> int:
+    """How many of ``p`` are (n, target)-discoverable, counted ``DISCOVERY_CHUNK`` values at a time."""
+    return sum(int((discovery_probability(p[i:i + DISCOVERY_CHUNK], n) >= target).sum())
+               for i in range(0, len(p), DISCOVERY_CHUNK))
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -135,24 +161,43 @@ def describe_scheme(temperature: float | None, top_k: int | None, top_p: float |
     return ", ".join(parts)
 
 
-def run_summary(run: Any, k: int, eligible: np.ndarray, labels: Sequence[str],
-                queries: Sequence[int] = DEFAULT_QUERIES, target: float = DEFAULT_TARGET) -> dict[str, Any] | None:
-    """p of each eligible row of a run that stores the true tokens' log-probabilities (a
-    teacher-forced run), over its first k suffix tokens; None for a run without them (a generation
-    run's sampled tokens give no probability of the true suffix).
+class ProbabilityTally:
+    """p of each eligible row of a run that stores the true tokens' log-probabilities, gathered block by block
+    (:meth:`add`) for :meth:`summary`: its quantiles need every value, so each eligible row keeps its p (float64)
+    and its label's code (one byte while a run has at most 256 labels): 9 bytes a row, and at most as much again
+    while one label's figures are made (its values copied); the log-probabilities are read a block at a time."""
 
-    The stored ``logprobs`` are the model's own distribution, so p is that of pure sampling at
-    temperature 1 with no top-k/top-p; a run made with a sampling scheme (``mia check
-    --temperature/--top_k/--top_p``) also stores ``sampled_logprobs`` and is summarised under it."""
-    column, scheme = "logprobs", "pure sampling: temperature 1, no top-k/top-p"
-    if run.has("sampled_logprobs"):
-        column, scheme = "sampled_logprobs", "sampling scheme: " + describe_scheme(
-            run.attrs.get("temperature"), run.attrs.get("top_k"), run.attrs.get("top_p"))
-    elif not run.has("logprobs"):
-        return None
-    stored = run.read(column)
-    p = np.full(len(eligible), np.nan)
-    for i in np.nonzero(eligible)[0]:
-        p[i] = suffix_probability(stored[i][:k])
-    return summarize(p[eligible], np.asarray(labels, dtype=object)[eligible], queries=queries, target=target,
-                     scheme=scheme + f", first k = {k}")
+    def __init__(self, run: Any, k: int) -> None:
+        self.run, self.k = run, k
+        self.column, self.scheme = "logprobs", "pure sampling: temperature 1, no top-k/top-p"
+        if run.has("sampled_logprobs"):
+            self.column, self.scheme = "sampled_logprobs", "sampling scheme: " + describe_scheme(
+                run.attrs.get("temperature"), run.attrs.get("top_k"), run.attrs.get("top_p"))
+        self.p = np.empty(len(run), dtype=np.float64)
+        self.codes = np.empty(len(run), dtype=np.uint8)  # widened when a run has more labels
+        self.names: list[str] = []
+        self.size = 0
+
+    @staticmethod
+    def applies(run: Any) -> bool:
+        """Whether the run stores the true tokens' log-probabilities (a teacher-forced run)."""
+        return bool(run.has("sampled_logprobs") or run.has("logprobs"))
+
+    def add(self, rows: slice, eligible: np.ndarray, labels: np.ndarray) -> None:
+        """The eligible rows of one block (``rows`` of the run; ``eligible`` and ``labels`` of those rows)."""
+        picked = np.flatnonzero(eligible)
+        if not len(picked):
+            return
+        stored = self.run.read(self.column, rows)
+        end = self.size + len(picked)
+        self.p[self.size:end] = [suffix_probability(stored[i][:self.k]) for i in picked]
+        codes = label_codes(labels[picked], self.names)
+        if len(self.names) > np.iinfo(self.codes.dtype).max + 1:
+            self.codes = self.codes.astype(np.int32)
+        self.codes[self.size:end] = codes
+        self.size = end
+
+    def summary(self, queries: Sequence[int] = DEFAULT_QUERIES, target: float = DEFAULT_TARGET) -> dict[str, Any]:
+        return summarize(self.p[:self.size], self.codes[:self.size], queries=queries, target=target,
+                         scheme=self.scheme + f", first k = {self.k}", label_names=self.names, reorder=True)
+

@@ -132,10 +132,7 @@ def score_run_matches(run: Any, k: int, edit_threshold: float = 0.1, bleu_thresh
     if len(run) == 0:
         return score_matches([], [], k, edit_threshold, bleu_threshold, detokenize)
     out: MatchScores | None = None
-    for rows in _row_blocks(len(run)):
-        tokens, lengths = run.read("tokens", rows), run.read("lengths", rows)
-        block = _score_block([tokens[i, :n] for i, n in enumerate(lengths)], run.suffixes(rows), k,
-                             edit_threshold, bleu_threshold, detokenize)
+    for rows, block in iter_run_matches(run, k, edit_threshold, bleu_threshold, detokenize):
         # Each score's array for the whole run is allocated once and filled block by block: no concatenation
         # (which held the scores twice), no small per-block arrays left between the blocks' large temporaries.
         out = out or MatchScores(*(None if getattr(block, f.name) is None
@@ -145,6 +142,19 @@ def score_run_matches(run: Any, k: int, edit_threshold: float = 0.1, bleu_thresh
                 getattr(out, f.name)[rows] = getattr(block, f.name)
     assert out is not None
     return out
+
+
+def iter_run_matches(run: Any, k: int, edit_threshold: float = 0.1, bleu_threshold: float | None = None,
+                     detokenize: Callable[[list[list[int]]], list[str]] | None = None
+                     ) -> Iterator[tuple[slice, MatchScores]]:
+    """The scores of :func:`score_run_matches`, one block of at most ``SCORE_ROWS`` rows at a time (its rows, its
+    scores): memory holds one block, whatever the run's size."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    for rows in _row_blocks(len(run)):
+        tokens, lengths = run.read("tokens", rows), run.read("lengths", rows)
+        yield rows, _score_block([tokens[i, :n] for i, n in enumerate(lengths)], run.suffixes(rows), k,
+                                 edit_threshold, bleu_threshold, detokenize)
 
 
 def _score_block(generated: Sequence[np.ndarray], suffixes: Sequence[np.ndarray], k: int, edit_threshold: float,

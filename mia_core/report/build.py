@@ -25,7 +25,7 @@ from mia_core.report.sections import (
     Section,
     attack_sections,
     longest_extractions,
-    matched_lengths_by_label,
+    matched_length_counts_by_label,
     provenance_rows,
     run_tables,
     setlevel_sections,
@@ -99,14 +99,14 @@ def _run_section(i: int, run: str | os.PathLike, s: dict[str, Any], img_dir: Pat
     its longest extractions."""
     sec = Section(f"Run {i}: {s['model']} ({s['method']}) — {Path(run).name}", tables=run_tables(s),
                   notes=list(s.get("notes", [])))
-    by_label = matched_lengths_by_label(run, s["k"])
-    distinct = {int(v) for values in by_label.values() for v in np.unique(values)}
+    by_label = matched_length_counts_by_label(run, s["k"])
+    distinct = {int(v) for counts in by_label.values() for v in np.flatnonzero(counts)}
     if len(distinct) > 1:
         p = img_dir / f"matched_length_{i}.png"
         plots.matched_length_by_label(by_label, s["k"], p, title=f"{s['model']} ({s['method']})")
         sec.images.append(("Matched length by label", p))
     elif distinct:
-        n = sum(len(v) for v in by_label.values())
+        n = sum(int(counts.sum()) for counts in by_label.values())
         sec.notes.append(f"matched-length histogram not drawn: all {n} eligible rows matched "
                          f"{distinct.pop()} tokens (one value)")
     if examples:

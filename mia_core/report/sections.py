@@ -103,18 +103,18 @@ def _slices(run: Any, k: int) -> Any:
         yield _Slice(rows, eligible, matched, labels)
 
 
-def matched_lengths_by_label(run_path: str | os.PathLike, k: int) -> dict[str, np.ndarray]:
-    """Matched length (leading suffix tokens reproduced, at most k) of each eligible row, by label
-    (memory: the eligible rows' matched lengths, 2 bytes each, and one slice of the run)."""
+def matched_length_counts_by_label(run_path: str | os.PathLike, k: int) -> dict[str, np.ndarray]:
+    """How many eligible rows matched 0, 1, ..., k leading suffix tokens (k + 1 counts), by label: exact, and
+    memory does not grow with the run (one slice of it and k + 1 counts per label)."""
     from mia_core.formats.runs import open_run
 
-    parts: dict[str, list[np.ndarray]] = {}
+    counts: dict[str, np.ndarray] = {}
     for part in _slices(open_run(run_path), k):
         labels = np.array([str(v) or "(no label)" for v in part.labels], dtype=object)
         for lab in set(labels[part.eligible]):
             chosen = part.matched[part.eligible & (labels == lab)]
-            parts.setdefault(lab, []).append(chosen.astype(np.uint16 if k < 2**16 else np.int64))
-    return {lab: np.concatenate(parts[lab]) for lab in sorted(parts)}
+            counts[lab] = counts.get(lab, np.zeros(k + 1, dtype=np.int64)) + np.bincount(chosen, minlength=k + 1)
+    return {lab: counts[lab] for lab in sorted(counts)}
 
 
 def _longest_rows(run: Any, k: int, n: int) -> list[tuple[int, int]]:

@@ -97,7 +97,8 @@ def extrapolation_plot(table: Mapping[int, int], out: str | os.PathLike, max_t: 
 
 def matched_length_by_label(by_label: Mapping[str, Any], k: int, out: str | os.PathLike, title: str = "") -> str:
     """Side-by-side bars per label: the share of each label's eligible rows that matched 0..k leading
-    suffix tokens (shares, so that labels of different sizes compare; counts are in the legend)."""
+    suffix tokens (shares, so that labels of different sizes compare; counts are in the legend).
+    ``by_label``: each label's counts of the eligible rows that matched 0, 1, ..., k tokens."""
     import numpy as np
 
     plt = _pyplot()
@@ -106,10 +107,10 @@ def matched_length_by_label(by_label: Mapping[str, Any], k: int, out: str | os.P
     xs = np.arange(k + 1)
     fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=110)
     for j, lab in enumerate(labels):
-        values = np.asarray(by_label[lab], dtype=np.int64)
-        counts = np.bincount(np.clip(values, 0, k), minlength=k + 1)
-        share = counts / max(len(values), 1)
-        ax.bar(xs - 0.425 + width * (j + 0.5), share, width=width, label=f"{lab} (n = {len(values)})")
+        counts = np.asarray(by_label[lab], dtype=np.int64)[:k + 1]
+        n = int(counts.sum())
+        share = counts / max(n, 1)
+        ax.bar(xs - 0.425 + width * (j + 0.5), share, width=width, label=f"{lab} (n = {n})")
     ax.set_xlabel("matched length (leading tokens of the true suffix reproduced)")
     ax.set_ylabel("share of the label's eligible rows")
     ax.set_xlim(-0.8, k + 0.8)

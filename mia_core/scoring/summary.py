@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,22 +17,20 @@ from mia_core.divergence.scoring import format_divergence, score_divergence_run
 from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import as_str
 from mia_core.formats.runs import Run, RunKind
-from mia_core.formats.scores import scores_path, write_scores
+from mia_core.formats.scores import scores_path, write_scores_blocks
 from mia_core.formatting import format_number, format_rate, per_position_name, rate
-from mia_core.matching.probabilistic import run_summary
+from mia_core.matching.probabilistic import ProbabilityTally
+from mia_core.matching.tally import MatchTally
 from mia_core.matching.tokens import (
-    MatchScores,
+    iter_run_matches,
     longest_suffix,
     memorized_spans,
     resolve_k,
     run_max_length,
-    score_run_matches,
     span_counts,
 )
 from mia_core.text_table import text_table
 
-START_BUCKETS = ((0, 0, "0 (document start)"), (1, 99, "1-99"), (100, 999, "100-999"),
-                 (1000, None, "1000+"))
 TOP_WINDOWS = 20
 
 
@@ -61,32 +59,6 @@ def failed_rows(run: Any) -> np.ndarray:
     if not run.has("error"):
         return np.zeros(len(run), dtype=bool)
     return np.array([bool(str(e).strip()) for e in run.read("error")], dtype=bool)
-
-
-def _group_rates(mask: np.ndarray, s: MatchScores, failed: np.ndarray, method: str) -> dict[str, Any]:
-    """Every figure of one group over the same rows: those of the group that are eligible
-    (suffix of at least k tokens, request not failed)."""
-    el = mask & s.eligible
-    n = int(el.sum())
-    key, _ = per_position_name(method)
-    approximate = rate(int((s.approximate & el).sum()), n)
-    if method == "teacher-forced":
-        approximate = {"count": None, "n": n, "rate": None, "wilson95": None,
-                       "withheld": "teacher-forced runs have no generated text to compare"}
-    return {"rows": int(mask.sum()), "failed": int((mask & failed).sum()), "eligible": n,
-            "extraction": rate(int((s.exact & el).sum()), n),
-            "approximate": approximate,
-            "mean_matched_length": float(s.matched_length[el].mean()) if n else None,
-            key: float(s.agreement[el].mean()) if n else None}
-
-
-def _bucket_starts(starts: np.ndarray) -> dict[str, np.ndarray]:
-    out = {}
-    for lo, hi, name in START_BUCKETS:
-        mask = (starts >= lo) & ((starts <= hi) if hi is not None else True)
-        if mask.any():
-            out[name] = mask
-    return out
 
 
 def _corpus_scores(run: Any, generations: list[np.ndarray], index_path: str | os.PathLike, window: int,
@@ -223,23 +195,30 @@ def _score_divergence(run: Run, options: ScoreOptions) -> dict[str, Any]:
 
 
 def _score_map_run(run: Run, options: ScoreOptions) -> dict[str, Any]:
-    """A run over a prefix map: its rows against their true suffixes (generation, API, teacher-forced)."""
+    """A run over a prefix map: its rows against their true suffixes (generation, API, teacher-forced), scored,
+    counted and saved one block of rows at a time (memory does not grow with the run; ``--index`` aside)."""
     k = resolve_k(run, _longest_true_suffix(run), options.k)
-    scores, failed = _match_scores(run, k, options)
-    labels = run.labels()
-    summary = _map_summary(run, k, scores, failed, labels, options)
-    corpus = None
-    if options.index is not None:
-        corpus, summary["corpus"] = _corpus_scores(run, run.tokens(), options.index, options.window, labels, failed)
-        if options.decode and summary["corpus"]["top_windows"]:
-            _decode_windows(summary["corpus"]["top_windows"], _tokenizer_name(run))
+    corpus = corpus_summary = None
+    if options.index is not None:  # corpus membership holds every row's generated tokens, labels and failed flag
+        corpus, corpus_summary = _corpus_scores(run, run.tokens(), options.index, options.window, run.labels(),
+                                                run.failed_rows())
+    tally = _RunTally(MatchTally(k), ProbabilityTally(run, k) if ProbabilityTally.applies(run) else None)
+    blocks = _tallied_blocks(run, k, options, tally)
+    if options.save:
+        _save_scores(run, k, blocks, corpus, options)
+    else:
+        for _ in blocks:
+            pass
+    summary = _map_summary(run, k, tally, options)
+    if corpus_summary is not None:
+        summary["corpus"] = corpus_summary
+        if options.decode and corpus_summary["top_windows"]:
+            _decode_windows(corpus_summary["top_windows"], _tokenizer_name(run))
         if run.kind is RunKind.TEACHER_FORCED:
             summary["notes"].append("corpus membership of a teacher-forced run looks at its per-position argmax "
                                     "tokens, which only form the model's own continuation up to the first mismatch")
-    if options.save:
-        _save_scores(run, k, scores, failed, corpus, options)
-        if corpus is None:
-            summary["corpus"] = _stored_corpus(run.path, labels, failed)
+    elif options.save:
+        summary["corpus"] = _stored_corpus(run)
     return summary
 
 
@@ -247,21 +226,36 @@ def _tokenizer_name(run: Run) -> str:
     return str(run.attrs.get("tokenizer") or run.prefix_map.tokenizer_name)
 
 
-def _match_scores(run: Run, k: int, options: ScoreOptions) -> tuple[MatchScores, np.ndarray]:
-    """The per-row match scores (eligible: suffix of at least k tokens and request not failed) and the
-    failed rows."""
+@dataclass
+class _RunTally:
+    """What a run's summary is made of, gathered block by block (:func:`_tallied_blocks`)."""
+
+    match: MatchTally
+    probabilities: ProbabilityTally | None  # teacher-forced runs: p of each eligible row
+    extracted: Counter = field(default_factory=Counter)  # extractions of each sample id
+
+
+def _tallied_blocks(run: Run, k: int, options: ScoreOptions, tally: _RunTally
+                    ) -> Iterator[tuple[slice, dict[str, np.ndarray | None]]]:
+    """Each block of rows' scores (eligible: suffix of at least k tokens and request not failed) as the scores
+    file's columns, counted into ``tally`` as they go."""
     detokenize = _detokenizer(_tokenizer_name(run)) if options.bleu else None
-    scores = score_run_matches(run, k, options.edit_threshold, options.bleu_threshold if options.bleu else None,
-                               detokenize)
-    failed = run.failed_rows()
-    return replace(scores, eligible=scores.eligible & ~failed), failed
+    for rows, scores in iter_run_matches(run, k, options.edit_threshold,
+                                         options.bleu_threshold if options.bleu else None, detokenize):
+        failed, labels = run.failed_rows(rows), run.labels(rows)
+        scores = replace(scores, eligible=scores.eligible & ~failed)
+        tally.match.add(scores, failed, labels, run.map_column("prefix_start", rows).astype(np.int64))
+        if tally.probabilities is not None:
+            tally.probabilities.add(rows, scores.eligible, labels)
+        hits = run.read("prefix_row", rows)[scores.exact & scores.eligible]
+        tally.extracted.update(str(i) for i in run.prefix_map.read("sample_id", hits))
+        yield rows, {"k": scores.k, "eligible": scores.eligible, "failed": failed, "exact": scores.exact,
+                     "matched_length": scores.matched_length, per_position_name(run.method)[0]: scores.agreement,
+                     "edit_distance": scores.edit_distance, "approximate": scores.approximate, "bleu": scores.bleu}
 
 
-def _map_summary(run: Run, k: int, scores: MatchScores, failed: np.ndarray, labels: np.ndarray,
-                 options: ScoreOptions) -> dict[str, Any]:
-    pmap, method = run.prefix_map, run.method
-    eligible = scores.eligible
-    every = np.ones(len(run), dtype=bool)
+def _map_summary(run: Run, k: int, tally: _RunTally, options: ScoreOptions) -> dict[str, Any]:
+    pmap, method, every = run.prefix_map, run.method, tally.match.every
     summary: dict[str, Any] = {
         "run": str(run.path), "kind": run.kind.value,
         "scores_file": str(scores_path(run.path)) if options.save else None,
@@ -269,43 +263,33 @@ def _map_summary(run: Run, k: int, scores: MatchScores, failed: np.ndarray, labe
         "dataset": pmap.attrs.get("dataset"), "prefix_tokens": pmap.prefix_tokens,
         "suffix_tokens": pmap.suffix_tokens, "prefix_loc": pmap.attrs.get("prefix_loc"),
         "temperature": run.attrs.get("temperature"), "max_length": run_max_length(run), "complete": run.complete,
-        "rows": len(run), "k": k, "failed": int(failed.sum()),
+        "rows": len(run), "k": k, "failed": every.failed,
         # short suffixes: not eligible although not failed (eligible already excludes the failed rows)
-        "skipped_short_suffix": int((~eligible & ~failed).sum()),
+        "skipped_short_suffix": tally.match.short_suffix,
         "denominator": "eligible rows: true suffix of at least k tokens and request not failed",
     }
-    summary.update(_group_rates(every, scores, failed, method))
+    summary.update(every.figures(method, k))
     summary["approximate"]["criterion"] = (
         f"BLEU >= {options.bleu_threshold} on detokenized text (sacrebleu; Ippolito et al. 2022)" if options.bleu
         else f"normalized token edit distance <= {options.edit_threshold} (mia's criterion, not Ippolito et al.'s)")
-    summary["matched_length"] = _matched_length_summary(scores.matched_length[eligible], k)
+    summary["matched_length"] = tally.match.matched_length_summary()
     if run.kind is not RunKind.TEACHER_FORCED:
-        summary["memorized_pythia"] = int((scores.agreement[eligible] == 1).sum())
-    summary["by_label"] = {(lab or "unlabelled"): _group_rates(labels == lab, scores, failed, method)
-                           for lab in sorted(set(labels.tolist()))}
-    summary["by_prefix_loc"] = {str(pmap.attrs.get("prefix_loc", "?")): _group_rates(every, scores, failed, method)}
-    summary["by_prefix_start"] = {name: _group_rates(mask, scores, failed, method) for name, mask
-                                  in _bucket_starts(run.map_column("prefix_start").astype(np.int64)).items()}
-    summary["extracted_samples"] = _extracted_samples(run, scores.exact & eligible)
-    chosen = {"queries": options.queries, "target": options.target}
-    summary["probabilistic"] = run_summary(run, k, eligible, labels,  # None unless the run stores logprobs
-                                           **{key: v for key, v in chosen.items() if v is not None})
+        summary["memorized_pythia"] = tally.match.fully_agreeing
+    summary["by_label"] = tally.match.label_figures(method)
+    summary["by_prefix_loc"] = {str(pmap.attrs.get("prefix_loc", "?")): every.figures(method, k)}
+    summary["by_prefix_start"] = tally.match.start_figures(method)
+    summary["extracted_samples"] = _extracted_samples(tally.extracted)
+    chosen = {key: v for key, v in {"queries": options.queries, "target": options.target}.items() if v is not None}
+    # None unless the run stores logprobs
+    summary["probabilistic"] = tally.probabilities.summary(**chosen) if tally.probabilities is not None else None
     summary["notes"] = _notes(run, summary["failed"])
     summary["corpus"] = None
     return summary
 
 
-def _matched_length_summary(matched: np.ndarray, k: int) -> dict[str, Any]:
-    hist = np.bincount(matched, minlength=k + 1) if len(matched) else np.zeros(k + 1, dtype=np.int64)
-    return {"mean": float(matched.mean()) if len(matched) else None,
-            "median": float(np.median(matched)) if len(matched) else None,
-            "max": int(matched.max()) if len(matched) else None,
-            "histogram": {str(i): int(c) for i, c in enumerate(hist)}}
-
-
-def _extracted_samples(run: Run, hits: np.ndarray) -> dict[str, Any]:
-    """Distinct samples extracted, and how many were extracted once, twice, ... (the ids of the hits only are read)."""
-    extracted = Counter(str(i) for i in run.prefix_map.read("sample_id", run.prefix_rows()[hits]))
+def _extracted_samples(extracted: Counter) -> dict[str, Any]:
+    """Distinct samples extracted, and how many were extracted once, twice, ... (from each sample id's
+    extractions: the ids of the hits only are read)."""
     return {"unique": len(extracted),
             "frequency_of_frequencies": {str(r): n for r, n in sorted(Counter(extracted.values()).items())}}
 
@@ -326,17 +310,13 @@ def _notes(run: Run, failed: int) -> list[str]:
     return notes
 
 
-def _save_scores(run: Run, k: int, scores: MatchScores, failed: np.ndarray, corpus: dict[str, Any] | None,
-                 options: ScoreOptions) -> None:
-    method = run.method
+def _save_scores(run: Run, k: int, blocks: Iterator[tuple[slice, dict[str, np.ndarray | None]]],
+                 corpus: dict[str, Any] | None, options: ScoreOptions) -> None:
     attrs = {"run": run.path.name, "k": k, "edit_threshold": options.edit_threshold,
-             "bleu_threshold": options.bleu_threshold if options.bleu else None, "method": method, "rows": len(run),
-             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    match = {"k": scores.k, "eligible": scores.eligible, "failed": failed, "exact": scores.exact,
-             "matched_length": scores.matched_length, per_position_name(method)[0]: scores.agreement,
-             "edit_distance": scores.edit_distance, "approximate": scores.approximate, "bleu": scores.bleu}
+             "bleu_threshold": options.bleu_threshold if options.bleu else None, "method": run.method,
+             "rows": len(run), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     try:
-        write_scores(run.path, attrs, match, corpus)
+        write_scores_blocks(run.path, attrs, len(run), blocks, corpus)
     except OSError as exc:
         raise MiaError(f"cannot write the scores beside the run ({scores_path(run.path)}): {exc}; "
                        "use --no-save to only print them") from None
@@ -346,13 +326,13 @@ def _save_scores(run: Run, k: int, scores: MatchScores, failed: np.ndarray, corp
 SCORERS: dict[RunKind, Callable[[Run, ScoreOptions], dict[str, Any]]] = {RunKind.DIVERGENCE: _score_divergence}
 
 
-def _stored_corpus(run_path: Path, labels: np.ndarray, failed: np.ndarray) -> dict[str, Any] | None:
-    from mia_core.formats.scores import read_scores
+def _stored_corpus(run: Run) -> dict[str, Any] | None:
+    from mia_core.formats.scores import read_corpus_scores
 
-    stored = read_scores(scores_path(run_path))["corpus"]
+    stored = read_corpus_scores(scores_path(run.path))  # not the match scores just written: 20 bytes a row
     if stored is None:
         return None
-    out = _corpus_summary(stored["attrs"], stored["data"], labels, failed)
+    out = _corpus_summary(stored["attrs"], stored["data"], run.labels(), run.failed_rows())
     out["from_earlier_scoring"] = True
     return out
 
