@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from mia_hf import token_stats as ts
 
 
