@@ -81,12 +81,12 @@ class DefaultModelPath:
 # with AVX512-BF16 on 2 cores (docs/models.md). The reference first: on equal speed the earlier path wins.
 DEFAULT_MODEL_PATHS = (
     DefaultModelPath("transformers float32 (the reference)", DEFAULT_MODEL, {"dtype": "float32"},
-                     speed={"generate, batch 1": 10.0, "generate, batch 32": 89.4, "score, batch 32": 151.7},
+                     speed={"generate, batch 1": 9.4, "generate, batch 32": 72.6, "score, batch 32": 166.2},
                      reference=True),
     DefaultModelPath("transformers bfloat16", DEFAULT_MODEL, {"dtype": "bfloat16"}, needs=NATIVE_BF16,
-                     speed={"generate, batch 1": 20.3, "generate, batch 32": 200.7, "score, batch 32": 250.9},
+                     speed={"generate, batch 1": 18.3, "generate, batch 32": 174.4, "score, batch 32": 447.2},
                      exact_moved=0, matched_moved=4),
     DefaultModelPath("llama.cpp Q4_K_M", f"llamacpp:{DEFAULT_MODEL}",
-                     speed={"generate, batch 1": 64.4, "generate, batch 32": 170.1, "score, batch 32": 162.5},
+                     speed={"generate, batch 1": 53.2, "generate, batch 32": 141.5, "score, batch 32": 165.1},
                      exact_moved=0, matched_moved=8),
 )
