@@ -15,7 +15,7 @@ sequence in one ``llama_decode`` per step, argmax in numpy; no mia code). tok/s 
 (or scored) tokens, up to EOS for generation, the same way for every contender.
 
     python bench/cpu_bench.py [--batches 1,32,128] [--prefix 32] [--new 32] [--score-repeats 3]
-                              [--replicas 2] [--only "mia llama.cpp,raw llama.cpp"]
+                              [--generate-repeats 1] [--replicas 2] [--only "mia llama.cpp,raw llama.cpp"]
 """
 
 from __future__ import annotations
@@ -183,7 +183,9 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=32)
     parser.add_argument("--single-rows", type=int, default=4)
     parser.add_argument("--score-repeats", type=int, default=3,
-                        help="score the 32 rows this many times per contender; the median speed counts")
+                        help="score the 32 rows this many times per contender; the median speed counts (0: no scoring)")
+    parser.add_argument("--generate-repeats", type=int, default=1,
+                        help="time each generation this many times per contender; the median speed counts")
     parser.add_argument("--replicas", type=int, default=2,
                         help="also mia HF bf16 with data_parallel_size=N on Ray (replicas share the cores; 0: not)")
     parser.add_argument("--only", help="comma-separated contender names (a rerun of some; default: all)")
@@ -202,13 +204,17 @@ def main() -> None:
             prefixes_b = prefixes[:n]
         for name, (generate, _) in runs.items():
             calls = [prefixes_b[i:i + batch] for i in range(0, len(prefixes_b), batch)]
-            outs, seconds = measure(lambda calls=calls, g=generate: [r for c in calls for r in g(c, args.new)])
+            timed = [measure(lambda calls=calls, g=generate: [r for c in calls for r in g(c, args.new)])
+                     for _ in range(args.generate_repeats)]
+            outs, seconds = timed[0][0], statistics.median(t for _, t in timed)
             tokens = count_new(outs, eos)
             speeds[("generate", batch, name)] = tokens / seconds
             print(f"generate batch {batch:3d} ({len(prefixes_b)} rows, {args.new} new): {name:26s} "
-                  f"{tokens / seconds:8.1f} tok/s ({tokens} tokens, {seconds:.1f} s; load {load()})")
+                  f"{tokens / seconds:8.1f} tok/s ({tokens} tokens, {seconds:.1f} s"
+                  + (f", median of {len(timed)}: {', '.join(f'{t:.1f}' for _, t in timed)} s" if len(timed) > 1 else "")
+                  + f"; load {load()})")
     sequences = rows[:32]
-    for name, (_, score) in runs.items():
+    for name, (_, score) in runs.items() if args.score_repeats > 0 else ():
         timed = [measure(lambda s=score: s(sequences)) for _ in range(args.score_repeats)]
         scored, seconds = timed[0][0], statistics.median(t for _, t in timed)
         speeds[("score", 32, name)] = scored / seconds
