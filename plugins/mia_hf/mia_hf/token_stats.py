@@ -30,7 +30,7 @@ def token_stats(logits: torch.Tensor, targets: torch.Tensor,
     mean = torch.full_like(lp, float("nan"))
     std = torch.full_like(lp, float("nan"))
     step = max(1, CACHE_ELEMENTS // max(vocab, 1)) if logits.device.type == "cpu" else rows
-    step = min(step, rows)
+    step = max(1, min(step, rows))
     z = torch.empty((step, vocab), dtype=torch.float32, device=logits.device)
     e = torch.empty_like(z) if distribution else None
     for a in range(0, rows, step):

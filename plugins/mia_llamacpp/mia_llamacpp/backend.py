@@ -199,7 +199,9 @@ class LlamaCppLM:
                     flat.append(wanted[pos])
         done = 0
         for logits in self._decode(slots, SCORE_OUTPUTS, one_seq=True):
-            index = np.asarray(flat[done:done + len(logits)])
+            if not len(logits):  # a call of context tokens only (a start past n_batch tokens)
+                continue
+            index = np.asarray(flat[done:done + len(logits)], dtype=np.int64)
             done += len(logits)
             result.fill(index, logits, distribution, sampling)
 

@@ -68,7 +68,7 @@ def token_stats(logits: np.ndarray, targets: np.ndarray, distribution: bool) -> 
     best = np.empty(rows, dtype=np.int64)
     mean = np.full(rows, np.nan, dtype=np.float32)
     std = np.full(rows, np.nan, dtype=np.float32)
-    step = min(rows, max(1, CACHE_ELEMENTS // max(vocab, 1)))
+    step = max(1, min(rows, CACHE_ELEMENTS // max(vocab, 1)))  # rows may be 0: a call without outputs
     z = np.empty((step, vocab), dtype=np.float32)
     e = np.empty_like(z)
     for a in range(0, rows, step):

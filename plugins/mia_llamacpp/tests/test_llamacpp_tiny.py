@@ -155,6 +155,18 @@ def test_small_cache_splits_batches(tiny, pair):
         np.testing.assert_allclose(a.logprob, b.logprob, rtol=0, atol=1e-4)  # same engine, other grouping
 
 
+def test_scored_positions_after_a_call_without_outputs(tiny, pair):
+    """A start past the first llama_decode call: that call returns no logits rows, and the rows after it
+    are scored as in one call."""
+    small = llama(tiny["plain"], n_batch=16)
+    lc, _ = pair
+    rows = random_rows(2, 40, seed=13)
+    for a, b in zip(small.score(rows, 30), lc.score(rows, 30), strict=True):
+        assert len(a.logprob) == 10 and not np.isnan(a.logprob).any()
+        for field in ("logprob", "mean", "std"):
+            np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=0, atol=1e-4)
+
+
 def test_bad_inputs_are_one_line(tiny, tmp_path):
     not_gguf = tmp_path / "model.gguf"
     not_gguf.write_text("hello")
