@@ -32,6 +32,8 @@ from mia_core.token_rows import TOKEN_DTYPE, pad_rows
 FORMAT_VERSION = 1
 MAP_FILE = "prefix_map.h5"
 CHUNK_ROWS = 4096
+#: Rows of a dataset read at a time when a map is verified (two chunks: 1.6 MB of 50-token suffixes).
+VERIFY_ROWS = 2 * CHUNK_ROWS
 REMAKE = "remake the map with mia prefix"
 
 
@@ -218,8 +220,8 @@ class PrefixMap:
             for name in names:
                 try:
                     ds = f[name]
-                    for start in range(0, ds.shape[0], 65536):
-                        ds[start:start + 65536]
+                    for start in range(0, ds.shape[0], VERIFY_ROWS):
+                        ds[start:start + VERIFY_ROWS]
                 except READ_ERRORS as exc:  # an older map without the file checksum: say which dataset
                     raise DamagedFile(self.path, f"dataset {name!r} cannot be read ({describe_error(exc)})",
                                       REMAKE) from None
@@ -266,7 +268,7 @@ class MapRows(Sequence[np.ndarray]):
     """One per-row dataset of a map as a sequence of rows, read ``BLOCK`` rows at a time with the last
     block kept: a prompt loop walks the map in order (and wraps around), so memory is one block."""
 
-    BLOCK = 65_536
+    BLOCK = 16_384  # 2 MB of 32-token prefixes: enough to amortise a read, small beside the process
 
     def __init__(self, pmap: PrefixMap, name: str, lengths: str | None = None) -> None:
         self.pmap, self.name, self.lengths = pmap, name, lengths

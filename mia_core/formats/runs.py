@@ -431,7 +431,7 @@ def _exists(path: Path) -> MiaError:
 
 
 #: Rows per slice when a reader checks every column of a run (HDF5's per-chunk checksums).
-CHECK_ROWS = 16_384
+CHECK_ROWS = 4_096
 
 #: The most journal bytes between compactions. A compaction's memory does not depend on it (records are
 #: read back one block at a time); it bounds the journal's disk space and what a reader of a killed run
