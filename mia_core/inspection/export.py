@@ -28,8 +28,10 @@ FORMATS = ("jsonl", "csv", "parquet")
 PARQUET_HINT = "pip install pyarrow (installed by install.sh; listed in constraints.txt)"
 
 
-#: Run rows read, decoded and written at a time: an export of any size holds one slice.
-EXPORT_ROWS = 16_384
+#: Run rows read, decoded and written at a time: an export of any size holds one slice (about 4 MB of texts).
+EXPORT_ROWS = 4_096
+#: Rows decoded in one tokenizer call: the token ids go to it as Python lists (about 36 bytes a token).
+DECODE_ROWS = 1_024
 
 
 def _map_texts(pmap: Any, tokenizer: Any, prefix_rows: np.ndarray) -> tuple[dict[int, str], dict[int, str]]:
@@ -38,10 +40,16 @@ def _map_texts(pmap: Any, tokenizer: Any, prefix_rows: np.ndarray) -> tuple[dict
     prefixes = pmap.read("prefixes", unique)
     suffixes = pmap.read("suffixes", unique)
     lengths = pmap.read("suffix_lengths", unique)
-    pre = tokenizer.decode_batch([[int(t) for t in p if t >= 0] for p in prefixes])
-    suf = tokenizer.decode_batch([[int(t) for t in s[:n]] for s, n in zip(suffixes, lengths, strict=True)])
+    pre = _decode(tokenizer, [p[p >= 0] for p in prefixes])
+    suf = _decode(tokenizer, [s[:n] for s, n in zip(suffixes, lengths, strict=True)])
     return ({int(r): t for r, t in zip(unique, pre, strict=True)},
             {int(r): t for r, t in zip(unique, suf, strict=True)})
+
+
+def _decode(tokenizer: Any, rows: list[np.ndarray]) -> list[str]:
+    """The texts of token rows, ``DECODE_ROWS`` rows per tokenizer call."""
+    return [text for at in range(0, len(rows), DECODE_ROWS)
+            for text in tokenizer.decode_batch([row.tolist() for row in rows[at:at + DECODE_ROWS]])]
 
 
 class _Scores:
