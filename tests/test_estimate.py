@@ -112,3 +112,24 @@ def test_greedy_run_is_estimated_over_prompts(tmp_path, runner):
     score_run(mixed)
     res = runner.invoke(cli, ["estimate", str(run), str(mixed)])
     assert res.exit_code == 1 and "mix greedy and sampled" in res.output
+
+
+def test_row_bits_equal_flag_arrays():
+    """`mia estimate`'s prompts asked and counted, a bit per map row, equal boolean flags (brute force)."""
+    import numpy as np
+
+    from mia_core.scoring.tables import RowBits
+
+    rng = np.random.default_rng(1)
+    for n in (1, 7, 8, 9, 1000, 12345):
+        a, b = rng.integers(0, n, n // 2 + 1), rng.integers(0, n, n // 3 + 1)
+        asked, seen = RowBits(n), RowBits(n)
+        asked.set(a)
+        seen.set(b)
+        flags_a, flags_b = np.zeros(n, bool), np.zeros(n, bool)
+        flags_a[a], flags_b[b] = True, True
+        new = asked.without(seen)
+        assert new.count() == int((flags_a & ~flags_b).sum())
+        assert [new.has(i) for i in range(n)] == (flags_a & ~flags_b).tolist()
+        seen.add(asked)
+        assert seen.count() == int((flags_a | flags_b).sum())

@@ -129,11 +129,10 @@ class _Tally:
         self.is_greedy = is_greedy
         self.found: Counter[Any] = Counter()
         self.units = 0
-        self.seen: dict[str, Any] = {}  # map folder -> flag per map row: prompt counted already
+        self.seen: dict[str, RowBits] = {}  # map folder -> a bit per map row: prompt counted already
 
     def add_run(self, source: _Scored, chunks: Any) -> None:
         """``chunks``: (rows, rows taking part, {row in the chunk: items it found}) of each slice of the run."""
-        import numpy as np
 
         if not self.is_greedy:
             for _, taking_part, items in chunks:
@@ -142,20 +141,51 @@ class _Tally:
                     self.found.update(found)
             return
         pmap = source.run.prefix_map
-        seen = self.seen.setdefault(str(pmap.folder.resolve()), np.zeros(len(pmap), bool))
-        asked = np.zeros(len(pmap), bool)
+        seen = self.seen.setdefault(str(pmap.folder.resolve()), RowBits(len(pmap)))
+        asked = RowBits(len(pmap))
         per_prompt: dict[int, set[Any]] = {}
         for rows, taking_part, items in chunks:
             prefix_rows = source.run.read("prefix_row", rows)
-            asked[prefix_rows[taking_part]] = True
+            asked.set(prefix_rows[taking_part])
             for row, found in items.items():
                 per_prompt.setdefault(int(prefix_rows[row]), set()).update(found)
-        new = asked & ~seen
-        self.units += int(new.sum())
+        new = asked.without(seen)
+        self.units += new.count()
         for prompt, found in per_prompt.items():
-            if new[prompt]:
+            if new.has(prompt):
                 self.found.update(found)
-        seen |= asked
+        seen.add(asked)
+
+
+class RowBits:
+    """A set of map rows as one bit per row: 1.25 MB for a map of 10^7 rows (a flag array took 8 times that)."""
+
+    def __init__(self, rows: int) -> None:
+        import numpy as np
+
+        self.bits = np.zeros((rows + 7) // 8, dtype=np.uint8)
+
+    def set(self, rows: Any) -> None:
+        import numpy as np
+
+        rows = np.asarray(rows, dtype=np.int64)
+        np.bitwise_or.at(self.bits, rows >> 3, np.left_shift(1, rows & 7).astype(np.uint8))
+
+    def has(self, row: int) -> bool:
+        return bool(self.bits[row >> 3] >> (row & 7) & 1)
+
+    def without(self, other: RowBits) -> RowBits:
+        out = RowBits(0)
+        out.bits = self.bits & ~other.bits
+        return out
+
+    def add(self, other: RowBits) -> None:
+        self.bits |= other.bits
+
+    def count(self) -> int:
+        import numpy as np
+
+        return int(np.bitwise_count(self.bits).sum(dtype=np.int64))
 
 
 def _row_items(source: _Scored, of: str) -> Any:
