@@ -73,7 +73,7 @@ def run_tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
 
 
 #: Rows of a run read at a time by the report's per-row figures.
-REPORT_ROWS = 32_768
+REPORT_ROWS = 4_096
 
 
 @dataclass
