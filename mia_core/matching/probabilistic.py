@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from mia_core.matching.order_stats import SpilledValues, interpolate, quantile_ranks
 from mia_core.matching.tally import label_codes
 
 DEFAULT_QUERIES = (1, 10, 100, 1000, 10000)
@@ -74,53 +75,76 @@ def probabilities(backend: Any, prefixes: Sequence[Sequence[int]], suffixes: Seq
     return out
 
 
-def summarize(p: np.ndarray, labels: Sequence[str] | np.ndarray | None = None,
-              queries: Sequence[int] = DEFAULT_QUERIES, target: float = DEFAULT_TARGET, scheme: str = "",
-              label_names: Sequence[str] | None = None, reorder: bool = False) -> dict[str, Any]:
-    """The distribution of p over the rows with a finite p, and the share that is (n, target)-
-    discoverable for each n, overall and per label (``labels`` each row's label, or its index in
-    ``label_names`` when given). ``reorder``: ``p`` may be reordered (its quantiles then partition it in place
-    instead of a copy of every value)."""
-    p = np.asarray(p, dtype=np.float64)
+DEFINITION = ("p = product over the suffix of the sampling distribution's probability of the true token (teacher "
+              "forcing); (n, target)-discoverable: 1 - (1 - p)^n >= target (Hayes et al. 2024)")
+#: Edges of the histogram of p.
+EDGES = (0.0, 1e-12, 1e-6, 1e-3, 1e-2, 0.1, 0.5, 1.0)
 
-    def block(values: np.ndarray, mine: bool) -> dict[str, Any]:
-        """The figures of ``values``; ``mine``: they may be reordered (the quantiles come last)."""
-        finite = np.isfinite(values)
-        if not finite.all():
-            values, mine = values[finite], True
-        del finite
-        n = len(values)
-        out: dict[str, Any] = {"rows": n}
-        if not n:
+
+class _Figures:
+    """The figures of a set of finite p, counted chunk by chunk (:meth:`add`): all but the quantiles."""
+
+    def __init__(self, queries: Sequence[int], target: float) -> None:
+        self.queries, self.target = list(queries), target
+        self.rows, self.total, self.max, self.zero = 0, np.float64(0), -math.inf, 0
+        self.discoverable = dict.fromkeys(self.queries, 0)
+        self.histogram = np.zeros(len(EDGES) - 1, dtype=np.int64)
+
+    def add(self, values: np.ndarray) -> None:
+        if not len(values):
+            return
+        self.rows += len(values)
+        self.total += values.sum()
+        self.max = max(self.max, float(values.max()))
+        self.zero += int((values == 0).sum())
+        for n in self.queries:
+            self.discoverable[n] += _discoverable(values, n, self.target)
+        self.histogram += np.histogram(values, bins=EDGES)[0]
+
+    def block(self, quantiles: dict[str, float] | None) -> dict[str, Any]:
+        """The figures, with ``quantiles`` (by ``f"{q:g}"`` of :data:`P_QUANTILES`) when there are rows."""
+        out: dict[str, Any] = {"rows": self.rows}
+        if not self.rows:
             return out
-        out["mean_p"] = float(values.mean())
-        out["quantiles"] = None  # below: partitioning reorders the values
-        out["max_p"] = float(values.max())
-        out["p_zero"] = int((values == 0).sum())
-        out["expected_extracted_per_query"] = float(values.sum())
-        out["discoverable"] = {str(k): _discoverable(values, k, target) for k in queries}
-        edges = [0.0, 1e-12, 1e-6, 1e-3, 1e-2, 0.1, 0.5, 1.0]
-        hist, _ = np.histogram(values, bins=edges)
+        out["mean_p"] = float(self.total / self.rows)
+        out["quantiles"] = quantiles
+        out["max_p"] = self.max
+        out["p_zero"] = self.zero
+        out["expected_extracted_per_query"] = float(self.total)
+        out["discoverable"] = {str(n): c for n, c in self.discoverable.items()}
         out["histogram"] = {f"[{lo:g}, {hi:g}{']' if hi == 1 else ')'}": int(c)
-                            for lo, hi, c in zip(edges[:-1], edges[1:], hist, strict=True)}
-        out["quantiles"] = {f"{q:g}": float(np.quantile(values, q, overwrite_input=mine)) for q in P_QUANTILES}
+                            for lo, hi, c in zip(EDGES[:-1], EDGES[1:], self.histogram, strict=True)}
         return out
 
-    by_label = None  # first: the overall figures may reorder p
-    if labels is not None and label_names is not None:
-        by_label = {(name or "unlabelled"): block(p[labels == label_names.index(name)], True)
-                    for name in sorted(label_names)}
-    elif labels is not None:
-        labels = np.asarray([str(x) for x in labels], dtype=object)
-        by_label = {(lab or "unlabelled"): block(p[labels == lab], True) for lab in sorted(set(labels.tolist()))}
-    summary = {"scheme": scheme, "target": target, "queries": list(queries),
-               "definition": "p = product over the suffix of the sampling distribution's probability of the true "
-                             "token (teacher forcing); (n, target)-discoverable: 1 - (1 - p)^n >= target "
-                             "(Hayes et al. 2024)",
-               **block(p, reorder)}
+
+def _assemble(scheme: str, target: float, queries: Sequence[int], overall: dict[str, Any],
+              by_label: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    summary = {"scheme": scheme, "target": target, "queries": list(queries), "definition": DEFINITION, **overall}
     if by_label is not None:
         summary["by_label"] = by_label
     return summary
+
+
+def summarize(p: np.ndarray, labels: Sequence[str] | np.ndarray | None = None,
+              queries: Sequence[int] = DEFAULT_QUERIES, target: float = DEFAULT_TARGET,
+              scheme: str = "") -> dict[str, Any]:
+    """The distribution of p over the rows with a finite p, and the share that is (n, target)-
+    discoverable for each n, overall and per label (``labels``: each row's label), from values in memory
+    (:class:`ProbabilityTally` gives the same figures for a run of any size)."""
+    p = np.asarray(p, dtype=np.float64)
+
+    def block(values: np.ndarray) -> dict[str, Any]:
+        values = values[np.isfinite(values)]
+        figures = _Figures(queries, target)
+        figures.add(values)
+        quantiles = {f"{q:g}": float(np.quantile(values, q)) for q in P_QUANTILES} if len(values) else None
+        return figures.block(quantiles)
+
+    by_label = None
+    if labels is not None:
+        labels = np.asarray([str(x) for x in labels], dtype=object)
+        by_label = {(lab or "unlabelled"): block(p[labels == lab]) for lab in sorted(set(labels.tolist()))}
+    return _assemble(scheme, target, queries, block(p), by_label)
 
 
 #: Values of p whose discovery probability is computed at once (its temporaries: a few float64 per value).
@@ -163,9 +187,10 @@ def describe_scheme(temperature: float | None, top_k: int | None, top_p: float |
 
 class ProbabilityTally:
     """p of each eligible row of a run that stores the true tokens' log-probabilities, gathered block by block
-    (:meth:`add`) for :meth:`summary`: its quantiles need every value, so each eligible row keeps its p (float64)
-    and its label's code (one byte while a run has at most 256 labels): 9 bytes a row, and at most as much again
-    while one label's figures are made (its values copied); the log-probabilities are read a block at a time."""
+    (:meth:`add`) for :meth:`summary`. The quantiles need every value: each finite p and its label's code go to
+    temporary files (:class:`~mia_core.matching.order_stats.SpilledValues`, 12 bytes a row on disk), and
+    :meth:`summary` reads them back a chunk at a time, so memory does not grow with the run's rows. The figures
+    equal :func:`summarize` over the same values (its quantiles bit for bit; sums to the last bits)."""
 
     def __init__(self, run: Any, k: int) -> None:
         self.run, self.k = run, k
@@ -173,10 +198,8 @@ class ProbabilityTally:
         if run.has("sampled_logprobs"):
             self.column, self.scheme = "sampled_logprobs", "sampling scheme: " + describe_scheme(
                 run.attrs.get("temperature"), run.attrs.get("top_k"), run.attrs.get("top_p"))
-        self.p = np.empty(len(run), dtype=np.float64)
-        self.codes = np.empty(len(run), dtype=np.uint8)  # widened when a run has more labels
+        self.values = SpilledValues()
         self.names: list[str] = []
-        self.size = 0
 
     @staticmethod
     def applies(run: Any) -> bool:
@@ -189,15 +212,32 @@ class ProbabilityTally:
         if not len(picked):
             return
         stored = self.run.read(self.column, rows)
-        end = self.size + len(picked)
-        self.p[self.size:end] = [suffix_probability(stored[i][:self.k]) for i in picked]
+        p = np.array([suffix_probability(stored[i][:self.k]) for i in picked], dtype=np.float64)
         codes = label_codes(labels[picked], self.names)
-        if len(self.names) > np.iinfo(self.codes.dtype).max + 1:
-            self.codes = self.codes.astype(np.int32)
-        self.codes[self.size:end] = codes
-        self.size = end
+        finite = np.isfinite(p)
+        self.values.add(p[finite], codes[finite])
 
     def summary(self, queries: Sequence[int] = DEFAULT_QUERIES, target: float = DEFAULT_TARGET) -> dict[str, Any]:
-        return summarize(self.p[:self.size], self.codes[:self.size], queries=queries, target=target,
-                         scheme=self.scheme + f", first k = {self.k}", label_names=self.names, reorder=True)
+        """:func:`summarize`'s figures, overall and by label (every label seen, with or without a finite p)."""
+        overall = _Figures(queries, target)
+        by_code = {code: _Figures(queries, target) for code in range(len(self.names))}
+        for values, codes in self.values.chunks():
+            overall.add(values)
+            for code in np.unique(codes).tolist():
+                by_code[code].add(values[codes == code])
+        groups = [(None, overall)] + list(by_code.items())
+        wanted = {(code, q): quantile_ranks(figures.rows, q) for code, figures in groups if figures.rows
+                  for q in P_QUANTILES}
+        found = self.values.order_statistics(sorted({(code, rank) for (code, _), (lo, hi, _) in wanted.items()
+                                                     for rank in (lo, hi)}, key=lambda w: (w[0] is not None, w)))
+        self.values.close()
 
+        def block(code: int | None, figures: _Figures) -> dict[str, Any]:
+            quantiles = {f"{q:g}": interpolate(found[(code, wanted[(code, q)][0])], found[(code, wanted[(code, q)][1])],
+                                               wanted[(code, q)][2]) for q in P_QUANTILES} if figures.rows else None
+            return figures.block(quantiles)
+
+        by_label = {(self.names[code] or "unlabelled"): block(code, by_code[code])
+                    for code in sorted(range(len(self.names)), key=lambda c: self.names[c])}
+        return _assemble(self.scheme + f", first k = {self.k}", target, queries, block(None, overall),
+                         by_label)
