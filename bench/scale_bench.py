@@ -126,6 +126,24 @@ def run_mia() -> None:
         Path(os.environ["MIA_BENCH_RSS"]).write_text(str(peak_rss_kib()))
 
 
+#: One map row in this many has the suffix the instant model generates (an exact extraction), and one more its
+#: first half (a partial match): every size then has extractions, a matched-length histogram with several
+#: values, examples and a Good-Turing table, as a study does, and their memory is in the figures.
+MEMORIZED_EVERY = 1_000
+
+
+def _plant_memorized(tokens: np.ndarray, start: int) -> None:
+    """Rows ``start + i`` of a chunk: row ≡ 1 (mod MEMORIZED_EVERY, a member) gets the suffix the instant model
+    generates after its prefix, row ≡ MEMORIZED_EVERY / 2 (a nonmember) the first half of it."""
+    rows = np.arange(start, start + len(tokens))
+    last = tokens[:, PREFIX - 1:PREFIX]
+    generated = (last + np.arange(1, SUFFIX + 1)) % (VOCAB - 1) + 1  # InstantLM.generate's rule
+    whole = rows % MEMORIZED_EVERY == 1
+    half = rows % MEMORIZED_EVERY == MEMORIZED_EVERY // 2
+    tokens[whole, PREFIX:] = generated[whole]
+    tokens[half, PREFIX:PREFIX + SUFFIX // 2] = generated[half, :SUFFIX // 2]
+
+
 def build_map(folder: Path, rows: int) -> Path:
     """A prefix map of ``rows`` rows written in chunks (as `mia prefix` writes one)."""
     sys.path.insert(0, str(ROOT))
@@ -139,6 +157,7 @@ def build_map(folder: Path, rows: int) -> Path:
     for start in range(0, rows, chunk):
         n = min(chunk, rows - start)
         tokens = rng.integers(1, VOCAB, (n, PREFIX + SUFFIX))
+        _plant_memorized(tokens, start)
         ids = [f"s{i}" for i in range(start, start + n)]
         labels = ["member" if i % 2 else "nonmember" for i in range(start, start + n)]
         writer.add_rows(tokens[:, :PREFIX], tokens[:, PREFIX:].tolist(), list(range(start, start + n)), ids, labels,
