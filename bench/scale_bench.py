@@ -191,7 +191,7 @@ def measure(rows: int, work: Path, steps: list[str]) -> dict[str, dict[str, floa
     commands = {
         "prompt": [prompt_args(pmap, "run.h5")],
         "check": [["check", "--prefix_map", str(pmap), "--model", "instant", "--batch_size", "512",
-                   "--out", "check.h5", "-q"]],
+                   "--out", "check.h5"]],  # with its summary (the p quantiles)
         "score": [["score", "run.h5"]],
         "estimate": [["estimate", "run.h5"]],
         "report": [["report", "run.h5", "--out", "report.html"]],
