@@ -250,3 +250,28 @@ def test_add_many_in_chunks_equals_one_document_at_a_time(tmp_path):
     for name in ("tokens.bin", "doc_offsets.npy", "doc_ids.json", "table.bin", "windows.50.hash"):
         assert (tmp_path / "a" / "shards" / "00000" / name).read_bytes() == \
             (tmp_path / "b" / "shards" / "00000" / name).read_bytes()
+
+
+def test_corpus_membership_in_blocks_equals_one_block(tmp_path, monkeypatch):
+    """`mia score --index` looks the generations up one block of rows at a time (memory flat in the rows): blocks of
+    2 rows give the summary and the scores file's corpus group of one block, span rows and offsets included; a
+    rescoring without --index reads the stored per-row columns a slice at a time into the same figures."""
+    from mia_core.formats import runs
+    from mia_core.matching import tokens
+
+    docs, folder, run = _scored(tmp_path)
+    build_index(tmp_path / "idx", docs, "toy", FP, 500, {})
+    whole = score_run(run, index=tmp_path / "idx", window=20)
+    stored_whole = read_scores(scores_path(run))["corpus"]
+    monkeypatch.setattr(tokens, "SCORE_ROWS", 2)
+    monkeypatch.setattr(runs, "CHECK_ROWS", 2)
+    blocks = score_run(run, index=tmp_path / "idx", window=20)
+    stored_blocks = read_scores(scores_path(run))["corpus"]
+    assert blocks["corpus"] == whole["corpus"]
+    assert stored_blocks["attrs"] == stored_whole["attrs"]
+    assert set(stored_blocks["data"]) == set(stored_whole["data"])
+    for name, values in stored_whole["data"].items():
+        assert np.array_equal(stored_blocks["data"][name], values), name
+    assert stored_whole["data"]["span_row"].tolist() == [0, 1, 3, 4]  # one span per memorized row, in row order
+    again = score_run(run)  # no --index: the stored corpus group, read back in slices
+    assert again["corpus"].pop("from_earlier_scoring") and again["corpus"] == whole["corpus"]

@@ -840,8 +840,9 @@ class Run:
             return 0
         return sum(int(self.failed_rows(rows).sum()) for rows in self.row_slices())
 
-    def row_slices(self, size: int = CHECK_ROWS) -> Iterator[slice]:
-        """The run's rows as consecutive slices of at most ``size`` rows."""
+    def row_slices(self, size: int | None = None) -> Iterator[slice]:
+        """The run's rows as consecutive slices of at most ``size`` rows (default ``CHECK_ROWS``)."""
+        size = size or CHECK_ROWS
         return (slice(start, min(start + size, self.size)) for start in range(0, self.size, size))
 
     def has(self, name: str) -> bool:
@@ -868,9 +869,10 @@ class Run:
                 data = as_strings(data)
             return data
 
-    def tokens(self) -> list[np.ndarray]:
-        """The generated (or, teacher-forced, argmax) tokens of each row, trimmed to its length."""
-        tokens, lengths = self.read("tokens"), self.read("lengths")
+    def tokens(self, rows: slice | None = None) -> list[np.ndarray]:
+        """The generated (or, teacher-forced, argmax) tokens of each row (of ``rows``, default all), trimmed to
+        its length."""
+        tokens, lengths = self.read("tokens", rows), self.read("lengths", rows)
         return [tokens[i, :n] for i, n in enumerate(lengths)]
 
     def prefix_rows(self) -> np.ndarray:

@@ -11,7 +11,7 @@ earlier scoring with an index is kept when the new scoring has none.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,29 +40,38 @@ def write_scores(run_path: str | os.PathLike, attrs: dict[str, Any], match: dict
     return write_scores_blocks(run_path, attrs, rows, [(slice(0, rows), match)], corpus)
 
 
+#: The per-row datasets of the ``corpus`` group (one value per run row); the others grow with what is memorized.
+CORPUS_ROW_COLUMNS = ("longest_match", "memorized")
+
+
 def write_scores_blocks(run_path: str | os.PathLike, attrs: dict[str, Any], rows: int,
                         blocks: Iterable[tuple[slice, dict[str, np.ndarray | None]]],
-                        corpus: dict[str, Any] | None) -> Path:
-    """:func:`write_scores` of ``rows`` rows whose ``match`` columns come one block of rows at a time (its rows,
-    its columns; None: a column the run does not have): each block is written as it comes, never the whole."""
+                        corpus: dict[str, Any] | Callable[[], dict[str, Any]] | None) -> Path:
+    """:func:`write_scores` of ``rows`` rows whose per-row columns come one block of rows at a time (its rows, its
+    columns: ``name`` in the ``match`` group, ``corpus/name`` in the ``corpus`` group; None: a column the run does
+    not have): each block is written as it comes, never the whole. ``corpus`` (or what it returns once the blocks
+    are written) holds the ``corpus`` group's attributes and its other datasets."""
     path = scores_path(run_path)
     keep_corpus = corpus is None and path.is_file()
 
     def fill(f: h5py.File) -> None:
         f.attrs.update(encode_attrs({**attrs, "provenance": provenance()}))
-        g = f.create_group("match")
-        for block_rows, match in blocks:
-            for name, values in match.items():
+        f.create_group("match")
+        for block_rows, columns in blocks:
+            for name, values in columns.items():
                 if values is None:
                     continue
-                if name not in g:
-                    g.create_dataset(name, shape=(rows,), dtype=values.dtype, chunks=True, compression="gzip",
+                group, _, dataset = name.rpartition("/")
+                g = f.require_group(group or "match")
+                if dataset not in g:
+                    g.create_dataset(dataset, shape=(rows,), dtype=values.dtype, chunks=True, compression="gzip",
                                      fletcher32=True)
-                g[name][block_rows] = values
+                g[dataset][block_rows] = values
         if corpus is not None:
-            c = f.create_group("corpus")
-            c.attrs.update(encode_attrs(corpus["attrs"]))
-            for name, values in corpus["data"].items():
+            made = corpus() if callable(corpus) else corpus
+            c = f.require_group("corpus")
+            c.attrs.update(encode_attrs(made["attrs"]))
+            for name, values in made["data"].items():
                 if values.dtype == object:  # strings (document ids)
                     c.create_dataset(name, data=[str(v) for v in values], dtype=STR_DTYPE)
                 else:
@@ -101,18 +110,20 @@ def read_scores(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-def read_corpus_scores(path: str | os.PathLike) -> dict[str, Any] | None:
+def read_corpus_scores(path: str | os.PathLike, per_row: bool = True) -> dict[str, Any] | None:
     """Only the ``corpus`` group of :func:`read_scores` (None when the file has none): the per-row match scores,
-    20 bytes a row, are not read."""
+    20 bytes a row, are not read; nor the per-row corpus columns unless ``per_row`` (:func:`read_row_scores`
+    reads them a slice at a time)."""
     with open_hdf5(path, RESCORE) as f:
-        return _corpus_group(f)
+        return _corpus_group(f, per_row)
 
 
-def _corpus_group(f: h5py.File) -> dict[str, Any] | None:
+def _corpus_group(f: h5py.File, per_row: bool = True) -> dict[str, Any] | None:
     if "corpus" not in f:
         return None
     c = f["corpus"]
-    return {"attrs": {k: decode_attr(v) for k, v in c.attrs.items()}, "data": {k: v[()] for k, v in c.items()}}
+    return {"attrs": {k: decode_attr(v) for k, v in c.attrs.items()},
+            "data": {k: v[()] for k, v in c.items() if per_row or k not in CORPUS_ROW_COLUMNS}}
 
 
 def read_scores_head(path: str | os.PathLike) -> tuple[dict[str, Any], int]:

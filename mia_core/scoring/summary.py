@@ -8,30 +8,21 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mia_core.divergence.scoring import format_divergence, score_divergence_run
 from mia_core.errors import MiaError
-from mia_core.formats.hdf5 import as_str
 from mia_core.formats.runs import Run, RunKind
 from mia_core.formats.scores import scores_path, write_scores_blocks
-from mia_core.formatting import format_number, format_rate, per_position_name, rate
+from mia_core.formatting import format_number, format_rate, per_position_name
 from mia_core.matching.probabilistic import ProbabilityTally
 from mia_core.matching.tally import MatchTally
-from mia_core.matching.tokens import (
-    iter_run_matches,
-    longest_suffix,
-    memorized_spans,
-    resolve_k,
-    run_max_length,
-    span_counts,
-)
+from mia_core.matching.tokens import iter_run_matches, longest_suffix, resolve_k, run_max_length
+from mia_core.scoring.corpus import CorpusTally, stored_corpus_summary
+from mia_core.scoring.corpus import corpus_summary as corpus_summary_of
 from mia_core.text_table import text_table
-
-TOP_WINDOWS = 20
 
 
 def load_run(path: str | os.PathLike) -> Any:
@@ -61,69 +52,6 @@ def failed_rows(run: Any) -> np.ndarray:
     return np.array([bool(str(e).strip()) for e in run.read("error")], dtype=bool)
 
 
-def _corpus_scores(run: Any, generations: list[np.ndarray], index_path: str | os.PathLike, window: int,
-                   labels: np.ndarray, failed: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
-    from mia_core.formats.corpus_index.reader import CorpusIndex
-
-    if window < 1:
-        raise MiaError("--window must be at least 1")
-    index = CorpusIndex(index_path)
-    run_fp = run.attrs.get("tokenizer_fingerprint") or run.prefix_map.tokenizer_fingerprint
-    if str(run_fp) != index.fingerprint:
-        raise MiaError(f"index {index.folder} was built with tokenizer {index.meta.get('tokenizer')!r} "
-                       f"(fingerprint {index.fingerprint[:12]}), but the run uses "
-                       f"{run.attrs.get('tokenizer')!r} (fingerprint {str(run_fp)[:12]}): refusing to compare")
-    longest_gen = max((len(g) for g in generations), default=0)
-    if window > longest_gen:
-        raise MiaError(f"--window {window} is longer than every generation of {run.path.name} "
-                       f"(longest: {longest_gen} tokens)")
-    wm = index.longest_matches(generations, window)
-    items = sorted(wm.windows.items(), key=lambda kv: (-kv[1], kv[0]))
-    win_arr = np.array([k for k, _ in items], dtype=np.int32).reshape(-1, window)
-    counts = np.array([v for _, v in items], dtype=np.int64)
-    corpus_counts = np.array([index.count(k) for k, _ in items], dtype=np.int64)
-    # where the most frequent memorized windows come from (document ids of the corpus)
-    sources = [", ".join(index.documents_of(k, limit=3)) for k, _ in items[:TOP_WINDOWS]]
-    attrs = {"index": str(Path(index_path).resolve()), "window": window, "index_tokens": index.tokens,
-             "index_tokenizer": index.meta.get("tokenizer"), "index_source": index.meta.get("source")}
-    span_rows, span_offsets, span_tokens = memorized_spans(generations, wm.windows, window)
-    data = {"longest_match": wm.longest, "memorized": wm.memorized, "windows": win_arr,
-            "span_row": span_rows, "span_offsets": span_offsets, "span_tokens": span_tokens,
-            "window_count": counts, "window_corpus_count": corpus_counts,
-            "top_window_documents": np.array(sources, dtype=object)}
-    return {"attrs": attrs, "data": data}, _corpus_summary(attrs, data, labels, failed)
-
-
-
-def _corpus_summary(attrs: dict[str, Any], data: dict[str, np.ndarray], labels: np.ndarray,
-                    failed: np.ndarray | None = None) -> dict[str, Any]:
-    """Corpus-membership figures over the rows whose request did not fail."""
-    ok = ~failed if failed is not None and len(failed) == len(labels) else np.ones(len(labels), dtype=bool)
-    longest, memorized = data["longest_match"][ok], data["memorized"].astype(bool)[ok]
-    labels = labels[ok]
-    counts = data["window_count"]
-    by_label = {}
-    for label in sorted(set(labels.tolist())):
-        mask = labels == label
-        by_label[label or "unlabelled"] = rate(int(memorized[mask].sum()), int(mask.sum()))
-    return {
-        "index": attrs["index"], "window": int(attrs["window"]), "index_tokens": int(attrs["index_tokens"]),
-        "memorized": rate(int(memorized.sum()), len(memorized)),
-        "longest_match": {"mean": float(longest.mean()) if len(longest) else None,
-                          "median": float(np.median(longest)) if len(longest) else None,
-                          "max": int(longest.max()) if len(longest) else None},
-        "unique_windows": int(len(counts)), "window_occurrences": int(counts.sum()),
-        "memorized_spans": span_counts(data),
-        "frequency_of_frequencies": {str(r): n for r, n in sorted(Counter(counts.tolist()).items())},
-        "top_windows": [{"tokens": [int(t) for t in data["windows"][i]], "count": int(counts[i]),
-                         "corpus_count": int(data["window_corpus_count"][i]),
-                         "documents": _decode(data.get("top_window_documents"), i)}
-                        for i in range(min(TOP_WINDOWS, len(counts)))],
-        "by_label": by_label,
-    }
-
-
-
 def _decode_windows(windows: list[dict[str, Any]], tokenizer_name: str) -> None:
     from mia_core import registry
 
@@ -141,13 +69,6 @@ def _detokenizer(tokenizer_name: str) -> Any:
         raise MiaError(f"--bleu compares detokenized text, but the run's tokenizer {tokenizer_name!r} cannot be "
                        f"loaded: {str(exc).splitlines()[0]}") from None
     return tokenizer.decode_batch
-
-
-def _decode(values: np.ndarray | None, i: int) -> list[str]:
-    if values is None or i >= len(values):
-        return []
-    text = as_str(values[i])
-    return [x for x in text.split(", ") if x]
 
 
 @dataclass(frozen=True)
@@ -198,20 +119,18 @@ def _score_map_run(run: Run, options: ScoreOptions) -> dict[str, Any]:
     """A run over a prefix map: its rows against their true suffixes (generation, API, teacher-forced), scored,
     counted and saved one block of rows at a time (memory does not grow with the run; ``--index`` aside)."""
     k = resolve_k(run, _longest_true_suffix(run), options.k)
-    corpus = corpus_summary = None
-    if options.index is not None:  # corpus membership holds every row's generated tokens, labels and failed flag
-        corpus, corpus_summary = _corpus_scores(run, run.tokens(), options.index, options.window, run.labels(),
-                                                run.failed_rows())
-    tally = _RunTally(MatchTally(k), ProbabilityTally(run, k) if ProbabilityTally.applies(run) else None)
+    corpus = CorpusTally(run, options.index, options.window) if options.index is not None else None
+    tally = _RunTally(MatchTally(k), ProbabilityTally(run, k) if ProbabilityTally.applies(run) else None, corpus)
     blocks = _tallied_blocks(run, k, options, tally)
     if options.save:
-        _save_scores(run, k, blocks, corpus, options)
+        _save_scores(run, k, blocks, (lambda: {"attrs": corpus.attrs, "data": corpus.data()}) if corpus else None,
+                     options)
     else:
         for _ in blocks:
             pass
     summary = _map_summary(run, k, tally, options)
-    if corpus_summary is not None:
-        summary["corpus"] = corpus_summary
+    if corpus is not None:
+        summary["corpus"] = corpus_summary = corpus_summary_of(corpus.attrs, corpus.data(), corpus.counts)
         if options.decode and corpus_summary["top_windows"]:
             _decode_windows(corpus_summary["top_windows"], _tokenizer_name(run))
         if run.kind is RunKind.TEACHER_FORCED:
@@ -232,6 +151,7 @@ class _RunTally:
 
     match: MatchTally
     probabilities: ProbabilityTally | None  # teacher-forced runs: p of each eligible row
+    corpus: CorpusTally | None = None  # --index: corpus membership
     extracted: Counter = field(default_factory=Counter)  # extractions of each sample id
 
 
@@ -249,9 +169,11 @@ def _tallied_blocks(run: Run, k: int, options: ScoreOptions, tally: _RunTally
             tally.probabilities.add(rows, scores.eligible, labels)
         hits = run.read("prefix_row", rows)[scores.exact & scores.eligible]
         tally.extracted.update(str(i) for i in run.prefix_map.read("sample_id", hits))
+        corpus = tally.corpus.add(rows, run.tokens(rows), labels, failed) if tally.corpus is not None else {}
         yield rows, {"k": scores.k, "eligible": scores.eligible, "failed": failed, "exact": scores.exact,
                      "matched_length": scores.matched_length, per_position_name(run.method)[0]: scores.agreement,
-                     "edit_distance": scores.edit_distance, "approximate": scores.approximate, "bleu": scores.bleu}
+                     "edit_distance": scores.edit_distance, "approximate": scores.approximate, "bleu": scores.bleu,
+                     **corpus}
 
 
 def _map_summary(run: Run, k: int, tally: _RunTally, options: ScoreOptions) -> dict[str, Any]:
@@ -311,7 +233,7 @@ def _notes(run: Run, failed: int) -> list[str]:
 
 
 def _save_scores(run: Run, k: int, blocks: Iterator[tuple[slice, dict[str, np.ndarray | None]]],
-                 corpus: dict[str, Any] | None, options: ScoreOptions) -> None:
+                 corpus: Callable[[], dict[str, Any]] | None, options: ScoreOptions) -> None:
     attrs = {"run": run.path.name, "k": k, "edit_threshold": options.edit_threshold,
              "bleu_threshold": options.bleu_threshold if options.bleu else None, "method": run.method,
              "rows": len(run), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -327,14 +249,7 @@ SCORERS: dict[RunKind, Callable[[Run, ScoreOptions], dict[str, Any]]] = {RunKind
 
 
 def _stored_corpus(run: Run) -> dict[str, Any] | None:
-    from mia_core.formats.scores import read_corpus_scores
-
-    stored = read_corpus_scores(scores_path(run.path))  # not the match scores just written: 20 bytes a row
-    if stored is None:
-        return None
-    out = _corpus_summary(stored["attrs"], stored["data"], run.labels(), run.failed_rows())
-    out["from_earlier_scoring"] = True
-    return out
+    return stored_corpus_summary(run, scores_path(run.path))
 
 
 def eligible_by_label(summary: dict[str, Any]) -> str:
