@@ -415,7 +415,7 @@ class CorpusIndex:
     def longest_matches(self, generations: Sequence[np.ndarray], window: int) -> WindowMatches:
         """Longest corpus match of each generation, and the memorized ``window``-grams they contain.
 
-        Identical generations (common when sampling many times per prefix) are looked up once;
+        Identical generations among those given (common when sampling many times per prefix) are looked up once;
         every position of every generation is searched in bulk (suffix_search.py). Variable-length
         matches have no fingerprint to look up, so every shard's suffix table is searched: the cost
         grows linearly with the number of shards (measured per position and shard in docs/index.md).
