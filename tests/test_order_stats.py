@@ -78,3 +78,32 @@ def test_tally_of_a_run_in_blocks_equals_summarize_in_memory(monkeypatch):
             assert got[name] == want[name], name
         for name in ("mean_p", "expected_extracted_per_query"):  # sums of chunk sums: the last bits may differ
             assert got[name] == pytest.approx(want[name], rel=1e-12), name
+
+
+def test_a_temporary_folder_that_cannot_be_written_is_one_line(monkeypatch, tmp_path):
+    import tempfile
+
+    from mia_core.errors import MiaError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(MiaError, match="cannot write the temporary files of exact quantiles in .*missing.*TMPDIR"):
+        SpilledValues()
+
+
+def test_a_full_temporary_folder_is_one_line(monkeypatch, tmp_path):
+    """A real tmpfs filled up to 64 KB: the values that no longer fit stop with one line naming the folder."""
+    import tempfile
+
+    from test_prompt_disk import fill, mounted
+
+    from mia_core.errors import MiaError
+
+    with mounted(tmp_path / "tmp", "size=1m") as folder:
+        fill(folder, 64 * 1024)
+        monkeypatch.setattr(tempfile, "tempdir", str(folder))
+        spilled = SpilledValues()
+        with pytest.raises(MiaError, match=f"cannot write the temporary files of exact quantiles in {folder} "
+                                           r"\(No space left on device\).*set TMPDIR"):
+            for _ in range(100):  # 12 bytes a value: 1.2 MB in all
+                spilled.add(np.ones(1000), np.zeros(1000))
+            list(spilled.chunks())

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from mia_core.errors import MiaError
+
 #: Values read from the temporary files at a time (1.5 MB of values and codes).
 READ_VALUES = 1 << 17
 #: Bits of the key counted per pass (a histogram of 2^12 counts, 32 KB, per wanted rank).
@@ -31,8 +33,11 @@ class SpilledValues:
     """Non-negative float64 values and an int32 group code for each, kept in temporary files."""
 
     def __init__(self) -> None:
-        self._values = tempfile.TemporaryFile(prefix="mia_values_")
-        self._codes = tempfile.TemporaryFile(prefix="mia_codes_")
+        try:
+            self._values = tempfile.TemporaryFile(prefix="mia_values_")
+            self._codes = tempfile.TemporaryFile(prefix="mia_codes_")
+        except OSError as exc:
+            raise _refusal(exc) from None
         self.size = 0
         self.counts: dict[int, int] = {}  # values per group code
 
@@ -40,17 +45,25 @@ class SpilledValues:
         """Append ``values`` (finite, ≥ 0) with their group ``codes``."""
         values = np.ascontiguousarray(values, dtype=np.float64)
         codes = np.ascontiguousarray(codes, dtype=np.int32)
-        self._values.write(values.tobytes())
-        self._codes.write(codes.tobytes())
+        try:
+            self._values.write(values.tobytes())
+            self._codes.write(codes.tobytes())
+        except OSError as exc:
+            self.close()
+            raise _refusal(exc) from None
         self.size += len(values)
         for code, n in zip(*np.unique(codes, return_counts=True), strict=True):
             self.counts[int(code)] = self.counts.get(int(code), 0) + int(n)
 
     def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(values, codes), ``READ_VALUES`` at a time, in the order they were added."""
-        for f in (self._values, self._codes):
-            f.flush()
-            f.seek(0)
+        try:  # the last writes reach the disk here
+            for f in (self._values, self._codes):
+                f.flush()
+                f.seek(0)
+        except OSError as exc:
+            self.close()
+            raise _refusal(exc) from None
         for _ in range(0, self.size, READ_VALUES):
             values = np.frombuffer(self._values.read(8 * READ_VALUES), dtype=np.float64)
             codes = np.frombuffer(self._codes.read(4 * READ_VALUES), dtype=np.int32)
@@ -98,6 +111,12 @@ class SpilledValues:
     def close(self) -> None:
         self._values.close()
         self._codes.close()
+
+
+def _refusal(exc: OSError) -> MiaError:
+    """One line for temporary files that cannot be written (a full or missing temporary folder)."""
+    return MiaError(f"cannot write the temporary files of exact quantiles in {tempfile.gettempdir()} "
+                    f"({exc.strerror or exc}); they take 12 bytes a row: set TMPDIR to a folder with room")
 
 
 def quantile_ranks(n: int, q: float) -> tuple[int, int, np.float64]:
