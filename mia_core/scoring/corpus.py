@@ -84,6 +84,7 @@ class CorpusTally:
         self._span_rows: list[np.ndarray] = []
         self._span_lengths: list[np.ndarray] = []
         self._span_tokens: list[np.ndarray] = []
+        self._data: dict[str, Any] | None = None
 
     def add(self, rows: slice, generations: list[np.ndarray], labels: np.ndarray,
             failed: np.ndarray) -> dict[str, np.ndarray]:
@@ -98,7 +99,13 @@ class CorpusTally:
         return {"corpus/longest_match": found.longest, "corpus/memorized": found.memorized}
 
     def data(self) -> dict[str, Any]:
-        """The scores file's ``corpus`` datasets other than the per-row ones."""
+        """The scores file's ``corpus`` datasets other than the per-row ones (made once, after the last block: each
+        distinct window is counted in the corpus)."""
+        if self._data is None:
+            self._data = self._made_data()
+        return self._data
+
+    def _made_data(self) -> dict[str, Any]:
         items = sorted(self.windows.items(), key=lambda kv: (-kv[1], kv[0]))
         lengths = np.concatenate(self._span_lengths) if self._span_lengths else np.zeros(0, np.int64)
         return {"windows": np.array([k for k, _ in items], dtype=np.int32).reshape(-1, self.window),

@@ -117,7 +117,8 @@ def _score_divergence(run: Run, options: ScoreOptions) -> dict[str, Any]:
 
 def _score_map_run(run: Run, options: ScoreOptions) -> dict[str, Any]:
     """A run over a prefix map: its rows against their true suffixes (generation, API, teacher-forced), scored,
-    counted and saved one block of rows at a time (memory does not grow with the run; ``--index`` aside)."""
+    counted and saved one block of rows at a time, corpus membership (``--index``) too: memory does not grow with
+    the run (docs/scale.md)."""
     k = resolve_k(run, _longest_true_suffix(run), options.k)
     corpus = CorpusTally(run, options.index, options.window) if options.index is not None else None
     tally = _RunTally(MatchTally(k), ProbabilityTally(run, k) if ProbabilityTally.applies(run) else None, corpus)
