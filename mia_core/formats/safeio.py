@@ -237,6 +237,8 @@ def write_hdf5_atomically(path: str | os.PathLike, fill: Callable[[Any], None], 
 #: order, so a chunk is rarely written twice, and a large cache only holds memory (about 7 MB of a compaction's peak
 #: at 10^6 rows, docs/scale.md).
 STREAMED_CHUNK_CACHE = 256 * 2**10
+
+
 def write_hdf5_streamed(path: str | os.PathLike, fill: Callable[[Any], None]) -> Path:
     """An HDF5 file built by ``fill(h5py_file)`` straight into a temporary file beside ``path`` (a
     :class:`GuardedFile`: a full disk never reaches HDF5), sealed with its checksum, fsynced and renamed
