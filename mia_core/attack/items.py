@@ -1,8 +1,10 @@
 """The strings an attack scores: a prefix map's windows or a dataset's samples, as model tokens."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from mia_core.attack.labels import normalize_label
 from mia_core.progress import note, progress
@@ -24,27 +26,47 @@ class Item:
     suffix_length: int = 0
 
 
-
 def load_map_items(prefix_map: Any, backend: Backend, max_tokens: int | None, limit: int | None = None,
                    quiet: bool = False) -> tuple[list[Item], dict[str, int]]:
     """The map's prefix+suffix windows as model tokens. A map made with another tokenizer is
     retokenized: prefix and suffix are decoded by the map's tokenizer and encoded by the model's."""
+    n = len(prefix_map) if limit is None else min(limit, len(prefix_map))
+    if not _same_tokenizer(prefix_map, backend):
+        note(_RETOKENIZING.format(prefix_map.tokenizer_name), quiet)
+    items, counts = map_window_items(prefix_map, backend, max_tokens, slice(0, n))
+    _note_truncated(counts["truncated"], max_tokens, quiet)
+    return items, counts
+
+
+_RETOKENIZING = ("the map was tokenized by {!r}, not the model's tokenizer: retokenizing its prefixes and "
+                 "suffixes")
+
+
+def _same_tokenizer(prefix_map: Any, backend: Backend) -> bool:
+    return prefix_map.tokenizer_fingerprint == backend.tokenizer.fingerprint
+
+
+def _note_truncated(truncated: int, max_tokens: int | None, quiet: bool) -> None:
+    if truncated:
+        note(f"{truncated} window(s) longer than {max_tokens} tokens lost prefix tokens on the left", quiet)
+
+
+def map_window_items(prefix_map: Any, backend: Backend, max_tokens: int | None,
+                     rows: slice) -> tuple[list[Item], dict[str, int]]:
+    """:func:`load_map_items` of the map's ``rows`` (a slice of its row numbers), without its notes."""
     from mia_core import registry
 
-    n = len(prefix_map) if limit is None else min(limit, len(prefix_map))
-    rows = slice(0, n)
+    n = rows.stop - rows.start
     prefixes = prefix_map.read("prefixes", rows)
     suffixes = prefix_map.suffixes(rows)
     ids = [str(v) for v in prefix_map.read("sample_id", rows)]
     labels = [normalize_label(v) for v in prefix_map.read("sample_label", rows)]
     tokenizer = backend.tokenizer
     counts = {"rows": n, "retokenized": 0, "truncated": 0}
-    if prefix_map.tokenizer_fingerprint == tokenizer.fingerprint:
+    if _same_tokenizer(prefix_map, backend):
         windows = [list(map(int, p)) + list(map(int, s)) for p, s in zip(prefixes, suffixes, strict=True)]
         suffix_lengths = [len(s) for s in suffixes]
     else:
-        note(f"the map was tokenized by {prefix_map.tokenizer_name!r}, not the model's tokenizer: "
-            "retokenizing its prefixes and suffixes", quiet)
         map_tok = registry.tokenizers.create(prefix_map.tokenizer_name)
         p_text = map_tok.decode_batch([list(map(int, p)) for p in prefixes])
         s_text = map_tok.decode_batch([list(map(int, s)) for s in suffixes])
@@ -58,14 +80,95 @@ def load_map_items(prefix_map: Any, backend: Backend, max_tokens: int | None, li
         if truncated:  # keep the suffix: drop prefix tokens from the left
             window = window[len(window) - max_tokens:]
             counts["truncated"] += 1
-        items.append(Item(ids[i], labels[i], window, "", truncated, row=i,
+        items.append(Item(ids[i], labels[i], window, "", truncated, row=rows.start + i,
                           suffix_length=min(suffix_lengths[i], len(window))))
     texts = tokenizer.decode_batch([it.tokens for it in items]) if items else []
     for item, text in zip(items, texts, strict=True):
         item.text = text
-    if counts["truncated"]:
-        note(f"{counts['truncated']} window(s) longer than {max_tokens} tokens lost prefix tokens on the left", quiet)
     return items, counts
+
+
+def map_membership_codes(prefix_map: Any, rows: int) -> np.ndarray:
+    """The membership code (``metrics.membership_codes``) of the map's first ``rows`` rows, read a slice at a time:
+    a byte a row, where the labels as text took some 60."""
+    from mia_core.attack.metrics import membership_codes
+
+    out = np.empty(rows, dtype=np.int8)
+    for start in range(0, rows, LABEL_ROWS):
+        part = slice(start, min(rows, start + LABEL_ROWS))
+        values, inverse = np.unique(np.asarray(prefix_map.read("sample_label", part)), return_inverse=True)
+        out[part] = membership_codes([normalize_label(v) for v in values])[inverse.ravel()]
+    return out
+
+
+#: Map rows whose labels are read at a time.
+LABEL_ROWS = 1 << 16
+#: Strings an attack scores and writes at a time: it holds one block's tokens, texts and scores (some 30 KB a
+#: string), never the whole run's.
+ATTACK_BLOCK = 4096
+
+
+class ItemSource:
+    """The strings of an attack: every string's membership code (``codes``) before any is scored, then the strings
+    a block at a time (:meth:`blocks`, less the positions in ``skip``) and a few of them by position (:meth:`take`:
+    ReCaLL's prefix)."""
+
+    codes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def blocks(self, skip: frozenset[int] = frozenset()) -> Iterator[list[Item]]:
+        raise NotImplementedError
+
+    def take(self, positions: Sequence[int]) -> list[Item]:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Say what the blocks had to change (truncated windows)."""
+
+
+class ListSource(ItemSource):
+    """Strings already in memory: one block of them all."""
+
+    def __init__(self, items: Sequence[Item]) -> None:
+        from mia_core.attack.metrics import membership_codes
+
+        self.items = items
+        self.codes = membership_codes([it.label for it in items])
+
+    def blocks(self, skip: frozenset[int] = frozenset()) -> Iterator[list[Item]]:
+        yield [it for i, it in enumerate(self.items) if i not in skip]
+
+    def take(self, positions: Sequence[int]) -> list[Item]:
+        return [self.items[i] for i in positions]
+
+
+class MapSource(ItemSource):
+    """A prefix map's first ``rows`` windows, ``block`` at a time, as model tokens (:func:`map_window_items`)."""
+
+    def __init__(self, prefix_map: Any, backend: Backend, max_tokens: int | None, rows: int,
+                 codes: np.ndarray | None = None, quiet: bool = False, block: int | None = None) -> None:
+        self.map, self.backend, self.max_tokens, self.quiet = prefix_map, backend, max_tokens, quiet
+        self.block = block or ATTACK_BLOCK
+        self.codes = codes if codes is not None else map_membership_codes(prefix_map, rows)
+        self.truncated = 0
+        if not _same_tokenizer(prefix_map, backend):
+            note(_RETOKENIZING.format(prefix_map.tokenizer_name), quiet)
+
+    def blocks(self, skip: frozenset[int] = frozenset()) -> Iterator[list[Item]]:
+        self.truncated = 0
+        for start in range(0, len(self), self.block):
+            items, counts = map_window_items(self.map, self.backend, self.max_tokens,
+                                             slice(start, min(len(self), start + self.block)))
+            self.truncated += counts["truncated"]
+            yield [it for it in items if it.row not in skip]
+
+    def take(self, positions: Sequence[int]) -> list[Item]:
+        return [map_window_items(self.map, self.backend, self.max_tokens, slice(i, i + 1))[0][0] for i in positions]
+
+    def finish(self) -> None:
+        _note_truncated(self.truncated, self.max_tokens, self.quiet)
 
 
 def load_dataset_items(samples: Iterable[Sample], backend: Backend, max_tokens: int | None,

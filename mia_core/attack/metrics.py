@@ -6,7 +6,7 @@ Positives are members. Scores must follow the "higher = more likely member" conv
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -20,14 +20,26 @@ TPR_CONVENTION = ("largest TPR among thresholds whose FPR is strictly below the 
                   "the ROC points, never interpolated; withheld (None) with fewer than 1/target nonmembers")
 
 
-def labels_to_bool(labels: Sequence[str | None]) -> np.ndarray:
+#: Label codes: a byte a string where a run has too many strings to hold their labels as text.
+MEMBER_CODE, NONMEMBER_CODE, UNLABELLED_CODE = 1, 0, -1
+
+
+def membership_codes(labels: "Sequence[str | None] | np.ndarray") -> np.ndarray:
+    """``member`` → 1, ``nonmember`` → 0, anything else → -1 (int8); an int8 array is taken as codes already."""
+    if isinstance(labels, np.ndarray) and labels.dtype == np.int8:
+        return labels
+    return np.array([MEMBER_CODE if lab == MEMBER else NONMEMBER_CODE if lab == NONMEMBER else UNLABELLED_CODE
+                     for lab in labels], dtype=np.int8)
+
+
+def labels_to_bool(labels: "Sequence[str | None] | np.ndarray") -> np.ndarray:
     """``member`` → True, ``nonmember`` → False, anything else → masked out by ``label_mask``."""
-    return np.array([lab == MEMBER for lab in labels], dtype=bool)
+    return membership_codes(labels) == MEMBER_CODE
 
 
-def label_mask(labels: Sequence[str | None]) -> np.ndarray:
+def label_mask(labels: "Sequence[str | None] | np.ndarray") -> np.ndarray:
     """Which samples carry a usable label."""
-    return np.array([lab in (MEMBER, NONMEMBER) for lab in labels], dtype=bool)
+    return membership_codes(labels) >= NONMEMBER_CODE
 
 
 def roc_curve(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,6 +71,24 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float, n_nonmembers: in
     return float(np.asarray(tpr)[ok].max()) if ok.any() else 0.0
 
 
+#: A ROC curve kept for the plot has at most about this many points (4 per grid line of each axis).
+PLOT_GRID = 2000
+
+
+def plot_points(fpr: np.ndarray, tpr: np.ndarray, grid: int = PLOT_GRID) -> tuple[np.ndarray, np.ndarray]:
+    """The curve's points a plot needs: all of them when they are few; else, for each of ``grid`` FPRs
+    (log-spaced) and TPRs (even), the points on either side of where the curve crosses it, and both ends.
+    The step curve drawn through them departs from the full one by less than a grid cell, and a curve of
+    millions of points is not held until the plot (it took 16 bytes a string per signal)."""
+    if len(fpr) <= 4 * grid:
+        return fpr, tpr
+    smallest = max(float(fpr[fpr > 0].min(initial=1.0)), 1e-12)
+    cuts = [np.searchsorted(fpr, np.geomspace(smallest, 1.0, grid)), np.searchsorted(tpr, np.linspace(0, 1, grid))]
+    at = np.concatenate([np.concatenate([c - 1, c]) for c in cuts] + [np.array([0, len(fpr) - 1])])
+    at = np.unique(np.clip(at, 0, len(fpr) - 1))
+    return fpr[at], tpr[at]
+
+
 def nonmembers_needed(target: float) -> int:
     """Nonmembers needed to resolve FPR ``target``: 1/target (1,000 for 0.1%)."""
     return int(math.ceil(1.0 / target - 1e-9))
@@ -73,19 +103,20 @@ def _rank_auc(y: np.ndarray, scores: np.ndarray) -> float:
     return float((r[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def _resamples(y: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
-    """Bootstrap index sets (samples with replacement); resamples that miss a class are drawn again
-    (scipy.stats.bootstrap cannot redraw: its AUC of such a resample is undefined)."""
+def _resamples(y: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Bootstrap index sets (samples with replacement), drawn one at a time (all of them at once would take
+    ``n_boot`` times the strings' memory); resamples that miss a class are drawn again (scipy.stats.bootstrap
+    cannot redraw: its AUC of such a resample is undefined)."""
     rng = np.random.default_rng(seed)
     n = len(y)
-    out: list[np.ndarray] = []
-    while len(out) < n_boot:
+    drawn = 0
+    while drawn < n_boot:
         idx = rng.integers(0, n, size=n)
         yb = y[idx]
         if yb.all() or not yb.any():
             continue
-        out.append(idx)
-    return out
+        drawn += 1
+        yield idx
 
 
 def _interval(values: Sequence[float], level: float) -> tuple[float, float]:
@@ -187,10 +218,11 @@ def evaluate_signal(name: str, labels: Sequence[str | None], scores: np.ndarray,
         else:
             tprs[key], tpr_cis[key] = None, None
             withheld[key] = f"needs ≥ {nonmembers_needed(t)} non-members"
+    shown_fpr, shown_tpr = plot_points(fpr, tpr)
     return SignalMetrics(
         signal=name, n=int(keep.sum()), n_members=int(y.sum()), n_nonmembers=n_neg,
         n_missing=int((usable & ~finite).sum()), auc=roc_auc(y, s), auc_low=lo, auc_high=hi,
-        tpr_at_fpr=tprs, tpr_at_fpr_ci=tpr_cis, tpr_withheld=withheld, fpr=fpr, tpr=tpr,
+        tpr_at_fpr=tprs, tpr_at_fpr_ci=tpr_cis, tpr_withheld=withheld, fpr=shown_fpr, tpr=shown_tpr,
     )
 
 

@@ -11,7 +11,6 @@ Cost: one more forward pass per string, over the prefix and the string.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -21,10 +20,11 @@ from mia_core.types import Backend, TokenScores
 SEPARATOR = "\n\n"
 
 
-def choose_prefix_items(items: Sequence[Any], shots: int, seed: int) -> list[int]:
-    """Indices of ``shots`` non-member items (seeded draw) whose texts make the prefix; they are
-    left out of the evaluation, since the model is then shown them as context."""
-    nonmembers = [i for i, it in enumerate(items) if it.label == "nonmember"]
+def choose_prefix_items(codes: np.ndarray, shots: int, seed: int) -> list[int]:
+    """Positions of ``shots`` non-member strings (seeded draw; ``codes``: each string's
+    ``metrics.membership_codes``) whose texts make the prefix; they are left out of the evaluation, since the
+    model is then shown them as context."""
+    nonmembers = np.flatnonzero(np.asarray(codes) == 0)
     if len(nonmembers) <= shots:
         raise MiaError(f"ReCaLL needs {shots} non-member string(s) for its prefix and at least one more to "
                        f"evaluate, but the data has {len(nonmembers)}; give the prefix with --recall-prefix TEXT")

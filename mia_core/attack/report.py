@@ -14,7 +14,14 @@ from mia_core.text_table import text_table
 def save_outcome(outcome: AttackOutcome, path: Path, plot: bool = True, exports: tuple[str, ...] = (),
                  title: str = "") -> AttackOutcome:
     """Write the results file, then the ROC plot (when there are metrics) and exports beside it."""
-    outcome.path = write_results(path, outcome.columns, outcome.signals, outcome.attrs)
+    write_results(path, outcome.columns, outcome.signals, outcome.attrs)
+    return finish_outcome(outcome, path, plot, exports, title)
+
+
+def finish_outcome(outcome: AttackOutcome, path: Path, plot: bool = True, exports: tuple[str, ...] = (),
+                   title: str = "") -> AttackOutcome:
+    """The ROC plot (when there are metrics) and the exports beside the results file written at ``path``."""
+    outcome.path = path
     if plot and outcome.metrics:
         outcome.plot = plot_roc(outcome.metrics, path.with_name(path.stem + "_roc.png"), title)
     outcome.exports = [export_results(path, fmt) for fmt in exports]

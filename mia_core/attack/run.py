@@ -4,7 +4,7 @@ one row per string, and evaluate the signals against member/nonmember labels.
 """
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,13 +15,7 @@ import numpy as np
 from mia_core import __version__
 from mia_core.attack import signals as sig
 from mia_core.attack.items import Item
-from mia_core.attack.metrics import (
-    SignalMetrics,
-    below_chance,
-    below_chance_warning,
-    evaluate_signal,
-    label_problem,
-)
+from mia_core.attack.metrics import SignalMetrics, label_problem
 from mia_core.errors import BackendOutOfMemory, MiaError
 from mia_core.progress import note, progress
 from mia_core.token_rows import matched_lengths
@@ -211,13 +205,13 @@ def _has_bos(scores: TokenScores) -> bool:
 
 
 def _span_sums(backend: Backend, context: Sequence[str], spans: Sequence[str], config: AttackConfig,
-               desc: str) -> tuple[list[float], list[int]]:
+               desc: str, quiet: bool) -> tuple[list[float], list[int]]:
     """Total log-probability of each ``span`` given its ``context`` (tokenized apart, so every model
     scores exactly the span's bytes), and the token count of each scored sequence."""
     tok = backend.tokenizer
     ctx_ids, span_ids = tok.encode_batch(list(context)), tok.encode_batch(list(spans))
     seqs = [list(c) + list(s) for c, s in zip(ctx_ids, span_ids, strict=True)]
-    scored = score_sequences(backend, seqs, config.batch_size, config.quiet, desc=desc, distribution=False)
+    scored = score_sequences(backend, seqs, config.batch_size, quiet, desc=desc, distribution=False)
     sums = []
     for sc, s in zip(scored, span_ids, strict=True):
         tail = np.asarray(sc.logprob, dtype=np.float64)[len(sc.logprob) - len(s):] if len(s) else np.array([])
@@ -226,7 +220,7 @@ def _span_sums(backend: Backend, context: Sequence[str], spans: Sequence[str], c
 
 
 def _reference_signal(reference: Backend, backend: Backend, items: Sequence[Item], target_raw: Sequence[TokenScores],
-                      same_tokenizer: bool, config: AttackConfig, max_tokens: int | None) -> np.ndarray:
+                      shared: "_Shared", config: AttackConfig, max_tokens: int | None) -> np.ndarray:
     """``ref`` = NLL_ref − NLL_target over exactly the same text for both models.
 
     Same tokenizer: mean NLL per token over the positions both models scored. Different
@@ -234,9 +228,10 @@ def _reference_signal(reference: Backend, backend: Backend, items: Sequence[Item
     token, so when either lacks BOS the text is split into a context (the first token's text of
     the model(s) without BOS) and a span (the rest); both models get context and span tokenized
     apart and are scored on the span only, so neither is credited with bytes the other skipped.
+    Strings left out are counted in ``shared.skipped``.
     """
-    if same_tokenizer:
-        ref_raw = score_sequences(reference, [it.tokens for it in items], config.batch_size, config.quiet,
+    if shared.same_tokenizer:
+        ref_raw = score_sequences(reference, [it.tokens for it in items], config.batch_size, shared.quiet_bars,
                                   desc="reference", distribution=False)
         out = []
         for t, r in zip(target_raw, ref_raw, strict=True):
@@ -248,35 +243,31 @@ def _reference_signal(reference: Backend, backend: Backend, items: Sequence[Item
         return np.array(out, dtype=np.float64)
     texts = [it.text for it in items]
     encoded = reference.tokenizer.encode_batch(texts)
-    probe = score_sequences(reference, [encoded[0][:8] or [0]], 1, True, desc="reference", distribution=False)
-    ref_bos = _has_bos(probe[0])
+    if shared.reference_bos is None:  # a property of the model: probed once, on the first string
+        probe = score_sequences(reference, [encoded[0][:8] or [0]], 1, True, desc="reference", distribution=False)
+        shared.reference_bos = _has_bos(probe[0])
     contexts: list[str | None] = []
     for item, raw, ref_ids in zip(items, target_raw, encoded, strict=True):
         cut = ""
         ok = True
         for has_bos, tok, ids in ((_has_bos(raw), backend.tokenizer, item.tokens),
-                                  (ref_bos, reference.tokenizer, ref_ids)):
+                                  (shared.reference_bos, reference.tokenizer, ref_ids)):
             if not has_bos:
                 first = _first_token_text(tok, ids, item.text)
                 ok = ok and first is not None
                 cut = max(cut, first or "", key=len)
         contexts.append(cut if ok else None)
-    unusable = sum(c is None for c in contexts)
-    if unusable:
-        note(f"{unusable} string(s) have a first token that is not a clean text prefix: their ref signal is left "
-            "out (the two models could not score the same bytes)", config.quiet)
+    shared.skipped["ref_unusable"] += sum(c is None for c in contexts)
     keep = [i for i, c in enumerate(contexts) if c is not None]
     ctx = [contexts[i] or "" for i in keep]
     spans = [texts[i][len(contexts[i] or ""):] for i in keep]
-    ref_sums, ref_lens = _span_sums(reference, ctx, spans, config, "reference")
+    ref_sums, ref_lens = _span_sums(reference, ctx, spans, config, "reference", shared.quiet_bars)
     if all(c == "" for c in ctx):  # both models have BOS: the target's own pass covered every byte
         tgt_sums = [float(np.sum(target_raw[i].logprob)) for i in keep]
     else:
-        tgt_sums, _ = _span_sums(backend, ctx, spans, config, "target, same span as the reference")
+        tgt_sums, _ = _span_sums(backend, ctx, spans, config, "target, same span as the reference", shared.quiet_bars)
     cut = [max_tokens is not None and n > max_tokens for n in ref_lens]
-    if any(cut):
-        note(f"{sum(cut)} string(s) are longer than the reference model's limit ({max_tokens} tokens): "
-            "their ref signal is left out (per-byte NLLs of different spans are not comparable)", config.quiet)
+    shared.skipped["ref_too_long"] += sum(cut)
     out = np.full(len(items), np.nan)
     for j, i in enumerate(keep):
         n_bytes = len(spans[j].encode("utf-8"))
@@ -299,61 +290,206 @@ class _Scored:
         return sum(len(s.logprob) for s in self.scores)
 
 
+@dataclass
+class _Shared:
+    """What every block of one attack shares, fixed before the first block (the reference's BOS at the first)."""
+
+    backend: Backend
+    reference: Backend | None
+    reference_max_tokens: int | None
+    sampling: Any  # map windows with --sampling: p of each suffix under it
+    quiet_bars: bool  # no bar per block and pass when the blocks have one bar of their own
+    recall_prefix_text: str | None = None
+    recall_prefix_ids: list[str] = field(default_factory=list)
+    recall_prefix_tokens: list[int] = field(default_factory=list)
+    pool: list[str] | None = None  # the neighbourhood's word pool
+    same_tokenizer: bool | None = None  # the reference's tokenizer is the target's (None: no reference)
+    reference_bos: bool | None = None
+    position: int = 0  # of the block's first string among all strings scored (the neighbours' seed)
+    skipped: dict[str, int] = field(default_factory=lambda: {"recall_too_long": 0, "ref_unusable": 0,
+                                                              "ref_too_long": 0})
+
+
 def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, reference: Backend | None = None,
            reference_max_tokens: int | None = None, is_map: bool = False) -> AttackOutcome:
-    """Score ``items`` once with ``backend``; compute signals, verdicts (map windows) and metrics."""
-    if "ref" in config.signals and reference is None:
-        raise MiaError("the ref signal needs a reference model (--reference MODEL)")
+    """Score ``items`` (in memory) once with ``backend``; compute signals, verdicts (map windows) and metrics.
+    The outcome holds every column and signal (:func:`attack_blocks` writes them as it goes instead)."""
+    from mia_core.attack.items import ListSource
+
     if not items:
         raise MiaError("nothing to score: every string was empty")
-    items, recall_prefix_text, recall_prefix_ids = _draw_recall_prefix(items, config)
-    labels = [it.label for it in items]
-    problem = label_problem(labels)
+    kept: dict[str, Any] = {}
+
+    def keep(columns: dict[str, Any], signals: dict[str, np.ndarray]) -> None:
+        kept["columns"], kept["signals"] = columns, dict(signals)
+
+    outcome = attack_blocks(backend, ListSource(items), config, keep, lambda rows: [kept["columns"]["text"][i]
+                                                                                  for i in rows],
+                            reference, reference_max_tokens, is_map)
+    outcome.columns = kept["columns"]
+    outcome.signals = {**kept["signals"], **outcome.signals}
+    return outcome
+
+
+def attack_blocks(backend: Backend, source: Any, config: AttackConfig,
+                  write: Callable[[dict[str, Any], dict[str, np.ndarray]], None],
+                  texts: Callable[[np.ndarray], list[str]], reference: Backend | None = None,
+                  reference_max_tokens: int | None = None, is_map: bool = False) -> AttackOutcome:
+    """Score the strings of ``source`` (an ``items.ItemSource``) a block at a time: each block's columns and
+    signals go to ``write`` as it is done, and only what the evaluation needs is kept (``evaluate.Tally``).
+    ``texts(rows)`` reads back written strings by row (the blind baseline's). The outcome's ``signals`` holds only
+    the signals computed after the last block (the blind baseline's), its ``columns`` nothing."""
+    from mia_core.attack.evaluate import Tally
+
+    if "ref" in config.signals and reference is None:
+        raise MiaError("the ref signal needs a reference model (--reference MODEL)")
+    if not len(source):
+        raise MiaError("nothing to score: every string was empty")
+    shared = _Shared(backend, reference, reference_max_tokens, config.sampling if is_map else None,
+                     quiet_bars=config.quiet or _many_blocks(source))
+    skip = _draw_recall_prefix(source, config, shared)
+    codes = np.delete(source.codes, sorted(skip))
+    problem = label_problem(codes)
     if problem is not None and config.require_labels:
         raise MiaError(problem)
-    sampling = config.sampling if is_map else None
-    scored = _score_items(backend, items, config, sampling)
-    signals, passes, same_tokenizer = _signals(backend, items, scored, config, recall_prefix_text, reference,
-                                               reference_max_tokens)
-    columns = _columns(items, scored, is_map)
+    if "ne" in config.signals:
+        from mia_core.attack.neighbours import word_pool
+
+        shared.pool = word_pool([it.text for block in source.blocks(skip) for it in block])
+    if "ref" in config.signals:
+        shared.same_tokenizer = reference.tokenizer.fingerprint == backend.tokenizer.fingerprint
+        if not shared.same_tokenizer:
+            note("the reference model uses another tokenizer: it scores the same text retokenized, "
+                 "and ref compares NLL per UTF-8 byte", config.quiet)
+    tally = Tally(is_map)
+    passes: dict[str, float] = {}  # forward passes, by signal family, summed over the strings
+    with progress(total=len(codes), desc="attack", unit="string", quiet=config.quiet or not shared.quiet_bars) as bar:
+        for items in source.blocks(skip):
+            if not items:
+                continue
+            block = _score_block(items, config, shared, is_map)
+            write(block.columns, block.signals)
+            tally.add([it.label for it in items], block.columns["text"], block.signals, block.columns,
+                      block.n_scored, block.elapsed, block.columns.get("extraction_p"))
+            for family, per_string in block.passes.items():
+                passes[family] = passes.get(family, 0.0) + per_string * len(items)
+            shared.position += len(items)
+            bar.update(len(items))
+    source.finish()
+    _note_skipped(shared, config)
+    strings = max(len(codes), 1)
+    return _outcome(tally, shared, config, problem, {k: v / strings for k, v in passes.items()}, texts)
+
+
+def _many_blocks(source: Any) -> bool:
+    from mia_core.attack.items import ListSource
+
+    return not isinstance(source, ListSource)
+
+
+def _outcome(tally: Any, shared: _Shared, config: AttackConfig, problem: str | None, passes: dict[str, float],
+             texts: Callable[[np.ndarray], list[str]]) -> AttackOutcome:
+    """The evaluation of every string scored, and the results file's attributes."""
+    from mia_core.attack.evaluate import evaluate
+
+    codes, signals = tally.label_codes(), tally.signal_values()
     metrics: list[SignalMetrics] = []
     warnings: list[str] = []
     blind_info: dict[str, Any] | None = None
+    late: dict[str, np.ndarray] = {}
     if problem is None:
-        metrics = [m for name in sig.expand_signals(config.signals, config.k)
-                   if (m := evaluate_signal(name, labels, signals[name], config.n_boot, config.seed)) is not None]
-        blind_info, warnings = _blind(items, labels, metrics, signals, config)
-        warnings += [below_chance_warning(m) for m in metrics if below_chance(m)]
-    counts = _counts(items, labels, columns, scored, len(recall_prefix_ids), is_map)
-    attrs = _attrs(backend, reference, config, scored, same_tokenizer, passes)
+        result = evaluate(codes, signals, np.concatenate(tally.keys), texts, config)
+        metrics, warnings, blind_info = result.metrics, result.warnings, result.blind
+        if result.blind_scores is not None:
+            from mia_core.attack.blind import BLIND
+
+            late[BLIND] = result.blind_scores
+    counts = tally.summary_counts(len(shared.recall_prefix_ids))
+    attrs = _attrs(shared.backend, shared.reference, config, tally, shared.same_tokenizer, passes)
     attrs.update({"metrics": [m.to_dict() for m in metrics], "label_message": problem, "counts": counts,
                   "blind": blind_info, "warnings": warnings})
-    if sampling is not None:
-        attrs["probabilistic"] = _probabilistic(scored, items, labels, sampling, columns)
+    if shared.sampling is not None:
+        from mia_core.attack.evaluate import LABEL_NAMES
+        from mia_core.matching.probabilistic import describe_scheme, summarize
+
+        names = np.array([LABEL_NAMES.get(c, "") for c in (-1, 0, 1)], dtype=object)
+        attrs["probabilistic"] = summarize(tally.probabilities(), names[codes + 1], scheme=describe_scheme(
+            shared.sampling.temperature, shared.sampling.top_k, shared.sampling.top_p) + ", whole suffix")
     if "recall" in config.signals:
-        attrs.update(recall_prefix=recall_prefix_text, recall_prefix_ids=recall_prefix_ids)
+        attrs.update(recall_prefix=shared.recall_prefix_text, recall_prefix_ids=shared.recall_prefix_ids)
     if "ne" in config.signals:
         from mia_core.attack.neighbours import DEFAULT_FRACTION
 
         attrs.update(neighbours=config.neighbours, neighbour_word_fraction=DEFAULT_FRACTION)
-    return AttackOutcome(None, signals, metrics, problem, counts, columns, attrs, warnings)
+    return AttackOutcome(None, late, metrics, problem, counts, {}, attrs, warnings)
 
 
-def _draw_recall_prefix(items: Sequence[Item], config: AttackConfig) -> tuple[Sequence[Item], str | None, list[str]]:
-    """ReCaLL without a given prefix: non-member strings drawn (seeded) as the prefix, left out of the items."""
-    if "recall" not in config.signals or config.recall_prefix is not None:
-        return items, config.recall_prefix, []
-    from mia_core.attack.recall import SEPARATOR, choose_prefix_items
+def _note_skipped(shared: _Shared, config: AttackConfig) -> None:
+    """What the blocks left out, said once for all of them."""
+    skipped = shared.skipped
+    if skipped["recall_too_long"]:
+        note(f"{skipped['recall_too_long']} string(s) do not fit after the ReCaLL prefix in the model's context: "
+             "their recall signal is left out", config.quiet)
+    if skipped["ref_unusable"]:
+        note(f"{skipped['ref_unusable']} string(s) have a first token that is not a clean text prefix: their ref "
+             "signal is left out (the two models could not score the same bytes)", config.quiet)
+    if skipped["ref_too_long"]:
+        note(f"{skipped['ref_too_long']} string(s) are longer than the reference model's limit "
+             f"({shared.reference_max_tokens} tokens): their ref signal is left out (per-byte NLLs of different spans "
+             "are not comparable)", config.quiet)
 
-    chosen = choose_prefix_items(items, config.recall_shots, config.seed)
-    ids = [items[i].sample_id for i in chosen]
-    text = SEPARATOR.join(items[i].text for i in chosen)
-    note(f"ReCaLL prefix: {len(chosen)} non-member string(s) drawn with seed {config.seed} "
-        f"({', '.join(ids)}), left out of the evaluation", config.quiet)
-    return [it for i, it in enumerate(items) if i not in set(chosen)], text, ids
+
+def _draw_recall_prefix(source: Any, config: AttackConfig, shared: _Shared) -> frozenset[int]:
+    """ReCaLL's prefix: the given one, or non-member strings drawn (seeded) and left out of the strings scored
+    (their positions are returned)."""
+    from mia_core.attack.recall import SEPARATOR, choose_prefix_items, prefix_tokens
+
+    if "recall" not in config.signals:
+        return frozenset()
+    chosen: list[int] = []
+    text = config.recall_prefix
+    if text is None:
+        chosen = choose_prefix_items(source.codes, config.recall_shots, config.seed)
+        picked = source.take(chosen)
+        shared.recall_prefix_ids = [it.sample_id for it in picked]
+        text = SEPARATOR.join(it.text for it in picked)
+        note(f"ReCaLL prefix: {len(chosen)} non-member string(s) drawn with seed {config.seed} "
+             f"({', '.join(shared.recall_prefix_ids)}), left out of the evaluation", config.quiet)
+    shared.recall_prefix_text = text
+    prefix = shared.recall_prefix_tokens = prefix_tokens(shared.backend, [text])
+    if config.max_context is not None and len(prefix) >= config.max_context:
+        raise MiaError(f"the ReCaLL prefix has {len(prefix)} tokens, more than the {config.max_context} the model "
+                       "scores at once: give a shorter one (--recall-prefix) or fewer --recall-shots")
+    return frozenset(chosen)
 
 
-def _score_items(backend: Backend, items: Sequence[Item], config: AttackConfig, sampling: Any) -> _Scored:
+@dataclass
+class _Block:
+    """One block's result columns, signals, positions scored, scoring time and passes per string by family."""
+
+    columns: dict[str, Any]
+    signals: dict[str, np.ndarray]
+    n_scored: int
+    elapsed: float
+    passes: dict[str, float]
+
+
+def _score_block(items: Sequence[Item], config: AttackConfig, shared: _Shared, is_map: bool) -> _Block:
+    """Score one block of strings and derive its signals and columns; nothing of it is kept after."""
+    scored = _score_items(shared.backend, items, config, shared.sampling, shared.quiet_bars)
+    signals, passes = _signals(items, scored, config, shared)
+    columns = _columns(items, scored, is_map)
+    if shared.sampling is not None:
+        from mia_core.matching.probabilistic import suffix_probability
+
+        columns["extraction_p"] = np.array([
+            suffix_probability(s.sampled_logprob[len(s.sampled_logprob) - it.suffix_length:])
+            if it.suffix_length else np.nan for s, it in zip(scored.raw, items, strict=True)])
+    return _Block(columns, signals, scored.n_scored, scored.elapsed, passes)
+
+
+def _score_items(backend: Backend, items: Sequence[Item], config: AttackConfig, sampling: Any,
+                 quiet_bars: bool) -> _Scored:
     """The one teacher-forced pass of the target over every item (under ``sampling`` too when given)."""
     if sampling is not None:
         from mia_core.types import scores_sampling
@@ -362,37 +498,30 @@ def _score_items(backend: Backend, items: Sequence[Item], config: AttackConfig, 
             raise MiaError(f"model {getattr(backend, 'name', '?')!r} cannot score under a sampling scheme, so "
                            "probabilistic extraction (--sampling) is unavailable with it")
     started = time.perf_counter()
-    raw = score_sequences(backend, [it.tokens for it in items], config.batch_size, config.quiet,
+    raw = score_sequences(backend, [it.tokens for it in items], config.batch_size, quiet_bars,
                           distribution="minkpp" in config.signals, sampling=sampling)
     elapsed = time.perf_counter() - started
     return _Scored(raw, [sig.scored_positions(s) for s in raw], elapsed)
 
 
-def _signals(backend: Backend, items: Sequence[Item], scored: _Scored, config: AttackConfig,
-             recall_prefix_text: str | None, reference: Backend | None, reference_max_tokens: int | None,
-             ) -> tuple[dict[str, np.ndarray], dict[str, float], bool | None]:
-    """Every signal per item, the forward passes per string by family, and whether the reference
-    shares the target's tokenizer (None without a reference)."""
+def _signals(items: Sequence[Item], scored: _Scored, config: AttackConfig, shared: _Shared,
+             ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Every signal of one block's strings, and the forward passes per string by family."""
     target_names = [s for s in config.signals if s != "ref"]
     per_item = [sig.target_signals(s, it.text, target_names, config.k)
                 for s, it in zip(scored.scores, items, strict=True)]
     signals = {name: np.array([row[name] for row in per_item], dtype=np.float64)
                for name in sig.expand_signals(config.signals, config.k) if name not in sig.EXTRA_PASS_SIGNALS}
-    passes = {"target": 1.0}  # forward passes per string, by signal family (the cost)
+    passes = {"target": 1.0}
     if "recall" in config.signals:
-        signals["recall"], passes["recall"] = _recall(backend, items, scored.scores, recall_prefix_text, config)
+        signals["recall"], passes["recall"] = _recall(items, scored.scores, config, shared)
     if "ne" in config.signals:
-        signals["ne"], passes["ne"] = _neighbourhood(backend, items, scored.scores, config)
-    same_tokenizer = None
+        signals["ne"], passes["ne"] = _neighbourhood(items, scored.scores, config, shared)
     if "ref" in config.signals:
-        same_tokenizer = reference.tokenizer.fingerprint == backend.tokenizer.fingerprint
-        if not same_tokenizer:
-            note("the reference model uses another tokenizer: it scores the same text retokenized, "
-                "and ref compares NLL per UTF-8 byte", config.quiet)
-        signals["ref"] = _reference_signal(reference, backend, items, scored.raw, same_tokenizer, config,
-                                           reference_max_tokens)
+        signals["ref"] = _reference_signal(shared.reference, shared.backend, items, scored.raw, shared, config,
+                                           shared.reference_max_tokens)
         passes["ref"] = 1.0
-    return signals, passes, same_tokenizer
+    return signals, passes
 
 
 def _columns(items: Sequence[Item], scored: _Scored, is_map: bool) -> dict[str, Any]:
@@ -419,33 +548,10 @@ def _columns(items: Sequence[Item], scored: _Scored, is_map: bool) -> dict[str, 
     return columns
 
 
-def _counts(items: Sequence[Item], labels: list[str], columns: dict[str, Any], scored: _Scored,
-            recall_prefix_strings: int, is_map: bool) -> dict[str, Any]:
-    counts: dict[str, Any] = {"strings": len(items), "tokens_scored": scored.n_scored,
-                              "truncated": int(columns["truncated"].sum())}
-    if recall_prefix_strings:
-        counts["recall_prefix_strings"] = recall_prefix_strings
-    counts["by_label"] = _label_counts(labels, columns if is_map else None)
-    if is_map:
-        counts["extracted"] = int(columns["extracted"].sum())
-    return counts
-
-
-def _probabilistic(scored: _Scored, items: Sequence[Item], labels: list[str], sampling: Any,
-                   columns: dict[str, Any]) -> dict[str, Any]:
-    """p of each whole suffix under ``sampling`` (stored as the ``extraction_p`` column) and its summary."""
-    from mia_core.matching.probabilistic import describe_scheme, suffix_probability, summarize
-
-    p = np.array([suffix_probability(s.sampled_logprob[len(s.sampled_logprob) - it.suffix_length:])
-                  if it.suffix_length else np.nan for s, it in zip(scored.raw, items, strict=True)])
-    columns["extraction_p"] = p
-    return summarize(p, labels, scheme=describe_scheme(sampling.temperature, sampling.top_k,
-                                                       sampling.top_p) + ", whole suffix")
-
-
-def _attrs(backend: Backend, reference: Backend | None, config: AttackConfig, scored: _Scored,
+def _attrs(backend: Backend, reference: Backend | None, config: AttackConfig, tally: Any,
            same_tokenizer: bool | None, passes: dict[str, float]) -> dict[str, Any]:
     """What made the results: models, options, timing (the outcome's metrics and counts are added after)."""
+    scored = tally.counts.get("tokens_scored", 0)
     return {
         "mia_version": __version__, "model": getattr(backend, "name", ""), "backend": _describe(backend),
         "tokenizer": getattr(backend.tokenizer, "name", ""), "tokenizer_fingerprint": backend.tokenizer.fingerprint,
@@ -453,57 +559,44 @@ def _attrs(backend: Backend, reference: Backend | None, config: AttackConfig, sc
         "reference_same_tokenizer": same_tokenizer, "signals": sig.expand_signals(config.signals, config.k),
         "k": config.k if isinstance(config.k, (int, float)) else list(config.k),
         "sign_convention": "higher score = more likely member", "batch_size": config.batch_size,
-        "n_boot": config.n_boot, "seed": config.seed, "elapsed_s": scored.elapsed,
-        "tokens_per_s": scored.n_scored / scored.elapsed if scored.elapsed > 0 else None,
+        "n_boot": config.n_boot, "seed": config.seed, "elapsed_s": tally.elapsed,
+        "tokens_per_s": scored / tally.elapsed if tally.elapsed > 0 else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "forward_passes_per_string": passes,
     }
 
 
-def _label_counts(labels: Sequence[str], columns: dict[str, Any] | None) -> dict[str, dict[str, int]]:
-    """Strings per label (unlabelled apart); for a map also the windows extracted per label."""
-    out: dict[str, dict[str, int]] = {}
-    for i, label in enumerate(labels):
-        c = out.setdefault(label or "unlabelled", {"strings": 0} if columns is None else {"strings": 0, "extracted": 0})
-        c["strings"] += 1
-        if columns is not None:
-            c["extracted"] += int(columns["extracted"][i])
-    return dict(sorted(out.items()))
+def _recall(items: Sequence[Item], scores: Sequence[TokenScores], config: AttackConfig,
+            shared: _Shared) -> tuple[np.ndarray, float]:
+    """ReCaLL for one block (mia_core.attack.recall): one more pass per string, over prefix + string."""
+    from mia_core.attack.recall import recall_signal
 
-
-def _recall(backend: Backend, items: Sequence[Item], scores: Sequence[TokenScores], prefix_text: str,
-            config: AttackConfig) -> tuple[np.ndarray, float]:
-    """ReCaLL for every item (mia_core.attack.recall): one more pass per string, over prefix + string."""
-    from mia_core.attack.recall import prefix_tokens, recall_signal
-
-    prefix = prefix_tokens(backend, [prefix_text])
-    if config.max_context is not None and len(prefix) >= config.max_context:
-        raise MiaError(f"the ReCaLL prefix has {len(prefix)} tokens, more than the {config.max_context} the model "
-                       "scores at once: give a shorter one (--recall-prefix) or fewer --recall-shots")
+    prefix = shared.recall_prefix_tokens
 
     def score(seqs: list[list[int]]) -> list[TokenScores]:  # the prefix's positions are scored but not read
-        return score_sequences(backend, seqs, config.batch_size, config.quiet, desc="ReCaLL", distribution=False)
+        return score_sequences(shared.backend, seqs, config.batch_size, shared.quiet_bars, desc="ReCaLL",
+                               distribution=False)
 
     values, cut = recall_signal([it.tokens for it in items], scores, prefix, score, config.max_context)
-    if cut:
-        note(f"{cut} string(s) do not fit after the {len(prefix)}-token ReCaLL prefix in the model's context: "
-            "their recall signal is left out", config.quiet)
+    shared.skipped["recall_too_long"] += cut
     return values, 1.0
 
 
-def _neighbourhood(backend: Backend, items: Sequence[Item], scores: Sequence[TokenScores],
-                   config: AttackConfig) -> tuple[np.ndarray, float]:
-    """The neighbourhood signal (mia_core.attack.neighbours): ``config.neighbours`` passes per string."""
-    from mia_core.attack.neighbours import neighbour_signal, neighbours, word_pool
+def _neighbourhood(items: Sequence[Item], scores: Sequence[TokenScores], config: AttackConfig,
+                   shared: _Shared) -> tuple[np.ndarray, float]:
+    """The neighbourhood signal (mia_core.attack.neighbours) of one block: ``config.neighbours`` passes per string,
+    each string's neighbours seeded by its position among all strings."""
+    from mia_core.attack.neighbours import neighbour_signal, neighbours
 
-    pool = word_pool([it.text for it in items])
-    texts = [neighbours(it.text, pool, config.neighbours, config.seed, i) for i, it in enumerate(items)]
+    pool = shared.pool or []
+    texts = [neighbours(it.text, pool, config.neighbours, config.seed, shared.position + i)
+             for i, it in enumerate(items)]
     flat = [t for group in texts for t in group]
-    encoded = backend.tokenizer.encode_batch(flat) if flat else []
+    encoded = shared.backend.tokenizer.encode_batch(flat) if flat else []
     if config.max_context is not None:
         encoded = [ids[:config.max_context] for ids in encoded]
     keep = [i for i, ids in enumerate(encoded) if ids]
-    scored = score_sequences(backend, [encoded[i] for i in keep], config.batch_size, config.quiet,
+    scored = score_sequences(shared.backend, [encoded[i] for i in keep], config.batch_size, shared.quiet_bars,
                              desc="neighbours", distribution=False)
     nll = np.full(len(flat), np.nan)
     for i, sc in zip(keep, scored, strict=True):
@@ -513,56 +606,3 @@ def _neighbourhood(backend: Backend, items: Sequence[Item], scores: Sequence[Tok
         out[i] = neighbour_signal(sig.mean_nll(scores[i].logprob), nll[at:at + len(group)])
         at += len(group)
     return out, float(len(flat) / max(len(items), 1))
-
-
-def _blind(items: Sequence[Item], labels: list[str], metrics: list[SignalMetrics], signals: dict[str, np.ndarray],
-           config: AttackConfig) -> tuple[dict[str, Any], list[str]]:
-    """The blind baseline's row (added to ``metrics`` and ``signals``) and the warnings it raises."""
-    from mia_core.attack.blind import BLIND, blind_scores, blind_warning, permutation_test
-
-    texts = [it.text for it in items]
-    result = blind_scores(texts, labels, config.seed) if config.blind else None
-    warnings = result.duplicates.warnings() if result is not None else []
-    info: dict[str, Any] = {"computed": False, "reason": "--no-blind"}
-    if result is None:
-        return info, warnings
-    info = {"computed": result.skipped is None, "reason": result.skipped, "folds": result.folds,
-            "features": result.features, "duplicates": vars(result.duplicates)}
-    if result.skipped is not None:
-        return info, warnings
-    best = max(metrics, key=lambda m: m.auc, default=None)
-    m = evaluate_signal(BLIND, labels, result.scores, config.n_boot, config.seed)
-    if m is None:
-        return info, warnings
-    metrics.append(m)
-    signals[BLIND] = result.scores
-    info["auc"] = m.auc
-    test = permutation_test(texts, labels, config.seed, config.blind_permutations)
-    info["separable"] = bool(test and test.separable)
-    if test is None:
-        return info, warnings
-    info["permutation_test"] = test.to_dict()
-    comparison = _compare(best, signals, result.scores, labels, config) if best is not None else None
-    if comparison is not None:
-        info["best_minus_blind"] = vars(comparison)
-    intervals = [x for x in metrics if x.signal != BLIND and np.isfinite(x.auc_low)]
-    separate = any(x.auc_low > 0.5 or x.auc_high < 0.5 for x in intervals) if intervals else None
-    warning = blind_warning(test, comparison, separate)
-    if warning:
-        warnings.insert(0, warning)
-    return info, warnings
-
-
-def _compare(best: SignalMetrics, signals: dict[str, np.ndarray], blind: np.ndarray, labels: list[str],
-             config: AttackConfig) -> Any:
-    """The best signal's AUC minus the blind baseline's on the strings both scored (paired bootstrap)."""
-    from mia_core.attack.blind import Comparison
-    from mia_core.attack.metrics import bootstrap_auc_difference, label_mask, labels_to_bool
-
-    a = np.asarray(signals[best.signal], dtype=np.float64)
-    keep = label_mask(labels) & np.isfinite(a) & np.isfinite(blind)
-    y = labels_to_bool(labels)[keep]
-    if config.n_boot <= 0 or y.all() or not y.any():
-        return None
-    diff, low, high = bootstrap_auc_difference(y, a[keep], blind[keep], config.n_boot, 0.95, config.seed)
-    return Comparison(best.signal, diff, low, high, 0.95)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.attack import run as ar
-from mia_core.attack.items import Item, load_dataset_items, load_map_items
+from mia_core.attack.items import Item, load_dataset_items
 from mia_core.errors import MiaError
 from mia_core.formats.names import safe_name, timestamp, unused_path
 from mia_core.types import Backend, Sample
@@ -59,23 +59,69 @@ class _Source:
 def run_attack(request: AttackRequest) -> ar.AttackOutcome:
     """Run the attack ``request`` describes and save it; the outcome's ``path`` is the results file."""
     _check_source(request)
-    pmap = _open_map(request) if request.prefix_map is not None else None
+    pmap, codes = _open_map(request) if request.prefix_map is not None else (None, None)
     backend, reference, limit, ref_limit = _models(request)
-    source = _source(request, pmap, backend, limit)
     options = request.options
     if options.max_context is None:
         options = dataclasses.replace(options, max_context=ar.context_limit(backend))
-    outcome = ar.attack(backend, source.items, options, reference, ref_limit, is_map=pmap is not None)
+    if pmap is not None:
+        return _attack_map(request, pmap, codes, backend, reference, limit, ref_limit, options)
+    source = _source(request, backend, limit)
+    outcome = ar.attack(backend, source.items, options, reference, ref_limit)
+    _record(outcome, request, source, limit)
+    from mia_core.attack import report
+
+    return report.save_outcome(outcome, _results_path(request, source), plot=request.plot,
+                               exports=tuple(dict.fromkeys(request.exports)), title=_title(request, source))
+
+
+def _attack_map(request: AttackRequest, pmap: Any, codes: Any, backend: Backend, reference: Backend | None,
+                limit: int | None, ref_limit: int | None, options: ar.AttackConfig) -> ar.AttackOutcome:
+    """A prefix map's windows, scored and written to the results file a block at a time (memory does not grow
+    with the map's rows, docs/scale.md)."""
+    from mia_core.attack import report
+    from mia_core.attack.items import MapSource
+    from mia_core.formats.attack_results import ResultsWriter, write_results_streamed
+    from mia_core.formats.safeio import remove_stale_temps_in
+
+    source = _Source([], safe_name(request.model), pmap.folder / "attacks", {"prefix_map": str(pmap.folder)},
+                     pmap.folder.name)
+    items = MapSource(pmap, backend, limit, len(codes), codes, options.quiet)
+    path = _results_path(request, source)
+    done: list[ar.AttackOutcome] = []
+
+    def fill(writer: ResultsWriter) -> None:
+        outcome = ar.attack_blocks(backend, items, options, writer.append, writer.read_text, reference, ref_limit,
+                                   is_map=True)
+        _record(outcome, request, source, limit)
+        for name, values in outcome.signals.items():
+            writer.add_signal(name, values)
+        writer.finish(outcome.attrs)
+        done.append(outcome)
+
+    remove_stale_temps_in(path.parent)  # of attacks killed before they finished
+    write_results_streamed(path, fill)
+    return report.finish_outcome(done[0], path, plot=request.plot, exports=tuple(dict.fromkeys(request.exports)),
+                                 title=_title(request, source))
+
+
+def _record(outcome: ar.AttackOutcome, request: AttackRequest, source: "_Source", limit: int | None) -> None:
+    """What the results file records beside the outcome's own attributes: the strings' source, the model's name as
+    asked, the token limit and the request's own."""
     outcome.attrs.update(source.attrs, model=request.model, max_tokens=limit)
     if request.reference_backend is None:
         outcome.attrs["reference"] = request.reference
     outcome.attrs.update(request.attrs)
+
+
+def _results_path(request: AttackRequest, source: "_Source") -> Path:
     path = request.out_path or unused_path(request.out_dir or source.folder, f"{source.stem}_{timestamp()}", ".h5")
     path.parent.mkdir(parents=True, exist_ok=True)
-    from mia_core.attack import report
+    return path
 
-    return report.save_outcome(outcome, path, plot=request.plot, exports=tuple(dict.fromkeys(request.exports)),
-                               title=request.title or f"{request.model} on {source.name}")
+
+def _title(request: AttackRequest, source: "_Source") -> str:
+    return request.title or f"{request.model} on {source.name}"
 
 
 def _check_source(request: AttackRequest) -> None:
@@ -86,18 +132,20 @@ def _check_source(request: AttackRequest) -> None:
         raise MiaError("the ref signal needs a reference model (--reference MODEL)")
 
 
-def _open_map(request: AttackRequest) -> Any:
-    """The prefix map, refused (before any model is loaded) when its rows lack a member or a non-member."""
-    from mia_core.attack.labels import normalize_label
+def _open_map(request: AttackRequest) -> tuple[Any, Any]:
+    """The prefix map and the membership code of each row attacked, refused (before any model is loaded) when its
+    rows lack a member or a non-member."""
+    from mia_core.attack.items import map_membership_codes
     from mia_core.attack.metrics import label_problem
     from mia_core.formats.prefixmap import PrefixMap
 
     pmap = PrefixMap(request.prefix_map)
     n_rows = len(pmap) if request.limit is None else min(request.limit, len(pmap))
-    problem = label_problem([normalize_label(v) for v in pmap.read("sample_label", slice(0, n_rows))])
+    codes = map_membership_codes(pmap, n_rows)
+    problem = label_problem(codes)
     if problem:
         raise MiaError(f"prefix map {pmap.folder.name}: {problem}")
-    return pmap
+    return pmap, codes
 
 
 def _models(request: AttackRequest) -> tuple[Backend, Backend | None, int | None, int | None]:
@@ -113,13 +161,11 @@ def _models(request: AttackRequest) -> tuple[Backend, Backend | None, int | None
     return backend, reference, limit, ref_limit
 
 
-def _source(request: AttackRequest, pmap: Any, backend: Backend, limit: int | None) -> _Source:
-    """The strings to score, as model tokens, with where their results go and what is recorded about them."""
+def _source(request: AttackRequest, backend: Backend, limit: int | None) -> _Source:
+    """The strings of a dataset (or given samples) as model tokens, with where their results go and what is
+    recorded about them."""
     quiet = request.options.quiet
     model = safe_name(request.model)
-    if pmap is not None:
-        items, _ = load_map_items(pmap, backend, limit, request.limit, quiet)
-        return _Source(items, model, pmap.folder / "attacks", {"prefix_map": str(pmap.folder)}, pmap.folder.name)
     if request.samples is not None:
         items, _ = load_dataset_items(request.samples, backend, limit, request.labels, request.limit, quiet=quiet)
         return _Source(items, model, Path("Prefixes") / "attacks", {}, "the given samples")

@@ -11,7 +11,7 @@ file with the final name is always whole and never overwritten.
 import csv
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from mia_core.errors import MiaError
 from mia_core.formats.hdf5 import STR_DTYPE, as_strings, decode_attr, encode_attrs, plain
 from mia_core.formats.integrity import NotHDF5, open_hdf5, verify
 from mia_core.formats.provenance import provenance
-from mia_core.formats.safeio import disk_error, open_atomically, write_hdf5_atomically
+from mia_core.formats.safeio import disk_error, open_atomically, write_hdf5_atomically, write_hdf5_streamed
 
 EXPORT_FORMATS = ("csv", "jsonl")
 AGAIN = "run mia attack again"
@@ -30,23 +30,81 @@ AGAIN = "run mia attack again"
 LEGACY_COLUMNS = {"teacher_forced_token_accuracy": "next_token_accuracy"}
 
 
+#: Rows per chunk of a results file's datasets: a file written block by block grows a chunk at a time.
+CHUNK_ROWS = 4096
+
+
+class ResultsWriter:
+    """Rows appended to an open results file one block at a time (:meth:`append`), then the signals that need
+    every row (:meth:`add_signal`) and the attributes (:meth:`finish`)."""
+
+    def __init__(self, f: h5py.File) -> None:
+        self.f = f
+        self.rows = 0
+
+    def append(self, columns: dict[str, np.ndarray | list], signals: dict[str, np.ndarray]) -> None:
+        """One block of rows: ``columns`` hold one value per row (lists of str for text columns, numpy
+        arrays for numbers), ``signals`` one float per row each."""
+        sizes = {len(v) for v in [*columns.values(), *signals.values()]}
+        if len(sizes) != 1:
+            raise ValueError(f"a block's columns differ in length: {sorted(sizes)}")
+        n = sizes.pop()
+        for name, values in columns.items():
+            if isinstance(values, list):  # text columns come as lists of str
+                _extend(self.f, name, np.array(values, dtype=object), self.rows, STR_DTYPE, {})
+            else:
+                values = np.asarray(values)
+                _extend(self.f, name, values, self.rows, values.dtype, {"compression": "gzip", "fletcher32": True})
+        group = self.f.require_group("signals")
+        for name, values in signals.items():
+            _extend(group, name, np.asarray(values, dtype=np.float64), self.rows, np.float64, {"fletcher32": True})
+        self.rows += n
+
+    def add_signal(self, name: str, values: np.ndarray) -> None:
+        """A signal of every row written so far, computed after the last block (the blind baseline)."""
+        if len(values) != self.rows:
+            raise ValueError(f"signal {name} has {len(values)} values for {self.rows} rows")
+        self.f.require_group("signals").create_dataset(name, data=np.asarray(values, dtype=np.float64),
+                                                       fletcher32=True)
+
+    def read_text(self, rows: np.ndarray) -> list[str]:
+        """The ``text`` column at ``rows`` (increasing row numbers), read back from the file being written."""
+        return [str(v) for v in as_strings(self.f["text"][np.asarray(rows, dtype=np.int64)])] if len(rows) else []
+
+    def finish(self, attrs: dict[str, Any]) -> None:
+        self.f.attrs.update(encode_attrs({**attrs, "provenance": provenance(attrs.get("backend"))}))
+
+
+def _extend(group: h5py.Group, name: str, values: np.ndarray, at: int, dtype: Any, options: dict[str, Any]) -> None:
+    if name not in group:
+        group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(CHUNK_ROWS,), **options)
+    ds = group[name]
+    ds.resize((at + len(values),))
+    ds[at:at + len(values)] = values
+
+
 def write_results(path: Path, columns: dict[str, np.ndarray | list], signals: dict[str, np.ndarray],
                   attrs: dict[str, Any]) -> Path:
     """Write one results file atomically. ``columns`` hold one value per row: lists of str
     for text columns, numpy arrays for numbers."""
     def fill(f: h5py.File) -> None:
-        for name, values in columns.items():
-            if isinstance(values, list):  # text columns come as lists of str
-                f.create_dataset(name, data=list(values), dtype=STR_DTYPE)
-            else:
-                f.create_dataset(name, data=np.asarray(values), compression="gzip", fletcher32=True)
-        g = f.create_group("signals")
-        for name, values in signals.items():
-            g.create_dataset(name, data=np.asarray(values, dtype=np.float64), fletcher32=True)
-        f.attrs.update(encode_attrs({**attrs, "provenance": provenance(attrs.get("backend"))}))
+        writer = ResultsWriter(f)
+        writer.append(columns, signals)
+        writer.finish(attrs)
 
     try:
         return write_hdf5_atomically(path, fill, overwrite=False)
+    except FileExistsError:
+        raise MiaError(f"{path} already exists; refusing to overwrite it") from None
+    except OSError as exc:
+        raise disk_error(exc, path, "no results file was written") from None
+
+
+def write_results_streamed(path: Path, fill: Callable[[ResultsWriter], None]) -> Path:
+    """Write a results file as ``fill`` produces it, block by block, straight into a temporary file that
+    gets the name ``path`` once whole (never over an existing file): memory does not grow with its rows."""
+    try:
+        return write_hdf5_streamed(path, lambda f: fill(ResultsWriter(f)), overwrite=False)
     except FileExistsError:
         raise MiaError(f"{path} already exists; refusing to overwrite it") from None
     except OSError as exc:

@@ -127,6 +127,17 @@ def remove_stale_temps(path: Path) -> int:
     return removed
 
 
+def remove_stale_temps_in(folder: Path) -> int:
+    """:func:`remove_stale_temps` of every file of ``folder`` (files written under new names each time, whose
+    killed writers' temporary files no later write of the same name would find)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    owners = {name[1:].rsplit(".", 2)[0] for name in names if name.startswith(".") and name.endswith(TMP_SUFFIX)}
+    return sum(remove_stale_temps(Path(folder) / owner) for owner in owners)
+
+
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` exists (a temporary file of a dead writer may be removed)."""
     try:
@@ -239,11 +250,12 @@ def write_hdf5_atomically(path: str | os.PathLike, fill: Callable[[Any], None], 
 STREAMED_CHUNK_CACHE = 256 * 2**10
 
 
-def write_hdf5_streamed(path: str | os.PathLike, fill: Callable[[Any], None]) -> Path:
+def write_hdf5_streamed(path: str | os.PathLike, fill: Callable[[Any], None], overwrite: bool = True) -> Path:
     """An HDF5 file built by ``fill(h5py_file)`` straight into a temporary file beside ``path`` (a
     :class:`GuardedFile`: a full disk never reaches HDF5), sealed with its checksum, fsynced and renamed
-    over ``path``: the guarantees of :func:`write_atomically` without holding the file in memory (a
-    run's compaction, whatever the run's size). ``OSError`` is raised as is."""
+    over ``path`` (linked, never over an existing file, unless ``overwrite``): the guarantees of
+    :func:`write_atomically` without holding the file in memory (a run's compaction, whatever the run's size).
+    ``OSError`` is raised as is."""
     import h5py
 
     from mia_core.formats.integrity import USERBLOCK_SIZE, cap_metadata_cache, seal_file
@@ -261,7 +273,7 @@ def write_hdf5_streamed(path: str | os.PathLike, fill: Callable[[Any], None]) ->
         guard.sync()
         guard.close()
         _raise_recorded(guard)  # after close too: an interrupt during its flush is kept, not lost
-        _publish(tmp, path, overwrite=True)
+        _publish(tmp, path, overwrite)
     except BaseException:
         guard.close()
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,89 @@
+"""`mia attack` on a prefix map scores and writes its windows a block at a time (docs/scale.md): in blocks of 3
+windows it writes what the whole map scored at once in memory gives, every signal family included."""
+
+import numpy as np
+import pytest
+from test_attack_cli import make_map, run
+from test_attack_fakes import FakePlugin
+
+from mia_core.attack import AttackConfig, attack
+from mia_core.attack.blind import count_duplicates
+from mia_core.attack.metrics import plot_points, roc_curve
+from mia_core.formats.attack_results import AttackResults
+
+SIGNALS = ["--signals", "loss,zlib,mink,minkpp,recall,ne", "--reference", "fake-ref", "--min-k-fraction", "0.2,0.5",
+           "--neighbours", "3", "--bootstrap", "40", "--no-plot"]
+
+
+@pytest.fixture
+def fake_plugin(register_plugin) -> FakePlugin:
+    return register_plugin(FakePlugin(), name="fake-attack-plugin")
+
+
+def _attack_in_blocks(runner, folder, block, monkeypatch, *extra):
+    monkeypatch.setattr("mia_core.attack.items.ATTACK_BLOCK", block)
+    out = folder / f"attacks_{block}"
+    result = run(runner, [str(folder), "--model", "fake-lm", *SIGNALS, "--out-dir", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    return AttackResults(next(out.glob("*.h5"))), result
+
+
+def test_map_attack_in_blocks_equals_the_whole_map_in_memory(runner, in_tmp, fake_plugin, monkeypatch):
+    from mia_core.attack.items import load_map_items
+    from mia_core.formats.prefixmap import PrefixMap
+
+    folder = make_map(in_tmp / "Prefixes" / "fake_map")
+    blocks, printed = _attack_in_blocks(runner, folder, 3, monkeypatch)
+    whole, _ = _attack_in_blocks(runner, folder, 4096, monkeypatch)
+    backend, reference = fake_plugin.backends["fake-lm"], fake_plugin.backends["fake-ref"]
+    items, _ = load_map_items(PrefixMap(folder), backend, 512, quiet=True)
+    config = AttackConfig(signals=["loss", "zlib", "mink", "minkpp", "recall", "ne", "ref"], k=[0.2, 0.5],
+                          neighbours=3, n_boot=40, quiet=True, max_context=None)
+    memory = attack(backend, items, config, reference, 512, is_map=True)
+
+    assert len(blocks) == 11 and blocks.attrs["counts"]["recall_prefix_strings"] == 1  # one drawn as ReCaLL's prefix
+    for name, values in memory.columns.items():
+        stored = blocks.columns[name]
+        assert list(stored) == list(values) if isinstance(values, list) else np.array_equal(stored, values), name
+    assert set(blocks.signals) == set(memory.signals) and "blind" in blocks.signals
+    for name, values in memory.signals.items():
+        np.testing.assert_array_equal(blocks.signals[name], values, err_msg=name)
+        np.testing.assert_array_equal(whole.signals[name], values, err_msg=name)
+    for key in ("metrics", "counts", "blind", "warnings", "forward_passes_per_string", "recall_prefix_ids"):
+        assert blocks.attrs[key] == memory.attrs[key] == whole.attrs[key], key
+    assert "AUC" in printed.stdout
+
+
+def test_blind_baseline_above_its_cap_runs_on_a_seeded_sample(runner, in_tmp, fake_plugin, monkeypatch):
+    folder = make_map(in_tmp / "Prefixes" / "fake_map")
+    monkeypatch.setattr("mia_core.attack.evaluate.BLIND_MAX_STRINGS", 8)
+    res, result = _attack_in_blocks(runner, folder, 5, monkeypatch)
+    blind = res.attrs["blind"]
+    assert blind["sample"] == {"strings": 8, "of": 11, "seed": 0}
+    assert "on a sample of 8 of the 11 labelled strings" in result.stderr
+    assert np.isfinite(res.signals["blind"]).sum() == 8
+    row = next(m for m in res.attrs["metrics"] if m["signal"] == "blind")
+    assert row["n"] == 8
+    # the duplicates are counted over every string, not the sample
+    assert blind["duplicates"] == vars(count_duplicates(list(res.columns["text"]), list(res.columns["label"])))
+
+
+def test_duplicates_by_hash_equal_a_count_of_the_texts():
+    texts = ["a", " a ", "b", "b", "c", "c", "d"]
+    labels = ["member", "member", "member", "member", "member", "nonmember", "nonmember"]
+    d = count_duplicates(texts, labels)
+    assert (d.within_members, d.within_nonmembers, d.across_classes) == (2, 0, 1)
+
+
+def test_a_long_roc_curve_keeps_the_points_a_plot_needs():
+    rng = np.random.default_rng(0)
+    y = rng.random(200_000) < 0.5
+    scores = rng.normal(size=len(y)) + 0.3 * y
+    fpr, tpr, _ = roc_curve(y, scores)
+    shown_fpr, shown_tpr = plot_points(fpr, tpr, grid=500)
+    assert len(shown_fpr) <= 4 * 500 + 2 < len(fpr)
+    assert (shown_fpr[0], shown_tpr[0], shown_fpr[-1], shown_tpr[-1]) == (fpr[0], tpr[0], fpr[-1], tpr[-1])
+    # the step curve through the kept points stays within a grid cell of the full one, at every full point
+    at = np.searchsorted(shown_fpr, fpr, side="right") - 1
+    assert np.max(tpr - shown_tpr[at]) <= 2 / 500
+    assert len(plot_points(fpr[:100], tpr[:100])[0]) == 100  # a short curve is kept whole
