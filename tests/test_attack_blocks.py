@@ -87,3 +87,76 @@ def test_a_long_roc_curve_keeps_the_points_a_plot_needs():
     at = np.searchsorted(shown_fpr, fpr, side="right") - 1
     assert np.max(tpr - shown_tpr[at]) <= 2 / 500
     assert len(plot_points(fpr[:100], tpr[:100])[0]) == 100  # a short curve is kept whole
+
+
+def _pairs(keys, flags, size=1000):
+    def pairs():
+        for at in range(0, len(keys), size):
+            yield keys[at:at + size], flags[at:at + size]
+    return pairs
+
+
+@pytest.mark.parametrize("shape", ["ties", "dense", "spread"])
+def test_streamed_metrics_equal_scikit_learn_and_delong_by_brute_force(shape, monkeypatch):
+    from scipy.stats import norm
+
+    from mia_core.attack import outofcore
+    from mia_core.attack.metrics import roc_auc, tpr_at_fpr
+
+    monkeypatch.setattr(outofcore, "SORT_VALUES", 512)  # many sorted runs, and buckets that must be split again
+    rng = np.random.default_rng(3)
+    y = rng.random(20_000) < 0.3
+    scores = {"ties": np.round(rng.normal(size=len(y)) + 0.4 * y, 1),  # runs of one key larger than a sort
+              "dense": 1.0 + 1e-12 * (rng.integers(0, 5000, len(y)) + 800 * y),  # one leading-bits bucket
+              "spread": rng.standard_cauchy(len(y)) + y}[shape]
+    scores[:3], scores[3:6] = -0.0, 0.0
+    figures = outofcore.streamed_metrics(_pairs(outofcore.sort_keys(scores), y), int(y.sum()), int((~y).sum()),
+                                         (0.001, 0.01, 0.05), 0.95, 500)
+    assert figures["auc"] == pytest.approx(roc_auc(y, scores), abs=1e-12)
+    fpr, tpr, _ = roc_curve(y, scores)
+    for t in (0.001, 0.01, 0.05):
+        assert figures["tpr"][t] == tpr_at_fpr(fpr, tpr, t, int((~y).sum()))
+    # DeLong: each member's share of nonmembers below it and each nonmember's of members above (ties one half)
+    members, nonmembers = np.sort(scores[y]), np.sort(scores[~y])
+    v10 = (np.searchsorted(nonmembers, members) + np.searchsorted(nonmembers, members, "right")) / 2 / len(nonmembers)
+    v01 = (2 * len(members) - np.searchsorted(members, nonmembers) - np.searchsorted(members, nonmembers, "right")) \
+        / 2 / len(members)
+    half = norm.ppf(0.975) * np.sqrt(v10.var(ddof=1) / len(members) + v01.var(ddof=1) / len(nonmembers))
+    assert figures["low"] == pytest.approx(v10.mean() - half, abs=1e-12)
+    assert figures["high"] == pytest.approx(v10.mean() + half, abs=1e-12)
+    shown_fpr, shown_tpr = figures["fpr_points"], figures["tpr_points"]
+    assert (shown_fpr[0], shown_tpr[0], shown_fpr[-1], shown_tpr[-1]) == (0, 0, 1, 1)
+    at = np.searchsorted(shown_fpr, fpr, side="right") - 1
+    assert np.max(tpr - shown_tpr[at]) <= 2 / 500
+
+
+def test_streamed_duplicates_equal_the_count_in_memory(monkeypatch):
+    from mia_core.attack import outofcore
+    from mia_core.attack.blind import duplicate_counts
+
+    monkeypatch.setattr(outofcore, "SORT_VALUES", 256)
+    rng = np.random.default_rng(5)
+    keys = rng.integers(0, 3000, 10_000).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    codes = rng.integers(-1, 2, len(keys)).astype(np.int8)
+    d = duplicate_counts(keys, codes)
+    assert outofcore.streamed_duplicates(_pairs(keys, codes)) == (d.within_members, d.within_nonmembers,
+                                                                  d.across_classes)
+
+
+def test_map_attack_past_the_in_memory_limit_streams_its_figures(runner, in_tmp, fake_plugin, monkeypatch):
+    folder = make_map(in_tmp / "Prefixes" / "fake_map")
+    memory, _ = _attack_in_blocks(runner, folder, 5, monkeypatch)
+    monkeypatch.setattr("mia_core.attack.outofcore.IN_MEMORY_STRINGS", 4)
+    monkeypatch.setattr("mia_core.attack.outofcore.SORT_VALUES", 3)
+    streamed, printed = _attack_in_blocks(runner, folder, 4, monkeypatch)
+    for name in memory.signals:
+        np.testing.assert_array_equal(streamed.signals[name], memory.signals[name])
+    for a, b in zip(memory.attrs["metrics"], streamed.attrs["metrics"], strict=True):
+        assert a["signal"] == b["signal"] and a["auc"] == pytest.approx(b["auc"], abs=1e-12)
+        assert (a["n"], a["n_members"], a["n_nonmembers"], a["n_missing"]) == \
+            (b["n"], b["n_members"], b["n_nonmembers"], b["n_missing"])
+        if b["signal"] != "blind":  # the blind baseline scores at most 10 000 strings: always in memory
+            assert b["interval"].startswith("DeLong") and b["tpr_at_fpr_ci"] == {"0.001": None, "0.01": None,
+                                                                                 "0.05": None}
+    assert streamed.attrs["blind"]["duplicates"] == memory.attrs["blind"]["duplicates"]
+    assert "loss: DeLong (normal approximation" in printed.stdout

@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from mia_core.attack import outofcore
 from mia_core.attack.blind import (
     BLIND,
     Comparison,
+    Duplicates,
     blind_scores,
     blind_warning,
     duplicate_counts,
@@ -23,8 +25,11 @@ from mia_core.attack.blind import (
     text_keys,
 )
 from mia_core.attack.metrics import (
+    DELONG,
+    FPR_TARGETS,
     MEMBER_CODE,
     NONMEMBER_CODE,
+    PLOT_GRID,
     SignalMetrics,
     below_chance,
     below_chance_warning,
@@ -33,25 +38,26 @@ from mia_core.attack.metrics import (
     label_mask,
     labels_to_bool,
     membership_codes,
+    nonmembers_needed,
 )
+from mia_core.attack.outofcore import Spill
 from mia_core.progress import note
 from mia_core.types import MEMBER, NONMEMBER
 
 #: The blind baseline's cross-validation and its permutation test take time and memory that grow with the strings
 #: (its n-gram vocabulary); above this many labelled strings it runs on a seeded sample of this many.
-BLIND_MAX_STRINGS = 20_000
+BLIND_MAX_STRINGS = 10_000
 LABEL_NAMES = {MEMBER_CODE: MEMBER, NONMEMBER_CODE: NONMEMBER}
 
 
 @dataclass
 class Tally:
-    """Per string what the evaluation needs (see the module's docstring), and the run's counts."""
+    """Per string what the evaluation needs (see the module's docstring), in temporary files, and the run's counts."""
 
     is_map: bool
-    codes: list[np.ndarray] = field(default_factory=list)
-    signals: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    keys: list[np.ndarray] = field(default_factory=list)
-    p: list[np.ndarray] = field(default_factory=list)
+    spill: Spill = field(default_factory=Spill)
+    signal_names: list[str] = field(default_factory=list)
+    p: list[np.ndarray] = field(default_factory=list)  # --sampling: 8 bytes a string, in memory
     by_label: dict[str, dict[str, int]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # strings, tokens_scored, truncated, extracted
     elapsed: float = 0.0
@@ -60,10 +66,12 @@ class Tally:
             n_scored: int, elapsed: float, p: np.ndarray | None = None) -> None:
         """One block: its strings' labels and texts, signals, result columns, positions scored and time taken."""
         codes = membership_codes(labels)
-        self.codes.append(codes)
-        self.keys.append(text_keys(texts))
+        self.spill.append(CODES, codes, np.int8)
+        self.spill.append(KEYS, text_keys(texts), np.uint64)
         for name, values in signals.items():
-            self.signals.setdefault(name, []).append(np.asarray(values, dtype=np.float64))
+            if name not in self.signal_names:
+                self.signal_names.append(name)
+            self.spill.append(SIGNAL + name, values, np.float64)
         if p is not None:
             self.p.append(p)
         extracted = columns.get("extracted")
@@ -82,10 +90,10 @@ class Tally:
         self.elapsed += elapsed
 
     def label_codes(self) -> np.ndarray:
-        return np.concatenate(self.codes) if self.codes else np.zeros(0, np.int8)
+        return self.spill.read(CODES).astype(np.int8)
 
-    def signal_values(self) -> dict[str, np.ndarray]:
-        return {name: np.concatenate(parts) for name, parts in self.signals.items()}
+    def signal(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        return self.spill.read(SIGNAL + name, rows)
 
     def probabilities(self) -> np.ndarray:
         return np.concatenate(self.p) if self.p else np.zeros(0)
@@ -102,24 +110,73 @@ class Tally:
             counts["extracted"] = self.counts.get("extracted", 0)
         return counts
 
+    def close(self) -> None:
+        self.spill.close()
+
+
+CODES, KEYS, SIGNAL = "codes", "keys", "signal/"
+
 
 @dataclass
 class Evaluation:
     metrics: list[SignalMetrics]
     warnings: list[str]
     blind: dict[str, Any] | None
-    blind_scores: np.ndarray | None  # one per string (NaN where not scored), when computed
+    blind_scores: tuple[np.ndarray, np.ndarray] | None  # (rows, scores) of the strings it scored, when computed
 
 
-def evaluate(codes: np.ndarray, signals: dict[str, np.ndarray], keys: np.ndarray,
-             texts: Callable[[np.ndarray], list[str]], config: Any) -> Evaluation:
+def evaluate(tally: Tally, texts: Callable[[np.ndarray], list[str]], config: Any) -> Evaluation:
     """Each signal's metrics, then the blind baseline on the texts of the labelled strings (``texts(rows)``
     gives them), and the warnings. ``config`` is the attack's ``AttackConfig``."""
-    metrics = [m for name, values in signals.items()
-               if (m := evaluate_signal(name, codes, values, config.n_boot, config.seed)) is not None]
-    blind_info, warnings, blind = _blind(codes, keys, texts, metrics, signals, config)
+    codes = tally.label_codes()
+    metrics = [m for name in tally.signal_names if (m := _signal_metrics(tally, name, codes, config)) is not None]
+    blind_info, warnings, blind = _blind(tally, codes, texts, metrics, config)
     warnings += [below_chance_warning(m) for m in metrics if below_chance(m)]
     return Evaluation(metrics, warnings, blind_info, blind)
+
+
+def _signal_metrics(tally: Tally, name: str, codes: np.ndarray, config: Any) -> SignalMetrics | None:
+    """``metrics.evaluate_signal`` in memory up to ``outofcore.IN_MEMORY_STRINGS`` usable strings; beyond, the
+    same figures counted as the values stream by in order, with DeLong's interval (``mia_core.attack.outofcore``)."""
+    members = nonmembers = missing = 0
+    for values, part in tally.spill.chunks(SIGNAL + name, CODES):
+        finite = np.isfinite(values)
+        members += int((finite & (part == MEMBER_CODE)).sum())
+        nonmembers += int((finite & (part == NONMEMBER_CODE)).sum())
+        missing += int((~finite & (part >= NONMEMBER_CODE)).sum())
+    if members + nonmembers <= outofcore.IN_MEMORY_STRINGS:
+        return evaluate_signal(name, codes, tally.signal(name), config.n_boot, config.seed)
+    if not members or not nonmembers:
+        return None
+
+    def pairs() -> Any:
+        for values, part in tally.spill.chunks(SIGNAL + name, CODES):
+            keep = np.isfinite(values) & (part >= NONMEMBER_CODE)
+            yield outofcore.sort_keys(values[keep]), part[keep] == MEMBER_CODE
+
+    figures = outofcore.streamed_metrics(pairs, members, nonmembers, FPR_TARGETS, 0.95, PLOT_GRID)
+    resolvable = {t for t in FPR_TARGETS if nonmembers >= nonmembers_needed(t)}
+    keys = {t: f"{t:g}" for t in FPR_TARGETS}
+    return SignalMetrics(
+        signal=name, n=members + nonmembers, n_members=members, n_nonmembers=nonmembers, n_missing=missing,
+        auc=figures["auc"], auc_low=figures["low"], auc_high=figures["high"],
+        tpr_at_fpr={keys[t]: figures["tpr"][t] if t in resolvable else None for t in FPR_TARGETS},
+        tpr_at_fpr_ci={keys[t]: None for t in FPR_TARGETS},
+        tpr_withheld={keys[t]: f"needs ≥ {nonmembers_needed(t)} non-members" for t in FPR_TARGETS
+                      if t not in resolvable},
+        interval=DELONG_INTERVAL, fpr=figures["fpr_points"], tpr=figures["tpr_points"])
+
+
+#: How the AUC interval of a signal with more than ``outofcore.IN_MEMORY_STRINGS`` strings is found.
+DELONG_INTERVAL = (f"{DELONG} (normal approximation; over {outofcore.IN_MEMORY_STRINGS:,} strings no bootstrap is run, "
+          "so TPR has no interval)")
+
+
+def _duplicates(tally: Tally, codes: np.ndarray) -> Duplicates:
+    if len(codes) <= outofcore.IN_MEMORY_STRINGS:
+        return duplicate_counts(tally.spill.read(KEYS), codes)
+    within_members, within_nonmembers, across = outofcore.streamed_duplicates(lambda: tally.spill.chunks(KEYS, CODES))
+    return Duplicates(within_members, within_nonmembers, across)
 
 
 def _blind_rows(codes: np.ndarray, seed: int, quiet: bool) -> tuple[np.ndarray, dict[str, Any] | None]:
@@ -133,17 +190,17 @@ def _blind_rows(codes: np.ndarray, seed: int, quiet: bool) -> tuple[np.ndarray, 
     return chosen, {"strings": BLIND_MAX_STRINGS, "of": int(len(labelled)), "seed": seed}
 
 
-def _blind(codes: np.ndarray, keys: np.ndarray, texts: Callable[[np.ndarray], list[str]],
-           metrics: list[SignalMetrics], signals: dict[str, np.ndarray], config: Any,
-           ) -> tuple[dict[str, Any], list[str], np.ndarray | None]:
-    """The blind baseline's row (added to ``metrics``), its scores and the warnings it raises."""
+def _blind(tally: Tally, codes: np.ndarray, texts: Callable[[np.ndarray], list[str]], metrics: list[SignalMetrics],
+           config: Any) -> tuple[dict[str, Any], list[str], tuple[np.ndarray, np.ndarray] | None]:
+    """The blind baseline's row (added to ``metrics``), its (rows, scores) and the warnings it raises."""
     if not config.blind:
         return {"computed": False, "reason": "--no-blind"}, [], None
-    duplicates = duplicate_counts(keys, codes)
+    duplicates = _duplicates(tally, codes)
     warnings = duplicates.warnings()
     rows, sampled = _blind_rows(codes, config.seed, config.quiet)
     sample_texts = texts(rows)
-    sample_labels = [LABEL_NAMES[int(c)] for c in codes[rows]]
+    sample_codes = codes[rows]
+    sample_labels = [LABEL_NAMES[int(c)] for c in sample_codes]
     result = blind_scores(sample_texts, sample_labels, config.seed, duplicates=duplicates)
     info: dict[str, Any] = {"computed": result.skipped is None, "reason": result.skipped, "folds": result.folds,
                             "features": result.features, "duplicates": vars(result.duplicates)}
@@ -151,10 +208,8 @@ def _blind(codes: np.ndarray, keys: np.ndarray, texts: Callable[[np.ndarray], li
         info["sample"] = sampled
     if result.skipped is not None:
         return info, warnings, None
-    scores = np.full(len(codes), np.nan)
-    scores[rows] = result.scores
     best = max(metrics, key=lambda m: m.auc, default=None)
-    m = evaluate_signal(BLIND, codes, scores, config.n_boot, config.seed)
+    m = evaluate_signal(BLIND, sample_codes, result.scores, config.n_boot, config.seed)
     if m is None:
         return info, warnings, None
     metrics.append(m)
@@ -162,9 +217,10 @@ def _blind(codes: np.ndarray, keys: np.ndarray, texts: Callable[[np.ndarray], li
     test = permutation_test(sample_texts, sample_labels, config.seed, config.blind_permutations)
     info["separable"] = bool(test and test.separable)
     if test is None:
-        return info, warnings, scores
+        return info, warnings, (rows, result.scores)
     info["permutation_test"] = test.to_dict()
-    comparison = _compare(best, signals, scores, codes, config) if best is not None else None
+    comparison = _compare(best, tally.signal(best.signal, rows), result.scores, sample_codes, config) \
+        if best is not None else None
     if comparison is not None:
         info["best_minus_blind"] = vars(comparison)
     intervals = [x for x in metrics if x.signal != BLIND and np.isfinite(x.auc_low)]
@@ -172,13 +228,13 @@ def _blind(codes: np.ndarray, keys: np.ndarray, texts: Callable[[np.ndarray], li
     warning = blind_warning(test, comparison, separate)
     if warning:
         warnings.insert(0, warning)
-    return info, warnings, scores
+    return info, warnings, (rows, result.scores)
 
 
-def _compare(best: SignalMetrics, signals: dict[str, np.ndarray], blind: np.ndarray, codes: np.ndarray,
+def _compare(best: SignalMetrics, a: np.ndarray, blind: np.ndarray, codes: np.ndarray,
              config: Any) -> Comparison | None:
-    """The best signal's AUC minus the blind baseline's on the strings both scored (paired bootstrap)."""
-    a = np.asarray(signals[best.signal], dtype=np.float64)
+    """The best signal's AUC minus the blind baseline's on the strings both scored (paired bootstrap); the three
+    arrays are of the strings the blind baseline scored."""
     keep = label_mask(codes) & np.isfinite(a) & np.isfinite(blind)
     y = labels_to_bool(codes)[keep]
     if config.n_boot <= 0 or y.all() or not y.any():

@@ -71,6 +71,7 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float, n_nonmembers: in
     return float(np.asarray(tpr)[ok].max()) if ok.any() else 0.0
 
 
+BOOTSTRAP, DELONG = "percentile bootstrap", "DeLong"
 #: A ROC curve kept for the plot has at most about this many points (4 per grid line of each axis).
 PLOT_GRID = 2000
 
@@ -180,7 +181,8 @@ class SignalMetrics:
     tpr_at_fpr_ci: dict[str, list[float] | None] = field(default_factory=dict)
     tpr_withheld: dict[str, str] = field(default_factory=dict)  # why a TPR is None
     tpr_convention: str = TPR_CONVENTION
-    fpr: np.ndarray | None = None
+    interval: str = ""  # how auc_low/auc_high (and the TPR intervals) were found
+    fpr: np.ndarray | None = None  # the ROC points a plot needs (plot_points)
     tpr: np.ndarray | None = None
 
     def to_dict(self) -> dict:
@@ -222,7 +224,9 @@ def evaluate_signal(name: str, labels: Sequence[str | None], scores: np.ndarray,
     return SignalMetrics(
         signal=name, n=int(keep.sum()), n_members=int(y.sum()), n_nonmembers=n_neg,
         n_missing=int((usable & ~finite).sum()), auc=roc_auc(y, s), auc_low=lo, auc_high=hi,
-        tpr_at_fpr=tprs, tpr_at_fpr_ci=tpr_cis, tpr_withheld=withheld, fpr=shown_fpr, tpr=shown_tpr,
+        tpr_at_fpr=tprs, tpr_at_fpr_ci=tpr_cis, tpr_withheld=withheld,
+        interval=f"{BOOTSTRAP}, {n_boot} resamples" if n_boot > 0 else "none (no bootstrap resamples)",
+        fpr=shown_fpr, tpr=shown_tpr,
     )
 
 

@@ -4,7 +4,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mia_core.attack.metrics import FPR_TARGETS, TPR_CONVENTION, SignalMetrics, below_chance
+from mia_core.attack.metrics import DELONG, FPR_TARGETS, TPR_CONVENTION, SignalMetrics, below_chance
 from mia_core.attack.plots import plot_roc
 from mia_core.attack.run import AttackOutcome
 from mia_core.formats.attack_results import export_results, write_results
@@ -47,7 +47,9 @@ def format_table(metrics: list[SignalMetrics], level: float = 0.95) -> str:
         ci += " below chance" if below_chance(m) else ""
         rows.append([m.signal, f"{m.auc:.3f}", ci, *(_tpr_cell(m, t) for t in FPR_TARGETS),
                      str(m.n_members), str(m.n_nonmembers)])
-    return text_table(heads, rows) + f"\nTPR@x%FPR: {TPR_CONVENTION}; [..]: {level * 100:g}% bootstrap interval"
+    other = "".join(f"; {m.signal}: {m.interval}" for m in metrics if m.interval.startswith(DELONG))
+    return (text_table(heads, rows) + f"\nTPR@x%FPR: {TPR_CONVENTION}; [..]: {level * 100:g}% bootstrap interval"
+            + other)
 
 
 def format_rows(counts: dict[str, Any]) -> str:

@@ -56,6 +56,7 @@ class AttackOutcome:
     warnings: list[str] = field(default_factory=list)  # blind baseline, duplicates
     plot: Path | None = None
     exports: list[Path] = field(default_factory=list)
+    late_signals: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name: (rows, values)
 
 
 
@@ -327,7 +328,10 @@ def attack(backend: Backend, items: Sequence[Item], config: AttackConfig, refere
                                                                                   for i in rows],
                             reference, reference_max_tokens, is_map)
     outcome.columns = kept["columns"]
-    outcome.signals = {**kept["signals"], **outcome.signals}
+    outcome.signals = dict(kept["signals"])
+    for name, (rows, values) in outcome.late_signals.items():
+        outcome.signals[name] = np.full(len(outcome.columns["text"]), np.nan)
+        outcome.signals[name][rows] = values
     return outcome
 
 
@@ -348,8 +352,7 @@ def attack_blocks(backend: Backend, source: Any, config: AttackConfig,
     shared = _Shared(backend, reference, reference_max_tokens, config.sampling if is_map else None,
                      quiet_bars=config.quiet or _many_blocks(source))
     skip = _draw_recall_prefix(source, config, shared)
-    codes = np.delete(source.codes, sorted(skip))
-    problem = label_problem(codes)
+    problem = label_problem(np.delete(source.codes, sorted(skip)))
     if problem is not None and config.require_labels:
         raise MiaError(problem)
     if "ne" in config.signals:
@@ -362,8 +365,19 @@ def attack_blocks(backend: Backend, source: Any, config: AttackConfig,
             note("the reference model uses another tokenizer: it scores the same text retokenized, "
                  "and ref compares NLL per UTF-8 byte", config.quiet)
     tally = Tally(is_map)
-    passes: dict[str, float] = {}  # forward passes, by signal family, summed over the strings
-    with progress(total=len(codes), desc="attack", unit="string", quiet=config.quiet or not shared.quiet_bars) as bar:
+    try:
+        passes = _score_blocks(source, skip, config, shared, tally, write, is_map)
+        return _outcome(tally, shared, config, problem, passes, texts)
+    finally:
+        tally.close()
+
+
+def _score_blocks(source: Any, skip: frozenset[int], config: AttackConfig, shared: _Shared, tally: Any,
+                  write: Callable[[dict[str, Any], dict[str, np.ndarray]], None], is_map: bool) -> dict[str, float]:
+    """Every block scored, written and tallied in turn; returns the forward passes per string by signal family."""
+    passes: dict[str, float] = {}  # summed over the strings
+    with progress(total=len(source) - len(skip), desc="attack", unit="string",
+                  quiet=config.quiet or not shared.quiet_bars) as bar:
         for items in source.blocks(skip):
             if not items:
                 continue
@@ -377,8 +391,8 @@ def attack_blocks(backend: Backend, source: Any, config: AttackConfig,
             bar.update(len(items))
     source.finish()
     _note_skipped(shared, config)
-    strings = max(len(codes), 1)
-    return _outcome(tally, shared, config, problem, {k: v / strings for k, v in passes.items()}, texts)
+    strings = max(len(source) - len(skip), 1)
+    return {family: total / strings for family, total in passes.items()}
 
 
 def _many_blocks(source: Any) -> bool:
@@ -392,13 +406,12 @@ def _outcome(tally: Any, shared: _Shared, config: AttackConfig, problem: str | N
     """The evaluation of every string scored, and the results file's attributes."""
     from mia_core.attack.evaluate import evaluate
 
-    codes, signals = tally.label_codes(), tally.signal_values()
     metrics: list[SignalMetrics] = []
     warnings: list[str] = []
     blind_info: dict[str, Any] | None = None
-    late: dict[str, np.ndarray] = {}
+    late: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if problem is None:
-        result = evaluate(codes, signals, np.concatenate(tally.keys), texts, config)
+        result = evaluate(tally, texts, config)
         metrics, warnings, blind_info = result.metrics, result.warnings, result.blind
         if result.blind_scores is not None:
             from mia_core.attack.blind import BLIND
@@ -413,15 +426,16 @@ def _outcome(tally: Any, shared: _Shared, config: AttackConfig, problem: str | N
         from mia_core.matching.probabilistic import describe_scheme, summarize
 
         names = np.array([LABEL_NAMES.get(c, "") for c in (-1, 0, 1)], dtype=object)
-        attrs["probabilistic"] = summarize(tally.probabilities(), names[codes + 1], scheme=describe_scheme(
-            shared.sampling.temperature, shared.sampling.top_k, shared.sampling.top_p) + ", whole suffix")
+        attrs["probabilistic"] = summarize(tally.probabilities(), names[tally.label_codes() + 1],
+                                           scheme=describe_scheme(shared.sampling.temperature, shared.sampling.top_k,
+                                                                  shared.sampling.top_p) + ", whole suffix")
     if "recall" in config.signals:
         attrs.update(recall_prefix=shared.recall_prefix_text, recall_prefix_ids=shared.recall_prefix_ids)
     if "ne" in config.signals:
         from mia_core.attack.neighbours import DEFAULT_FRACTION
 
         attrs.update(neighbours=config.neighbours, neighbour_word_fraction=DEFAULT_FRACTION)
-    return AttackOutcome(None, late, metrics, problem, counts, {}, attrs, warnings)
+    return AttackOutcome(None, {}, metrics, problem, counts, {}, attrs, warnings, late_signals=late)
 
 
 def _note_skipped(shared: _Shared, config: AttackConfig) -> None:

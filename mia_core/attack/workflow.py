@@ -94,8 +94,8 @@ def _attack_map(request: AttackRequest, pmap: Any, codes: Any, backend: Backend,
         outcome = ar.attack_blocks(backend, items, options, writer.append, writer.read_text, reference, ref_limit,
                                    is_map=True)
         _record(outcome, request, source, limit)
-        for name, values in outcome.signals.items():
-            writer.add_signal(name, values)
+        for name, (rows, values) in outcome.late_signals.items():
+            writer.add_signal(name, rows, values)
         writer.finish(outcome.attrs)
         done.append(outcome)
 

@@ -60,12 +60,14 @@ class ResultsWriter:
             _extend(group, name, np.asarray(values, dtype=np.float64), self.rows, np.float64, {"fletcher32": True})
         self.rows += n
 
-    def add_signal(self, name: str, values: np.ndarray) -> None:
-        """A signal of every row written so far, computed after the last block (the blind baseline)."""
-        if len(values) != self.rows:
-            raise ValueError(f"signal {name} has {len(values)} values for {self.rows} rows")
-        self.f.require_group("signals").create_dataset(name, data=np.asarray(values, dtype=np.float64),
-                                                       fletcher32=True)
+    def add_signal(self, name: str, rows: np.ndarray, values: np.ndarray) -> None:
+        """A signal computed after the last block (the blind baseline) for some of the rows written (``rows``,
+        increasing); the others read NaN."""
+        ds = self.f.require_group("signals").create_dataset(
+            name, shape=(self.rows,), dtype=np.float64, chunks=(min(CHUNK_ROWS, max(self.rows, 1)),),
+            fillvalue=np.nan, fletcher32=True)
+        if len(rows):
+            ds[np.asarray(rows, dtype=np.int64)] = np.asarray(values, dtype=np.float64)
 
     def read_text(self, rows: np.ndarray) -> list[str]:
         """The ``text`` column at ``rows`` (increasing row numbers), read back from the file being written."""
