@@ -90,7 +90,7 @@ def run_columns(folder: Path, name: str, backend: Any, out: Path, batch_size: in
 
 def score_columns(backend: Any, sequences: list[list[int]], batch_size: int) -> dict[str, np.ndarray]:
     """The attack's teacher-forced pass, flattened per column."""
-    from mia_core.attack.run import score_sequences
+    from mia_core.attack.scoring import score_sequences
 
     scores = score_sequences(backend, sequences, batch_size, quiet=True)
     return {"logprob": np.concatenate([s.logprob for s in scores]),

@@ -73,7 +73,7 @@ def sequences_needed(features, sizes: list[int], repeats: int, splits: int, alph
 
 def dataset_inference_truth(args, out: Path) -> dict:
     from mia_core import registry
-    from mia_core.attack import run as ar
+    from mia_core.attack import scoring
     from mia_core.attack.items import load_dataset_items
     from mia_core.calibrate.run import CalibrateConfig, read_split
     from mia_core.calibrate.training import FinetuneConfig, finetune_into
@@ -93,7 +93,7 @@ def dataset_inference_truth(args, out: Path) -> dict:
                     "finetune_seconds": tune_s}
     for role, model in (("fine-tuned", str(out / "di-model")), ("base", args.model)):
         backend = registry.backends.create(model)
-        limit = ar.effective_max_tokens(backend, finetune.max_tokens)  # what was trained: the first 64 tokens
+        limit = scoring.effective_max_tokens(backend, finetune.max_tokens)  # what was trained: the first 64 tokens
         suspect, _ = load_dataset_items(members, backend, limit, quiet=True)
         validation, _ = load_dataset_items(others, backend, limit, quiet=True)
         # Distinct samples can open alike (two GPL chunks share their first 64 tokens): what is scored

@@ -4,7 +4,7 @@ one row per string, and evaluate the signals against member/nonmember labels.
 """
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,12 +16,11 @@ from mia_core import __version__
 from mia_core.attack import signals as sig
 from mia_core.attack.items import Item
 from mia_core.attack.metrics import SignalMetrics, label_problem
-from mia_core.errors import BackendOutOfMemory, MiaError
+from mia_core.attack.reference import reference_signal
+from mia_core.attack.scoring import describe_backend, memorization_verdicts, score_sequences
+from mia_core.errors import MiaError
 from mia_core.progress import note, progress
-from mia_core.token_rows import matched_lengths
-from mia_core.types import Backend, TokenScores, bos_prepended, capabilities, context_length
-
-DEFAULT_MAX_TOKENS = 512
+from mia_core.types import Backend, TokenScores
 
 
 @dataclass
@@ -60,222 +59,7 @@ class AttackOutcome:
 
 
 
-# ---------------------------------------------------------------- backends
-
-
-def _cannot_score(name: str, caps: Iterable[str]) -> MiaError:
-    offers = ", ".join(sorted(caps)) or "nothing"
-    return MiaError(f"model {name!r} cannot score token sequences (it offers: {offers}); "
-                    "membership signals need per-token log-probabilities, which text-only API models do not return")
-
-
-def check_registered_scoring(name: str) -> None:
-    """Refuse, before loading anything (or asking for an API key), a model whose registration
-    declares capabilities without ``score``; unknown names fail here with "Did you mean"."""
-    from mia_core import registry
-
-    caps = registry.backends.get(name).capabilities
-    if caps is not None and "score" not in caps:
-        raise _cannot_score(name, caps)
-
-
-def require_scoring(backend: Backend, name: str) -> None:
-    """Membership signals need per-token log-probabilities: refuse backends that lack them."""
-    caps = capabilities(backend)
-    if "score" not in caps:
-        raise _cannot_score(name, caps)
-    if getattr(backend, "tokenizer", None) is None:
-        raise MiaError(f"model {name!r} has no tokenizer, so its strings cannot be scored")
-
-
-def context_limit(backend: Backend) -> int | None:
-    """The longest sequence the backend scores (its context less the BOS it prepends), if known."""
-    context = context_length(backend)
-    return None if context is None else context - (0 if bos_prepended(backend) is False else 1)
-
-
-def _describe(backend: Backend) -> dict[str, Any]:
-    try:
-        described = backend.describe()
-    except Exception:  # describe() is informative only; never fail a run on it
-        return {}
-    return described if isinstance(described, dict) else {}
-
-
-def effective_max_tokens(backend: Backend, max_tokens: int | None) -> int | None:
-    limit = context_limit(backend)
-    if max_tokens is None:
-        return limit
-    return min(max_tokens, limit) if limit else max_tokens
-
-
-def load_scoring_models(model: str, model_options: dict[str, str], reference: str | None = None,
-                        reference_options: dict[str, str] | None = None, max_tokens: int | None = None,
-                        ) -> tuple[Backend, Backend | None, int | None, int | None]:
-    """The target backend and the optional reference, both refused before loading unless they score,
-    and the longest string each may be given: ``max_tokens`` capped by the model's context. The target's
-    limit is also capped by the reference's, so both see the same text (and a shorter reference context
-    fails here, not after the whole target pass). Returns (backend, reference backend, limit, reference limit)."""
-    from mia_core import registry
-
-    check_registered_scoring(model)
-    if reference:
-        check_registered_scoring(reference)
-    backend = registry.backends.create(model, model_options)
-    require_scoring(backend, model)
-    ref_backend = None
-    if reference:
-        ref_backend = registry.backends.create(reference, reference_options or {})
-        require_scoring(ref_backend, reference)
-    limit = effective_max_tokens(backend, max_tokens)
-    ref_limit = effective_max_tokens(ref_backend, max_tokens) if ref_backend is not None else None
-    if ref_limit is not None and limit is not None:
-        limit = min(limit, ref_limit)
-    return backend, ref_backend, limit, ref_limit
-
-
-def score_sequences(backend: Backend, sequences: Sequence[Sequence[int]], batch_size: int, quiet: bool = False,
-                    desc: str = "scoring", distribution: bool = True, sampling: Any = None) -> list[TokenScores]:
-    """Teacher-forced scores of every sequence from its first token, in input order.
-
-    Longest first, so each batch pads little; a batch that does not fit in memory is halved.
-    ``distribution`` asks for the mean/std of log p that only Min-K%++ needs.
-    """
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    out: list[TokenScores | None] = [None] * len(sequences)
-    size = max(1, batch_size)
-    done = 0
-    with progress(total=sum(len(s) for s in sequences), desc=desc, unit="tok", quiet=quiet) as bar:
-        while done < len(order):
-            idx = order[done:done + size]
-            batch = [list(sequences[i]) for i in idx]
-            try:
-                extra = {"sampling": sampling} if sampling is not None else {}  # optional contract keyword
-                scored = backend.score(batch, 0, distribution=distribution, **extra)
-            except BackendOutOfMemory:
-                if size == 1:
-                    raise
-                size //= 2
-                note(f"out of memory: retrying with batch size {size}", quiet)
-                continue
-            if len(scored) != len(idx):
-                raise MiaError(f"the backend returned {len(scored)} scores for {len(idx)} sequences")
-            for i, s in zip(idx, scored, strict=True):
-                if len(s.logprob) > len(sequences[i]):
-                    raise MiaError("the backend returned more scores than tokens")
-                out[i] = s
-            done += len(idx)
-            bar.update(sum(len(b) for b in batch))
-    return out  # type: ignore[return-value]
-
-
-def memorization_verdicts(scores: Sequence[TokenScores], items: Sequence[Item]) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher-forced check on each item's trailing ``suffix_length`` tokens: the matched length (leading
-    suffix positions where the argmax is the true token: greedy decoding reproduces exactly that
-    many) and the next-token accuracy (teacher-forced: fraction of suffix positions where the argmax
-    is the true token given the true context; not a generation's position agreement, which stops
-    helping itself after its first wrong token; NaN without suffix).
-
-    Scores are aligned from the end: they cover the last ``len(scores.logprob)`` tokens.
-    """
-    argmax_tails, true_tails = [], []
-    for s, it in zip(scores, items, strict=True):
-        n = max(0, min(it.suffix_length, len(s.argmax)))
-        argmax_tails.append(np.asarray(s.argmax[len(s.argmax) - n:]))
-        true_tails.append(np.asarray(it.tokens[len(it.tokens) - n:]))
-    matched = matched_lengths(argmax_tails, true_tails).astype(np.int32)
-    accuracy = np.array([float(np.mean(a == b)) if len(a) else float("nan")
-                         for a, b in zip(argmax_tails, true_tails, strict=True)], dtype=np.float64)
-    return matched, accuracy
-
-
 # ---------------------------------------------------------------- the attack
-
-
-def _first_token_text(tokenizer: Any, ids: Sequence[int], text: str) -> str | None:
-    """The text of a sequence's first token when it is a clean prefix of ``text`` (else None)."""
-    if not ids:
-        return None
-    first = tokenizer.decode_batch([[int(ids[0])]])[0]
-    return first if first and text.startswith(first) and len(first) < len(text) else None
-
-
-def _has_bos(scores: TokenScores) -> bool:
-    """Whether a model scored a sequence's first token (it has a BOS to condition on)."""
-    return len(scores.logprob) > 0 and bool(np.isfinite(scores.logprob[0]))
-
-
-def _span_sums(backend: Backend, context: Sequence[str], spans: Sequence[str], config: AttackConfig,
-               desc: str, quiet: bool) -> tuple[list[float], list[int]]:
-    """Total log-probability of each ``span`` given its ``context`` (tokenized apart, so every model
-    scores exactly the span's bytes), and the token count of each scored sequence."""
-    tok = backend.tokenizer
-    ctx_ids, span_ids = tok.encode_batch(list(context)), tok.encode_batch(list(spans))
-    seqs = [list(c) + list(s) for c, s in zip(ctx_ids, span_ids, strict=True)]
-    scored = score_sequences(backend, seqs, config.batch_size, quiet, desc=desc, distribution=False)
-    sums = []
-    for sc, s in zip(scored, span_ids, strict=True):
-        tail = np.asarray(sc.logprob, dtype=np.float64)[len(sc.logprob) - len(s):] if len(s) else np.array([])
-        sums.append(float(np.sum(tail)) if len(s) and np.isfinite(tail).all() else float("nan"))
-    return sums, [len(q) for q in seqs]
-
-
-def _reference_signal(reference: Backend, backend: Backend, items: Sequence[Item], target_raw: Sequence[TokenScores],
-                      shared: "_Shared", config: AttackConfig, max_tokens: int | None) -> np.ndarray:
-    """``ref`` = NLL_ref − NLL_target over exactly the same text for both models.
-
-    Same tokenizer: mean NLL per token over the positions both models scored. Different
-    tokenizers: NLL per UTF-8 byte of the same span. A model without BOS cannot score its first
-    token, so when either lacks BOS the text is split into a context (the first token's text of
-    the model(s) without BOS) and a span (the rest); both models get context and span tokenized
-    apart and are scored on the span only, so neither is credited with bytes the other skipped.
-    Strings left out are counted in ``shared.skipped``.
-    """
-    if shared.same_tokenizer:
-        ref_raw = score_sequences(reference, [it.tokens for it in items], config.batch_size, shared.quiet_bars,
-                                  desc="reference", distribution=False)
-        out = []
-        for t, r in zip(target_raw, ref_raw, strict=True):
-            tl, rl = np.asarray(t.logprob, np.float64), np.asarray(r.logprob, np.float64)
-            n = min(len(tl), len(rl))
-            both = np.isfinite(tl[len(tl) - n:]) & np.isfinite(rl[len(rl) - n:])  # aligned from the end
-            out.append(sig.ref_signal(sig.mean_nll(tl[len(tl) - n:][both]), sig.mean_nll(rl[len(rl) - n:][both]))
-                       if both.any() else float("nan"))
-        return np.array(out, dtype=np.float64)
-    texts = [it.text for it in items]
-    encoded = reference.tokenizer.encode_batch(texts)
-    if shared.reference_bos is None:  # a property of the model: probed once, on the first string
-        probe = score_sequences(reference, [encoded[0][:8] or [0]], 1, True, desc="reference", distribution=False)
-        shared.reference_bos = _has_bos(probe[0])
-    contexts: list[str | None] = []
-    for item, raw, ref_ids in zip(items, target_raw, encoded, strict=True):
-        cut = ""
-        ok = True
-        for has_bos, tok, ids in ((_has_bos(raw), backend.tokenizer, item.tokens),
-                                  (shared.reference_bos, reference.tokenizer, ref_ids)):
-            if not has_bos:
-                first = _first_token_text(tok, ids, item.text)
-                ok = ok and first is not None
-                cut = max(cut, first or "", key=len)
-        contexts.append(cut if ok else None)
-    shared.skipped["ref_unusable"] += sum(c is None for c in contexts)
-    keep = [i for i, c in enumerate(contexts) if c is not None]
-    ctx = [contexts[i] or "" for i in keep]
-    spans = [texts[i][len(contexts[i] or ""):] for i in keep]
-    ref_sums, ref_lens = _span_sums(reference, ctx, spans, config, "reference", shared.quiet_bars)
-    if all(c == "" for c in ctx):  # both models have BOS: the target's own pass covered every byte
-        tgt_sums = [float(np.sum(target_raw[i].logprob)) for i in keep]
-    else:
-        tgt_sums, _ = _span_sums(backend, ctx, spans, config, "target, same span as the reference", shared.quiet_bars)
-    cut = [max_tokens is not None and n > max_tokens for n in ref_lens]
-    shared.skipped["ref_too_long"] += sum(cut)
-    out = np.full(len(items), np.nan)
-    for j, i in enumerate(keep):
-        n_bytes = len(spans[j].encode("utf-8"))
-        if cut[j] or n_bytes == 0 or not np.isfinite(ref_sums[j]) or not np.isfinite(tgt_sums[j]):
-            continue
-        out[i] = sig.ref_signal(-tgt_sums[j] / n_bytes, -ref_sums[j] / n_bytes)
-    return out
 
 
 @dataclass
@@ -532,7 +316,7 @@ def _signals(items: Sequence[Item], scored: _Scored, config: AttackConfig, share
     if "ne" in config.signals:
         signals["ne"], passes["ne"] = _neighbourhood(items, scored.scores, config, shared)
     if "ref" in config.signals:
-        signals["ref"] = _reference_signal(shared.reference, shared.backend, items, scored.raw, shared, config,
+        signals["ref"] = reference_signal(shared.reference, shared.backend, items, scored.raw, shared, config,
                                            shared.reference_max_tokens)
         passes["ref"] = 1.0
     return signals, passes
@@ -567,7 +351,7 @@ def _attrs(backend: Backend, reference: Backend | None, config: AttackConfig, ta
     """What made the results: models, options, timing (the outcome's metrics and counts are added after)."""
     scored = tally.counts.get("tokens_scored", 0)
     return {
-        "mia_version": __version__, "model": getattr(backend, "name", ""), "backend": _describe(backend),
+        "mia_version": __version__, "model": getattr(backend, "name", ""), "backend": describe_backend(backend),
         "tokenizer": getattr(backend.tokenizer, "name", ""), "tokenizer_fingerprint": backend.tokenizer.fingerprint,
         "reference": getattr(reference, "name", None) if reference is not None else None,
         "reference_same_tokenizer": same_tokenizer, "signals": sig.expand_signals(config.signals, config.k),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.attack import run as ar
+from mia_core.attack import scoring
 from mia_core.attack.items import Item, load_dataset_items
 from mia_core.errors import MiaError
 from mia_core.formats.names import safe_name, timestamp, unused_path
@@ -34,7 +35,7 @@ class AttackRequest:
     model_options: Mapping[str, str] = field(default_factory=dict)
     reference: str | None = None
     reference_options: Mapping[str, str] = field(default_factory=dict)
-    max_tokens: int | None = ar.DEFAULT_MAX_TOKENS  # longest string scored, capped by the models' contexts
+    max_tokens: int | None = scoring.DEFAULT_MAX_TOKENS  # longest string scored, capped by the models' contexts
     limit: int | None = None  # only the first N windows or samples
     options: ar.AttackConfig = field(default_factory=ar.AttackConfig)  # signals, bootstrap, seed, ...
     out_dir: Path | None = None  # default: MAP/attacks, or Prefixes/attacks for a dataset
@@ -63,7 +64,7 @@ def run_attack(request: AttackRequest) -> ar.AttackOutcome:
     backend, reference, limit, ref_limit = _models(request)
     options = request.options
     if options.max_context is None:
-        options = dataclasses.replace(options, max_context=ar.context_limit(backend))
+        options = dataclasses.replace(options, max_context=scoring.context_limit(backend))
     if pmap is not None:
         return _attack_map(request, pmap, codes, backend, reference, limit, ref_limit, options)
     source = _source(request, backend, limit)
@@ -151,11 +152,11 @@ def _open_map(request: AttackRequest) -> tuple[Any, Any]:
 def _models(request: AttackRequest) -> tuple[Backend, Backend | None, int | None, int | None]:
     """(target, reference, target's token limit, reference's): loaded here unless the request holds them."""
     if request.backend is None:
-        return ar.load_scoring_models(request.model, dict(request.model_options), request.reference,
+        return scoring.load_scoring_models(request.model, dict(request.model_options), request.reference,
                                       dict(request.reference_options), request.max_tokens)
     backend, reference = request.backend, request.reference_backend
-    limit = ar.effective_max_tokens(backend, request.max_tokens)
-    ref_limit = ar.effective_max_tokens(reference, request.max_tokens) if reference is not None else None
+    limit = scoring.effective_max_tokens(backend, request.max_tokens)
+    ref_limit = scoring.effective_max_tokens(reference, request.max_tokens) if reference is not None else None
     if ref_limit is not None and limit is not None:
         limit = min(limit, ref_limit)
     return backend, reference, limit, ref_limit

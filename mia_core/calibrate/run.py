@@ -19,6 +19,7 @@ import numpy as np
 from mia_core import __version__
 from mia_core.attack import report as attack_report
 from mia_core.attack import run as ar
+from mia_core.attack import scoring
 from mia_core.attack import signals as sig
 from mia_core.calibrate import canaries as cn
 from mia_core.calibrate.split import random_split, usable_samples
@@ -80,7 +81,7 @@ def calibrate(config: CalibrateConfig) -> dict[str, Any]:
         raise MiaError(f"prefix ({config.prefix_tokens}) + suffix ({config.suffix_tokens}) tokens exceed the "
                        f"{config.finetune.max_tokens} trained tokens per sample (--max-tokens)")
     finetuner_for(config.model)  # refuse untrainable models before reading anything
-    ar.check_registered_scoring(config.model)
+    scoring.check_registered_scoring(config.model)
     labelled, read_counts = read_split(config)
     canaries = cn.make_canaries(config.canaries, config.seed, config.canary_repeats, config.canary_digits) \
         if config.canaries else []
@@ -176,7 +177,7 @@ def _canaries(config: CalibrateConfig, backend: Any, canaries: list[cn.Canary]) 
         shared = min(_common_prefix_length(prefix_ids, ids) for ids in encoded)
         spans.append((len(sequences), len(encoded), shared, exact, space))
         sequences.extend(encoded)
-    scored = ar.score_sequences(backend, sequences, config.batch_size * 8, config.quiet, desc="canaries",
+    scored = scoring.score_sequences(backend, sequences, config.batch_size * 8, config.quiet, desc="canaries",
                                 distribution=False)
     rows = []
     for canary, (start, count, shared, exact, space) in zip(canaries, spans, strict=True):

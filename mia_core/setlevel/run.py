@@ -11,6 +11,7 @@ import numpy as np
 
 from mia_core.attack import items as attack_items
 from mia_core.attack import run as ar
+from mia_core.attack import scoring
 from mia_core.attack.blind import BLIND
 from mia_core.errors import MiaError
 from mia_core.progress import note
@@ -84,7 +85,7 @@ def set_features(backend: Backend, suspect: Sequence[attack_items.Item], validat
     attack_config = ar.AttackConfig(signals=signals, k=list(config.fractions) if len(config.fractions) > 1
                                     else config.fractions[0], batch_size=config.batch_size, n_boot=0,
                                     seed=config.seed, quiet=config.quiet, blind=True, neighbours=config.neighbours,
-                                    max_context=ar.context_limit(backend))
+                                    max_context=scoring.context_limit(backend))
     outcome = ar.attack(backend, items, attack_config, reference, reference_max_tokens)
     return features_from_signals(outcome.signals, outcome.columns["label"], outcome.columns["text"],
                                  dict(outcome.attrs), list(outcome.warnings), dict(outcome.counts), config.quiet)
@@ -177,7 +178,7 @@ def order_log_likelihoods(backend: Backend, sequences: Sequence[Sequence[int]], 
             flat.append(list(seq[a:b]))
             firsts.append(first_new)
         spans.append((start, len(flat)))
-    scored = ar.score_sequences(backend, flat, batch_size, quiet, desc="orders", distribution=False)
+    scored = scoring.score_sequences(backend, flat, batch_size, quiet, desc="orders", distribution=False)
     per_window = np.array([float(np.nansum(np.asarray(s.logprob, np.float64)[first:]))
                            for s, first in zip(scored, firsts, strict=True)])
     positions = sum(len(window) for window in flat)  # the cost: overlapping context is computed again
@@ -194,7 +195,7 @@ def contamination(backend: Backend, texts: Sequence[str], shards: int, permutati
         bounds = ct.shard_bounds(len(texts), shards)
     except ValueError as exc:
         raise MiaError(f"{exc}; use fewer --shards or a larger dataset") from None
-    limit = ar.context_limit(backend)
+    limit = scoring.context_limit(backend)
     context = min(context, limit) if context and limit else (context or limit or 2048)
     if context < 2:
         raise MiaError(f"a context of {context} token(s) cannot score a sequence")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.attack import items as attack_items
-from mia_core.attack import run as ar
+from mia_core.attack import scoring
 from mia_core.attack.labels import normalize_label
 from mia_core.attack.metrics import label_problem
 from mia_core.errors import MiaError
@@ -71,7 +71,7 @@ class ContaminationRequest:
 def run_dataset_inference(req: DatasetInferenceRequest) -> tuple[dict[str, Any], Path]:
     """The results record of dataset inference and the JSON file it was written to."""
     pmap = labelled_map(req.prefix_map) if req.prefix_map is not None else None
-    backend, ref_backend, limit_tokens, ref_limit = ar.load_scoring_models(
+    backend, ref_backend, limit_tokens, ref_limit = scoring.load_scoring_models(
         req.model, req.model_options, req.reference, req.reference_options, req.max_tokens)
     if pmap is not None:
         items, _ = attack_items.load_map_items(pmap, backend, limit_tokens, None, req.features.quiet)
@@ -111,9 +111,9 @@ def run_contamination(req: ContaminationRequest) -> tuple[dict[str, Any], Path]:
         raise MiaError(f"dataset {req.dataset!r} has {len(texts)} usable example(s): {n_shards} shard(s) need at "
                        f"least {needed} ({ct.MIN_EXAMPLES_PER_SHARD} per shard: a shard of one example has one "
                        "order); use fewer --shards or more examples")
-    ar.check_registered_scoring(req.model)
+    scoring.check_registered_scoring(req.model)
     backend = registry.backends.create(req.model, req.model_options)
-    ar.require_scoring(backend, req.model)
+    scoring.require_scoring(backend, req.model)
     result = sr.contamination(backend, texts, n_shards, req.permutations, req.seed, req.batch_size, req.context,
                               req.quiet)
     warnings = []
