@@ -160,3 +160,14 @@ def test_map_attack_past_the_in_memory_limit_streams_its_figures(runner, in_tmp,
                                                                                  "0.05": None}
     assert streamed.attrs["blind"]["duplicates"] == memory.attrs["blind"]["duplicates"]
     assert "loss: DeLong (normal approximation" in printed.stdout
+    # mia report reads the same file a slice at a time, with the same class counts and a ROC plot
+    from mia_core.report.sections import attack_sections
+
+    section = attack_sections([streamed.path], in_tmp)[0]
+    (_, heads, rows), = section.tables
+    stored = {m["signal"]: m for m in streamed.attrs["metrics"]}
+    for row in rows:
+        name = row[0].split(" ")[0]
+        assert row[1] == f"{stored[name]['auc']:.3f}" and row[-2:] == [str(stored[name]["n_members"]),
+                                                                       str(stored[name]["n_nonmembers"])]
+    assert section.images

@@ -7,7 +7,7 @@ probability. :func:`evaluate` then gives the metrics of each signal, the blind b
 ``BLIND_MAX_STRINGS`` labelled strings, a seeded sample beyond) and the warnings.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,28 +129,31 @@ def evaluate(tally: Tally, texts: Callable[[np.ndarray], list[str]], config: Any
     """Each signal's metrics, then the blind baseline on the texts of the labelled strings (``texts(rows)``
     gives them), and the warnings. ``config`` is the attack's ``AttackConfig``."""
     codes = tally.label_codes()
-    metrics = [m for name in tally.signal_names if (m := _signal_metrics(tally, name, codes, config)) is not None]
+    metrics = [m for name in tally.signal_names if (m := _tally_metrics(tally, name, codes, config)) is not None]
     blind_info, warnings, blind = _blind(tally, codes, texts, metrics, config)
     warnings += [below_chance_warning(m) for m in metrics if below_chance(m)]
     return Evaluation(metrics, warnings, blind_info, blind)
 
 
-def _signal_metrics(tally: Tally, name: str, codes: np.ndarray, config: Any) -> SignalMetrics | None:
-    """``metrics.evaluate_signal`` in memory up to ``outofcore.IN_MEMORY_STRINGS`` usable strings; beyond, the
-    same figures counted as the values stream by in order, with DeLong's interval (``mia_core.attack.outofcore``)."""
+def signal_metrics(name: str, codes: np.ndarray, chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
+                   read: Callable[[], np.ndarray], n_boot: int, seed: int) -> SignalMetrics | None:
+    """``metrics.evaluate_signal`` of one signal, in memory (``read()``: every value) up to
+    ``outofcore.IN_MEMORY_STRINGS`` usable strings; beyond, the same figures counted over ``chunks()`` ((values,
+    codes) a slice of strings at a time) as they stream by in order, with DeLong's interval
+    (``mia_core.attack.outofcore``)."""
     members = nonmembers = missing = 0
-    for values, part in tally.spill.chunks(SIGNAL + name, CODES):
+    for values, part in chunks():
         finite = np.isfinite(values)
         members += int((finite & (part == MEMBER_CODE)).sum())
         nonmembers += int((finite & (part == NONMEMBER_CODE)).sum())
         missing += int((~finite & (part >= NONMEMBER_CODE)).sum())
     if members + nonmembers <= outofcore.IN_MEMORY_STRINGS:
-        return evaluate_signal(name, codes, tally.signal(name), config.n_boot, config.seed)
+        return evaluate_signal(name, codes, read(), n_boot, seed)
     if not members or not nonmembers:
         return None
 
-    def pairs() -> Any:
-        for values, part in tally.spill.chunks(SIGNAL + name, CODES):
+    def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for values, part in chunks():
             keep = np.isfinite(values) & (part >= NONMEMBER_CODE)
             yield outofcore.sort_keys(values[keep]), part[keep] == MEMBER_CODE
 
@@ -165,6 +168,11 @@ def _signal_metrics(tally: Tally, name: str, codes: np.ndarray, config: Any) -> 
         tpr_withheld={keys[t]: f"needs ≥ {nonmembers_needed(t)} non-members" for t in FPR_TARGETS
                       if t not in resolvable},
         interval=DELONG_INTERVAL, fpr=figures["fpr_points"], tpr=figures["tpr_points"])
+
+
+def _tally_metrics(tally: Tally, name: str, codes: np.ndarray, config: Any) -> SignalMetrics | None:
+    return signal_metrics(name, codes, lambda: tally.spill.chunks(SIGNAL + name, CODES), lambda: tally.signal(name),
+                          config.n_boot, config.seed)
 
 
 #: How the AUC interval of a signal with more than ``outofcore.IN_MEMORY_STRINGS`` strings is found.

@@ -11,7 +11,7 @@ file with the final name is always whole and never overwritten.
 import csv
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +113,35 @@ def write_results_streamed(path: Path, fill: Callable[[ResultsWriter], None]) ->
         raise disk_error(exc, path, "no results file was written") from None
 
 
+class _Columns(Mapping[str, np.ndarray]):
+    """Datasets of a results file by name, each read whole on first access (and kept): opening a file of millions
+    of rows reads none of them."""
+
+    def __init__(self, results: "AttackResults", datasets: dict[str, str]) -> None:
+        self._results, self._datasets, self._read = results, datasets, {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._read:
+            self._read[name] = self._results.read(self._datasets[name])
+        return self._read[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._datasets)
+
+    def __len__(self) -> int:
+        return len(self._datasets)
+
+    def dataset(self, name: str) -> str:
+        return self._datasets[name]
+
+
+#: Rows a results file is read at a time by :meth:`AttackResults.rows`.
+READ_ROWS = 4096
+
+
 class AttackResults:
-    """Read access to a results file: ``columns``, ``signals`` (name → array) and ``attrs``."""
+    """Read access to a results file: ``columns``, ``signals`` (name → array, each read when first used) and
+    ``attrs``; :meth:`rows` reads it a slice at a time."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -128,25 +155,36 @@ class AttackResults:
             if "signals" not in f:
                 raise MiaError(f"{self.path} is not a readable attack results file: it has no signals")
             self.attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
-            self.columns: dict[str, np.ndarray] = {}
-            for name, ds in f.items():
-                if isinstance(ds, h5py.Dataset):
-                    data = ds[()]
-                    if ds.dtype.kind == "O":
-                        data = as_strings(data)
-                    self.columns[LEGACY_COLUMNS.get(name, name)] = data
-            self.signals = {name: ds[()] for name, ds in f["signals"].items()}
+            columns = {LEGACY_COLUMNS.get(name, name): name for name, ds in f.items() if isinstance(ds, h5py.Dataset)}
+            signals = {name: f"signals/{name}" for name in f["signals"]}
+            self._rows = int(f[columns["sample_id"]].shape[0]) if "sample_id" in columns else 0
+        self.columns = _Columns(self, columns)
+        self.signals = _Columns(self, signals)
 
     def __len__(self) -> int:
-        return len(self.columns.get("sample_id", []))
+        return self._rows
+
+    def read(self, dataset: str, rows: slice | None = None) -> np.ndarray:
+        """One dataset (``signals/name`` for a signal), whole or its ``rows``; text as ``str``."""
+        with open_hdf5(self.path, AGAIN) as f:
+            return _values(f[dataset], rows)
 
     def rows(self) -> Iterator[dict[str, Any]]:
-        """One dict per row: the columns, then the signals."""
-        for i in range(len(self)):
-            # JSON has no NaN or infinity; an empty CSV cell reads as missing too
-            row = {name: plain(values[i], finite=True) for name, values in self.columns.items()}
-            row.update({name: plain(values[i], finite=True) for name, values in self.signals.items()})
-            yield row
+        """One dict per row: the columns, then the signals; read ``READ_ROWS`` rows at a time."""
+        names = [(name, self.columns.dataset(name)) for name in self.columns]
+        names += [(name, self.signals.dataset(name)) for name in self.signals]
+        with open_hdf5(self.path, AGAIN) as f:
+            for start in range(0, len(self), READ_ROWS):
+                part = slice(start, min(len(self), start + READ_ROWS))
+                block = {name: _values(f[dataset], part) for name, dataset in names}
+                for i in range(part.stop - part.start):
+                    # JSON has no NaN or infinity; an empty CSV cell reads as missing too
+                    yield {name: plain(values[i], finite=True) for name, values in block.items()}
+
+
+def _values(ds: h5py.Dataset, rows: slice | None) -> np.ndarray:
+    data = ds[()] if rows is None else ds[rows]
+    return as_strings(data) if ds.dtype.kind == "O" else data
 
 
 def export_results(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> Path:

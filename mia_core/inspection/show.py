@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,6 @@ CELL_WIDTH = 60
 
 #: Rows read at a time where `mia show` counts over a whole file.
 COUNT_ROWS = 65_536
-
-
-def _label_counts(labels: Any) -> dict[str, int]:
-    return dict(sorted(Counter(str(v) or "(none)" for v in labels).items()))
 
 
 def _label_counts_by_slice(read: Any, size: int) -> dict[str, int]:
@@ -107,17 +104,19 @@ def _describe_attack(path: Path, n: int) -> dict[str, Any]:
     from mia_core.formats.attack_results import AttackResults
 
     res = AttackResults(path)
-    columns = {**res.columns, **{f"signal:{k}": v for k, v in res.signals.items()}}
+    datasets = {**{k: res.columns.dataset(k) for k in res.columns},
+                **{f"signal:{k}": res.signals.dataset(k) for k in res.signals}}
     size = len(res)
     counts: dict[str, Any] = {"strings": size}
     for name in ("label", "sample_label"):
         if name in res.columns:
-            counts["labels"] = _label_counts(res.columns[name])
+            counts["labels"] = _label_counts_by_slice(partial(res.read, res.columns.dataset(name)), size)
             break
     counts["AUC"] = {m["signal"]: m.get("auc") for m in res.attrs.get("metrics") or []}
     take = min(n, size)
-    return {"path": str(path), "attributes": res.attrs, "counts": counts, "columns": list(columns),
-            "rows": _rows_from({k: v[:take] for k, v in columns.items()}, take)}
+    first = {name: res.read(d, slice(0, take)) for name, d in datasets.items()}
+    return {"path": str(path), "attributes": res.attrs, "counts": counts, "columns": list(datasets),
+            "rows": _rows_from(first, take)}
 
 
 DESCRIBERS = {"map": _describe_map, "run": _describe_run, "scores": _describe_scores, "attack": _describe_attack}

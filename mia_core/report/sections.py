@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +178,7 @@ def _ci(low: float | None, high: float | None) -> str:
 def attack_sections(paths: list[str | os.PathLike] | tuple, img_dir: Path) -> list[Section]:
     """One section per attack results file: the AUC table (blind baseline as its own row when it was
     computed) and the ROC curves, recomputed from the stored signals and labels."""
-    from mia_core.attack.metrics import FPR_TARGETS, TPR_CONVENTION, evaluate_signal
+    from mia_core.attack.metrics import FPR_TARGETS, TPR_CONVENTION
     from mia_core.attack.plots import plot_roc
     from mia_core.formats.attack_results import AttackResults
 
@@ -186,14 +187,8 @@ def attack_sections(paths: list[str | os.PathLike] | tuple, img_dir: Path) -> li
         res = AttackResults(path)
         a = res.attrs
         sec = Section(f"Attack {i}: {a.get('model')} — {Path(path).name}", level=2)
-        labels = [str(v) for v in res.columns.get("label", [])]
-        metrics = []
-        n_boot, seed = int(a.get("n_boot") or 1000), int(a.get("seed") or 0)
-        for name, values in res.signals.items():
-            m = evaluate_signal(name, labels, values, n_boot=min(n_boot, 200), seed=seed)
-            if m is not None:
-                metrics.append(m)
         stored = {m["signal"]: m for m in a.get("metrics") or []}
+        metrics = _attack_metrics(res)
         heads = ["signal", "AUC", "95% CI", *(f"TPR@{t * 100:g}%FPR" for t in FPR_TARGETS), "members", "nonmembers"]
         rows = []
         for m in metrics:
@@ -223,6 +218,39 @@ def attack_sections(paths: list[str | os.PathLike] | tuple, img_dir: Path) -> li
             sec.images.append(("ROC curves (log FPR axis)", p))
         sections.append(sec)
     return sections
+
+
+def _attack_metrics(res: Any) -> list[Any]:
+    """Each stored signal evaluated again for its ROC curve and class counts, a slice of rows at a time past
+    ``outofcore.IN_MEMORY_STRINGS`` strings (``attack.evaluate.signal_metrics``); no bootstrap: the table shows
+    the intervals the attack stored."""
+    from mia_core.attack.evaluate import signal_metrics
+    from mia_core.attack.labels import normalize_label
+    from mia_core.attack.metrics import membership_codes
+    from mia_core.attack.outofcore import READ_VALUES
+
+    size = len(res)
+    codes = np.empty(size, dtype=np.int8)
+    if "label" in res.columns:
+        for start in range(0, size, READ_VALUES):
+            part = slice(start, min(size, start + READ_VALUES))
+            values, inverse = np.unique(res.read(res.columns.dataset("label"), part).astype(str), return_inverse=True)
+            codes[part] = membership_codes([normalize_label(v) for v in values])[inverse.ravel()]
+    else:
+        codes[:] = -1
+    metrics = []
+    for name in res.signals:
+        dataset = res.signals.dataset(name)
+
+        def chunks(dataset: str = dataset) -> Any:
+            for start in range(0, size, READ_VALUES):
+                part = slice(start, min(size, start + READ_VALUES))
+                yield res.read(dataset, part), codes[part]
+
+        m = signal_metrics(name, codes, chunks, partial(res.read, dataset), n_boot=0, seed=0)
+        if m is not None:
+            metrics.append(m)
+    return metrics
 
 
 def provenance_rows(path: str | os.PathLike) -> list[list[str]]:
