@@ -171,3 +171,55 @@ def test_map_attack_past_the_in_memory_limit_streams_its_figures(runner, in_tmp,
         assert row[1] == f"{stored[name]['auc']:.3f}" and row[-2:] == [str(stored[name]["n_members"]),
                                                                        str(stored[name]["n_nonmembers"])]
     assert section.images
+
+
+def test_dataset_attack_in_blocks_equals_the_samples_in_memory(runner, in_tmp, fake_plugin, monkeypatch):
+    from mia_core.attack.items import load_dataset_items
+    from mia_core.registry import datasets
+
+    monkeypatch.setattr("mia_core.attack.items.ATTACK_BLOCK", 5)
+    monkeypatch.setattr("mia_core.attack.items.ENCODE_BATCH", 3)  # 39 samples: blocks of 6, then 3
+    args = ["--dataset", "fake-set", "--model", "fake-lm", "--signals", "loss,zlib,minkpp,recall,ne", "--neighbours",
+            "2", "--bootstrap", "30", "--no-plot", "--out-dir", "res"]
+    result = run(runner, args)
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 empty sample(s)" in result.stderr  # said once, from the first reading
+    streamed = AttackResults(next((in_tmp / "res").glob("*.h5")))
+    backend = fake_plugin.backends["fake-lm"]
+    items, _ = load_dataset_items(datasets.create("fake-set", {}), backend, 512, quiet=True)
+    memory = attack(backend, items, AttackConfig(signals=["loss", "zlib", "minkpp", "recall", "ne"], neighbours=2,
+                                                 n_boot=30, quiet=True))
+    for name, values in memory.signals.items():
+        np.testing.assert_array_equal(streamed.signals[name], values, err_msg=name)
+    assert list(streamed.columns["sample_id"]) == memory.columns["sample_id"]
+    for key in ("metrics", "counts", "blind", "recall_prefix_ids"):
+        assert streamed.attrs[key] == memory.attrs[key], key
+
+
+def test_a_dataset_that_reads_differently_the_second_time_is_one_line(runner, in_tmp, fake_plugin, register_plugin):
+    from test_attack_fakes import MEMBERS, NONMEMBERS
+
+    from mia_core import hookimpl
+    from mia_core.types import Sample
+
+    class Shrinking:  # a stream that gives fewer samples each time it is read
+        name, length = "shrinking", None
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def __iter__(self):
+            self.reads += 1
+            texts = [(t, "member") for t in MEMBERS] + [(t, "nonmember") for t in NONMEMBERS]
+            return iter([Sample(f"s{i}", t, lab) for i, (t, lab) in enumerate(texts[:len(texts) - self.reads])])
+
+    class Plugin:
+        @hookimpl
+        def mia_register_datasets(self, register):
+            register("shrinking", lambda name, options: Shrinking(), description="changes")
+
+    register_plugin(Plugin(), name="shrinking-plugin")
+    result = run(runner, ["--dataset", "shrinking", "--model", "fake-lm", "--no-plot", "--bootstrap", "0"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "gave 38 samples on its second reading and 39 on its first" in result.stderr
+    assert not list((in_tmp / "Prefixes" / "attacks").glob("*.h5"))  # no results file, whole or partial

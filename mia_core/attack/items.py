@@ -176,8 +176,33 @@ def load_dataset_items(samples: Iterable[Sample], backend: Backend, max_tokens: 
                        quiet: bool = False) -> tuple[list[Item], dict[str, int]]:
     """Dataset samples tokenized by the model's tokenizer; the first ``max_tokens`` tokens of
     longer samples are kept. Empty samples are skipped and counted."""
+    counts = _dataset_counts()
+    items = [it for block in dataset_item_blocks(samples, backend, max_tokens, labels, limit, total, quiet, counts)
+             for it in block]
+    _note_dataset_counts(counts, max_tokens, labels is not None, quiet)
+    return items, counts
+
+
+def _dataset_counts() -> dict[str, int]:
+    return {"samples": 0, "empty": 0, "truncated": 0, "unlabelled": 0}
+
+
+def _note_dataset_counts(counts: dict[str, int], max_tokens: int | None, label_file: bool, quiet: bool) -> None:
+    if counts["empty"]:
+        note(f"skipped {counts['empty']} empty sample(s)", quiet)
+    if counts["truncated"]:
+        note(f"{counts['truncated']} sample(s) longer than {max_tokens} tokens (--max-tokens, capped by the model's "
+             f"context) were truncated to their first {max_tokens} tokens", quiet)
+    if label_file and counts["unlabelled"]:
+        note(f"{counts['unlabelled']} sample(s) have no entry in the label file", quiet)
+
+
+def dataset_item_blocks(samples: Iterable[Sample], backend: Backend, max_tokens: int | None,
+                        labels: dict[str, str] | None, limit: int | None, total: int | None, quiet: bool,
+                        counts: dict[str, int], block: int | None = None) -> Iterator[list[Item]]:
+    """:func:`load_dataset_items` a block of about ``block`` items at a time (``ATTACK_BLOCK``), counting into
+    ``counts`` (samples read, empty, truncated, unlabelled), without its notes."""
     tokenizer = backend.tokenizer
-    counts = {"samples": 0, "empty": 0, "truncated": 0}
     items: list[Item] = []
     pending: list[Sample] = []
 
@@ -189,6 +214,7 @@ def load_dataset_items(samples: Iterable[Sample], backend: Backend, max_tokens: 
                 counts["empty"] += 1
                 continue
             label = labels.get(sample.id, "") if labels is not None else normalize_label(sample.label)
+            counts["unlabelled"] += not label
             truncated = max_tokens is not None and len(ids) > max_tokens
             item = Item(sample.id, label, list(ids[:max_tokens] if truncated else ids), sample.text, truncated)
             if truncated:
@@ -199,6 +225,7 @@ def load_dataset_items(samples: Iterable[Sample], backend: Backend, max_tokens: 
             item.text = text  # zlib and the reference see exactly the scored text
         pending.clear()
 
+    size = block or ATTACK_BLOCK
     bar_total = min(total, limit) if total is not None and limit is not None else (limit or total)
     with progress(total=bar_total, desc="reading", unit="sample", quiet=quiet) as bar:
         for sample in samples:
@@ -212,15 +239,54 @@ def load_dataset_items(samples: Iterable[Sample], backend: Backend, max_tokens: 
             pending.append(sample)
             if len(pending) >= ENCODE_BATCH:
                 flush()
+            if len(items) >= size:
+                yield items
+                items = []
         if pending:
             flush()
-    if counts["empty"]:
-        note(f"skipped {counts['empty']} empty sample(s)", quiet)
-    if counts["truncated"]:
-        note(f"{counts['truncated']} sample(s) longer than {max_tokens} tokens (--max-tokens, capped by the model's "
-            f"context) were truncated to their first {max_tokens} tokens", quiet)
-    if labels is not None:
-        unknown = sum(1 for it in items if not it.label)
-        if unknown:
-            note(f"{unknown} sample(s) have no entry in the label file", quiet)
-    return items, counts
+        if items:
+            yield items
+
+
+class DatasetSource(ItemSource):
+    """A dataset's samples (or samples given in memory), read twice: once for every sample's membership code (and
+    the notes on what was skipped or cut), then a block at a time to be scored. Neither reading keeps more than a
+    block of samples."""
+
+    def __init__(self, samples: Iterable[Sample], backend: Backend, max_tokens: int | None,
+                 labels: dict[str, str] | None = None, limit: int | None = None, total: int | None = None,
+                 quiet: bool = False, block: int | None = None) -> None:
+        from mia_core.attack.metrics import membership_codes
+
+        self.samples, self.backend, self.max_tokens, self.labels = samples, backend, max_tokens, labels
+        self.limit, self.total, self.block = limit, total, block
+        self.read = _dataset_counts()
+        codes = [membership_codes([it.label for it in items]) for items in self._blocks(self.read, quiet)]
+        self.codes = np.concatenate(codes) if codes else np.zeros(0, np.int8)
+        _note_dataset_counts(self.read, max_tokens, labels is not None, quiet)
+
+    def _blocks(self, counts: dict[str, int], quiet: bool) -> Iterator[list[Item]]:
+        return dataset_item_blocks(self.samples, self.backend, self.max_tokens, self.labels, self.limit, self.total,
+                                   quiet, counts, self.block)
+
+    def blocks(self, skip: frozenset[int] = frozenset()) -> Iterator[list[Item]]:
+        counts, position = _dataset_counts(), 0
+        for items in self._blocks(counts, quiet=True):
+            kept = [it for i, it in enumerate(items, position) if i not in skip]
+            position += len(items)
+            yield kept
+        if counts != self.read:
+            from mia_core.errors import MiaError
+
+            raise MiaError(f"the dataset gave {counts['samples']} samples on its second reading and "
+                           f"{self.read['samples']} on its first: mia attack reads a dataset twice (its labels first), "
+                           "so it must give the same samples each time it is read")
+
+    def take(self, positions: Sequence[int]) -> list[Item]:
+        wanted, found, position = set(positions), {}, 0
+        for items in self._blocks(_dataset_counts(), quiet=True):
+            found.update({i: it for i, it in enumerate(items, position) if i in wanted})
+            position += len(items)
+            if len(found) == len(wanted):
+                break
+        return [found[i] for i in positions]

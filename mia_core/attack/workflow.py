@@ -2,8 +2,8 @@
 
 Opens the strings' source (a prefix map, a dataset, or samples already in memory), refuses a map
 without both labels before any model is loaded, loads the target and reference models (or takes
-them loaded), caps the strings to what both score, runs :func:`mia_core.attack.run.attack` and
-writes the results file (and its ROC plot and exports). ``mia attack``, ``mia calibrate`` and
+them loaded), caps the strings to what both score, runs :func:`mia_core.attack.run.attack_blocks`, which
+writes the results file a block of strings at a time, then the ROC plot and exports. ``mia attack``, ``mia calibrate`` and
 ``mia study`` all call it; the CLI only parses options and prints.
 """
 
@@ -15,7 +15,6 @@ from typing import Any
 
 from mia_core.attack import run as ar
 from mia_core.attack import scoring
-from mia_core.attack.items import Item, load_dataset_items
 from mia_core.errors import MiaError
 from mia_core.formats.names import safe_name, timestamp, unused_path
 from mia_core.types import Backend, Sample
@@ -50,7 +49,7 @@ class AttackRequest:
 
 @dataclass
 class _Source:
-    items: list[Item]
+    items: Any  # an items.ItemSource
     stem: str  # the results file's name, before its timestamp
     folder: Path  # where it is written by default
     attrs: dict[str, Any]  # what the results file records about its strings
@@ -65,35 +64,29 @@ def run_attack(request: AttackRequest) -> ar.AttackOutcome:
     options = request.options
     if options.max_context is None:
         options = dataclasses.replace(options, max_context=scoring.context_limit(backend))
-    if pmap is not None:
-        return _attack_map(request, pmap, codes, backend, reference, limit, ref_limit, options)
-    source = _source(request, backend, limit)
-    outcome = ar.attack(backend, source.items, options, reference, ref_limit)
-    _record(outcome, request, source, limit)
+    source = _source(request, pmap, codes, backend, limit)
+    return _attack(request, source, backend, reference, limit, ref_limit, options, is_map=pmap is not None)
+
+
+def _attack(request: AttackRequest, source: "_Source", backend: Backend, reference: Backend | None,
+            limit: int | None, ref_limit: int | None, options: ar.AttackConfig, is_map: bool) -> ar.AttackOutcome:
+    """The strings scored and written to the results file a block at a time (memory does not grow with them,
+    docs/scale.md), then its ROC plot and exports."""
     from mia_core.attack import report
-
-    return report.save_outcome(outcome, _results_path(request, source), plot=request.plot,
-                               exports=tuple(dict.fromkeys(request.exports)), title=_title(request, source))
-
-
-def _attack_map(request: AttackRequest, pmap: Any, codes: Any, backend: Backend, reference: Backend | None,
-                limit: int | None, ref_limit: int | None, options: ar.AttackConfig) -> ar.AttackOutcome:
-    """A prefix map's windows, scored and written to the results file a block at a time (memory does not grow
-    with the map's rows, docs/scale.md)."""
-    from mia_core.attack import report
-    from mia_core.attack.items import MapSource
     from mia_core.formats.attack_results import ResultsWriter, write_results_streamed
     from mia_core.formats.safeio import remove_stale_temps_in
 
-    source = _Source([], safe_name(request.model), pmap.folder / "attacks", {"prefix_map": str(pmap.folder)},
-                     pmap.folder.name)
-    items = MapSource(pmap, backend, limit, len(codes), codes, options.quiet)
+    from mia_core.attack.metrics import label_problem
+
+    problem = label_problem(source.items.codes)
+    if problem is not None and options.require_labels:  # before the results folder is made
+        raise MiaError(problem)
     path = _results_path(request, source)
     done: list[ar.AttackOutcome] = []
 
     def fill(writer: ResultsWriter) -> None:
-        outcome = ar.attack_blocks(backend, items, options, writer.append, writer.read_text, reference, ref_limit,
-                                   is_map=True)
+        outcome = ar.attack_blocks(backend, source.items, options, writer.append, writer.read_text, reference,
+                                   ref_limit, is_map=is_map)
         _record(outcome, request, source, limit)
         for name, (rows, values) in outcome.late_signals.items():
             writer.add_signal(name, rows, values)
@@ -162,22 +155,27 @@ def _models(request: AttackRequest) -> tuple[Backend, Backend | None, int | None
     return backend, reference, limit, ref_limit
 
 
-def _source(request: AttackRequest, backend: Backend, limit: int | None) -> _Source:
-    """The strings of a dataset (or given samples) as model tokens, with where their results go and what is
-    recorded about them."""
+def _source(request: AttackRequest, pmap: Any, codes: Any, backend: Backend, limit: int | None) -> _Source:
+    """The strings to score (an ``items.ItemSource``: a block of model tokens at a time), with where their results
+    go and what is recorded about them."""
+    from mia_core.attack.items import DatasetSource, MapSource
+
     quiet = request.options.quiet
     model = safe_name(request.model)
+    if pmap is not None:
+        return _Source(MapSource(pmap, backend, limit, len(codes), codes, quiet), model, pmap.folder / "attacks",
+                       {"prefix_map": str(pmap.folder)}, pmap.folder.name)
     if request.samples is not None:
-        items, _ = load_dataset_items(request.samples, backend, limit, request.labels, request.limit, quiet=quiet)
-        return _Source(items, model, Path("Prefixes") / "attacks", {}, "the given samples")
+        samples = DatasetSource(request.samples, backend, limit, request.labels, request.limit, quiet=quiet)
+        return _Source(samples, model, Path("Prefixes") / "attacks", {}, "the given samples")
     from mia_core import registry
 
     dataset = registry.datasets.create(request.dataset, dict(request.dataset_options))
-    items, read = load_dataset_items(dataset, backend, limit, request.labels, request.limit,
-                                     getattr(dataset, "length", None), quiet)
-    if not items:
-        raise MiaError(f"nothing to score: all {read['samples']} sample(s) of {request.dataset!r} are empty")
+    items = DatasetSource(dataset, backend, limit, request.labels, request.limit, getattr(dataset, "length", None),
+                          quiet)
+    if not len(items):
+        raise MiaError(f"nothing to score: all {items.read['samples']} sample(s) of {request.dataset!r} are empty")
     attrs = {"dataset": request.dataset, "dataset_options": dict(request.dataset_options),
-             "skipped_empty": read["empty"], "labels_file": request.labels_file}
+             "skipped_empty": items.read["empty"], "labels_file": request.labels_file}
     return _Source(items, f"{model}_{safe_name(request.dataset)}", Path("Prefixes") / "attacks", attrs,
                    request.dataset)
