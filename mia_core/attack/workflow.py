@@ -3,8 +3,8 @@
 Opens the strings' source (a prefix map, a dataset, or samples already in memory), refuses a map
 without both labels before any model is loaded, loads the target and reference models (or takes
 them loaded), caps the strings to what both score, runs :func:`mia_core.attack.run.attack_blocks`, which
-writes the results file a block of strings at a time, then the ROC plot and exports. ``mia attack``, ``mia calibrate`` and
-``mia study`` all call it; the CLI only parses options and prints.
+writes the results file a block of strings at a time, then the ROC plot and exports. ``mia attack``,
+``mia calibrate`` and ``mia study`` all call it; the CLI only parses options and prints.
 """
 
 import dataclasses
@@ -73,10 +73,9 @@ def _attack(request: AttackRequest, source: "_Source", backend: Backend, referen
     """The strings scored and written to the results file a block at a time (memory does not grow with them,
     docs/scale.md), then its ROC plot and exports."""
     from mia_core.attack import report
+    from mia_core.attack.metrics import label_problem
     from mia_core.formats.attack_results import ResultsWriter, write_results_streamed
     from mia_core.formats.safeio import remove_stale_temps_in
-
-    from mia_core.attack.metrics import label_problem
 
     problem = label_problem(source.items.codes)
     if problem is not None and options.require_labels:  # before the results folder is made
