@@ -114,6 +114,7 @@ class ItemSource:
     ReCaLL's prefix)."""
 
     codes: np.ndarray
+    many_blocks = True  # a bar of its own for the blocks, instead of one for each pass over a block
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -130,6 +131,8 @@ class ItemSource:
 
 class ListSource(ItemSource):
     """Strings already in memory: one block of them all."""
+
+    many_blocks = False
 
     def __init__(self, items: Sequence[Item]) -> None:
         from mia_core.attack.metrics import membership_codes

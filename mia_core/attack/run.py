@@ -134,7 +134,7 @@ def attack_blocks(backend: Backend, source: Any, config: AttackConfig,
     if not len(source):
         raise MiaError("nothing to score: every string was empty")
     shared = _Shared(backend, reference, reference_max_tokens, config.sampling if is_map else None,
-                     quiet_bars=config.quiet or _many_blocks(source))
+                     quiet_bars=config.quiet or source.many_blocks)
     skip = _draw_recall_prefix(source, config, shared)
     problem = label_problem(np.delete(source.codes, sorted(skip)))
     if problem is not None and config.require_labels:
@@ -177,12 +177,6 @@ def _score_blocks(source: Any, skip: frozenset[int], config: AttackConfig, share
     _note_skipped(shared, config)
     strings = max(len(source) - len(skip), 1)
     return {family: total / strings for family, total in passes.items()}
-
-
-def _many_blocks(source: Any) -> bool:
-    from mia_core.attack.items import ListSource
-
-    return not isinstance(source, ListSource)
 
 
 def _outcome(tally: Any, shared: _Shared, config: AttackConfig, problem: str | None, passes: dict[str, float],
