@@ -1,10 +1,12 @@
 """What an attack keeps of its scored blocks, and its evaluation once the last block is in.
 
 The strings are scored a block at a time (``mia_core.attack.run``) and each block's rows go to the results file;
-:class:`Tally` keeps only what the evaluation needs of every string: its membership code (1 byte), one float per
-signal (8 bytes each), an 8-byte hash of its text (the duplicate count) and, with ``--sampling``, the suffix's
-probability. :func:`evaluate` then gives the metrics of each signal, the blind baseline (on at most
-``BLIND_MAX_STRINGS`` labelled strings, a seeded sample beyond) and the warnings.
+:class:`Tally` keeps only what the evaluation needs of every string, in temporary files
+(``mia_core.attack.outofcore.Spill``): its membership code (1 byte), one float per signal (8 bytes each) and an
+8-byte hash of its text (the duplicate count); with ``--sampling`` also the suffix's probability, in memory.
+:func:`evaluate` then gives the metrics of each signal (in memory up to ``outofcore.IN_MEMORY_STRINGS`` usable
+strings, streamed beyond), the blind baseline (on at most ``BLIND_MAX_STRINGS`` labelled strings, a seeded sample
+beyond) and the warnings.
 """
 
 from collections.abc import Callable, Iterator
