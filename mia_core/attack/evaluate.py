@@ -178,8 +178,8 @@ def _tally_metrics(tally: Tally, name: str, codes: np.ndarray, config: Any) -> S
 
 
 #: How the AUC interval of a signal with more than ``outofcore.IN_MEMORY_STRINGS`` strings is found.
-DELONG_INTERVAL = (f"{DELONG} (normal approximation; over {outofcore.IN_MEMORY_STRINGS:,} strings no bootstrap is run, "
-          "so TPR has no interval)")
+DELONG_INTERVAL = (f"{DELONG} (normal approximation; over {outofcore.IN_MEMORY_STRINGS:,} strings no bootstrap is "
+                   "run, so TPR has no interval)")
 
 
 def _duplicates(tally: Tally, codes: np.ndarray) -> Duplicates:

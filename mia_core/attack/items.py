@@ -89,16 +89,12 @@ def map_window_items(prefix_map: Any, backend: Backend, max_tokens: int | None,
 
 
 def map_membership_codes(prefix_map: Any, rows: int) -> np.ndarray:
-    """The membership code (``metrics.membership_codes``) of the map's first ``rows`` rows, read a slice at a time:
-    a byte a row, where the labels as text took some 60."""
-    from mia_core.attack.metrics import membership_codes
+    """The membership code (``metrics.membership_codes``) of the map's first ``rows`` rows, their labels read
+    ``LABEL_ROWS`` at a time."""
+    from mia_core.attack.labels import label_codes
 
-    out = np.empty(rows, dtype=np.int8)
-    for start in range(0, rows, LABEL_ROWS):
-        part = slice(start, min(rows, start + LABEL_ROWS))
-        values, inverse = np.unique(np.asarray(prefix_map.read("sample_label", part)), return_inverse=True)
-        out[part] = membership_codes([normalize_label(v) for v in values])[inverse.ravel()]
-    return out
+    return label_codes((prefix_map.read("sample_label", slice(start, min(rows, start + LABEL_ROWS)))
+                        for start in range(0, rows, LABEL_ROWS)), rows)
 
 
 #: Map rows whose labels are read at a time.

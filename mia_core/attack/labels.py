@@ -2,8 +2,11 @@
 
 import csv
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mia_core.errors import MiaError
 from mia_core.labels import label_from_text
@@ -13,6 +16,21 @@ def normalize_label(value: Any) -> str:
     """``member``/``nonmember`` from any spelling of the one label table (``mia_core.labels``: 1/0,
     1.0/0.0, true/false, in/out, seen/unseen, train/test); ``""`` for anything else (unlabelled)."""
     return label_from_text(value) or ""
+
+
+def label_codes(parts: Iterable[Any], rows: int) -> np.ndarray:
+    """The membership codes (``metrics.membership_codes``: a byte a row) of a label column of ``rows`` rows given as
+    consecutive slices (``parts``), each slice's distinct values normalized once: the labels of 10^7 rows as text
+    would take some 600 MB."""
+    from mia_core.attack.metrics import membership_codes
+
+    out = np.empty(rows, dtype=np.int8)
+    at = 0
+    for part in parts:
+        values, inverse = np.unique(np.asarray(part), return_inverse=True)
+        out[at:at + len(inverse)] = membership_codes([normalize_label(v) for v in values])[inverse.ravel()]
+        at += len(inverse)
+    return out
 
 
 def _label_rows(path: Path) -> list:

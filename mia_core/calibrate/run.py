@@ -178,7 +178,7 @@ def _canaries(config: CalibrateConfig, backend: Any, canaries: list[cn.Canary]) 
         spans.append((len(sequences), len(encoded), shared, exact, space))
         sequences.extend(encoded)
     scored = scoring.score_sequences(backend, sequences, config.batch_size * 8, config.quiet, desc="canaries",
-                                distribution=False)
+                                     distribution=False)
     rows = []
     for canary, (start, count, shared, exact, space) in zip(canaries, spans, strict=True):
         nll = np.empty(count)

@@ -169,6 +169,12 @@ class AttackResults:
         with open_hdf5(self.path, AGAIN) as f:
             return _values(f[dataset], rows)
 
+    def slices(self, dataset: str, size: int = READ_ROWS) -> Iterator[np.ndarray]:
+        """One dataset's values, ``size`` rows at a time, from one opening of the file."""
+        with open_hdf5(self.path, AGAIN) as f:
+            for start in range(0, len(self), size):
+                yield _values(f[dataset], slice(start, min(len(self), start + size)))
+
     def rows(self) -> Iterator[dict[str, Any]]:
         """One dict per row: the columns, then the signals; read ``READ_ROWS`` rows at a time."""
         names = [(name, self.columns.dataset(name)) for name in self.columns]

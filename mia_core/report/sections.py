@@ -225,27 +225,19 @@ def _attack_metrics(res: Any) -> list[Any]:
     ``outofcore.IN_MEMORY_STRINGS`` strings (``attack.evaluate.signal_metrics``); no bootstrap: the table shows
     the intervals the attack stored."""
     from mia_core.attack.evaluate import signal_metrics
-    from mia_core.attack.labels import normalize_label
-    from mia_core.attack.metrics import membership_codes
+    from mia_core.attack.labels import label_codes
     from mia_core.attack.outofcore import READ_VALUES
 
     size = len(res)
-    codes = np.empty(size, dtype=np.int8)
-    if "label" in res.columns:
-        for start in range(0, size, READ_VALUES):
-            part = slice(start, min(size, start + READ_VALUES))
-            values, inverse = np.unique(res.read(res.columns.dataset("label"), part).astype(str), return_inverse=True)
-            codes[part] = membership_codes([normalize_label(v) for v in values])[inverse.ravel()]
-    else:
-        codes[:] = -1
+    codes = label_codes(res.slices(res.columns.dataset("label"), READ_VALUES), size) if "label" in res.columns \
+        else np.full(size, -1, dtype=np.int8)
     metrics = []
     for name in res.signals:
         dataset = res.signals.dataset(name)
 
-        def chunks(dataset: str = dataset) -> Any:
-            for start in range(0, size, READ_VALUES):
-                part = slice(start, min(size, start + READ_VALUES))
-                yield res.read(dataset, part), codes[part]
+        def chunks(dataset: str = dataset) -> Any:  # (values, codes) of each slice, from one opening of the file
+            for at, values in zip(range(0, size, READ_VALUES), res.slices(dataset, READ_VALUES), strict=True):
+                yield values, codes[at:at + READ_VALUES]
 
         m = signal_metrics(name, codes, chunks, partial(res.read, dataset), n_boot=0, seed=0)
         if m is not None:
